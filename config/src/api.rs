@@ -1,0 +1,327 @@
+//! The admin API's wire types: what `accessctl` sends to `accessd` over the
+//! admin socket and what comes back. Plain data, shared by both binaries so the
+//! two can never disagree on a field name.
+//!
+//! Paths (all under `/v1`, JSON bodies, HTTP/1.1 over a Unix socket):
+//!
+//! | method | path | body → response |
+//! |---|---|---|
+//! | GET | `/v1/status` | → [`StatusResponse`] |
+//! | POST | `/v1/reload` | → [`ReloadResponse`] |
+//! | GET | `/v1/users` | → `Vec<`[`UserSummary`]`>` |
+//! | POST | `/v1/users` | [`CreateUserRequest`] → [`CreateUserResponse`] |
+//! | GET | `/v1/users/{name}` | → [`UserDetail`] |
+//! | DELETE | `/v1/users/{name}` | → [`UserDetail`] (as it was) |
+//! | POST | `/v1/users/{name}/disable` | → [`UserDetail`] |
+//! | POST | `/v1/users/{name}/enable` | → [`UserDetail`] |
+//! | PUT | `/v1/users/{name}/groups` | [`SetGroupsRequest`] → [`UserDetail`] |
+//! | POST | `/v1/users/{name}/keys` | [`AddKeyRequest`] → [`SshKeyInfo`] |
+//! | DELETE | `/v1/users/{name}/keys?fingerprint=SHA256:…` | → [`SshKeyInfo`] |
+//! | GET | `/v1/devices[?user=NAME]` | → `Vec<`[`DeviceInfo`]`>` |
+//! | POST | `/v1/users/{name}/devices` | [`CreateDeviceRequest`] → [`DeviceConfigResponse`] |
+//! | DELETE | `/v1/users/{name}/devices/{device}` | → [`DeviceInfo`] (as it was) |
+//! | GET | `/v1/groups` | → `Vec<`[`GroupInfo`]`>` |
+//! | GET | `/v1/audit?…` ([`AuditQuery`]) | → `Vec<`[`AuditRecord`]`>` |
+//! | GET | `/v1/audit/verify` | → [`VerifyReport`] |
+//!
+//! Every failure is an HTTP error status with an [`ApiError`] body.
+
+use serde::{Deserialize, Serialize};
+
+/// The body of every error response: a stable machine-readable `code`, a
+/// sentence for humans, and optional details (one line each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// Stable error codes. Scripts may match on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request body or query could not be parsed.
+    BadRequest,
+    /// A user, device or group name breaks the naming rule.
+    InvalidName,
+    /// A value (key, duration, group, ...) is not acceptable.
+    InvalidValue,
+    /// No such user, device, key or group.
+    NotFound,
+    /// It exists already (user, device, key) or the pool is full.
+    Conflict,
+    /// The config file on disk is invalid; the running config stays.
+    ConfigInvalid,
+    /// The audit record could not be written, so the action was refused.
+    AuditUnavailable,
+    /// Something failed inside the daemon; its log says more.
+    Internal,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub version: String,
+    pub gateway: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub uptime_secs: u64,
+    pub config_path: String,
+    /// The gateway's WireGuard public key (base64).
+    pub wireguard_public_key: String,
+    /// `host:port` that device configs point at, when known.
+    pub endpoint: Option<String>,
+    pub users: UserCounts,
+    pub devices: u64,
+    pub groups: u64,
+    pub audit_records: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserCounts {
+    pub total: u64,
+    pub pending: u64,
+    pub active: u64,
+    pub disabled: u64,
+}
+
+/// `POST /v1/reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub config_path: String,
+    pub groups: u64,
+}
+
+/// A user's life cycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    /// Created by an admin, has not finished enrollment in the portal.
+    Pending,
+    Active,
+    Disabled,
+}
+
+impl UserState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// One row of `GET /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub name: String,
+    pub state: UserState,
+    pub groups: Vec<String>,
+    pub devices: u64,
+    pub ssh_keys: u64,
+    /// RFC 3339, when the account expires.
+    pub expires_at: Option<String>,
+    /// True when `expires_at` has passed.
+    pub expired: bool,
+    pub last_seen: Option<String>,
+}
+
+/// `GET /v1/users/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserDetail {
+    pub name: String,
+    pub state: UserState,
+    pub groups: Vec<String>,
+    /// The union of the user's groups' subnets: exactly what their devices'
+    /// `AllowedIPs` say.
+    pub subnets: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub expired: bool,
+    pub last_seen: Option<String>,
+    pub ssh_keys: Vec<SshKeyInfo>,
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// An SSH public key registered to a user (never a private key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshKeyInfo {
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    pub algorithm: String,
+    pub comment: String,
+    pub added_at: String,
+}
+
+/// One WireGuard device of a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub user: String,
+    pub name: String,
+    pub public_key: String,
+    /// The device's VPN address, stable for the device's life.
+    pub address: String,
+    pub created_at: String,
+    pub last_activation: Option<String>,
+    pub last_handshake: Option<String>,
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// OpenSSH public key lines (`ssh-ed25519 AAAA... comment`).
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// The account expires this many seconds after creation.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUserResponse {
+    pub user: UserDetail,
+    pub enrollment: Enrollment,
+}
+
+/// A one-time enrollment link. The token is shown here once; the gateway
+/// keeps only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub token: String,
+    pub url: String,
+    pub expires_at: String,
+}
+
+/// `PUT /v1/users/{name}/groups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetGroupsRequest {
+    pub groups: Vec<String>,
+}
+
+/// `POST /v1/users/{name}/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddKeyRequest {
+    pub public_key: String,
+}
+
+/// Query of `DELETE /v1/users/{name}/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveKeyQuery {
+    pub fingerprint: String,
+}
+
+/// Query of `GET /v1/devices`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeviceListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// `POST /v1/users/{name}/devices`: the device's public key. The private key
+/// never reaches the gateway: `accessctl` generates the pair itself when the
+/// admin does not bring a public key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateDeviceRequest {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// Everything a client needs for its wg-quick file, except its private key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceConfigResponse {
+    pub device: DeviceInfo,
+    /// `Address`: the device's address with a host prefix (`/32` or `/128`).
+    pub interface_address: String,
+    /// The gateway's WireGuard public key.
+    pub gateway_public_key: String,
+    /// `host:port`.
+    pub endpoint: String,
+    /// Exactly the user's reachable subnets: a split tunnel, never a default route.
+    pub allowed_ips: Vec<String>,
+    pub persistent_keepalive: u16,
+    pub mtu: u16,
+}
+
+/// One `[[group]]` of the running config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub subnets: Vec<String>,
+    /// `None`: every port.
+    pub ports: Option<Vec<u16>>,
+    pub members: u64,
+}
+
+/// Query of `GET /v1/audit`. Times are RFC 3339 (UTC).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Records whose actor or target is this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A kind prefix, matched on whole dotted segments (`user` matches
+    /// `user.add`, not `username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only records with a larger `seq` (for `--follow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
+    /// At most this many, the newest ones (still returned oldest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// One audit record, exactly as stored and hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    /// RFC 3339, UTC, whole seconds or finer.
+    pub time: String,
+    pub kind: String,
+    pub actor: String,
+    pub source: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// `GET /v1/audit/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// True when every record is intact and the chain reaches the recorded head.
+    pub intact: bool,
+    /// Records checked.
+    pub records: u64,
+    /// The first problem found, if any.
+    pub problem: Option<VerifyProblem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyProblem {
+    /// The record where the chain first breaks.
+    pub seq: u64,
+    pub kind: VerifyProblemKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyProblemKind {
+    /// The record's contents no longer match its hash.
+    Altered,
+    /// A record is missing (a gap in `seq`, or a broken `prev_hash` link).
+    Removed,
+    /// Records are out of order.
+    Reordered,
+    /// The chain ends before the recorded head: records were cut from the end.
+    Truncated,
+}

@@ -1,0 +1,1 @@
+//! accessd (in progress)

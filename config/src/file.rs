@@ -1,2 +1,0 @@
-//! (in progress)
-pub struct Config; #[derive(Debug)] pub struct ConfigError;

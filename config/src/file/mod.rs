@@ -1,0 +1,267 @@
+//! The config file: one TOML file (default `/etc/gatehouse/gatehouse.toml`),
+//! parsed into [`raw`] structs, then validated into a typed [`Config`].
+//! Every problem is reported at once, each naming file, line, column and key.
+
+mod raw;
+mod source_map;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::policy::{GroupRule, Policy};
+
+/// Where `accessd` looks when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gatehouse/gatehouse.toml";
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub vpn: VpnConfig,
+    pub ssh: SshConfig,
+    pub portal: PortalConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
+    pub groups: Vec<GroupConfig>,
+    /// `None`: no AWS call is ever made.
+    pub aws: Option<AwsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Tags AWS resources and names the SSM parameter.
+    pub name: String,
+    pub public_endpoint: PublicEndpoint,
+    pub state_dir: PathBuf,
+}
+
+/// The host name or address that device configs and links point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicEndpoint {
+    /// The elastic IP the AWS provisioner manages.
+    Auto,
+    Host(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VpnConfig {
+    pub listen: SocketAddr,
+    pub interface: String,
+    /// Device addresses come from here; its first host is the gateway's.
+    pub pool: IpNet,
+    pub mtu: u16,
+    pub persistent_keepalive: u16,
+    pub session_lifetime: Duration,
+    pub require_login: bool,
+    pub nat: NatMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatMode {
+    /// The kernel forwards; VPC routes bring replies back to the gateway.
+    Route,
+    /// Source addresses are rewritten to the gateway's.
+    Masquerade,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshConfig {
+    pub listen: SocketAddr,
+    pub allowed_ports: Vec<u16>,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_channels_per_user: u32,
+    pub require_totp: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+    /// The base URL people open; derived from the endpoint when not given.
+    pub url: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub require_totp: bool,
+    pub enrollment_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    /// The group that owns the socket (mode 0660), when it exists.
+    pub group: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// The JSON-lines mirror of the audit log.
+    pub mirror: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub name: String,
+    pub subnets: Vec<IpNet>,
+    pub ports: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub imds_endpoint: Option<String>,
+    pub apply_on_start: bool,
+    pub private_route_tables: Vec<String>,
+    pub admin_cidrs: Vec<IpNet>,
+    pub public_cidrs: Vec<IpNet>,
+}
+
+/// A config that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key path, e.g. `group[1].subnets[0]`; empty for a syntax error.
+    pub key: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates config `text`; `file` names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        validate::parse(text, file)
+    }
+
+    /// The access policy of this config.
+    pub fn policy(&self) -> Policy {
+        let groups = self.groups.iter().map(|g| {
+            let rule = GroupRule {
+                subnets: g.subnets.clone(),
+                ports: g.ports.as_ref().map(|p| p.iter().copied().collect()),
+            };
+            (g.name.clone(), rule)
+        });
+        Policy::new(groups).with_gateway_addrs([self.vpn.gateway_address()])
+    }
+
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// `host:port` for device configs, once the host is known.
+    pub fn vpn_endpoint(&self) -> Option<String> {
+        match &self.gateway.public_endpoint {
+            PublicEndpoint::Auto => None,
+            PublicEndpoint::Host(host) => Some(host_port(host, self.vpn.listen.port())),
+        }
+    }
+
+    /// The portal's base URL (no trailing slash), once the host is known.
+    pub fn portal_url(&self) -> Option<String> {
+        if let Some(url) = &self.portal.url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        let PublicEndpoint::Host(host) = &self.gateway.public_endpoint else {
+            return None;
+        };
+        Some(match self.portal.listen.port() {
+            443 => format!("https://{}", bracket_v6(host)),
+            port => format!("https://{}", host_port(host, port)),
+        })
+    }
+}
+
+impl VpnConfig {
+    /// The gateway's own tunnel address: the pool's first host.
+    pub fn gateway_address(&self) -> IpAddr {
+        validate::first_host(&self.pool)
+    }
+}
+
+impl ConfigError {
+    /// The problems of an invalid file (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            Self::Read { .. } => &[],
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
+    let count = problems.len();
+    let noun = if count == 1 { "problem" } else { "problems" };
+    let mut out = format!("{file}: {count} {noun}");
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracket_v6(host))
+}

@@ -1,0 +1,185 @@
+//! The config file exactly as written: serde structs with every default
+//! filled in. Values that need checking (addresses, subnets, durations) stay
+//! strings here, so that validation can report all of their problems at once
+//! rather than serde stopping at the first.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawConfig {
+    pub gateway: RawGateway,
+    pub vpn: RawVpn,
+    pub ssh: RawSsh,
+    pub portal: RawPortal,
+    pub admin: RawAdmin,
+    pub metrics: RawMetrics,
+    pub audit: RawAudit,
+    #[serde(rename = "group")]
+    pub groups: Vec<RawGroup>,
+    pub aws: Option<RawAws>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawGateway {
+    pub name: Option<String>,
+    pub public_endpoint: String,
+    pub state_dir: String,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        Self {
+            name: None,
+            public_endpoint: "auto".into(),
+            state_dir: "/var/lib/gatehouse".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawVpn {
+    pub listen: String,
+    pub interface: String,
+    pub pool: String,
+    pub mtu: u16,
+    pub persistent_keepalive: u16,
+    pub session_lifetime: String,
+    pub require_login: bool,
+    pub nat: String,
+}
+
+impl Default for RawVpn {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:51820".into(),
+            interface: "gatehouse0".into(),
+            pool: "10.200.0.0/24".into(),
+            mtu: 1420,
+            persistent_keepalive: 25,
+            session_lifetime: "12h".into(),
+            require_login: true,
+            nat: "route".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSsh {
+    pub listen: String,
+    pub allowed_ports: Vec<u16>,
+    pub connect_timeout: String,
+    pub idle_timeout: String,
+    pub max_channels_per_user: u32,
+    pub require_totp: bool,
+}
+
+impl Default for RawSsh {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:2222".into(),
+            allowed_ports: vec![22],
+            connect_timeout: "10s".into(),
+            idle_timeout: "1h".into(),
+            max_channels_per_user: 32,
+            require_totp: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPortal {
+    pub listen: String,
+    pub url: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub require_totp: bool,
+    pub enrollment_ttl: String,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:443".into(),
+            url: None,
+            tls_cert: None,
+            tls_key: None,
+            require_totp: true,
+            enrollment_ttl: "24h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAdmin {
+    pub socket: String,
+    pub group: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            socket: "/run/gatehouse/admin.sock".into(),
+            group: "gatehouse-admin".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMetrics {
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9586".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAudit {
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawGroup {
+    pub name: Option<String>,
+    pub subnets: Option<Vec<String>>,
+    pub ports: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAws {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub imds_endpoint: Option<String>,
+    pub apply_on_start: bool,
+    pub private_route_tables: Vec<String>,
+    pub admin_cidrs: Vec<String>,
+    pub public_cidrs: Vec<String>,
+}
+
+impl Default for RawAws {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            imds_endpoint: None,
+            apply_on_start: false,
+            private_route_tables: Vec::new(),
+            admin_cidrs: Vec::new(),
+            public_cidrs: vec!["0.0.0.0/0".into(), "::/0".into()],
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! One test per rule: each asserts the message names the key and its line.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, file)
+}
+
+const SAMPLE: &str = include_str!("../../../packaging/gatehouse.toml");
+
+const MINIMAL: &str = r#"
+[gateway]
+name = "gw"
+public_endpoint = "vpn.example.com"
+
+[[group]]
+name = "research"
+subnets = ["10.0.3.0/24"]
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text, "test.toml") {
+        Ok(_) => panic!("expected problems for:\n{text}"),
+        Err(err) => err.problems().to_vec(),
+    }
+}
+
+/// Asserts exactly one problem, at `key` on `line`, whose message contains `needle`.
+fn assert_one(text: &str, key: &str, line: usize, needle: &str) {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let p = &found[0];
+    assert_eq!((p.key.as_str(), p.line), (key, line), "{p}");
+    assert!(p.message.contains(needle), "{p}");
+    let shown = p.to_string();
+    assert!(
+        shown.starts_with(&format!("test.toml:{line}:")) && shown.contains(key),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_sample_config_passes_and_documents_the_defaults() {
+    let config = parse(SAMPLE, "gatehouse.toml").unwrap();
+    let defaults = parse(MINIMAL, "minimal.toml").unwrap();
+    assert_eq!(
+        config.vpn, defaults.vpn,
+        "the sample's [vpn] must show the defaults"
+    );
+    assert_eq!(config.ssh, defaults.ssh);
+    assert_eq!(config.portal, defaults.portal);
+    assert_eq!(config.admin, defaults.admin);
+    assert_eq!(config.metrics, defaults.metrics);
+    assert_eq!(config.audit, defaults.audit);
+    assert_eq!(config.groups.len(), 2);
+    assert_eq!(config.aws, None);
+}
+
+#[test]
+fn defaults_and_derived_values() {
+    let config = parse(MINIMAL, "m.toml").unwrap();
+    assert_eq!(config.vpn.session_lifetime, Duration::from_secs(12 * 3600));
+    assert_eq!(
+        config.vpn.gateway_address(),
+        "10.200.0.1".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        config.audit.mirror,
+        PathBuf::from("/var/lib/gatehouse/audit.jsonl")
+    );
+    assert_eq!(
+        config.vpn_endpoint().as_deref(),
+        Some("vpn.example.com:51820")
+    );
+    assert_eq!(
+        config.portal_url().as_deref(),
+        Some("https://vpn.example.com")
+    );
+    assert_eq!(config.portal.enrollment_ttl, Duration::from_secs(24 * 3600));
+}
+
+#[test]
+fn ipv6_endpoint_is_bracketed() {
+    let text = MINIMAL.replace("vpn.example.com", "2001:db8::1");
+    let config = parse(&text, "m.toml").unwrap();
+    assert_eq!(
+        config.vpn_endpoint().as_deref(),
+        Some("[2001:db8::1]:51820")
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_place() {
+    let text =
+        "[gateway]\nname = \"gw\"\npublic_endpoint = \"h\"\n\n[vpn]\npoool = \"10.0.0.0/24\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].line, 6, "{}", found[0]);
+    assert!(
+        found[0].message.contains("unknown field `poool`"),
+        "{}",
+        found[0]
+    );
+    assert!(found[0].key.contains("vpn"), "{}", found[0]);
+}
+
+#[test]
+fn a_wrong_type_names_the_key() {
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[ssh]\nmax_channels_per_user = \"many\"\n\n[[group]]",
+    );
+    let found = problems(&text);
+    assert_eq!(found[0].key, "ssh.max_channels_per_user", "{}", found[0]);
+    assert_eq!(found[0].line, 7);
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let found = problems("[gateway\nname = 1\n");
+    assert_eq!(found[0].line, 1, "{}", found[0]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+[gateway]
+public_endpoint = "auto"
+state_dir = "relative"
+
+[vpn]
+pool = "10.0.0.0/8"
+session_lifetime = "0s"
+nat = "bridge"
+
+[[group]]
+name = "Research"
+subnets = ["0.0.0.0/0", "10.0.3.0/33"]
+"#;
+    let found = problems(text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "gateway.name",
+            "gateway.public_endpoint",
+            "gateway.state_dir",
+            "vpn.session_lifetime",
+            "vpn.nat",
+            "group[0].name",
+            "group[0].subnets[0]",
+            "group[0].subnets[1]",
+        ],
+        "{found:#?}"
+    );
+    let err = parse(text, "bad.toml").unwrap_err().to_string();
+    assert!(err.starts_with("bad.toml: 8 problems"), "{err}");
+}
+
+#[test]
+fn default_routes_are_refused_in_any_group() {
+    let text = MINIMAL.replace("\"10.0.3.0/24\"", "\"10.0.3.0/24\", \"::/0\"");
+    assert_one(&text, "group[0].subnets[1]", 8, "default route");
+    let text = MINIMAL.replace("10.0.3.0/24", "0.0.0.0/0");
+    assert_one(&text, "group[0].subnets[0]", 8, "split tunnels only");
+}
+
+#[test]
+fn the_pool_may_not_overlap_a_group() {
+    let text = MINIMAL.replace("10.0.3.0/24", "10.200.0.128/25");
+    assert_one(
+        &text,
+        "group[0].subnets[0]",
+        8,
+        "overlaps the VPN pool 10.200.0.0/24",
+    );
+    let text = MINIMAL
+        .replace("10.0.3.0/24", "10.0.0.0/8")
+        .replace("[[group]]", "[vpn]\npool = \"10.9.0.0/24\"\n\n[[group]]");
+    assert_one(&text, "group[0].subnets[0]", 11, "overlaps the VPN pool");
+}
+
+#[test]
+fn group_names_are_checked_and_unique() {
+    let text = format!("{MINIMAL}\n[[group]]\nname = \"research\"\nsubnets = [\"10.0.4.0/24\"]\n");
+    assert_one(&text, "group[1].name", 11, "defined twice");
+    let text = MINIMAL.replace("name = \"research\"", "name = \"Re search\"");
+    assert_one(&text, "group[0].name", 7, "not a valid group name");
+    let text = MINIMAL.replace("name = \"research\"\n", "");
+    assert_one(&text, "group[0]", 6, "has no name");
+}
+
+#[test]
+fn subnets_must_parse_and_have_no_host_bits() {
+    let text = MINIMAL.replace("10.0.3.0/24", "10.0.3.1/24");
+    assert_one(&text, "group[0].subnets[0]", 8, "did you mean 10.0.3.0/24");
+    let text = MINIMAL.replace("10.0.3.0/24", "ten.zero/8");
+    assert_one(&text, "group[0].subnets[0]", 8, "is not a CIDR");
+    let text = MINIMAL.replace("[\"10.0.3.0/24\"]", "[]");
+    assert_one(&text, "group[0].subnets", 8, "is empty");
+}
+
+#[test]
+fn always_refused_ranges_cannot_be_granted() {
+    let text = MINIMAL.replace("10.0.3.0/24", "169.254.169.254/32");
+    assert_one(&text, "group[0].subnets[0]", 8, "always refused");
+}
+
+#[test]
+fn group_ports_are_checked() {
+    let text = MINIMAL.replace(
+        "subnets = [\"10.0.3.0/24\"]",
+        "subnets = [\"10.0.3.0/24\"]\nports = [22, 0]",
+    );
+    assert_one(&text, "group[0].ports[1]", 9, "port 0");
+    let text = MINIMAL.replace(
+        "subnets = [\"10.0.3.0/24\"]",
+        "subnets = [\"10.0.3.0/24\"]\nports = [70000]",
+    );
+    let found = problems(&text);
+    assert_eq!(found[0].key, "group[0].ports[0]", "{}", found[0]);
+}
+
+#[test]
+fn listen_addresses_must_parse() {
+    let text = MINIMAL.replace("[[group]]", "[ssh]\nlisten = \"0.0.0.0\"\n\n[[group]]");
+    assert_one(&text, "ssh.listen", 7, "an address with a port");
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[portal]\nlisten = \"0.0.0.0:2222\"\n\n[[group]]",
+    );
+    assert_one(&text, "portal.listen", 7, "clashes with ssh.listen");
+}
+
+#[test]
+fn durations_are_human_and_positive() {
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[vpn]\nsession_lifetime = \"twelve hours\"\n\n[[group]]",
+    );
+    assert_one(&text, "vpn.session_lifetime", 7, "is not a duration");
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[portal]\nenrollment_ttl = \"0h\"\n\n[[group]]",
+    );
+    assert_one(&text, "portal.enrollment_ttl", 7, "longer than zero");
+}
+
+#[test]
+fn auto_endpoint_needs_aws() {
+    let text = MINIMAL.replace("\"vpn.example.com\"", "\"auto\"");
+    assert_one(&text, "gateway.public_endpoint", 4, "no [aws] section");
+    let with_aws = format!("{text}\n[aws]\nregion = \"eu-west-3\"\n");
+    let config = parse(&with_aws, "t.toml").unwrap();
+    assert_eq!(config.gateway.public_endpoint, PublicEndpoint::Auto);
+    assert_eq!(config.vpn_endpoint(), None);
+}
+
+#[test]
+fn endpoint_is_a_bare_host() {
+    let text = MINIMAL.replace("vpn.example.com", "https://vpn.example.com:51820");
+    assert_one(
+        &text,
+        "gateway.public_endpoint",
+        4,
+        "without scheme or port",
+    );
+}
+
+#[test]
+fn pool_must_be_a_usable_network() {
+    let text = MINIMAL.replace("[[group]]", "[vpn]\npool = \"10.200.0.0/31\"\n\n[[group]]");
+    assert_one(&text, "vpn.pool", 7, "too small");
+    let text = MINIMAL.replace("[[group]]", "[vpn]\npool = \"10.200.0.5/24\"\n\n[[group]]");
+    assert_one(&text, "vpn.pool", 7, "host bits");
+}
+
+#[test]
+fn aws_values_are_checked() {
+    let text = format!(
+        "{MINIMAL}\n[aws]\nprivate_route_tables = [\"main\"]\nadmin_cidrs = [\"1.2.3.4\"]\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["aws.private_route_tables[0]", "aws.admin_cidrs[0]"],
+        "{found:#?}"
+    );
+    assert_eq!(found[0].line, 11);
+}
+
+#[test]
+fn tls_files_come_in_pairs() {
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[portal]\ntls_cert = \"/etc/c.pem\"\n\n[[group]]",
+    );
+    assert_one(&text, "portal.tls_cert", 7, "without portal.tls_key");
+}
+
+#[test]
+fn policy_of_a_config_refuses_the_gateway_tunnel_address() {
+    let config = parse(MINIMAL, "m.toml").unwrap();
+    let access = config.policy().access_for(&["research"]);
+    assert!(access.check("10.0.3.9".parse().unwrap(), Some(22)).is_ok());
+    assert!(
+        access
+            .check("10.200.0.1".parse().unwrap(), Some(22))
+            .is_err()
+    );
+}

@@ -1,0 +1,499 @@
+//! Turns the raw file into a [`Config`], collecting every problem on the way.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::raw::{RawAws, RawConfig, RawGroup};
+use super::source_map::SourceMap;
+use super::*;
+use crate::names::{NAME_RULE, is_valid_name};
+use crate::policy::{always_refused_nets, overlaps};
+
+pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let map = SourceMap::new(text);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let offset = err.span().map_or(0, |s| s.start);
+            let pos = map.position(offset);
+            let problem = Problem {
+                file: file.to_string(),
+                line: pos.line,
+                column: pos.column,
+                key: map.path_at(offset).unwrap_or_default().to_string(),
+                message: err.message().trim().to_string(),
+            };
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                problems: vec![problem],
+            });
+        }
+    };
+    let mut checker = Checker {
+        map,
+        file,
+        problems: Vec::new(),
+    };
+    let config = checker.config(raw);
+    match config {
+        Some(config) if checker.problems.is_empty() => Ok(config),
+        _ => {
+            checker.problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError::Invalid {
+                file: file.to_string(),
+                problems: checker.problems,
+            })
+        }
+    }
+}
+
+/// The first host of a pool: the gateway's own tunnel address.
+pub(crate) fn first_host(pool: &IpNet) -> IpAddr {
+    pool.hosts().next().unwrap_or(pool.network())
+}
+
+struct Checker<'a> {
+    map: SourceMap<'a>,
+    file: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let aws = raw.aws.map(|aws| self.aws(aws));
+        let gateway = self.gateway(raw.gateway, aws.is_some());
+        let vpn = self.vpn(raw.vpn);
+        let ssh = self.ssh(raw.ssh);
+        let portal = self.portal(raw.portal);
+        let admin = self.admin(raw.admin);
+        let metrics = self
+            .socket("metrics.listen", &raw.metrics.listen)
+            .map(|listen| MetricsConfig { listen });
+        let mirror = match raw.audit.mirror {
+            Some(path) => self.absolute_path("audit.mirror", &path),
+            None => gateway.as_ref().map(|g| g.state_dir.join("audit.jsonl")),
+        };
+        let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
+        if let (Some(ssh), Some(portal), Some(metrics)) = (&ssh, &portal, &metrics) {
+            self.distinct_tcp_listeners(&[
+                ("ssh.listen", ssh.listen),
+                ("portal.listen", portal.listen),
+                ("metrics.listen", metrics.listen),
+            ]);
+        }
+        Some(Config {
+            gateway: gateway?,
+            vpn: vpn?,
+            ssh: ssh?,
+            portal: portal?,
+            admin: admin?,
+            metrics: metrics?,
+            audit: AuditConfig { mirror: mirror? },
+            groups,
+            aws: aws.flatten(),
+        })
+    }
+
+    fn gateway(&mut self, raw: raw::RawGateway, has_aws: bool) -> Option<GatewayConfig> {
+        let name = match raw.name {
+            None => {
+                self.problem("gateway.name", "is required: it tags AWS resources and names the SSM parameter (e.g. \"research-gw\")");
+                None
+            }
+            Some(name) if !is_gateway_name(&name) => {
+                self.problem("gateway.name", format!("{name:?} is not a usable name: 1 to 64 letters, digits or '-', starting with a letter or digit"));
+                None
+            }
+            Some(name) => Some(name),
+        };
+        let endpoint = match raw.public_endpoint.as_str() {
+            "auto" if !has_aws => {
+                self.problem(
+                    "gateway.public_endpoint",
+                    "\"auto\" means the elastic IP that the [aws] section provisions, but there is no [aws] section: set the host name or address devices should connect to",
+                );
+                None
+            }
+            "auto" => Some(PublicEndpoint::Auto),
+            host => self.endpoint_host(host).map(PublicEndpoint::Host),
+        };
+        let state_dir = self.absolute_path("gateway.state_dir", &raw.state_dir);
+        Some(GatewayConfig {
+            name: name?,
+            public_endpoint: endpoint?,
+            state_dir: state_dir?,
+        })
+    }
+
+    fn endpoint_host(&mut self, host: &str) -> Option<String> {
+        const KEY: &str = "gateway.public_endpoint";
+        let bare_v6 = host.parse::<std::net::Ipv6Addr>().is_ok();
+        if host.contains(':') && !bare_v6 {
+            self.problem(KEY, format!("{host:?}: give the host only, without scheme or port (the port comes from vpn.listen)"));
+        } else if host.is_empty() || host.contains(char::is_whitespace) || host.contains('/') {
+            self.problem(KEY, format!("{host:?} is not a host name or address"));
+        } else {
+            return Some(host.to_string());
+        }
+        None
+    }
+
+    fn vpn(&mut self, raw: raw::RawVpn) -> Option<VpnConfig> {
+        let listen = self.socket("vpn.listen", &raw.listen);
+        if !is_interface_name(&raw.interface) {
+            self.problem(
+                "vpn.interface",
+                format!(
+                    "{:?} is not a usable interface name: 1 to 15 letters, digits, '_', '-' or '.'",
+                    raw.interface
+                ),
+            );
+        }
+        let pool = self.network("vpn.pool", &raw.pool).filter(|pool| {
+            let room = match pool { IpNet::V4(_) => 30, IpNet::V6(_) => 126 };
+            if pool.prefix_len() > room {
+                self.problem("vpn.pool", format!("{pool} is too small: it needs room for the gateway and at least one device (a /{room} or larger)"));
+                return false;
+            }
+            true
+        });
+        if !(1280..=9000).contains(&raw.mtu) {
+            self.problem(
+                "vpn.mtu",
+                format!("{} is out of range: 1280 to 9000", raw.mtu),
+            );
+        }
+        let session_lifetime = self.duration("vpn.session_lifetime", &raw.session_lifetime);
+        let nat = match raw.nat.as_str() {
+            "route" => Some(NatMode::Route),
+            "masquerade" => Some(NatMode::Masquerade),
+            other => {
+                self.problem(
+                    "vpn.nat",
+                    format!("{other:?} is not a NAT mode: use \"route\" or \"masquerade\""),
+                );
+                None
+            }
+        };
+        Some(VpnConfig {
+            listen: listen?,
+            interface: raw.interface,
+            pool: pool?,
+            mtu: raw.mtu,
+            persistent_keepalive: raw.persistent_keepalive,
+            session_lifetime: session_lifetime?,
+            require_login: raw.require_login,
+            nat: nat?,
+        })
+    }
+
+    fn ssh(&mut self, raw: raw::RawSsh) -> Option<SshConfig> {
+        let listen = self.socket("ssh.listen", &raw.listen);
+        if raw.allowed_ports.is_empty() {
+            self.problem(
+                "ssh.allowed_ports",
+                "must list at least one port (usually [22])",
+            );
+        }
+        self.ports("ssh.allowed_ports", &raw.allowed_ports);
+        let connect_timeout = self.duration("ssh.connect_timeout", &raw.connect_timeout);
+        let idle_timeout = self.duration("ssh.idle_timeout", &raw.idle_timeout);
+        if raw.max_channels_per_user == 0 {
+            self.problem("ssh.max_channels_per_user", "must be at least 1");
+        }
+        Some(SshConfig {
+            listen: listen?,
+            allowed_ports: raw.allowed_ports,
+            connect_timeout: connect_timeout?,
+            idle_timeout: idle_timeout?,
+            max_channels_per_user: raw.max_channels_per_user,
+            require_totp: raw.require_totp,
+        })
+    }
+
+    fn portal(&mut self, raw: raw::RawPortal) -> Option<PortalConfig> {
+        let listen = self.socket("portal.listen", &raw.listen);
+        if let Some(url) = &raw.url
+            && !url.starts_with("https://")
+        {
+            self.problem("portal.url", format!("{url:?} must start with https://"));
+        }
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => {
+                let cert = self.absolute_path("portal.tls_cert", &cert);
+                let key = self.absolute_path("portal.tls_key", &key);
+                cert.zip(key)
+                    .map(|(cert, key)| Some(TlsFiles { cert, key }))
+            }
+            (Some(_), None) => {
+                self.problem("portal.tls_cert", "is set without portal.tls_key: give both, or neither for a self-signed certificate");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("portal.tls_key", "is set without portal.tls_cert: give both, or neither for a self-signed certificate");
+                None
+            }
+        };
+        let enrollment_ttl = self.duration("portal.enrollment_ttl", &raw.enrollment_ttl);
+        Some(PortalConfig {
+            listen: listen?,
+            url: raw.url,
+            tls: tls?,
+            require_totp: raw.require_totp,
+            enrollment_ttl: enrollment_ttl?,
+        })
+    }
+
+    fn admin(&mut self, raw: raw::RawAdmin) -> Option<AdminConfig> {
+        let socket = self.absolute_path("admin.socket", &raw.socket);
+        if raw.group.is_empty() {
+            self.problem(
+                "admin.group",
+                "must name the group allowed to use the admin socket",
+            );
+        }
+        Some(AdminConfig {
+            socket: socket?,
+            group: raw.group,
+        })
+    }
+
+    fn groups(&mut self, raw: Vec<RawGroup>, pool: Option<IpNet>) -> Vec<GroupConfig> {
+        let mut seen = HashSet::new();
+        let mut groups = Vec::new();
+        for (i, group) in raw.into_iter().enumerate() {
+            let key = format!("group[{i}]");
+            let name = match group.name {
+                None => {
+                    self.problem(&key, "has no name");
+                    None
+                }
+                Some(name) if !is_valid_name(&name) => {
+                    self.problem(
+                        &format!("{key}.name"),
+                        format!("{name:?} is not a valid group name: {NAME_RULE}"),
+                    );
+                    None
+                }
+                Some(name) if !seen.insert(name.clone()) => {
+                    self.problem(
+                        &format!("{key}.name"),
+                        format!("group {name:?} is defined twice"),
+                    );
+                    None
+                }
+                Some(name) => Some(name),
+            };
+            let mut subnets = Vec::new();
+            match group.subnets {
+                None => self.problem(&key, "has no subnets: list the CIDRs its members may reach"),
+                Some(list) if list.is_empty() => self.problem(
+                    &format!("{key}.subnets"),
+                    "is empty: list the CIDRs its members may reach",
+                ),
+                Some(list) => {
+                    for (j, text) in list.iter().enumerate() {
+                        let key = format!("{key}.subnets[{j}]");
+                        if let Some(net) = self.group_subnet(&key, text, pool) {
+                            subnets.push(net);
+                        }
+                    }
+                }
+            }
+            if let Some(ports) = &group.ports {
+                if ports.is_empty() {
+                    self.problem(
+                        &format!("{key}.ports"),
+                        "is empty: leave it out to allow every port",
+                    );
+                }
+                self.ports(&format!("{key}.ports"), ports);
+            }
+            if let Some(name) = name {
+                groups.push(GroupConfig {
+                    name,
+                    subnets,
+                    ports: group.ports,
+                });
+            }
+        }
+        groups
+    }
+
+    fn group_subnet(&mut self, key: &str, text: &str, pool: Option<IpNet>) -> Option<IpNet> {
+        let net = self.network(key, text)?;
+        if net.prefix_len() == 0 {
+            self.problem(key, format!("{net} is a default route: gatehouse gives split tunnels only; list the private subnets instead"));
+            return None;
+        }
+        if let Some(pool) = pool
+            && overlaps(&net, &pool)
+        {
+            self.problem(
+                key,
+                format!("{net} overlaps the VPN pool {pool} (vpn.pool)"),
+            );
+            return None;
+        }
+        if let Some((refused, range)) = always_refused_nets()
+            .into_iter()
+            .find(|(r, _)| r.contains(&net))
+        {
+            self.problem(key, format!("{net} lies inside {refused}: {range} addresses are always refused, so this grants nothing"));
+            return None;
+        }
+        Some(net)
+    }
+
+    fn aws(&mut self, raw: RawAws) -> Option<AwsConfig> {
+        if raw.region.as_deref() == Some("") {
+            self.problem(
+                "aws.region",
+                "is empty: leave it out to take the instance's region",
+            );
+        }
+        for (key, url) in [
+            ("aws.endpoint_url", &raw.endpoint_url),
+            ("aws.imds_endpoint", &raw.imds_endpoint),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                self.problem(key, format!("{url:?} must be an http:// or https:// URL"));
+            }
+        }
+        for (i, table) in raw.private_route_tables.iter().enumerate() {
+            if !table.starts_with("rtb-") {
+                self.problem(
+                    &format!("aws.private_route_tables[{i}]"),
+                    format!("{table:?} is not a route table id (rtb-...)"),
+                );
+            }
+        }
+        let admin_cidrs = self.networks("aws.admin_cidrs", &raw.admin_cidrs);
+        let public_cidrs = self.networks("aws.public_cidrs", &raw.public_cidrs);
+        Some(AwsConfig {
+            region: raw.region,
+            endpoint_url: raw.endpoint_url,
+            imds_endpoint: raw.imds_endpoint,
+            apply_on_start: raw.apply_on_start,
+            private_route_tables: raw.private_route_tables,
+            admin_cidrs,
+            public_cidrs,
+        })
+    }
+
+    fn distinct_tcp_listeners(&mut self, listeners: &[(&str, SocketAddr)]) {
+        for (i, (key_a, a)) in listeners.iter().enumerate() {
+            for (key_b, b) in &listeners[i + 1..] {
+                let same_ip =
+                    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+                if a.port() == b.port() && same_ip {
+                    self.problem(key_b, format!("{b} clashes with {key_a} ({a})"));
+                }
+            }
+        }
+    }
+
+    fn socket(&mut self, key: &str, text: &str) -> Option<SocketAddr> {
+        self.parsed(
+            key,
+            text,
+            "an address with a port, like \"0.0.0.0:2222\" or \"[::]:2222\"",
+        )
+    }
+
+    fn network(&mut self, key: &str, text: &str) -> Option<IpNet> {
+        let net: IpNet = self.parsed(key, text, "a CIDR like \"10.0.3.0/24\"")?;
+        if net.trunc() != net {
+            self.problem(
+                key,
+                format!("{net} has host bits set: did you mean {}?", net.trunc()),
+            );
+            return None;
+        }
+        Some(net)
+    }
+
+    fn networks(&mut self, key: &str, list: &[String]) -> Vec<IpNet> {
+        let parsed: Vec<_> = list
+            .iter()
+            .enumerate()
+            .map(|(i, text)| self.network(&format!("{key}[{i}]"), text))
+            .collect();
+        parsed.into_iter().flatten().collect()
+    }
+
+    fn ports(&mut self, key: &str, ports: &[u16]) {
+        for (i, port) in ports.iter().enumerate() {
+            if *port == 0 {
+                self.problem(&format!("{key}[{i}]"), "port 0 is not a port");
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.problem(key, format!("{text:?} must be longer than zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(err) => {
+                self.problem(key, format!("{text:?} is not a duration ({err}); write e.g. \"90s\", \"15m\", \"12h\" or \"7d\""));
+                None
+            }
+        }
+    }
+
+    fn absolute_path(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(text);
+        if path.is_absolute() {
+            Some(path)
+        } else {
+            self.problem(key, format!("{text:?} must be an absolute path"));
+            None
+        }
+    }
+
+    fn parsed<T: FromStr>(&mut self, key: &str, text: &str, expected: &str) -> Option<T> {
+        match text.parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problem(key, format!("{text:?} is not {expected}"));
+                None
+            }
+        }
+    }
+
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let pos = self.map.locate(key);
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+fn is_gateway_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn is_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

@@ -1,0 +1,20 @@
+//! The tamper-evident audit log.
+//!
+//! Owns the rules of the hash chain and the files beside the database:
+//! - [`chain`]: canonical encoding, record hashes, and `verify` (pure);
+//! - [`mirror`]: the JSON-lines mirror for log shippers and the head file.
+//!
+//! Does not own storage: records live in the store's `audit_log` table and
+//! are appended only through `store::Writer::audit`, inside the same SQLite
+//! transaction as the action they record, so both commit together or not at
+//! all. The store also reconciles the mirror and head file with the database
+//! on start-up. Records are immutable: nothing offers to update or delete one.
+//!
+//! Event kinds are dotted (`user.add`, `device.create`, `ssh.session.end`, ...);
+//! `actor` is a user name or `uid:N` for an admin on the socket. A record never
+//! holds a secret.
+
+pub mod chain;
+pub mod mirror;
+
+pub use chain::{GENESIS_HASH, Head, verify};

@@ -1,0 +1,531 @@
+//! Audit records in the database: appending inside a write transaction,
+//! queries and verification (see [`crate::audit`] for the chain rules and the
+//! files; `store::audit_repair` keeps the files in step with the table).
+//!
+//! Rows are only ever inserted; triggers refuse UPDATE and DELETE.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gatehouse_config::api::{AuditRecord, VerifyReport};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
+
+use super::{Reader, StoreError, Writer};
+use crate::audit::chain::{self, GENESIS_HASH, Head};
+use crate::audit::mirror;
+
+/// Which records [`Reader::audit_records`] returns. Every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Unix time, inclusive.
+    pub since: Option<i64>,
+    /// Unix time, inclusive.
+    pub until: Option<i64>,
+    /// Records whose actor or target is this name.
+    pub user: Option<String>,
+    /// A kind prefix matched on whole dotted segments: `user` matches `user`
+    /// and `user.add`, not `username`.
+    pub kind_prefix: Option<String>,
+    /// Only records with a larger seq.
+    pub after_seq: Option<u64>,
+    /// Keep only the newest N (still returned oldest first).
+    pub limit: Option<u64>,
+}
+
+/// An event to append. Never put a secret in any field.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    /// Dotted kind, e.g. `user.add`.
+    pub kind: String,
+    /// A user name, or `uid:N` for an admin on the socket.
+    pub actor: String,
+    /// Where the actor came from (address, or `local`).
+    pub source: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+impl NewAuditEvent {
+    /// An event with a `null` detail.
+    pub fn new(
+        kind: impl Into<String>,
+        actor: impl Into<String>,
+        source: impl Into<String>,
+        target: impl Into<String>,
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            kind: kind.into(),
+            actor: actor.into(),
+            source: source.into(),
+            target: target.into(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    /// The same event with `detail`.
+    pub fn with_detail(self, detail: serde_json::Value) -> NewAuditEvent {
+        NewAuditEvent { detail, ..self }
+    }
+}
+
+impl Reader<'_> {
+    /// Records matching `filter`, oldest first.
+    pub fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        let mut bind = |value: Value| {
+            values.push(value);
+            format!("?{}", values.len())
+        };
+        if let Some(since) = filter.since {
+            clauses.push(format!("time_unix >= {}", bind(Value::Integer(since))));
+        }
+        if let Some(until) = filter.until {
+            clauses.push(format!("time_unix <= {}", bind(Value::Integer(until))));
+        }
+        if let Some(user) = &filter.user {
+            let p = bind(Value::Text(user.clone()));
+            clauses.push(format!("(actor = {p} OR target = {p})"));
+        }
+        if let Some(prefix) = filter.kind_prefix.as_deref().filter(|p| !p.is_empty()) {
+            let exact = bind(Value::Text(prefix.to_string()));
+            let dotted = bind(Value::Text(format!("{prefix}.")));
+            clauses.push(format!(
+                "(kind = {exact} OR substr(kind, 1, length({dotted})) = {dotted})"
+            ));
+        }
+        if let Some(after) = filter.after_seq {
+            clauses.push(format!("seq > {}", bind(Value::Integer(to_i64(after)))));
+        }
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_log");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        match filter.limit {
+            Some(limit) => {
+                let p = bind(Value::Integer(to_i64(limit)));
+                sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
+                let mut records = query_records(self.conn, &sql, values)?;
+                records.reverse();
+                Ok(records)
+            }
+            None => {
+                sql.push_str(" ORDER BY seq");
+                query_records(self.conn, &sql, values)
+            }
+        }
+    }
+
+    /// How many audit records the database holds.
+    pub fn audit_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM audit_log", [], |row| row.get(0))
+            .map_err(StoreError::sqlite("count audit records"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// The newest record's seq and hash, if any.
+    pub fn audit_last(&self) -> Result<Option<Head>, StoreError> {
+        last_head(self.conn).map_err(StoreError::sqlite("read the last audit record"))
+    }
+
+    /// Checks the whole chain in storage order against the head file.
+    pub fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
+        let head = mirror::read_head(&self.paths.head)?;
+        let records = query_records(
+            self.conn,
+            &format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
+            Vec::new(),
+        )?;
+        Ok(chain::verify(&records, head.as_ref()))
+    }
+}
+
+impl Writer<'_> {
+    /// Appends an event stamped now, inside this transaction. If this fails
+    /// the caller must fail too (`?`), so the action is refused.
+    pub fn audit(&mut self, event: NewAuditEvent) -> Result<AuditRecord, StoreError> {
+        self.audit_at(event, SystemTime::now())
+    }
+
+    /// Appends an event stamped `at` (for replay and tests).
+    pub fn audit_at(
+        &mut self,
+        event: NewAuditEvent,
+        at: SystemTime,
+    ) -> Result<AuditRecord, StoreError> {
+        let detail = stable_detail(&event.kind, event.detail)?;
+        let last = last_head(self.conn).map_err(|source| StoreError::AuditWrite { source })?;
+        let (prev_seq, prev_hash) = last.map_or((0, GENESIS_HASH.to_string()), |h| (h.seq, h.hash));
+        let time_unix = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let record = chain::seal(AuditRecord {
+            seq: prev_seq + 1,
+            time: humantime::format_rfc3339_millis(at).to_string(),
+            kind: event.kind,
+            actor: event.actor,
+            source: event.source,
+            target: event.target,
+            detail,
+            prev_hash,
+            hash: String::new(),
+        })
+        .map_err(|source| StoreError::AuditEncode { source })?;
+        let detail_text = serde_json::to_string(&record.detail)
+            .map_err(|source| StoreError::AuditEncode { source })?;
+        self.conn
+            .execute(
+                "INSERT INTO audit_log (seq, time, time_unix, kind, actor, source, target, \
+                 detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    to_i64(record.seq),
+                    record.time,
+                    time_unix,
+                    record.kind,
+                    record.actor,
+                    record.source,
+                    record.target,
+                    detail_text,
+                    record.prev_hash,
+                    record.hash
+                ],
+            )
+            .map_err(|source| StoreError::AuditWrite { source })?;
+        self.appended.push(record.clone());
+        Ok(record)
+    }
+}
+
+pub(super) const RECORD_COLUMNS: &str =
+    "seq, time, kind, actor, source, target, detail, prev_hash, hash";
+
+pub(super) fn query_records(
+    conn: &Connection,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(sql)
+        .map_err(StoreError::sqlite("query audit records"))?;
+    let rows = stmt
+        .query_map(params_from_iter(values), record_from_row)
+        .map_err(StoreError::sqlite("query audit records"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(StoreError::sqlite("query audit records"))
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let seq: i64 = row.get(0)?;
+    let detail_text: String = row.get(6)?;
+    // A detail that is not JSON was edited outside the store: keep its text
+    // so the listing still works and `verify` reports the record as altered.
+    let detail = serde_json::from_str(&detail_text).unwrap_or_else(|error| {
+        tracing::warn!(seq, %error, "audit record detail is not JSON");
+        serde_json::Value::String(detail_text)
+    });
+    Ok(AuditRecord {
+        seq: u64::try_from(seq).unwrap_or(0),
+        time: row.get(1)?,
+        kind: row.get(2)?,
+        actor: row.get(3)?,
+        source: row.get(4)?,
+        target: row.get(5)?,
+        detail,
+        prev_hash: row.get(7)?,
+        hash: row.get(8)?,
+    })
+}
+
+pub(super) fn last_head(conn: &Connection) -> rusqlite::Result<Option<Head>> {
+    conn.query_row(
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+        [],
+        |row| {
+            Ok(Head {
+                seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                hash: row.get(1)?,
+            })
+        },
+    )
+    .optional()
+}
+
+pub(super) fn hash_at(conn: &Connection, seq: u64) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT hash FROM audit_log WHERE seq = ?1",
+        [to_i64(seq)],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(StoreError::sqlite("read an audit record"))
+}
+
+/// The detail as it will read back from the database. `serde_json` parses
+/// floats on a best-effort basis, so a value is normalized through one round
+/// trip and must then be stable, or its hash could differ after reading it
+/// back.
+fn stable_detail(kind: &str, detail: serde_json::Value) -> Result<serde_json::Value, StoreError> {
+    let unstable = |reason: String| StoreError::AuditDetail {
+        kind: kind.to_string(),
+        reason,
+    };
+    let text = serde_json::to_string(&detail).map_err(|e| unstable(e.to_string()))?;
+    let normalized: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| unstable(e.to_string()))?;
+    let text = serde_json::to_string(&normalized).map_err(|e| unstable(e.to_string()))?;
+    let again: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| unstable(e.to_string()))?;
+    if again != normalized {
+        return Err(unstable(
+            "a number does not survive a JSON round trip; use an integer or a string".into(),
+        ));
+    }
+    Ok(normalized)
+}
+
+pub(super) fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use gatehouse_config::api::VerifyProblemKind;
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::Store;
+    use crate::store::fixtures::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(secs * 1000 + 123)
+    }
+
+    fn event(kind: &str, actor: &str, target: &str) -> NewAuditEvent {
+        NewAuditEvent::new(kind, actor, "127.0.0.1", target)
+    }
+
+    /// Five records at unix times 100..=104.
+    fn five(store: &Store) {
+        store
+            .write_blocking(|w| {
+                for (i, kind) in [
+                    "user.add",
+                    "user",
+                    "username.x",
+                    "user.key.add",
+                    "device.create",
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let actor = if i % 2 == 0 { "uid:0" } else { "alice" };
+                    let e = event(kind, actor, "bob").with_detail(json!({ "i": i }));
+                    w.audit_at(e, at(100 + i as u64))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn query(store: &Store, filter: AuditFilter) -> Vec<u64> {
+        store
+            .read_blocking(|r| r.audit_records(&filter))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.seq)
+            .collect()
+    }
+
+    fn verdict(store: &Store) -> Option<(VerifyProblemKind, u64)> {
+        let report = store.read_blocking(|r| r.verify_audit()).unwrap();
+        assert_eq!(report.intact, report.problem.is_none());
+        report.problem.map(|p| (p.kind, p.seq))
+    }
+
+    /// The table with its immutability triggers dropped, as an attacker with
+    /// write access to the file could do.
+    fn tamper(store: &Store, sql: &str) {
+        let conn = raw(store);
+        conn.execute_batch(&format!(
+            "DROP TRIGGER audit_log_immutable_update; DROP TRIGGER audit_log_immutable_delete; {sql}"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn records_chain_and_mirror() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        let records = store
+            .read_blocking(|r| r.audit_records(&AuditFilter::default()))
+            .unwrap();
+        assert_eq!(records.len(), 5);
+        assert_eq!(records[0].prev_hash, GENESIS_HASH);
+        assert_eq!(records[0].time, "1970-01-01T00:01:40.123Z");
+        assert_eq!(records[1].prev_hash, records[0].hash);
+        assert_eq!(records[2].detail, json!({ "i": 2 }));
+        assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+        let head = mirror::read_head(store.head_path()).unwrap().unwrap();
+        assert_eq!(head, Head::of(&records[4]));
+        assert_eq!(store.read_blocking(|r| r.audit_count()).unwrap(), 5);
+        assert_eq!(store.read_blocking(|r| r.audit_last()).unwrap(), Some(head));
+        assert_eq!(verdict(&store), None);
+    }
+
+    #[test]
+    fn filters() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        let kind = |k: &str| AuditFilter {
+            kind_prefix: Some(k.into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(query(&store, kind("user")), [1, 2, 4]);
+        assert_eq!(query(&store, kind("user.key")), [4]);
+        assert_eq!(query(&store, kind("use")), Vec::<u64>::new());
+        assert_eq!(query(&store, kind("")), [1, 2, 3, 4, 5]);
+        let user = AuditFilter {
+            user: Some("alice".into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(query(&store, user), [2, 4]);
+        let target = AuditFilter {
+            user: Some("bob".into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(query(&store, target).len(), 5);
+        let range = AuditFilter {
+            since: Some(101),
+            until: Some(103),
+            ..AuditFilter::default()
+        };
+        assert_eq!(query(&store, range), [2, 3, 4]);
+        let page = AuditFilter {
+            after_seq: Some(1),
+            limit: Some(2),
+            ..AuditFilter::default()
+        };
+        assert_eq!(query(&store, page), [4, 5]);
+        let combined = AuditFilter {
+            kind_prefix: Some("user".into()),
+            user: Some("uid:0".into()),
+            since: Some(100),
+            ..AuditFilter::default()
+        };
+        assert_eq!(query(&store, combined), [1]);
+    }
+
+    #[test]
+    fn failed_audit_insert_refuses_the_action() {
+        let (_dir, store) = temp_store();
+        raw(&store)
+            .execute_batch(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+                 BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+            )
+            .unwrap();
+        let err = store
+            .write_blocking(|w| {
+                w.create_user(new_user("alice"))?;
+                w.audit(event("user.add", "uid:0", "alice"))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AuditWrite { .. }), "{err}");
+        assert_eq!(
+            err.api_code(),
+            gatehouse_config::api::ErrorCode::AuditUnavailable
+        );
+        assert!(store.read_blocking(|r| r.user("alice")).unwrap().is_none());
+    }
+
+    #[test]
+    fn detects_edited_row() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        tamper(
+            &store,
+            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2;",
+        );
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 2)));
+    }
+
+    #[test]
+    fn detects_edited_detail_even_when_not_json() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        tamper(
+            &store,
+            "UPDATE audit_log SET detail = '{broken' WHERE seq = 3;",
+        );
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 3)));
+        // Listing still works.
+        assert_eq!(query(&store, AuditFilter::default()).len(), 5);
+    }
+
+    #[test]
+    fn detects_deleted_middle_row() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        tamper(&store, "DELETE FROM audit_log WHERE seq = 3;");
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Removed, 3)));
+    }
+
+    #[test]
+    fn detects_swapped_rows() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        let cols = "seq, time, time_unix, kind, actor, source, target, detail, prev_hash, hash";
+        let set = cols
+            .split(", ")
+            .map(|c| format!("{c} = (SELECT {c} FROM saved WHERE saved.id = {{other}})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tamper(
+            &store,
+            &format!(
+                "CREATE TEMP TABLE saved AS SELECT id, {cols} FROM audit_log WHERE id IN (2, 3);
+                 UPDATE audit_log SET seq = -seq WHERE id IN (2, 3);
+                 UPDATE audit_log SET {} WHERE id = 2;
+                 UPDATE audit_log SET {} WHERE id = 3;",
+                set.replace("{other}", "3"),
+                set.replace("{other}", "2"),
+            ),
+        );
+        let seqs: Vec<i64> = raw(&store)
+            .prepare("SELECT seq FROM audit_log ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(seqs, [1, 3, 2, 4, 5]);
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Reordered, 3)));
+    }
+
+    #[test]
+    fn detects_truncated_tail() {
+        let (_dir, store) = temp_store();
+        five(&store);
+        tamper(&store, "DELETE FROM audit_log WHERE seq > 3;");
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Truncated, 4)));
+    }
+
+    #[test]
+    fn float_details_survive_the_round_trip() {
+        let (_dir, store) = temp_store();
+        store
+            .write_blocking(|w| {
+                let e = event("ssh.session.end", "alice", "10.0.3.4:22").with_detail(
+                    json!({ "secs": 0.1 + 0.2, "ratio": 1e-7, "big": 1.7976931348623157e308 }),
+                );
+                w.audit(e)
+            })
+            .unwrap();
+        assert_eq!(verdict(&store), None);
+    }
+}

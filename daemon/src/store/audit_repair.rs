@@ -1,0 +1,357 @@
+//! Keeps the audit log's files in step with the `audit_log` table: after
+//! each commit (append to the mirror, move the head file) and on start-up.
+//!
+//! Repair rules on open: when the database holds records past the head file
+//! (a crash between commit and head update) and they chain correctly from
+//! it, the head moves forward; the mirror gets every record after its last
+//! line (a torn last line is cut first). When the database holds FEWER
+//! records than the head file says, or the records past the head do not
+//! chain, nothing is "fixed": the head file is frozen (never rewritten while
+//! this store is open) so `verify` keeps reporting the damage.
+//!
+//! File problems are logged, never returned: the database is the source of
+//! truth and holds every record.
+
+use gatehouse_config::api::AuditRecord;
+use rusqlite::{Connection, types::Value};
+
+use super::audit_log::{RECORD_COLUMNS, hash_at, last_head, query_records, to_i64};
+use super::{Paths, StoreError};
+use crate::audit::chain::{self, Head};
+use crate::audit::mirror;
+
+/// What [`reconcile`] found.
+pub(super) struct Reconciled {
+    pub(super) mirror_in_sync: bool,
+    pub(super) head_frozen: bool,
+}
+
+/// Start-up repair of the head file and mirror; see the module doc. Only a
+/// database error fails; file problems are logged.
+pub(super) fn reconcile(conn: &Connection, paths: &Paths) -> Result<Reconciled, StoreError> {
+    let db_last = last_head(conn).map_err(StoreError::sqlite("read the last audit record"))?;
+    let head_frozen = reconcile_head(conn, paths, db_last.as_ref())?;
+    let mirror_in_sync = catch_up_mirror(conn, paths);
+    Ok(Reconciled {
+        mirror_in_sync,
+        head_frozen,
+    })
+}
+
+/// After a commit that appended `appended`: copy them to the mirror (or catch
+/// the mirror up when an earlier append failed) and move the head unless it
+/// is frozen. Returns whether the mirror is in sync. Never fails: the
+/// database already holds the records.
+pub(super) fn after_commit(
+    conn: &Connection,
+    paths: &Paths,
+    appended: &[AuditRecord],
+    mirror_in_sync: bool,
+    head_frozen: bool,
+) -> bool {
+    let in_sync = if mirror_in_sync {
+        match mirror::append(&paths.mirror, appended) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "audit mirror append failed; will catch up on the next write");
+                false
+            }
+        }
+    } else {
+        catch_up_mirror(conn, paths)
+    };
+    if head_frozen {
+        tracing::error!(
+            "audit head file not moved: the audit chain did not match it at start-up; run \
+             `accessctl audit verify`"
+        );
+        return in_sync;
+    }
+    let Some(last) = appended.last() else {
+        return in_sync;
+    };
+    if let Err(error) = mirror::write_head(&paths.head, &Head::of(last)) {
+        tracing::error!(%error, "audit head file update failed; repaired on next start");
+    }
+    in_sync
+}
+
+/// Returns whether the head file must stay frozen.
+fn reconcile_head(
+    conn: &Connection,
+    paths: &Paths,
+    db_last: Option<&Head>,
+) -> Result<bool, StoreError> {
+    let head = match mirror::read_head(&paths.head) {
+        Ok(head) => head,
+        Err(error) => {
+            tracing::error!(%error, "audit head file unreadable; leaving it as evidence");
+            return Ok(true);
+        }
+    };
+    let Some(db_last) = db_last else {
+        if let Some(head) = head {
+            tracing::error!(
+                head = head.seq,
+                "audit log is empty but the head file records more; records were removed"
+            );
+            return Ok(true);
+        }
+        return Ok(false);
+    };
+    let (anchor, segment_sql) = match &head {
+        None => (
+            None,
+            format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
+        ),
+        Some(head) if head.seq > db_last.seq => {
+            tracing::error!(
+                head = head.seq,
+                last = db_last.seq,
+                "audit log ends before the head file's record; records were cut from the end"
+            );
+            return Ok(true);
+        }
+        Some(head) if head.seq == db_last.seq => return Ok(false),
+        Some(head) => (
+            Some(head),
+            format!(
+                "SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq > {} ORDER BY id",
+                head.seq
+            ),
+        ),
+    };
+    if let Some(anchor) = anchor {
+        let at_anchor = hash_at(conn, anchor.seq)?;
+        if at_anchor.as_deref() != Some(anchor.hash.as_str()) {
+            tracing::error!(
+                seq = anchor.seq,
+                "audit record at the head file's position differs from it"
+            );
+            return Ok(true);
+        }
+    }
+    let segment = query_records(conn, &segment_sql, Vec::new())?;
+    let report = chain::verify_from(&segment, anchor, None);
+    if !report.intact {
+        tracing::error!(problem = ?report.problem, "audit chain past the head file is broken; head not moved");
+        return Ok(anchor.is_some());
+    }
+    if let Err(error) = mirror::write_head(&paths.head, db_last) {
+        tracing::error!(%error, "cannot move the audit head file forward");
+    } else if head.is_none() {
+        tracing::warn!(
+            seq = db_last.seq,
+            "audit head file was missing; recreated from the database"
+        );
+    } else {
+        tracing::info!(
+            seq = db_last.seq,
+            "audit head file moved forward after an interrupted write"
+        );
+    }
+    Ok(false)
+}
+
+/// Appends to the mirror every record after its last line. Returns whether
+/// the mirror is in sync.
+fn catch_up_mirror(conn: &Connection, paths: &Paths) -> bool {
+    const BATCH: i64 = 1000;
+    let mut after = match mirror::last_seq(&paths.mirror) {
+        Ok(seq) => seq.map_or(0, to_i64),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the audit mirror's last record; not appending");
+            return false;
+        }
+    };
+    let mut copied = 0usize;
+    loop {
+        let batch = match query_records(
+            conn,
+            &format!("SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+            vec![Value::Integer(after), Value::Integer(BATCH)],
+        ) {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "cannot read audit records for the mirror");
+                return false;
+            }
+        };
+        let Some(last) = batch.last() else { break };
+        after = to_i64(last.seq);
+        if let Err(error) = mirror::append(&paths.mirror, &batch) {
+            tracing::error!(%error, "audit mirror catch-up failed");
+            return false;
+        }
+        copied += batch.len();
+    }
+    if copied > 0 {
+        tracing::info!(copied, "audit mirror caught up with the database");
+    }
+    true
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::fs;
+    use std::io::Write;
+
+    use gatehouse_config::api::VerifyProblemKind;
+
+    use super::*;
+    use crate::store::fixtures::*;
+    use crate::store::{AuditFilter, NewAuditEvent, Store};
+
+    fn write_events(store: &Store, n: usize) {
+        for i in 0..n {
+            store
+                .write_blocking(|w| {
+                    w.audit(NewAuditEvent::new(
+                        "test.event",
+                        "uid:0",
+                        "local",
+                        format!("t{i}"),
+                    ))
+                })
+                .unwrap();
+        }
+    }
+
+    fn db_records(store: &Store) -> Vec<AuditRecord> {
+        store
+            .read_blocking(|r| r.audit_records(&AuditFilter::default()))
+            .unwrap()
+    }
+
+    fn verdict(store: &Store) -> Option<(VerifyProblemKind, u64)> {
+        let report = store.read_blocking(|r| r.verify_audit()).unwrap();
+        report.problem.map(|p| (p.kind, p.seq))
+    }
+
+    fn keep_lines(path: &std::path::Path, n: usize, torn: &str) {
+        let text = fs::read_to_string(path).unwrap();
+        let mut kept: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+        kept.push_str(torn);
+        fs::write(path, kept).unwrap();
+    }
+
+    #[test]
+    fn catches_up_after_a_crash_between_commit_and_files() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let opts = options(dir.path());
+        let store = Store::open(&opts).unwrap();
+        write_events(&store, 5);
+        let records = db_records(&store);
+        drop(store);
+        // The crash: mirror has two records and half of the third, head
+        // still points at record 3.
+        keep_lines(&opts.audit_mirror, 2, r#"{"seq":3,"time":"#);
+        mirror::write_head(
+            &opts.state_dir.join(mirror::HEAD_FILE),
+            &Head::of(&records[2]),
+        )
+        .unwrap();
+
+        let store = Store::open(&opts).unwrap();
+        assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+        assert_eq!(
+            mirror::read_head(store.head_path()).unwrap(),
+            Some(Head::of(&records[4]))
+        );
+        assert_eq!(verdict(&store), None);
+        // And it keeps appending normally.
+        write_events(&store, 1);
+        assert_eq!(mirror::read_all(store.mirror_path()).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn recreates_missing_mirror_and_head() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let opts = options(dir.path());
+        let store = Store::open(&opts).unwrap();
+        write_events(&store, 3);
+        let records = db_records(&store);
+        drop(store);
+        fs::remove_file(&opts.audit_mirror).unwrap();
+        fs::remove_file(opts.state_dir.join(mirror::HEAD_FILE)).unwrap();
+        let store = Store::open(&opts).unwrap();
+        assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+        assert_eq!(
+            mirror::read_head(store.head_path()).unwrap(),
+            Some(Head::of(&records[2]))
+        );
+    }
+
+    #[test]
+    fn truncation_is_not_repaired_and_head_stays_frozen() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let opts = options(dir.path());
+        let store = Store::open(&opts).unwrap();
+        write_events(&store, 5);
+        let head = mirror::read_head(store.head_path()).unwrap();
+        raw(&store)
+            .execute_batch(
+                "DROP TRIGGER audit_log_immutable_delete; DELETE FROM audit_log WHERE seq > 2;",
+            )
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(&opts).unwrap();
+        assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Truncated, 3)));
+        // New writes refill seq 3..: the frozen head still exposes the cut.
+        write_events(&store, 4);
+        assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 5)));
+    }
+
+    #[test]
+    fn broken_records_past_the_head_freeze_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let opts = options(dir.path());
+        let store = Store::open(&opts).unwrap();
+        write_events(&store, 5);
+        let records = db_records(&store);
+        raw(&store)
+            .execute_batch(
+                "DROP TRIGGER audit_log_immutable_update; \
+                 UPDATE audit_log SET target = 'x' WHERE seq = 4;",
+            )
+            .unwrap();
+        drop(store);
+        let head_path = opts.state_dir.join(mirror::HEAD_FILE);
+        mirror::write_head(&head_path, &Head::of(&records[2])).unwrap();
+        let store = Store::open(&opts).unwrap();
+        assert_eq!(
+            mirror::read_head(&head_path).unwrap(),
+            Some(Head::of(&records[2]))
+        );
+        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 4)));
+    }
+
+    #[test]
+    fn failed_mirror_append_is_caught_up_on_the_next_write() {
+        let (_dir, store) = temp_store();
+        write_events(&store, 2);
+        let mirror_path = store.mirror_path().to_path_buf();
+        let saved = fs::read(&mirror_path).unwrap();
+        // Make the mirror unwritable: a directory in its place.
+        fs::remove_file(&mirror_path).unwrap();
+        fs::create_dir(&mirror_path).unwrap();
+        write_events(&store, 1); // Commits; the append fails and is logged.
+        assert_eq!(store.read_blocking(|r| r.audit_count()).unwrap(), 3);
+        fs::remove_dir(&mirror_path).unwrap();
+        fs::File::create(&mirror_path)
+            .unwrap()
+            .write_all(&saved)
+            .unwrap();
+        write_events(&store, 1);
+        let seqs: Vec<u64> = mirror::read_all(&mirror_path)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,243 @@
+//! [`StoreError`]: every way the store (and the audit log's files) can fail,
+//! each variant with the context a log line or an admin needs, keeping its
+//! cause. [`StoreError::api_code`] and [`StoreError::http_status`] map it to the
+//! admin API at the edge.
+
+use std::path::PathBuf;
+
+use gatehouse_config::api::ErrorCode;
+
+/// Errors of the SQLite store and of the audit log's mirror and head files.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created or secured.
+    #[error("cannot create state directory {path}: {source}")]
+    CreateStateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The database file could not be created, secured or opened.
+    #[error("cannot open database {path}: {source}")]
+    OpenDatabase {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+
+    /// Creating the database file or fixing its permissions failed.
+    #[error("cannot {op} database file {path}: {source}")]
+    DatabaseFile {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The database was written by a newer accessd.
+    #[error(
+        "database {path} has schema version {found}, but this accessd only knows versions up to \
+         {known}; run a newer accessd or restore a backup"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+
+    /// A schema migration failed; the database stays at its old version.
+    #[error("database migration to schema version {version} failed: {source}")]
+    Migrate {
+        version: usize,
+        source: rusqlite::Error,
+    },
+
+    /// A query failed. `context` names the operation.
+    #[error("database error while trying to {context}: {source}")]
+    Sqlite {
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+
+    /// Inserting an audit record failed, so the action it records is refused.
+    #[error("cannot write the audit record, so the action was refused: {source}")]
+    AuditWrite { source: rusqlite::Error },
+
+    /// An audit event's `detail` cannot be encoded so that it hashes the same
+    /// after a round trip through the database.
+    #[error("audit detail of event {kind:?} cannot be stored canonically: {reason}")]
+    AuditDetail { kind: String, reason: String },
+
+    /// JSON encoding or decoding of an audit record failed.
+    #[error("cannot encode audit record: {source}")]
+    AuditEncode { source: serde_json::Error },
+
+    /// No such user, device, SSH key, ...
+    #[error("{what} {name:?} not found")]
+    NotFound { what: &'static str, name: String },
+
+    /// It exists already.
+    #[error("{what} {name:?} already exists")]
+    Conflict { what: &'static str, name: String },
+
+    /// Every usable address of the pool is taken.
+    #[error("the VPN address pool {pool} is exhausted: no free address left")]
+    PoolExhausted { pool: ipnet::IpNet },
+
+    /// No enrollment token has this hash (never issued, superseded, or its
+    /// user was deleted).
+    #[error("enrollment token is not valid")]
+    TokenNotFound,
+
+    /// The enrollment token was used already.
+    #[error("enrollment token was already used (at unix time {used_at})")]
+    TokenUsed { used_at: i64 },
+
+    /// The enrollment token has expired.
+    #[error("enrollment token expired (at unix time {expired_at})")]
+    TokenExpired { expired_at: i64 },
+
+    /// A token hash is not 64 lowercase hex digits, so it is probably a raw
+    /// token (which must never be stored).
+    #[error(
+        "enrollment token hash must be 64 lowercase hex digits (a SHA-256), got {len} characters"
+    )]
+    InvalidTokenHash { len: usize },
+
+    /// A stored value cannot be decoded (the database was edited by hand or
+    /// is corrupt).
+    #[error("stored {what} {value:?} is invalid: {reason}")]
+    Corrupt {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// A stored VPN address cannot be parsed.
+    #[error("stored device address {value:?} is invalid: {source}")]
+    CorruptAddress {
+        value: String,
+        source: std::net::AddrParseError,
+    },
+
+    /// File I/O on the audit mirror or head file failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The audit head file is not valid JSON `{ "seq": N, "hash": "..." }`.
+    #[error("audit head file {path} is malformed: {source}")]
+    HeadMalformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    /// The last line of the audit mirror is not an audit record.
+    #[error("last line of audit mirror {path} is not an audit record: {source}")]
+    MirrorMalformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    /// The blocking task that ran the store operation panicked or was
+    /// cancelled.
+    #[error("store task failed: {source}")]
+    Task { source: tokio::task::JoinError },
+
+    /// The store's concurrency gate was closed (the store is shutting down).
+    #[error("store is shutting down: {source}")]
+    Closed { source: tokio::sync::AcquireError },
+}
+
+impl StoreError {
+    /// The admin API error code for this error.
+    pub fn api_code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound { .. } | Self::TokenNotFound => ErrorCode::NotFound,
+            Self::Conflict { .. } | Self::PoolExhausted { .. } => ErrorCode::Conflict,
+            Self::TokenUsed { .. } | Self::TokenExpired { .. } => ErrorCode::InvalidValue,
+            Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => ErrorCode::InvalidValue,
+            Self::AuditWrite { .. } => ErrorCode::AuditUnavailable,
+            Self::CreateStateDir { .. }
+            | Self::OpenDatabase { .. }
+            | Self::DatabaseFile { .. }
+            | Self::SchemaTooNew { .. }
+            | Self::Migrate { .. }
+            | Self::Sqlite { .. }
+            | Self::AuditEncode { .. }
+            | Self::Corrupt { .. }
+            | Self::CorruptAddress { .. }
+            | Self::Io { .. }
+            | Self::HeadMalformed { .. }
+            | Self::MirrorMalformed { .. }
+            | Self::Task { .. }
+            | Self::Closed { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::NotFound { .. } | Self::TokenNotFound => 404,
+            Self::Conflict { .. } | Self::PoolExhausted { .. } => 409,
+            Self::TokenUsed { .. } | Self::TokenExpired { .. } => 410,
+            Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => 400,
+            Self::AuditWrite { .. } | Self::Closed { .. } => 503,
+            Self::CreateStateDir { .. }
+            | Self::OpenDatabase { .. }
+            | Self::DatabaseFile { .. }
+            | Self::SchemaTooNew { .. }
+            | Self::Migrate { .. }
+            | Self::Sqlite { .. }
+            | Self::AuditEncode { .. }
+            | Self::Corrupt { .. }
+            | Self::CorruptAddress { .. }
+            | Self::Io { .. }
+            | Self::HeadMalformed { .. }
+            | Self::MirrorMalformed { .. }
+            | Self::Task { .. } => 500,
+        }
+    }
+
+    /// A closure for `map_err` that wraps a rusqlite error with `context`.
+    pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite { context, source }
+    }
+
+    /// A closure for `map_err` that wraps an I/O error with the operation and
+    /// path.
+    pub(crate) fn io<'p>(
+        op: &'static str,
+        path: &'p std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
+        move |source| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_to_api_codes_and_statuses() {
+        let not_found = StoreError::NotFound {
+            what: "user",
+            name: "alice".into(),
+        };
+        assert_eq!(not_found.api_code(), ErrorCode::NotFound);
+        assert_eq!(not_found.http_status(), 404);
+        assert_eq!(not_found.to_string(), "user \"alice\" not found");
+
+        let full = StoreError::PoolExhausted {
+            pool: "10.0.0.0/30".parse().unwrap(),
+        };
+        assert_eq!(full.api_code(), ErrorCode::Conflict);
+        assert!(full.to_string().contains("10.0.0.0/30"));
+    }
+}

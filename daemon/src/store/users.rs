@@ -1,0 +1,600 @@
+//! Users and their SSH public keys: rows, queries and mutations. Deleting a
+//! user cascades to their keys, devices and enrollment tokens (foreign keys
+//! with `ON DELETE CASCADE`).
+//!
+//! Names are validated by the caller (`gatehouse_config::names`); this module
+//! stores what it is given.
+
+use std::collections::BTreeMap;
+
+use gatehouse_config::api::UserState;
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Reader, StoreError, Writer};
+
+/// A user row. `Debug` never prints the password hash or TOTP secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub state: UserState,
+    /// Sorted, no duplicates.
+    pub groups: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_seen: Option<i64>,
+    /// argon2id PHC string, set by the portal.
+    pub password_hash: Option<String>,
+    pub totp_secret: Option<String>,
+}
+
+impl User {
+    /// True when the account has an expiry and `now` has reached it.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<secret>");
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("state", &self.state)
+            .field("groups", &self.groups)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_seen", &self.last_seen)
+            .field("password_hash", &redact(&self.password_hash))
+            .field("totp_secret", &redact(&self.totp_secret))
+            .finish()
+    }
+}
+
+/// An SSH public key registered to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKey {
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// e.g. `ssh-ed25519`.
+    pub algorithm: String,
+    pub comment: String,
+    /// The normalized public key line: `algorithm base64 comment`.
+    pub openssh: String,
+    pub added_at: i64,
+}
+
+/// What [`Writer::create_user`] needs. The user starts `Pending`.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+impl Reader<'_> {
+    /// The user called `name`, if any.
+    pub fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+                [name],
+                user_from_row,
+            )
+            .optional()
+            .map_err(StoreError::sqlite("read a user"))?;
+        let Some(user) = row else {
+            return Ok(None);
+        };
+        let mut user = user?;
+        user.groups = self.groups_of(name)?;
+        Ok(Some(user))
+    }
+
+    /// All users, sorted by name.
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user, group_name FROM user_groups ORDER BY user, group_name")
+            .map_err(StoreError::sqlite("list user groups"))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+            .map_err(StoreError::sqlite("list user groups"))?;
+        for row in rows {
+            let (user, group) = row.map_err(StoreError::sqlite("list user groups"))?;
+            groups.entry(user).or_default().push(group);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
+            .map_err(StoreError::sqlite("list users"))?;
+        let rows = stmt
+            .query_map([], user_from_row)
+            .map_err(StoreError::sqlite("list users"))?;
+        let mut users = Vec::new();
+        for row in rows {
+            let mut user = row.map_err(StoreError::sqlite("list users"))??;
+            user.groups = groups.remove(&user.name).unwrap_or_default();
+            users.push(user);
+        }
+        Ok(users)
+    }
+
+    /// The SSH keys of `user`, oldest first. `NotFound` for an unknown user.
+    pub fn ssh_keys(&self, user: &str) -> Result<Vec<SshKey>, StoreError> {
+        self.require_user(user)?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT user, {KEY_COLUMNS} FROM ssh_keys WHERE user = ?1 \
+                 ORDER BY added_at, fingerprint"
+            ))
+            .map_err(StoreError::sqlite("list SSH keys"))?;
+        let rows = stmt
+            .query_map([user], key_from_row)
+            .map_err(StoreError::sqlite("list SSH keys"))?;
+        rows.map(|row| row.map(|(_, key)| key))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::sqlite("list SSH keys"))
+    }
+
+    /// Every registered SSH key with its user, sorted by user.
+    pub fn all_ssh_keys(&self) -> Result<Vec<(String, SshKey)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT user, {KEY_COLUMNS} FROM ssh_keys ORDER BY user, added_at, fingerprint"
+            ))
+            .map_err(StoreError::sqlite("list SSH keys"))?;
+        let rows = stmt
+            .query_map([], key_from_row)
+            .map_err(StoreError::sqlite("list SSH keys"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::sqlite("list SSH keys"))
+    }
+
+    /// `NotFound` unless `name` exists.
+    pub(super) fn require_user(&self, name: &str) -> Result<(), StoreError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)",
+                [name],
+                |row| row.get(0),
+            )
+            .map_err(StoreError::sqlite("look up a user"))?;
+        if exists { Ok(()) } else { Err(not_found(name)) }
+    }
+
+    fn groups_of(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT group_name FROM user_groups WHERE user = ?1 ORDER BY group_name")
+            .map_err(StoreError::sqlite("read a user's groups"))?;
+        let rows = stmt
+            .query_map([name], |row| row.get(0))
+            .map_err(StoreError::sqlite("read a user's groups"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(StoreError::sqlite("read a user's groups"))
+    }
+
+    fn existing_user(&self, name: &str) -> Result<User, StoreError> {
+        self.user(name)?.ok_or_else(|| not_found(name))
+    }
+}
+
+impl Writer<'_> {
+    /// Creates a `Pending` user. `Conflict` when the name is taken.
+    pub fn create_user(&mut self, new: NewUser) -> Result<User, StoreError> {
+        if self.user(&new.name)?.is_some() {
+            return Err(StoreError::Conflict {
+                what: "user",
+                name: new.name,
+            });
+        }
+        self.conn
+            .execute(
+                "INSERT INTO users (name, state, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    new.name,
+                    UserState::Pending.as_str(),
+                    new.created_at,
+                    new.expires_at
+                ],
+            )
+            .map_err(StoreError::sqlite("insert a user"))?;
+        self.replace_groups(&new.name, new.groups)?;
+        self.existing_user(&new.name)
+    }
+
+    /// Sets a user's state and returns the updated row.
+    pub fn set_user_state(&mut self, name: &str, state: UserState) -> Result<User, StoreError> {
+        self.update_user(
+            name,
+            "UPDATE users SET state = ?2 WHERE name = ?1",
+            state.as_str(),
+        )?;
+        self.existing_user(name)
+    }
+
+    /// Replaces a user's groups (sorted, duplicates dropped).
+    pub fn set_user_groups(&mut self, name: &str, groups: Vec<String>) -> Result<User, StoreError> {
+        self.require_user(name)?;
+        self.replace_groups(name, groups)?;
+        self.existing_user(name)
+    }
+
+    /// Deletes a user with their keys, devices and tokens; returns the user as
+    /// it was.
+    pub fn delete_user(&mut self, name: &str) -> Result<User, StoreError> {
+        let user = self.existing_user(name)?;
+        self.conn
+            .execute("DELETE FROM users WHERE name = ?1", [name])
+            .map_err(StoreError::sqlite("delete a user"))?;
+        Ok(user)
+    }
+
+    /// Records that the user was seen (portal login, SSH session) at `now`.
+    pub fn touch_last_seen(&mut self, name: &str, now: i64) -> Result<(), StoreError> {
+        self.update_user(name, "UPDATE users SET last_seen = ?2 WHERE name = ?1", now)
+    }
+
+    /// Sets or clears the argon2id PHC hash of the user's password.
+    pub fn set_password_hash(
+        &mut self,
+        name: &str,
+        hash: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.update_user(
+            name,
+            "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+            hash,
+        )
+    }
+
+    /// Sets or clears the user's TOTP secret.
+    pub fn set_totp_secret(
+        &mut self,
+        name: &str,
+        secret: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.update_user(
+            name,
+            "UPDATE users SET totp_secret = ?2 WHERE name = ?1",
+            secret,
+        )
+    }
+
+    /// Registers an SSH key to `user`. `Conflict` when that user already has a
+    /// key with this fingerprint.
+    pub fn add_ssh_key(&mut self, user: &str, key: SshKey) -> Result<(), StoreError> {
+        self.require_user(user)?;
+        let taken: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2)",
+                [user, &key.fingerprint],
+                |row| row.get(0),
+            )
+            .map_err(StoreError::sqlite("look up an SSH key"))?;
+        if taken {
+            return Err(StoreError::Conflict {
+                what: "SSH key",
+                name: key.fingerprint,
+            });
+        }
+        self.conn
+            .execute(
+                "INSERT INTO ssh_keys (user, fingerprint, algorithm, comment, openssh, added_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    user,
+                    key.fingerprint,
+                    key.algorithm,
+                    key.comment,
+                    key.openssh,
+                    key.added_at
+                ],
+            )
+            .map_err(StoreError::sqlite("insert an SSH key"))?;
+        Ok(())
+    }
+
+    /// Removes the key with `fingerprint` from `user`; returns it.
+    pub fn remove_ssh_key(&mut self, user: &str, fingerprint: &str) -> Result<SshKey, StoreError> {
+        self.require_user(user)?;
+        let key = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT user, {KEY_COLUMNS} FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2"
+                ),
+                [user, fingerprint],
+                key_from_row,
+            )
+            .optional()
+            .map_err(StoreError::sqlite("look up an SSH key"))?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "SSH key",
+                name: fingerprint.to_string(),
+            })?;
+        self.conn
+            .execute(
+                "DELETE FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2",
+                [user, fingerprint],
+            )
+            .map_err(StoreError::sqlite("delete an SSH key"))?;
+        Ok(key.1)
+    }
+
+    fn replace_groups(&mut self, name: &str, mut groups: Vec<String>) -> Result<(), StoreError> {
+        groups.sort();
+        groups.dedup();
+        self.conn
+            .execute("DELETE FROM user_groups WHERE user = ?1", [name])
+            .map_err(StoreError::sqlite("clear a user's groups"))?;
+        let mut stmt = self
+            .conn
+            .prepare("INSERT INTO user_groups (user, group_name) VALUES (?1, ?2)")
+            .map_err(StoreError::sqlite("set a user's groups"))?;
+        for group in &groups {
+            stmt.execute([name, group])
+                .map_err(StoreError::sqlite("set a user's groups"))?;
+        }
+        Ok(())
+    }
+
+    fn update_user(
+        &mut self,
+        name: &str,
+        sql: &str,
+        value: impl rusqlite::ToSql,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .execute(sql, params![name, value])
+            .map_err(StoreError::sqlite("update a user"))?;
+        if changed == 0 {
+            return Err(not_found(name));
+        }
+        Ok(())
+    }
+}
+
+const USER_COLUMNS: &str =
+    "name, state, created_at, expires_at, last_seen, password_hash, totp_secret";
+
+const KEY_COLUMNS: &str = "fingerprint, algorithm, comment, openssh, added_at";
+
+fn not_found(name: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "user",
+        name: name.to_string(),
+    }
+}
+
+/// Decodes a `USER_COLUMNS` row; the inner result reports a state string this
+/// code does not know (the CHECK constraint makes that a hand-edited file).
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<Result<User, StoreError>> {
+    let state: String = row.get(1)?;
+    let user = User {
+        name: row.get(0)?,
+        state: UserState::Pending,
+        groups: Vec::new(),
+        created_at: row.get(2)?,
+        expires_at: row.get(3)?,
+        last_seen: row.get(4)?,
+        password_hash: row.get(5)?,
+        totp_secret: row.get(6)?,
+    };
+    Ok(parse_state(&state).map(|state| User { state, ..user }))
+}
+
+fn parse_state(text: &str) -> Result<UserState, StoreError> {
+    [UserState::Pending, UserState::Active, UserState::Disabled]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "user state",
+            value: text.to_string(),
+            reason: "not pending, active or disabled".into(),
+        })
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<(String, SshKey)> {
+    Ok((
+        row.get(0)?,
+        SshKey {
+            fingerprint: row.get(1)?,
+            algorithm: row.get(2)?,
+            comment: row.get(3)?,
+            openssh: row.get(4)?,
+            added_at: row.get(5)?,
+        },
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::*;
+    use crate::store::{NewDevice, hash_token};
+
+    fn key(fingerprint: &str) -> SshKey {
+        SshKey {
+            fingerprint: fingerprint.into(),
+            algorithm: "ssh-ed25519".into(),
+            comment: "c".into(),
+            openssh: "ssh-ed25519 AAAA c".into(),
+            added_at: 1,
+        }
+    }
+
+    #[test]
+    fn create_and_read_users() {
+        let (_dir, store) = temp_store();
+        let alice = store
+            .write_blocking(|w| {
+                w.create_user(NewUser {
+                    name: "alice".into(),
+                    groups: vec!["b".into(), "a".into(), "b".into()],
+                    created_at: 5,
+                    expires_at: Some(10),
+                })
+            })
+            .unwrap();
+        assert_eq!(alice.state, UserState::Pending);
+        assert_eq!(alice.groups, ["a", "b"]);
+        assert!(!alice.is_expired(9));
+        assert!(alice.is_expired(10));
+        add_user(&store, "carol");
+        add_user(&store, "bob");
+        let names: Vec<String> = store
+            .read_blocking(|r| r.users())
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        let err = store
+            .write_blocking(|w| w.create_user(new_user("bob")))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { what: "user", .. }));
+        assert_eq!(err.to_string(), "user \"bob\" already exists");
+    }
+
+    #[test]
+    fn updates_and_not_found() {
+        let (_dir, store) = temp_store();
+        add_user(&store, "alice");
+        let user = store
+            .write_blocking(|w| {
+                w.set_user_state("alice", UserState::Disabled)?;
+                w.set_user_groups("alice", vec!["ops".into()])?;
+                w.touch_last_seen("alice", 77)?;
+                w.set_password_hash(
+                    "alice",
+                    Some("$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA".into()),
+                )?;
+                w.set_totp_secret("alice", Some("JBSWY3DPEHPK3PXP".into()))?;
+                Ok(w.user("alice")?.unwrap())
+            })
+            .unwrap();
+        assert_eq!(user.state, UserState::Disabled);
+        assert_eq!(user.groups, ["ops"]);
+        assert_eq!(user.last_seen, Some(77));
+        assert!(user.password_hash.is_some());
+        let debug = format!("{user:?}");
+        assert!(!debug.contains("JBSWY3DPEHPK3PXP"), "{debug}");
+        assert!(!debug.contains("argon2id"), "{debug}");
+
+        let err = store
+            .write_blocking(|w| w.set_user_state("nobody", UserState::Active))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { what: "user", .. }));
+        let err = store
+            .write_blocking(|w| w.touch_last_seen("nobody", 1))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }));
+        assert!(store.read_blocking(|r| r.ssh_keys("nobody")).is_err());
+    }
+
+    #[test]
+    fn ssh_keys_add_conflict_remove() {
+        let (_dir, store) = temp_store();
+        add_user(&store, "alice");
+        add_user(&store, "bob");
+        store
+            .write_blocking(|w| {
+                w.add_ssh_key("alice", key("SHA256:one"))?;
+                w.add_ssh_key("alice", key("SHA256:two"))?;
+                w.add_ssh_key("bob", key("SHA256:one"))
+            })
+            .unwrap();
+        let err = store
+            .write_blocking(|w| w.add_ssh_key("alice", key("SHA256:one")))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Conflict {
+                what: "SSH key",
+                ..
+            }
+        ));
+        assert_eq!(
+            store.read_blocking(|r| r.ssh_keys("alice")).unwrap().len(),
+            2
+        );
+        assert_eq!(store.read_blocking(|r| r.all_ssh_keys()).unwrap().len(), 3);
+        let removed = store
+            .write_blocking(|w| w.remove_ssh_key("alice", "SHA256:one"))
+            .unwrap();
+        assert_eq!(removed.fingerprint, "SHA256:one");
+        let err = store
+            .write_blocking(|w| w.remove_ssh_key("alice", "SHA256:one"))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::NotFound {
+                what: "SSH key",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn delete_cascades() {
+        let (_dir, store) = temp_store();
+        add_user(&store, "alice");
+        add_user(&store, "bob");
+        let pool = "10.9.0.0/24".parse().unwrap();
+        store
+            .write_blocking(|w| {
+                for user in ["alice", "bob"] {
+                    w.add_ssh_key(user, key("SHA256:k"))?;
+                    w.create_device(
+                        NewDevice {
+                            user: user.into(),
+                            name: "phone".into(),
+                            public_key: format!("pk-{user}"),
+                            created_at: 1,
+                        },
+                        pool,
+                        &[],
+                    )?;
+                    w.create_enrollment_token(user, &hash_token(user), 1, 100)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let gone = store.write_blocking(|w| w.delete_user("alice")).unwrap();
+        assert_eq!(gone.name, "alice");
+        assert_eq!(gone.groups, ["research"]);
+        let (keys, devices, user) = store
+            .read_blocking(|r| Ok((r.all_ssh_keys()?, r.devices(None)?, r.user("alice")?)))
+            .unwrap();
+        assert!(user.is_none());
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].0, "bob");
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].user, "bob");
+        let conn = raw(&store);
+        let rows: i64 = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM enrollment_tokens WHERE user = 'alice') \
+                 + (SELECT count(*) FROM user_groups WHERE user = 'alice')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 0);
+        let err = store
+            .write_blocking(|w| w.consume_enrollment_token(&hash_token("alice"), 2))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TokenNotFound));
+        assert!(store.write_blocking(|w| w.delete_user("alice")).is_err());
+    }
+}

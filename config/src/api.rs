@@ -92,6 +92,10 @@ pub struct UserCounts {
 pub struct ReloadResponse {
     pub config_path: String,
     pub groups: u64,
+    /// Keys that changed but only take effect after a restart (listen
+    /// addresses, state_dir, admin socket, ...).
+    #[serde(default)]
+    pub restart_required: Vec<String>,
 }
 
 /// A user's life cycle state.

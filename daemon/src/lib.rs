@@ -1,1 +1,136 @@
-//! accessd (in progress)
+//! accessd: the gatehouse access gateway daemon.
+//!
+//! Layout — one module per subsystem, wired together in [`run`], which owns
+//! start-up and shutdown:
+//! - [`gateway`]: the handles every subsystem shares (running config, store,
+//!   WireGuard key) and config reload.
+//! - [`store`]: the SQLite database (users, keys, devices, enrollment tokens,
+//!   audit records); every change commits together with its audit record.
+//! - [`audit`]: the tamper-evident hash chain, its verification, and the
+//!   JSON-lines mirror for log shippers.
+//! - [`admin`]: the admin API on a Unix socket, for `accessctl`.
+//! - [`wg_key`]: the gateway's WireGuard key, generated once.
+//! - [`ssh_keys`]: parsing users' OpenSSH public keys.
+//! - [`time_fmt`]: unix seconds ⇄ RFC 3339.
+//!
+//! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
+//! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
+//! the audit log's last record before the store is dropped.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod admin;
+pub mod audit;
+pub mod gateway;
+pub mod ssh_keys;
+pub mod store;
+pub mod time_fmt;
+pub mod wg_key;
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::{ConfigSource, Gateway};
+use crate::store::{NewAuditEvent, Store, StoreOptions};
+use crate::wg_key::GatewayKey;
+
+/// How long shutdown waits for tasks to finish before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] gatehouse_config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Key(#[from] wg_key::KeyError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Things outside the daemon that it reacts to: SIGHUP-style reload requests.
+pub struct Signals {
+    /// Each message asks for a config reload.
+    pub reload: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(
+    source: ConfigSource,
+    mut signals: Signals,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let config = source.load()?;
+    let state_dir = config.gateway.state_dir.clone();
+    let store_options = StoreOptions {
+        state_dir: state_dir.clone(),
+        audit_mirror: config.audit.mirror.clone(),
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
+    let key_dir = state_dir.clone();
+    let key = tokio::task::spawn_blocking(move || GatewayKey::load_or_create(&key_dir)).await??;
+    let admin_listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
+    let gateway = Gateway::new(source, config, store.clone(), key);
+
+    lifecycle_event(&gateway, "gateway.start").await?;
+    tracing::info!(
+        gateway = %gateway.config().gateway.name,
+        state_dir = %state_dir.display(),
+        wireguard_public_key = %gateway.key().public_base64(),
+        "accessd started"
+    );
+
+    let tracker = TaskTracker::new();
+    admin::spawn_admin_api(
+        admin_listener,
+        gateway.clone(),
+        &tracker,
+        shutdown.child_token(),
+    );
+    tracker.close();
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(()) = signals.reload.recv() => {
+                // A refused reload is logged and audited inside; the daemon runs on.
+                let _ = gateway.reload("signal:SIGHUP", "local").await;
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not stop in time");
+    }
+    // The audit log is written last: nothing after this point changes state.
+    lifecycle_event(&gateway, "gateway.stop").await?;
+    tracing::info!("accessd stopped");
+    Ok(())
+}
+
+async fn lifecycle_event(gateway: &Gateway, kind: &str) -> Result<(), store::StoreError> {
+    let event = NewAuditEvent {
+        kind: kind.into(),
+        actor: "accessd".into(),
+        source: "local".into(),
+        target: gateway.config().gateway.name.clone(),
+        detail: json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
+    };
+    gateway
+        .store()
+        .write(move |w| w.audit(event).map(drop))
+        .await
+}

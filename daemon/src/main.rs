@@ -1,1 +1,157 @@
-fn main() {}
+//! `accessd`: arguments → tracing → config → run → exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use accessd::gateway::{ConfigSource, Overrides};
+use accessd::{RunError, Signals};
+use clap::{Parser, Subcommand, ValueEnum};
+use gatehouse_config::Config;
+use gatehouse_config::file::DEFAULT_CONFIG_PATH;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for an invalid config (EX_USAGE from sysexits.h).
+const EXIT_CONFIG: u8 = 64;
+
+/// The gatehouse access gateway: WireGuard split tunnels, an SSH jump host
+/// and an enrollment portal, under one policy and one audit log.
+///
+/// Examples:
+///   accessd --config /etc/gatehouse/gatehouse.toml
+///   accessd check-config /etc/gatehouse/gatehouse.toml
+///
+/// Signals: SIGHUP re-reads the config (an invalid file is refused and the
+/// running config stays); SIGTERM or SIGINT stop cleanly.
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// The config file.
+    #[arg(long, short, global = true, env = "GATEHOUSE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Use this state directory instead of the config's gateway.state_dir.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Serve the admin API on this socket instead of the config's admin.socket.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file and exit: 0 when valid, 64 with every problem
+    /// (file:line:column: key: message) when not.
+    CheckConfig {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Command::CheckConfig { file }) = &args.command {
+        return check_config(file.as_ref().unwrap_or(&args.config));
+    }
+    init_tracing(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let source = ConfigSource {
+        path: args.config,
+        overrides: Overrides {
+            state_dir: args.state_dir,
+            admin_socket: args.admin_socket,
+        },
+    };
+    match runtime.block_on(serve(source)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(err)) => {
+            tracing::error!("{err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(source: ConfigSource) -> Result<(), RunError> {
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let watcher = shutdown.clone();
+    let signals = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // A reload already queued covers this one too.
+                    let _ = reload_tx.try_send(());
+                }
+                _ = terminate.recv() => { tracing::info!("SIGTERM"); break; }
+                _ = interrupt.recv() => { tracing::info!("SIGINT"); break; }
+                () = watcher.cancelled() => break,
+            }
+        }
+        watcher.cancel();
+    });
+    let result = accessd::run(source, Signals { reload: reload_rx }, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = signals.await;
+    result
+}
+
+fn signal_error(err: std::io::Error) -> RunError {
+    RunError::Signals(err)
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            #[expect(clippy::print_stdout, reason = "check-config reports to the terminal")]
+            {
+                println!("{}: ok ({} groups)", path.display(), config.groups.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,1 +1,241 @@
-//! Shared harness for the end-to-end tests in `tests/tests/`.
+//! Shared harness for the end-to-end tests in `tests/tests/`: finds the real
+//! binaries, starts `accessd` on a temp state dir and socket, runs
+//! `accessctl` against it, and cleans up in `Drop` (a failed test leaves no
+//! process behind).
+//!
+//! The binaries come from the same target directory as the test executable
+//! (`cargo build --bins` first; `tests/run.sh` does).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// The sample config shipped in `packaging/`.
+pub fn sample_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gatehouse.toml")
+}
+
+/// Path of one of the workspace's binaries, next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// True when end-to-end prerequisites are mandatory (`GATEHOUSE_E2E=1`).
+pub fn e2e_required() -> bool {
+    std::env::var("GATEHOUSE_E2E").is_ok_and(|v| v == "1")
+}
+
+/// Skips (returns false, printing why) or fails, per `GATEHOUSE_E2E`, when a
+/// prerequisite is missing.
+pub fn require(available: bool, what: &str) -> bool {
+    if available {
+        return true;
+    }
+    assert!(!e2e_required(), "GATEHOUSE_E2E=1 but {what}");
+    eprintln!("SKIPPED: {what} (set GATEHOUSE_E2E=1 to make this a failure)");
+    false
+}
+
+/// True when `tool` is on PATH.
+pub fn have_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A running `accessd` with its own state dir, socket and config file.
+pub struct Daemon {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts accessd with the sample config.
+    pub fn start() -> Self {
+        Self::start_with(&std::fs::read_to_string(sample_config()).unwrap())
+    }
+
+    /// Starts accessd with this config text (state dir and socket are
+    /// overridden to live in a temp dir).
+    pub fn start_with(config_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gatehouse.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut daemon = Daemon {
+            socket: dir.path().join("admin.sock"),
+            state_dir: dir.path().join("state"),
+            log: dir.path().join("accessd.log"),
+            config,
+            dir,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// (Re)starts the process on the same state.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin("accessd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--admin-socket")
+            .arg(&self.socket)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "accessd exited during start-up ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "accessd did not open its admin socket in time:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "accessd did not stop within 20 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal to the running daemon.
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("running");
+        kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), signal).unwrap();
+    }
+
+    /// Runs accessctl against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("accessctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs accessctl and asserts success; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "accessctl {args:?} failed ({}):\n{}{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Runs accessctl with `--json` and parses its output.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ctl_ok(&all)).unwrap()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("gatehouse.db")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh ed25519 public key line from ssh-keygen, when it is installed.
+pub fn ssh_public_key(dir: &Path, name: &str) -> Option<String> {
+    let path = dir.join(name);
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .status()
+        .ok()?;
+    made.success()
+        .then(|| std::fs::read_to_string(path.with_extension("pub")).ok())
+        .flatten()
+}

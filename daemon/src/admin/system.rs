@@ -1,0 +1,104 @@
+//! Admin handlers for the gateway as a whole: status, reload, groups, audit.
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use gatehouse_config::api::{
+    AuditQuery, AuditRecord, GroupInfo, ReloadResponse, StatusResponse, UserCounts, UserState,
+    VerifyReport,
+};
+
+use super::Caller;
+use super::error::ApiFailure;
+use super::extract::Query;
+use crate::gateway::Gateway;
+use crate::store::AuditFilter;
+use crate::time_fmt::{parse_rfc3339, rfc3339};
+
+/// The most records one audit query returns; `--follow` pages through more.
+const AUDIT_PAGE_MAX: u64 = 10_000;
+
+pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, ApiFailure> {
+    let config = gw.config();
+    let (users, devices, audit_records) = gw
+        .store()
+        .read(|r| Ok((r.users()?, r.devices(None)?.len() as u64, r.audit_count()?)))
+        .await?;
+    let count = |state| users.iter().filter(|u| u.state == state).count() as u64;
+    Ok(Json(StatusResponse {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        gateway: config.gateway.name.clone(),
+        started_at: rfc3339(gw.started_at()),
+        uptime_secs: gw.uptime().as_secs(),
+        config_path: gw.config_path().display().to_string(),
+        wireguard_public_key: gw.key().public_base64(),
+        endpoint: config.vpn_endpoint(),
+        users: UserCounts {
+            total: users.len() as u64,
+            pending: count(UserState::Pending),
+            active: count(UserState::Active),
+            disabled: count(UserState::Disabled),
+        },
+        devices,
+        groups: config.groups.len() as u64,
+        audit_records,
+    }))
+}
+
+pub async fn reload(
+    State(gw): State<Gateway>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+) -> Result<Json<ReloadResponse>, ApiFailure> {
+    let reloaded = gw.reload(&caller.actor(), &caller.source()).await?;
+    Ok(Json(ReloadResponse {
+        config_path: gw.config_path().display().to_string(),
+        groups: reloaded.config.groups.len() as u64,
+        restart_required: reloaded
+            .restart_required
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    }))
+}
+
+pub async fn groups(State(gw): State<Gateway>) -> Result<Json<Vec<GroupInfo>>, ApiFailure> {
+    let config = gw.config();
+    let users = gw.store().read(|r| r.users()).await?;
+    let groups = config
+        .groups
+        .iter()
+        .map(|g| GroupInfo {
+            name: g.name.clone(),
+            subnets: g.subnets.iter().map(ToString::to_string).collect(),
+            ports: g.ports.clone(),
+            members: users.iter().filter(|u| u.groups.contains(&g.name)).count() as u64,
+        })
+        .collect();
+    Ok(Json(groups))
+}
+
+pub async fn audit(
+    State(gw): State<Gateway>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ApiFailure> {
+    let time = |key: &str, value: Option<String>| match value {
+        None => Ok(None),
+        Some(text) => parse_rfc3339(&text).map(Some).ok_or_else(|| {
+            ApiFailure::bad_request(format!("{key}={text:?} is not an RFC 3339 time"))
+        }),
+    };
+    let filter = AuditFilter {
+        since: time("since", query.since)?,
+        until: time("until", query.until)?,
+        user: query.user,
+        kind_prefix: query.kind,
+        after_seq: query.after_seq,
+        limit: Some(query.limit.unwrap_or(AUDIT_PAGE_MAX).min(AUDIT_PAGE_MAX)),
+    };
+    Ok(Json(
+        gw.store().read(move |r| r.audit_records(&filter)).await?,
+    ))
+}
+
+pub async fn verify(State(gw): State<Gateway>) -> Result<Json<VerifyReport>, ApiFailure> {
+    Ok(Json(gw.store().read(|r| r.verify_audit()).await?))
+}

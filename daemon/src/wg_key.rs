@@ -1,0 +1,174 @@
+//! The gateway's WireGuard static key: generated once, kept in
+//! `state_dir/wireguard.key` (base64, mode 0600), so every client config
+//! stays valid across restarts. The AWS provisioner later makes SSM its home.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// File name of the key under `state_dir`.
+pub const KEY_FILE: &str = "wireguard.key";
+
+/// The gateway's key pair. `Debug` never shows the private half.
+#[derive(Clone)]
+pub struct GatewayKey {
+    secret: StaticSecret,
+    public: PublicKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the WireGuard key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the WireGuard key {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the WireGuard key {path} is not 32 bytes of base64; restore it from a backup or move it away to make a new one (every device config then needs re-issuing)"
+    )]
+    Malformed { path: PathBuf },
+    #[error(
+        "the WireGuard key {path} is readable by others (mode {mode:o}); run: chmod 600 {path}"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+impl GatewayKey {
+    /// Loads the key from `state_dir`, generating and saving it on first start.
+    pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
+        let path = state_dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let mode = std::fs::metadata(&path)
+                    .map_err(|source| KeyError::Read {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(KeyError::TooOpen {
+                        path,
+                        mode: mode & 0o777,
+                    });
+                }
+                Self::from_base64(text.trim()).ok_or(KeyError::Malformed { path })
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate();
+                key.save(&path)?;
+                tracing::info!(path = %path.display(), public_key = %key.public_base64(), "generated the gateway's WireGuard key");
+                Ok(key)
+            }
+            Err(source) => Err(KeyError::Read { path, source }),
+        }
+    }
+
+    pub fn generate() -> Self {
+        let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+        let public = PublicKey::from(&secret);
+        Self { secret, public }
+    }
+
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes: [u8; 32] = BASE64.decode(text).ok()?.try_into().ok()?;
+        let secret = StaticSecret::from(bytes);
+        let public = PublicKey::from(&secret);
+        Some(Self { secret, public })
+    }
+
+    pub fn public_base64(&self) -> String {
+        BASE64.encode(self.public.as_bytes())
+    }
+
+    pub fn secret(&self) -> &StaticSecret {
+        &self.secret
+    }
+
+    /// Writes the key to a new file created 0600; never replaces an existing one.
+    fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            file.write_all(BASE64.encode(self.secret.to_bytes()).as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        };
+        write().map_err(|source| KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+impl std::fmt::Debug for GatewayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayKey")
+            .field("public", &self.public_base64())
+            .field("secret", &"<secret>")
+            .finish()
+    }
+}
+
+/// True when `text` is a WireGuard public key: 32 bytes of standard base64.
+pub fn is_public_key(text: &str) -> bool {
+    BASE64.decode(text).is_ok_and(|bytes| bytes.len() == 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_reloaded_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = GatewayKey::load_or_create(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = GatewayKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.public_base64(), again.public_base64());
+        assert!(is_public_key(&first.public_base64()));
+    }
+
+    #[test]
+    fn refuses_a_key_others_can_read_and_a_garbled_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        GatewayKey::load_or_create(dir.path()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            GatewayKey::load_or_create(dir.path()),
+            Err(KeyError::TooOpen { .. })
+        ));
+        std::fs::write(&path, "not base64").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            GatewayKey::load_or_create(dir.path()),
+            Err(KeyError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let key = GatewayKey::generate();
+        let shown = format!("{key:?}");
+        assert!(shown.contains("<secret>"));
+        assert!(!shown.contains(&BASE64.encode(key.secret.to_bytes())));
+    }
+}

@@ -39,34 +39,19 @@ pub async fn reload(ctx: &Ctx) -> Result<(), StatusError> {
     if ctx.json {
         ctx.out.emit_json(&reply.json)?;
     } else {
-        ctx.out
-            .emit(&render_reload(&reply.body, &restart_required(&reply.json)))?;
+        ctx.out.emit(&render_reload(&reply.body))?;
     }
     Ok(())
 }
 
-/// The settings that changed but need a restart. Read from the JSON so an
-/// accessd that does not send the list (older API) still works.
-fn restart_required(json: &serde_json::Value) -> Vec<String> {
-    json.get("restart_required")
-        .and_then(serde_json::Value::as_array)
-        .map(|keys| {
-            keys.iter()
-                .filter_map(serde_json::Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn render_reload(r: &ReloadResponse, restart_required: &[String]) -> String {
+fn render_reload(r: &ReloadResponse) -> String {
     let mut out = format!("reloaded {}: {} group(s)\n", r.config_path, r.groups);
-    if !restart_required.is_empty() {
+    if !r.restart_required.is_empty() {
         let _ = writeln!(
             out,
             "these changes take effect only after a restart (systemctl restart accessd):"
         );
-        for key in restart_required {
+        for key in &r.restart_required {
             let _ = writeln!(out, "  {key}");
         }
     }
@@ -149,15 +134,15 @@ audit records  1234
 
     #[test]
     fn reload_names_what_needs_a_restart() {
-        let mut json = serde_json::json!({
-            "config_path": "/etc/gatehouse/gatehouse.toml",
-            "groups": 2
-        });
-        let r: ReloadResponse = serde_json::from_value(json.clone()).expect("reload");
-        let text = render_reload(&r, &restart_required(&json));
+        let mut r = ReloadResponse {
+            config_path: "/etc/gatehouse/gatehouse.toml".into(),
+            groups: 2,
+            restart_required: Vec::new(),
+        };
+        let text = render_reload(&r);
         assert_eq!(text, "reloaded /etc/gatehouse/gatehouse.toml: 2 group(s)\n");
-        json["restart_required"] = serde_json::json!(["vpn.listen", "admin.socket"]);
-        let text = render_reload(&r, &restart_required(&json));
+        r.restart_required = vec!["vpn.listen".into(), "admin.socket".into()];
+        let text = render_reload(&r);
         assert!(
             text.ends_with(":\n  vpn.listen\n  admin.socket\n"),
             "{text}"

@@ -5,9 +5,16 @@
 //!
 //! The binaries come from the same target directory as the test executable
 //! (`cargo build --bins` first; `tests/run.sh` does).
+//!
+//! [`netns`] builds DESIGN.md's network (client, gateway, research subnet, a
+//! subnet the user may not reach) in network namespaces for the VPN tests;
+//! [`Daemon::start_in`] runs accessd inside one of them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod netns;
+
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -64,12 +71,65 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Runs `cmd` (stdin closed, stdout and stderr captured) and waits at most
+/// `timeout` for it; a command still running then is killed and the test
+/// fails, so a hung tool cannot hang the test run.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Drain both pipes while waiting, so a chatty command cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 /// A running `accessd` with its own state dir, socket and config file.
 pub struct Daemon {
     pub dir: TempDir,
     pub config: PathBuf,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -83,6 +143,14 @@ impl Daemon {
     /// Starts accessd with this config text (state dir and socket are
     /// overridden to live in a temp dir).
     pub fn start_with(config_text: &str) -> Self {
+        Self::start_in(None, config_text)
+    }
+
+    /// Like [`Daemon::start_with`], inside the network namespace `netns`
+    /// (`ip netns exec`, which execs: the child is accessd itself, so
+    /// [`Daemon::stop`] signals accessd). The admin socket is a path, so
+    /// accessctl reaches it from any namespace.
+    pub fn start_in(netns: Option<&str>, config_text: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gatehouse.toml");
         std::fs::write(&config, config_text).unwrap();
@@ -92,6 +160,7 @@ impl Daemon {
             log: dir.path().join("accessd.log"),
             config,
             dir,
+            netns: netns.map(str::to_owned),
             child: None,
         };
         daemon.spawn();
@@ -106,7 +175,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin("accessd"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(bin("accessd"));
+                cmd
+            }
+            None => Command::new(bin("accessd")),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
@@ -201,12 +278,27 @@ impl Daemon {
         serde_json::from_str(&self.ctl_ok(&all)).unwrap()
     }
 
+    /// The process id while it runs (for CPU and memory readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The network namespace accessd runs in, if not the test's own.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.state_dir.join("gatehouse.db")
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of accessd's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_text(), lines)
     }
 }
 
@@ -217,6 +309,12 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 pub fn stdout(out: &Output) -> String {

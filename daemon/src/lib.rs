@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod ssh_keys;
 pub mod store;
 pub mod time_fmt;
+pub mod vpn;
 pub mod wg_key;
 
 use std::time::Duration;

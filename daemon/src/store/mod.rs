@@ -107,6 +107,7 @@ impl Store {
                 }),
                 paths,
                 gate: Semaphore::new(MAX_WAITING_THREADS),
+                changes: tokio::sync::watch::Sender::new(0),
             }),
         })
     }
@@ -193,6 +194,9 @@ impl Store {
         let appended = std::mem::take(&mut writer.appended);
         tx.commit()
             .map_err(StoreError::sqlite("commit a write transaction"))?;
+        self.inner
+            .changes
+            .send_modify(|generation| *generation += 1);
         if !appended.is_empty() {
             locked.mirror_in_sync = audit_repair::after_commit(
                 &locked.conn,
@@ -203,6 +207,12 @@ impl Store {
             );
         }
         Ok(value)
+    }
+
+    /// Ticks after every committed write, so subsystems that mirror the
+    /// store (the WireGuard peer table) can catch up at once.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// The database file.
@@ -241,6 +251,8 @@ struct Inner {
     locked: Mutex<Locked>,
     paths: Paths,
     gate: Semaphore,
+    /// Generation counter, bumped after each commit.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 struct Locked {

@@ -1,0 +1,330 @@
+//! The data plane's core, without I/O: what to do with a datagram from the
+//! network, a packet from the TUN device, or a timer tick. Callers hand in
+//! buffers and a [`Sink`] for the results, as boringtun's `Tunn` does, so unit
+//! tests wire an engine to an in-memory client.
+//!
+//! Per packet: find the peer (by session index, or by public key for a
+//! handshake initiation after the cookie/rate-limit check), let its `Tunn`
+//! decrypt, then enforce the policy on the inner packet: the source must be
+//! the device's own address, the destination inside its user's groups and
+//! outside the always-refused set. Drops are counted, never logged per packet
+//! above TRACE. Nothing here allocates on the data path.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+use super::packet;
+use super::peers::{Entry, PeerSpec, PeerTable};
+
+/// Handshakes per second before boringtun asks for cookies (its default).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// Where the engine's results go.
+pub trait Sink {
+    fn send_udp(&mut self, datagram: &[u8], to: SocketAddr);
+    fn write_tun(&mut self, packet: &[u8]);
+}
+
+/// Engine-wide drop counters (per-peer ones live on the peer).
+#[derive(Default)]
+pub struct EngineCounters {
+    pub malformed_datagrams: AtomicU64,
+    pub unknown_peer: AtomicU64,
+    pub cookie_replies: AtomicU64,
+    pub handshake_errors: AtomicU64,
+    pub decrypt_errors: AtomicU64,
+    pub tun_no_peer: AtomicU64,
+    pub tun_no_endpoint: AtomicU64,
+    pub tun_malformed: AtomicU64,
+}
+
+/// The WireGuard responder for every device.
+pub struct Engine {
+    secret: StaticSecret,
+    public: PublicKey,
+    rate_limiter: Arc<RateLimiter>,
+    table: ArcSwap<PeerTable>,
+    next_index: AtomicU32,
+    pub counters: EngineCounters,
+}
+
+impl Engine {
+    pub fn new(secret: StaticSecret) -> Self {
+        let public = PublicKey::from(&secret);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            secret,
+            public,
+            table: ArcSwap::from_pointee(PeerTable::default()),
+            next_index: AtomicU32::new(1),
+            counters: EngineCounters::default(),
+        }
+    }
+
+    /// The live peers, as of now.
+    pub fn table(&self) -> Arc<PeerTable> {
+        self.table.load_full()
+    }
+
+    /// Replaces the peer set atomically. Peers whose key and address are
+    /// unchanged keep their sessions; their policy is replaced.
+    pub fn set_peers(&self, specs: &[PeerSpec]) {
+        let old = self.table.load();
+        let next = |taken: &dyn Fn(u32) -> bool| loop {
+            // Indexes are 24 bits (boringtun shifts them left by 8).
+            let index = self.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+            if index != 0 && !taken(index) {
+                break index;
+            }
+        };
+        let table = PeerTable::rebuild(&old, specs, next, &self.secret, &self.rate_limiter);
+        self.table.store(Arc::new(table));
+    }
+
+    /// A datagram from the network.
+    pub fn handle_datagram(
+        &self,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut [u8],
+        sink: &mut impl Sink,
+    ) {
+        let table = self.table.load();
+        let (entry, kind) = match self.find_peer(&table, from, datagram, buf, sink) {
+            Some(found) => found,
+            None => return,
+        };
+        let peer = &entry.peer;
+        let mut state = peer.lock();
+        match state.tunn.decapsulate(Some(from.ip()), datagram, buf) {
+            TunnResult::Done => {
+                if kind == Kind::Data {
+                    state.endpoint = Some(from); // an authenticated keepalive
+                }
+            }
+            TunnResult::Err(err) => {
+                drop(state);
+                self.count_error(&err);
+                tracing::trace!(peer = %peer.label(), ?err, "datagram rejected");
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                // A handshake response (authenticated) or a cookie (not).
+                if kind != Kind::Init || reply.len() != COOKIE_REPLY_LEN {
+                    state.endpoint = Some(from);
+                }
+                sink.send_udp(reply, from);
+                // Then the packets queued while the handshake was pending.
+                while let TunnResult::WriteToNetwork(queued) =
+                    state.tunn.decapsulate(None, &[], buf)
+                {
+                    sink.send_udp(queued, from);
+                }
+            }
+            TunnResult::WriteToTunnelV4(inner, src) => {
+                state.endpoint = Some(from);
+                drop(state);
+                self.deliver(&entry, inner, IpAddr::V4(src), sink);
+            }
+            TunnResult::WriteToTunnelV6(inner, src) => {
+                state.endpoint = Some(from);
+                drop(state);
+                self.deliver(&entry, inner, IpAddr::V6(src), sink);
+            }
+        }
+    }
+
+    /// A packet the kernel routed into the TUN device: encrypt it for the
+    /// one peer that owns its destination address.
+    pub fn handle_tun_packet(&self, packet: &[u8], buf: &mut [u8], sink: &mut impl Sink) {
+        let Some(dst) = Tunn::dst_address(packet) else {
+            self.counters.tun_malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let table = self.table.load();
+        let Some(entry) = table.by_addr.get(&dst) else {
+            self.counters.tun_no_peer.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut state = entry.peer.lock();
+        let endpoint = state.endpoint;
+        match state.tunn.encapsulate(packet, buf) {
+            TunnResult::WriteToNetwork(out) => match endpoint {
+                Some(to) => {
+                    entry
+                        .peer
+                        .counters
+                        .tx_packets
+                        .fetch_add(1, Ordering::Relaxed);
+                    sink.send_udp(out, to);
+                }
+                None => {
+                    self.counters
+                        .tun_no_endpoint
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            TunnResult::Err(err) => {
+                drop(state);
+                self.count_error(&err);
+            }
+            TunnResult::Done
+            | TunnResult::WriteToTunnelV4(..)
+            | TunnResult::WriteToTunnelV6(..) => {}
+        }
+    }
+
+    /// Drives every peer's timers (keepalives, rekeying, expiry). Call every
+    /// ~250 ms; resets the handshake rate limiter when `reset_rate_limit`.
+    pub fn tick(&self, reset_rate_limit: bool, buf: &mut [u8], sink: &mut impl Sink) {
+        if reset_rate_limit {
+            self.rate_limiter.reset_count();
+        }
+        let table = self.table.load();
+        for peer in table.peers() {
+            let mut state = peer.lock();
+            let endpoint = state.endpoint;
+            match state.tunn.update_timers(buf) {
+                TunnResult::WriteToNetwork(out) => {
+                    if let Some(to) = endpoint {
+                        sink.send_udp(out, to);
+                    }
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                TunnResult::Err(err) => tracing::trace!(peer = %peer.label(), ?err, "timer error"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Finds the peer a datagram belongs to. Handshake initiations pass the
+    /// MAC and rate-limit check (answered with a cookie under load) before
+    /// the costly key exchange identifies the sender.
+    fn find_peer(
+        &self,
+        table: &PeerTable,
+        from: SocketAddr,
+        datagram: &[u8],
+        buf: &mut [u8],
+        sink: &mut impl Sink,
+    ) -> Option<(Entry, Kind)> {
+        let found = match Tunn::parse_incoming_packet(datagram) {
+            Err(_) => {
+                self.counters
+                    .malformed_datagrams
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Ok(Packet::HandshakeInit(init)) => {
+                match self
+                    .rate_limiter
+                    .verify_packet(Some(from.ip()), datagram, buf)
+                {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        self.counters.cookie_replies.fetch_add(1, Ordering::Relaxed);
+                        sink.send_udp(cookie, from);
+                        return None;
+                    }
+                    Err(_) => {
+                        self.counters
+                            .handshake_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                }
+                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
+                    self.counters
+                        .handshake_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    return None;
+                };
+                table
+                    .by_key
+                    .get(&half.peer_static_public)
+                    .map(|e| (e.clone(), Kind::Init))
+            }
+            Ok(Packet::HandshakeResponse(p)) => table
+                .by_index
+                .get(&(p.receiver_idx >> 8))
+                .map(|e| (e.clone(), Kind::Other)),
+            Ok(Packet::PacketCookieReply(p)) => table
+                .by_index
+                .get(&(p.receiver_idx >> 8))
+                .map(|e| (e.clone(), Kind::Other)),
+            Ok(Packet::PacketData(p)) => table
+                .by_index
+                .get(&(p.receiver_idx >> 8))
+                .map(|e| (e.clone(), Kind::Data)),
+        };
+        if found.is_none() {
+            self.counters.unknown_peer.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Enforces the policy on a decrypted packet, then hands it to the TUN.
+    fn deliver(&self, entry: &Entry, inner: &[u8], src: IpAddr, sink: &mut impl Sink) {
+        let peer = &entry.peer;
+        if src != peer.address {
+            peer.counters
+                .dropped_spoofed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(peer = %peer.label(), %src, "spoofed source dropped");
+            return;
+        }
+        let flow = match packet::parse(inner) {
+            Ok(flow) => flow,
+            Err(_) => {
+                peer.counters
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        // Later fragments carry no port: they pass on the subnet check alone,
+        // as their first fragment had to pass the port check.
+        if let Err(reason) = entry.access.check(flow.dst, flow.dst_port) {
+            peer.record_denial(reason, flow.dst, flow.dst_port);
+            tracing::trace!(peer = %peer.label(), dst = %flow.dst, %reason, "packet denied");
+            return;
+        }
+        peer.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+        sink.write_tun(inner);
+    }
+
+    fn count_error(&self, err: &WireGuardError) {
+        let counter = match err {
+            WireGuardError::InvalidMac
+            | WireGuardError::InvalidTai64nTimestamp
+            | WireGuardError::WrongTai64nTimestamp
+            | WireGuardError::UnexpectedPacket
+            | WireGuardError::WrongIndex
+            | WireGuardError::WrongKey
+            | WireGuardError::UnderLoad => &self.counters.handshake_errors,
+            _ => &self.counters.decrypt_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Size of a cookie reply message.
+const COOKIE_REPLY_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Init,
+    Data,
+    Other,
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,262 @@
+//! The engine wired to an in-memory stock WireGuard client (a second `Tunn`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use gatehouse_config::policy::{GroupRule, Policy};
+
+use super::*;
+use crate::vpn::packet::tests::ipv4;
+use crate::vpn::peers::PeerSpec;
+
+#[derive(Default)]
+struct Capture {
+    udp: Vec<(Vec<u8>, SocketAddr)>,
+    tun: Vec<Vec<u8>>,
+}
+
+impl Sink for Capture {
+    fn send_udp(&mut self, datagram: &[u8], to: SocketAddr) {
+        self.udp.push((datagram.to_vec(), to));
+    }
+    fn write_tun(&mut self, packet: &[u8]) {
+        self.tun.push(packet.to_vec());
+    }
+}
+
+struct Client {
+    tunn: Tunn,
+    addr: SocketAddr,
+    public: [u8; 32],
+}
+
+fn policy() -> Policy {
+    Policy::new([(
+        "research".to_string(),
+        GroupRule {
+            subnets: vec!["10.0.3.0/24".parse().unwrap()],
+            ports: None,
+        },
+    )])
+    .with_gateway_addrs(["10.200.0.1".parse().unwrap()])
+}
+
+fn spec(client: &Client, address: &str) -> PeerSpec {
+    PeerSpec {
+        public_key: client.public,
+        address: address.parse().unwrap(),
+        user: "alice".into(),
+        device: "laptop".into(),
+        access: Arc::new(policy().access_for(&["research"])),
+        keepalive: None,
+    }
+}
+
+fn client(engine_public: PublicKey, port: u16, index: u32) -> Client {
+    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let public = PublicKey::from(&secret).to_bytes();
+    Client {
+        tunn: Tunn::new(secret, engine_public, None, None, index, None),
+        addr: format!("198.18.0.2:{port}").parse().unwrap(),
+        public,
+    }
+}
+
+fn setup() -> (Engine, Client) {
+    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let public = PublicKey::from(&secret);
+    let engine = Engine::new(secret);
+    let client = client(public, 40000, 7);
+    engine.set_peers(&[spec(&client, "10.200.0.2")]);
+    (engine, client)
+}
+
+/// Runs the handshake; returns what the engine sent.
+fn handshake(engine: &Engine, client: &mut Client) -> Capture {
+    let mut buf = vec![0u8; 2048];
+    let mut ebuf = vec![0u8; 2048];
+    let mut sink = Capture::default();
+    let TunnResult::WriteToNetwork(init) = client.tunn.format_handshake_initiation(&mut buf, false)
+    else {
+        panic!("no initiation");
+    };
+    engine.handle_datagram(client.addr, init, &mut ebuf, &mut sink);
+    if let Some((response, _)) = sink.udp.first() {
+        let mut out = vec![0u8; 2048];
+        if let TunnResult::WriteToNetwork(keepalive) =
+            client.tunn.decapsulate(None, response, &mut out)
+        {
+            engine.handle_datagram(client.addr, keepalive, &mut ebuf, &mut Capture::default());
+        }
+    }
+    sink
+}
+
+/// Encrypts `packet` on the client and feeds it to the engine.
+fn send(engine: &Engine, client: &mut Client, packet: &[u8]) -> Capture {
+    let mut buf = vec![0u8; 4096];
+    let mut ebuf = vec![0u8; 4096];
+    let mut sink = Capture::default();
+    let TunnResult::WriteToNetwork(datagram) = client.tunn.encapsulate(packet, &mut buf) else {
+        panic!("client has no session");
+    };
+    engine.handle_datagram(client.addr, datagram, &mut ebuf, &mut sink);
+    sink
+}
+
+#[test]
+fn handshake_then_allowed_traffic_reaches_the_tun() {
+    let (engine, mut client) = setup();
+    let reply = handshake(&engine, &mut client);
+    assert_eq!(reply.udp.len(), 1, "one handshake response");
+    assert_eq!(reply.udp[0].1, client.addr);
+    let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 22, 100);
+    let out = send(&engine, &mut client, &packet);
+    assert_eq!(out.tun, vec![packet]);
+}
+
+#[test]
+fn a_spoofed_source_is_dropped() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let out = send(
+        &engine,
+        &mut client,
+        &ipv4([10, 200, 0, 9], [10, 0, 3, 140], 6, 22, 0),
+    );
+    assert!(out.tun.is_empty());
+    let peer = engine.table().by_key[&client.public].peer.clone();
+    assert_eq!(peer.counters.dropped_spoofed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn destinations_outside_the_groups_and_always_refused_ones_are_dropped_and_counted() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    for dst in [
+        [10, 0, 4, 10],
+        [169, 254, 169, 254],
+        [10, 200, 0, 1],
+        [127, 0, 0, 1],
+    ] {
+        let out = send(&engine, &mut client, &ipv4([10, 200, 0, 2], dst, 6, 80, 0));
+        assert!(out.tun.is_empty(), "{dst:?} must be dropped");
+    }
+    let peer = engine.table().by_key[&client.public].peer.clone();
+    let denials = peer.take_denials();
+    assert_eq!(denials.total, 4);
+    assert!(
+        denials.samples.contains(&"10.0.4.10:80".to_string()),
+        "{denials:?}"
+    );
+    assert!(
+        denials
+            .by_reason
+            .iter()
+            .any(|(r, n)| *r == "not_in_groups" && *n == 1),
+        "{denials:?}"
+    );
+    assert!(
+        denials.by_reason.iter().any(|(r, _)| *r == "gateway"),
+        "{denials:?}"
+    );
+    assert_eq!(peer.take_denials().total, 0, "taken once");
+}
+
+#[test]
+fn outbound_goes_only_to_the_peer_that_owns_the_address() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let mut buf = vec![0u8; 4096];
+    let mut sink = Capture::default();
+    let reply = ipv4([10, 0, 3, 140], [10, 200, 0, 2], 6, 40000, 50);
+    engine.handle_tun_packet(&reply, &mut buf, &mut sink);
+    assert_eq!(sink.udp.len(), 1);
+    assert_eq!(sink.udp[0].1, client.addr);
+    let mut out = vec![0u8; 4096];
+    match client.tunn.decapsulate(None, &sink.udp[0].0, &mut out) {
+        TunnResult::WriteToTunnelV4(inner, _) => assert_eq!(inner, &reply[..]),
+        other => panic!("client could not decrypt: {other:?}"),
+    }
+    // Nobody owns 10.200.0.3: nothing is sent.
+    let mut sink = Capture::default();
+    engine.handle_tun_packet(
+        &ipv4([10, 0, 3, 140], [10, 200, 0, 3], 6, 1, 0),
+        &mut buf,
+        &mut sink,
+    );
+    assert!(sink.udp.is_empty());
+    assert_eq!(engine.counters.tun_no_peer.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn an_unknown_key_gets_no_answer() {
+    let (engine, _) = setup();
+    let mut stranger = client(
+        PublicKey::from(&StaticSecret::random_from_rng(rand_core::OsRng)),
+        40001,
+        9,
+    );
+    // The stranger does not even know the gateway's key: the MAC fails.
+    assert!(handshake(&engine, &mut stranger).udp.is_empty());
+    // One that knows the gateway's key but is not a registered device.
+    let gateway_public = PublicKey::from(&engine.secret);
+    let mut unregistered = client(gateway_public, 40002, 10);
+    assert!(handshake(&engine, &mut unregistered).udp.is_empty());
+    assert_eq!(engine.counters.unknown_peer.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn removing_a_peer_cuts_it_off_and_unchanged_peers_keep_their_session() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 17, 53, 10);
+    // Re-applying the same set keeps the session: no new handshake needed.
+    engine.set_peers(&[spec(&client, "10.200.0.2")]);
+    assert_eq!(send(&engine, &mut client, &packet).tun.len(), 1);
+    engine.set_peers(&[]);
+    assert!(send(&engine, &mut client, &packet).tun.is_empty());
+    assert_eq!(engine.table().len(), 0);
+}
+
+#[test]
+fn a_policy_change_applies_to_the_live_session() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let mut narrowed = spec(&client, "10.200.0.2");
+    narrowed.access = Arc::new(policy().access_for::<&str>(&[]));
+    engine.set_peers(&[narrowed]);
+    let out = send(
+        &engine,
+        &mut client,
+        &ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 22, 0),
+    );
+    assert!(out.tun.is_empty());
+}
+
+#[test]
+fn timers_run_without_a_known_endpoint() {
+    let (engine, _) = setup();
+    let mut buf = vec![0u8; 2048];
+    let mut sink = Capture::default();
+    engine.tick(true, &mut buf, &mut sink);
+    assert!(sink.udp.is_empty());
+}
+
+proptest::proptest! {
+    #[test]
+    fn garbage_datagrams_and_tun_packets_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), kind in 0u8..5) {
+        let (engine, _) = setup();
+        let mut bytes = bytes;
+        if let Some(first) = bytes.first_mut() {
+            *first = kind; // steer into each message type's parser
+        }
+        let mut buf = vec![0u8; 4096];
+        let mut sink = Capture::default();
+        engine.handle_datagram("198.18.0.9:1".parse().unwrap(), &bytes, &mut buf, &mut sink);
+        engine.handle_tun_packet(&bytes, &mut buf, &mut sink);
+    }
+}

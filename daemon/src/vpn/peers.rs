@@ -1,0 +1,196 @@
+//! The peer table: every live device as a WireGuard peer, indexed three ways
+//! (by session index, public key and VPN address) for the packet path. A
+//! table is immutable; changes build a new one and swap it in atomically,
+//! keeping the sessions of peers that did not change.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use boringtun::noise::Tunn;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::x25519::{PublicKey, StaticSecret};
+use gatehouse_config::policy::{AccessSet, DenyReason};
+
+/// What the store says a peer should be.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub public_key: [u8; 32],
+    pub address: IpAddr,
+    pub user: String,
+    pub device: String,
+    pub access: Arc<AccessSet>,
+    pub keepalive: Option<u16>,
+}
+
+/// One live peer. Its noise state survives table swaps.
+pub struct Peer {
+    pub public_key: [u8; 32],
+    pub address: IpAddr,
+    pub user: String,
+    pub device: String,
+    /// Our side's session index base (`Tunn` index; receiver indexes >> 8).
+    pub index: u32,
+    state: Mutex<PeerState>,
+    pub counters: PeerCounters,
+    denials: Mutex<Denials>,
+}
+
+/// The mutable half of a peer, behind one lock.
+pub struct PeerState {
+    pub tunn: Tunn,
+    /// Where the peer was last heard from, authenticated.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Packet counters, updated lock-free on the packet path.
+#[derive(Default)]
+pub struct PeerCounters {
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub dropped_spoofed: AtomicU64,
+    pub dropped_policy: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+}
+
+/// Denied destinations since the last `vpn.acl.deny` audit record.
+#[derive(Debug, Default, Clone)]
+pub struct Denials {
+    pub total: u64,
+    pub by_reason: Vec<(&'static str, u64)>,
+    /// A few sample destinations, `addr:port` or `addr`.
+    pub samples: Vec<String>,
+}
+
+const MAX_DENY_SAMPLES: usize = 5;
+
+/// Everything the packet path looks up.
+#[derive(Default)]
+pub struct PeerTable {
+    pub by_index: HashMap<u32, Entry>,
+    pub by_key: HashMap<[u8; 32], Entry>,
+    pub by_addr: HashMap<IpAddr, Entry>,
+}
+
+/// A peer with the policy that applies to it in this table.
+#[derive(Clone)]
+pub struct Entry {
+    pub peer: Arc<Peer>,
+    pub access: Arc<AccessSet>,
+}
+
+impl Peer {
+    pub fn new(
+        spec: &PeerSpec,
+        index: u32,
+        secret: &StaticSecret,
+        rate_limiter: &Arc<RateLimiter>,
+    ) -> Self {
+        let tunn = Tunn::new(
+            secret.clone(),
+            PublicKey::from(spec.public_key),
+            None,
+            spec.keepalive,
+            index,
+            Some(rate_limiter.clone()),
+        );
+        Self {
+            public_key: spec.public_key,
+            address: spec.address,
+            user: spec.user.clone(),
+            device: spec.device.clone(),
+            index,
+            state: Mutex::new(PeerState {
+                tunn,
+                endpoint: None,
+            }),
+            counters: PeerCounters::default(),
+            denials: Mutex::new(Denials::default()),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, PeerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a denied packet; keeps a few samples for the audit record.
+    pub fn record_denial(&self, reason: DenyReason, dst: IpAddr, port: Option<u16>) {
+        self.counters.dropped_policy.fetch_add(1, Ordering::Relaxed);
+        let mut denials = self.denials.lock().unwrap_or_else(PoisonError::into_inner);
+        denials.total += 1;
+        let label = reason.label();
+        match denials.by_reason.iter_mut().find(|(r, _)| *r == label) {
+            Some((_, count)) => *count += 1,
+            None => denials.by_reason.push((label, 1)),
+        }
+        let sample = match port {
+            Some(port) => SocketAddr::new(dst, port).to_string(),
+            None => dst.to_string(),
+        };
+        if denials.samples.len() < MAX_DENY_SAMPLES && !denials.samples.contains(&sample) {
+            denials.samples.push(sample);
+        }
+    }
+
+    /// Takes the denials recorded since the last call.
+    pub fn take_denials(&self) -> Denials {
+        std::mem::take(&mut *self.denials.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The owning device, as `user/device`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.user, self.device)
+    }
+}
+
+impl PeerTable {
+    /// Builds the table for `specs`, reusing the peers of `old` whose key and
+    /// address did not change (their sessions live on). New peers get fresh
+    /// indexes from `next_index`.
+    pub fn rebuild(
+        old: &PeerTable,
+        specs: &[PeerSpec],
+        mut next_index: impl FnMut(&dyn Fn(u32) -> bool) -> u32,
+        secret: &StaticSecret,
+        rate_limiter: &Arc<RateLimiter>,
+    ) -> PeerTable {
+        let mut table = PeerTable::default();
+        for spec in specs {
+            let reused = old
+                .by_key
+                .get(&spec.public_key)
+                .filter(|e| e.peer.address == spec.address)
+                .map(|e| e.peer.clone());
+            let peer = match reused {
+                Some(peer) => peer,
+                None => {
+                    let index = next_index(&|i| {
+                        old.by_index.contains_key(&i) || table.by_index.contains_key(&i)
+                    });
+                    Arc::new(Peer::new(spec, index, secret, rate_limiter))
+                }
+            };
+            let entry = Entry {
+                peer,
+                access: spec.access.clone(),
+            };
+            table.by_index.insert(entry.peer.index, entry.clone());
+            table.by_addr.insert(spec.address, entry.clone());
+            table.by_key.insert(spec.public_key, entry);
+        }
+        table
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.by_key.values().map(|e| &e.peer)
+    }
+}

@@ -13,6 +13,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use boringtun::noise::errors::WireGuardError;
@@ -87,6 +88,44 @@ impl Engine {
         };
         let table = PeerTable::rebuild(&old, specs, next, &self.secret, &self.rate_limiter);
         self.table.store(Arc::new(table));
+    }
+
+    /// The gateway's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public.to_bytes()
+    }
+
+    /// A snapshot of every live peer, for status, metrics and UAPI.
+    pub fn peer_status(&self) -> Vec<PeerStatus> {
+        let table = self.table.load();
+        let now = SystemTime::now();
+        let mut peers: Vec<PeerStatus> = table
+            .by_key
+            .values()
+            .map(|entry| {
+                let peer = &entry.peer;
+                let state = peer.lock();
+                let (since_handshake, tx_bytes, rx_bytes, _, _) = state.tunn.stats();
+                PeerStatus {
+                    public_key: peer.public_key,
+                    user: peer.user.clone(),
+                    device: peer.device.clone(),
+                    address: peer.address,
+                    allowed_ips: vec![peer.address],
+                    endpoint: state.endpoint,
+                    last_handshake: since_handshake.and_then(|d| now.checked_sub(d)),
+                    rx_bytes: rx_bytes as u64,
+                    tx_bytes: tx_bytes as u64,
+                    rx_packets: peer.counters.rx_packets.load(Ordering::Relaxed),
+                    tx_packets: peer.counters.tx_packets.load(Ordering::Relaxed),
+                    dropped_spoofed: peer.counters.dropped_spoofed.load(Ordering::Relaxed),
+                    dropped_policy: peer.counters.dropped_policy.load(Ordering::Relaxed),
+                    dropped_malformed: peer.counters.dropped_malformed.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| (&a.user, &a.device).cmp(&(&b.user, &b.device)));
+        peers
     }
 
     /// A datagram from the network.
@@ -313,6 +352,27 @@ impl Engine {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// One peer as status, metrics and `wg show` see it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub public_key: [u8; 32],
+    pub user: String,
+    pub device: String,
+    pub address: IpAddr,
+    /// What the gateway accepts from this peer: its own address only.
+    pub allowed_ips: Vec<IpAddr>,
+    pub endpoint: Option<SocketAddr>,
+    pub last_handshake: Option<SystemTime>,
+    /// Bytes of decrypted payload received from and sent to the peer.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub dropped_spoofed: u64,
+    pub dropped_policy: u64,
+    pub dropped_malformed: u64,
 }
 
 /// Size of a cookie reply message.

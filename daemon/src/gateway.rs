@@ -3,7 +3,7 @@
 //! It owns reloading; it does not own any task.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use gatehouse_config::{Config, ConfigError};
@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::store::{NewAuditEvent, Store, StoreError};
+use crate::vpn::engine::Engine;
 use crate::wg_key::GatewayKey;
 
 /// Where the config comes from, and the command-line overrides that win over
@@ -60,6 +61,7 @@ struct Inner {
     key: GatewayKey,
     started_at: i64,
     started: Instant,
+    vpn: OnceLock<Arc<Engine>>,
 }
 
 /// The outcome of a reload that was accepted.
@@ -89,6 +91,7 @@ impl Gateway {
                 key,
                 started_at: crate::time_fmt::now_unix(),
                 started: Instant::now(),
+                vpn: OnceLock::new(),
             }),
         }
     }
@@ -109,6 +112,16 @@ impl Gateway {
 
     pub fn key(&self) -> &GatewayKey {
         &self.inner.key
+    }
+
+    /// The WireGuard data plane, once it runs (never when `vpn.enabled` is false).
+    pub fn vpn(&self) -> Option<Arc<Engine>> {
+        self.inner.vpn.get().cloned()
+    }
+
+    /// Records the started data plane; called once by start-up.
+    pub fn set_vpn(&self, engine: Arc<Engine>) {
+        let _ = self.inner.vpn.set(engine);
     }
 
     pub fn config_path(&self) -> &std::path::Path {
@@ -181,14 +194,16 @@ impl Gateway {
 
 /// Keys whose new value only takes effect after a restart.
 fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 8] = [
+    let checks: [(&'static str, bool); 10] = [
         (
             "gateway.state_dir",
             old.gateway.state_dir != new.gateway.state_dir,
         ),
         ("vpn.listen", old.vpn.listen != new.vpn.listen),
         ("vpn.interface", old.vpn.interface != new.vpn.interface),
+        ("vpn.enabled", old.vpn.enabled != new.vpn.enabled),
         ("vpn.pool", old.vpn.pool != new.vpn.pool),
+        ("vpn.mtu", old.vpn.mtu != new.vpn.mtu),
         ("ssh.listen", old.ssh.listen != new.ssh.listen),
         ("portal.listen", old.portal.listen != new.portal.listen),
         ("admin.socket", old.admin.socket != new.admin.socket),

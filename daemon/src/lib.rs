@@ -9,6 +9,8 @@
 //! - [`audit`]: the tamper-evident hash chain, its verification, and the
 //!   JSON-lines mirror for log shippers.
 //! - [`admin`]: the admin API on a Unix socket, for `accessctl`.
+//! - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy.
+//! - [`host_addrs`]: the host's own addresses (always refused by policy).
 //! - [`wg_key`]: the gateway's WireGuard key, generated once.
 //! - [`ssh_keys`]: parsing users' OpenSSH public keys.
 //! - [`time_fmt`]: unix seconds ⇄ RFC 3339.
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod audit;
 pub mod gateway;
+pub mod host_addrs;
 pub mod ssh_keys;
 pub mod store;
 pub mod time_fmt;
@@ -52,6 +55,8 @@ pub enum RunError {
     Key(#[from] wg_key::KeyError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error("cannot start the WireGuard data plane: {0}")]
+    Vpn(#[from] vpn::VpnError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -91,6 +96,16 @@ pub async fn run(
     );
 
     let tracker = TaskTracker::new();
+    if let Err(err) = start_subsystems(&gateway, &tracker, &shutdown).await {
+        // Undo what did start, and say in the audit log that we stopped.
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        drop(admin_listener);
+        let _ = std::fs::remove_file(&gateway.config().admin.socket);
+        lifecycle_event(&gateway, "gateway.stop").await?;
+        return Err(err);
+    }
     admin::spawn_admin_api(
         admin_listener,
         gateway.clone(),
@@ -119,6 +134,19 @@ pub async fn run(
     // The audit log is written last: nothing after this point changes state.
     lifecycle_event(&gateway, "gateway.stop").await?;
     tracing::info!("accessd stopped");
+    Ok(())
+}
+
+/// Starts the subsystems the config enables, each under its own child token.
+async fn start_subsystems(
+    gateway: &Gateway,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    if gateway.config().vpn.enabled {
+        let engine = vpn::start(gateway, tracker, shutdown.child_token()).await?;
+        gateway.set_vpn(engine);
+    }
     Ok(())
 }
 

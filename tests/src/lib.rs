@@ -29,6 +29,19 @@ pub fn sample_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/gatehouse.toml")
 }
 
+/// The sample config as [`Daemon::start`] runs it on the host.
+pub fn host_sample_config() -> String {
+    let sample = std::fs::read_to_string(sample_config()).unwrap();
+    let text = sample
+        .replacen("\nenabled = true\n", "\nenabled = false\n", 1)
+        .replacen("listen = \"127.0.0.1:9586\"", "listen = \"127.0.0.1:0\"", 1);
+    assert_ne!(
+        text, sample,
+        "the sample config changed shape: update host_sample_config"
+    );
+    text
+}
+
 /// Path of one of the workspace's binaries, next to the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -136,8 +149,11 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts accessd with the sample config.
+    /// Starts accessd with the sample config, minus what would clash between
+    /// tests running at once on the host: the WireGuard data plane (a TUN
+    /// device and UDP port) is off, and metrics take an ephemeral port.
     pub fn start() -> Self {
-        Self::start_with(&std::fs::read_to_string(sample_config()).unwrap())
+        Self::start_with(&host_sample_config())
     }
 
     /// Starts accessd with this config text (state dir and socket are

@@ -371,7 +371,7 @@ fn a_restart_keeps_users_devices_addresses_keys_and_the_chain() {
 #[test]
 fn reload_refuses_an_invalid_file_and_keeps_the_running_config() {
     let daemon = Daemon::start();
-    let good = std::fs::read_to_string(sample_config()).unwrap();
+    let good = gatehouse_tests::host_sample_config();
     std::fs::write(
         &daemon.config,
         good.replace("subnets = [\"10.0.3.0/24\"]", "subnets = [\"0.0.0.0/0\"]"),

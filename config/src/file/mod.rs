@@ -54,6 +54,8 @@ pub enum PublicEndpoint {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VpnConfig {
+    /// False: no WireGuard at all (an SSH-only gateway).
+    pub enabled: bool,
     pub listen: SocketAddr,
     pub interface: String,
     /// Device addresses come from here; its first host is the gateway's.

@@ -41,6 +41,7 @@ impl Default for RawGateway {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawVpn {
+    pub enabled: bool,
     pub listen: String,
     pub interface: String,
     pub pool: String,
@@ -54,6 +55,7 @@ pub(crate) struct RawVpn {
 impl Default for RawVpn {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: "0.0.0.0:51820".into(),
             interface: "gatehouse0".into(),
             pool: "10.200.0.0/24".into(),

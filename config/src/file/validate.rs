@@ -181,6 +181,7 @@ impl Checker<'_> {
             }
         };
         Some(VpnConfig {
+            enabled: raw.enabled,
             listen: listen?,
             interface: raw.interface,
             pool: pool?,

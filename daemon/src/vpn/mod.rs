@@ -1,4 +1,65 @@
-//! The WireGuard data plane (in progress).
+//! The WireGuard data plane: a userspace WireGuard endpoint for every
+//! device, on boringtun's noise layer, with the access policy enforced on
+//! every decrypted packet.
+//!
+//! Layout:
+//! - [`engine`]: the per-packet logic without I/O (peer lookup, handshakes,
+//!   anti-spoofing, policy) — what the unit tests drive;
+//! - [`peers`]: the peer table, swapped atomically on every change;
+//! - [`packet`]: IP header parsing for the policy;
+//! - [`io`]: the TUN device, the UDP socket and the packet threads;
+//! - [`sync`]: keeps the peer table equal to the store;
+//! - [`monitor`]: connect/disconnect and denial audit records.
+//!
+//! Does not own the gateway's key (see [`crate::wg_key`]) or the policy
+//! rules (see `gatehouse_config::policy`).
+
 pub mod engine;
+pub mod io;
+pub mod monitor;
 pub mod packet;
 pub mod peers;
+pub mod sync;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Gateway;
+use engine::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VpnError {
+    #[error(transparent)]
+    Io(#[from] io::IoError),
+    #[error("cannot load the peers: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Opens the TUN interface and UDP socket, loads the peers, and starts the
+/// packet threads, peer sync and monitor. Returns the engine for status.
+pub async fn start(
+    gateway: &Gateway,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<Arc<Engine>, VpnError> {
+    let config = gateway.config();
+    let vpn = &config.vpn;
+    let engine = Arc::new(Engine::new(gateway.key().secret().clone()));
+    let devices = io::open(
+        &vpn.interface,
+        vpn.gateway_address(),
+        vpn.pool,
+        vpn.mtu,
+        vpn.listen,
+    )
+    .await?;
+    io::enable_forwarding(&vpn.pool)?;
+    let peers = sync::apply(gateway, &engine).await?;
+    io::spawn_packet_threads(devices, engine.clone(), tracker, shutdown.clone());
+    sync::spawn_peer_sync(gateway.clone(), engine.clone(), tracker, shutdown.clone());
+    monitor::spawn_monitor(gateway.clone(), engine.clone(), tracker, shutdown);
+    tracing::info!(interface = %vpn.interface, listen = %vpn.listen, peers, "WireGuard data plane up");
+    Ok(engine)
+}

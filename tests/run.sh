@@ -16,6 +16,7 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v wireguard-go >/dev/null 2>&1 || need_pkgs+=(wireguard-go)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

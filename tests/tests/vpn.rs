@@ -679,3 +679,45 @@ fn context(gw: &Daemon, client: &WgClient<'_>) -> String {
         client.log()
     )
 }
+
+/// `vpn.nat = "masquerade"`: the research host sees the gateway's address,
+/// and the rule is gone once accessd stops.
+#[test]
+fn masquerade_rewrites_the_source_and_is_removed_on_stop() {
+    let Some(topo) = Topology::create() else {
+        return;
+    };
+    if !gatehouse_tests::require(
+        gatehouse_tests::have_tool("nft"),
+        "nft (nftables) is needed for vpn.nat = \"masquerade\"",
+    ) {
+        return;
+    }
+    let config = topo
+        .gateway_config(POOL, "")
+        .replace("nat = \"route\"", "nat = \"masquerade\"");
+    let mut gw = topo.start_gateway(&config);
+    let tables = topo.exec(Host::Gateway, &["nft", "list", "tables"]);
+    let iface = topo.gateway_interface();
+    assert!(
+        String::from_utf8_lossy(&tables.stdout).contains(&format!("gatehouse-{iface}")),
+        "no masquerade table installed"
+    );
+    let conf = device_config(&topo, &gw, "alice", "laptop", "research");
+    let alice = connect(&topo, &gw, &conf);
+    let seen = topo.http_log(Host::Research);
+    let masqueraded = format!("{GATEWAY_RESEARCH_ADDR} ");
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with(&masqueraded) && l.contains("GET /whoami.txt")),
+        "the research server should see the gateway's address {GATEWAY_RESEARCH_ADDR}, not {}:\n{seen}",
+        alice.address()
+    );
+    drop(alice);
+    assert!(gw.stop().success());
+    let tables = topo.exec(Host::Gateway, &["nft", "list", "tables"]);
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("gatehouse-"),
+        "the masquerade table must be removed on stop"
+    );
+}

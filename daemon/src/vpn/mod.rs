@@ -9,6 +9,7 @@
 //! - [`packet`]: IP header parsing for the policy;
 //! - [`io`]: the TUN device, the UDP socket and the packet threads;
 //! - [`sync`]: keeps the peer table equal to the store;
+//! - [`nat`]: the masquerade rule for `vpn.nat = "masquerade"`;
 //! - [`monitor`]: connect/disconnect and denial audit records.
 //!
 //! Does not own the gateway's key (see [`crate::wg_key`]) or the policy
@@ -17,6 +18,7 @@
 pub mod engine;
 pub mod io;
 pub mod monitor;
+pub mod nat;
 pub mod packet;
 pub mod peers;
 pub mod sync;
@@ -26,6 +28,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use gatehouse_config::file::NatMode;
+
 use crate::gateway::Gateway;
 use engine::Engine;
 
@@ -33,6 +37,8 @@ use engine::Engine;
 pub enum VpnError {
     #[error(transparent)]
     Io(#[from] io::IoError),
+    #[error(transparent)]
+    Nat(#[from] nat::NatError),
     #[error("cannot load the peers: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -56,6 +62,14 @@ pub async fn start(
     )
     .await?;
     io::enable_forwarding(&vpn.pool)?;
+    if vpn.nat == NatMode::Masquerade {
+        let rule = nat::Masquerade::install(vpn.pool, &vpn.interface)?;
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            stop.cancelled().await;
+            let _ = tokio::task::spawn_blocking(move || rule.remove()).await;
+        });
+    }
     let peers = sync::apply(gateway, &engine).await?;
     io::spawn_packet_threads(devices, engine.clone(), tracker, shutdown.clone());
     sync::spawn_peer_sync(gateway.clone(), engine.clone(), tracker, shutdown.clone());

@@ -9,10 +9,11 @@ use std::fs::{OpenOptions, Permissions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 use gatehouse_config::api::{
-    CreateDeviceRequest, DeviceConfigResponse, DeviceInfo, DeviceListQuery,
+    CONNECTED_WITHIN_SECS, CreateDeviceRequest, DeviceConfigResponse, DeviceInfo, DeviceListQuery,
 };
 use gatehouse_config::wg_quick;
 
@@ -108,7 +109,8 @@ pub async fn run(cmd: DeviceCommand, ctx: &Ctx) -> Result<(), DeviceError> {
             } else if reply.body.is_empty() {
                 ctx.out.emit("no devices\n")?;
             } else {
-                ctx.out.emit(&device_table(&reply.body).render())?;
+                ctx.out
+                    .emit(&device_table(&reply.body, SystemTime::now()).render())?;
             }
             Ok(())
         }
@@ -234,26 +236,52 @@ fn write_private(path: &Path, text: &str, overwrite: bool) -> io::Result<()> {
     file.sync_all()
 }
 
-fn device_table(devices: &[DeviceInfo]) -> Table {
+/// One row per device. The live columns (STATE, ENDPOINT, HANDSHAKE as
+/// "12s ago", RX, TX) come from the data plane; "-" where it has nothing.
+pub(crate) fn device_table(devices: &[DeviceInfo], now: SystemTime) -> Table {
     let mut table = Table::new(&[
         "USER",
         "DEVICE",
         "ADDRESS",
+        "STATE",
+        "ENDPOINT",
+        "HANDSHAKE",
+        "RX",
+        "TX",
         "PUBLIC-KEY",
-        "CREATED",
-        "LAST-HANDSHAKE",
     ]);
     for device in devices {
         table.row(vec![
             device.user.clone(),
             device.name.clone(),
             device.address.clone(),
+            state(device, now).to_owned(),
+            output::or_dash(device.endpoint.as_deref()),
+            output::ago(device.last_handshake.as_deref(), now, "never"),
+            device.rx_bytes.map(output::human_bytes).unwrap_or_default(),
+            device.tx_bytes.map(output::human_bytes).unwrap_or_default(),
             device.public_key.clone(),
-            output::short_time(&device.created_at),
-            output::opt_time(device.last_handshake.as_deref(), "never"),
         ]);
     }
     table
+}
+
+/// `connected`: a peer with a handshake in the last 180 s; `live`: a peer
+/// without one; "-": not a peer now (revoked, user disabled or expired, or
+/// the data plane is not running).
+pub(crate) fn state(device: &DeviceInfo, now: SystemTime) -> &'static str {
+    if device.live != Some(true) {
+        return "-";
+    }
+    let recent = device
+        .last_handshake
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .is_some_and(|t| {
+            now.duration_since(t)
+                .map_or(true, |d| d.as_secs() < CONNECTED_WITHIN_SECS)
+        });
+    if recent { "connected" } else { "live" }
 }
 
 #[cfg(test)]
@@ -383,13 +411,60 @@ mod tests {
     #[test]
     fn device_table_columns() {
         let cfg: DeviceConfigResponse = serde_json::from_str(&config_answer("PUB")).expect("json");
+        let now = humantime::parse_rfc3339("2026-05-01T12:00:00Z").expect("time");
+        let connected = DeviceInfo {
+            name: "phone".into(),
+            address: "10.200.0.3".into(),
+            public_key: "PUB2".into(),
+            last_handshake: Some("2026-05-01T11:59:48Z".into()),
+            endpoint: Some("198.51.100.7:40000".into()),
+            rx_bytes: Some(1536),
+            tx_bytes: Some(12_900_000),
+            live: Some(true),
+            ..cfg.device.clone()
+        };
+        let idle = DeviceInfo {
+            name: "tablet".into(),
+            last_handshake: Some("2026-05-01T09:00:00Z".into()),
+            rx_bytes: Some(0),
+            tx_bytes: Some(0),
+            live: Some(true),
+            ..cfg.device.clone()
+        };
+        let revoked = DeviceInfo {
+            name: "old".into(),
+            live: Some(false),
+            ..cfg.device.clone()
+        };
         assert_eq!(
-            device_table(&[cfg.device]).render(),
+            device_table(&[cfg.device, connected, idle, revoked], now).render(),
             "\
-USER   DEVICE  ADDRESS     PUBLIC-KEY  CREATED               LAST-HANDSHAKE
-alice  laptop  10.200.0.2  PUB         2026-05-01T10:00:00Z  never
+USER   DEVICE  ADDRESS     STATE      ENDPOINT            HANDSHAKE  RX       TX        PUBLIC-KEY
+alice  laptop  10.200.0.2  -          -                   never      -        -         PUB
+alice  phone   10.200.0.3  connected  198.51.100.7:40000  12s ago    1.5 KiB  12.3 MiB  PUB2
+alice  tablet  10.200.0.2  live       -                   3h 0m ago  0 B      0 B       PUB
+alice  old     10.200.0.2  -          -                   never      -        -         PUB
 "
         );
+    }
+
+    #[test]
+    fn devices_from_an_older_daemon_still_parse() {
+        // No live fields at all: every live column shows "-".
+        let json = r#"[{"user":"alice","name":"laptop","public_key":"PUB","address":"10.200.0.2",
+            "created_at":"2026-05-01T10:00:00Z","last_activation":null,
+            "last_handshake":"2026-05-01T11:00:00Z"}]"#;
+        let devices: Vec<DeviceInfo> = serde_json::from_str(json).expect("old answer");
+        assert_eq!(devices[0].live, None);
+        let now = humantime::parse_rfc3339("2026-05-01T12:00:00Z").expect("time");
+        let text = device_table(&devices, now).render();
+        assert!(
+            text.ends_with("  -      -         1h 0m ago  -   -   PUB\n"),
+            "{text}"
+        );
+        // And the new fields are left out of the JSON when absent.
+        let back = serde_json::to_value(&devices[0]).expect("json");
+        assert!(back.get("live").is_none() && back.get("endpoint").is_none());
     }
 
     #[tokio::test]

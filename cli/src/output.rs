@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Write};
+use std::time::SystemTime;
 
 /// Writing the output failed.
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +224,37 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
+/// A byte count in binary units: `512 B`, `1.5 KiB`, `12.3 MiB`, `4.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// How long before `now` an RFC 3339 `time` was, as `12s ago` or `3h 5m
+/// ago`; the time itself (shortened) when it cannot be read, `none` when
+/// absent. A time slightly ahead of `now` (clock skew) reads `just now`.
+pub fn ago(time: Option<&str>, now: SystemTime, none: &str) -> String {
+    let Some(time) = time.filter(|t| !t.is_empty()) else {
+        return none.to_owned();
+    };
+    let Ok(then) = humantime::parse_rfc3339_weak(time) else {
+        return short_time(time);
+    };
+    match now.duration_since(then) {
+        Ok(elapsed) => format!("{} ago", human_duration(elapsed.as_secs())),
+        Err(_) => "just now".to_owned(),
+    }
+}
+
 /// Control characters (from names or details in the daemon's answer) would
 /// break the table or the terminal; show them escaped.
 fn sanitize(cell: &str) -> String {
@@ -317,5 +349,24 @@ carol-long-name  -       -
         assert_eq!(human_duration(125), "2m 5s");
         assert_eq!(human_duration(3 * 3600 + 5 * 60 + 7), "3h 5m");
         assert_eq!(human_duration(2 * 86_400 + 4 * 3600 + 59), "2d 4h");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12_900_000), "12.3 MiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn ago_reads_relative_to_now() {
+        let now = humantime::parse_rfc3339("2026-05-01T12:00:00Z").expect("time");
+        assert_eq!(ago(Some("2026-05-01T11:59:48Z"), now, "never"), "12s ago");
+        assert_eq!(
+            ago(Some("2026-05-01T09:00:00.5Z"), now, "never"),
+            "2h 59m ago"
+        );
+        assert_eq!(ago(Some("2026-05-01T12:00:03Z"), now, "never"), "just now");
+        assert_eq!(ago(None, now, "never"), "never");
+        assert_eq!(ago(Some("soon"), now, "never"), "soon");
     }
 }

@@ -2,12 +2,14 @@
 //! to the users and devices it serves.
 
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
-use gatehouse_config::api::{ReloadResponse, StatusResponse};
+use gatehouse_config::api::{ReloadResponse, StatusResponse, VpnStatus};
 
 use crate::Ctx;
 use crate::client::ClientError;
-use crate::output::{self, OutputError};
+use crate::device;
+use crate::output::{self, OutputError, Table};
 
 /// Why `status` or `reload` failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +26,8 @@ pub async fn status(ctx: &Ctx) -> Result<(), StatusError> {
     if ctx.json {
         ctx.out.emit_json(&reply.json)?;
     } else {
-        ctx.out.emit(&render_status(&reply.body))?;
+        ctx.out
+            .emit(&render_status(&reply.body, SystemTime::now()))?;
     }
     Ok(())
 }
@@ -58,7 +61,7 @@ fn render_reload(r: &ReloadResponse) -> String {
     out
 }
 
-fn render_status(s: &StatusResponse) -> String {
+fn render_status(s: &StatusResponse, now: SystemTime) -> String {
     let users = &s.users;
     let rows = [
         ("gateway", s.gateway.clone()),
@@ -81,22 +84,63 @@ fn render_status(s: &StatusResponse) -> String {
         ("devices", s.devices.to_string()),
         ("groups", s.groups.to_string()),
         ("audit records", s.audit_records.to_string()),
+        ("vpn", vpn_summary(s.vpn.as_ref())),
     ];
     let mut out = String::new();
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<14} {value}");
     }
+    if let Some(vpn) = s.vpn.as_ref().filter(|v| !v.peers_detail.is_empty()) {
+        let _ = writeln!(out, "\nPeers ({})", vpn.peers_detail.len());
+        out.push_str(&peer_table(vpn, now).render_indented("  "));
+    }
     out
+}
+
+fn vpn_summary(vpn: Option<&VpnStatus>) -> String {
+    match vpn {
+        None => "not running".to_owned(),
+        Some(v) => format!(
+            "{} on UDP {}: {} peer(s), {} connected",
+            v.interface, v.listen, v.peers, v.connected
+        ),
+    }
+}
+
+/// The live peers, as `device list` shows them, without the keys.
+fn peer_table(vpn: &VpnStatus, now: SystemTime) -> Table {
+    let mut table = Table::new(&[
+        "USER",
+        "DEVICE",
+        "ADDRESS",
+        "STATE",
+        "ENDPOINT",
+        "HANDSHAKE",
+        "RX",
+        "TX",
+    ]);
+    for peer in &vpn.peers_detail {
+        table.row(vec![
+            peer.user.clone(),
+            peer.name.clone(),
+            peer.address.clone(),
+            device::state(peer, now).to_owned(),
+            output::or_dash(peer.endpoint.as_deref()),
+            output::ago(peer.last_handshake.as_deref(), now, "never"),
+            peer.rx_bytes.map(output::human_bytes).unwrap_or_default(),
+            peer.tx_bytes.map(output::human_bytes).unwrap_or_default(),
+        ]);
+    }
+    table
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_config::api::UserCounts;
+    use gatehouse_config::api::{DeviceInfo, UserCounts};
 
-    #[test]
-    fn status_reads_as_a_list() {
-        let text = render_status(&StatusResponse {
+    fn response(vpn: Option<VpnStatus>) -> StatusResponse {
+        StatusResponse {
             version: "0.1.0".into(),
             gateway: "research-gw".into(),
             started_at: "2026-05-01T10:00:00.25Z".into(),
@@ -113,7 +157,17 @@ mod tests {
             devices: 7,
             groups: 2,
             audit_records: 1234,
-        });
+            vpn,
+        }
+    }
+
+    fn now() -> SystemTime {
+        humantime::parse_rfc3339("2026-05-01T12:00:00Z").expect("time")
+    }
+
+    #[test]
+    fn status_reads_as_a_list() {
+        let text = render_status(&response(None), now());
         assert_eq!(
             text,
             "\
@@ -128,8 +182,66 @@ users          5 (3 active, 1 pending, 1 disabled)
 devices        7
 groups         2
 audit records  1234
+vpn            not running
 "
         );
+    }
+
+    #[test]
+    fn status_lists_the_live_peers() {
+        let peer = DeviceInfo {
+            user: "alice".into(),
+            name: "laptop".into(),
+            public_key: "PUB".into(),
+            address: "10.200.0.2".into(),
+            created_at: "2026-05-01T10:00:00Z".into(),
+            last_handshake: Some("2026-05-01T11:59:30Z".into()),
+            endpoint: Some("[2001:db8::7]:40000".into()),
+            rx_bytes: Some(2048),
+            tx_bytes: Some(100),
+            live: Some(true),
+            ..DeviceInfo::default()
+        };
+        let idle = DeviceInfo {
+            name: "phone".into(),
+            address: "10.200.0.3".into(),
+            last_handshake: None,
+            endpoint: None,
+            rx_bytes: Some(0),
+            tx_bytes: Some(0),
+            ..peer.clone()
+        };
+        let vpn = VpnStatus {
+            interface: "gatehouse0".into(),
+            listen: "0.0.0.0:51820".into(),
+            peers: 2,
+            connected: 1,
+            peers_detail: vec![peer, idle],
+        };
+        let text = render_status(&response(Some(vpn)), now());
+        assert!(
+            text.ends_with(
+                "\
+audit records  1234
+vpn            gatehouse0 on UDP 0.0.0.0:51820: 2 peer(s), 1 connected
+
+Peers (2)
+  USER   DEVICE  ADDRESS     STATE      ENDPOINT             HANDSHAKE  RX       TX
+  alice  laptop  10.200.0.2  connected  [2001:db8::7]:40000  30s ago    2.0 KiB  100 B
+  alice  phone   10.200.0.3  live       -                    never      0 B      0 B
+"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_from_an_older_daemon_has_no_vpn_section() {
+        let mut json = serde_json::to_value(response(None)).expect("json");
+        assert!(json.get("vpn").is_none(), "absent, not null: {json}");
+        json.as_object_mut().expect("object").remove("vpn");
+        let parsed: StatusResponse = serde_json::from_value(json).expect("parses");
+        assert!(parsed.vpn.is_none());
     }
 
     #[test]

@@ -437,6 +437,7 @@ mod tests {
                 created_at: "2026-05-01T10:00:00Z".into(),
                 last_activation: None,
                 last_handshake: None,
+                ..DeviceInfo::default()
             }],
         }
     }

@@ -6,7 +6,7 @@
 //!
 //! | method | path | body → response |
 //! |---|---|---|
-//! | GET | `/v1/status` | → [`StatusResponse`] |
+//! | GET | `/v1/status` | → [`StatusResponse`] (with [`VpnStatus`]) |
 //! | POST | `/v1/reload` | → [`ReloadResponse`] |
 //! | GET | `/v1/users` | → `Vec<`[`UserSummary`]`>` |
 //! | POST | `/v1/users` | [`CreateUserRequest`] → [`CreateUserResponse`] |
@@ -77,6 +77,30 @@ pub struct StatusResponse {
     pub devices: u64,
     pub groups: u64,
     pub audit_records: u64,
+    /// The WireGuard data plane; absent while it is not running (or from a
+    /// daemon that predates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn: Option<VpnStatus>,
+}
+
+/// A device counts as connected while its last handshake is younger than
+/// this: WireGuard rejects a session this old (`REJECT_AFTER_TIME`).
+pub const CONNECTED_WITHIN_SECS: u64 = 180;
+
+/// The data plane part of [`StatusResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VpnStatus {
+    /// The TUN interface, e.g. `gatehouse0`.
+    pub interface: String,
+    /// The UDP `host:port` WireGuard listens on.
+    pub listen: String,
+    /// Devices that are peers in the data plane right now.
+    pub peers: u64,
+    /// Peers with a handshake in the last [`CONNECTED_WITHIN_SECS`] seconds.
+    pub connected: u64,
+    /// One row per peer, with the live fields of [`DeviceInfo`] filled in.
+    #[serde(default)]
+    pub peers_detail: Vec<DeviceInfo>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -160,8 +184,10 @@ pub struct SshKeyInfo {
     pub added_at: String,
 }
 
-/// One WireGuard device of a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One WireGuard device of a user. The live fields (`endpoint`, `rx_bytes`,
+/// `tx_bytes`, `live`) come from the data plane: absent when it is not
+/// running, and from daemons that predate them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub user: String,
     pub name: String,
@@ -170,7 +196,20 @@ pub struct DeviceInfo {
     pub address: String,
     pub created_at: String,
     pub last_activation: Option<String>,
+    /// RFC 3339: the data plane's when the device is live, else the store's.
     pub last_handshake: Option<String>,
+    /// `ip:port` the device was last heard from, authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Bytes received from the device in its current session(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_bytes: Option<u64>,
+    /// Bytes sent to the device in its current session(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_bytes: Option<u64>,
+    /// True while the device is a peer in the data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<bool>,
 }
 
 /// `POST /v1/users`.

@@ -99,6 +99,7 @@ mod tests {
                 created_at: "2026-01-01T00:00:00Z".into(),
                 last_activation: None,
                 last_handshake: None,
+                ..DeviceInfo::default()
             },
             interface_address: "10.200.0.2/32".into(),
             gateway_public_key: "Z2F0ZXdheS1wdWJsaWMta2V5LTMyLWJ5dGVzLWxvbmc=".into(),

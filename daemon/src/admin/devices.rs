@@ -1,11 +1,16 @@
 //! Admin handlers for WireGuard devices.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use gatehouse_config::api::{
-    CreateDeviceRequest, DeviceConfigResponse, DeviceInfo, DeviceListQuery, UserState,
+    CONNECTED_WITHIN_SECS, CreateDeviceRequest, DeviceConfigResponse, DeviceInfo, DeviceListQuery,
+    UserState,
 };
 use gatehouse_config::names::check_name;
 use serde_json::json;
@@ -17,6 +22,7 @@ use super::users::{admin_event, not_found_user};
 use crate::gateway::Gateway;
 use crate::store::{Device, NewDevice};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
+use crate::vpn::engine::PeerStatus;
 use crate::wg_key::is_public_key;
 
 pub async fn list(
@@ -34,7 +40,10 @@ pub async fn list(
             r.devices(query.user.as_deref())
         })
         .await?;
-    Ok(Json(devices.iter().map(device_info).collect()))
+    let live = LivePeers::of(&gw);
+    Ok(Json(
+        devices.iter().map(|d| live.merge(device_info(d))).collect(),
+    ))
 }
 
 /// Registers a device by its public key and answers with everything its
@@ -137,6 +146,70 @@ pub(super) fn device_info(device: &Device) -> DeviceInfo {
         created_at: rfc3339(device.created_at),
         last_activation: rfc3339_opt(device.last_activation),
         last_handshake: rfc3339_opt(device.last_handshake),
+        ..DeviceInfo::default()
+    }
+}
+
+/// The data plane's view of its peers, by public key (base64, as the store
+/// keeps it), to fill in the live fields of [`DeviceInfo`] rows.
+pub(super) struct LivePeers {
+    /// `None` while the data plane is not running.
+    peers: Option<HashMap<String, PeerStatus>>,
+}
+
+impl LivePeers {
+    pub(super) fn of(gw: &Gateway) -> Self {
+        Self::from_status(gw.vpn().map(|engine| engine.peer_status()))
+    }
+
+    pub(super) fn from_status(status: Option<Vec<PeerStatus>>) -> Self {
+        let peers = status.map(|peers| {
+            peers
+                .into_iter()
+                .map(|p| (STANDARD.encode(p.public_key), p))
+                .collect()
+        });
+        Self { peers }
+    }
+
+    /// Whether the data plane is running.
+    pub(super) fn running(&self) -> bool {
+        self.peers.is_some()
+    }
+
+    /// The number of peers in the data plane, and of those connected.
+    pub(super) fn counts(&self, now: SystemTime) -> (u64, u64) {
+        let Some(peers) = &self.peers else {
+            return (0, 0);
+        };
+        let connected = peers
+            .values()
+            .filter_map(|p| p.last_handshake)
+            .filter(|t| {
+                now.duration_since(*t).unwrap_or_default().as_secs() < CONNECTED_WITHIN_SECS
+            })
+            .count();
+        (peers.len() as u64, connected as u64)
+    }
+
+    /// `info` with the live fields set: `live` says whether the device is a
+    /// peer now; a live peer's handshake is newer than the stored one.
+    pub(super) fn merge(&self, mut info: DeviceInfo) -> DeviceInfo {
+        let Some(peers) = &self.peers else {
+            return info;
+        };
+        let Some(peer) = peers.get(&info.public_key) else {
+            info.live = Some(false);
+            return info;
+        };
+        info.live = Some(true);
+        info.endpoint = peer.endpoint.map(|e| e.to_string());
+        info.rx_bytes = Some(peer.rx_bytes);
+        info.tx_bytes = Some(peer.tx_bytes);
+        if let Some(handshake) = peer.last_handshake {
+            info.last_handshake = Some(humantime::format_rfc3339_seconds(handshake).to_string());
+        }
+        info
     }
 }
 
@@ -144,5 +217,87 @@ fn host_prefix(addr: IpAddr) -> String {
     match addr {
         IpAddr::V4(v4) => format!("{v4}/32"),
         IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn row(key: u8) -> DeviceInfo {
+        DeviceInfo {
+            user: "alice".into(),
+            name: format!("d{key}"),
+            public_key: STANDARD.encode([key; 32]),
+            address: "10.200.0.2".into(),
+            created_at: "2026-05-01T10:00:00Z".into(),
+            last_handshake: Some("2026-05-01T10:00:00Z".into()),
+            ..DeviceInfo::default()
+        }
+    }
+
+    fn peer(key: u8, handshake: Option<SystemTime>) -> PeerStatus {
+        PeerStatus {
+            public_key: [key; 32],
+            user: "alice".into(),
+            device: format!("d{key}"),
+            address: "10.200.0.2".parse().unwrap(),
+            allowed_ips: vec!["10.200.0.2".parse().unwrap()],
+            endpoint: Some("[2001:db8::7]:40000".parse().unwrap()),
+            last_handshake: handshake,
+            rx_bytes: 10,
+            tx_bytes: 20,
+            rx_packets: 0,
+            tx_packets: 0,
+            dropped_spoofed: 0,
+            dropped_policy: 0,
+            dropped_malformed: 0,
+        }
+    }
+
+    #[test]
+    fn live_fields_are_merged_by_public_key() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_600_800);
+        let live = LivePeers::from_status(Some(vec![
+            peer(1, Some(now - Duration::from_secs(5))),
+            peer(2, None),
+            peer(3, Some(now - Duration::from_secs(600))),
+        ]));
+        assert!(live.running());
+        assert_eq!(live.counts(now), (3, 1));
+
+        let merged = live.merge(row(1));
+        assert_eq!(merged.live, Some(true));
+        assert_eq!(merged.endpoint.as_deref(), Some("[2001:db8::7]:40000"));
+        assert_eq!((merged.rx_bytes, merged.tx_bytes), (Some(10), Some(20)));
+        assert_eq!(
+            merged.last_handshake.as_deref(),
+            Some("2026-11-25T09:59:55Z"),
+            "the data plane's handshake wins"
+        );
+        // A live peer without a handshake keeps the stored one.
+        let merged = live.merge(row(2));
+        assert_eq!(merged.live, Some(true));
+        assert_eq!(
+            merged.last_handshake.as_deref(),
+            Some("2026-05-01T10:00:00Z")
+        );
+        // Not in the data plane: marked so, nothing else invented.
+        let merged = live.merge(row(9));
+        assert_eq!(merged.live, Some(false));
+        assert_eq!((merged.endpoint, merged.rx_bytes), (None, None));
+    }
+
+    #[test]
+    fn without_a_data_plane_rows_stay_as_stored() {
+        let live = LivePeers::from_status(None);
+        assert!(!live.running());
+        assert_eq!(live.counts(SystemTime::now()), (0, 0));
+        let merged = live.merge(row(1));
+        assert_eq!(merged.live, None);
+        let json = serde_json::to_value(&merged).unwrap();
+        assert!(json.get("live").is_none() && json.get("rx_bytes").is_none());
     }
 }

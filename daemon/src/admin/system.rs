@@ -1,13 +1,16 @@
 //! Admin handlers for the gateway as a whole: status, reload, groups, audit.
 
+use std::time::SystemTime;
+
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::{
     AuditQuery, AuditRecord, GroupInfo, ReloadResponse, StatusResponse, UserCounts, UserState,
-    VerifyReport,
+    VerifyReport, VpnStatus,
 };
 
 use super::Caller;
+use super::devices::{LivePeers, device_info};
 use super::error::ApiFailure;
 use super::extract::Query;
 use crate::gateway::Gateway;
@@ -21,9 +24,24 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
     let config = gw.config();
     let (users, devices, audit_records) = gw
         .store()
-        .read(|r| Ok((r.users()?, r.devices(None)?.len() as u64, r.audit_count()?)))
+        .read(|r| Ok((r.users()?, r.devices(None)?, r.audit_count()?)))
         .await?;
     let count = |state| users.iter().filter(|u| u.state == state).count() as u64;
+    let live = LivePeers::of(&gw);
+    let vpn = live.running().then(|| {
+        let (peers, connected) = live.counts(SystemTime::now());
+        VpnStatus {
+            interface: config.vpn.interface.clone(),
+            listen: config.vpn.listen.to_string(),
+            peers,
+            connected,
+            peers_detail: devices
+                .iter()
+                .map(|d| live.merge(device_info(d)))
+                .filter(|d| d.live == Some(true))
+                .collect(),
+        }
+    });
     Ok(Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_string(),
         gateway: config.gateway.name.clone(),
@@ -38,9 +56,10 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
             active: count(UserState::Active),
             disabled: count(UserState::Disabled),
         },
-        devices,
+        devices: devices.len() as u64,
         groups: config.groups.len() as u64,
         audit_records,
+        vpn,
     }))
 }
 

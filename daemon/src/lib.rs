@@ -9,6 +9,7 @@
 //! - [`audit`]: the tamper-evident hash chain, its verification, and the
 //!   JSON-lines mirror for log shippers.
 //! - [`admin`]: the admin API on a Unix socket, for `accessctl`.
+//! - [`metrics`]: Prometheus metrics of the data plane.
 //! - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy.
 //! - [`host_addrs`]: the host's own addresses (always refused by policy).
 //! - [`wg_key`]: the gateway's WireGuard key, generated once.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod audit;
 pub mod gateway;
 pub mod host_addrs;
+pub mod metrics;
 pub mod ssh_keys;
 pub mod store;
 pub mod time_fmt;
@@ -57,6 +59,8 @@ pub enum RunError {
     Admin(#[from] admin::AdminError),
     #[error("cannot start the WireGuard data plane: {0}")]
     Vpn(#[from] vpn::VpnError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -143,8 +147,16 @@ async fn start_subsystems(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
-    if gateway.config().vpn.enabled {
+    let config = gateway.config();
+    if config.vpn.enabled {
         let engine = vpn::start(gateway, tracker, shutdown.child_token()).await?;
+        metrics::spawn_metrics(
+            config.metrics.listen,
+            engine.clone(),
+            tracker,
+            shutdown.child_token(),
+        )
+        .await?;
         gateway.set_vpn(engine);
     }
     Ok(())

@@ -10,7 +10,8 @@
 //! - [`io`]: the TUN device, the UDP socket and the packet threads;
 //! - [`sync`]: keeps the peer table equal to the store;
 //! - [`nat`]: the masquerade rule for `vpn.nat = "masquerade"`;
-//! - [`monitor`]: connect/disconnect and denial audit records.
+//! - [`monitor`]: connect/disconnect and denial audit records;
+//! - [`uapi`]: the WireGuard UAPI socket, so `wg show` reads our peers.
 //!
 //! Does not own the gateway's key (see [`crate::wg_key`]) or the policy
 //! rules (see `gatehouse_config::policy`).
@@ -22,6 +23,7 @@ pub mod nat;
 pub mod packet;
 pub mod peers;
 pub mod sync;
+pub mod uapi;
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub enum VpnError {
     Io(#[from] io::IoError),
     #[error(transparent)]
     Nat(#[from] nat::NatError),
+    #[error(transparent)]
+    Uapi(#[from] uapi::UapiError),
     #[error("cannot load the peers: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -73,6 +77,13 @@ pub async fn start(
     let peers = sync::apply(gateway, &engine).await?;
     io::spawn_packet_threads(devices, engine.clone(), tracker, shutdown.clone());
     sync::spawn_peer_sync(gateway.clone(), engine.clone(), tracker, shutdown.clone());
+    uapi::spawn_uapi(
+        engine.clone(),
+        uapi::socket_path(&vpn.interface),
+        vpn.listen.port(),
+        tracker,
+        shutdown.clone(),
+    )?;
     monitor::spawn_monitor(gateway.clone(), engine.clone(), tracker, shutdown);
     tracing::info!(interface = %vpn.interface, listen = %vpn.listen, peers, "WireGuard data plane up");
     Ok(engine)

@@ -88,7 +88,6 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
     let key_dir = state_dir.clone();
     let key = tokio::task::spawn_blocking(move || GatewayKey::load_or_create(&key_dir)).await??;
-    let admin_listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
     let gateway = Gateway::new(source, config, store.clone(), key);
 
     lifecycle_event(&gateway, "gateway.start").await?;
@@ -100,23 +99,24 @@ pub async fn run(
     );
 
     let tracker = TaskTracker::new();
-    if let Err(err) = start_subsystems(&gateway, &tracker, &shutdown).await {
+    // The admin socket opens last: once it answers, every subsystem is up.
+    let started = async {
+        start_subsystems(&gateway, &tracker, &shutdown).await?;
+        let config = gateway.config();
+        let listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
+        admin::spawn_admin_api(listener, gateway.clone(), &tracker, shutdown.child_token());
+        Ok::<(), RunError>(())
+    }
+    .await;
+    tracker.close();
+    if let Err(err) = started {
         // Undo what did start, and say in the audit log that we stopped.
         shutdown.cancel();
-        tracker.close();
         tracker.wait().await;
-        drop(admin_listener);
-        let _ = std::fs::remove_file(&gateway.config().admin.socket);
         lifecycle_event(&gateway, "gateway.stop").await?;
         return Err(err);
     }
-    admin::spawn_admin_api(
-        admin_listener,
-        gateway.clone(),
-        &tracker,
-        shutdown.child_token(),
-    );
-    tracker.close();
+    tracing::info!("ready");
 
     loop {
         tokio::select! {

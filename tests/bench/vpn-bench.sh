@@ -269,7 +269,7 @@ gw_down() {
     rm -f "/var/run/wireguard/$WG_G.sock"
 }
 
-gw_rx_bytes() { wg show $WG_G transfer 2>/dev/null | awk '{ s += $2 } END { print s + 0 }'; }   # via UAPI
+gw_rx_bytes() { wg show $WG_G transfer 2>/dev/null | awk '{ s += $2 } END { printf "%.0f\n", s + 0 }'; }   # via UAPI (awk prints big sums in e-notation otherwise)
 
 # ---------------------------------------------------------------------------- iperf
 run_iperf() {  # run_iperf ROUND GATEWAY STREAMS

@@ -23,7 +23,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::packet;
-use super::peers::{Entry, PeerSpec, PeerTable};
+use super::peers::{EngineKeys, Entry, PeerSpec, PeerTable};
 
 /// Handshakes per second before boringtun asks for cookies (its default).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
@@ -49,9 +49,8 @@ pub struct EngineCounters {
 
 /// The WireGuard responder for every device.
 pub struct Engine {
-    secret: StaticSecret,
+    keys: Arc<EngineKeys>,
     public: PublicKey,
-    rate_limiter: Arc<RateLimiter>,
     table: ArcSwap<PeerTable>,
     next_index: AtomicU32,
     pub counters: EngineCounters,
@@ -61,8 +60,10 @@ impl Engine {
     pub fn new(secret: StaticSecret) -> Self {
         let public = PublicKey::from(&secret);
         Self {
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-            secret,
+            keys: Arc::new(EngineKeys {
+                rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+                secret,
+            }),
             public,
             table: ArcSwap::from_pointee(PeerTable::default()),
             next_index: AtomicU32::new(1),
@@ -86,7 +87,7 @@ impl Engine {
                 break index;
             }
         };
-        let table = PeerTable::rebuild(&old, specs, next, &self.secret, &self.rate_limiter);
+        let table = PeerTable::rebuild(&old, specs, next, &self.keys);
         self.table.store(Arc::new(table));
     }
 
@@ -105,7 +106,13 @@ impl Engine {
             .map(|entry| {
                 let peer = &entry.peer;
                 let state = peer.lock();
-                let (since_handshake, tx_bytes, rx_bytes, _, _) = state.tunn.stats();
+                let (since_handshake, tx_bytes, rx_bytes) = match state.tunn() {
+                    Some(tunn) => {
+                        let (since, tx, rx, _, _) = tunn.stats();
+                        (since, tx, rx)
+                    }
+                    None => (None, 0, 0),
+                };
                 PeerStatus {
                     public_key: peer.public_key,
                     user: peer.user.clone(),
@@ -143,7 +150,10 @@ impl Engine {
         };
         let peer = &entry.peer;
         let mut state = peer.lock();
-        match state.tunn.decapsulate(Some(from.ip()), datagram, buf) {
+        match peer
+            .tunn(&mut state)
+            .decapsulate(Some(from.ip()), datagram, buf)
+        {
             TunnResult::Done => {
                 if kind == Kind::Data {
                     state.endpoint = Some(from); // an authenticated keepalive
@@ -162,7 +172,7 @@ impl Engine {
                 sink.send_udp(reply, from);
                 // Then the packets queued while the handshake was pending.
                 while let TunnResult::WriteToNetwork(queued) =
-                    state.tunn.decapsulate(None, &[], buf)
+                    peer.tunn(&mut state).decapsulate(None, &[], buf)
                 {
                     sink.send_udp(queued, from);
                 }
@@ -194,7 +204,7 @@ impl Engine {
         };
         let mut state = entry.peer.lock();
         let endpoint = state.endpoint;
-        match state.tunn.encapsulate(packet, buf) {
+        match entry.peer.tunn(&mut state).encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(out) => match endpoint {
                 Some(to) => {
                     entry
@@ -224,13 +234,16 @@ impl Engine {
     /// ~250 ms; resets the handshake rate limiter when `reset_rate_limit`.
     pub fn tick(&self, reset_rate_limit: bool, buf: &mut [u8], sink: &mut impl Sink) {
         if reset_rate_limit {
-            self.rate_limiter.reset_count();
+            self.keys.rate_limiter.reset_count();
         }
         let table = self.table.load();
         for peer in table.peers() {
             let mut state = peer.lock();
             let endpoint = state.endpoint;
-            match state.tunn.update_timers(buf) {
+            let Some(tunn) = state.tunn_mut() else {
+                continue; // never heard from: no timers to run
+            };
+            match tunn.update_timers(buf) {
                 TunnResult::WriteToNetwork(out) => {
                     if let Some(to) = endpoint {
                         sink.send_udp(out, to);
@@ -263,6 +276,7 @@ impl Engine {
             }
             Ok(Packet::HandshakeInit(init)) => {
                 match self
+                    .keys
                     .rate_limiter
                     .verify_packet(Some(from.ip()), datagram, buf)
                 {
@@ -279,7 +293,7 @@ impl Engine {
                         return None;
                     }
                 }
-                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
+                let Ok(half) = parse_handshake_anon(&self.keys.secret, &self.public, &init) else {
                     self.counters
                         .handshake_errors
                         .fetch_add(1, Ordering::Relaxed);

@@ -203,7 +203,7 @@ fn an_unknown_key_gets_no_answer() {
     // The stranger does not even know the gateway's key: the MAC fails.
     assert!(handshake(&engine, &mut stranger).udp.is_empty());
     // One that knows the gateway's key but is not a registered device.
-    let gateway_public = PublicKey::from(&engine.secret);
+    let gateway_public = PublicKey::from(engine.public_key());
     let mut unregistered = client(gateway_public, 40002, 10);
     assert!(handshake(&engine, &mut unregistered).udp.is_empty());
     assert_eq!(engine.counters.unknown_peer.load(Ordering::Relaxed), 1);
@@ -259,4 +259,34 @@ proptest::proptest! {
         engine.handle_datagram("198.18.0.9:1".parse().unwrap(), &bytes, &mut buf, &mut sink);
         engine.handle_tun_packet(&bytes, &mut buf, &mut sink);
     }
+}
+
+#[test]
+fn a_handshake_flood_is_answered_with_cookies_not_key_exchanges() {
+    let (engine, _) = setup();
+    let gateway_public = PublicKey::from(engine.public_key());
+    let mut buf = vec![0u8; 2048];
+    let mut ebuf = vec![0u8; 2048];
+    let mut sink = Capture::default();
+    // Far more initiations in one second than the rate limit allows.
+    for i in 0..300u16 {
+        let mut attacker = client(gateway_public, 20000 + i, u32::from(i) + 100);
+        let TunnResult::WriteToNetwork(init) =
+            attacker.tunn.format_handshake_initiation(&mut buf, false)
+        else {
+            panic!("no initiation");
+        };
+        engine.handle_datagram(attacker.addr, init, &mut ebuf, &mut sink);
+    }
+    let cookies = engine.counters.cookie_replies.load(Ordering::Relaxed);
+    assert!(
+        cookies >= 100,
+        "under load the gateway must answer with cookies: {cookies}"
+    );
+    assert!(
+        sink.udp.iter().all(|(d, _)| d.len() == COOKIE_REPLY_LEN),
+        "only cookie replies, no handshake responses"
+    );
+    // Unregistered keys never cost a response, with or without load.
+    assert_eq!(engine.table().len(), 1);
 }

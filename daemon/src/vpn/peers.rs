@@ -24,7 +24,9 @@ pub struct PeerSpec {
     pub keepalive: Option<u16>,
 }
 
-/// One live peer. Its noise state survives table swaps.
+/// One live peer. Its noise state survives table swaps, and is created on
+/// first use: a `Tunn` costs a key exchange, so loading 10,000 peers must
+/// not make 10,000 of them up front.
 pub struct Peer {
     pub public_key: [u8; 32],
     pub address: IpAddr,
@@ -32,14 +34,23 @@ pub struct Peer {
     pub device: String,
     /// Our side's session index base (`Tunn` index; receiver indexes >> 8).
     pub index: u32,
+    keepalive: Option<u16>,
+    keys: Arc<EngineKeys>,
     state: Mutex<PeerState>,
     pub counters: PeerCounters,
     denials: Mutex<Denials>,
 }
 
+/// The gateway's static key and the handshake rate limiter all peers share.
+pub struct EngineKeys {
+    pub secret: StaticSecret,
+    pub rate_limiter: Arc<RateLimiter>,
+}
+
 /// The mutable half of a peer, behind one lock.
 pub struct PeerState {
-    pub tunn: Tunn,
+    /// `None` until the peer's first packet or handshake.
+    tunn: Option<Tunn>,
     /// Where the peer was last heard from, authenticated.
     pub endpoint: Option<SocketAddr>,
 }
@@ -81,33 +92,36 @@ pub struct Entry {
 }
 
 impl Peer {
-    pub fn new(
-        spec: &PeerSpec,
-        index: u32,
-        secret: &StaticSecret,
-        rate_limiter: &Arc<RateLimiter>,
-    ) -> Self {
-        let tunn = Tunn::new(
-            secret.clone(),
-            PublicKey::from(spec.public_key),
-            None,
-            spec.keepalive,
-            index,
-            Some(rate_limiter.clone()),
-        );
+    pub fn new(spec: &PeerSpec, index: u32, keys: &Arc<EngineKeys>) -> Self {
         Self {
             public_key: spec.public_key,
             address: spec.address,
             user: spec.user.clone(),
             device: spec.device.clone(),
             index,
+            keepalive: spec.keepalive,
+            keys: keys.clone(),
             state: Mutex::new(PeerState {
-                tunn,
+                tunn: None,
                 endpoint: None,
             }),
             counters: PeerCounters::default(),
             denials: Mutex::new(Denials::default()),
         }
+    }
+
+    /// The peer's noise state, made on first use.
+    pub fn tunn<'s>(&self, state: &'s mut PeerState) -> &'s mut Tunn {
+        state.tunn.get_or_insert_with(|| {
+            Tunn::new(
+                self.keys.secret.clone(),
+                PublicKey::from(self.public_key),
+                None,
+                self.keepalive,
+                self.index,
+                Some(self.keys.rate_limiter.clone()),
+            )
+        })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, PeerState> {
@@ -144,6 +158,17 @@ impl Peer {
     }
 }
 
+impl PeerState {
+    /// The noise state, when the peer has been heard from or sent to.
+    pub fn tunn(&self) -> Option<&Tunn> {
+        self.tunn.as_ref()
+    }
+
+    pub fn tunn_mut(&mut self) -> Option<&mut Tunn> {
+        self.tunn.as_mut()
+    }
+}
+
 impl PeerTable {
     /// Builds the table for `specs`, reusing the peers of `old` whose key and
     /// address did not change (their sessions live on). New peers get fresh
@@ -152,8 +177,7 @@ impl PeerTable {
         old: &PeerTable,
         specs: &[PeerSpec],
         mut next_index: impl FnMut(&dyn Fn(u32) -> bool) -> u32,
-        secret: &StaticSecret,
-        rate_limiter: &Arc<RateLimiter>,
+        keys: &Arc<EngineKeys>,
     ) -> PeerTable {
         let mut table = PeerTable::default();
         for spec in specs {
@@ -168,7 +192,7 @@ impl PeerTable {
                     let index = next_index(&|i| {
                         old.by_index.contains_key(&i) || table.by_index.contains_key(&i)
                     });
-                    Arc::new(Peer::new(spec, index, secret, rate_limiter))
+                    Arc::new(Peer::new(spec, index, keys))
                 }
             };
             let entry = Entry {

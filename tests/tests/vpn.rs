@@ -77,6 +77,21 @@ fn the_client_reaches_research_through_the_tunnel_and_keeps_its_default_route() 
         research_route.contains(&format!("dev {} ", alice.iface())),
         "research must be routed into the tunnel: {research_route}"
     );
+    // The session start is audited (the monitor ticks once a second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let connect = loop {
+        let records = audit(&gw, "vpn.connect");
+        if let Some(record) = records.into_iter().find(|r| r["target"] == "alice/laptop") {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no vpn.connect audit record for alice/laptop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(connect["actor"], "alice");
+
     // A route lookup only: no packet goes to 8.8.8.8.
     let default_route = topo.route_get(Host::Client, "8.8.8.8");
     assert!(

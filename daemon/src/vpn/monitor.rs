@@ -229,3 +229,151 @@ fn disconnect(session: &Session, reason: &str) -> NewAuditEvent {
 fn unix(at: SystemTime) -> Option<i64> {
     i64::try_from(at.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519::{PublicKey, StaticSecret};
+    use gatehouse_config::policy::Policy;
+
+    use super::*;
+    use crate::vpn::engine::Sink;
+    use crate::vpn::peers::PeerSpec;
+
+    struct Drop;
+    impl Sink for Drop {
+        fn send_udp(&mut self, _: &[u8], _: std::net::SocketAddr) {}
+        fn write_tun(&mut self, _: &[u8]) {}
+    }
+
+    struct Reply(Vec<u8>);
+    impl Sink for Reply {
+        fn send_udp(&mut self, datagram: &[u8], _: std::net::SocketAddr) {
+            self.0 = datagram.to_vec();
+        }
+        fn write_tun(&mut self, _: &[u8]) {}
+    }
+
+    /// An engine with one peer that has completed a handshake.
+    fn connected_engine() -> (Engine, [u8; 32]) {
+        let engine = Engine::new(StaticSecret::random_from_rng(rand_core::OsRng));
+        let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+        let public = PublicKey::from(&secret).to_bytes();
+        engine.set_peers(&[PeerSpec {
+            public_key: public,
+            address: "10.200.0.2".parse().unwrap(),
+            user: "alice".into(),
+            device: "laptop".into(),
+            access: Arc::new(Policy::default().access_for::<&str>(&[])),
+            keepalive: None,
+        }]);
+        let mut client = Tunn::new(
+            secret,
+            PublicKey::from(engine.public_key()),
+            None,
+            None,
+            1,
+            None,
+        );
+        let mut buf = vec![0u8; 2048];
+        let mut ebuf = vec![0u8; 2048];
+        let TunnResult::WriteToNetwork(init) = client.format_handshake_initiation(&mut buf, false)
+        else {
+            panic!("no initiation");
+        };
+        let from = "198.18.0.2:40000".parse().unwrap();
+        let mut reply = Reply(Vec::new());
+        engine.handle_datagram(from, init, &mut ebuf, &mut reply);
+        if let TunnResult::WriteToNetwork(keepalive) = client.decapsulate(None, &reply.0, &mut buf)
+        {
+            engine.handle_datagram(from, keepalive, &mut ebuf, &mut Drop);
+        }
+        (engine, public)
+    }
+
+    #[test]
+    fn connect_once_then_disconnect_after_three_quiet_minutes() {
+        let (engine, _) = connected_engine();
+        let mut monitor = Monitor::default();
+        let now = SystemTime::now();
+        let first = monitor.tick(&engine, now, Instant::now());
+        let kinds: Vec<&str> = first.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["vpn.connect"]);
+        assert_eq!(first.events[0].target, "alice/laptop");
+        assert_eq!(
+            first.handshakes.len(),
+            1,
+            "the handshake time goes to the store"
+        );
+        assert!(
+            monitor.tick(&engine, now, Instant::now()).events.is_empty(),
+            "one connect per session"
+        );
+        let later = monitor.tick(
+            &engine,
+            now + DISCONNECT_AFTER + Duration::from_secs(1),
+            Instant::now(),
+        );
+        let kinds: Vec<&str> = later.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["vpn.disconnect"]);
+    }
+
+    #[test]
+    fn a_removed_peer_is_disconnected() {
+        let (engine, _) = connected_engine();
+        let mut monitor = Monitor::default();
+        monitor.tick(&engine, SystemTime::now(), Instant::now());
+        engine.set_peers(&[]);
+        let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].kind, "vpn.disconnect");
+        assert_eq!(out.events[0].detail["reason"], "removed");
+    }
+
+    #[test]
+    fn denials_are_aggregated_at_most_once_per_period() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        for _ in 0..50 {
+            peer.record_denial(
+                gatehouse_config::policy::DenyReason::NotInGroups,
+                "10.0.4.10".parse().unwrap(),
+                Some(80),
+            );
+        }
+        let denies = |out: &TickOutput| {
+            out.events
+                .iter()
+                .filter(|e| e.kind == "vpn.acl.deny")
+                .count()
+        };
+        let first = monitor.tick(&engine, SystemTime::now(), start);
+        assert_eq!(denies(&first), 1);
+        let record = first
+            .events
+            .iter()
+            .find(|e| e.kind == "vpn.acl.deny")
+            .unwrap();
+        assert_eq!(record.detail["packets"], 50);
+        peer.record_denial(
+            gatehouse_config::policy::DenyReason::NotInGroups,
+            "10.0.4.11".parse().unwrap(),
+            Some(80),
+        );
+        assert_eq!(
+            denies(&monitor.tick(&engine, SystemTime::now(), start + Duration::from_secs(30))),
+            0,
+            "within the period: held back"
+        );
+        let next = monitor.tick(&engine, SystemTime::now(), start + DENY_PERIOD);
+        assert_eq!(
+            denies(&next),
+            1,
+            "after the period: the held-back denial is reported"
+        );
+    }
+}

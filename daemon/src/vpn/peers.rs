@@ -49,8 +49,9 @@ pub struct EngineKeys {
 
 /// The mutable half of a peer, behind one lock.
 pub struct PeerState {
-    /// `None` until the peer's first packet or handshake.
-    tunn: Option<Tunn>,
+    /// `None` until the peer's first packet or handshake. Boxed: a `Tunn`
+    /// is a few KiB, which idle peers should not carry.
+    tunn: Option<Box<Tunn>>,
     /// Where the peer was last heard from, authenticated.
     pub endpoint: Option<SocketAddr>,
 }
@@ -113,14 +114,14 @@ impl Peer {
     /// The peer's noise state, made on first use.
     pub fn tunn<'s>(&self, state: &'s mut PeerState) -> &'s mut Tunn {
         state.tunn.get_or_insert_with(|| {
-            Tunn::new(
+            Box::new(Tunn::new(
                 self.keys.secret.clone(),
                 PublicKey::from(self.public_key),
                 None,
                 self.keepalive,
                 self.index,
                 Some(self.keys.rate_limiter.clone()),
-            )
+            ))
         })
     }
 
@@ -161,11 +162,11 @@ impl Peer {
 impl PeerState {
     /// The noise state, when the peer has been heard from or sent to.
     pub fn tunn(&self) -> Option<&Tunn> {
-        self.tunn.as_ref()
+        self.tunn.as_deref()
     }
 
     pub fn tunn_mut(&mut self) -> Option<&mut Tunn> {
-        self.tunn.as_mut()
+        self.tunn.as_deref_mut()
     }
 }
 
@@ -216,5 +217,15 @@ impl PeerTable {
 
     pub fn peers(&self) -> impl Iterator<Item = &Arc<Peer>> {
         self.by_key.values().map(|e| &e.peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_peer_is_small() {
+        // 10,000 configured peers must fit well under 150 MB.
+        let size = std::mem::size_of::<super::Peer>();
+        assert!(size < 512, "Peer is {size} bytes");
     }
 }

@@ -14,7 +14,7 @@ use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
 use super::Caller;
-use super::devices::device_info;
+use super::devices::{LivePeers, device_info};
 use super::error::ApiFailure;
 use super::extract::{Body, PathArgs, Query};
 use crate::gateway::Gateway;
@@ -260,7 +260,10 @@ pub(super) async fn load_detail(gw: &Gateway, name: String) -> Result<UserDetail
         })
         .await?;
     let (user, keys, devices) = rows;
-    Ok(user_detail(&gw.config(), user, &keys, &devices))
+    let mut detail = user_detail(&gw.config(), user, &keys, &devices);
+    let live = LivePeers::of(gw);
+    detail.devices = detail.devices.into_iter().map(|d| live.merge(d)).collect();
+    Ok(detail)
 }
 
 pub(super) fn user_detail(

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # gatehouse local demo: builds accessd and accessctl, starts the gateway with
-# the sample config on a throw-away state dir, and walks through the admin
-# story: add a user, issue a device config, read and verify the audit log.
-# Everything lives in a temp dir that is removed at the end (also on Ctrl-C).
+# the sample config on a throw-away state dir inside a network namespace of
+# its own (so its WireGuard interface and forwarding stay there), and walks
+# through the admin story: add a user, issue a device config, see it in the
+# data plane, read and verify the audit log. Everything is removed at the end
+# (also on Ctrl-C or failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +20,14 @@ step "building accessd and accessctl"
 cargo build --quiet --bins
 bin="${CARGO_TARGET_DIR:-target}/debug"
 
+[ "$(id -u)" -eq 0 ] || { echo "run the demo as root: accessd creates a WireGuard interface (in a network namespace of its own)" >&2; exit 1; }
+
 work=$(mktemp -d /tmp/gatehouse-demo.XXXXXX)
+ns="gh-demo-$$"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -32,8 +38,10 @@ ctl() { echo "\$ accessctl $*"; "$bin/accessctl" --socket "$sock" "$@"; }
 step "checking the sample config (packaging/gatehouse.toml)"
 "$bin/accessd" check-config packaging/gatehouse.toml
 
-step "starting accessd (state in $work/state)"
-"$bin/accessd" --config packaging/gatehouse.toml --state-dir "$work/state" --admin-socket "$sock" 2>"$work/accessd.log" &
+step "starting accessd in network namespace $ns (state in $work/state)"
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip netns exec "$ns" "$bin/accessd" --config packaging/gatehouse.toml --state-dir "$work/state" --admin-socket "$sock" 2>"$work/accessd.log" &
 pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { cat "$work/accessd.log"; echo "accessd did not start" >&2; exit 1; }
@@ -51,8 +59,9 @@ if command -v wg-quick >/dev/null && [ "$(id -u)" -eq 0 ]; then
   wg-quick strip "$work/alice.conf"
 fi
 
-step "what alice may reach"
+step "what alice may reach; her laptop is a live WireGuard peer of the gateway"
 ctl user show alice
+ctl device list
 
 step "the audit log records every action, with the admin's uid"
 ctl audit

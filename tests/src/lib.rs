@@ -8,11 +8,13 @@
 //!
 //! [`netns`] builds DESIGN.md's network (client, gateway, research subnet, a
 //! subnet the user may not reach) in network namespaces for the VPN tests;
-//! [`Daemon::start_in`] runs accessd inside one of them.
+//! [`Daemon::start_in`] runs accessd inside one of them. [`ssh`] puts stock
+//! OpenSSH (client and sshd) into that network for the SSH jump host tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 pub mod netns;
+pub mod ssh;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -34,7 +36,9 @@ pub fn host_sample_config() -> String {
     let sample = std::fs::read_to_string(sample_config()).unwrap();
     let text = sample
         .replacen("\nenabled = true\n", "\nenabled = false\n", 1)
-        .replacen("listen = \"127.0.0.1:9586\"", "listen = \"127.0.0.1:0\"", 1);
+        .replacen("listen = \"127.0.0.1:9586\"", "listen = \"127.0.0.1:0\"", 1)
+        // Several daemons run at once: each SSH jump host on a free port.
+        .replacen("listen = \"0.0.0.0:2222\"", "listen = \"127.0.0.1:0\"", 1);
     assert_ne!(
         text, sample,
         "the sample config changed shape: update host_sample_config"

@@ -77,12 +77,20 @@ pub enum NatMode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SshConfig {
+    /// False: no SSH jump host at all (a VPN-only gateway).
+    pub enabled: bool,
     pub listen: SocketAddr,
     pub allowed_ports: Vec<u16>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_channels_per_user: u32,
     pub require_totp: bool,
+    /// Unauthenticated connections allowed at once, overall ...
+    pub max_startups: u32,
+    /// ... and from one source address.
+    pub max_startups_per_source: u32,
+    /// A connection that has not authenticated after this long is closed.
+    pub login_grace_time: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

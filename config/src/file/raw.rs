@@ -71,23 +71,31 @@ impl Default for RawVpn {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawSsh {
+    pub enabled: bool,
     pub listen: String,
     pub allowed_ports: Vec<u16>,
     pub connect_timeout: String,
     pub idle_timeout: String,
     pub max_channels_per_user: u32,
     pub require_totp: bool,
+    pub max_startups: u32,
+    pub max_startups_per_source: u32,
+    pub login_grace_time: String,
 }
 
 impl Default for RawSsh {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: "0.0.0.0:2222".into(),
             allowed_ports: vec![22],
             connect_timeout: "10s".into(),
             idle_timeout: "1h".into(),
             max_channels_per_user: 32,
             require_totp: false,
+            max_startups: 64,
+            max_startups_per_source: 8,
+            login_grace_time: "30s".into(),
         }
     }
 }

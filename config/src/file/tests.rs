@@ -312,3 +312,44 @@ fn policy_of_a_config_refuses_the_gateway_tunnel_address() {
             .is_err()
     );
 }
+
+#[test]
+fn ssh_limits_are_checked() {
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[ssh]\nmax_startups = 4\nmax_startups_per_source = 5\n\n[[group]]",
+    );
+    assert_one(
+        &text,
+        "ssh.max_startups_per_source",
+        8,
+        "more than ssh.max_startups",
+    );
+    let text = MINIMAL.replace("[[group]]", "[ssh]\nmax_startups = 0\n\n[[group]]");
+    let found = problems(&text);
+    assert!(
+        found.iter().any(|p| p.key == "ssh.max_startups"),
+        "{found:#?}"
+    );
+    let text = MINIMAL.replace("[[group]]", "[ssh]\nlogin_grace_time = \"0s\"\n\n[[group]]");
+    assert_one(&text, "ssh.login_grace_time", 7, "longer than zero");
+    let config = parse(MINIMAL, "minimal.toml").unwrap();
+    assert!(config.ssh.enabled);
+    assert_eq!(config.ssh.max_startups, 64);
+    assert_eq!(config.ssh.max_startups_per_source, 8);
+    assert_eq!(config.ssh.login_grace_time, Duration::from_secs(30));
+}
+
+#[test]
+fn disabled_ssh_and_port_zero_never_clash() {
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[ssh]\nenabled = false\nlisten = \"127.0.0.1:9586\"\n\n[[group]]",
+    );
+    assert!(!parse(&text, "t.toml").unwrap().ssh.enabled);
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[ssh]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[[group]]",
+    );
+    parse(&text, "t.toml").unwrap();
+}

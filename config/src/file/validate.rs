@@ -80,11 +80,13 @@ impl Checker<'_> {
         };
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
         if let (Some(ssh), Some(portal), Some(metrics)) = (&ssh, &portal, &metrics) {
-            self.distinct_tcp_listeners(&[
-                ("ssh.listen", ssh.listen),
-                ("portal.listen", portal.listen),
-                ("metrics.listen", metrics.listen),
-            ]);
+            let mut listeners = Vec::with_capacity(3);
+            if ssh.enabled {
+                listeners.push(("ssh.listen", ssh.listen));
+            }
+            listeners.push(("portal.listen", portal.listen));
+            listeners.push(("metrics.listen", metrics.listen));
+            self.distinct_tcp_listeners(&listeners);
         }
         Some(Config {
             gateway: gateway?,
@@ -207,13 +209,32 @@ impl Checker<'_> {
         if raw.max_channels_per_user == 0 {
             self.problem("ssh.max_channels_per_user", "must be at least 1");
         }
+        if raw.max_startups == 0 {
+            self.problem("ssh.max_startups", "must be at least 1");
+        }
+        if raw.max_startups_per_source == 0 {
+            self.problem("ssh.max_startups_per_source", "must be at least 1");
+        } else if raw.max_startups_per_source > raw.max_startups {
+            self.problem(
+                "ssh.max_startups_per_source",
+                format!(
+                    "{} is more than ssh.max_startups ({})",
+                    raw.max_startups_per_source, raw.max_startups
+                ),
+            );
+        }
+        let login_grace_time = self.duration("ssh.login_grace_time", &raw.login_grace_time);
         Some(SshConfig {
+            enabled: raw.enabled,
             listen: listen?,
             allowed_ports: raw.allowed_ports,
             connect_timeout: connect_timeout?,
             idle_timeout: idle_timeout?,
             max_channels_per_user: raw.max_channels_per_user,
             require_totp: raw.require_totp,
+            max_startups: raw.max_startups,
+            max_startups_per_source: raw.max_startups_per_source,
+            login_grace_time: login_grace_time?,
         })
     }
 
@@ -395,7 +416,8 @@ impl Checker<'_> {
             for (key_b, b) in &listeners[i + 1..] {
                 let same_ip =
                     a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
-                if a.port() == b.port() && same_ip {
+                // Port 0 asks the kernel for a free port: never a clash.
+                if a.port() == b.port() && a.port() != 0 && same_ip {
                     self.problem(key_b, format!("{b} clashes with {key_a} ({a})"));
                 }
             }

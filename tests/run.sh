@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v wg-quick >/dev/null 2>&1 || need_pkgs+=(wireguard-tools)
 command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v wireguard-go >/dev/null 2>&1 || need_pkgs+=(wireguard-go)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)

@@ -477,6 +477,47 @@ subnets = ["{PRIVATE2_SUBNET}"]
         self.exec_ok(host, &["ip", "route", "get", dst])
     }
 
+    /// True when a TCP connection from `host`'s namespace to `addr`:`port`
+    /// is accepted within `timeout` (bash's `/dev/tcp`; nothing is sent).
+    pub fn tcp_open(&self, host: Host, addr: &str, port: u16, timeout: Duration) -> bool {
+        let secs = format!("{:.1}", timeout.as_secs_f64());
+        let probe = format!("exec 3<>/dev/tcp/{addr}/{port}");
+        let argv = ["timeout", secs.as_str(), "bash", "-c", probe.as_str()];
+        output_within(self.command(host, &argv), timeout + COMMAND_LIMIT)
+            .status
+            .success()
+    }
+
+    /// Polls [`Topology::tcp_open`] until `addr`:`port` accepts from `host`,
+    /// failing the test after `within`; `what` names the listener and `log`
+    /// gives the process log to show when it does not come up.
+    pub fn wait_tcp(&self, host: Host, addr: &str, port: u16, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        while !self.tcp_open(host, addr, port, Duration::from_secs(1)) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} does not accept on {addr}:{port} from {} within {within:?}",
+                self.ns(host)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Gives `host`'s namespace its own `/etc/hosts` (`lines` after the
+    /// usual localhost entries): `ip netns exec` bind-mounts
+    /// `/etc/netns/<ns>/hosts` over `/etc/hosts` for every program it starts
+    /// there, so the host's file stays untouched. Programs started before
+    /// this call keep the old file. The file goes when the guard drops.
+    pub fn etc_hosts(&self, host: Host, lines: &str) -> NetnsEtcHosts {
+        let dir = Path::new("/etc/netns").join(self.ns(host));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let guard = NetnsEtcHosts { dir };
+        let text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n{lines}\n");
+        std::fs::write(guard.dir.join("hosts"), text).unwrap();
+        guard
+    }
+
     fn command(&self, host: Host, argv: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.ns(host)]).args(argv);
@@ -578,6 +619,19 @@ impl Drop for Topology {
                 .status();
         }
         let _ = std::fs::remove_file(uapi_socket(&self.gateway_iface));
+    }
+}
+
+/// A namespace's own `/etc/hosts` (see [`Topology::etc_hosts`]); removes
+/// `/etc/netns/<ns>/` on drop.
+pub struct NetnsEtcHosts {
+    dir: PathBuf,
+}
+
+impl Drop for NetnsEtcHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("hosts"));
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

@@ -224,6 +224,13 @@ impl<'t> SshLab<'t> {
     /// `authorized_keys` (every [`SshLab::identity`]); no PAM, passwords or
     /// forwarding. Returns its pid (stopped with the topology).
     pub fn start_sshd(&self, host: Host, bind: &str, port: u16) -> u32 {
+        self.start_sshd_with(host, bind, port, "")
+    }
+
+    /// Like [`SshLab::start_sshd`], with `options` (sshd_config lines) taking
+    /// precedence over the test defaults, e.g. `AllowTcpForwarding yes` for
+    /// OpenSSH as the jump host.
+    pub fn start_sshd_with(&self, host: Host, bind: &str, port: u16, options: &str) -> u32 {
         let name = format!("sshd-{host:?}-{port}").to_lowercase();
         let host_key = self.dir.join(format!("{name}-host_ed25519"));
         keygen(&host_key, &name);
@@ -231,7 +238,9 @@ impl<'t> SshLab<'t> {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\n\
+                // sshd takes the first value it reads for an option.
+                "{options}\n\
+                 Port {port}\n\
                  ListenAddress {bind}\n\
                  HostKey {host_key}\n\
                  PidFile none\n\
@@ -308,6 +317,16 @@ impl<'t> SshLab<'t> {
     /// Like [`SshLab::identity`], with `extra` lines (`Option value`) added
     /// to its client config, e.g. `Ciphers aes128-gcm@openssh.com`.
     pub fn identity_with(&self, name: &str, extra: &str) -> Identity {
+        self.make_identity(name, extra, true)
+    }
+
+    /// Like [`SshLab::identity`], but the key is authorized nowhere: the
+    /// stranger of the refusal tests.
+    pub fn identity_unauthorized(&self, name: &str) -> Identity {
+        self.make_identity(name, "", false)
+    }
+
+    fn make_identity(&self, name: &str, extra: &str, authorize: bool) -> Identity {
         let key = self.dir.join(format!("id-{name}"));
         keygen(&key, name);
         let public_key_file = key.with_extension("pub");
@@ -315,11 +334,14 @@ impl<'t> SshLab<'t> {
             .unwrap()
             .trim()
             .to_owned();
-        let mut authorized = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.authorized_keys)
-            .unwrap();
-        std::io::Write::write_all(&mut authorized, format!("{public_key}\n").as_bytes()).unwrap();
+        if authorize {
+            let mut authorized = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&self.authorized_keys)
+                .unwrap();
+            std::io::Write::write_all(&mut authorized, format!("{public_key}\n").as_bytes())
+                .unwrap();
+        }
         let mut cmd = Command::new("ssh-keygen");
         cmd.arg("-lf").arg(&public_key_file);
         let listed = stdout(&output_within(cmd, Duration::from_secs(10)));

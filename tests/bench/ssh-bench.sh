@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# ssh-bench.sh - accessd's SSH jump host beside OpenSSH's sshd as the jump host, in one run.
+#
+# Topology (three network namespaces, as ../../../shared/bench/netns-bench.sh part d builds it):
+#
+#   <tag>-client  c0 192.0.2.2/24  <-- veth "internet" -->  g0 192.0.2.1/24  <tag>-gw
+#   <tag>-gw      g1 10.0.3.1/24   <-- veth "research" -->  s0 10.0.3.2/24   <tag>-srv (sshd :22)
+#
+#   Jump hosts, both in the gateway namespace at the same time:
+#     openssh  sshd on 192.0.2.1:22 (AllowTcpForwarding yes), user root   -J root@192.0.2.1:22
+#     accessd  the broker on 192.0.2.1:2222 (vpn.enabled = false), user `bench` made with
+#              accessctl user add --ssh-key + user enable                  -J bench@192.0.2.1:2222
+#   The client is the stock OpenSSH client; every option is in a -F file, which -J passes on to
+#   the jump hop (it does not pass -o), so Ciphers / KexAlgorithms apply to both hops.
+#
+# Measurements (each jump host in turn, alternating, ROUNDS times; medians printed):
+#   bulk   head -c BULK_MB MiB /dev/zero | ssh -J JUMP root@srv 'cat > /dev/null', per cipher in
+#          CIPHERS: MB/s, and the jump's CPU-seconds per GiB: utime+stime of accessd (all its
+#          threads) or, for OpenSSH, of the listening sshd including its reaped per-connection
+#          children (cutime+cstime, read after the children are gone), as the reference does.
+#   conn   NCONN sequential `ssh -J JUMP root@srv true`, per key exchange in KEX ("default" = the
+#          client's default list, sntrup761x25519 first; curve25519-sha256): ms per connection.
+# Then a side-by-side table with ratios accessd/OpenSSH against issue 4's targets.
+#
+# Env: BULK_MB=1024 NCONN=20 ROUNDS=1
+#      CIPHERS="chacha20-poly1305@openssh.com aes128-gcm@openssh.com"  KEX="curve25519-sha256 default"
+#      WAIT_QUIET=0 (s to wait for foreign load to vanish) MAX_FOREIGN=15 RETRIES=3
+#      BUILD=1 (cargo build --release --bins first)  BASE=/tmp/gatehouse-ssh-bench  OUT=<results dir>
+#
+# Run as root: tests/bench/ssh-bench.sh [openssh] [accessd]     (default: both)
+# Needs: openssh-client openssh-server iproute2 bc (Debian), cargo.
+# Only addresses inside the namespaces made here are used; every load is bounded in time
+# (timeout(1), loops with deadlines). Ctrl-C or any exit cleans up (trap).
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+BASE=${BASE:-${TMPDIR:-/tmp}/gatehouse-ssh-bench}
+BULK_MB=${BULK_MB:-1024}
+NCONN=${NCONN:-20}
+ROUNDS=${ROUNDS:-1}
+CIPHERS=${CIPHERS:-"chacha20-poly1305@openssh.com aes128-gcm@openssh.com"}
+KEX=${KEX:-"curve25519-sha256 default"}
+WAIT_QUIET=${WAIT_QUIET:-0}
+MAX_FOREIGN=${MAX_FOREIGN:-15}
+RETRIES=${RETRIES:-3}
+BUILD=${BUILD:-1}
+JUMPS=${*:-"openssh accessd"}
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=${OUT:-$BASE/results/$STAMP}
+W=$BASE/work-$$
+TAG=ghs$$                        # unique per run: the namespaces carry it
+NS_C=$TAG-client; NS_G=$TAG-gw; NS_S=$TAG-srv
+SRV=10.0.3.2; GW_PUB=192.0.2.1; BROKER_PORT=2222
+HZ=$(getconf CLK_TCK)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
+ACCESSD=$TARGET/accessd; ACCESSCTL=$TARGET/accessctl
+SSHD=/usr/sbin/sshd
+
+for tool in ip ssh ssh-keygen bc timeout column pgrep "$SSHD"; do
+    command -v "$tool" >/dev/null || { echo "missing tool: $tool (apt: openssh-client openssh-server iproute2 bc bsdextrautils procps)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
+
+mkdir -p "$OUT" "$W"; chmod 700 "$W"
+RES=$OUT/results.tsv; LOG=$OUT/bench.log
+printf 'round\tjump\tmetric\tvalue\tunit\tcpu_s_per_gib\tjump_pct_core\tforeign_pct_core\tnote\n' > "$RES"
+: > "$LOG"
+
+STARTED_PIDS=()
+CREATED_RUN_SSHD=0
+log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+kill_pid() {   # kill one PID we started (TERM, 5 s grace, KILL), reap it
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    log "cleanup: stopping ${#STARTED_PIDS[@]} process(es) we started: ${STARTED_PIDS[*]:-none}"
+    for pid in "${STARTED_PIDS[@]}"; do kill_pid "$pid"; done
+    # Anything left inside our namespaces (an ssh child of a timed-out client) was started by us.
+    local ns pid
+    for ns in $NS_C $NS_G $NS_S; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    [ "$CREATED_RUN_SSHD" = 1 ] && rmdir /run/sshd 2>/dev/null
+    rm -rf "$W"
+    log "cleanup done (namespaces of this run left: $(ip netns list | grep -c "^$TAG-" || true))"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_bg() {   # start_bg NAME NS cmd...  -> LAST_PID (ip netns exec execs: the PID is the program's)
+    local name=$1 ns=$2; shift 2
+    ip netns exec "$ns" "$@" > "$OUT/$name.log" 2>&1 &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+}
+
+cpu_ticks() {  # utime+stime+cutime+cstime of a PID, in clock ticks (cutime: its reaped children)
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+calc() { printf "%.${1}f" "$(echo "scale=6; $2" | bc)"; }   # calc DECIMALS EXPR
+wait_children_gone() {  # wait_children_gone PID: until PID has no child (5 s at most)
+    for _ in $(seq 100); do pgrep -P "$1" > /dev/null || return 0; sleep 0.05; done
+    log "  children of $1 still running after 5 s: CPU figure may be low"
+}
+wait_tcp() {  # wait_tcp NS ADDR PORT: until it accepts (10 s at most)
+    for _ in $(seq 100); do
+        nsx "$1" timeout 1 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "nothing accepts on $2:$3 in $1 after 10 s"; return 1
+}
+
+# ---- foreign load (the reference script's method): userspace CPU of processes in the host's
+# network namespace that are not this script's session. > MAX_FOREIGN % of a core: retry.
+INIT_NS=$(readlink /proc/$$/ns/net)
+MY_SID=$(awk '{ sub(/^.*\) /, ""); print $4 }' /proc/$$/stat)
+foreign_snap() {
+    find /proc/[0-9]*/ns/net -maxdepth 0 -printf '%l %p\n' 2>/dev/null | grep -F "$INIT_NS " |
+        sed 's#^[^ ]* ##; s#/ns/net$#/stat#' | xargs cat 2>/dev/null |
+        awk -v sid="$MY_SID" '{ pid = $1; sub(/^.*\) /, ""); if ($2 == 2 || $4 == sid) next; print pid, $12+$13+$14+$15 }'
+}
+foreign_pct() {  # foreign_pct SNAP0 SNAP1 WALL -> % of one core used by others in between
+    awk -v hz="$HZ" -v wall="$3" 'NR == FNR { a[$1] = $2; next }
+        { d = ($1 in a) ? $2 - a[$1] : $2; if (d > 0) t += d }
+        END { printf "%d\n", 100 * t / hz / wall }' <(echo "$1") <(echo "$2")
+}
+wait_quiet() {
+    [ "$WAIT_QUIET" -gt 0 ] || return 0
+    local deadline=$(( $(date +%s) + WAIT_QUIET )) f0 f1 pct
+    while :; do
+        f0=$(foreign_snap); sleep 3; f1=$(foreign_snap); pct=$(foreign_pct "$f0" "$f1" 3)
+        [ "$pct" -le "$MAX_FOREIGN" ] && return 0
+        [ "$(date +%s)" -ge "$deadline" ] && { log "still busy (foreign ${pct}% of a core), measuring anyway"; return 0; }
+        log "waiting for a quiet machine (foreign load ${pct}% of a core)"
+    done
+}
+
+# ---------------------------------------------------------------------------- topology
+setup_topology() {
+    log "creating namespaces $NS_C $NS_G $NS_S"
+    for ns in $NS_C $NS_G $NS_S; do ip netns add "$ns" && nsx "$ns" ip link set lo up || return 1; done
+    ip -n $NS_G link add g0 type veth peer name c0 netns $NS_C || return 1
+    ip -n $NS_G link add g1 type veth peer name s0 netns $NS_S || return 1
+    ip -n $NS_C addr add 192.0.2.2/24 dev c0
+    ip -n $NS_G addr add $GW_PUB/24 dev g0
+    ip -n $NS_G addr add 10.0.3.1/24 dev g1
+    ip -n $NS_S addr add $SRV/24 dev s0
+    ip -n $NS_C link set c0 up; ip -n $NS_G link set g0 up; ip -n $NS_G link set g1 up; ip -n $NS_S link set s0 up
+    ip -n $NS_S route add default via 10.0.3.1
+}
+
+# ---------------------------------------------------------------------------- ssh side
+setup_ssh() {  # keys, sshd on srv and on the gateway, client configs
+    local d=$W/ssh role addr
+    mkdir -p "$d"; chmod 700 "$d"
+    ssh-keygen -q -t ed25519 -N '' -C ssh-bench -f "$d/id_ed25519" || return 1
+    cp "$d/id_ed25519.pub" "$d/authorized_keys"; chmod 600 "$d/authorized_keys"
+    for role in gw srv; do
+        ssh-keygen -q -t ed25519 -N '' -C "ssh-bench-$role" -f "$d/host_$role" || return 1
+        [ $role = gw ] && addr=$GW_PUB || addr=$SRV
+        cat > "$d/sshd_$role.conf" <<EOF
+Port 22
+ListenAddress $addr
+HostKey $d/host_$role
+PidFile none
+AuthorizedKeysFile $d/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+UseDNS no
+AllowTcpForwarding yes
+X11Forwarding no
+PrintMotd no
+PrintLastLog no
+MaxStartups 100:30:200
+Subsystem sftp internal-sftp
+LogLevel ERROR
+EOF
+    done
+    [ -d /run/sshd ] || { mkdir -p /run/sshd; chmod 755 /run/sshd; CREATED_RUN_SSHD=1; }
+    start_bg sshd-srv $NS_S "$SSHD" -D -e -f "$d/sshd_srv.conf"
+    start_bg sshd-gw $NS_G "$SSHD" -D -e -f "$d/sshd_gw.conf"
+    SSHD_GW_PID=$LAST_PID
+    wait_tcp $NS_G $SRV 22 && wait_tcp $NS_C $GW_PUB 22 || return 1
+    local c k
+    for c in $CIPHERS; do client_config "cipher-$c" "Ciphers $c"; done
+    for k in $KEX; do
+        if [ "$k" = default ]; then client_config "kex-$k" ""; else client_config "kex-$k" "KexAlgorithms $k"; fi
+    done
+}
+
+client_config() {  # client_config NAME EXTRA_LINE -> $W/ssh/NAME.conf
+    {
+        echo "Host *"
+        echo "  IdentityFile $W/ssh/id_ed25519"
+        echo "  IdentitiesOnly yes"
+        echo "  IdentityAgent none"
+        echo "  StrictHostKeyChecking no"
+        echo "  UserKnownHostsFile /dev/null"
+        echo "  GlobalKnownHostsFile /dev/null"
+        echo "  LogLevel ERROR"
+        echo "  BatchMode yes"
+        echo "  ConnectTimeout 10"
+        echo "  ControlMaster no"
+        echo "  ControlPath none"
+        if [ -n "$2" ]; then echo "  $2"; fi
+    } > "$W/ssh/$1.conf"
+}
+
+accessd_up() {  # -> ACCESSD_PID; the broker on $GW_PUB:2222 with user bench
+    cat > "$W/gatehouse.toml" <<EOF
+[gateway]
+name = "ssh-bench"
+public_endpoint = "$GW_PUB"
+state_dir = "$W/state"
+
+[vpn]
+enabled = false
+interface = "${TAG}g"
+pool = "10.99.0.0/16"
+
+[ssh]
+listen = "$GW_PUB:$BROKER_PORT"
+
+[portal]
+listen = "127.0.0.1:8443"
+require_totp = false
+
+[admin]
+socket = "$W/admin.sock"
+
+[metrics]
+listen = "127.0.0.1:9586"
+
+[[group]]
+name = "research"
+subnets = ["10.0.3.0/24"]
+EOF
+    start_bg accessd $NS_G "$ACCESSD" --config "$W/gatehouse.toml" --state-dir "$W/state" --admin-socket "$W/admin.sock"
+    ACCESSD_PID=$LAST_PID
+    CTL=("$ACCESSCTL" --socket "$W/admin.sock")
+    for _ in $(seq 200); do
+        [ -S "$W/admin.sock" ] && break
+        kill -0 "$ACCESSD_PID" 2>/dev/null || { log "accessd exited: $(tail -5 "$OUT/accessd.log")"; return 1; }
+        sleep 0.1
+    done
+    [ -S "$W/admin.sock" ] || { log "accessd did not open its admin socket within 20 s"; return 1; }
+    "${CTL[@]}" user add bench --group research --ssh-key "$W/ssh/id_ed25519.pub" > /dev/null || return 1
+    "${CTL[@]}" user enable bench > /dev/null || return 1
+    wait_tcp $NS_C $GW_PUB $BROKER_PORT
+}
+
+jump_of() { case $1 in openssh) echo "root@$GW_PUB:22" ;; accessd) echo "bench@$GW_PUB:$BROKER_PORT" ;; esac; }
+pid_of() { case $1 in openssh) echo "$SSHD_GW_PID" ;; accessd) echo "$ACCESSD_PID" ;; esac; }
+
+sanity() {  # sanity JUMP_NAME: one ssh -J through it
+    local cfg
+    cfg=$W/ssh/kex-$(echo "$KEX" | awk '{ print $NF }').conf
+    if timeout 30 ip netns exec $NS_C ssh -F "$cfg" -J "$(jump_of "$1")" root@$SRV true < /dev/null >> "$LOG" 2>&1; then
+        log "$1: ssh -J $(jump_of "$1") root@$SRV true works"
+    else
+        log "$1: ssh -J through $(jump_of "$1") FAILED (see $LOG and $OUT/*.log)"; return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------- measurements
+bulk() {  # bulk ROUND JUMP CIPHER
+    local round=$1 jump=$2 cipher=$3 cfg=$W/ssh/cipher-$3.conf pid g0 g1 t0 t1 f0 f1 rc fpct attempt=0
+    pid=$(pid_of "$jump")
+    while :; do
+        wait_quiet
+        f0=$(foreign_snap); g0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
+        timeout 300 bash -c "head -c ${BULK_MB}M /dev/zero | ip netns exec $NS_C ssh -F '$cfg' -J '$(jump_of "$jump")' root@$SRV 'cat > /dev/null'" 2>>"$LOG"
+        rc=$?
+        t1=$(date +%s.%N); f1=$(foreign_snap)
+        [ "$jump" = openssh ] && wait_children_gone "$pid"   # their CPU lands in the listener's cutime
+        g1=$(cpu_ticks "$pid")
+        fpct=$(foreign_pct "$f0" "$f1" "$(echo "$t1 - $t0" | bc)")
+        [ "$fpct" -gt "$MAX_FOREIGN" ] && [ "$attempt" -lt "$RETRIES" ] || break
+        attempt=$((attempt + 1))
+        log "  foreign load ${fpct}% of a core during the measurement: repeating ($attempt/$RETRIES)"
+    done
+    local metric="bulk-${cipher%%@*}" wall mbs cpugib pct
+    if [ "$rc" -ne 0 ]; then
+        log "$jump $metric FAILED rc=$rc"
+        printf '%s\t%s\t%s\tFAIL\tMB/s\t-\t-\t%s\trc=%s\n' "$round" "$jump" "$metric" "$fpct" "$rc" >> "$RES"
+        return 1
+    fi
+    wall=$(echo "$t1 - $t0" | bc)
+    mbs=$(calc 1 "$BULK_MB * 1048576 / 1000000 / $wall")
+    cpugib=$(calc 2 "(($g1 - $g0) / $HZ) / ($BULK_MB / 1024)")
+    pct=$(calc 0 "100 * ($g1 - $g0) / $HZ / $wall")
+    log "$jump $metric: ${BULK_MB} MiB in $(calc 2 "$wall") s = $mbs MB/s, jump $cpugib CPU-s/GiB (${pct}% of a core), foreign ${fpct}%"
+    printf '%s\t%s\t%s\t%s\tMB/s\t%s\t%s\t%s\t%s MiB in %ss\n' "$round" "$jump" "$metric" "$mbs" "$cpugib" "$pct" "$fpct" "$BULK_MB" "$(calc 2 "$wall")" >> "$RES"
+}
+
+conn() {  # conn ROUND JUMP KEX
+    local round=$1 jump=$2 kex=$3 cfg=$W/ssh/kex-$3.conf i fails t0 t1 f0 f1 fpct attempt=0
+    while :; do
+        wait_quiet
+        fails=0; f0=$(foreign_snap); t0=$(date +%s.%N)
+        for i in $(seq "$NCONN"); do
+            timeout 30 ip netns exec $NS_C ssh -F "$cfg" -J "$(jump_of "$jump")" root@$SRV true < /dev/null > /dev/null 2>>"$LOG" || fails=$((fails + 1))
+        done
+        t1=$(date +%s.%N); f1=$(foreign_snap)
+        fpct=$(foreign_pct "$f0" "$f1" "$(echo "$t1 - $t0" | bc)")
+        [ "$fpct" -gt "$MAX_FOREIGN" ] && [ "$attempt" -lt "$RETRIES" ] || break
+        attempt=$((attempt + 1))
+        log "  foreign load ${fpct}% of a core during the measurement: repeating ($attempt/$RETRIES)"
+    done
+    local metric="conn-$kex" per
+    if [ "$fails" -gt 0 ]; then
+        log "$jump $metric: $fails of $NCONN connections FAILED"
+        printf '%s\t%s\t%s\tFAIL\tms/conn\t-\t-\t%s\t%s of %s failed\n' "$round" "$jump" "$metric" "$fpct" "$fails" "$NCONN" >> "$RES"
+        return 1
+    fi
+    per=$(calc 0 "1000 * ($t1 - $t0) / $NCONN")
+    log "$jump $metric: $NCONN sequential ssh -J ... true in $(calc 2 "$t1 - $t0") s = $per ms/conn, foreign ${fpct}%"
+    printf '%s\t%s\t%s\t%s\tms/conn\t-\t-\t%s\t%s x ssh -J true\n' "$round" "$jump" "$metric" "$per" "$fpct" "$NCONN" >> "$RES"
+}
+
+# ---------------------------------------------------------------------------- report
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+col() {  # col JUMP METRIC COLUMN -> median over rounds (numeric rows only)
+    awk -F'\t' -v j="$1" -v m="$2" -v c="$3" 'NR > 1 && $2 == j && $3 == m && $c ~ /^[0-9.]+$/ { print $c }' "$RES" | median
+}
+ratio() { if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && [ "$(echo "$2 > 0" | bc)" = 1 ]; then calc 2 "$1 / $2"; else echo "-"; fi; }
+
+report() {
+    echo
+    echo "ssh -J through each jump host, medians of $ROUNDS round(s); ratio = accessd / OpenSSH"
+    {
+        printf 'measurement\tOpenSSH\taccessd\tratio\ttarget (issue 4)\n'
+        local c m o a
+        for c in $CIPHERS; do
+            m="bulk-${c%%@*}"
+            o=$(col openssh "$m" 4); a=$(col accessd "$m" 4)
+            printf '%s MB/s\t%s\t%s\t%s\t>= 1.0\n' "$m" "$o" "$a" "$(ratio "$a" "$o")"
+            o=$(col openssh "$m" 6); a=$(col accessd "$m" 6)
+            printf '%s jump CPU-s/GiB\t%s\t%s\t%s\t<= 1.0\n' "$m" "$o" "$a" "$(ratio "$a" "$o")"
+        done
+        for c in $KEX; do
+            m="conn-$c"
+            o=$(col openssh "$m" 4); a=$(col accessd "$m" 4)
+            printf '%s ms/conn\t%s\t%s\t%s\t<= 1.1\n' "$m" "$o" "$a" "$(ratio "$a" "$o")"
+        done
+    } | tee "$OUT/summary.tsv" | column -t -s $'\t'
+    echo "anchors (../shared/bench, OpenSSH 9.2 as the jump): chacha20 235 MB/s ~1.3 CPU-s/GiB,"
+    echo "aes128-gcm 361 MB/s ~0.76 CPU-s/GiB; setup 237 ms (curve25519), 359 ms (default kex)"
+    echo
+    echo "all rows: $RES   log: $LOG"
+}
+
+# ---------------------------------------------------------------------------- main
+if [ "$BUILD" = 1 ] && [[ " $JUMPS " == *" accessd "* ]]; then
+    log "building release binaries (cargo build --release --bins)"
+    (cd "$REPO" && cargo build --release --bins) >> "$LOG" 2>&1 || { log "cargo build failed, see $LOG"; exit 1; }
+fi
+{
+    echo "date: $(date -Is)  kernel: $(uname -r)  cpus: $(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+    echo "gatehouse: $(git -C "$REPO" describe --always --dirty 2>/dev/null)  accessd: $("$ACCESSD" --version 2>/dev/null)"
+    echo "openssh: $(dpkg-query -W -f '${Version}' openssh-server 2>/dev/null) ($(ssh -V 2>&1))"
+    echo "BULK_MB=$BULK_MB NCONN=$NCONN ROUNDS=$ROUNDS CIPHERS=\"$CIPHERS\" KEX=\"$KEX\" JUMPS=\"$JUMPS\" loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$OUT/versions.txt" >> "$LOG"
+
+setup_topology || { log "topology setup failed"; exit 1; }
+setup_ssh || { log "sshd setup failed (see $OUT/sshd-*.log)"; exit 1; }
+LIVE=""
+for jump in $JUMPS; do
+    case $jump in
+        openssh) sanity openssh && LIVE="$LIVE openssh" ;;
+        accessd) accessd_up && sanity accessd && LIVE="$LIVE accessd" ;;
+        *) log "unknown jump host $jump (openssh, accessd)" ;;
+    esac
+done
+[ -n "$LIVE" ] || { log "no jump host works"; exit 1; }
+for round in $(seq "$ROUNDS"); do
+    log "=== round $round"
+    for c in $CIPHERS; do for jump in $LIVE; do bulk "$round" "$jump" "$c"; done; done
+    for k in $KEX; do for jump in $LIVE; do conn "$round" "$jump" "$k"; done; done
+done
+report

@@ -198,12 +198,14 @@ impl<'t> SshLab<'t> {
     }
 
     /// Starts accessd in the gateway namespace with `config` and waits until
-    /// the broker accepts TCP connections from the client namespace.
+    /// the broker accepts TCP connections on the gateway's public address.
+    /// The probe comes from the gateway namespace itself, so an empty
+    /// connection never counts against a client address's pre-auth limits.
     pub fn start_broker(&self, config: &str) -> Daemon {
         let daemon = self.topo.start_gateway(config);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.topo.tcp_open(
-            Host::Client,
+            Host::Gateway,
             &self.gateway(),
             BROKER_PORT,
             Duration::from_secs(1),

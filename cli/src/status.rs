@@ -158,6 +158,7 @@ mod tests {
             groups: 2,
             audit_records: 1234,
             vpn,
+            ssh: None,
         }
     }
 

@@ -23,6 +23,8 @@
 //! | GET | `/v1/groups` | → `Vec<`[`GroupInfo`]`>` |
 //! | GET | `/v1/audit?…` ([`AuditQuery`]) | → `Vec<`[`AuditRecord`]`>` |
 //! | GET | `/v1/audit/verify` | → [`VerifyReport`] |
+//! | GET | `/v1/ssh/channels` | → `Vec<`[`SshChannelInfo`]`>` |
+//! | DELETE | `/v1/ssh/channels/{id}` | → [`SshChannelInfo`] (as it was) |
 //!
 //! Every failure is an HTTP error status with an [`ApiError`] body.
 
@@ -81,6 +83,48 @@ pub struct StatusResponse {
     /// daemon that predates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpn: Option<VpnStatus>,
+    /// The SSH jump host; absent while it is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshStatus>,
+}
+
+/// The jump host part of [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshStatus {
+    /// The TCP `host:port` it listens on (the bound port when 0 was asked).
+    pub listen: String,
+    /// `SHA256:...` of the ed25519 host key, as `ssh-keygen -lf` prints it.
+    pub host_key_fingerprint: String,
+    /// The host key as an OpenSSH public key line (`ssh-ed25519 AAAA...`).
+    pub host_key: String,
+    /// A line for `~/.ssh/known_hosts`, for the public endpoint when known.
+    pub known_hosts: String,
+    /// Authenticated connections now.
+    pub connections: u64,
+    /// Live direct-tcpip channels (connecting or relaying).
+    pub channels: Vec<SshChannelInfo>,
+}
+
+/// One live direct-tcpip channel of the jump host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshChannelInfo {
+    /// The id `accessctl ssh kill` takes; unique while accessd runs.
+    pub id: u64,
+    pub user: String,
+    /// `SHA256:...` of the key the user logged in with.
+    pub key_fingerprint: String,
+    /// The client's `address:port`.
+    pub source: String,
+    /// `host:port` as the client asked for it.
+    pub requested: String,
+    /// The checked address relayed to; absent while still connecting.
+    pub resolved: Option<String>,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Bytes client → target.
+    pub bytes_up: u64,
+    /// Bytes target → client.
+    pub bytes_down: u64,
 }
 
 /// A device counts as connected while its last handshake is younger than

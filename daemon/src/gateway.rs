@@ -10,6 +10,7 @@ use gatehouse_config::{Config, ConfigError};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::ssh::SshHandle;
 use crate::store::{NewAuditEvent, Store, StoreError};
 use crate::vpn::engine::Engine;
 use crate::wg_key::GatewayKey;
@@ -62,6 +63,7 @@ struct Inner {
     started_at: i64,
     started: Instant,
     vpn: OnceLock<Arc<Engine>>,
+    ssh: OnceLock<SshHandle>,
 }
 
 /// The outcome of a reload that was accepted.
@@ -92,6 +94,7 @@ impl Gateway {
                 started_at: crate::time_fmt::now_unix(),
                 started: Instant::now(),
                 vpn: OnceLock::new(),
+                ssh: OnceLock::new(),
             }),
         }
     }
@@ -122,6 +125,16 @@ impl Gateway {
     /// Records the started data plane; called once by start-up.
     pub fn set_vpn(&self, engine: Arc<Engine>) {
         let _ = self.inner.vpn.set(engine);
+    }
+
+    /// The SSH jump host, once it runs (never when `ssh.enabled` is false).
+    pub fn ssh(&self) -> Option<SshHandle> {
+        self.inner.ssh.get().cloned()
+    }
+
+    /// Records the started jump host; called once by start-up.
+    pub fn set_ssh(&self, handle: SshHandle) {
+        let _ = self.inner.ssh.set(handle);
     }
 
     pub fn config_path(&self) -> &std::path::Path {

@@ -11,6 +11,7 @@
 //! - [`admin`]: the admin API on a Unix socket, for `accessctl`.
 //! - [`metrics`]: Prometheus metrics of the data plane.
 //! - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy.
+//! - [`ssh`]: the SSH jump host (russh): direct-tcpip only, under the same policy.
 //! - [`host_addrs`]: the host's own addresses (always refused by policy).
 //! - [`wg_key`]: the gateway's WireGuard key, generated once.
 //! - [`ssh_keys`]: parsing users' OpenSSH public keys.
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod gateway;
 pub mod host_addrs;
 pub mod metrics;
+pub mod ssh;
 pub mod ssh_keys;
 pub mod store;
 pub mod time_fmt;
@@ -61,6 +63,8 @@ pub enum RunError {
     Vpn(#[from] vpn::VpnError),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error("cannot start the SSH jump host: {0}")]
+    Ssh(#[from] ssh::SshError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -158,6 +162,10 @@ async fn start_subsystems(
         )
         .await?;
         gateway.set_vpn(engine);
+    }
+    if config.ssh.enabled {
+        let handle = ssh::start(gateway, tracker, shutdown.child_token()).await?;
+        gateway.set_ssh(handle);
     }
     Ok(())
 }

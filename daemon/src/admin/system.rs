@@ -5,8 +5,8 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::{
-    AuditQuery, AuditRecord, GroupInfo, ReloadResponse, StatusResponse, UserCounts, UserState,
-    VerifyReport, VpnStatus,
+    AuditQuery, AuditRecord, GroupInfo, ReloadResponse, SshStatus, StatusResponse, UserCounts,
+    UserState, VerifyReport, VpnStatus,
 };
 
 use super::Caller;
@@ -60,7 +60,36 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
         groups: config.groups.len() as u64,
         audit_records,
         vpn,
+        ssh: ssh_status(&gw),
     }))
+}
+
+/// The jump host's part of the status: listen address, host key, a ready
+/// `known_hosts` line and the live channels.
+fn ssh_status(gw: &Gateway) -> Option<SshStatus> {
+    let ssh = gw.ssh()?;
+    let config = gw.config();
+    let key = ssh.host_key();
+    let host_key = key.to_openssh().unwrap_or_default();
+    let listen = ssh.listen();
+    // known_hosts names a non-22 port as [host]:port.
+    let host = match &config.gateway.public_endpoint {
+        gatehouse_config::file::PublicEndpoint::Host(host) => host.clone(),
+        gatehouse_config::file::PublicEndpoint::Auto => listen.ip().to_string(),
+    };
+    let known_host = match listen.port() {
+        22 => host,
+        port => format!("[{host}]:{port}"),
+    };
+    let key_only: String = host_key.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    Some(SshStatus {
+        listen: listen.to_string(),
+        host_key_fingerprint: crate::ssh::auth::fingerprint(key),
+        known_hosts: format!("{known_host} {key_only}"),
+        host_key: key_only,
+        connections: ssh.registry().connection_count() as u64,
+        channels: ssh.registry().channels(),
+    })
 }
 
 pub async fn reload(

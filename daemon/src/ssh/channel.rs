@@ -1,0 +1,251 @@
+//! One direct-tcpip channel, in its own tracked task: re-check the user,
+//! resolve and check the target, connect (bounded by `ssh.connect_timeout`),
+//! write `ssh.session.start`, and only then accept the channel; relay until
+//! either side closes, the channel idles out, or it is killed or revoked;
+//! then write `ssh.session.end` with the byte counts.
+
+use std::sync::Arc;
+
+use gatehouse_config::api::UserState;
+use russh::server::{ChannelOpenHandle, Handle, Msg};
+use russh::{Channel, ChannelOpenFailure};
+use serde_json::json;
+
+use super::Shared;
+use super::policy::{Requested, TargetPolicy, parse_requested};
+use super::registry::ChannelGuard;
+use super::relay::{self, ConnectError};
+use super::server::Connection;
+
+/// Who opened the channel, and what they asked for.
+struct Ask {
+    user: String,
+    key_fingerprint: String,
+    source: String,
+    requested: String,
+}
+
+/// Called by the handler: decides what it can at once (logged in? under the
+/// channel limit? a well-formed target?) and spawns the rest.
+pub(super) fn open(
+    conn: &Connection,
+    channel: Channel<Msg>,
+    host: &str,
+    port: u32,
+    reply: ChannelOpenHandle,
+    handle: Handle,
+) {
+    let shared = conn.shared.clone();
+    let Some((user, key_fingerprint)) = conn.login() else {
+        // russh only opens channels after authentication; belt and braces.
+        drop(reply);
+        return;
+    };
+    let ask = Ask {
+        user,
+        key_fingerprint,
+        source: conn.peer.to_string(),
+        requested: format!("{host}:{port}"),
+    };
+    let target = match parse_requested(host, port) {
+        Ok(target) => target,
+        Err(denied) => {
+            shared.tracker.spawn(deny(
+                shared.clone(),
+                ask,
+                denied.code(),
+                denied.to_string(),
+                reply,
+            ));
+            return;
+        }
+    };
+    let limit = shared.gateway.config().ssh.max_channels_per_user as usize;
+    let reserved = conn.with_login(|login| {
+        shared
+            .registry
+            .reserve_channel(login, conn.peer, ask.requested.clone(), limit)
+    });
+    let guard = match reserved {
+        Some(Ok(guard)) => guard,
+        Some(Err(too_many)) => {
+            let message = format!(
+                "at most {} channels per user (ssh.max_channels_per_user)",
+                too_many.limit
+            );
+            shared.tracker.spawn(deny(
+                shared.clone(),
+                ask,
+                "too_many_channels",
+                message,
+                reply,
+            ));
+            return;
+        }
+        None => return,
+    };
+    let task_shared = shared.clone();
+    shared.tracker.spawn(async move {
+        run(task_shared, ask, target, channel, reply, handle, guard).await;
+    });
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    ask: Ask,
+    target: Requested,
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    handle: Handle,
+    guard: ChannelGuard,
+) {
+    let config = shared.gateway.config();
+    // The groups (and state) now, not at login: a change applies to the
+    // next channel at once.
+    let name = ask.user.clone();
+    let user = match shared.gateway.store().read(move |r| r.user(&name)).await {
+        Ok(Some(user)) if user.state == UserState::Active => user,
+        Ok(_) => {
+            return deny(
+                shared,
+                ask,
+                "user_not_active",
+                "access revoked".into(),
+                reply,
+            )
+            .await;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read the store for an SSH channel");
+            return deny(
+                shared,
+                ask,
+                "store_error",
+                "the gateway cannot check access now".into(),
+                reply,
+            )
+            .await;
+        }
+    };
+    let policy = config.policy();
+    let local_addrs = shared.local_addrs();
+    let check = TargetPolicy {
+        policy: &policy,
+        user_groups: &user.groups,
+        allowed_ports: &config.ssh.allowed_ports,
+        local_addrs: &local_addrs,
+    };
+    let timeout = config.ssh.connect_timeout;
+    let connected = tokio::select! {
+        connected = relay::connect(&target, &check, timeout) => connected,
+        () = guard.token().cancelled() => {
+            let reason = guard.stats().reason().unwrap_or_else(|| "gateway shutting down".into());
+            return deny(shared, ask, "closed", reason, reply).await;
+        }
+    };
+    let (stream, addr) = match connected {
+        Ok(connected) => connected,
+        Err(ConnectError::Denied(denied)) => {
+            return deny(shared, ask, denied.code(), denied.to_string(), reply).await;
+        }
+        Err(err) => {
+            let code = match err {
+                ConnectError::Timeout { .. } => "connect_timeout",
+                _ => "connect_failed",
+            };
+            return reject(shared, ask, code, err.to_string(), reply, 2).await;
+        }
+    };
+    guard.set_resolved(addr);
+    let start = super::audit::event(
+        "ssh.session.start",
+        &ask.user,
+        &ask.source,
+        &ask.requested,
+        json!({
+            "channel": guard.id(),
+            "key_fingerprint": ask.key_fingerprint,
+            "requested": ask.requested,
+            "resolved": addr.to_string(),
+        }),
+    );
+    // Audited before it is acknowledged; no record, no channel.
+    if !shared.audit(start).await {
+        reply
+            .reject(ChannelOpenFailure::Other {
+                code: 2,
+                reason: "the gateway cannot write its audit log".into(),
+            })
+            .await;
+        return;
+    }
+    let channel_id = channel.id();
+    reply.accept().await;
+    let reason = relay::relay(
+        channel.into_stream(),
+        stream,
+        guard.stats(),
+        config.ssh.idle_timeout,
+        guard.token(),
+    )
+    .await;
+    let _ = handle.close(channel_id).await;
+    let stats = guard.stats();
+    let end = super::audit::event(
+        "ssh.session.end",
+        &ask.user,
+        &ask.source,
+        &ask.requested,
+        json!({
+            "channel": guard.id(),
+            "key_fingerprint": ask.key_fingerprint,
+            "resolved": addr.to_string(),
+            "bytes_up": stats.up.load(std::sync::atomic::Ordering::Relaxed),
+            "bytes_down": stats.down.load(std::sync::atomic::Ordering::Relaxed),
+            "duration_ms": u64::try_from(guard.started().elapsed().as_millis()).unwrap_or(u64::MAX),
+            "reason": reason,
+        }),
+    );
+    shared.audit(end).await;
+    drop(guard);
+}
+
+/// Refused by policy: `ssh.forward.deny`, administratively prohibited.
+async fn deny(
+    shared: Arc<Shared>,
+    ask: Ask,
+    code: &str,
+    message: String,
+    reply: ChannelOpenHandle,
+) {
+    reject(shared, ask, code, message, reply, 1).await;
+}
+
+async fn reject(
+    shared: Arc<Shared>,
+    ask: Ask,
+    code: &str,
+    message: String,
+    reply: ChannelOpenHandle,
+    failure_code: u32,
+) {
+    let event = super::audit::event(
+        "ssh.forward.deny",
+        &ask.user,
+        &ask.source,
+        &ask.requested,
+        json!({
+            "asked": { "channel": "direct-tcpip", "target": ask.requested },
+            "key_fingerprint": ask.key_fingerprint,
+            "reason": code,
+            "message": message,
+        }),
+    );
+    shared.audit(event).await;
+    reply
+        .reject(ChannelOpenFailure::Other {
+            code: failure_code,
+            reason: message,
+        })
+        .await;
+}

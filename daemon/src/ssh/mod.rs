@@ -1,0 +1,469 @@
+//! The SSH jump host: a russh server on `ssh.listen` that brokers stock
+//! `ssh -J` / `ssh -W` sessions (direct-tcpip channels) to the private
+//! hosts a user's groups may reach, and nothing else — no shell, exec,
+//! subsystem, agent, X11 or remote forwarding.
+//!
+//! Layout:
+//! - [`server`]: the russh `Handler` of one connection (auth, refusals);
+//! - [`channel`]: one direct-tcpip channel's task (check, connect, audit, relay);
+//! - [`policy`]: the target decision without I/O;
+//! - [`relay`]: connecting to the checked address and copying bytes;
+//! - [`auth`]: the host key, the user key check, revocation;
+//! - [`limits`]: pre-auth limits and growing failure penalties;
+//! - [`registry`]: live connections and channels (`accessctl ssh`);
+//! - [`audit`]: record helpers and aggregation of failed logins.
+//!
+//! Crypto: russh with the `ring` backend rather than the default aws-lc-rs
+//! (a C/cmake build that adds minutes to every clean build on two cores;
+//! ring's AES-GCM and ChaCha20-Poly1305 are assembly-optimised too). Key
+//! exchange mlkem768x25519-sha256 (post-quantum hybrid, pure Rust) and
+//! curve25519; ciphers chacha20-poly1305 and AES-GCM only; no compression.
+//!
+//! Does not own users or keys (the store), the policy rules
+//! (`gatehouse_config::policy`), or the host's addresses ([`crate::host_addrs`]).
+
+pub mod audit;
+pub mod auth;
+mod channel;
+pub mod limits;
+pub mod policy;
+pub mod registry;
+pub mod relay;
+pub mod server;
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::{Preferred, cipher, kex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Gateway;
+use crate::store::NewAuditEvent;
+use limits::{PreAuth, Refused};
+use registry::Registry;
+use server::{ConnState, Connection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error(transparent)]
+    HostKey(#[from] auth::HostKeyError),
+    #[error("cannot listen on ssh.listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// SSH keepalive: a client that answers none of 3 probes 30 s apart is gone.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_MAX: usize = 3;
+/// Failed auth attempts one connection may make before it is dropped.
+const MAX_AUTH_ATTEMPTS: usize = 6;
+/// How long a closing connection may take to say goodbye.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// What the rest of the daemon sees of the running jump host.
+#[derive(Clone)]
+pub struct SshHandle {
+    shared: Arc<Shared>,
+}
+
+/// Shared by every connection and channel task.
+pub(crate) struct Shared {
+    gateway: Gateway,
+    registry: Arc<Registry>,
+    limiter: Arc<PreAuth>,
+    failures: audit::FailureLog,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    host_key: PrivateKey,
+    listen: SocketAddr,
+    local_addrs: Mutex<(Instant, Vec<IpAddr>)>,
+}
+
+/// Loads (or creates) the host key, binds `ssh.listen`, and starts the
+/// accept loop, the revocation watcher and the failure summaries.
+pub async fn start(
+    gateway: &Gateway,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<SshHandle, SshError> {
+    let config = gateway.config();
+    let state_dir = config.gateway.state_dir.clone();
+    let host_key = tokio::task::spawn_blocking(move || auth::load_or_create_host_key(&state_dir))
+        .await
+        .map_err(|join| auth::HostKeyError::Read {
+            path: config.gateway.state_dir.join(auth::HOST_KEY_FILE),
+            source: std::io::Error::other(join),
+        })??;
+    let addr = config.ssh.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| SshError::Bind { addr, source })?;
+    let listen = listener
+        .local_addr()
+        .map_err(|source| SshError::Bind { addr, source })?;
+    let shared = Arc::new(Shared {
+        gateway: gateway.clone(),
+        registry: Registry::new(),
+        limiter: PreAuth::new(),
+        failures: audit::FailureLog::new(Instant::now()),
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+        host_key,
+        listen,
+        local_addrs: Mutex::new((Instant::now(), crate::host_addrs::local_addresses())),
+    });
+    let russh_config = Arc::new(russh_config(&shared.host_key));
+    tracker.spawn(accept_loop(shared.clone(), listener, russh_config));
+    tracker.spawn(watch_revocations(shared.clone()));
+    tracker.spawn(flush_failure_summaries(shared.clone()));
+    tracing::info!(%listen, fingerprint = %auth::fingerprint(shared.host_key.public_key()), "SSH jump host up");
+    Ok(SshHandle { shared })
+}
+
+impl SshHandle {
+    /// The bound address (the real port when `ssh.listen` asked for 0).
+    pub fn listen(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    pub fn host_key(&self) -> &russh::keys::PublicKey {
+        self.shared.host_key.public_key()
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.shared.registry
+    }
+}
+
+impl Shared {
+    /// Writes one audit record; false (and an error log) when it could not.
+    async fn audit(&self, event: NewAuditEvent) -> bool {
+        let kind = event.kind.clone();
+        match self
+            .gateway
+            .store()
+            .write(move |w| w.audit(event).map(drop))
+            .await
+        {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, kind, "cannot write an SSH audit record");
+                false
+            }
+        }
+    }
+
+    /// The host's addresses, re-listed at most every few seconds.
+    fn local_addrs(&self) -> Vec<IpAddr> {
+        let mut cached = self
+            .local_addrs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cached.0.elapsed() > Duration::from_secs(5) {
+            *cached = (Instant::now(), crate::host_addrs::local_addresses());
+        }
+        cached.1.clone()
+    }
+}
+
+/// Modern algorithms only: see the module documentation.
+fn russh_config(host_key: &PrivateKey) -> russh::server::Config {
+    const KEX: &[kex::Name] = &[
+        kex::MLKEM768X25519_SHA256,
+        kex::CURVE25519,
+        kex::CURVE25519_PRE_RFC_8731,
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ];
+    const CIPHERS: &[cipher::Name] = &[
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+    ];
+    // User key algorithms (the host key is ed25519): no SHA-1 RSA.
+    const KEYS: &[Algorithm] = &[
+        Algorithm::Ed25519,
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256,
+        },
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP384,
+        },
+        Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP521,
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512),
+        },
+        Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256),
+        },
+    ];
+    russh::server::Config {
+        server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-gatehouse")),
+        methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key.clone()],
+        max_auth_attempts: MAX_AUTH_ATTEMPTS,
+        // Liveness comes from keepalives; idleness is per channel
+        // (`ssh.idle_timeout`): russh's inactivity timer is reset by
+        // keepalive replies (russh#316), so it would measure nothing.
+        inactivity_timeout: None,
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
+        nodelay: true,
+        preferred: Preferred {
+            kex: Cow::Borrowed(KEX),
+            key: Cow::Borrowed(KEYS),
+            cipher: Cow::Borrowed(CIPHERS),
+            ..Preferred::DEFAULT
+        },
+        ..Default::default()
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %err, "SSH accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ssh = &shared.gateway.config().ssh;
+        let admitted = shared.limiter.admit(
+            peer.ip(),
+            ssh.max_startups as usize,
+            ssh.max_startups_per_source as usize,
+            Instant::now(),
+        );
+        match admitted {
+            Ok(slot) => {
+                relay::tune(&socket);
+                let state = ConnState {
+                    slot: Some(slot),
+                    token: Some(shared.shutdown.child_token()),
+                    ..ConnState::default()
+                };
+                shared.tracker.spawn(serve_connection(
+                    shared.clone(),
+                    config.clone(),
+                    socket,
+                    peer,
+                    state,
+                ));
+            }
+            Err(refused) => {
+                // Closed before the banner; the failures that earned a
+                // penalty were audited already.
+                tracing::debug!(%peer, ?refused, "SSH connection refused before authentication");
+                if let Refused::SourcePenalty { .. } = refused {
+                    shared.note_failure(peer, None, "penalised", &[]).await;
+                }
+                drop(socket);
+            }
+        }
+    }
+}
+
+/// Runs one connection: the login grace time, closing on kill, revocation
+/// or shutdown (with a message), and the `ssh.auth.fail` record of a
+/// connection that never logged in.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    state: ConnState,
+) {
+    let token = state.token.clone().unwrap_or_default();
+    let state = Arc::new(Mutex::new(state));
+    let handler = Connection {
+        shared: shared.clone(),
+        peer,
+        state: state.clone(),
+    };
+    let grace = shared.gateway.config().ssh.login_grace_time;
+    let deadline = tokio::time::Instant::now() + grace;
+    let started = tokio::select! {
+        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, handler)) => started,
+        () = token.cancelled() => return,
+    };
+    let session = match started {
+        Ok(Ok(session)) => session,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "SSH handshake failed");
+            return finish_unauthenticated(&shared, peer, &state).await;
+        }
+        Err(_) => return finish_unauthenticated(&shared, peer, &state).await,
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    let authenticated = || {
+        state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .authenticated()
+    };
+    let grace_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(grace_timer);
+    let mut grace_over = false;
+    let goodbye = loop {
+        tokio::select! {
+            ended = &mut session => {
+                if let Err(err) = ended {
+                    tracing::debug!(%peer, error = %err, "SSH connection ended");
+                }
+                break None;
+            }
+            () = &mut grace_timer, if !grace_over => {
+                grace_over = true;
+                if !authenticated() {
+                    break Some("login grace time exceeded".to_string());
+                }
+            }
+            () = token.cancelled() => {
+                let reason = if shared.shutdown.is_cancelled() {
+                    "the gateway is shutting down".to_string()
+                } else {
+                    let login = state.lock().unwrap_or_else(PoisonError::into_inner).login.as_ref().and_then(|l| l.reason());
+                    format!("access closed by the gateway: {}", login.unwrap_or_else(|| "closed".into()))
+                };
+                break Some(reason);
+            }
+        }
+    };
+    if let Some(reason) = goodbye {
+        let _ = handle
+            .disconnect(russh::Disconnect::ByApplication, reason, String::new())
+            .await;
+        let _ = tokio::time::timeout(DISCONNECT_GRACE, &mut session).await;
+    }
+    // Channels of this connection end with it.
+    token.cancel();
+    if !authenticated() {
+        finish_unauthenticated(&shared, peer, &state).await;
+    }
+}
+
+/// A connection that ended without logging in: one failure for the
+/// limiter, one (possibly aggregated) `ssh.auth.fail`.
+async fn finish_unauthenticated(shared: &Shared, peer: SocketAddr, state: &Mutex<ConnState>) {
+    let (user, exists, keys, refusal) = {
+        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.slot.take();
+        (
+            state.user.clone(),
+            state.user_exists,
+            std::mem::take(&mut state.tried_keys),
+            state.last_refusal,
+        )
+    };
+    // A connection that never tried to log in (a port scan) costs nothing.
+    let Some(user) = user else { return };
+    let reason = refusal.map_or("no_valid_login", auth::AuthRefused::code);
+    let counted_user = exists.then_some(user.as_str());
+    shared
+        .limiter
+        .record_failure(peer.ip(), counted_user, Instant::now());
+    shared.note_failure(peer, Some(&user), reason, &keys).await;
+}
+
+impl Shared {
+    async fn note_failure(
+        &self,
+        peer: SocketAddr,
+        user: Option<&str>,
+        reason: &'static str,
+        key_fingerprints: &[String],
+    ) {
+        if !self.failures.note(peer.ip(), reason, Instant::now()) {
+            return;
+        }
+        let event = audit::event(
+            "ssh.auth.fail",
+            user.unwrap_or("-"),
+            &peer.to_string(),
+            &self.gateway.config().gateway.name,
+            serde_json::json!({ "reason": reason, "key_fingerprints": key_fingerprints }),
+        );
+        self.audit(event).await;
+    }
+}
+
+/// Writes the failure summaries once a minute (and the last on shutdown).
+async fn flush_failure_summaries(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(audit::WINDOW);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            () = shared.shutdown.cancelled() => true,
+        };
+        let now = if stopping {
+            Instant::now() + audit::WINDOW
+        } else {
+            Instant::now()
+        };
+        let gateway = shared.gateway.config().gateway.name.clone();
+        for summary in shared.failures.roll(now) {
+            shared.audit(summary.event(&gateway)).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Closes the connections of users who were disabled, removed or expired,
+/// or whose key was removed, right after the store change (and every few
+/// seconds, for expiry).
+async fn watch_revocations(shared: Arc<Shared>) {
+    let mut changes = shared.gateway.store().subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let logins = shared.registry.logins();
+        if logins.is_empty() {
+            continue;
+        }
+        let read = shared
+            .gateway
+            .store()
+            .read(|r| Ok((r.users()?, r.all_ssh_keys()?)))
+            .await;
+        let (users, keys) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read users to check SSH logins");
+                continue;
+            }
+        };
+        for (conn, reason) in auth::revoked(&logins, &users, &keys, crate::time_fmt::now_unix()) {
+            tracing::info!(conn, reason, "closing an SSH connection");
+            shared.registry.close_connection(conn, reason);
+        }
+    }
+}

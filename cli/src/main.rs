@@ -21,6 +21,7 @@ mod device;
 mod group;
 mod keys;
 mod output;
+mod ssh;
 mod status;
 #[cfg(test)]
 mod testutil;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Show the groups of the running config.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// List and close the live channels of the SSH jump host.
+    #[command(subcommand)]
+    Ssh(ssh::SshCommand),
     /// Show the gateway's state: version, uptime, keys, counts.
     Status,
     /// Re-read the config file; an invalid file is refused and the running config stays.
@@ -139,6 +143,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::User(cmd) => user::run(cmd, ctx).await?,
         Command::Device(cmd) => device::run(cmd, ctx).await?,
         Command::Group(cmd) => group::run(cmd, ctx).await?,
+        Command::Ssh(cmd) => ssh::run(cmd, ctx).await?,
         Command::Status => status::status(ctx).await?,
         Command::Reload => status::reload(ctx).await?,
         Command::Audit(args) => audit::run(args, ctx).await?,

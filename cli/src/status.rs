@@ -94,6 +94,20 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
         let _ = writeln!(out, "\nPeers ({})", vpn.peers_detail.len());
         out.push_str(&peer_table(vpn, now).render_indented("  "));
     }
+    if let Some(ssh) = &s.ssh {
+        let _ = writeln!(
+            out,
+            "\nSSH jump host on {}: {} connection(s), {} channel(s)",
+            ssh.listen,
+            ssh.connections,
+            ssh.channels.len()
+        );
+        let _ = writeln!(out, "  host key     {}", ssh.host_key_fingerprint);
+        let _ = writeln!(out, "  known_hosts  {}", ssh.known_hosts);
+        if !ssh.channels.is_empty() {
+            out.push_str(&crate::ssh::channel_table(&ssh.channels).render_indented("  "));
+        }
+    }
     out
 }
 

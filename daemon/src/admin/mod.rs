@@ -9,6 +9,7 @@
 mod devices;
 mod error;
 mod extract;
+mod ssh;
 mod system;
 mod users;
 
@@ -176,6 +177,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/users/{name}/devices", post(devices::create))
         .route("/v1/users/{name}/devices/{device}", delete(devices::revoke))
         .route("/v1/devices", get(devices::list))
+        .route("/v1/ssh/channels", get(ssh::list))
+        .route("/v1/ssh/channels/{id}", delete(ssh::kill))
         .fallback(|| async {
             ApiFailure::not_found("no such admin API path; see `accessctl --help`")
         })

@@ -118,16 +118,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Reader<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .gate
-            .acquire()
-            .await
-            .map_err(|source| StoreError::Closed { source })?;
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_blocking(f))
-            .await
-            .map_err(|source| StoreError::Task { source })?
+        self.off_runtime(move |store| store.read_blocking(f)).await
     }
 
     /// Runs `f` in one transaction on a blocking thread; see
@@ -137,6 +128,16 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.off_runtime(move |store| store.write_blocking(f)).await
+    }
+
+    /// Runs blocking store work on tokio's blocking pool, at most
+    /// [`MAX_WAITING_THREADS`] callers at a time.
+    async fn off_runtime<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
         let _permit = self
             .inner
             .gate
@@ -144,7 +145,7 @@ impl Store {
             .await
             .map_err(|source| StoreError::Closed { source })?;
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write_blocking(f))
+        tokio::task::spawn_blocking(move || work(&store))
             .await
             .map_err(|source| StoreError::Task { source })?
     }

@@ -109,8 +109,9 @@ pub async fn run(cmd: DeviceCommand, ctx: &Ctx) -> Result<(), DeviceError> {
             } else if reply.body.is_empty() {
                 ctx.out.emit("no devices\n")?;
             } else {
-                ctx.out
-                    .emit(&device_table(&reply.body, SystemTime::now()).render())?;
+                ctx.out.emit(
+                    &device_table(&reply.body, SystemTime::now(), KeyColumn::Show).render(),
+                )?;
             }
             Ok(())
         }
@@ -236,10 +237,17 @@ fn write_private(path: &Path, text: &str, overwrite: bool) -> io::Result<()> {
     file.sync_all()
 }
 
+/// Whether a device table ends with the PUBLIC-KEY column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyColumn {
+    Show,
+    Hide,
+}
+
 /// One row per device. The live columns (STATE, ENDPOINT, HANDSHAKE as
 /// "12s ago", RX, TX) come from the data plane; "-" where it has nothing.
-pub(crate) fn device_table(devices: &[DeviceInfo], now: SystemTime) -> Table {
-    let mut table = Table::new(&[
+pub(crate) fn device_table(devices: &[DeviceInfo], now: SystemTime, keys: KeyColumn) -> Table {
+    let mut headers = vec![
         "USER",
         "DEVICE",
         "ADDRESS",
@@ -248,10 +256,13 @@ pub(crate) fn device_table(devices: &[DeviceInfo], now: SystemTime) -> Table {
         "HANDSHAKE",
         "RX",
         "TX",
-        "PUBLIC-KEY",
-    ]);
+    ];
+    if keys == KeyColumn::Show {
+        headers.push("PUBLIC-KEY");
+    }
+    let mut table = Table::new(&headers);
     for device in devices {
-        table.row(vec![
+        let mut row = vec![
             device.user.clone(),
             device.name.clone(),
             device.address.clone(),
@@ -260,8 +271,11 @@ pub(crate) fn device_table(devices: &[DeviceInfo], now: SystemTime) -> Table {
             output::ago(device.last_handshake.as_deref(), now, "never"),
             device.rx_bytes.map(output::human_bytes).unwrap_or_default(),
             device.tx_bytes.map(output::human_bytes).unwrap_or_default(),
-            device.public_key.clone(),
-        ]);
+        ];
+        if keys == KeyColumn::Show {
+            row.push(device.public_key.clone());
+        }
+        table.row(row);
     }
     table
 }
@@ -437,7 +451,12 @@ mod tests {
             ..cfg.device.clone()
         };
         assert_eq!(
-            device_table(&[cfg.device, connected, idle, revoked], now).render(),
+            device_table(
+                &[cfg.device, connected, idle, revoked],
+                now,
+                KeyColumn::Show
+            )
+            .render(),
             "\
 USER   DEVICE  ADDRESS     STATE      ENDPOINT            HANDSHAKE  RX       TX        PUBLIC-KEY
 alice  laptop  10.200.0.2  -          -                   never      -        -         PUB
@@ -457,7 +476,7 @@ alice  old     10.200.0.2  -          -                   never      -        - 
         let devices: Vec<DeviceInfo> = serde_json::from_str(json).expect("old answer");
         assert_eq!(devices[0].live, None);
         let now = humantime::parse_rfc3339("2026-05-01T12:00:00Z").expect("time");
-        let text = device_table(&devices, now).render();
+        let text = device_table(&devices, now, KeyColumn::Show).render();
         assert!(
             text.ends_with("  -      -         1h 0m ago  -   -   PUB\n"),
             "{text}"

@@ -9,7 +9,7 @@ use gatehouse_config::api::{ReloadResponse, StatusResponse, VpnStatus};
 use crate::Ctx;
 use crate::client::ClientError;
 use crate::device;
-use crate::output::{self, OutputError, Table};
+use crate::output::{self, OutputError};
 
 /// Why `status` or `reload` failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,10 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
     }
     if let Some(vpn) = s.vpn.as_ref().filter(|v| !v.peers_detail.is_empty()) {
         let _ = writeln!(out, "\nPeers ({})", vpn.peers_detail.len());
-        out.push_str(&peer_table(vpn, now).render_indented("  "));
+        out.push_str(
+            &device::device_table(&vpn.peers_detail, now, device::KeyColumn::Hide)
+                .render_indented("  "),
+        );
     }
     if let Some(ssh) = &s.ssh {
         let _ = writeln!(
@@ -119,33 +122,6 @@ fn vpn_summary(vpn: Option<&VpnStatus>) -> String {
             v.interface, v.listen, v.peers, v.connected
         ),
     }
-}
-
-/// The live peers, as `device list` shows them, without the keys.
-fn peer_table(vpn: &VpnStatus, now: SystemTime) -> Table {
-    let mut table = Table::new(&[
-        "USER",
-        "DEVICE",
-        "ADDRESS",
-        "STATE",
-        "ENDPOINT",
-        "HANDSHAKE",
-        "RX",
-        "TX",
-    ]);
-    for peer in &vpn.peers_detail {
-        table.row(vec![
-            peer.user.clone(),
-            peer.name.clone(),
-            peer.address.clone(),
-            device::state(peer, now).to_owned(),
-            output::or_dash(peer.endpoint.as_deref()),
-            output::ago(peer.last_handshake.as_deref(), now, "never"),
-            peer.rx_bytes.map(output::human_bytes).unwrap_or_default(),
-            peer.tx_bytes.map(output::human_bytes).unwrap_or_default(),
-        ]);
-    }
-    table
 }
 
 #[cfg(test)]

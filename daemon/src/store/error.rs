@@ -178,25 +178,15 @@ impl StoreError {
 
     /// The HTTP status for this error.
     pub fn http_status(&self) -> u16 {
-        match self {
-            Self::NotFound { .. } | Self::TokenNotFound => 404,
-            Self::Conflict { .. } | Self::PoolExhausted { .. } => 409,
-            Self::TokenUsed { .. } | Self::TokenExpired { .. } => 410,
-            Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => 400,
-            Self::AuditWrite { .. } | Self::Closed { .. } => 503,
-            Self::CreateStateDir { .. }
-            | Self::OpenDatabase { .. }
-            | Self::DatabaseFile { .. }
-            | Self::SchemaTooNew { .. }
-            | Self::Migrate { .. }
-            | Self::Sqlite { .. }
-            | Self::AuditEncode { .. }
-            | Self::Corrupt { .. }
-            | Self::CorruptAddress { .. }
-            | Self::Io { .. }
-            | Self::HeadMalformed { .. }
-            | Self::MirrorMalformed { .. }
-            | Self::Task { .. } => 500,
+        // Derived from the code (whose match is total, so a new variant is
+        // classified there), with the two statuses a code does not decide.
+        match (self, self.api_code()) {
+            (Self::TokenUsed { .. } | Self::TokenExpired { .. }, _) => 410,
+            (Self::Closed { .. }, _) | (_, ErrorCode::AuditUnavailable) => 503,
+            (_, ErrorCode::NotFound) => 404,
+            (_, ErrorCode::Conflict) => 409,
+            (_, ErrorCode::InvalidValue | ErrorCode::BadRequest | ErrorCode::InvalidName) => 400,
+            (_, ErrorCode::ConfigInvalid | ErrorCode::Internal) => 500,
         }
     }
 
@@ -239,5 +229,60 @@ mod tests {
         };
         assert_eq!(full.api_code(), ErrorCode::Conflict);
         assert!(full.to_string().contains("10.0.0.0/30"));
+    }
+
+    #[test]
+    fn http_statuses() {
+        let name = || "x".to_string();
+        let cases = [
+            (
+                StoreError::NotFound {
+                    what: "user",
+                    name: name(),
+                },
+                404,
+            ),
+            (StoreError::TokenNotFound, 404),
+            (
+                StoreError::Conflict {
+                    what: "user",
+                    name: name(),
+                },
+                409,
+            ),
+            (
+                StoreError::PoolExhausted {
+                    pool: "10.0.0.0/30".parse().unwrap(),
+                },
+                409,
+            ),
+            (StoreError::TokenUsed { used_at: 1 }, 410),
+            (StoreError::TokenExpired { expired_at: 1 }, 410),
+            (StoreError::InvalidTokenHash { len: 3 }, 400),
+            (
+                StoreError::AuditDetail {
+                    kind: name(),
+                    reason: name(),
+                },
+                400,
+            ),
+            (
+                StoreError::AuditWrite {
+                    source: rusqlite::Error::QueryReturnedNoRows,
+                },
+                503,
+            ),
+            (
+                StoreError::Corrupt {
+                    what: "user",
+                    value: name(),
+                    reason: name(),
+                },
+                500,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.http_status(), status, "{err}");
+        }
     }
 }

@@ -69,18 +69,10 @@ printf 'round\tjump\tmetric\tvalue\tunit\tcpu_s_per_gib\tjump_pct_core\tforeign_
 
 STARTED_PIDS=()
 CREATED_RUN_SSHD=0
-log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# Shared helpers: log, nsx, kill_pid, start_bg, calc, foreign load, median, ratio.
+# shellcheck source=tests/bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-kill_pid() {   # kill one PID we started (TERM, 5 s grace, KILL), reap it
-    local pid=$1
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -100,17 +92,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_bg() {   # start_bg NAME NS cmd...  -> LAST_PID (ip netns exec execs: the PID is the program's)
-    local name=$1 ns=$2; shift 2
-    ip netns exec "$ns" "$@" > "$OUT/$name.log" 2>&1 &
-    LAST_PID=$!
-    STARTED_PIDS+=("$LAST_PID")
-}
-
 cpu_ticks() {  # utime+stime+cutime+cstime of a PID, in clock ticks (cutime: its reaped children)
     awk '{ sub(/^.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
-calc() { printf "%.${1}f" "$(echo "scale=6; $2" | bc)"; }   # calc DECIMALS EXPR
 wait_children_gone() {  # wait_children_gone PID: until PID has no child (5 s at most)
     for _ in $(seq 100); do pgrep -P "$1" > /dev/null || return 0; sleep 0.05; done
     log "  children of $1 still running after 5 s: CPU figure may be low"
@@ -121,31 +105,6 @@ wait_tcp() {  # wait_tcp NS ADDR PORT: until it accepts (10 s at most)
         sleep 0.1
     done
     log "nothing accepts on $2:$3 in $1 after 10 s"; return 1
-}
-
-# ---- foreign load (the reference script's method): userspace CPU of processes in the host's
-# network namespace that are not this script's session. > MAX_FOREIGN % of a core: retry.
-INIT_NS=$(readlink /proc/$$/ns/net)
-MY_SID=$(awk '{ sub(/^.*\) /, ""); print $4 }' /proc/$$/stat)
-foreign_snap() {
-    find /proc/[0-9]*/ns/net -maxdepth 0 -printf '%l %p\n' 2>/dev/null | grep -F "$INIT_NS " |
-        sed 's#^[^ ]* ##; s#/ns/net$#/stat#' | xargs cat 2>/dev/null |
-        awk -v sid="$MY_SID" '{ pid = $1; sub(/^.*\) /, ""); if ($2 == 2 || $4 == sid) next; print pid, $12+$13+$14+$15 }'
-}
-foreign_pct() {  # foreign_pct SNAP0 SNAP1 WALL -> % of one core used by others in between
-    awk -v hz="$HZ" -v wall="$3" 'NR == FNR { a[$1] = $2; next }
-        { d = ($1 in a) ? $2 - a[$1] : $2; if (d > 0) t += d }
-        END { printf "%d\n", 100 * t / hz / wall }' <(echo "$1") <(echo "$2")
-}
-wait_quiet() {
-    [ "$WAIT_QUIET" -gt 0 ] || return 0
-    local deadline=$(( $(date +%s) + WAIT_QUIET )) f0 f1 pct
-    while :; do
-        f0=$(foreign_snap); sleep 3; f1=$(foreign_snap); pct=$(foreign_pct "$f0" "$f1" 3)
-        [ "$pct" -le "$MAX_FOREIGN" ] && return 0
-        [ "$(date +%s)" -ge "$deadline" ] && { log "still busy (foreign ${pct}% of a core), measuring anyway"; return 0; }
-        log "waiting for a quiet machine (foreign load ${pct}% of a core)"
-    done
 }
 
 # ---------------------------------------------------------------------------- topology
@@ -336,11 +295,9 @@ conn() {  # conn ROUND JUMP KEX
 }
 
 # ---------------------------------------------------------------------------- report
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col() {  # col JUMP METRIC COLUMN -> median over rounds (numeric rows only)
     awk -F'\t' -v j="$1" -v m="$2" -v c="$3" 'NR > 1 && $2 == j && $3 == m && $c ~ /^[0-9.]+$/ { print $c }' "$RES" | median
 }
-ratio() { if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && [ "$(echo "$2 > 0" | bc)" = 1 ]; then calc 2 "$1 / $2"; else echo "-"; fi; }
 
 report() {
     echo

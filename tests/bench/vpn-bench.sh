@@ -70,18 +70,10 @@ printf 'metric\tvalue\tunit\tnote\n' > "$PEERS_RES"
 : > "$LOG"
 
 STARTED_PIDS=()
-log() { echo "[$(date +%T)] $*" | tee -a "$LOG" >&2; }
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+# Shared helpers: log, nsx, kill_pid, start_bg, calc, foreign load, median, ratio.
+# shellcheck source=tests/bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-kill_pid() {   # kill one PID we started (TERM, 5 s grace, KILL), reap it
-    local pid=$1
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -96,12 +88,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_bg() {   # start_bg NAME NS cmd...  -> LAST_PID (ip netns exec and env exec: the PID is the program's)
-    local name=$1 ns=$2; shift 2
-    ip netns exec "$ns" "$@" > "$OUT/$name.log" 2>&1 &
-    LAST_PID=$!
-    STARTED_PIDS+=("$LAST_PID")
-}
 stop_bg() {
     local pid=$1 keep=() p
     kill_pid "$pid"
@@ -110,33 +96,7 @@ stop_bg() {
 }
 
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }   # utime+stime
-calc() { printf "%.${1}f" "$(echo "scale=6; $2" | bc)"; }   # calc DECIMALS EXPR
 rss_kib() { awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-# ---- foreign load (the reference script's method): userspace CPU of processes in the host's
-# network namespace that are not this script's session. > MAX_FOREIGN % of a core: retry.
-INIT_NS=$(readlink /proc/$$/ns/net)
-MY_SID=$(awk '{ sub(/^.*\) /, ""); print $4 }' /proc/$$/stat)
-foreign_snap() {
-    find /proc/[0-9]*/ns/net -maxdepth 0 -printf '%l %p\n' 2>/dev/null | grep -F "$INIT_NS " |
-        sed 's#^[^ ]* ##; s#/ns/net$#/stat#' | xargs cat 2>/dev/null |
-        awk -v sid="$MY_SID" '{ pid = $1; sub(/^.*\) /, ""); if ($2 == 2 || $4 == sid) next; print pid, $12+$13+$14+$15 }'
-}
-foreign_pct() {  # foreign_pct SNAP0 SNAP1 WALL -> % of one core used by others in between
-    awk -v hz="$HZ" -v wall="$3" 'NR == FNR { a[$1] = $2; next }
-        { d = ($1 in a) ? $2 - a[$1] : $2; if (d > 0) t += d }
-        END { printf "%d\n", 100 * t / hz / wall }' <(echo "$1") <(echo "$2")
-}
-wait_quiet() {
-    [ "$WAIT_QUIET" -gt 0 ] || return 0
-    local deadline=$(( $(date +%s) + WAIT_QUIET )) f0 f1 pct
-    while :; do
-        f0=$(foreign_snap); sleep 3; f1=$(foreign_snap); pct=$(foreign_pct "$f0" "$f1" 3)
-        [ "$pct" -le "$MAX_FOREIGN" ] && return 0
-        [ "$(date +%s)" -ge "$deadline" ] && { log "still busy (foreign ${pct}% of a core), measuring anyway"; return 0; }
-        log "waiting for a quiet machine (foreign load ${pct}% of a core)"
-    done
-}
 
 # ---------------------------------------------------------------------------- topology
 setup_topology() {
@@ -365,11 +325,9 @@ measure_peers() {
 }
 
 # ---------------------------------------------------------------------------- report
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 col() {  # col GATEWAY STREAMS COLUMN -> median over rounds (numeric rows only)
     awk -F'\t' -v g="$1" -v n="$2" -v c="$3" 'NR > 1 && $2 == g && $3 == n && $c ~ /^[0-9.]+$/ { print $c }' "$RES" | median
 }
-ratio() { if [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && [ "$(echo "$2 > 0" | bc)" = 1 ]; then calc 2 "$1 / $2"; else echo "-"; fi; }
 
 report() {
     echo

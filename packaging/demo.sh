@@ -59,8 +59,12 @@ if command -v wg-quick >/dev/null && [ "$(id -u)" -eq 0 ]; then
   wg-quick strip "$work/alice.conf"
 fi
 
-step "what alice may reach; her laptop is a live WireGuard peer of the gateway"
+step "what alice may reach; her laptop becomes a WireGuard peer once she logs in to the portal (vpn.require_login)"
 ctl user show alice
+
+step "a build machine cannot log in: created with --no-login, its device is a live peer at once"
+ctl user add ci-runner --group research --no-login
+ctl device config ci-runner runner --out "$work/runner.conf" > /dev/null
 ctl device list
 
 step "the audit log records every action, with the admin's uid"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use gatehouse_config::api::{
     AddKeyRequest, CreateUserRequest, CreateUserResponse, RemoveKeyQuery, SetGroupsRequest,
-    SshKeyInfo, UserDetail, UserSummary,
+    SetNoLoginRequest, SshKeyInfo, UserDetail, UserSummary,
 };
 
 use crate::Ctx;
@@ -28,7 +28,8 @@ pub enum UserCommand {
         Examples:\n  \
         accessctl user add alice --group research --ssh-key ~/keys/alice.pub\n  \
         accessctl user add bob --group research,app-admins --expires 30d\n  \
-        curl -s https://github.com/carol.keys | accessctl user add carol --group research --ssh-key -"
+        curl -s https://github.com/carol.keys | accessctl user add carol --group research --ssh-key -\n  \
+        accessctl user add ci-runner --group research --no-login"
     )]
     Add(AddArgs),
     /// List all users.
@@ -73,6 +74,23 @@ pub enum UserCommand {
         #[arg(required = true, num_args = 1.., value_parser = crate::args::group_name)]
         groups: Vec<String>,
     },
+    /// Say whether a user is a machine that cannot log in to the portal.
+    #[command(
+        long_about = "Say whether a user is a machine that cannot log in to the portal.\n\n\
+        With vpn.require_login (the default) a person's devices are peers only for \
+        vpn.session_lifetime after each portal login. A no-login user's devices stay \
+        live while the user is enabled, like require_login = false for everyone. \
+        The change is audited.\n\n\
+        Examples:\n  accessctl user set-no-login ci-runner on\n  accessctl user set-no-login ci-runner off"
+    )]
+    SetNoLogin {
+        /// The user.
+        #[arg(value_parser = crate::args::user_name)]
+        name: String,
+        /// on: devices need no portal login; off: they do.
+        #[arg(action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+        no_login: bool,
+    },
     /// Add SSH public keys to a user (every key line of FILE; '-' reads stdin).
     AddKey {
         /// The user.
@@ -115,6 +133,11 @@ pub struct AddArgs {
     /// The account expires this long after creation (e.g. 30d, 12h).
     #[arg(long, value_name = "DURATION", value_parser = crate::args::positive_duration)]
     pub expires: Option<Duration>,
+    /// A machine that cannot log in to the portal: its devices stay live
+    /// while the user is enabled, without the portal login that
+    /// vpn.require_login otherwise asks for.
+    #[arg(long)]
+    pub no_login: bool,
 }
 
 /// Why a `user` command failed.
@@ -179,6 +202,16 @@ pub async fn run(cmd: UserCommand, ctx: &Ctx) -> Result<(), UserError> {
                 )
             })
         }
+        UserCommand::SetNoLogin { name, no_login } => {
+            let path = format!("{}/no-login", user_path(&name));
+            let reply = ctx
+                .client
+                .put::<_, UserDetail>(&path, &SetNoLoginRequest { no_login })
+                .await?;
+            show_detail(ctx, &reply.json, || {
+                format!("user {name}: VPN {}\n", reply.body.vpn_access.as_str())
+            })
+        }
         UserCommand::AddKey { name, file } => add_keys(&name, file, ctx).await,
         UserCommand::RemoveKey { name, fingerprint } => {
             let path = client::with_query(
@@ -206,6 +239,7 @@ async fn add(args: AddArgs, ctx: &Ctx) -> Result<(), UserError> {
         groups: args.groups,
         ssh_keys,
         expires_in_secs: args.expires.map(|d| d.as_secs()),
+        no_login: args.no_login,
     };
     let reply = ctx
         .client
@@ -327,6 +361,7 @@ fn render_detail(user: &UserDetail) -> String {
             "last seen",
             output::opt_time(user.last_seen.as_deref(), "never"),
         ),
+        ("vpn", vpn_access(user)),
     ];
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<10} {value}");
@@ -365,6 +400,18 @@ fn render_detail(user: &UserDetail) -> String {
         out.push_str(&table.render_indented("  "));
     }
     out
+}
+
+/// The `vpn` line of `user show`: whether devices are live, and until when.
+fn vpn_access(user: &UserDetail) -> String {
+    let mut text = user.vpn_access.as_str().to_owned();
+    if let Some(until) = &user.vpn_access_until {
+        let _ = write!(text, " until {}", output::short_time(until));
+    }
+    if user.no_login {
+        text.push_str("; machine account (--no-login)");
+    }
+    text
 }
 
 fn render_created(created: &CreateUserResponse) -> String {
@@ -411,7 +458,7 @@ mod tests {
     use crate::client::Client;
     use crate::output::Out;
     use crate::testutil::{Canned, FakeServer};
-    use gatehouse_config::api::{DeviceInfo, Enrollment, UserState};
+    use gatehouse_config::api::{DeviceInfo, Enrollment, UserState, VpnAccessState};
 
     fn detail() -> UserDetail {
         UserDetail {
@@ -423,6 +470,9 @@ mod tests {
             expires_at: Some("2026-06-01T10:00:00Z".into()),
             expired: false,
             last_seen: None,
+            no_login: false,
+            vpn_access: VpnAccessState::Session,
+            vpn_access_until: Some("2026-05-01T22:00:00Z".into()),
             ssh_keys: vec![SshKeyInfo {
                 fingerprint: "SHA256:abc".into(),
                 algorithm: "ssh-ed25519".into(),
@@ -485,6 +535,10 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
         );
         assert!(text.contains("reaches    10.0.3.0/24\n"), "{text}");
         assert!(text.contains("last seen  never\n"), "{text}");
+        assert!(
+            text.contains("vpn        portal session until 2026-05-01T22:00:00Z\n"),
+            "{text}"
+        );
         assert!(text.contains("  SHA256:abc   ssh-ed25519"), "{text}");
         assert!(text.contains("  laptop  10.200.0.2  PUB"), "{text}");
     }
@@ -531,6 +585,7 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
                 groups: vec!["research".into(), "ops".into()],
                 ssh_keys: vec![key_file],
                 expires: Some(Duration::from_secs(30 * 86_400)),
+                no_login: false,
             },
             &ctx,
         )
@@ -545,7 +600,8 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
                 "name": "alice",
                 "groups": ["research", "ops"],
                 "ssh_keys": ["ssh-ed25519 AAAA alice@a", "ssh-ed25519 BBBB alice@b"],
-                "expires_in_secs": 2_592_000
+                "expires_in_secs": 2_592_000,
+                "no_login": false
             })
         );
     }

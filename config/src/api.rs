@@ -15,6 +15,7 @@
 //! | POST | `/v1/users/{name}/disable` | → [`UserDetail`] |
 //! | POST | `/v1/users/{name}/enable` | → [`UserDetail`] |
 //! | PUT | `/v1/users/{name}/groups` | [`SetGroupsRequest`] → [`UserDetail`] |
+//! | PUT | `/v1/users/{name}/no-login` | [`SetNoLoginRequest`] → [`UserDetail`] |
 //! | POST | `/v1/users/{name}/keys` | [`AddKeyRequest`] → [`SshKeyInfo`] |
 //! | DELETE | `/v1/users/{name}/keys?fingerprint=SHA256:…` | → [`SshKeyInfo`] |
 //! | GET | `/v1/devices[?user=NAME]` | → `Vec<`[`DeviceInfo`]`>` |
@@ -214,8 +215,43 @@ pub struct UserDetail {
     pub expires_at: Option<String>,
     pub expired: bool,
     pub last_seen: Option<String>,
+    /// A machine that cannot log in: its devices need no portal login.
+    #[serde(default)]
+    pub no_login: bool,
+    /// Whether the user's devices are peers now, and why (or why not).
+    #[serde(default)]
+    pub vpn_access: VpnAccessState,
+    /// RFC 3339: when the current VPN session ends (a timed session only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_access_until: Option<String>,
     pub ssh_keys: Vec<SshKeyInfo>,
     pub devices: Vec<DeviceInfo>,
+}
+
+/// A user's VPN access under `vpn.require_login` and `vpn.session_lifetime`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VpnAccessState {
+    /// Devices are live while the user is enabled (no login needed).
+    Always,
+    /// Devices are live until `vpn_access_until` (a portal login).
+    Session,
+    /// Devices wait for a portal login.
+    #[default]
+    LoginNeeded,
+    /// Disabled or expired.
+    Refused,
+}
+
+impl VpnAccessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always (no login needed)",
+            Self::Session => "portal session",
+            Self::LoginNeeded => "waits for a portal login",
+            Self::Refused => "refused (disabled or expired)",
+        }
+    }
 }
 
 /// An SSH public key registered to a user (never a private key).
@@ -267,6 +303,9 @@ pub struct CreateUserRequest {
     /// The account expires this many seconds after creation.
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
+    /// A machine that cannot log in to the portal (see [`UserDetail::no_login`]).
+    #[serde(default)]
+    pub no_login: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +327,12 @@ pub struct Enrollment {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetGroupsRequest {
     pub groups: Vec<String>,
+}
+
+/// `PUT /v1/users/{name}/no-login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetNoLoginRequest {
+    pub no_login: bool,
 }
 
 /// `POST /v1/users/{name}/keys`.

@@ -534,3 +534,37 @@ fn user_lifecycle_and_audit_filters() {
         "{users}"
     );
 }
+
+/// `--no-login` marks a machine account: shown by `user show`, changed by
+/// `user set-no-login` and audited; everyone else waits for a portal login
+/// under the default `vpn.require_login = true`.
+#[test]
+fn no_login_machine_accounts_are_shown_changed_and_audited() {
+    let daemon = Daemon::start();
+    daemon.ctl_ok(&["user", "add", "runner", "--group", "research", "--no-login"]);
+    daemon.ctl_ok(&["user", "add", "ivan", "--group", "research"]);
+
+    let runner = daemon.ctl_json(&["user", "show", "runner"]);
+    assert_eq!(runner["no_login"], true);
+    assert_eq!(runner["vpn_access"], "always");
+    let ivan = daemon.ctl_json(&["user", "show", "ivan"]);
+    assert_eq!(ivan["no_login"], false);
+    assert_eq!(ivan["vpn_access"], "login_needed");
+    let text = daemon.ctl_ok(&["user", "show", "runner"]);
+    assert!(text.contains("machine account (--no-login)"), "{text}");
+
+    let changed = daemon.ctl_ok(&["user", "set-no-login", "runner", "off"]);
+    assert!(changed.contains("waits for a portal login"), "{changed}");
+    assert_eq!(
+        daemon.ctl_json(&["user", "show", "runner"])["vpn_access"],
+        "login_needed"
+    );
+    let bad = daemon.ctl(&["user", "set-no-login", "runner", "maybe"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+
+    let records = audit_lines(&daemon, &["--user", "runner"]);
+    assert_eq!(records[0]["kind"], "user.add");
+    assert_eq!(records[0]["detail"]["no_login"], true);
+    assert_eq!(records[1]["kind"], "user.set_no_login");
+    assert_eq!(records[1]["detail"]["no_login"], false);
+}

@@ -170,6 +170,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/users/{name}/disable", post(users::disable))
         .route("/v1/users/{name}/enable", post(users::enable))
         .route("/v1/users/{name}/groups", put(users::set_groups))
+        .route("/v1/users/{name}/no-login", put(users::set_no_login))
         .route(
             "/v1/users/{name}/keys",
             post(users::add_key).delete(users::remove_key),

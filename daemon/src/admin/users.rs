@@ -7,7 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_config::Config;
 use gatehouse_config::api::{
     AddKeyRequest, CreateUserRequest, CreateUserResponse, Enrollment, RemoveKeyQuery,
-    SetGroupsRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
+    SetGroupsRequest, SetNoLoginRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
+    VpnAccessState,
 };
 use gatehouse_config::names::check_name;
 use rand_core::{OsRng, RngCore};
@@ -21,6 +22,7 @@ use crate::gateway::Gateway;
 use crate::ssh_keys::parse_public_key;
 use crate::store::{Device, NewAuditEvent, NewUser, SshKey, User, hash_token};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
+use crate::vpn::session::VpnAccess;
 
 type ApiResult<T> = Result<Json<T>, ApiFailure>;
 
@@ -94,6 +96,7 @@ pub async fn create(
         groups: groups.clone(),
         created_at: now,
         expires_at,
+        no_login: req.no_login,
     };
     let event = NewAuditEvent {
         kind: "user.add".into(),
@@ -104,6 +107,7 @@ pub async fn create(
             "groups": groups,
             "ssh_keys": keys.iter().map(|k| k.fingerprint.clone()).collect::<Vec<_>>(),
             "expires_at": rfc3339_opt(expires_at),
+            "no_login": req.no_login,
             "enrollment_expires_at": rfc3339(token_expires),
         }),
     };
@@ -199,6 +203,29 @@ pub async fn set_groups(
     Ok(Json(load_detail(&gw, name).await?))
 }
 
+pub async fn set_no_login(
+    State(gw): State<Gateway>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    PathArgs(name): PathArgs<String>,
+    Body(req): Body<SetNoLoginRequest>,
+) -> ApiResult<UserDetail> {
+    let event = admin_event(
+        &caller,
+        "user.set_no_login",
+        &name,
+        json!({ "no_login": req.no_login }),
+    );
+    let target = name.clone();
+    gw.store()
+        .write(move |w| {
+            w.set_no_login(&target, req.no_login)?;
+            w.audit(event)?;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(load_detail(&gw, name).await?))
+}
+
 pub async fn add_key(
     State(gw): State<Gateway>,
     ConnectInfo(caller): ConnectInfo<Caller>,
@@ -279,8 +306,19 @@ pub(super) fn user_detail(
         .iter()
         .map(ToString::to_string)
         .collect();
+    let now = now_unix();
+    let access = VpnAccess::of(&user, &config.vpn, now);
+    let vpn_access = match access {
+        VpnAccess::Always => VpnAccessState::Always,
+        VpnAccess::Until(end) if now < end => VpnAccessState::Session,
+        VpnAccess::Until(_) | VpnAccess::LoginNeeded => VpnAccessState::LoginNeeded,
+        VpnAccess::Refused => VpnAccessState::Refused,
+    };
     UserDetail {
-        expired: user.is_expired(now_unix()),
+        expired: user.is_expired(now),
+        no_login: user.no_login,
+        vpn_access,
+        vpn_access_until: rfc3339_opt(access.ends_at().filter(|end| now < *end)),
         state: user.state,
         subnets,
         created_at: rfc3339(user.created_at),

@@ -187,6 +187,8 @@ mod tests {
             last_seen: None,
             password_hash: None,
             totp_secret: None,
+            no_login: false,
+            vpn_login_at: None,
         }
     }
 

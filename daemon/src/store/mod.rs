@@ -373,6 +373,7 @@ pub(crate) mod fixtures {
             groups: vec!["research".into()],
             created_at: 1_700_000_000,
             expires_at: None,
+            no_login: false,
         }
     }
 

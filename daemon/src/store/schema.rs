@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -53,6 +53,15 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     tracing::info!(from = found, to = known, "database schema migrated");
     Ok(())
 }
+
+/// VPN session lifetime: `no_login` users (machines that cannot log in to
+/// the portal) keep their devices live while enabled; everyone else's devices
+/// are live for `vpn.session_lifetime` after `vpn_login_at`, their last portal
+/// login. The data plane clears `vpn_login_at` when it audits the expiry.
+const V2: &str = r#"
+ALTER TABLE users ADD COLUMN no_login INTEGER NOT NULL DEFAULT 0 CHECK (no_login IN (0, 1));
+ALTER TABLE users ADD COLUMN vpn_login_at INTEGER;
+"#;
 
 /// The first schema.
 ///
@@ -152,6 +161,29 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, current_version());
+    }
+
+    #[test]
+    fn a_version_1_database_keeps_its_rows_and_gains_the_session_columns() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO users (name, state, created_at) VALUES ('alice', 'active', 7)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let row: (String, i64, i64, Option<i64>) = conn
+            .query_row(
+                "SELECT state, created_at, no_login, vpn_login_at FROM users WHERE name = 'alice'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("active".into(), 7, 0, None));
     }
 
     #[test]

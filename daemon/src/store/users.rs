@@ -25,6 +25,12 @@ pub struct User {
     /// argon2id PHC string, set by the portal.
     pub password_hash: Option<String>,
     pub totp_secret: Option<String>,
+    /// A machine that cannot log in to the portal: its devices stay live
+    /// while the user is enabled, whatever `vpn.require_login` says.
+    pub no_login: bool,
+    /// The last portal login that (re)activated the user's devices; cleared
+    /// when that VPN session expires.
+    pub vpn_login_at: Option<i64>,
 }
 
 impl User {
@@ -46,6 +52,8 @@ impl std::fmt::Debug for User {
             .field("last_seen", &self.last_seen)
             .field("password_hash", &redact(&self.password_hash))
             .field("totp_secret", &redact(&self.totp_secret))
+            .field("no_login", &self.no_login)
+            .field("vpn_login_at", &self.vpn_login_at)
             .finish()
     }
 }
@@ -70,6 +78,8 @@ pub struct NewUser {
     pub groups: Vec<String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// See [`User::no_login`].
+    pub no_login: bool,
 }
 
 impl Reader<'_> {
@@ -196,12 +206,14 @@ impl Writer<'_> {
         }
         self.conn
             .execute(
-                "INSERT INTO users (name, state, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO users (name, state, created_at, expires_at, no_login) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     new.name,
                     UserState::Pending.as_str(),
                     new.created_at,
-                    new.expires_at
+                    new.expires_at,
+                    new.no_login
                 ],
             )
             .map_err(StoreError::sqlite("insert a user"))?;
@@ -239,6 +251,47 @@ impl Writer<'_> {
     /// Records that the user was seen (portal login, SSH session) at `now`.
     pub fn touch_last_seen(&mut self, name: &str, now: i64) -> Result<(), StoreError> {
         self.update_user(name, "UPDATE users SET last_seen = ?2 WHERE name = ?1", now)
+    }
+
+    /// Marks the user as a machine that cannot log in (see [`User::no_login`]).
+    pub fn set_no_login(&mut self, name: &str, no_login: bool) -> Result<User, StoreError> {
+        self.update_user(
+            name,
+            "UPDATE users SET no_login = ?2 WHERE name = ?1",
+            no_login,
+        )?;
+        self.existing_user(name)
+    }
+
+    /// A successful portal login at `now`: the user's devices are live in the
+    /// data plane for `vpn.session_lifetime` from now, and each records this
+    /// as its last activation.
+    pub fn activate_user_devices(&mut self, name: &str, now: i64) -> Result<(), StoreError> {
+        self.update_user(
+            name,
+            "UPDATE users SET vpn_login_at = ?2 WHERE name = ?1",
+            now,
+        )?;
+        self.conn
+            .execute(
+                "UPDATE devices SET last_activation = ?2 WHERE user = ?1",
+                params![name, now],
+            )
+            .map_err(StoreError::sqlite("activate a user's devices"))?;
+        Ok(())
+    }
+
+    /// Ends the VPN session that the login at `login_at` opened (its lifetime
+    /// has passed). False when the user has logged in again since, or is gone.
+    pub fn end_vpn_session(&mut self, name: &str, login_at: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE users SET vpn_login_at = NULL WHERE name = ?1 AND vpn_login_at = ?2",
+                params![name, login_at],
+            )
+            .map_err(StoreError::sqlite("end a VPN session"))?;
+        Ok(changed == 1)
     }
 
     /// Sets or clears the argon2id PHC hash of the user's password.
@@ -363,8 +416,8 @@ impl Writer<'_> {
     }
 }
 
-const USER_COLUMNS: &str =
-    "name, state, created_at, expires_at, last_seen, password_hash, totp_secret";
+const USER_COLUMNS: &str = "name, state, created_at, expires_at, last_seen, password_hash, \
+                            totp_secret, no_login, vpn_login_at";
 
 const KEY_COLUMNS: &str = "fingerprint, algorithm, comment, openssh, added_at";
 
@@ -388,6 +441,8 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<Result<User, StoreError>> {
         last_seen: row.get(4)?,
         password_hash: row.get(5)?,
         totp_secret: row.get(6)?,
+        no_login: row.get(7)?,
+        vpn_login_at: row.get(8)?,
     };
     Ok(parse_state(&state).map(|state| User { state, ..user }))
 }
@@ -434,6 +489,51 @@ mod tests {
     }
 
     #[test]
+    fn a_login_activates_devices_and_only_that_session_can_be_ended() {
+        let (_dir, store) = temp_store();
+        add_user(&store, "alice");
+        let laptop = NewDevice {
+            user: "alice".into(),
+            name: "laptop".into(),
+            public_key: "pk".into(),
+            created_at: 1,
+        };
+        let pool = "10.200.0.0/24".parse().unwrap();
+        store
+            .write_blocking(|w| w.create_device(laptop, pool, &[]))
+            .unwrap();
+        store
+            .write_blocking(|w| w.activate_user_devices("alice", 1_000))
+            .unwrap();
+        let (user, devices) = store
+            .read_blocking(|r| Ok((r.user("alice")?.unwrap(), r.devices(Some("alice"))?)))
+            .unwrap();
+        assert_eq!(user.vpn_login_at, Some(1_000));
+        assert_eq!(devices[0].last_activation, Some(1_000));
+
+        store
+            .write_blocking(|w| w.activate_user_devices("alice", 2_000))
+            .unwrap();
+        let stale = store
+            .write_blocking(|w| w.end_vpn_session("alice", 1_000))
+            .unwrap();
+        assert!(!stale, "a newer login keeps its session");
+        let ended = store
+            .write_blocking(|w| w.end_vpn_session("alice", 2_000))
+            .unwrap();
+        assert!(ended);
+        let user = store.read_blocking(|r| r.user("alice")).unwrap().unwrap();
+        assert_eq!(user.vpn_login_at, None);
+
+        let machine = store
+            .write_blocking(|w| w.set_no_login("alice", true))
+            .unwrap();
+        assert!(machine.no_login);
+        let missing = store.write_blocking(|w| w.activate_user_devices("bob", 1));
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
     fn create_and_read_users() {
         let (_dir, store) = temp_store();
         let alice = store
@@ -443,6 +543,7 @@ mod tests {
                     groups: vec!["b".into(), "a".into(), "b".into()],
                     created_at: 5,
                     expires_at: Some(10),
+                    no_login: false,
                 })
             })
             .unwrap();

@@ -8,6 +8,7 @@
 //! - [`peers`]: the peer table, swapped atomically on every change;
 //! - [`packet`]: IP header parsing for the policy;
 //! - [`io`]: the TUN device, the UDP socket and the packet threads;
+//! - [`session`]: when a user's devices may be peers (portal login, lifetime);
 //! - [`sync`]: keeps the peer table equal to the store;
 //! - [`nat`]: the masquerade rule for `vpn.nat = "masquerade"`;
 //! - [`monitor`]: connect/disconnect and denial audit records;
@@ -22,6 +23,7 @@ pub mod monitor;
 pub mod nat;
 pub mod packet;
 pub mod peers;
+pub mod session;
 pub mod sync;
 pub mod uapi;
 

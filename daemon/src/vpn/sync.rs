@@ -1,7 +1,9 @@
 //! Keeps the data plane's peer table equal to what the store says: a device
-//! is a live peer while its user is neither disabled nor expired. Reacts to
-//! every store commit and config reload at once (well within a second), and
-//! sweeps every few seconds for expiries.
+//! is a live peer while its user's [`VpnAccess`] is live (enabled, not
+//! expired, and logged in to the portal within the session lifetime unless no
+//! login is needed). Reacts to every store commit and config reload at once
+//! (well within a second), and sweeps every few seconds for expiries, ending
+//! and auditing (`vpn.session.expire`) each VPN session that ran out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,16 +13,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use gatehouse_config::Config;
-use gatehouse_config::api::UserState;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine::Engine;
 use super::peers::PeerSpec;
+use super::session::VpnAccess;
 use crate::gateway::Gateway;
 use crate::host_addrs::local_addresses;
-use crate::store::{Device, StoreError, User};
-use crate::time_fmt::now_unix;
+use crate::store::{Device, NewAuditEvent, StoreError, User};
+use crate::time_fmt::{now_unix, rfc3339};
 
 /// How often expiries are checked when nothing else happens.
 const SWEEP: Duration = Duration::from_secs(5);
@@ -40,7 +43,7 @@ pub fn desired_peers(
     let keepalive = Some(config.vpn.persistent_keepalive).filter(|k| *k > 0);
     let live: HashMap<&str, Arc<_>> = users
         .iter()
-        .filter(|u| u.state != UserState::Disabled && !u.is_expired(now))
+        .filter(|u| VpnAccess::of(u, &config.vpn, now).is_live(now))
         .map(|u| (u.name.as_str(), Arc::new(policy.access_for(&u.groups))))
         .collect();
     devices
@@ -63,15 +66,61 @@ pub fn desired_peers(
         .collect()
 }
 
-/// Loads the desired peers from the store and applies them.
+/// The VPN sessions that have run out at `now`: `(user, login time)` and
+/// the audit record of each expiry.
+pub fn expired_sessions(
+    config: &Config,
+    users: &[User],
+    now: i64,
+) -> Vec<(String, i64, NewAuditEvent)> {
+    users
+        .iter()
+        .filter_map(|user| {
+            let access = VpnAccess::of(user, &config.vpn, now);
+            let login = user.vpn_login_at?;
+            let ended = access.ends_at().filter(|_| access.has_expired(now))?;
+            let event = NewAuditEvent {
+                kind: "vpn.session.expire".into(),
+                actor: user.name.clone(),
+                source: String::new(),
+                target: user.name.clone(),
+                detail: json!({
+                    "login_at": rfc3339(login),
+                    "ended_at": rfc3339(ended),
+                    "lifetime_secs": config.vpn.session_lifetime.as_secs(),
+                }),
+            };
+            Some((user.name.clone(), login, event))
+        })
+        .collect()
+}
+
+/// Loads the desired peers from the store and applies them, then ends and
+/// audits the VPN sessions that have run out.
 pub async fn apply(gateway: &Gateway, engine: &Engine) -> Result<usize, StoreError> {
     let (users, devices) = gateway
         .store()
         .read(|r| Ok((r.users()?, r.devices(None)?)))
         .await?;
-    let host_addrs = local_addresses();
-    let specs = desired_peers(&gateway.config(), &host_addrs, &users, &devices, now_unix());
+    let config = gateway.config();
+    let now = now_unix();
+    let specs = desired_peers(&config, &local_addresses(), &users, &devices, now);
     engine.set_peers(&specs);
+    let expired = expired_sessions(&config, &users, now);
+    if !expired.is_empty() {
+        gateway
+            .store()
+            .write(move |w| {
+                for (user, login, event) in expired {
+                    // A new login since the read keeps its fresh session.
+                    if w.end_vpn_session(&user, login)? {
+                        w.audit(event)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+    }
     Ok(specs.len())
 }
 
@@ -112,6 +161,7 @@ fn decode_key(text: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_config::api::UserState;
 
     const CONFIG: &str = r#"
 [gateway]
@@ -132,6 +182,16 @@ subnets = ["10.0.3.0/24"]
             last_seen: None,
             password_hash: None,
             totp_secret: None,
+            no_login: true,
+            vpn_login_at: None,
+        }
+    }
+
+    fn person(name: &str, vpn_login_at: Option<i64>) -> User {
+        User {
+            no_login: false,
+            vpn_login_at,
+            ..user(name, UserState::Active, None)
         }
     }
 
@@ -168,6 +228,51 @@ subnets = ["10.0.3.0/24"]
             .map(|s| s.user.clone())
             .collect();
         assert_eq!(live, ["pending", "active"]);
+    }
+
+    #[test]
+    fn with_require_login_only_a_fresh_portal_login_makes_devices_live() {
+        let config = Config::parse(CONFIG, "t.toml").unwrap();
+        assert!(config.vpn.require_login, "the default");
+        let lifetime = 12 * 3600;
+        let now = 100_000;
+        let users = [
+            person("never", None),
+            person("fresh", Some(now - 60)),
+            person("stale", Some(now - lifetime)),
+            user("machine", UserState::Active, None),
+        ];
+        let devices = [
+            device("never", 2),
+            device("fresh", 3),
+            device("stale", 4),
+            device("machine", 5),
+        ];
+        let live: Vec<String> = desired_peers(&config, &[], &users, &devices, now)
+            .iter()
+            .map(|s| s.user.clone())
+            .collect();
+        assert_eq!(live, ["fresh", "machine"]);
+
+        let expired = expired_sessions(&config, &users, now);
+        assert_eq!(expired.len(), 1, "only the stale session ends");
+        let (name, login, event) = &expired[0];
+        assert_eq!((name.as_str(), *login), ("stale", now - lifetime));
+        assert_eq!(event.kind, "vpn.session.expire");
+        assert_eq!(event.detail["lifetime_secs"], lifetime);
+    }
+
+    #[test]
+    fn require_login_false_keeps_every_enabled_users_devices_live() {
+        let text = format!("{CONFIG}\n[vpn]\nrequire_login = false\n");
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let users = [person("never", None), person("stale", Some(0))];
+        let devices = [device("never", 2), device("stale", 3)];
+        assert_eq!(
+            desired_peers(&config, &[], &users, &devices, 100_000).len(),
+            2
+        );
+        assert!(expired_sessions(&config, &users, 100_000).is_empty());
     }
 
     #[test]

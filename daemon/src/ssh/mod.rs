@@ -8,6 +8,7 @@
 //! - [`channel`]: one direct-tcpip channel's task (check, connect, audit, relay);
 //! - [`policy`]: the target decision without I/O;
 //! - [`relay`]: connecting to the checked address and copying bytes;
+//! - [`quick_ack`]: prompt ACKs on the client socket during the handshake;
 //! - [`auth`]: the host key, the user key check, revocation;
 //! - [`limits`]: pre-auth limits and growing failure penalties;
 //! - [`registry`]: live connections and channels (`accessctl ssh`);
@@ -27,6 +28,7 @@ pub mod auth;
 mod channel;
 pub mod limits;
 pub mod policy;
+mod quick_ack;
 pub mod registry;
 pub mod relay;
 pub mod server;
@@ -305,7 +307,7 @@ async fn serve_connection(
     let grace = shared.gateway.config().ssh.login_grace_time;
     let deadline = tokio::time::Instant::now() + grace;
     let started = tokio::select! {
-        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, socket, handler)) => started,
+        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, quick_ack::QuickAck::new(socket), handler)) => started,
         () = token.cancelled() => return,
     };
     let session = match started {

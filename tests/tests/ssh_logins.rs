@@ -340,3 +340,75 @@ fn a_burst_of_failed_logins_is_slowed_and_aggregated_while_another_address_logs_
         runs.len()
     );
 }
+
+/// `ssh.max_channels_per_user` counts live channels (a third is refused and
+/// audited while two are open), and a logged-in connection that holds no
+/// channel is closed after `ssh.idle_timeout` even though the client's
+/// keepalives keep the SSH connection itself busy (russh#316).
+#[test]
+fn the_channel_limit_holds_and_a_connection_without_channels_is_closed_when_idle() {
+    let Some(topo) = Topology::create() else {
+        return;
+    };
+    let Some(lab) = SshLab::new(&topo) else {
+        return;
+    };
+    lab.start_targets();
+    let gw =
+        lab.start_broker(&lab.broker_config("max_channels_per_user = 2\nidle_timeout = \"3s\""));
+    // Keepalives every second on both hops: the inner ones cross the
+    // channels, so the two long sessions are never idle.
+    let alice = lab.identity_with("alice", "  ServerAliveInterval 1\n");
+    add_active_user(&gw, "alice", "research", &alice);
+    let jump = lab.jump("alice");
+    let target = format!("root@{RESEARCH}");
+    let run = lab.ssh(Host::Client, &alice, &["-J", &jump, &target, "true"], LOGIN);
+    assert!(run.success(), "{run}\n{}", gw.log_tail(40));
+
+    let hold = Duration::from_secs(40);
+    let pids: Vec<u32> = (0..2)
+        .map(|i| {
+            let argv = lab.ssh_argv(&alice, &["-J", &jump, &target, "sleep 30"], hold);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            topo.spawn(Host::Client, &format!("hold-{i}"), &argv)
+        })
+        .collect();
+    let deadline = Instant::now() + LOGIN;
+    while gw.ctl_json(&["ssh", "list"]).as_array().map_or(0, Vec::len) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two channels never opened:\n{}",
+            gw.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let third = lab.ssh(
+        Host::Client,
+        &alice,
+        &["-J", &jump, &target, "true"],
+        REFUSED,
+    );
+    assert!(!third.success(), "a third channel: {third}");
+    let denied = wait_audit(&gw, "ssh.forward.deny", AUDIT_WITHIN, |r| {
+        r["detail"].to_string().contains("too_many_channels")
+    });
+    assert!(denied.is_ok(), "no too_many_channels denial: {denied:?}");
+    for pid in pids {
+        topo.stop(pid);
+    }
+
+    let gateway = format!("alice@{}", lab.gateway());
+    let port = BROKER_PORT.to_string();
+    let idle = lab.ssh(
+        Host::Client,
+        &alice,
+        &["-N", "-p", &port, &gateway],
+        Duration::from_secs(30),
+    );
+    assert!(
+        !idle.timed_out() && idle.elapsed < Duration::from_secs(15),
+        "a connection without channels stayed open: {idle}"
+    );
+    let log = gw.log_tail(200);
+    assert!(log.contains("idle: no channel for 3s"), "{log}");
+}

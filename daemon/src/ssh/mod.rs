@@ -61,6 +61,10 @@ pub enum SshError {
     },
 }
 
+/// How often a logged-in connection checks whether it has gone without a
+/// channel for `ssh.idle_timeout`.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// SSH keepalive: a client that answers none of 3 probes 30 s apart is gone.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_MAX: usize = 3;
@@ -329,6 +333,8 @@ async fn serve_connection(
     let grace_timer = tokio::time::sleep_until(deadline);
     tokio::pin!(grace_timer);
     let mut grace_over = false;
+    let mut idle_check = tokio::time::interval(IDLE_CHECK);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let goodbye = loop {
         tokio::select! {
             ended = &mut session => {
@@ -343,6 +349,16 @@ async fn serve_connection(
                     break Some("login grace time exceeded".to_string());
                 }
             }
+            _ = idle_check.tick() => {
+                // A logged-in connection with no channel holds a slot and a
+                // login for nothing: closed after ssh.idle_timeout, like an
+                // idle channel.
+                let idle_timeout = shared.gateway.config().ssh.idle_timeout;
+                let idle = state.lock().unwrap_or_else(PoisonError::into_inner).login.as_ref().and_then(|l| l.idle_for(Instant::now()));
+                if idle.is_some_and(|idle| idle >= idle_timeout) {
+                    break Some(format!("idle: no channel for {}", humantime::format_duration(idle_timeout)));
+                }
+            }
             () = token.cancelled() => {
                 let reason = if shared.shutdown.is_cancelled() {
                     "the gateway is shutting down".to_string()
@@ -355,6 +371,7 @@ async fn serve_connection(
         }
     };
     if let Some(reason) = goodbye {
+        tracing::info!(%peer, reason, "closing SSH connection");
         let _ = handle
             .disconnect(russh::Disconnect::ByApplication, reason, String::new())
             .await;

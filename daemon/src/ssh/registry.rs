@@ -1,6 +1,7 @@
 //! The live connections and channels of the jump host: what `accessctl ssh
 //! list` shows, what `accessctl ssh kill` and revocation close, and the
-//! per-user channel count behind `ssh.max_channels_per_user`.
+//! per-user channel count behind `ssh.max_channels_per_user`, and how long
+//! a connection has gone without a channel (`ssh.idle_timeout`).
 //!
 //! Entries are guards: a connection or channel is listed exactly while its
 //! guard lives, so a task that ends (or panics) can never leave a ghost.
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gatehouse_config::api::SshChannelInfo;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ struct ConnEntry {
     key_fingerprint: String,
     token: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
+    /// Since when the connection has had no channel; `None` while it has.
+    idle_since: Option<Instant>,
 }
 
 struct ChannelEntry {
@@ -110,6 +113,7 @@ impl Registry {
                 key_fingerprint: key_fingerprint.to_string(),
                 token: token.clone(),
                 reason: reason.clone(),
+                idle_since: Some(Instant::now()),
             },
         );
         ConnGuard {
@@ -137,6 +141,9 @@ impl Registry {
         let held = inner.channels.values().filter(|c| c.user == user).count();
         if held >= limit {
             return Err(TooManyChannels { limit });
+        }
+        if let Some(entry) = inner.conns.get_mut(&conn.id) {
+            entry.idle_since = None;
         }
         let id = self.next_id();
         let token = conn.token.child_token();
@@ -268,6 +275,14 @@ impl ConnGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+
+    /// How long the connection has gone without any channel at `now`;
+    /// `None` while a channel is open.
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        let inner = self.registry.lock();
+        let since = inner.conns.get(&self.id)?.idle_since?;
+        Some(now.saturating_duration_since(since))
+    }
 }
 
 impl Drop for ConnGuard {
@@ -304,7 +319,15 @@ impl ChannelGuard {
 
 impl Drop for ChannelGuard {
     fn drop(&mut self) {
-        self.registry.lock().channels.remove(&self.id);
+        let mut inner = self.registry.lock();
+        let Some(gone) = inner.channels.remove(&self.id) else {
+            return;
+        };
+        if !inner.channels.values().any(|c| c.conn == gone.conn)
+            && let Some(conn) = inner.conns.get_mut(&gone.conn)
+        {
+            conn.idle_since = Some(Instant::now());
+        }
     }
 }
 
@@ -343,6 +366,26 @@ mod tests {
         assert_eq!(registry.connection_count(), 1);
         drop(conn);
         assert_eq!(registry.connection_count(), 0);
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_while_it_has_no_channel() {
+        let registry = Registry::new();
+        let conn = registry.add_connection("alice", "k", CancellationToken::new());
+        let later = Instant::now() + Duration::from_secs(60);
+        assert!(conn.idle_for(later).unwrap() >= Duration::from_secs(59));
+        let one = registry
+            .reserve_channel(&conn, source(), "t:22".into(), 9)
+            .unwrap();
+        let two = registry
+            .reserve_channel(&conn, source(), "t:22".into(), 9)
+            .unwrap();
+        assert_eq!(conn.idle_for(later), None);
+        drop(one);
+        assert_eq!(conn.idle_for(later), None, "one channel is still open");
+        drop(two);
+        let idle = conn.idle_for(later).unwrap();
+        assert!(idle >= Duration::from_secs(59) && idle <= Duration::from_secs(60));
     }
 
     #[test]

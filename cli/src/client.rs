@@ -13,7 +13,7 @@ use std::time::Duration;
 use gatehouse_config::api::ApiError;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode, header};
+use hyper::{HeaderMap, Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -168,7 +168,7 @@ impl Client {
     ) -> Result<Reply<T>, ClientError> {
         let request = build_request(&method, path, body)?;
         let exchange = self.exchange(&method, path, request);
-        let (status, bytes) = match tokio::time::timeout(self.timeout, exchange).await {
+        let (status, _headers, bytes) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result?,
             Err(_elapsed) => {
                 return Err(ClientError::Timeout {
@@ -200,13 +200,33 @@ impl Client {
         Ok(Reply { body, json })
     }
 
+    /// `GET path` for a 2xx answer that is not JSON (a backup file): its
+    /// headers and body bytes.
+    pub async fn download(&self, path: &str) -> Result<(HeaderMap, Bytes), ClientError> {
+        let method = Method::GET;
+        let request = build_request(&method, path, None::<&()>)?;
+        let exchange = self.exchange(&method, path, request);
+        let (status, headers, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_elapsed| ClientError::Timeout {
+                socket: self.socket.clone(),
+                method: method.clone(),
+                path: path.to_owned(),
+                after: self.timeout,
+            })??;
+        if !status.is_success() {
+            return Err(error_from_answer(status, &method, path, &bytes));
+        }
+        Ok((headers, bytes))
+    }
+
     /// Connects, sends `request`, and reads the whole answer.
     async fn exchange(
         &self,
         method: &Method,
         path: &str,
         request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -227,8 +247,9 @@ impl Client {
         let send = async move {
             let response = sender.send_request(request).await?;
             let status = response.status();
+            let headers = response.headers().clone();
             let bytes = response.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, bytes))
+            Ok::<_, hyper::Error>((status, headers, bytes))
         };
         let (answer, connection_result) = tokio::join!(send, connection);
         match (answer, connection_result) {

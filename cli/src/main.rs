@@ -16,6 +16,7 @@
 
 mod args;
 mod audit;
+mod backup;
 mod client;
 mod device;
 mod group;
@@ -102,6 +103,9 @@ pub enum Command {
     /// Review the audit log, follow it, or verify its hash chain.
     #[command(long_about = audit::LONG_ABOUT)]
     Audit(audit::AuditArgs),
+    /// Write a consistent copy of the gateway's database (restore: accessd restore FILE).
+    #[command(long_about = backup::LONG_ABOUT)]
+    Backup(backup::BackupArgs),
 }
 
 /// What every command needs: the client and the output format.
@@ -147,6 +151,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Status => status::status(ctx).await?,
         Command::Reload => status::reload(ctx).await?,
         Command::Audit(args) => audit::run(args, ctx).await?,
+        Command::Backup(args) => backup::run(args, ctx).await?,
     }
     Ok(())
 }

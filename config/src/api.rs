@@ -24,6 +24,7 @@
 //! | GET | `/v1/groups` | → `Vec<`[`GroupInfo`]`>` |
 //! | GET | `/v1/audit?…` ([`AuditQuery`]) | → `Vec<`[`AuditRecord`]`>` |
 //! | GET | `/v1/audit/verify` | → [`VerifyReport`] |
+//! | GET | `/v1/backup` | → the database file; [`BackupInfo`] in the [`BACKUP_INFO_HEADER`] header |
 //! | GET | `/v1/ssh/channels` | → `Vec<`[`SshChannelInfo`]`>` |
 //! | DELETE | `/v1/ssh/channels/{id}` | → [`SshChannelInfo`] (as it was) |
 //!
@@ -126,6 +127,26 @@ pub struct SshChannelInfo {
     pub bytes_up: u64,
     /// Bytes target → client.
     pub bytes_down: u64,
+}
+
+/// The response header of `GET /v1/backup` that carries [`BackupInfo`] as JSON.
+pub const BACKUP_INFO_HEADER: &str = "x-gatehouse-backup";
+
+/// What a backup holds: a consistent copy of the whole database, audit log
+/// included, whose last audit record is the chain head it restores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    /// RFC 3339.
+    pub created_at: String,
+    pub schema_version: i64,
+    pub users: u64,
+    pub devices: u64,
+    pub audit_records: u64,
+    /// `seq` and `hash` of the last audit record (absent for an empty log).
+    pub audit_head_seq: Option<u64>,
+    pub audit_head_hash: Option<String>,
+    /// The database file's size.
+    pub bytes: u64,
 }
 
 /// A device counts as connected while its last handshake is younger than

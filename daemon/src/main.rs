@@ -20,6 +20,7 @@ const EXIT_CONFIG: u8 = 64;
 /// Examples:
 ///   accessd --config /etc/gatehouse/gatehouse.toml
 ///   accessd check-config /etc/gatehouse/gatehouse.toml
+///   accessd restore /var/backups/gatehouse-2026-11-25.db   (accessd stopped)
 ///
 /// Signals: SIGHUP re-reads the config (an invalid file is refused and the
 /// running config stays); SIGTERM or SIGINT stop cleanly.
@@ -50,6 +51,19 @@ enum Command {
         /// The file to check (default: --config).
         file: Option<PathBuf>,
     },
+    /// Put a backup made by `accessctl backup` in place of the state
+    /// directory's database, with accessd stopped.
+    ///
+    /// The backup is checked first (SQLite integrity, a known schema, an
+    /// unbroken audit chain); then the database, its WAL, the audit head
+    /// and the audit mirror are moved aside as `<name>.replaced-<unix time>`
+    /// (never deleted), the backup goes in place, and the audit head and
+    /// mirror are rebuilt from it. Refused while accessd answers on its
+    /// admin socket.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,6 +78,16 @@ fn main() -> ExitCode {
         return check_config(file.as_ref().unwrap_or(&args.config));
     }
     init_tracing(args.log_format);
+    if let Some(Command::Restore { file }) = &args.command {
+        let source = ConfigSource {
+            path: args.config.clone(),
+            overrides: Overrides {
+                state_dir: args.state_dir.clone(),
+                admin_socket: args.admin_socket.clone(),
+            },
+        };
+        return restore(&source, file);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +162,52 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Err(err) => {
             eprintln!("{err}");
             ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn restore(source: &ConfigSource, file: &std::path::Path) -> ExitCode {
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if std::os::unix::net::UnixStream::connect(&config.admin.socket).is_ok() {
+        eprintln!(
+            "accessd is running (its admin socket {} answers): stop it first (systemctl stop accessd)",
+            config.admin.socket.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let options = accessd::store::StoreOptions {
+        state_dir: config.gateway.state_dir.clone(),
+        audit_mirror: config.audit.mirror.clone(),
+    };
+    match accessd::store::backup::restore(&options, file, accessd::time_fmt::now_unix()) {
+        Ok(report) => {
+            let restored = &report.restored;
+            #[expect(clippy::print_stdout, reason = "restore reports to the terminal")]
+            {
+                println!(
+                    "restored {} into {}: {} user(s), {} device(s), {} audit record(s), chain head seq {}",
+                    file.display(),
+                    options.state_dir.display(),
+                    restored.users,
+                    restored.devices,
+                    restored.audit_records,
+                    restored.head.as_ref().map_or(0, |h| h.seq),
+                );
+                for path in &report.moved_aside {
+                    println!("kept the replaced file as {}", path.display());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("restore refused: {err}");
+            ExitCode::FAILURE
         }
     }
 }

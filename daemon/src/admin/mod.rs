@@ -6,6 +6,7 @@
 //! `gatehouse_config::api`. Does not own the data: every change goes through
 //! the store in one transaction with its audit record.
 
+mod backup;
 mod devices;
 mod error;
 mod extract;
@@ -178,6 +179,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/users/{name}/devices", post(devices::create))
         .route("/v1/users/{name}/devices/{device}", delete(devices::revoke))
         .route("/v1/devices", get(devices::list))
+        .route("/v1/backup", get(backup::backup))
         .route("/v1/ssh/channels", get(ssh::list))
         .route("/v1/ssh/channels/{id}", delete(ssh::kill))
         .fallback(|| async {

@@ -27,6 +27,7 @@
 
 pub mod audit_log;
 mod audit_repair;
+pub mod backup;
 pub mod devices;
 pub mod error;
 pub mod schema;

@@ -88,6 +88,10 @@ pub async fn run(
     let store_options = StoreOptions {
         state_dir: state_dir.clone(),
         audit_mirror: config.audit.mirror.clone(),
+        mirror_rotation: audit::mirror::Rotation {
+            max_bytes: config.audit.mirror_max_bytes,
+            keep: config.audit.mirror_keep,
+        },
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
     let key_dir = state_dir.clone();

@@ -184,6 +184,10 @@ fn restore(source: &ConfigSource, file: &std::path::Path) -> ExitCode {
     let options = accessd::store::StoreOptions {
         state_dir: config.gateway.state_dir.clone(),
         audit_mirror: config.audit.mirror.clone(),
+        mirror_rotation: accessd::audit::mirror::Rotation {
+            max_bytes: config.audit.mirror_max_bytes,
+            keep: config.audit.mirror_keep,
+        },
     };
     match accessd::store::backup::restore(&options, file, accessd::time_fmt::now_unix()) {
         Ok(report) => {

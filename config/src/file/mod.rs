@@ -125,6 +125,10 @@ pub struct MetricsConfig {
 pub struct AuditConfig {
     /// The JSON-lines mirror of the audit log.
     pub mirror: PathBuf,
+    /// The mirror is rotated once it reaches this size (0: never) ...
+    pub mirror_max_bytes: u64,
+    /// ... keeping this many older files (`audit.jsonl.1` the newest).
+    pub mirror_keep: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

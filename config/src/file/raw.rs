@@ -154,10 +154,22 @@ impl Default for RawMetrics {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAudit {
     pub mirror: Option<String>,
+    pub mirror_max_mib: u64,
+    pub mirror_keep: u32,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            mirror: None,
+            mirror_max_mib: 100,
+            mirror_keep: 10,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

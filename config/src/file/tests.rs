@@ -353,3 +353,15 @@ fn disabled_ssh_and_port_zero_never_clash() {
     );
     parse(&text, "t.toml").unwrap();
 }
+
+#[test]
+fn the_audit_mirror_rotates_by_size_and_keeps_at_least_one_file() {
+    let config = Config::parse(MINIMAL, "t.toml").unwrap();
+    assert_eq!(config.audit.mirror_max_bytes, 100 * 1024 * 1024);
+    assert_eq!(config.audit.mirror_keep, 10);
+    let text = MINIMAL.replace(
+        "[[group]]",
+        "[audit]\nmirror_max_mib = 0\nmirror_keep = 0\n\n[[group]]",
+    );
+    assert_one(&text, "audit.mirror_keep", 8, "at least 1");
+}

@@ -78,6 +78,13 @@ impl Checker<'_> {
             Some(path) => self.absolute_path("audit.mirror", &path),
             None => gateway.as_ref().map(|g| g.state_dir.join("audit.jsonl")),
         };
+        let mirror_keep = raw.audit.mirror_keep;
+        if mirror_keep == 0 {
+            self.problem(
+                "audit.mirror_keep",
+                "must be at least 1 (rotated files are how the mirror keeps its history)",
+            );
+        }
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
         if let (Some(ssh), Some(portal), Some(metrics)) = (&ssh, &portal, &metrics) {
             let mut listeners = Vec::with_capacity(3);
@@ -95,7 +102,11 @@ impl Checker<'_> {
             portal: portal?,
             admin: admin?,
             metrics: metrics?,
-            audit: AuditConfig { mirror: mirror? },
+            audit: AuditConfig {
+                mirror: mirror?,
+                mirror_max_bytes: raw.audit.mirror_max_mib.saturating_mul(1024 * 1024),
+                mirror_keep,
+            },
             groups,
             aws: aws.flatten(),
         })

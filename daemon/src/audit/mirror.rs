@@ -1,6 +1,8 @@
 //! The audit log's two files beside the database: the JSON-lines mirror that
 //! log shippers tail (one [`AuditRecord`] per line, appended, flushed and
-//! fsync'd) and the head file (`{ "seq": N, "hash": "..." }`, replaced
+//! fsync'd; rotated by size as `audit.jsonl.1`, `.2`, ... with the chain
+//! going on across files: the first record of a file links to the last of
+//! the one before) and the head file (`{ "seq": N, "hash": "..." }`, replaced
 //! atomically) that lets `verify` notice records cut from the end of the
 //! chain. Both are created with mode 0600.
 //!
@@ -59,11 +61,38 @@ pub fn write_head(path: &Path, head: &Head) -> Result<(), StoreError> {
     sync_parent(path)
 }
 
+/// When the mirror is rotated: once it has reached `max_bytes` (0: never),
+/// before the next append; `keep` older files are kept, `.1` the newest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            keep: 10,
+        }
+    }
+}
+
+/// The `n`th rotated mirror file (`audit.jsonl.1` is the newest).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    sibling(path, &format!(".{n}"))
+}
+
 /// Appends `records` to the mirror, one JSON line each, then fsyncs. Creates
-/// the file (mode 0600) and its parent directories when missing.
-pub fn append(path: &Path, records: &[AuditRecord]) -> Result<(), StoreError> {
+/// the file (mode 0600) and its parent directories when missing; rotates it
+/// first when it has reached `rotation.max_bytes`.
+pub fn append(path: &Path, records: &[AuditRecord], rotation: Rotation) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
+    }
+    let size = fs::metadata(path).map_or(0, |m| m.len());
+    if rotation.max_bytes > 0 && size >= rotation.max_bytes {
+        rotate(path, rotation.keep.max(1))?;
     }
     let mut buf = Vec::new();
     for record in records {
@@ -80,11 +109,42 @@ pub fn append(path: &Path, records: &[AuditRecord]) -> Result<(), StoreError> {
         .map_err(StoreError::io("fsync audit mirror", path))
 }
 
-/// The `seq` of the mirror's last complete line; `None` when the file is
+/// Shifts `path.N` to `path.N+1` (dropping the oldest beyond `keep`) and
+/// `path` to `path.1`, then fsyncs the directory.
+fn rotate(path: &Path, keep: u32) -> Result<(), StoreError> {
+    let oldest = rotated(path, keep);
+    match fs::remove_file(&oldest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("remove the oldest audit mirror", &oldest)(e)),
+    }
+    for n in (1..keep).rev() {
+        let from = rotated(path, n);
+        if from.exists() {
+            let to = rotated(path, n + 1);
+            fs::rename(&from, &to).map_err(StoreError::io("rotate audit mirror", &from))?;
+        }
+    }
+    fs::rename(path, rotated(path, 1)).map_err(StoreError::io("rotate audit mirror", path))?;
+    tracing::info!(path = %path.display(), "audit mirror rotated");
+    sync_parent(path)
+}
+
+/// The `seq` of the mirror's last record: the current file's last complete
+/// line or, when the current file is missing or empty (just rotated), the
+/// newest rotated file's; `None` when there is none. See [`last_seq_in`].
+pub fn last_seq(path: &Path) -> Result<Option<u64>, StoreError> {
+    match last_seq_in(path)? {
+        Some(seq) => Ok(Some(seq)),
+        None => last_seq_in(&rotated(path, 1)),
+    }
+}
+
+/// The `seq` of the file's last complete line; `None` when the file is
 /// missing or empty. A torn last line (a crash in the middle of an append,
 /// so no trailing newline) is cut off first: the database still holds that
 /// record, and the caller appends it again.
-pub fn last_seq(path: &Path) -> Result<Option<u64>, StoreError> {
+fn last_seq_in(path: &Path) -> Result<Option<u64>, StoreError> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -244,8 +304,8 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("log/sub/audit.jsonl");
         assert_eq!(last_seq(&path).unwrap(), None);
-        append(&path, &[record(1), record(2)]).unwrap();
-        append(&path, &[record(3)]).unwrap();
+        append(&path, &[record(1), record(2)], Rotation::default()).unwrap();
+        append(&path, &[record(3)], Rotation::default()).unwrap();
         assert_eq!(last_seq(&path).unwrap(), Some(3));
         let all = read_all(&path).unwrap();
         assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
@@ -257,7 +317,7 @@ mod tests {
     fn torn_last_line_is_cut() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("audit.jsonl");
-        append(&path, &[record(1), record(2)]).unwrap();
+        append(&path, &[record(1), record(2)], Rotation::default()).unwrap();
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(br#"{"seq":3,"ti"#).unwrap();
         assert_eq!(last_seq(&path).unwrap(), Some(2));
@@ -280,7 +340,46 @@ mod tests {
                 r
             })
             .collect();
-        append(&path, &big).unwrap();
+        append(&path, &big, Rotation::default()).unwrap();
         assert_eq!(last_seq(&path).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_files_with_their_records_in_order() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let line = serde_json::to_vec(&record(1)).unwrap().len() as u64 + 1;
+        // Two records per file, two older files kept.
+        let rotation = Rotation {
+            max_bytes: 2 * line,
+            keep: 2,
+        };
+        for seq in 1..=9 {
+            append(&path, &[record(seq)], rotation).unwrap();
+        }
+        assert!(!rotated(&path, 3).exists(), "only `keep` older files");
+        let seqs = |p: &Path| {
+            read_all(p)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&rotated(&path, 2)), [5, 6]);
+        assert_eq!(seqs(&rotated(&path, 1)), [7, 8]);
+        assert_eq!(seqs(&path), [9]);
+        let mode = fs::metadata(rotated(&path, 1))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // A crash right after a rotation leaves an empty current file: the
+        // last record is found in the newest rotated one, so catch-up does
+        // not start again from the first record.
+        fs::rename(&path, rotated(&path, 1)).unwrap();
+        fs::write(&path, "").unwrap();
+        assert_eq!(last_seq(&path).unwrap(), Some(9));
     }
 }

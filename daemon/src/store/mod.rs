@@ -62,6 +62,8 @@ pub struct StoreOptions {
     pub state_dir: PathBuf,
     /// The JSON-lines audit mirror; parent directories are created.
     pub audit_mirror: PathBuf,
+    /// When the mirror is rotated.
+    pub mirror_rotation: mirror::Rotation,
 }
 
 /// A handle to the store; clones share one connection.
@@ -97,6 +99,7 @@ impl Store {
             db: db_path,
             head: opts.state_dir.join(mirror::HEAD_FILE),
             mirror: opts.audit_mirror.clone(),
+            rotation: opts.mirror_rotation,
         };
         let reconciled = audit_repair::reconcile(&conn, &paths)?;
         Ok(Store {
@@ -273,6 +276,7 @@ pub(crate) struct Paths {
     pub(crate) db: PathBuf,
     pub(crate) head: PathBuf,
     pub(crate) mirror: PathBuf,
+    pub(crate) rotation: mirror::Rotation,
 }
 
 impl Inner {
@@ -365,6 +369,7 @@ pub(crate) mod fixtures {
         StoreOptions {
             state_dir: dir.join("state"),
             audit_mirror: dir.join("log/audit.jsonl"),
+            mirror_rotation: mirror::Rotation::default(),
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`wg_key`]: the gateway's WireGuard key, generated once.
 //! - [`ssh_keys`]: parsing users' OpenSSH public keys.
 //! - [`time_fmt`]: unix seconds ⇄ RFC 3339.
+//! - [`systemd`]: readiness, stopping and watchdog notifications.
 //!
 //! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
 //! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod ssh;
 pub mod ssh_keys;
 pub mod store;
+pub mod systemd;
 pub mod time_fmt;
 pub mod vpn;
 pub mod wg_key;
@@ -125,6 +127,8 @@ pub async fn run(
         return Err(err);
     }
     tracing::info!("ready");
+    systemd::ready("serving");
+    systemd::spawn_watchdog(gateway.clone(), &tracker, shutdown.child_token());
 
     loop {
         tokio::select! {
@@ -137,6 +141,7 @@ pub async fn run(
     }
 
     tracing::info!("shutting down");
+    systemd::stopping();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()

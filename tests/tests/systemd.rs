@@ -45,7 +45,7 @@ fn ready_after_the_listeners_then_watchdog_pings_then_stopping() {
         .unwrap();
     let logged = || std::fs::read_to_string(dir.path().join("accessd.log")).unwrap();
 
-    let ready = next(&manager, Duration::from_secs(20)).unwrap_or_else(|| logged());
+    let ready = next(&manager, Duration::from_secs(20)).unwrap_or_else(&logged);
     assert!(ready.contains("READY=1"), "first notification: {ready}");
     assert!(
         UnixStream::connect(&admin).is_ok(),

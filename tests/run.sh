@@ -42,3 +42,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
 cargo test --workspace --locked
+
+echo "==> the demo (packaging/demo.sh): the README's story must still happen"
+if [ "$(id -u)" -eq 0 ]; then
+  demo_log=$(mktemp)
+  if ! packaging/demo.sh > "$demo_log" 2>&1; then
+    tail -40 "$demo_log"; rm -f "$demo_log"
+    echo "the demo failed" >&2; exit 1
+  fi
+  tail -3 "$demo_log"; rm -f "$demo_log"
+elif [ "${GATEHOUSE_E2E:-0}" = 1 ]; then
+  echo "GATEHOUSE_E2E=1 but not root: the demo needs root" >&2; exit 1
+else
+  echo "SKIPPED the demo: it needs root (network namespaces)"
+fi

@@ -106,6 +106,17 @@ pub enum Command {
     /// Write a consistent copy of the gateway's database (restore: accessd restore FILE).
     #[command(long_about = backup::LONG_ABOUT)]
     Backup(backup::BackupArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(long_about = "Print a shell completion script.\n\n\
+        Examples:\n  accessctl completions bash > /etc/bash_completion.d/accessctl\n  \
+        accessctl completions zsh > \"${fpath[1]}/_accessctl\"")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the accessctl(8) man page (roff), for packaging.
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// What every command needs: the client and the output format.
@@ -118,12 +129,41 @@ pub struct Ctx {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline commands: no daemon, no runtime.
+    match &cli.command {
+        Command::Completions { shell } => return print_completions(*shell),
+        Command::Manpage => return print_manpage(),
+        _ => {}
+    }
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let failure = Failure::of(&err);
             failure.print();
             ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory as _;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "accessctl",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
+}
+
+fn print_manpage() -> ExitCode {
+    use clap::CommandFactory as _;
+    let page = clap_mangen::Man::new(Cli::command()).section("8");
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cannot write the man page: {err}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -152,6 +192,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Reload => status::reload(ctx).await?,
         Command::Audit(args) => audit::run(args, ctx).await?,
         Command::Backup(args) => backup::run(args, ctx).await?,
+        Command::Completions { .. } | Command::Manpage => {}
     }
     Ok(())
 }

@@ -64,6 +64,9 @@ enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Print the accessd(8) man page (roff), for packaging.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -76,6 +79,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::CheckConfig { file }) = &args.command {
         return check_config(file.as_ref().unwrap_or(&args.config));
+    }
+    if let Some(Command::Manpage) = &args.command {
+        return print_manpage();
     }
     init_tracing(args.log_format);
     if let Some(Command::Restore { file }) = &args.command {
@@ -148,6 +154,18 @@ async fn serve(source: ConfigSource) -> Result<(), RunError> {
 
 fn signal_error(err: std::io::Error) -> RunError {
     RunError::Signals(err)
+}
+
+fn print_manpage() -> ExitCode {
+    use clap::CommandFactory as _;
+    let page = clap_mangen::Man::new(Args::command()).section("8");
+    match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cannot write the man page: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {

@@ -56,3 +56,7 @@ elif [ "${GATEHOUSE_E2E:-0}" = 1 ]; then
 else
   echo "SKIPPED the demo: it needs root (network namespaces)"
 fi
+
+echo "==> the Debian package (release build, man pages, completions; then inspected)"
+deb=$(packaging/build-deb.sh)
+packaging/check-deb.sh "$deb"

@@ -189,6 +189,12 @@ async fn run(
         guard.token(),
     )
     .await;
+    // Shutdown cancels every channel at once, without a per-channel reason.
+    let reason = if shared.shutdown.is_cancelled() && guard.stats().reason().is_none() {
+        "the gateway is shutting down".to_string()
+    } else {
+        reason
+    };
     let _ = handle.close(channel_id).await;
     let stats = guard.stats();
     let end = super::audit::event(

@@ -19,6 +19,7 @@ command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+python3 -c 'import yaml' >/dev/null 2>&1 || need_pkgs+=(python3-yaml)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

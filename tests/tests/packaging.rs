@@ -100,3 +100,66 @@ fn systemd_analyze_scores_the_unit_below_3() {
     eprintln!("systemd-analyze security: {score}");
     assert!(score < 3.0, "{line}");
 }
+
+/// The cloud-init user data is valid YAML, writes a config that accessd
+/// accepts (with `aws.apply_on_start` and the elastic IP as endpoint), and
+/// starts accessd after installing the package.
+#[test]
+fn cloud_init_installs_and_starts_accessd_with_apply_on_start() {
+    let path = packaging("cloud-init.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("#cloud-config\n"),
+        "cloud-init needs the #cloud-config header"
+    );
+    let have_yaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(
+        have_yaml,
+        "python3 with PyYAML (Debian package python3-yaml)",
+    ) {
+        return;
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", gatehouse_tests::stderr(&out));
+    let data: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let config = data["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/gatehouse/gatehouse.toml")
+        .expect("the config file")["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(config.contains("apply_on_start = true"), "{config}");
+    assert!(config.contains("public_endpoint = \"auto\""), "{config}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gatehouse.toml");
+    std::fs::write(&file, &config).unwrap();
+    let checked = Command::new(gatehouse_tests::bin("accessd"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "the cloud-init config is refused: {}",
+        gatehouse_tests::stderr(&checked)
+    );
+    let runcmd = data["runcmd"].to_string();
+    assert!(
+        runcmd.contains("\"enable\",\"--now\",\"accessd\""),
+        "{runcmd}"
+    );
+    assert!(runcmd.contains("--force-confold"), "{runcmd}");
+}

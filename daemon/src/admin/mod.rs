@@ -6,6 +6,7 @@
 //! `gatehouse_config::api`. Does not own the data: every change goes through
 //! the store in one transaction with its audit record.
 
+mod aws;
 mod devices;
 mod error;
 mod extract;
@@ -179,6 +180,9 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/devices", get(devices::list))
         .route("/v1/ssh/channels", get(ssh::list))
         .route("/v1/ssh/channels/{id}", delete(ssh::kill))
+        .route("/v1/aws/plan", get(aws::plan))
+        .route("/v1/aws/apply", post(aws::apply))
+        .route("/v1/aws/status", get(aws::status))
         .fallback(|| async {
             ApiFailure::not_found("no such admin API path; see `accessctl --help`")
         })

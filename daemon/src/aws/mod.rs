@@ -19,6 +19,8 @@ pub mod apply;
 pub mod desired;
 pub mod discovery;
 pub mod errors;
+#[cfg(test)]
+mod iam_tests;
 pub mod observed;
 pub mod plan;
 pub mod ssm_key;

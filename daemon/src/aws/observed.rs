@@ -98,7 +98,11 @@ async fn elastic_ip(session: &Session, gateway: &str) -> Result<Option<ElasticIp
         found.push(ElasticIp {
             allocation_id: allocation_id.to_string(),
             public_ip: public_ip.to_string(),
-            network_interface_id: address.network_interface_id().map(str::to_string),
+            // Some emulators report a disassociated address with an empty id.
+            network_interface_id: address
+                .network_interface_id()
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
         });
     }
     if found.len() > 1 {

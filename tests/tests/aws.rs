@@ -235,7 +235,13 @@ fn fresh_apply_creates_exactly_the_footprint_and_a_second_plan_is_empty() {
         "plan changes nothing"
     );
 
+    let started = std::time::Instant::now();
     let applied = gw.ctl_json(&["aws", "apply"]);
+    eprintln!(
+        "fresh apply of {} actions against moto took {:?}",
+        planned.len(),
+        started.elapsed()
+    );
     assert_eq!(applied["applied"].as_array().unwrap().len(), planned.len());
     assert_eq!(applied["remaining"].as_array().unwrap().len(), 0);
     let found = footprint(&lab);

@@ -151,6 +151,11 @@ impl Gateway {
         crate::aws::vpn_endpoint(&self.config(), &self.inner.aws)
     }
 
+    /// The portal's base URL, with the elastic IP standing in for "auto".
+    pub fn portal_url(&self) -> Option<String> {
+        crate::aws::portal_url(&self.config(), &self.inner.aws)
+    }
+
     pub fn config_path(&self) -> &std::path::Path {
         &self.inner.source.path
     }

@@ -168,6 +168,19 @@ pub fn vpn_endpoint(config: &Config, state: &AwsState) -> Option<String> {
     }
 }
 
+/// The portal's base URL: the configured one, or with `public_endpoint =
+/// "auto"` `https://<elastic IP>[:port]` once the elastic IP is known.
+pub fn portal_url(config: &Config, state: &AwsState) -> Option<String> {
+    if let Some(url) = config.portal_url() {
+        return Some(url);
+    }
+    let ip = state.elastic_ip()?;
+    Some(match config.portal.listen.port() {
+        443 => format!("https://{ip}"),
+        port => format!("https://{}", std::net::SocketAddr::new(ip, port)),
+    })
+}
+
 impl Facts {
     pub fn to_api(&self) -> AwsFacts {
         AwsFacts {
@@ -190,5 +203,62 @@ impl plan::Action {
             change: self.change.clone(),
             reason: self.reason.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTO: &str = r#"
+[gateway]
+name = "gw"
+public_endpoint = "auto"
+[portal]
+listen = "0.0.0.0:8443"
+[[group]]
+name = "research"
+subnets = ["10.0.3.0/24"]
+[aws]
+region = "eu-west-3"
+"#;
+
+    #[test]
+    fn the_elastic_ip_is_remembered_across_restarts_and_used_by_auto() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(AUTO, "t.toml").unwrap();
+        let state = AwsState::load(dir.path());
+        assert_eq!(
+            vpn_endpoint(&config, &state),
+            None,
+            "unknown before the first describe"
+        );
+        assert_eq!(portal_url(&config, &state), None);
+        state.set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
+        let restarted = AwsState::load(dir.path());
+        assert_eq!(restarted.elastic_ip(), state.elastic_ip());
+        assert_eq!(
+            vpn_endpoint(&config, &restarted).as_deref(),
+            Some("198.51.100.9:51820")
+        );
+        assert_eq!(
+            portal_url(&config, &restarted).as_deref(),
+            Some("https://198.51.100.9:8443")
+        );
+        restarted.set_elastic_ip(None);
+        assert_eq!(
+            AwsState::load(dir.path()).elastic_ip(),
+            None,
+            "a released address is forgotten"
+        );
+
+        let named = AUTO.replace("\"auto\"", "\"vpn.example.com\"");
+        let config = Config::parse(&named, "t.toml").unwrap();
+        state.set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
+        assert_eq!(
+            vpn_endpoint(&config, &state).as_deref(),
+            Some("vpn.example.com:51820"),
+            "a configured host wins"
+        );
     }
 }

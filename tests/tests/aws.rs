@@ -521,3 +521,57 @@ fn every_call_accessd_makes_is_in_the_iam_policy() {
         "calls made but not in the policy: {missing:?}"
     );
 }
+
+/// Runs accessd in the lab's namespace until it exits; it must refuse to start.
+fn accessd_refuses(lab: &AwsLab, config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns])
+        .arg(gatehouse_tests::bin("accessd"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--admin-socket")
+        .arg(dir.path().join("admin.sock"))
+        .envs(gatehouse_tests::aws::aws_env());
+    let out = gatehouse_tests::output_within(cmd, std::time::Duration::from_secs(120));
+    assert!(!out.status.success(), "accessd started:\n{}", stdout(&out));
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+#[test]
+fn without_ssm_a_new_instance_refuses_to_start_rather_than_make_a_new_key() {
+    let Some(lab) = AwsLab::create() else { return };
+    let mut gw = lab.start_gateway(&lab.config(""));
+    let key = gw.ctl_json(&["status"])["wireguard_public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(gw.stop().success());
+
+    // The role lost ssm:GetParameter. A fresh state dir has no local copy:
+    // starting with a new key would silently break every device config.
+    lab.proxy.deny("ssm:GetParameter");
+    let said = accessd_refuses(&lab, &lab.config(""));
+    assert!(
+        said.contains("\"ssm:GetParameter\"") && said.contains("no local copy"),
+        "{said}"
+    );
+
+    // The instance that has its local copy starts, says why, and keeps its key.
+    gw.spawn();
+    assert_eq!(
+        gw.ctl_json(&["status"])["wireguard_public_key"]
+            .as_str()
+            .unwrap(),
+        key
+    );
+    assert!(
+        gw.log_text().contains("running with the local copy"),
+        "{}",
+        gw.log_tail(20)
+    );
+}

@@ -40,6 +40,7 @@ def rules(g):
         found += [ports + ' ' + r['CidrIp'] for r in p.get('IpRanges', [])]
         found += [ports + ' ' + r['CidrIpv6'] for r in p.get('Ipv6Ranges', [])]
         found += [ports + ' ' + r['GroupId'] for r in p.get('UserIdGroupPairs', [])]
+        found += [ports + ' ' + r['PrefixListId'] for r in p.get('PrefixListIds', [])]
     return found
 by_role = {{role(g)[0]: g for g in groups if role(g)}}
 inst = ec2.describe_instances(InstanceIds=['{instance}'])['Reservations'][0]['Instances'][0]
@@ -304,10 +305,12 @@ fn drift_is_planned_with_reasons_and_repaired() {
     let synced = footprint(&lab);
     let sg = synced.gateway_group.clone().unwrap();
 
-    // Out of band: port 22 opened to the world on the gateway's group, the
-    // elastic IP disassociated, the pool route deleted.
+    // Out of band: port 22 opened to the world (and to a prefix list) on
+    // the gateway's group, the elastic IP disassociated, the pool route deleted.
     lab.python(&format!(
         "ec2.authorize_security_group_ingress(GroupId='{sg}', IpProtocol='tcp', FromPort=22, ToPort=22, CidrIp='0.0.0.0/0')\n\
+         pl = ec2.create_managed_prefix_list(PrefixListName='office', AddressFamily='IPv4', MaxEntries=5, Entries=[{{'Cidr': '192.0.2.0/24'}}])['PrefixList']['PrefixListId']\n\
+         ec2.authorize_security_group_ingress(GroupId='{sg}', IpPermissions=[{{'IpProtocol': 'tcp', 'FromPort': 22, 'ToPort': 22, 'PrefixListIds': [{{'PrefixListId': pl}}]}}])\n\
          a = ec2.describe_addresses(Filters=[{{'Name': 'tag:gatehouse:gateway', 'Values': ['gh-aws']}}])['Addresses'][0]\n\
          ec2.disassociate_address(AssociationId=a['AssociationId'])\n\
          ec2.delete_route(RouteTableId='{rtb}', DestinationCidrBlock='{POOL}')",
@@ -315,23 +318,36 @@ fn drift_is_planned_with_reasons_and_repaired() {
     ));
     let drifted = footprint(&lab);
     assert!(drifted.gateway_rules.contains("tcp 22-22 0.0.0.0/0"));
+    assert!(
+        drifted
+            .gateway_rules
+            .iter()
+            .any(|r| r.starts_with("tcp 22-22 pl-")),
+        "{drifted:?}"
+    );
     assert_eq!(drifted.elastic_ip.as_ref().unwrap().1, None);
     assert_eq!(drifted.route_target, None);
 
     let plan = gw.ctl_json(&["aws", "plan"]);
     let planned = actions(&plan);
-    assert_eq!(planned.len(), 3, "{planned:#?}");
+    assert_eq!(planned.len(), 4, "{planned:#?}");
+    let revoke = format!("delete security group {sg}");
     assert!(
-        planned[0].starts_with(&format!("delete security group {sg}"))
+        planned[0].starts_with(&revoke)
             && planned[0].ends_with("revoke ingress TCP 22 from 0.0.0.0/0"),
         "revoked first: {planned:#?}"
     );
     assert!(
-        planned[1].starts_with("modify elastic IP") && planned[1].contains(&lab.world.eni),
+        planned[1].starts_with(&revoke)
+            && planned[1].contains("revoke ingress TCP 22 from prefix list pl-"),
         "{planned:#?}"
     );
     assert!(
-        planned[2].starts_with(&format!("create route table {}", lab.world.route_table)),
+        planned[2].starts_with("modify elastic IP") && planned[2].contains(&lab.world.eni),
+        "{planned:#?}"
+    );
+    assert!(
+        planned[3].starts_with(&format!("create route table {}", lab.world.route_table)),
         "{planned:#?}"
     );
     let reasons: Vec<&str> = plan["actions"]
@@ -340,15 +356,19 @@ fn drift_is_planned_with_reasons_and_repaired() {
         .iter()
         .map(|a| a["reason"].as_str().unwrap())
         .collect();
-    assert!(reasons[0].contains("drift"), "{reasons:?}");
-    assert!(reasons[1].contains("not associated"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("drift") && reasons[1].contains("drift"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("not associated"), "{reasons:?}");
+    assert!(reasons[3].contains("replies"), "{reasons:?}");
     let human = gw.ctl_ok(&["aws", "plan"]);
     assert!(
         human.contains("  - security group") && human.contains("# drift"),
         "{human}"
     );
     assert!(
-        human.contains("Plan: 1 to create, 1 to modify, 1 to delete."),
+        human.contains("Plan: 1 to create, 1 to modify, 2 to delete."),
         "{human}"
     );
 

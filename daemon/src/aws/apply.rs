@@ -6,8 +6,8 @@
 //! as done.
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, DomainType, IpPermission, IpRange, Ipv6Range, ResourceType, Tag,
-    TagSpecification, UserIdGroupPair,
+    AttributeBooleanValue, DomainType, IpPermission, IpRange, Ipv6Range, PrefixListId,
+    ResourceType, Tag, TagSpecification, UserIdGroupPair,
 };
 use ipnet::IpNet;
 use serde_json::json;
@@ -220,6 +220,9 @@ fn permission(rule: &Rule, ids: &Ids, description: Option<&str>) -> Result<IpPer
         ),
         Source::OtherGroup(id) => {
             p.user_id_group_pairs(UserIdGroupPair::builder().group_id(id).build())
+        }
+        Source::PrefixList(id) => {
+            p.prefix_list_ids(PrefixListId::builder().prefix_list_id(id).build())
         }
     };
     Ok(p.build())

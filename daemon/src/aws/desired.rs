@@ -30,6 +30,8 @@ pub enum Source {
     GatewayGroup,
     /// Any other security group (only ever seen as drift).
     OtherGroup(String),
+    /// A managed prefix list (only ever seen as drift).
+    PrefixList(String),
 }
 
 /// One ingress rule: a protocol (`tcp`, `udp`, or AWS's `-1` for all), a
@@ -213,6 +215,7 @@ impl fmt::Display for Source {
             Self::Cidr(net) => write!(f, "{net}"),
             Self::GatewayGroup => f.write_str("the gateway's security group"),
             Self::OtherGroup(id) => write!(f, "security group {id}"),
+            Self::PrefixList(id) => write!(f, "prefix list {id}"),
         }
     }
 }

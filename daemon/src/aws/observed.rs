@@ -193,7 +193,6 @@ async fn groups(
 type Found<'a> = (String, String, &'a [IpPermission]);
 
 /// Splits one AWS permission (many sources) into rules (one source each).
-/// Prefix-list sources are not managed and not reported.
 fn rules_of(permission: &IpPermission, gateway_group: Option<&str>) -> Vec<Rule> {
     let protocol = permission.ip_protocol().unwrap_or("-1").to_string();
     let (from_port, to_port) = if protocol == "-1" {
@@ -213,6 +212,11 @@ fn rules_of(permission: &IpPermission, gateway_group: Option<&str>) -> Vec<Rule>
     for range in permission.ipv6_ranges() {
         if let Some(net) = range.cidr_ipv6().and_then(|c| c.parse().ok()) {
             sources.push(Source::Cidr(net));
+        }
+    }
+    for list in permission.prefix_list_ids() {
+        if let Some(id) = list.prefix_list_id() {
+            sources.push(Source::PrefixList(id.to_string()));
         }
     }
     for pair in permission.user_id_group_pairs() {

@@ -21,6 +21,7 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_pkgs+=(python3-yaml)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
@@ -30,6 +31,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   else
     echo "==> not root: cannot install ${need_pkgs[*]}; the tests that need them will skip (or fail with GATEHOUSE_E2E=1)"
   fi
+fi
+
+# The AWS provisioner's tests run against the moto server (PyPI moto[server],
+# with boto3 for independent describe calls), from a venv outside the clone.
+export GATEHOUSE_MOTO_VENV="${GATEHOUSE_MOTO_VENV:-/var/tmp/gatehouse-moto-venv}"
+if [ ! -x "$GATEHOUSE_MOTO_VENV/bin/moto_server" ]; then
+  echo "==> installing moto[server] into $GATEHOUSE_MOTO_VENV"
+  python3 -m venv "$GATEHOUSE_MOTO_VENV" &&
+    "$GATEHOUSE_MOTO_VENV/bin/pip" install -q 'moto[server]==5.2.5' boto3 ||
+    echo "==> cannot install moto: the AWS tests will skip (or fail with GATEHOUSE_E2E=1)"
 fi
 
 echo "==> cargo fmt --check"

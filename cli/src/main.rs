@@ -9,13 +9,14 @@
 //! - [`args`]: value parsers shared by the commands (names, durations).
 //! - [`keys`]: SSH public key files and WireGuard key pairs.
 //! - one module per command group: [`user`], [`device`], [`group`],
-//!   [`status`] (status and reload), [`audit`].
+//!   [`status`] (status and reload), [`audit`], [`aws`].
 //!
 //! Exit codes: 0 ok; 1 error; 2 usage (clap, including names that break the
 //! naming rule); 3 accessd not reachable. Never prompts, never needs a TTY.
 
 mod args;
 mod audit;
+mod aws;
 mod backup;
 mod client;
 mod device;
@@ -44,6 +45,7 @@ Examples:
   accessctl device config alice laptop --out alice-laptop.conf
   accessctl audit --since 24h --user alice
   accessctl audit verify
+  accessctl aws plan
   accessctl --json user list | jq -r '.[].name'
 
 Exit codes: 0 ok; 1 error (accessd refused the request, or something failed);
@@ -117,6 +119,9 @@ pub enum Command {
     /// Print the accessctl(8) man page (roff), for packaging.
     #[command(hide = true)]
     Manpage,
+    /// Plan and apply the gateway's AWS resources (elastic IP, security groups, routes, SSM key).
+    #[command(subcommand)]
+    Aws(aws::AwsCommand),
 }
 
 /// What every command needs: the client and the output format.
@@ -193,6 +198,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args, ctx).await?,
         Command::Backup(args) => backup::run(args, ctx).await?,
         Command::Completions { .. } | Command::Manpage => {}
+        Command::Aws(cmd) => aws::run(cmd, ctx).await?,
     }
     Ok(())
 }
@@ -350,6 +356,9 @@ mod tests {
             ],
             &["audit", "--follow", "--json"],
             &["audit", "verify"],
+            &["aws", "plan"],
+            &["aws", "apply", "--json"],
+            &["aws", "status"],
         ] {
             parses(args);
         }

@@ -27,6 +27,9 @@
 //! | GET | `/v1/backup` | → the database file; [`BackupInfo`] in the [`BACKUP_INFO_HEADER`] header |
 //! | GET | `/v1/ssh/channels` | → `Vec<`[`SshChannelInfo`]`>` |
 //! | DELETE | `/v1/ssh/channels/{id}` | → [`SshChannelInfo`] (as it was) |
+//! | GET | `/v1/aws/plan` | → [`AwsPlanResponse`] |
+//! | POST | `/v1/aws/apply` | → [`AwsApplyResponse`] |
+//! | GET | `/v1/aws/status` | → [`AwsStatusResponse`] |
 //!
 //! Every failure is an HTTP error status with an [`ApiError`] body.
 
@@ -62,6 +65,10 @@ pub enum ErrorCode {
     AuditUnavailable,
     /// Something failed inside the daemon; its log says more.
     Internal,
+    /// The config has no `[aws]` section, so gatehouse makes no AWS call.
+    AwsNotConfigured,
+    /// An AWS call failed (the message names the action and what to do).
+    AwsFailed,
 }
 
 /// `GET /v1/status`.
@@ -477,4 +484,105 @@ pub enum VerifyProblemKind {
     Reordered,
     /// The chain ends before the recorded head: records were cut from the end.
     Truncated,
+}
+
+/// What an AWS action does to its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsActionKind {
+    Create,
+    Modify,
+    Delete,
+}
+
+/// One step of an AWS plan, with the reason it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsAction {
+    pub kind: AwsActionKind,
+    /// E.g. `security group sg-0abc (gatehouse-gw-gateway)`.
+    pub resource: String,
+    /// E.g. `revoke ingress TCP 22 from 0.0.0.0/0`.
+    pub change: String,
+    pub reason: String,
+}
+
+/// The instance facts the provisioner works with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsFacts {
+    pub region: String,
+    pub instance_id: String,
+    pub availability_zone: String,
+    pub network_interface_id: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    /// True when instance metadata (IMDSv2) was asked; false: all from the config.
+    pub from_metadata: bool,
+}
+
+/// `GET /v1/aws/plan`: what `apply` would do now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AwsPlanResponse {
+    pub gateway: String,
+    pub facts: AwsFacts,
+    /// Empty when AWS matches the config.
+    pub actions: Vec<AwsAction>,
+}
+
+/// `POST /v1/aws/apply`: what was done. A failure half-way is an
+/// [`ApiError`] (`aws_failed`) whose details list the changes made before it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AwsApplyResponse {
+    pub gateway: String,
+    pub facts: AwsFacts,
+    pub applied: Vec<AwsAction>,
+    /// The elastic IP device configs use with `public_endpoint = "auto"`.
+    pub elastic_ip: Option<String>,
+    /// A fresh plan after the apply; empty unless something changed meanwhile.
+    pub remaining: Vec<AwsAction>,
+}
+
+/// `GET /v1/aws/status`: the footprint as AWS describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AwsStatusResponse {
+    pub gateway: String,
+    pub facts: AwsFacts,
+    pub elastic_ip: Option<AwsElasticIp>,
+    pub security_groups: Vec<AwsGroupStatus>,
+    pub source_dest_check: Option<bool>,
+    pub routes: Vec<AwsRouteStatus>,
+    pub ssm_parameter: AwsParameterStatus,
+    /// What `apply` would do; empty when in sync.
+    pub pending: Vec<AwsAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsElasticIp {
+    pub public_ip: String,
+    pub allocation_id: String,
+    pub network_interface_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsGroupStatus {
+    /// `gateway` or `targets`.
+    pub role: String,
+    pub id: String,
+    pub name: String,
+    /// One line per ingress rule, e.g. `UDP 51820 from 0.0.0.0/0`.
+    pub ingress: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsRouteStatus {
+    pub route_table_id: String,
+    pub destination: String,
+    /// `ok`, `missing`, or `points at <target>`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsParameterStatus {
+    pub name: String,
+    pub present: bool,
+    pub secure_string: bool,
 }

@@ -64,6 +64,7 @@ struct Inner {
     started: Instant,
     vpn: OnceLock<Arc<Engine>>,
     ssh: OnceLock<SshHandle>,
+    aws: crate::aws::AwsState,
 }
 
 /// The outcome of a reload that was accepted.
@@ -84,6 +85,7 @@ pub enum ReloadError {
 
 impl Gateway {
     pub fn new(source: ConfigSource, config: Config, store: Store, key: GatewayKey) -> Self {
+        let aws = crate::aws::AwsState::load(&config.gateway.state_dir);
         let (config, _) = watch::channel(Arc::new(config));
         Self {
             inner: Arc::new(Inner {
@@ -95,6 +97,7 @@ impl Gateway {
                 started: Instant::now(),
                 vpn: OnceLock::new(),
                 ssh: OnceLock::new(),
+                aws,
             }),
         }
     }
@@ -135,6 +138,22 @@ impl Gateway {
     /// Records the started jump host; called once by start-up.
     pub fn set_ssh(&self, handle: SshHandle) {
         let _ = self.inner.ssh.set(handle);
+    }
+
+    /// The AWS provisioner's shared state (apply lock, known elastic IP).
+    pub fn aws(&self) -> &crate::aws::AwsState {
+        &self.inner.aws
+    }
+
+    /// `host:port` for device configs: the configured host, or the elastic
+    /// IP with `public_endpoint = "auto"` once the provisioner knows it.
+    pub fn vpn_endpoint(&self) -> Option<String> {
+        crate::aws::vpn_endpoint(&self.config(), &self.inner.aws)
+    }
+
+    /// The portal's base URL, with the elastic IP standing in for "auto".
+    pub fn portal_url(&self) -> Option<String> {
+        crate::aws::portal_url(&self.config(), &self.inner.aws)
     }
 
     pub fn config_path(&self) -> &std::path::Path {

@@ -14,6 +14,7 @@
 //! - [`ssh`]: the SSH jump host (russh): direct-tcpip only, under the same policy.
 //! - [`host_addrs`]: the host's own addresses (always refused by policy).
 //! - [`wg_key`]: the gateway's WireGuard key, generated once.
+//! - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle without `[aws]`.
 //! - [`ssh_keys`]: parsing users' OpenSSH public keys.
 //! - [`time_fmt`]: unix seconds ⇄ RFC 3339.
 //! - [`systemd`]: readiness, stopping and watchdog notifications.
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod aws;
 pub mod gateway;
 pub mod host_addrs;
 pub mod metrics;
@@ -45,7 +47,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::gateway::{ConfigSource, Gateway};
 use crate::store::{NewAuditEvent, Store, StoreOptions};
-use crate::wg_key::GatewayKey;
 
 /// How long shutdown waits for tasks to finish before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -67,6 +68,8 @@ pub enum RunError {
     Metrics(#[from] metrics::MetricsError),
     #[error("cannot start the SSH jump host: {0}")]
     Ssh(#[from] ssh::SshError),
+    #[error("AWS at start: {0}")]
+    Aws(#[from] aws::startup::StartError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -96,8 +99,8 @@ pub async fn run(
         },
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
-    let key_dir = state_dir.clone();
-    let key = tokio::task::spawn_blocking(move || GatewayKey::load_or_create(&key_dir)).await??;
+    // With [aws], the key's home is SSM; without, no AWS call is ever made.
+    let (key, aws_session) = aws::startup::key_and_session(&config, &store, &state_dir).await?;
     let gateway = Gateway::new(source, config, store.clone(), key);
 
     lifecycle_event(&gateway, "gateway.start").await?;
@@ -111,6 +114,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {
+        aws::startup::apply_on_start(&gateway, aws_session.as_ref()).await?;
         start_subsystems(&gateway, &tracker, &shutdown).await?;
         let config = gateway.config();
         let listener = admin::bind(&config.admin.socket, &config.admin.group).await?;

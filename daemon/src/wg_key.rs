@@ -1,6 +1,7 @@
 //! The gateway's WireGuard static key: generated once, kept in
 //! `state_dir/wireguard.key` (base64, mode 0600), so every client config
-//! stays valid across restarts. The AWS provisioner later makes SSM its home.
+//! stays valid across restarts. With an `[aws]` section its home is SSM
+//! (`crate::aws::ssm_key`) and this file is the local copy.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -95,6 +96,21 @@ impl GatewayKey {
         &self.secret
     }
 
+    /// The private key as base64, for its home in SSM. Never log this.
+    pub fn private_base64(&self) -> String {
+        BASE64.encode(self.secret.to_bytes())
+    }
+
+    /// Makes this the key in `state_dir`, replacing another one atomically
+    /// (a new 0600 file renamed over the old): used when SSM holds the key.
+    pub fn store(&self, state_dir: &Path) -> Result<(), KeyError> {
+        let path = state_dir.join(KEY_FILE);
+        let fresh = state_dir.join(format!("{KEY_FILE}.new"));
+        let _ = std::fs::remove_file(&fresh);
+        self.save(&fresh)?;
+        std::fs::rename(&fresh, &path).map_err(|source| KeyError::Write { path, source })
+    }
+
     /// Writes the key to a new file created 0600; never replaces an existing one.
     fn save(&self, path: &Path) -> Result<(), KeyError> {
         let write = || -> std::io::Result<()> {
@@ -162,6 +178,28 @@ mod tests {
             GatewayKey::load_or_create(dir.path()),
             Err(KeyError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn store_replaces_the_key_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = GatewayKey::load_or_create(dir.path()).unwrap();
+        let other = GatewayKey::generate();
+        other.store(dir.path()).unwrap();
+        let loaded = GatewayKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(loaded.public_base64(), other.public_base64());
+        assert_ne!(loaded.public_base64(), first.public_base64());
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            GatewayKey::from_base64(&other.private_base64())
+                .unwrap()
+                .public_base64(),
+            other.public_base64()
+        );
     }
 
     #[test]

@@ -10,9 +10,12 @@
 //! subnet the user may not reach) in network namespaces for the VPN tests;
 //! [`Daemon::start_in`] runs accessd inside one of them. [`ssh`] puts stock
 //! OpenSSH (client and sshd) into that network for the SSH jump host tests.
+//! [`aws`] runs the moto server, a fake IMDSv2 and a recording proxy in a
+//! namespace for the AWS provisioner tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod aws;
 pub mod netns;
 pub mod ssh;
 
@@ -147,6 +150,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     /// The network namespace it runs in (`None`: the test's own).
     netns: Option<String>,
+    /// Extra environment for the accessd process (e.g. AWS credentials).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -171,6 +176,11 @@ impl Daemon {
     /// [`Daemon::stop`] signals accessd). The admin socket is a path, so
     /// accessctl reaches it from any namespace.
     pub fn start_in(netns: Option<&str>, config_text: &str) -> Self {
+        Self::start_in_with_env(netns, config_text, &[])
+    }
+
+    /// Like [`Daemon::start_in`], with extra environment variables for accessd.
+    pub fn start_in_with_env(netns: Option<&str>, config_text: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gatehouse.toml");
         std::fs::write(&config, config_text).unwrap();
@@ -181,6 +191,10 @@ impl Daemon {
             config,
             dir,
             netns: netns.map(str::to_owned),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
             child: None,
         };
         daemon.spawn();
@@ -211,6 +225,7 @@ impl Daemon {
             .arg("--admin-socket")
             .arg(&self.socket)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

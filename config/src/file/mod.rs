@@ -147,6 +147,31 @@ pub struct AwsConfig {
     pub private_route_tables: Vec<String>,
     pub admin_cidrs: Vec<IpNet>,
     pub public_cidrs: Vec<IpNet>,
+    /// Facts normally discovered from instance metadata (IMDSv2); each one
+    /// set here wins, so tests and off-instance runs need no metadata service.
+    pub discovery: AwsDiscoveryOverrides,
+}
+
+/// `[aws]` keys that replace what instance metadata would say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsDiscoveryOverrides {
+    pub instance_id: Option<String>,
+    pub network_interface_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub availability_zone: Option<String>,
+}
+
+impl AwsDiscoveryOverrides {
+    /// True when every fact is given, so discovery needs no metadata service
+    /// (the region comes from `aws.region` or the AWS environment then).
+    pub fn complete(&self) -> bool {
+        self.instance_id.is_some()
+            && self.network_interface_id.is_some()
+            && self.vpc_id.is_some()
+            && self.subnet_id.is_some()
+            && self.availability_zone.is_some()
+    }
 }
 
 /// A config that could not be used.

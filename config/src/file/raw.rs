@@ -190,6 +190,11 @@ pub(crate) struct RawAws {
     pub private_route_tables: Vec<String>,
     pub admin_cidrs: Vec<String>,
     pub public_cidrs: Vec<String>,
+    pub instance_id: Option<String>,
+    pub network_interface_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub subnet_id: Option<String>,
+    pub availability_zone: Option<String>,
 }
 
 impl Default for RawAws {
@@ -202,6 +207,11 @@ impl Default for RawAws {
             private_route_tables: Vec::new(),
             admin_cidrs: Vec::new(),
             public_cidrs: vec!["0.0.0.0/0".into(), "::/0".into()],
+            instance_id: None,
+            network_interface_id: None,
+            vpc_id: None,
+            subnet_id: None,
+            availability_zone: None,
         }
     }
 }

@@ -365,3 +365,39 @@ fn the_audit_mirror_rotates_by_size_and_keeps_at_least_one_file() {
     );
     assert_one(&text, "audit.mirror_keep", 8, "at least 1");
 }
+
+#[test]
+fn aws_discovery_overrides_are_checked_and_kept() {
+    let text = format!(
+        "{MINIMAL}\n[aws]\ninstance_id = \"i-0abc\"\nnetwork_interface_id = \"eni-12\"\nvpc_id = \"vpc-9\"\nsubnet_id = \"subnet-1f\"\navailability_zone = \"eu-west-3a\"\n"
+    );
+    let config = parse(&text, "t.toml").unwrap();
+    let found = config.aws.unwrap().discovery;
+    assert!(found.complete());
+    assert_eq!(found.instance_id.as_deref(), Some("i-0abc"));
+    assert_eq!(found.network_interface_id.as_deref(), Some("eni-12"));
+
+    let text = format!(
+        "{MINIMAL}\n[aws]\ninstance_id = \"0abc\"\nnetwork_interface_id = \"eni-\"\nvpc_id = \"vpc-XYZ\"\nsubnet_id = \"sn-1\"\navailability_zone = \"\"\n"
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "aws.instance_id",
+            "aws.network_interface_id",
+            "aws.vpc_id",
+            "aws.subnet_id",
+            "aws.availability_zone"
+        ]
+    );
+    let partial = format!("{MINIMAL}\n[aws]\ninstance_id = \"i-1\"\n");
+    assert!(
+        !parse(&partial, "t.toml")
+            .unwrap()
+            .aws
+            .unwrap()
+            .discovery
+            .complete()
+    );
+}

@@ -411,6 +411,28 @@ impl Checker<'_> {
         }
         let admin_cidrs = self.networks("aws.admin_cidrs", &raw.admin_cidrs);
         let public_cidrs = self.networks("aws.public_cidrs", &raw.public_cidrs);
+        for (key, value, prefix) in [
+            ("aws.instance_id", &raw.instance_id, "i-"),
+            (
+                "aws.network_interface_id",
+                &raw.network_interface_id,
+                "eni-",
+            ),
+            ("aws.vpc_id", &raw.vpc_id, "vpc-"),
+            ("aws.subnet_id", &raw.subnet_id, "subnet-"),
+        ] {
+            if let Some(id) = value
+                && !aws_id(id, prefix)
+            {
+                self.problem(key, format!("{id:?} is not an AWS id ({prefix}...)"));
+            }
+        }
+        if raw.availability_zone.as_deref() == Some("") {
+            self.problem(
+                "aws.availability_zone",
+                "is empty: leave it out to take the instance's zone",
+            );
+        }
         Some(AwsConfig {
             region: raw.region,
             endpoint_url: raw.endpoint_url,
@@ -419,6 +441,13 @@ impl Checker<'_> {
             private_route_tables: raw.private_route_tables,
             admin_cidrs,
             public_cidrs,
+            discovery: AwsDiscoveryOverrides {
+                instance_id: raw.instance_id,
+                network_interface_id: raw.network_interface_id,
+                vpc_id: raw.vpc_id,
+                subnet_id: raw.subnet_id,
+                availability_zone: raw.availability_zone,
+            },
         })
     }
 
@@ -530,4 +559,14 @@ fn is_interface_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `prefix` followed by at least one lowercase hex digit, and nothing else.
+fn aws_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
 }

@@ -61,7 +61,7 @@ pub async fn create(
             "public_key is not a WireGuard public key (32 bytes, base64)",
         ));
     }
-    let endpoint = config.vpn_endpoint().ok_or_else(|| {
+    let endpoint = gw.vpn_endpoint().ok_or_else(|| {
         ApiFailure::invalid_value(
             "gateway.public_endpoint is \"auto\" and no elastic IP is known yet: run `accessctl aws apply`, or set a host name in the config",
         )

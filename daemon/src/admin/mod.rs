@@ -6,6 +6,7 @@
 //! `gatehouse_config::api`. Does not own the data: every change goes through
 //! the store in one transaction with its audit record.
 
+mod aws;
 mod backup;
 mod devices;
 mod error;
@@ -182,6 +183,9 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/backup", get(backup::backup))
         .route("/v1/ssh/channels", get(ssh::list))
         .route("/v1/ssh/channels/{id}", delete(ssh::kill))
+        .route("/v1/aws/plan", get(aws::plan))
+        .route("/v1/aws/apply", post(aws::apply))
+        .route("/v1/aws/status", get(aws::status))
         .fallback(|| async {
             ApiFailure::not_found("no such admin API path; see `accessctl --help`")
         })

@@ -49,7 +49,7 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
         uptime_secs: gw.uptime().as_secs(),
         config_path: gw.config_path().display().to_string(),
         wireguard_public_key: gw.key().public_base64(),
-        endpoint: config.vpn_endpoint(),
+        endpoint: gw.vpn_endpoint(),
         users: UserCounts {
             total: users.len() as u64,
             pending: count(UserState::Pending),

@@ -124,7 +124,7 @@ pub async fn create(
             Ok(())
         })
         .await?;
-    let url = match config.portal_url() {
+    let url = match gw.portal_url() {
         Some(base) => format!("{base}/enroll/{token}"),
         None => format!("/enroll/{token}"),
     };

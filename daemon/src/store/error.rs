@@ -187,6 +187,9 @@ impl StoreError {
             (_, ErrorCode::Conflict) => 409,
             (_, ErrorCode::InvalidValue | ErrorCode::BadRequest | ErrorCode::InvalidName) => 400,
             (_, ErrorCode::ConfigInvalid | ErrorCode::Internal) => 500,
+            // Never a store error; a status all the same.
+            (_, ErrorCode::AwsNotConfigured) => 409,
+            (_, ErrorCode::AwsFailed) => 502,
         }
     }
 

@@ -1,0 +1,429 @@
+//! Apply: describes, plans, and carries the plan out in order, auditing each
+//! change as `aws.change` once AWS has accepted it. Idempotent by
+//! construction (it only does what the fresh plan says) and safe to re-run
+//! after a failure: a re-run plans only what is still missing. AWS answers
+//! that mean "already done" (a duplicate rule, a route that exists) count
+//! as done.
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, DomainType, IpPermission, IpRange, Ipv6Range, PrefixListId,
+    ResourceType, Tag, TagSpecification, UserIdGroupPair,
+};
+use ipnet::IpNet;
+use serde_json::json;
+
+use super::desired::{Desired, GroupRole, Rule, Source, TAG_GATEWAY, TAG_ROLE, desired};
+use super::errors::{AwsError, classify};
+use super::observed::{Observed, observe};
+use super::plan::{Action, Step, plan};
+use super::{Session, ssm_key};
+use crate::gateway::Gateway;
+use crate::store::NewAuditEvent;
+
+/// A finished apply.
+#[derive(Debug)]
+pub struct Applied {
+    pub actions: Vec<Action>,
+    pub elastic_ip: Option<String>,
+    /// A fresh plan after the changes (empty unless AWS changed meanwhile).
+    pub remaining: Vec<Action>,
+}
+
+/// An apply that stopped: what was done before, and why it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct ApplyFailure {
+    pub applied: Vec<Action>,
+    /// The action that failed (`None`: describing AWS failed before any change).
+    pub failed: Option<Action>,
+    #[source]
+    pub error: AwsError,
+}
+
+/// Describes, plans and applies under the gateway's apply lock.
+pub async fn apply(
+    gateway: &Gateway,
+    session: &Session,
+    actor: &str,
+    source: &str,
+) -> Result<Applied, ApplyFailure> {
+    let _one_at_a_time = gateway.aws().lock().await;
+    let stop = |applied: Vec<Action>, failed, error| ApplyFailure {
+        applied,
+        failed,
+        error,
+    };
+    let want = desired(&gateway.config());
+    let before = observe(session, &want)
+        .await
+        .map_err(|e| stop(Vec::new(), None, e))?;
+    let mut ids = Ids::from(&before);
+    let actions = plan(&want, &before, &session.facts);
+    let mut applied = Vec::new();
+    for action in actions {
+        match execute(gateway, session, &want, &mut ids, &action.step).await {
+            Ok(outcome) => {
+                let event = NewAuditEvent {
+                    kind: "aws.change".into(),
+                    actor: actor.into(),
+                    source: source.into(),
+                    target: action.resource.clone(),
+                    detail: json!({
+                        "kind": action.kind,
+                        "change": action.change,
+                        "reason": action.reason,
+                        "result": outcome,
+                    }),
+                };
+                tracing::info!(resource = %action.resource, change = %action.change, result = %outcome, "aws change");
+                if let Err(err) = gateway
+                    .store()
+                    .write(move |w| w.audit(event).map(drop))
+                    .await
+                {
+                    return Err(stop(applied, Some(action), err.into()));
+                }
+                applied.push(action);
+            }
+            Err(error) => {
+                tracing::warn!(resource = %action.resource, change = %action.change, error = %error, "aws change failed");
+                let event = NewAuditEvent {
+                    kind: "aws.change.fail".into(),
+                    actor: actor.into(),
+                    source: source.into(),
+                    target: action.resource.clone(),
+                    detail: json!({
+                        "kind": action.kind,
+                        "change": action.change,
+                        "error": error.to_string(),
+                    }),
+                };
+                // The failure stands even if it cannot be audited.
+                let _ = gateway
+                    .store()
+                    .write(move |w| w.audit(event).map(drop))
+                    .await;
+                return Err(stop(applied, Some(action), error));
+            }
+        }
+    }
+    let after = observe(session, &want)
+        .await
+        .map_err(|e| stop(applied.clone(), None, e))?;
+    remember_elastic_ip(gateway, &after);
+    Ok(Applied {
+        elastic_ip: after.elastic_ip.as_ref().map(|a| a.public_ip.clone()),
+        remaining: plan(&want, &after, &session.facts),
+        actions: applied,
+    })
+}
+
+/// Describes and plans without changing anything.
+pub async fn plan_only(
+    gateway: &Gateway,
+    session: &Session,
+) -> Result<(Desired, Observed, Vec<Action>), AwsError> {
+    let want = desired(&gateway.config());
+    let observed = observe(session, &want).await?;
+    remember_elastic_ip(gateway, &observed);
+    let actions = plan(&want, &observed, &session.facts);
+    Ok((want, observed, actions))
+}
+
+/// Keeps the gateway's idea of its elastic IP in line with AWS (only an
+/// address associated with this gateway counts).
+fn remember_elastic_ip(gateway: &Gateway, observed: &Observed) {
+    let ip = observed
+        .elastic_ip
+        .as_ref()
+        .and_then(|a| a.public_ip.parse().ok());
+    gateway.aws().set_elastic_ip(ip);
+}
+
+impl ApplyFailure {
+    fn describe(&self) -> String {
+        let done = self.applied.len();
+        match &self.failed {
+            Some(action) => format!(
+                "apply stopped at \"{}: {}\": {}; the {done} change(s) before it are made and audited; fix the cause and run `accessctl aws apply` again (it continues from here)",
+                action.resource, action.change, self.error
+            ),
+            None => format!(
+                "cannot describe the gateway's AWS resources: {}",
+                self.error
+            ),
+        }
+    }
+}
+
+/// The ids later steps refer to; filled in as the apply creates them.
+struct Ids {
+    groups: [Option<String>; 2],
+    allocation_id: Option<String>,
+}
+
+impl Ids {
+    fn from(observed: &Observed) -> Self {
+        Self {
+            groups: GroupRole::ALL.map(|r| observed.group_id(r).map(str::to_string)),
+            allocation_id: observed
+                .elastic_ip
+                .as_ref()
+                .map(|a| a.allocation_id.clone()),
+        }
+    }
+
+    fn group(&self, role: GroupRole) -> Result<&str, AwsError> {
+        self.groups[role as usize]
+            .as_deref()
+            .ok_or(AwsError::Incomplete {
+                action: "ec2:CreateSecurityGroup",
+                what: "a group id (the security group was not created)",
+            })
+    }
+}
+
+fn tags(resource: ResourceType, gateway: &str, role: Option<GroupRole>) -> TagSpecification {
+    let mut spec = TagSpecification::builder()
+        .resource_type(resource)
+        .tags(Tag::builder().key(TAG_GATEWAY).value(gateway).build());
+    if let Some(role) = role {
+        spec = spec.tags(Tag::builder().key(TAG_ROLE).value(role.tag()).build());
+    }
+    spec.build()
+}
+
+fn permission(rule: &Rule, ids: &Ids, description: Option<&str>) -> Result<IpPermission, AwsError> {
+    let mut p = IpPermission::builder().ip_protocol(&rule.protocol);
+    if rule.protocol != "-1" {
+        p = p.from_port(rule.from_port).to_port(rule.to_port);
+    }
+    let described = |text: &str| format!("gatehouse: {text}");
+    p = match &rule.source {
+        Source::Cidr(IpNet::V4(net)) => p.ip_ranges(
+            IpRange::builder()
+                .cidr_ip(net.to_string())
+                .set_description(description.map(described))
+                .build(),
+        ),
+        Source::Cidr(IpNet::V6(net)) => p.ipv6_ranges(
+            Ipv6Range::builder()
+                .cidr_ipv6(net.to_string())
+                .set_description(description.map(described))
+                .build(),
+        ),
+        Source::GatewayGroup => p.user_id_group_pairs(
+            UserIdGroupPair::builder()
+                .group_id(ids.group(GroupRole::Gateway)?)
+                .set_description(description.map(described))
+                .build(),
+        ),
+        Source::OtherGroup(id) => {
+            p.user_id_group_pairs(UserIdGroupPair::builder().group_id(id).build())
+        }
+        Source::PrefixList(id) => {
+            p.prefix_list_ids(PrefixListId::builder().prefix_list_id(id).build())
+        }
+    };
+    Ok(p.build())
+}
+
+fn is_code<E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
+    err: &aws_sdk_ec2::error::SdkError<E, R>,
+    code: &str,
+) -> bool {
+    err.as_service_error().and_then(|e| e.code()) == Some(code)
+}
+
+/// Carries out one step; returns what AWS answered, for the audit record.
+async fn execute(
+    gateway: &Gateway,
+    session: &Session,
+    want: &Desired,
+    ids: &mut Ids,
+    step: &Step,
+) -> Result<String, AwsError> {
+    let facts = &session.facts;
+    let ec2 = &session.ec2;
+    match step {
+        Step::PutKey { overwrite } => {
+            ssm_key::put(
+                session,
+                &want.ssm_parameter,
+                &want.gateway,
+                gateway.key(),
+                *overwrite,
+            )
+            .await?;
+            Ok(format!(
+                "stored {} (public key {})",
+                want.ssm_parameter,
+                gateway.key().public_base64()
+            ))
+        }
+        Step::AllocateAddress => {
+            const ACTION: &str = "ec2:AllocateAddress";
+            let out = session
+                .ec2
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .tag_specifications(tags(ResourceType::ElasticIp, &want.gateway, None))
+                .send()
+                .await
+                .map_err(|e| classify(ACTION, e))?;
+            let id = out.allocation_id().ok_or(AwsError::Incomplete {
+                action: ACTION,
+                what: "an allocation id",
+            })?;
+            ids.allocation_id = Some(id.to_string());
+            Ok(format!("{id} ({})", out.public_ip().unwrap_or("?")))
+        }
+        Step::CreateGroup(role) => {
+            const ACTION: &str = "ec2:CreateSecurityGroup";
+            let out = session
+                .ec2
+                .create_security_group()
+                .group_name(role.group_name(&want.gateway))
+                .description(role.description(&want.gateway))
+                .vpc_id(&facts.vpc_id)
+                .tag_specifications(tags(
+                    ResourceType::SecurityGroup,
+                    &want.gateway,
+                    Some(*role),
+                ))
+                .send()
+                .await
+                .map_err(|e| classify(ACTION, e))?;
+            let id = out.group_id().ok_or(AwsError::Incomplete {
+                action: ACTION,
+                what: "a group id",
+            })?;
+            ids.groups[*role as usize] = Some(id.to_string());
+            Ok(id.to_string())
+        }
+        Step::Revoke(role, rule) => {
+            const ACTION: &str = "ec2:RevokeSecurityGroupIngress";
+            let group = ids.group(*role)?.to_string();
+            ec2.revoke_security_group_ingress()
+                .group_id(&group)
+                .ip_permissions(permission(rule, ids, None)?)
+                .send()
+                .await
+                .map_err(|e| classify(ACTION, e))?;
+            Ok(format!("revoked on {group}"))
+        }
+        Step::Authorize(role, rule) => {
+            const ACTION: &str = "ec2:AuthorizeSecurityGroupIngress";
+            let group = ids.group(*role)?.to_string();
+            let reason = want.rules(*role).get(rule).map(String::as_str);
+            let sent = ec2
+                .authorize_security_group_ingress()
+                .group_id(&group)
+                .ip_permissions(permission(rule, ids, reason)?)
+                .send()
+                .await;
+            match sent {
+                Ok(_) => Ok(format!("authorized on {group}")),
+                Err(err) if is_code(&err, "InvalidPermission.Duplicate") => {
+                    Ok(format!("already authorized on {group}"))
+                }
+                Err(err) => Err(classify(ACTION, err)),
+            }
+        }
+        Step::AttachGatewayGroup { keep } => {
+            const ACTION: &str = "ec2:ModifyInstanceAttribute";
+            let mut groups = keep.clone();
+            groups.push(ids.group(GroupRole::Gateway)?.to_string());
+            groups.dedup();
+            session
+                .ec2
+                .modify_instance_attribute()
+                .instance_id(&facts.instance_id)
+                .set_groups(Some(groups.clone()))
+                .send()
+                .await
+                .map_err(|e| classify(ACTION, e))?;
+            Ok(format!("groups now {}", groups.join(", ")))
+        }
+        Step::AssociateAddress => {
+            const ACTION: &str = "ec2:AssociateAddress";
+            let allocation = ids.allocation_id.clone().ok_or(AwsError::Incomplete {
+                action: "ec2:AllocateAddress",
+                what: "an allocation id (the elastic IP was not allocated)",
+            })?;
+            let out = session
+                .ec2
+                .associate_address()
+                .allocation_id(&allocation)
+                .network_interface_id(&facts.network_interface_id)
+                .allow_reassociation(true)
+                .send()
+                .await
+                .map_err(|e| classify(ACTION, e))?;
+            Ok(format!(
+                "{allocation} → {} ({})",
+                facts.network_interface_id,
+                out.association_id().unwrap_or("?")
+            ))
+        }
+        Step::DisableSourceDestCheck => {
+            const ACTION: &str = "ec2:ModifyInstanceAttribute";
+            session
+                .ec2
+                .modify_instance_attribute()
+                .instance_id(&facts.instance_id)
+                .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+                .send()
+                .await
+                .map_err(|e| classify(ACTION, e))?;
+            Ok("source/dest check off".into())
+        }
+        Step::CreateRoute { table } => {
+            const ACTION: &str = "ec2:CreateRoute";
+            let sent = match want.pool {
+                IpNet::V4(_) => session
+                    .ec2
+                    .create_route()
+                    .destination_cidr_block(want.pool.to_string()),
+                IpNet::V6(_) => session
+                    .ec2
+                    .create_route()
+                    .destination_ipv6_cidr_block(want.pool.to_string()),
+            }
+            .route_table_id(table)
+            .network_interface_id(&facts.network_interface_id)
+            .send()
+            .await;
+            match sent {
+                Ok(_) => Ok(format!("{} → {}", want.pool, facts.network_interface_id)),
+                // Real AWS refuses a duplicate; point the existing route at us.
+                Err(err) if is_code(&err, "RouteAlreadyExists") => {
+                    replace_route(session, want, table).await
+                }
+                Err(err) => Err(classify(ACTION, err)),
+            }
+        }
+        Step::ReplaceRoute { table } => replace_route(session, want, table).await,
+    }
+}
+
+async fn replace_route(session: &Session, want: &Desired, table: &str) -> Result<String, AwsError> {
+    const ACTION: &str = "ec2:ReplaceRoute";
+    let eni = &session.facts.network_interface_id;
+    match want.pool {
+        IpNet::V4(_) => session
+            .ec2
+            .replace_route()
+            .destination_cidr_block(want.pool.to_string()),
+        IpNet::V6(_) => session
+            .ec2
+            .replace_route()
+            .destination_ipv6_cidr_block(want.pool.to_string()),
+    }
+    .route_table_id(table)
+    .network_interface_id(eni)
+    .send()
+    .await
+    .map_err(|e| classify(ACTION, e))?;
+    Ok(format!("{} → {eni} (replaced)", want.pool))
+}

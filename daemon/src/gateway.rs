@@ -10,6 +10,7 @@ use gatehouse_config::{Config, ConfigError};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::portal::PortalHandle;
 use crate::ssh::SshHandle;
 use crate::store::{NewAuditEvent, Store, StoreError};
 use crate::vpn::engine::Engine;
@@ -64,6 +65,7 @@ struct Inner {
     started: Instant,
     vpn: OnceLock<Arc<Engine>>,
     ssh: OnceLock<SshHandle>,
+    portal: OnceLock<PortalHandle>,
 }
 
 /// The outcome of a reload that was accepted.
@@ -95,6 +97,7 @@ impl Gateway {
                 started: Instant::now(),
                 vpn: OnceLock::new(),
                 ssh: OnceLock::new(),
+                portal: OnceLock::new(),
             }),
         }
     }
@@ -135,6 +138,16 @@ impl Gateway {
     /// Records the started jump host; called once by start-up.
     pub fn set_ssh(&self, handle: SshHandle) {
         let _ = self.inner.ssh.set(handle);
+    }
+
+    /// The portal, once it runs (never when `portal.enabled` is false).
+    pub fn portal(&self) -> Option<PortalHandle> {
+        self.inner.portal.get().cloned()
+    }
+
+    /// Records the started portal; called once by start-up.
+    pub fn set_portal(&self, handle: PortalHandle) {
+        let _ = self.inner.portal.set(handle);
     }
 
     pub fn config_path(&self) -> &std::path::Path {

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -143,6 +143,22 @@ CREATE TRIGGER audit_log_immutable_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'audit records are immutable');
 END;
+"#;
+
+/// The portal: sessions (only the SHA-256 of a session token is stored)
+/// and, per user, the last TOTP time step accepted, so a code is never
+/// accepted twice.
+const V3_PORTAL: &str = r#"
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+
+CREATE TABLE portal_sessions (
+    token_hash TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    user       TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    source     TEXT NOT NULL
+) STRICT;
+CREATE INDEX portal_sessions_by_user ON portal_sessions (user);
 "#;
 
 #[cfg(test)]

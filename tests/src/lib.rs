@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 pub mod netns;
+pub mod portal;
 pub mod ssh;
 
 use std::io::Read;

@@ -246,6 +246,18 @@ fn json_failure(rejection: JsonRejection) -> Failure {
             "bad_request",
             "Send the body as JSON with Content-Type: application/json.",
         ),
+        JsonRejection::BytesRejection(too_large)
+            if too_large.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "The request body is larger than {} bytes.",
+                    super::MAX_BODY_BYTES
+                ),
+            )
+        }
         other => Failure::bad_request(format!("Malformed JSON request: {}", other.body_text())),
     }
 }

@@ -160,7 +160,7 @@ pub async fn devices_page(
         section aria-labelledby="list" {
             h2 #list { "Devices" }
             @if devices.is_empty() {
-                p { "No devices yet." }
+                p #no-devices { "No devices yet." }
             } @else {
                 table {
                     thead { tr { th { "Name" } th { "Address" } th { "Created" } th { "Last handshake" } th { "State" } th { span .hint { "Action" } } } }

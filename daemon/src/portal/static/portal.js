@@ -103,6 +103,8 @@
         show(answer.config, answer.private_key, true);
       }
       status.textContent = "Device " + name + " added. Save its config now: it cannot be shown again.";
+      const none = document.getElementById("no-devices");
+      if (none) none.hidden = true;
       const row = document.createElement("li");
       row.textContent = name + " (new; reload to see it in the list)";
       document.getElementById("device-list-note").appendChild(row);

@@ -413,6 +413,48 @@ fn devices_add_list_revoke_and_only_ones_own() {
     let revoked = audit_of(&daemon, "device.revoke");
     assert_eq!(revoked[0]["actor"], "hana");
     assert_eq!(revoked[0]["target"], "hana/phone");
+    // Disabling a user ends their sessions at once.
+    daemon.ctl_ok(&["user", "disable", "ivan"]);
+    assert_eq!(portal.get("/api/v1/whoami", Some(&is)).status(), 401);
+    assert_eq!(portal.get("/api/v1/whoami", Some(&hs)).status(), 200);
+}
+
+#[test]
+fn ssh_config_snippet_pins_the_jump_host_and_covers_the_subnets() {
+    let daemon = Daemon::start();
+    let portal = Portal::of(&daemon);
+    let mut lena = portal.enroll(&daemon, "lena");
+    let session = portal.login_ok(&mut lena);
+    let r = portal.get("/ssh_config", Some(&session));
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let text = r.text().unwrap();
+    let status = daemon.ctl_json(&["status"]);
+    let known_hosts = status["ssh"]["known_hosts"].as_str().unwrap();
+    let port = status["ssh"]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    assert!(text.contains(&format!("# {known_hosts}\n")), "{text}");
+    assert!(text.contains("HostName vpn.example.com"), "{text}");
+    assert!(text.contains(&format!("Port {port}\n")), "{text}");
+    assert!(text.contains("User lena\n"), "{text}");
+    assert!(text.contains("StrictHostKeyChecking yes"), "{text}");
+    assert!(
+        text.contains("Host 10.0.3.*\n    ProxyJump gatehouse-jump"),
+        "{text}"
+    );
+    // Not logged in: back to the login page.
+    let r = portal.get("/ssh_config", None);
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
 }
 
 #[test]

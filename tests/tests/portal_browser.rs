@@ -92,7 +92,7 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
     let _driver = start_driver(port);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (conf, secret) = runtime.block_on(async {
+    let (conf, fallback_conf, secret) = runtime.block_on(async {
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert(
@@ -301,26 +301,50 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
         let conf = std::fs::read_to_string(&file).unwrap();
         assert_eq!(conf, shown, "the download is the config shown on the page");
 
-        // 4. Revoke from the page.
+        // 4. A browser without WebCrypto X25519 (simulated by making
+        //    generateKey refuse X25519): the page falls back to a key pair
+        //    the gateway makes once, and says so.
         client.goto(&format!("{base}/devices")).await.unwrap();
-        shot("06-devices-with-laptop.png").await;
         client
-            .find(css("td form button.danger"))
-            .await
-            .unwrap()
-            .click()
+            .execute(
+                "const real = crypto.subtle.generateKey.bind(crypto.subtle);\
+                 crypto.subtle.generateKey = (alg, ...rest) => \
+                   (alg && alg.name === 'X25519') ? Promise.reject(new DOMException('unsupported', 'NotSupportedError')) : real(alg, ...rest);",
+                vec![],
+            )
             .await
             .unwrap();
+        client.find(css("#device-name")).await.unwrap().send_keys("old-phone").await.unwrap();
+        client.find(css("#add-device button")).await.unwrap().click().await.unwrap();
+        let fallback_link = client.wait().for_element(css("#conf-download[download]")).await.unwrap();
+        let notice = client.find(css("#gateway-keyed")).await.unwrap();
+        assert!(notice.is_displayed().await.unwrap(), "the page says the gateway made the key");
         client
-            .wait()
-            .for_url(&format!("{base}/devices").parse().unwrap())
+            .execute("document.getElementById('new-device').scrollIntoView()", vec![])
             .await
             .unwrap();
+        shot("06-gateway-keyed-fallback.png").await;
+        fallback_link.click().await.unwrap();
+        let fallback_file = downloads.path().join("old-phone.conf");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !fallback_file.exists() {
+            assert!(Instant::now() < deadline, "the fallback .conf download did not arrive");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let fallback_conf = std::fs::read_to_string(&fallback_file).unwrap();
+
+        // 5. Revoke both from the page.
+        client.goto(&format!("{base}/devices")).await.unwrap();
+        shot("07-devices-with-two.png").await;
+        for _ in 0..2 {
+            client.find(css("td form button.danger")).await.unwrap().click().await.unwrap();
+            client.wait().for_url(&format!("{base}/devices").parse().unwrap()).await.unwrap();
+        }
         let page = client.source().await.unwrap();
-        assert!(page.contains("No devices yet."), "revoked");
-        shot("07-devices-after-revoke.png").await;
+        assert!(page.contains("No devices yet."), "both revoked");
+        shot("08-devices-after-revoke.png").await;
         client.close().await.unwrap();
-        (conf, secret)
+        (conf, fallback_conf, secret)
     });
     eprintln!("screenshots in {}", shots.display());
 
@@ -336,7 +360,7 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
     let public = STANDARD
         .encode(x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(bytes)).as_bytes());
     let created = gatehouse_tests::portal::audit_of(&daemon, "device.create");
-    assert_eq!(created.len(), 1);
+    assert_eq!(created.len(), 2);
     assert_eq!(
         created[0]["detail"]["public_key"],
         public.as_str(),
@@ -348,6 +372,22 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
         "no private key in the state dir"
     );
     assert!(!daemon.log_text().contains(&private_key));
+    // The fallback: a gateway-made pair, matching, and not kept either.
+    let fallback_key = fallback_conf
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .expect("a PrivateKey line")
+        .to_string();
+    let bytes: [u8; 32] = STANDARD.decode(&fallback_key).unwrap().try_into().unwrap();
+    let fallback_public = STANDARD
+        .encode(x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(bytes)).as_bytes());
+    assert_eq!(created[1]["detail"]["public_key"], fallback_public.as_str());
+    assert_eq!(created[1]["detail"]["key_made_by"], "gateway");
+    assert!(
+        find_in_files(&daemon.state_dir, &fallback_key).is_none(),
+        "the gateway kept no private key"
+    );
+    assert!(!daemon.log_text().contains(&fallback_key));
     assert!(
         !daemon.ctl_ok(&["--json", "audit"]).contains(&secret),
         "no TOTP secret in the audit"

@@ -220,7 +220,7 @@ impl Gateway {
 
 /// Keys whose new value only takes effect after a restart.
 fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 14] = [
         (
             "gateway.state_dir",
             old.gateway.state_dir != new.gateway.state_dir,
@@ -232,6 +232,16 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         ("vpn.mtu", old.vpn.mtu != new.vpn.mtu),
         ("ssh.listen", old.ssh.listen != new.ssh.listen),
         ("portal.listen", old.portal.listen != new.portal.listen),
+        ("portal.enabled", old.portal.enabled != new.portal.enabled),
+        ("portal.tls_cert", old.portal.tls != new.portal.tls),
+        (
+            "portal.login_lockout",
+            old.portal.login_lockout != new.portal.login_lockout,
+        ),
+        (
+            "portal.requests_per_minute",
+            old.portal.requests_per_minute != new.portal.requests_per_minute,
+        ),
         ("admin.socket", old.admin.socket != new.admin.socket),
         ("audit.mirror", old.audit.mirror != new.audit.mirror),
     ];

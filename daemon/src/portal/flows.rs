@@ -158,6 +158,8 @@ pub async fn enroll(
                 None => w.set_totp_secret(&user, None)?,
             }
             w.set_user_state(&user, UserState::Active)?;
+            // A new link resets the account: old sessions end.
+            w.delete_user_portal_sessions(&user)?;
             w.create_portal_session(&session_hash, &user, now, &source_text)?;
             w.touch_last_seen(&user, now)?;
             w.audit(NewAuditEvent {

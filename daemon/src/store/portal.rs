@@ -119,6 +119,14 @@ impl Writer<'_> {
         Ok(removed > 0)
     }
 
+    /// Ends every session of `user` (a new enrollment resets the account);
+    /// returns how many.
+    pub fn delete_user_portal_sessions(&mut self, user: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM portal_sessions WHERE user = ?1", [user])
+            .map_err(StoreError::sqlite("delete a user's portal sessions"))
+    }
+
     /// Deletes sessions idle since before `idle_before` or created before
     /// `created_before`; returns how many.
     pub fn prune_portal_sessions(
@@ -189,6 +197,15 @@ mod tests {
                 .unwrap(),
             0
         );
+        assert_eq!(
+            store
+                .write_blocking(|w| w.delete_user_portal_sessions("alice"))
+                .unwrap(),
+            1
+        );
+        store
+            .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
+            .unwrap();
         store.write_blocking(|w| w.delete_user("alice")).unwrap();
         assert!(
             store

@@ -249,6 +249,14 @@ fn sessions_cookie_flags_timeouts_and_logout() {
     assert_eq!(who["user"], "frank");
     assert_eq!(who["groups"], json!(["research"]));
     assert_eq!(who["subnets"], json!(["10.0.3.0/24"]));
+    // The login opened a VPN session of vpn.session_lifetime (12h).
+    assert_eq!(who["vpn_access"], "session");
+    let until = who["vpn_access_until"].as_str().unwrap();
+    let shown = daemon.ctl_json(&["user", "show", "frank"]);
+    let shown_until = shown["vpn_access_until"]
+        .as_str()
+        .or(shown["user"]["vpn_access_until"].as_str());
+    assert_eq!(shown_until, Some(until), "{shown}");
     // Idle timeout.
     std::thread::sleep(Duration::from_millis(3300));
     assert_eq!(portal.get("/api/v1/whoami", Some(&session)).status(), 401);

@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gatehouse_config::api::{DeviceConfigResponse, DeviceInfo};
+use gatehouse_config::api::{DeviceConfigResponse, DeviceInfo, VpnAccessState};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -33,7 +33,7 @@ use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, EnrollInput, KeyOrigin, LoggedIn, LoginInput};
 use super::sessions::{Session, Source, clear_session_cookie, session_cookie};
-use crate::time_fmt::rfc3339;
+use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 
 /// The answer to a login or enrollment.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,8 +53,10 @@ pub struct WhoAmI {
     pub account_expires_at: Option<String>,
     /// RFC 3339; when this session ends at the latest.
     pub session_expires_at: String,
-    /// RFC 3339; when VPN access from the last login ends. `None` until the
-    /// data plane enforces session lifetimes (issue 5, item 6).
+    /// Whether this user's devices are peers now, and why.
+    pub vpn_access: VpnAccessState,
+    /// RFC 3339; when VPN access from the last login ends (a login
+    /// session under `vpn.require_login` only).
     pub vpn_access_until: Option<String>,
     pub csrf_token: String,
 }
@@ -121,13 +123,15 @@ pub async fn whoami(State(state): State<PortalState>, session: Session) -> Json<
         .iter()
         .map(ToString::to_string)
         .collect();
+    let (vpn_access, vpn_until) = flows::vpn_access(&session.user, &config, now_unix());
     Json(WhoAmI {
         user: session.user.name.clone(),
         groups: session.user.groups.clone(),
         subnets,
         account_expires_at: session.user.expires_at.map(rfc3339),
         session_expires_at: rfc3339(session.created_at.saturating_add(max)),
-        vpn_access_until: None,
+        vpn_access,
+        vpn_access_until: rfc3339_opt(vpn_until),
         csrf_token: session.csrf.clone(),
     })
 }

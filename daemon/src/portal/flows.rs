@@ -161,6 +161,8 @@ pub async fn enroll(
             // A new link resets the account: old sessions end.
             w.delete_user_portal_sessions(&user)?;
             w.create_portal_session(&session_hash, &user, now, &source_text)?;
+            // Enrollment ends logged in, so it opens the VPN session too.
+            w.activate_user_devices(&user, now)?;
             w.touch_last_seen(&user, now)?;
             w.audit(NewAuditEvent {
                 kind: "portal.enroll".into(),
@@ -281,9 +283,8 @@ pub async fn login(
             w.prune_portal_sessions(idle_before, created_before)?;
             w.create_portal_session(&session_hash, &who, now, &source_text)?;
             w.touch_last_seen(&who, now)?;
-            // ISSUE 5 ITEM 6 (VPN session lifetime, landing on main): call
-            // `w.activate_user_devices(&who, now)?;` here once the store has
-            // it, so a login (re)activates the user's devices.
+            // A login (re)opens the user's VPN session (vpn.require_login).
+            w.activate_user_devices(&who, now)?;
             w.audit(NewAuditEvent {
                 kind: "portal.login.ok".into(),
                 actor: who.clone(),
@@ -507,6 +508,25 @@ async fn audit_failure(
         .write(move |w| w.audit(event).map(drop))
         .await?;
     Ok(())
+}
+
+/// The user's VPN access now, as `accessctl user show` reports it: the
+/// state and, for a login session, when it ends.
+pub fn vpn_access(
+    user: &crate::store::User,
+    config: &gatehouse_config::Config,
+    now: i64,
+) -> (gatehouse_config::api::VpnAccessState, Option<i64>) {
+    use crate::vpn::session::VpnAccess;
+    use gatehouse_config::api::VpnAccessState;
+    let access = VpnAccess::of(user, &config.vpn, now);
+    let state = match access {
+        VpnAccess::Always => VpnAccessState::Always,
+        VpnAccess::Until(end) if now < end => VpnAccessState::Session,
+        VpnAccess::Until(_) | VpnAccess::LoginNeeded => VpnAccessState::LoginNeeded,
+        VpnAccess::Refused => VpnAccessState::Refused,
+    };
+    (state, access.ends_at().filter(|end| now < *end))
 }
 
 fn unix_now_u64() -> u64 {

@@ -149,12 +149,23 @@ pub async fn devices_page(
         .map(ToString::to_string)
         .collect();
     let max = i64::try_from(config.portal.session_max.as_secs()).unwrap_or(i64::MAX);
+    let (vpn_state, vpn_until) =
+        flows::vpn_access(&session.user, &config, crate::time_fmt::now_unix());
     let body = html! {
         h1 { "Your devices" }
         section aria-labelledby="access" {
             h2 #access { "Your access" }
             p { "Groups: " strong { (session.user.groups.join(", ")) } }
             p { "Subnets your devices reach: " strong { (subnets.join(", ")) } }
+            p {
+                "VPN access: "
+                strong {
+                    @match vpn_until {
+                        Some(until) => { "until " (rfc3339(until)) }
+                        None => { (vpn_state.as_str()) }
+                    }
+                }
+            }
             p .hint { "This login lasts until " (rfc3339(session.created_at.saturating_add(max))) "." }
         }
         section aria-labelledby="list" {

@@ -205,12 +205,15 @@ pub async fn login(
     } else {
         "(not a user name)".to_string()
     };
-    if state
-        .login_limits
-        .check(&name, source, Instant::now())
-        .is_err()
-    {
-        audit_failure(state, source, &target, "locked_out").await?;
+    if let Err(refused) = state.login_limits.check(&name, source, Instant::now()) {
+        // One record per lockout: refused attempts cannot flood the log.
+        if refused.first {
+            let reason = match refused.by {
+                super::limits::Locked::User => "locked_out",
+                super::limits::Locked::Source => "source_locked_out",
+            };
+            audit_failure(state, source, &target, reason).await?;
+        }
         return Err(Failure::locked_out());
     }
     let lookup = name.clone();

@@ -39,6 +39,9 @@ struct Failures {
     count: u32,
     last: Instant,
     locked_until: Option<Instant>,
+    /// Whether an attempt refused by this lockout was reported already
+    /// (one audit record per lockout, not one per refused attempt).
+    refusal_reported: bool,
 }
 
 /// Failed-login bookkeeping.
@@ -54,6 +57,14 @@ pub enum Locked {
     Source,
 }
 
+/// An attempt refused by a lockout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub by: Locked,
+    /// True for the first refusal of this lockout: the one to audit.
+    pub first: bool,
+}
+
 impl LoginLimits {
     pub fn new(lockout: Duration) -> Self {
         Self {
@@ -63,19 +74,19 @@ impl LoginLimits {
     }
 
     /// Whether an attempt for `user` from `source` may be checked now.
-    pub fn check(&self, user: &str, source: IpAddr, now: Instant) -> Result<(), Locked> {
+    pub fn check(&self, user: &str, source: IpAddr, now: Instant) -> Result<(), Refused> {
         let mut table = self.lock();
-        let locked = |table: &mut HashMap<Key, Failures>, key: Key| {
-            table
-                .get(&key)
-                .and_then(|f| f.locked_until)
-                .is_some_and(|until| now < until)
-        };
-        if locked(&mut table, Key::Source(source)) {
-            return Err(Locked::Source);
-        }
-        if locked(&mut table, Key::User(user.to_lowercase())) {
-            return Err(Locked::User);
+        for (key, by) in [
+            (Key::Source(source), Locked::Source),
+            (Key::User(user.to_lowercase()), Locked::User),
+        ] {
+            if let Some(entry) = table.get_mut(&key)
+                && entry.locked_until.is_some_and(|until| now < until)
+            {
+                let first = !entry.refusal_reported;
+                entry.refusal_reported = true;
+                return Err(Refused { by, first });
+            }
         }
         Ok(())
     }
@@ -109,6 +120,7 @@ impl LoginLimits {
             count: 0,
             last: now,
             locked_until: None,
+            refusal_reported: false,
         });
         // Failures older than a lockout period are forgiven; so is an
         // expired lockout.
@@ -119,6 +131,7 @@ impl LoginLimits {
                 count: 0,
                 last: now,
                 locked_until: None,
+                refusal_reported: false,
             };
         }
         entry.count += 1;
@@ -189,9 +202,16 @@ mod tests {
             delays.push(limits.failed("Alice", A, t0));
         }
         assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
-        assert_eq!(limits.check("alice", A, t0), Err(Locked::User));
-        // Another address is locked out of this user too; another user is fine.
-        assert_eq!(limits.check("alice", B, t0), Err(Locked::User));
+        let refused = |first| {
+            Err(Refused {
+                by: Locked::User,
+                first,
+            })
+        };
+        assert_eq!(limits.check("alice", A, t0), refused(true));
+        // Another address is locked out of this user too (reported once);
+        // another user is fine.
+        assert_eq!(limits.check("alice", B, t0), refused(false));
         assert_eq!(limits.check("bob", B, t0), Ok(()));
         assert_eq!(
             limits.check("alice", A, t0 + Duration::from_secs(61)),
@@ -206,7 +226,10 @@ mod tests {
         for i in 0..SOURCE_MAX_FAILURES {
             limits.failed(&format!("user{i}"), A, t0);
         }
-        assert_eq!(limits.check("someone", A, t0), Err(Locked::Source));
+        assert_eq!(
+            limits.check("someone", A, t0).map_err(|r| r.by),
+            Err(Locked::Source)
+        );
         assert_eq!(limits.check("someone", B, t0), Ok(()));
     }
 

@@ -584,3 +584,85 @@ fn no_secret_in_state_dir_log_or_audit() {
         "{hash}"
     );
 }
+
+#[test]
+fn malformed_connections_and_requests_do_not_hurt_the_portal() {
+    use std::io::{Read, Write};
+    let daemon = Daemon::start();
+    let portal = Portal::of(&daemon);
+    let addr = portal.base.trim_start_matches("https://").to_string();
+    // Plain HTTP, random bytes, and a connection that says nothing.
+    let mut plain = std::net::TcpStream::connect(&addr).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    let mut noise = std::net::TcpStream::connect(&addr).unwrap();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = noise.write_all(&bytes);
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    // Odd requests over TLS: bad paths, methods, headers and bodies.
+    let client = &portal.client;
+    let odd = [
+        client
+            .get(portal.url("/enroll/%ff%fe"))
+            .send()
+            .unwrap()
+            .status(),
+        client
+            .get(portal.url("/api/v1/devices"))
+            .header("cookie", "__Host-gh_session=;;==;")
+            .send()
+            .unwrap()
+            .status(),
+        client
+            .get(portal.url("/api/v1/devices"))
+            .header(
+                "cookie",
+                "__Host-gh_session=".to_string() + &"a".repeat(4000),
+            )
+            .send()
+            .unwrap()
+            .status(),
+        client
+            .request(reqwest::Method::PATCH, portal.url("/api/v1/login"))
+            .send()
+            .unwrap()
+            .status(),
+        client
+            .post(portal.url("/api/v1/enroll/x"))
+            .header("content-type", "application/json")
+            .body("[1,2,")
+            .send()
+            .unwrap()
+            .status(),
+        client
+            .post(portal.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("%%%&&&==")
+            .send()
+            .unwrap()
+            .status(),
+        client
+            .post(portal.url("/api/v1/login"))
+            .json(&json!({ "user": "\u{0}\u{202e}", "password": "", "totp_code": "\u{1f600}" }))
+            .send()
+            .unwrap()
+            .status(),
+    ];
+    for status in odd {
+        assert!(status.is_client_error(), "{status}");
+    }
+    assert_eq!(portal.get("/healthz", None).text().unwrap(), "ok\n");
+    assert!(
+        !daemon.log_text().contains("panicked"),
+        "{}",
+        daemon.log_tail(20)
+    );
+}

@@ -4,7 +4,10 @@
 //! logs out and in, adds a device (key pair made by WebCrypto in the page),
 //! downloads the .conf, and checks: `wg-quick strip` accepts it, its private
 //! key belongs to the public key the gateway stored, and neither the state
-//! dir nor the log holds that private key. Revokes the device from the page.
+//! dir nor the log holds that private key; both QR codes (TOTP enrollment,
+//! device config), as Chromium rendered them, decode (zbarimg) to what the
+//! page says. Then a browser without X25519 (simulated) gets the gateway-made
+//! fallback, and both devices are revoked from the page.
 //!
 //! Screenshots of each page go to `<target dir>/test-artifacts/portal/`.
 
@@ -92,7 +95,7 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
     let _driver = start_driver(port);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (conf, fallback_conf, secret) = runtime.block_on(async {
+    let (conf, fallback_conf, secret, totp_qr_png, conf_qr_png) = runtime.block_on(async {
         let mut caps = serde_json::Map::new();
         caps.insert("acceptInsecureCerts".into(), json!(true));
         caps.insert(
@@ -140,6 +143,12 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
             .await
             .unwrap();
         let qr = client.find(css("img.qr")).await.unwrap();
+        client
+            .execute("document.querySelector('img.qr').scrollIntoView()", vec![])
+            .await
+            .unwrap();
+        let totp_qr_png = qr.screenshot().await.unwrap();
+        client.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
         assert!(
             qr.attr("src")
                 .await
@@ -265,6 +274,7 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
             "Chromium makes X25519 keys itself"
         );
         let qr = client.find(css("#conf-qr")).await.unwrap();
+        let conf_qr_png = qr.screenshot().await.unwrap();
         assert!(
             qr.attr("src")
                 .await
@@ -344,7 +354,7 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
         assert!(page.contains("No devices yet."), "both revoked");
         shot("08-devices-after-revoke.png").await;
         client.close().await.unwrap();
-        (conf, fallback_conf, secret)
+        (conf, fallback_conf, secret, totp_qr_png, conf_qr_png)
     });
     eprintln!("screenshots in {}", shots.display());
 
@@ -410,6 +420,37 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
         assert!(
             stripped.contains(&format!("PrivateKey = {private_key}")),
             "{stripped}"
+        );
+    }
+    // The QR codes say what the page says: decoded from the browser's
+    // rendering of them with zbarimg.
+    if require(
+        have_tool("zbarimg"),
+        "zbarimg (zbar-tools) is not installed",
+    ) {
+        let decode = |png: &[u8], name: &str| {
+            let path = shots.join(name);
+            std::fs::write(&path, png).unwrap();
+            let mut cmd = Command::new("zbarimg");
+            cmd.args(["--raw", "-q"]).arg(&path);
+            let out = output_within(cmd, Duration::from_secs(20));
+            assert!(
+                out.status.success(),
+                "zbarimg {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let uri = decode(&totp_qr_png, "qr-totp.png");
+        assert!(
+            uri.trim().starts_with("otpauth://totp/") && uri.contains(&format!("secret={secret}&")),
+            "{uri}"
+        );
+        let decoded = decode(&conf_qr_png, "qr-device.png");
+        assert_eq!(
+            decoded.trim_end(),
+            conf.trim_end(),
+            "the device QR is the .conf"
         );
     }
     let kinds: Vec<String> = daemon

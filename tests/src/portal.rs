@@ -179,15 +179,22 @@ pub struct Account {
 
 impl Account {
     /// A code the gateway has not seen yet: the oldest step it still
-    /// accepts (now - 1) or the one after the last used, waiting for the
-    /// next step when the window is used up.
+    /// accepts (now - 1, only while at least 15 s of the current step are
+    /// left, so a request slowed by load still arrives in time) or the one
+    /// after the last used, waiting for the next step when the window is
+    /// used up.
     pub fn next_code(&mut self) -> String {
         loop {
             let now = unix_now();
             let current = now / 30;
+            let floor = if 30 - now % 30 >= 15 {
+                current.saturating_sub(1)
+            } else {
+                current
+            };
             let step = match self.last_step {
-                None => current.saturating_sub(1),
-                Some(last) => (last + 1).max(current.saturating_sub(1)),
+                None => floor,
+                Some(last) => (last + 1).max(floor),
             };
             if step <= current + 1 {
                 self.last_step = Some(step);

@@ -197,7 +197,13 @@ async fn guard(State(state): State<PortalState>, request: Request, next: Next) -
     } else {
         Failure::rate_limited().into_response()
     };
+    let too_large = response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
     let headers = response.headers_mut();
+    if too_large {
+        // The unread rest of the body makes the connection unusable: say so,
+        // so the client does not send its next request on it.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let set = |headers: &mut axum::http::HeaderMap, name, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
     };

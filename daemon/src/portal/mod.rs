@@ -8,7 +8,7 @@
 //! request rate limits), [`passwords`] (rules, argon2id on a bounded pool),
 //! [`flows`] (enroll, login, logout, devices: the actions, each audited),
 //! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
-//! HTML), [`assets`] (static script, style and the vendored QR encoder),
+//! HTML), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
 //! [`error`] (the one failure type).
 //!
 //! Owns the portal's listener and its connection tasks. Does not own users,
@@ -23,6 +23,7 @@ pub mod pages;
 pub mod passwords;
 mod server;
 pub mod sessions;
+pub mod ssh_config;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -22,6 +22,10 @@ command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_pkgs+=(python3-yaml)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+# The portal's real-browser test (tests/tests/portal_browser.rs).
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
+command -v zbarimg >/dev/null 2>&1 || need_pkgs+=(zbar-tools)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

@@ -97,6 +97,20 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
                 .render_indented("  "),
         );
     }
+    if let Some(portal) = &s.portal {
+        let _ = writeln!(
+            out,
+            "\nPortal on {} ({})",
+            portal.listen,
+            portal.url.as_deref().unwrap_or("no URL known")
+        );
+        let kind = if portal.self_signed {
+            "self-signed"
+        } else {
+            "configured"
+        };
+        let _ = writeln!(out, "  certificate  {} ({kind})", portal.tls_fingerprint);
+    }
     if let Some(ssh) = &s.ssh {
         let _ = writeln!(
             out,
@@ -149,7 +163,26 @@ mod tests {
             audit_records: 1234,
             vpn,
             ssh: None,
+            portal: None,
         }
+    }
+
+    #[test]
+    fn status_shows_the_portal_certificate() {
+        let mut status = response(None);
+        status.portal = Some(gatehouse_config::api::PortalStatus {
+            listen: "0.0.0.0:443".into(),
+            url: Some("https://vpn.example.com".into()),
+            tls_fingerprint: "SHA256:ab12".into(),
+            self_signed: true,
+        });
+        let text = render_status(&status, now());
+        assert!(
+            text.ends_with(
+                "\nPortal on 0.0.0.0:443 (https://vpn.example.com)\n  certificate  SHA256:ab12 (self-signed)\n"
+            ),
+            "{text}"
+        );
     }
 
     fn now() -> SystemTime {

@@ -95,6 +95,23 @@ pub struct StatusResponse {
     /// The SSH jump host; absent while it is not running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshStatus>,
+    /// The HTTPS portal; absent while it is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<PortalStatus>,
+}
+
+/// The portal part of [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalStatus {
+    /// The TCP `host:port` it listens on (the bound port when 0 was asked).
+    pub listen: String,
+    /// The URL people open, when known.
+    pub url: Option<String>,
+    /// `SHA256:` + hex of the DER certificate it serves, for pinning and for
+    /// checking a browser's warning about a self-signed certificate.
+    pub tls_fingerprint: String,
+    /// True when accessd generated the certificate (no `portal.tls_cert`).
+    pub self_signed: bool,
 }
 
 /// The jump host part of [`StatusResponse`].

@@ -10,6 +10,7 @@ use gatehouse_config::{Config, ConfigError};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::portal::PortalHandle;
 use crate::ssh::SshHandle;
 use crate::store::{NewAuditEvent, Store, StoreError};
 use crate::vpn::engine::Engine;
@@ -65,6 +66,7 @@ struct Inner {
     vpn: OnceLock<Arc<Engine>>,
     ssh: OnceLock<SshHandle>,
     aws: crate::aws::AwsState,
+    portal: OnceLock<PortalHandle>,
 }
 
 /// The outcome of a reload that was accepted.
@@ -98,6 +100,7 @@ impl Gateway {
                 vpn: OnceLock::new(),
                 ssh: OnceLock::new(),
                 aws,
+                portal: OnceLock::new(),
             }),
         }
     }
@@ -154,6 +157,16 @@ impl Gateway {
     /// The portal's base URL, with the elastic IP standing in for "auto".
     pub fn portal_url(&self) -> Option<String> {
         crate::aws::portal_url(&self.config(), &self.inner.aws)
+    }
+
+    /// The portal, once it runs (never when `portal.enabled` is false).
+    pub fn portal(&self) -> Option<PortalHandle> {
+        self.inner.portal.get().cloned()
+    }
+
+    /// Records the started portal; called once by start-up.
+    pub fn set_portal(&self, handle: PortalHandle) {
+        let _ = self.inner.portal.set(handle);
     }
 
     pub fn config_path(&self) -> &std::path::Path {
@@ -226,7 +239,7 @@ impl Gateway {
 
 /// Keys whose new value only takes effect after a restart.
 fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 14] = [
         (
             "gateway.state_dir",
             old.gateway.state_dir != new.gateway.state_dir,
@@ -238,6 +251,16 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
         ("vpn.mtu", old.vpn.mtu != new.vpn.mtu),
         ("ssh.listen", old.ssh.listen != new.ssh.listen),
         ("portal.listen", old.portal.listen != new.portal.listen),
+        ("portal.enabled", old.portal.enabled != new.portal.enabled),
+        ("portal.tls_cert", old.portal.tls != new.portal.tls),
+        (
+            "portal.login_lockout",
+            old.portal.login_lockout != new.portal.login_lockout,
+        ),
+        (
+            "portal.requests_per_minute",
+            old.portal.requests_per_minute != new.portal.requests_per_minute,
+        ),
         ("admin.socket", old.admin.socket != new.admin.socket),
         ("audit.mirror", old.audit.mirror != new.audit.mirror),
     ];

@@ -12,6 +12,9 @@
 //! - [`metrics`]: Prometheus metrics of the data plane.
 //! - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy.
 //! - [`ssh`]: the SSH jump host (russh): direct-tcpip only, under the same policy.
+//! - [`portal`]: the HTTPS portal: enrollment, login (argon2id + TOTP),
+//!   the user's devices with keys made in the browser.
+//! - [`totp`]: TOTP codes (RFC 6238), shared by the portal and the jump host.
 //! - [`host_addrs`]: the host's own addresses (always refused by policy).
 //! - [`wg_key`]: the gateway's WireGuard key, generated once.
 //! - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle without `[aws]`.
@@ -31,11 +34,13 @@ pub mod aws;
 pub mod gateway;
 pub mod host_addrs;
 pub mod metrics;
+pub mod portal;
 pub mod ssh;
 pub mod ssh_keys;
 pub mod store;
 pub mod systemd;
 pub mod time_fmt;
+pub mod totp;
 pub mod vpn;
 pub mod wg_key;
 
@@ -70,6 +75,8 @@ pub enum RunError {
     Ssh(#[from] ssh::SshError),
     #[error("AWS at start: {0}")]
     Aws(#[from] aws::startup::StartError),
+    #[error("cannot start the portal: {0}")]
+    Portal(#[from] portal::PortalError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -179,6 +186,10 @@ async fn start_subsystems(
     if config.ssh.enabled {
         let handle = ssh::start(gateway, tracker, shutdown.child_token()).await?;
         gateway.set_ssh(handle);
+    }
+    if config.portal.enabled {
+        let handle = portal::start(gateway, tracker, shutdown.child_token()).await?;
+        gateway.set_portal(handle);
     }
     Ok(())
 }

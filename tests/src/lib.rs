@@ -17,6 +17,7 @@
 
 pub mod aws;
 pub mod netns;
+pub mod portal;
 pub mod ssh;
 
 use std::io::Read;
@@ -41,7 +42,9 @@ pub fn host_sample_config() -> String {
         .replacen("\nenabled = true\n", "\nenabled = false\n", 1)
         .replacen("listen = \"127.0.0.1:9586\"", "listen = \"127.0.0.1:0\"", 1)
         // Several daemons run at once: each SSH jump host on a free port.
-        .replacen("listen = \"0.0.0.0:2222\"", "listen = \"127.0.0.1:0\"", 1);
+        .replacen("listen = \"0.0.0.0:2222\"", "listen = \"127.0.0.1:0\"", 1)
+        // ... and each portal too (`accessctl status` tells the bound port).
+        .replacen("listen = \"0.0.0.0:443\"", "listen = \"127.0.0.1:0\"", 1);
     assert_ne!(
         text, sample,
         "the sample config changed shape: update host_sample_config"

@@ -95,12 +95,22 @@ pub struct SshConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortalConfig {
+    /// false: no portal listener (enrollment links then cannot be used).
+    pub enabled: bool,
     pub listen: SocketAddr,
     /// The base URL people open; derived from the endpoint when not given.
     pub url: Option<String>,
     pub tls: Option<TlsFiles>,
     pub require_totp: bool,
     pub enrollment_ttl: Duration,
+    /// A session ends after this long without a request ...
+    pub session_idle: Duration,
+    /// ... and this long after login, whatever happens.
+    pub session_max: Duration,
+    /// How long a user or source stays locked out after too many failed logins.
+    pub login_lockout: Duration,
+    /// Requests per minute one source address may make (burst: the same).
+    pub requests_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

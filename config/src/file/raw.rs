@@ -103,23 +103,33 @@ impl Default for RawSsh {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawPortal {
+    pub enabled: bool,
     pub listen: String,
     pub url: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub require_totp: bool,
     pub enrollment_ttl: String,
+    pub session_idle: String,
+    pub session_max: String,
+    pub login_lockout: String,
+    pub requests_per_minute: u32,
 }
 
 impl Default for RawPortal {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: "0.0.0.0:443".into(),
             url: None,
             tls_cert: None,
             tls_key: None,
             require_totp: true,
             enrollment_ttl: "24h".into(),
+            session_idle: "30m".into(),
+            session_max: "12h".into(),
+            login_lockout: "15m".into(),
+            requests_per_minute: 600,
         }
     }
 }

@@ -274,12 +274,26 @@ impl Checker<'_> {
             }
         };
         let enrollment_ttl = self.duration("portal.enrollment_ttl", &raw.enrollment_ttl);
+        let session_idle = self.duration("portal.session_idle", &raw.session_idle);
+        let session_max = self.duration("portal.session_max", &raw.session_max);
+        let login_lockout = self.duration("portal.login_lockout", &raw.login_lockout);
+        if raw.requests_per_minute == 0 {
+            self.problem(
+                "portal.requests_per_minute",
+                "must be at least 1 (every page load is a request)",
+            );
+        }
         Some(PortalConfig {
+            enabled: raw.enabled,
             listen: listen?,
             url: raw.url,
             tls: tls?,
             require_totp: raw.require_totp,
             enrollment_ttl: enrollment_ttl?,
+            session_idle: session_idle?,
+            session_max: session_max?,
+            login_lockout: login_lockout?,
+            requests_per_minute: raw.requests_per_minute.max(1),
         })
     }
 

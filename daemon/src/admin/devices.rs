@@ -137,7 +137,7 @@ pub async fn revoke(
     Ok(Json(device_info(&removed)))
 }
 
-pub(super) fn device_info(device: &Device) -> DeviceInfo {
+pub fn device_info(device: &Device) -> DeviceInfo {
     DeviceInfo {
         user: device.user.clone(),
         name: device.name.clone(),
@@ -152,13 +152,13 @@ pub(super) fn device_info(device: &Device) -> DeviceInfo {
 
 /// The data plane's view of its peers, by public key (base64, as the store
 /// keeps it), to fill in the live fields of [`DeviceInfo`] rows.
-pub(super) struct LivePeers {
+pub struct LivePeers {
     /// `None` while the data plane is not running.
     peers: Option<HashMap<String, PeerStatus>>,
 }
 
 impl LivePeers {
-    pub(super) fn of(gw: &Gateway) -> Self {
+    pub fn of(gw: &Gateway) -> Self {
         Self::from_status(gw.vpn().map(|engine| engine.peer_status()))
     }
 
@@ -194,7 +194,7 @@ impl LivePeers {
 
     /// `info` with the live fields set: `live` says whether the device is a
     /// peer now; a live peer's handshake is newer than the stored one.
-    pub(super) fn merge(&self, mut info: DeviceInfo) -> DeviceInfo {
+    pub fn merge(&self, mut info: DeviceInfo) -> DeviceInfo {
         let Some(peers) = &self.peers else {
             return info;
         };

@@ -27,7 +27,9 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use devices::{LivePeers, device_info};
 pub use error::ApiFailure;
+pub(crate) use system::ssh_known_hosts;
 
 use crate::gateway::Gateway;
 

@@ -61,31 +61,43 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
         audit_records,
         vpn,
         ssh: ssh_status(&gw),
+        portal: gw.portal().map(|p| p.status(&config)),
     }))
+}
+
+/// The jump host's `(host, port, known_hosts line)`: the public endpoint's
+/// host (or the listen address) and the host key, as `~/.ssh/known_hosts`
+/// wants it (a non-22 port as `[host]:port`). Also used by the portal's
+/// ssh_config snippet.
+pub(crate) fn ssh_known_hosts(gw: &Gateway) -> Option<(String, u16, String)> {
+    let ssh = gw.ssh()?;
+    let config = gw.config();
+    let host_key = ssh.host_key().to_openssh().unwrap_or_default();
+    let listen = ssh.listen();
+    let host = match &config.gateway.public_endpoint {
+        gatehouse_config::file::PublicEndpoint::Host(host) => host.clone(),
+        gatehouse_config::file::PublicEndpoint::Auto => listen.ip().to_string(),
+    };
+    let known_host = match listen.port() {
+        22 => host.clone(),
+        port => format!("[{host}]:{port}"),
+    };
+    let key_only: String = host_key.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    Some((host, listen.port(), format!("{known_host} {key_only}")))
 }
 
 /// The jump host's part of the status: listen address, host key, a ready
 /// `known_hosts` line and the live channels.
 fn ssh_status(gw: &Gateway) -> Option<SshStatus> {
     let ssh = gw.ssh()?;
-    let config = gw.config();
     let key = ssh.host_key();
     let host_key = key.to_openssh().unwrap_or_default();
     let listen = ssh.listen();
-    // known_hosts names a non-22 port as [host]:port.
-    let host = match &config.gateway.public_endpoint {
-        gatehouse_config::file::PublicEndpoint::Host(host) => host.clone(),
-        gatehouse_config::file::PublicEndpoint::Auto => listen.ip().to_string(),
-    };
-    let known_host = match listen.port() {
-        22 => host,
-        port => format!("[{host}]:{port}"),
-    };
     let key_only: String = host_key.split(' ').take(2).collect::<Vec<_>>().join(" ");
     Some(SshStatus {
         listen: listen.to_string(),
         host_key_fingerprint: crate::ssh::auth::fingerprint(key),
-        known_hosts: format!("{known_host} {key_only}"),
+        known_hosts: ssh_known_hosts(gw)?.2,
         host_key: key_only,
         connections: ssh.registry().connection_count() as u64,
         channels: ssh.registry().channels(),

@@ -30,6 +30,7 @@ mod audit_repair;
 pub mod backup;
 pub mod devices;
 pub mod error;
+pub mod portal;
 pub mod schema;
 pub mod tokens;
 pub mod users;
@@ -47,6 +48,7 @@ use tokio::sync::Semaphore;
 pub use audit_log::{AuditFilter, NewAuditEvent};
 pub use devices::{Device, NewDevice};
 pub use error::StoreError;
+pub use portal::PortalSession;
 pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};
 

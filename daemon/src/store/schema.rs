@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -145,6 +145,22 @@ BEGIN
 END;
 "#;
 
+/// The portal: sessions (only the SHA-256 of a session token is stored)
+/// and, per user, the last TOTP time step accepted, so a code is never
+/// accepted twice.
+const V3_PORTAL: &str = r#"
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+
+CREATE TABLE portal_sessions (
+    token_hash TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    user       TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    source     TEXT NOT NULL
+) STRICT;
+CREATE INDEX portal_sessions_by_user ON portal_sessions (user);
+"#;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -184,6 +200,42 @@ mod tests {
             )
             .unwrap();
         assert_eq!(row, ("active".into(), 7, 0, None));
+    }
+
+    #[test]
+    fn a_database_of_the_previous_version_migrates_to_the_current_one() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        let previous = MIGRATIONS.len() - 1;
+        for step in &MIGRATIONS[..previous] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", previous as i64)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO users (name, state, created_at, no_login) VALUES ('bob', 'active', 9, 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, current_version());
+        let no_login: i64 = conn
+            .query_row("SELECT no_login FROM users WHERE name = 'bob'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(no_login, 1, "rows of the previous version are kept");
+        // What the newest step added is there and usable.
+        conn.execute(
+            "INSERT INTO portal_sessions (token_hash, user, created_at, last_seen, source) \
+             VALUES (?1, 'bob', 1, 1, 's')",
+            ["a".repeat(64)],
+        )
+        .unwrap();
     }
 
     #[test]

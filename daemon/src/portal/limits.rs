@@ -1,0 +1,259 @@
+//! Rate limits of the portal, in memory (they protect a running daemon; a
+//! restart forgets them, which costs an attacker a restart they cannot cause).
+//!
+//! - [`LoginLimits`]: failed logins per user name and per source address.
+//!   Each failure is answered more slowly than the one before (a growing
+//!   delay), and after [`USER_MAX_FAILURES`] for one name, or
+//!   [`SOURCE_MAX_FAILURES`] from one address, attempts are refused without
+//!   checking anything until the lockout ends. Unknown names are counted like
+//!   known ones, so a lockout says nothing about whether a user exists.
+//! - [`RequestLimits`]: a token bucket of requests per source address.
+//!
+//! Both tables are bounded: old entries are dropped first, and when the
+//! table is full of live entries a new key is treated as already limited.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Failed logins for one user name before it is locked out.
+pub const USER_MAX_FAILURES: u32 = 5;
+/// Failed logins from one address before it is locked out.
+pub const SOURCE_MAX_FAILURES: u32 = 20;
+/// The delay before answering the first failure; doubles with each one.
+const FIRST_DELAY: Duration = Duration::from_millis(200);
+/// The longest delay before answering a failure.
+const MAX_DELAY: Duration = Duration::from_secs(3);
+/// Entries each table keeps at most.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    User(String),
+    Source(IpAddr),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    locked_until: Option<Instant>,
+    /// Whether an attempt refused by this lockout was reported already
+    /// (one audit record per lockout, not one per refused attempt).
+    refusal_reported: bool,
+}
+
+/// Failed-login bookkeeping.
+pub struct LoginLimits {
+    lockout: Duration,
+    table: Mutex<HashMap<Key, Failures>>,
+}
+
+/// Which limit refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    User,
+    Source,
+}
+
+/// An attempt refused by a lockout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub by: Locked,
+    /// True for the first refusal of this lockout: the one to audit.
+    pub first: bool,
+}
+
+impl LoginLimits {
+    pub fn new(lockout: Duration) -> Self {
+        Self {
+            lockout,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether an attempt for `user` from `source` may be checked now.
+    pub fn check(&self, user: &str, source: IpAddr, now: Instant) -> Result<(), Refused> {
+        let mut table = self.lock();
+        for (key, by) in [
+            (Key::Source(source), Locked::Source),
+            (Key::User(user.to_lowercase()), Locked::User),
+        ] {
+            if let Some(entry) = table.get_mut(&key)
+                && entry.locked_until.is_some_and(|until| now < until)
+            {
+                let first = !entry.refusal_reported;
+                entry.refusal_reported = true;
+                return Err(Refused { by, first });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failure; returns how long to wait before answering it.
+    pub fn failed(&self, user: &str, source: IpAddr, now: Instant) -> Duration {
+        let mut table = self.lock();
+        let user_count = self.bump(
+            &mut table,
+            Key::User(user.to_lowercase()),
+            USER_MAX_FAILURES,
+            now,
+        );
+        let source_count = self.bump(&mut table, Key::Source(source), SOURCE_MAX_FAILURES, now);
+        let count = user_count.max(source_count).max(1);
+        let delay = FIRST_DELAY.saturating_mul(1 << (count - 1).min(16));
+        delay.min(MAX_DELAY)
+    }
+
+    /// A successful login clears the user's failures (not the source's).
+    pub fn succeeded(&self, user: &str) {
+        self.lock().remove(&Key::User(user.to_lowercase()));
+    }
+
+    fn bump(&self, table: &mut HashMap<Key, Failures>, key: Key, max: u32, now: Instant) -> u32 {
+        if table.len() >= MAX_ENTRIES && !table.contains_key(&key) {
+            let lockout = self.lockout;
+            table.retain(|_, f| now.duration_since(f.last) < lockout);
+        }
+        let entry = table.entry(key).or_insert(Failures {
+            count: 0,
+            last: now,
+            locked_until: None,
+            refusal_reported: false,
+        });
+        // Failures older than a lockout period are forgiven; so is an
+        // expired lockout.
+        if now.duration_since(entry.last) >= self.lockout
+            || entry.locked_until.is_some_and(|until| now >= until)
+        {
+            *entry = Failures {
+                count: 0,
+                last: now,
+                locked_until: None,
+                refusal_reported: false,
+            };
+        }
+        entry.count += 1;
+        entry.last = now;
+        if entry.count >= max {
+            entry.locked_until = Some(now + self.lockout);
+        }
+        entry.count
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Requests per source address: a token bucket of `per_minute` tokens,
+/// refilled continuously.
+pub struct RequestLimits {
+    per_minute: f64,
+    table: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RequestLimits {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `source`; false when its bucket is empty.
+    pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.len() >= MAX_ENTRIES && !table.contains_key(&source) {
+            table.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(60));
+            if table.len() >= MAX_ENTRIES {
+                return false;
+            }
+        }
+        let (tokens, last) = table.entry(source).or_insert((self.per_minute, now));
+        let refill = now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0;
+        *tokens = (*tokens + refill).min(self.per_minute);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn user_lockout_grows_then_locks_then_expires() {
+        let limits = LoginLimits::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let mut delays = Vec::new();
+        for _ in 0..USER_MAX_FAILURES {
+            assert_eq!(limits.check("alice", A, t0), Ok(()));
+            delays.push(limits.failed("Alice", A, t0));
+        }
+        assert!(delays.windows(2).all(|w| w[0] < w[1]), "{delays:?}");
+        let refused = |first| {
+            Err(Refused {
+                by: Locked::User,
+                first,
+            })
+        };
+        assert_eq!(limits.check("alice", A, t0), refused(true));
+        // Another address is locked out of this user too (reported once);
+        // another user is fine.
+        assert_eq!(limits.check("alice", B, t0), refused(false));
+        assert_eq!(limits.check("bob", B, t0), Ok(()));
+        assert_eq!(
+            limits.check("alice", A, t0 + Duration::from_secs(61)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn source_lockout_covers_every_name() {
+        let limits = LoginLimits::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..SOURCE_MAX_FAILURES {
+            limits.failed(&format!("user{i}"), A, t0);
+        }
+        assert_eq!(
+            limits.check("someone", A, t0).map_err(|r| r.by),
+            Err(Locked::Source)
+        );
+        assert_eq!(limits.check("someone", B, t0), Ok(()));
+    }
+
+    #[test]
+    fn success_clears_the_user() {
+        let limits = LoginLimits::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..USER_MAX_FAILURES - 1 {
+            limits.failed("alice", A, t0);
+        }
+        limits.succeeded("alice");
+        limits.failed("alice", B, t0);
+        assert_eq!(limits.check("alice", B, t0), Ok(()));
+    }
+
+    #[test]
+    fn request_bucket_refills() {
+        let limits = RequestLimits::new(60);
+        let t0 = Instant::now();
+        for _ in 0..60 {
+            assert!(limits.allow(A, t0));
+        }
+        assert!(!limits.allow(A, t0));
+        assert!(limits.allow(B, t0));
+        assert!(limits.allow(A, t0 + Duration::from_secs(1)));
+    }
+}

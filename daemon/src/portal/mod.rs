@@ -1,0 +1,254 @@
+//! The HTTPS portal where team members enroll (password + TOTP), log in, and
+//! manage their own devices: keys are made in the browser, the gateway sees
+//! only public keys.
+//!
+//! Layout: [`tls`] (certificate: configured or self-signed, kept under
+//! state_dir), [`server`] (the TLS accept loop, per-connection limits and
+//! shutdown), [`sessions`] (cookies, timeouts, CSRF), [`limits`] (login and
+//! request rate limits), [`passwords`] (rules, argon2id on a bounded pool),
+//! [`flows`] (enroll, login, logout, devices: the actions, each audited),
+//! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
+//! HTML), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
+//! [`error`] (the one failure type).
+//!
+//! Owns the portal's listener and its connection tasks. Does not own users,
+//! devices or sessions: they live in the store.
+
+pub mod api;
+pub mod assets;
+pub mod error;
+pub mod flows;
+pub mod limits;
+pub mod pages;
+pub mod passwords;
+mod server;
+pub mod sessions;
+pub mod ssh_config;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use gatehouse_config::Config;
+use gatehouse_config::api::PortalStatus;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Gateway;
+use error::Failure;
+use limits::{LoginLimits, RequestLimits};
+use passwords::Passwords;
+use sessions::Source;
+
+/// The largest request body the portal reads.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The strict content security policy of every response.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Passwords(#[from] passwords::PasswordError),
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What the rest of the daemon sees of a running portal.
+#[derive(Debug, Clone)]
+pub struct PortalHandle {
+    listen: SocketAddr,
+    fingerprint: String,
+    self_signed: bool,
+}
+
+impl PortalHandle {
+    /// The bound address (the real port when 0 was asked).
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// `SHA256:` + hex of the served certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// For `accessctl status`.
+    pub fn status(&self, config: &Config) -> PortalStatus {
+        PortalStatus {
+            listen: self.listen.to_string(),
+            url: config.portal_url(),
+            tls_fingerprint: self.fingerprint.clone(),
+            self_signed: self.self_signed,
+        }
+    }
+}
+
+/// Shared by the portal's handlers; cheap to clone.
+#[derive(Clone)]
+pub struct PortalState {
+    pub gateway: Gateway,
+    pub passwords: Passwords,
+    pub login_limits: Arc<LoginLimits>,
+    pub request_limits: Arc<RequestLimits>,
+}
+
+/// Loads (or makes) the certificate, binds `portal.listen`, and serves
+/// until `shutdown`.
+pub async fn start(
+    gateway: &Gateway,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<PortalHandle, PortalError> {
+    let config = gateway.config();
+    let files = config.portal.tls.clone();
+    let state_dir = config.gateway.state_dir.clone();
+    let hosts = certificate_hosts(&config);
+    let tls =
+        tokio::task::spawn_blocking(move || tls::load_or_create(files.as_ref(), &state_dir, hosts))
+            .await??;
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let passwords = tokio::task::spawn_blocking(move || Passwords::new(threads)).await??;
+    let state = PortalState {
+        gateway: gateway.clone(),
+        passwords,
+        login_limits: Arc::new(LoginLimits::new(config.portal.login_lockout)),
+        request_limits: Arc::new(RequestLimits::new(config.portal.requests_per_minute)),
+    };
+    let listener = tokio::net::TcpListener::bind(config.portal.listen)
+        .await
+        .map_err(|source| PortalError::Bind {
+            addr: config.portal.listen,
+            source,
+        })?;
+    let listen = listener.local_addr().map_err(|source| PortalError::Bind {
+        addr: config.portal.listen,
+        source,
+    })?;
+    tracing::info!(%listen, fingerprint = %tls.fingerprint, self_signed = tls.self_signed, "portal listening");
+    server::spawn_server(
+        listener,
+        tls.config.clone(),
+        router(state),
+        tracker,
+        shutdown,
+    );
+    Ok(PortalHandle {
+        listen,
+        fingerprint: tls.fingerprint,
+        self_signed: tls.self_signed,
+    })
+}
+
+/// Every route of the portal.
+pub fn router(state: PortalState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route("/logout", post(pages::logout_submit))
+        .route("/devices", get(pages::devices_page))
+        .route("/devices/{name}/revoke", post(pages::revoke_submit))
+        .route("/ssh_config", get(pages::ssh_config))
+        .route(
+            "/enroll/{token}",
+            get(pages::enroll_page).post(pages::enroll_submit),
+        )
+        .route("/static/{file}", get(assets::serve))
+        .route("/api/v1/login", post(api::login))
+        .route("/api/v1/logout", post(api::logout))
+        .route("/api/v1/whoami", get(api::whoami))
+        .route("/api/v1/devices", get(api::devices).post(api::add_device))
+        .route("/api/v1/devices/{name}", delete(api::revoke_device))
+        .route(
+            "/api/v1/devices/gateway-keyed",
+            post(api::add_device_gateway_keyed),
+        )
+        .route(
+            "/api/v1/enroll/{token}",
+            get(api::enroll_offer).post(api::enroll),
+        )
+        .fallback(|| async { Failure::not_found("No such page.") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Per-source request rate limit, then security headers on every answer.
+async fn guard(State(state): State<PortalState>, request: Request, next: Next) -> Response {
+    let source = request.extensions().get::<Source>().copied();
+    let allowed = source.is_none_or(|Source(ip)| state.request_limits.allow(ip, Instant::now()));
+    let is_static = request.uri().path().starts_with("/static/");
+    let mut response = if allowed {
+        next.run(request).await
+    } else {
+        Failure::rate_limited().into_response()
+    };
+    let too_large = response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+    let headers = response.headers_mut();
+    if too_large {
+        // The unread rest of the body makes the connection unusable: say so,
+        // so the client does not send its next request on it.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let set = |headers: &mut axum::http::HeaderMap, name, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, header::CONTENT_SECURITY_POLICY, CSP);
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(
+        headers,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000",
+    );
+    set(
+        headers,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
+    if !is_static {
+        // Pages and API answers may carry keys, configs or tokens.
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+    response
+}
+
+/// Names and addresses the self-signed certificate is for.
+fn certificate_hosts(config: &Config) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if let gatehouse_config::file::PublicEndpoint::Host(host) = &config.gateway.public_endpoint {
+        hosts.push(host.clone());
+    }
+    if let Some(host) = config
+        .portal_url()
+        .as_deref()
+        .and_then(|u| u.strip_prefix("https://"))
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .filter(|h| !h.is_empty())
+    {
+        hosts.push(host.to_string());
+    }
+    let ip = config.portal.listen.ip();
+    if !ip.is_unspecified() {
+        hosts.push(ip.to_string());
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}

@@ -1,0 +1,556 @@
+//! Server-rendered pages (maud escapes every value): login, enrollment, the
+//! devices page, and the ssh_config download. Forms work without script;
+//! only "Add device" needs `portal.js`, because the key pair is made in the
+//! browser. Failures re-render the form with one plain sentence.
+
+use axum::Form;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use gatehouse_config::api::DeviceInfo;
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::PortalState;
+use super::error::Failure;
+use super::flows::{self, EnrollInput, LoggedIn, LoginInput};
+use super::sessions::{
+    PRE_COOKIE, Session, Source, check_pre_csrf, clear_session_cookie, cookie, new_token,
+    pre_cookie, session_cookie,
+};
+use crate::time_fmt::rfc3339;
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    totp_code: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+pub struct EnrollForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+    #[serde(default)]
+    totp_secret: String,
+    #[serde(default)]
+    totp_code: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `/`: the devices page when logged in, else the login page.
+pub async fn home(session: Result<Session, Failure>) -> Response {
+    match session {
+        Ok(_) => see_other("/devices"),
+        Err(_) => see_other("/login"),
+    }
+}
+
+pub async fn login_page(headers: HeaderMap) -> Response {
+    let pre = pre_token(&headers);
+    page_with_pre(StatusCode::OK, &pre, login_markup(&pre, None, ""))
+}
+
+pub async fn login_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let pre = pre_token(&headers);
+    let Ok(Form(form)) = form else {
+        let error = Failure::bad_request("The form was incomplete; try again.");
+        return page_with_pre(error.status, &pre, login_markup(&pre, Some(&error), ""));
+    };
+    if let Err(error) = check_pre_csrf(&headers, &form.csrf) {
+        return page_with_pre(
+            error.status,
+            &pre,
+            login_markup(&pre, Some(&error), &form.user),
+        );
+    }
+    let input = LoginInput {
+        user: form.user.clone(),
+        password: form.password,
+        totp_code: Some(form.totp_code),
+    };
+    match flows::login(&state, source, input).await {
+        Ok(logged_in) => logged_in_redirect(&logged_in),
+        Err(error) => page_with_pre(
+            error.status,
+            &pre,
+            login_markup(&pre, Some(&error), &form.user),
+        ),
+    }
+}
+
+pub async fn logout_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    session: Result<Session, Failure>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let session = match session {
+        Ok(session) => session,
+        Err(_) => return see_other("/login"),
+    };
+    let given = form.ok().map(|Form(f)| f.csrf);
+    if let Err(error) = session.check_csrf(given.as_deref()) {
+        return message_page(error.status, "Not logged out", &error.message);
+    }
+    match flows::logout(&state, source, &session).await {
+        Ok(()) => (
+            StatusCode::SEE_OTHER,
+            [
+                (LOCATION, "/login".to_string()),
+                (SET_COOKIE, clear_session_cookie()),
+            ],
+        )
+            .into_response(),
+        Err(error) => message_page(error.status, "Not logged out", &error.message),
+    }
+}
+
+pub async fn devices_page(
+    State(state): State<PortalState>,
+    session: Result<Session, Failure>,
+) -> Response {
+    let Ok(session) = session else {
+        return see_other("/login");
+    };
+    let devices = match flows::devices(&state, &session).await {
+        Ok(devices) => devices,
+        Err(error) => return message_page(error.status, "Devices", &error.message),
+    };
+    let config = state.gateway.config();
+    let subnets: Vec<String> = config
+        .policy()
+        .access_for(&session.user.groups)
+        .subnets()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let max = i64::try_from(config.portal.session_max.as_secs()).unwrap_or(i64::MAX);
+    let (vpn_state, vpn_until) =
+        flows::vpn_access(&session.user, &config, crate::time_fmt::now_unix());
+    let body = html! {
+        h1 { "Your devices" }
+        section aria-labelledby="access" {
+            h2 #access { "Your access" }
+            p { "Groups: " strong { (session.user.groups.join(", ")) } }
+            p { "Subnets your devices reach: " strong { (subnets.join(", ")) } }
+            p {
+                "VPN access: "
+                strong {
+                    @match vpn_until {
+                        Some(until) => { "until " (rfc3339(until)) }
+                        None => { (vpn_state.as_str()) }
+                    }
+                }
+            }
+            p .hint { "This login lasts until " (rfc3339(session.created_at.saturating_add(max))) "." }
+        }
+        section aria-labelledby="list" {
+            h2 #list { "Devices" }
+            @if devices.is_empty() {
+                p #no-devices { "No devices yet." }
+            } @else {
+                table {
+                    thead { tr { th { "Name" } th { "Address" } th { "Created" } th { "Last handshake" } th { "State" } th { span .hint { "Action" } } } }
+                    tbody {
+                        @for d in &devices { (device_row(d, &session.csrf)) }
+                    }
+                }
+            }
+            ul #device-list-note {}
+        }
+        section aria-labelledby="add" {
+            h2 #add { "Add a device" }
+            p .hint { "The key pair is made in this browser; only its public key is sent to the gateway. Save the config right away: the private key cannot be shown again." }
+            form #add-device {
+                label for="device-name" { "Device name" }
+                input #device-name type="text" name="name" required pattern="[a-z][a-z0-9._-]{0,31}" autocomplete="off" aria-describedby="device-name-hint";
+                p #device-name-hint .hint { "Lower case letters, digits, dot, dash and underscore; starts with a letter (e.g. laptop)." }
+                button type="submit" { "Add device" }
+            }
+            p #add-status role="status" aria-live="polite" {}
+            div #new-device hidden {
+                h2 { "New device " span #new-device-name {} }
+                p #gateway-keyed .notice hidden { "This browser cannot make WireGuard keys (no WebCrypto X25519), so the gateway made this key pair. It kept only the public key; the private key exists only on this page." }
+                p { a #conf-download .button href="#" { "Download the .conf file" } }
+                p { "Or scan this QR code with the WireGuard app:" }
+                img #conf-qr .qr alt="QR code of the WireGuard config";
+                details { summary { "Show the config text" } pre #conf-text {} }
+            }
+        }
+        section aria-labelledby="ssh" {
+            h2 #ssh { "SSH" }
+            p { "To reach hosts in your subnets with " code { "ssh" } " through the gateway's jump host, add this snippet to your SSH config: " a href="/ssh_config" download="gatehouse-ssh_config" { "ssh_config snippet" } "." }
+        }
+        script src="/static/qrcode.js" {}
+        script src="/static/portal.js" {}
+    };
+    page(
+        StatusCode::OK,
+        layout(
+            "Your devices",
+            Some((&session.user.name, &session.csrf)),
+            body,
+        ),
+    )
+}
+
+pub async fn revoke_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    Path(name): Path<String>,
+    session: Result<Session, Failure>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let Ok(session) = session else {
+        return see_other("/login");
+    };
+    let given = form.ok().map(|Form(f)| f.csrf);
+    if let Err(error) = session.check_csrf(given.as_deref()) {
+        return message_page(error.status, "Not revoked", &error.message);
+    }
+    match flows::revoke_device(&state, source, &session, name).await {
+        Ok(_) => see_other("/devices"),
+        Err(error) => message_page(error.status, "Not revoked", &error.message),
+    }
+}
+
+/// The ssh_config snippet: a pinned jump host and ProxyJump for each subnet.
+pub async fn ssh_config(
+    State(state): State<PortalState>,
+    session: Result<Session, Failure>,
+) -> Response {
+    let Ok(session) = session else {
+        return see_other("/login");
+    };
+    let Some((host, port, known_hosts)) = crate::admin::ssh_known_hosts(&state.gateway) else {
+        return message_page(
+            StatusCode::NOT_FOUND,
+            "SSH",
+            "The SSH jump host is not enabled on this gateway.",
+        );
+    };
+    let config = state.gateway.config();
+    let subnets = config.policy().access_for(&session.user.groups).subnets();
+    let text = super::ssh_config::ssh_snippet(
+        &config.gateway.name,
+        &session.user.name,
+        &host,
+        port,
+        &known_hosts,
+        &subnets,
+    );
+    (
+        [
+            (CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                CONTENT_DISPOSITION,
+                "attachment; filename=\"gatehouse-ssh_config\"".to_string(),
+            ),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn enroll_page(
+    State(state): State<PortalState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let pre = pre_token(&headers);
+    match flows::enroll_offer(&state, &token).await {
+        Ok(offer) => page_with_pre(
+            StatusCode::OK,
+            &pre,
+            enroll_markup(
+                &pre,
+                &token,
+                &offer.user,
+                offer.require_totp,
+                &offer.totp_secret,
+                &offer.otpauth_uri,
+                None,
+            ),
+        ),
+        Err(error) => message_page(error.status, "Enrollment link", &error.message),
+    }
+}
+
+pub async fn enroll_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<EnrollForm>, FormRejection>,
+) -> Response {
+    let pre = pre_token(&headers);
+    let offer = match flows::enroll_offer(&state, &token).await {
+        Ok(offer) => offer,
+        Err(error) => return message_page(error.status, "Enrollment link", &error.message),
+    };
+    let Ok(Form(form)) = form else {
+        let error = Failure::bad_request("The form was incomplete; try again.");
+        return message_page(error.status, "Enrollment", &error.message);
+    };
+    // Re-show the secret the user scanned, not a new one.
+    let secret = if form.totp_secret.is_empty() {
+        offer.totp_secret.clone()
+    } else {
+        form.totp_secret.clone()
+    };
+    let uri = crate::totp::otpauth_uri(&secret, &state.gateway.config().gateway.name, &offer.user);
+    let again = |error: &Failure| {
+        page_with_pre(
+            error.status,
+            &pre,
+            enroll_markup(
+                &pre,
+                &token,
+                &offer.user,
+                offer.require_totp,
+                &secret,
+                &uri,
+                Some(error),
+            ),
+        )
+    };
+    if let Err(error) = check_pre_csrf(&headers, &form.csrf) {
+        return again(&error);
+    }
+    let input = EnrollInput {
+        password: form.password,
+        password_confirm: Some(form.password_confirm),
+        totp_secret: (!form.totp_code.trim().is_empty() || offer.require_totp)
+            .then(|| secret.clone()),
+        totp_code: Some(form.totp_code),
+    };
+    match flows::enroll(&state, source, &token, input).await {
+        Ok(logged_in) => logged_in_redirect(&logged_in),
+        Err(error) => again(&error),
+    }
+}
+
+fn device_row(d: &DeviceInfo, csrf: &str) -> Markup {
+    let state = match d.live {
+        Some(true) => "active",
+        Some(false) => "inactive",
+        None => "VPN not running",
+    };
+    html! {
+        tr {
+            td data-label="Name" { (d.name) }
+            td data-label="Address" { code { (d.address) } }
+            td data-label="Created" { (d.created_at) }
+            td data-label="Last handshake" { (d.last_handshake.as_deref().unwrap_or("never")) }
+            td data-label="State" { (state) }
+            td data-label="Action" {
+                form method="post" action={ "/devices/" (d.name) "/revoke" } {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button .danger type="submit" aria-label={ "Revoke " (d.name) } { "Revoke" }
+                }
+            }
+        }
+    }
+}
+
+fn login_markup(pre: &str, error: Option<&Failure>, user: &str) -> Markup {
+    layout(
+        "Log in",
+        None,
+        html! {
+            h1 { "Log in" }
+            @if let Some(error) = error { p .error role="alert" { (error.message) } }
+            section {
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(pre);
+                    label for="user" { "User name" }
+                    input #user type="text" name="user" value=(user) required autocomplete="username" autocapitalize="none";
+                    label for="password" { "Password" }
+                    input #password type="password" name="password" required autocomplete="current-password";
+                    label for="totp_code" { "Code from your authenticator app" }
+                    input #totp_code type="text" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" autocomplete="one-time-code" aria-describedby="totp-hint";
+                    p #totp-hint .hint { "Six digits. Leave empty only if you did not set up an app." }
+                    button type="submit" { "Log in" }
+                }
+            }
+        },
+    )
+}
+
+fn enroll_markup(
+    pre: &str,
+    token: &str,
+    user: &str,
+    require_totp: bool,
+    secret: &str,
+    uri: &str,
+    error: Option<&Failure>,
+) -> Markup {
+    let qr = totp_qr_data_uri(uri);
+    layout(
+        "Set up your account",
+        None,
+        html! {
+            h1 { "Welcome, " (user) }
+            @if let Some(error) = error { p .error role="alert" { (error.message) } }
+            form method="post" action={ "/enroll/" (token) } {
+                input type="hidden" name="csrf" value=(pre);
+                input type="hidden" name="totp_secret" value=(secret);
+                section aria-labelledby="pw" {
+                    h2 #pw { "1. Choose a password" }
+                    p .hint #pw-hint { "At least 12 characters; not your user name; not a common password. A few random words work well." }
+                    label for="password" { "New password" }
+                    input #password type="password" name="password" required minlength="12" autocomplete="new-password" aria-describedby="pw-hint";
+                    label for="password_confirm" { "Repeat the password" }
+                    input #password_confirm type="password" name="password_confirm" required minlength="12" autocomplete="new-password";
+                }
+                section aria-labelledby="app" {
+                    h2 #app { "2. Set up your authenticator app" @if !require_totp { " (optional)" } }
+                    p { "Scan this code with an authenticator app (for example Aegis, FreeOTP or Google Authenticator):" }
+                    @if let Some(qr) = qr { img .qr src=(qr) alt="QR code to add this account to an authenticator app" width="240" height="240"; }
+                    p { "Or type this key into the app: " }
+                    p { code .secret #totp-secret { (secret) } }
+                    label for="totp_code" { "Code the app shows now" }
+                    input #totp_code type="text" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" autocomplete="one-time-code" required[require_totp];
+                }
+                button type="submit" { "Finish setup" }
+            }
+        },
+    )
+}
+
+fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some((_, csrf)) = user { meta name="csrf-token" content=(csrf); }
+                title { (title) " · gatehouse" }
+                link rel="stylesheet" href="/static/portal.css";
+            }
+            body {
+                header {
+                    strong { "gatehouse" }
+                    @if let Some((name, csrf)) = user {
+                        form method="post" action="/logout" {
+                            span { (name) " " }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button .link type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+    page(
+        status,
+        layout(
+            title,
+            None,
+            html! {
+                h1 { (title) }
+                p .error role="alert" { (message) }
+                p { a href="/login" { "Go to the login page" } }
+            },
+        ),
+    )
+}
+
+fn page(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn page_with_pre(status: StatusCode, pre: &str, markup: Markup) -> Response {
+    (
+        status,
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (SET_COOKIE, pre_cookie(pre)),
+        ],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+fn see_other(path: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(LOCATION, path.to_string())]).into_response()
+}
+
+fn logged_in_redirect(logged_in: &LoggedIn) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (LOCATION, "/devices".to_string()),
+            (
+                SET_COOKIE,
+                session_cookie(&logged_in.token, logged_in.max_age_secs),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+/// The browser's pre-login token, or a new one.
+fn pre_token(headers: &HeaderMap) -> String {
+    cookie(headers, PRE_COOKIE).unwrap_or_else(new_token)
+}
+
+fn totp_qr_data_uri(uri: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .build();
+    Some(format!(
+        "data:image/svg+xml;base64,{}",
+        STANDARD.encode(svg)
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_values() {
+        let html = login_markup("tok", None, "<script>x</script>").into_string();
+        assert!(!html.contains("<script>x"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+}

@@ -1,0 +1,96 @@
+//! The portal's accept loop: TLS handshakes and HTTP/1.1 connections, each
+//! a tracked task that stops on shutdown (finishing the request in flight).
+//! Bounded: at most [`MAX_CONNECTIONS`] at once, and a client gets
+//! [`HANDSHAKE_TIMEOUT`] for its TLS handshake and request headers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+use super::sessions::Source;
+
+/// Open connections at most; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Time for the TLS handshake, and for each request's headers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn spawn_server(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conn_tracker = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_closed) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "portal: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            conn_tracker.spawn(async move {
+                let _permit = permit;
+                let tls =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = %err, "portal: TLS handshake failed");
+                            return;
+                        }
+                        Err(_elapsed) => return,
+                    };
+                let source = Source(peer.ip());
+                let service =
+                    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                        request.extensions_mut().insert(source);
+                        app.clone().oneshot(request)
+                    });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HANDSHAKE_TIMEOUT)
+                    .serve_connection(TokioIo::new(tls), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    served = connection.as_mut() => {
+                        if let Err(err) = served {
+                            tracing::debug!(error = %err, "portal: connection ended with an error");
+                        }
+                    }
+                    () = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                    }
+                }
+            });
+        }
+        tracing::info!("portal stopped");
+    });
+}

@@ -38,30 +38,6 @@ impl Reader<'_> {
             .map_err(StoreError::sqlite("look up a portal session"))
     }
 
-    /// The user an enrollment token belongs to, without using it. Errors like
-    /// [`Writer::consume_enrollment_token`]: unknown, used, expired.
-    pub fn enrollment_token_user(&self, token_hash: &str, now: i64) -> Result<String, StoreError> {
-        let row: Option<(String, i64, Option<i64>)> = self
-            .conn
-            .query_row(
-                "SELECT user, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
-                [token_hash],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()
-            .map_err(StoreError::sqlite("look up an enrollment token"))?;
-        let (user, expires_at, used_at) = row.ok_or(StoreError::TokenNotFound)?;
-        if let Some(used_at) = used_at {
-            return Err(StoreError::TokenUsed { used_at });
-        }
-        if now >= expires_at {
-            return Err(StoreError::TokenExpired {
-                expired_at: expires_at,
-            });
-        }
-        Ok(user)
-    }
-
     /// The last TOTP time step accepted for `user` (`None`: never).
     pub fn totp_last_step(&self, user: &str) -> Result<Option<i64>, StoreError> {
         self.conn

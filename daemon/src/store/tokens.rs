@@ -7,12 +7,38 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{StoreError, Writer};
+use super::{Reader, StoreError, Writer};
 use crate::audit::chain::sha256_hex;
 
 /// The hash under which a raw token is stored and looked up.
 pub fn hash_token(raw: &str) -> String {
     sha256_hex(raw.as_bytes())
+}
+
+impl Reader<'_> {
+    /// The user an enrollment token belongs to, without using it. Errors like
+    /// [`Writer::consume_enrollment_token`]: unknown, used, expired.
+    pub fn enrollment_token_user(&self, token_hash: &str, now: i64) -> Result<String, StoreError> {
+        let row: Option<(String, i64, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT user, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
+                [token_hash],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("look up an enrollment token"))?;
+        let (user, expires_at, used_at) = row.ok_or(StoreError::TokenNotFound)?;
+        if let Some(used_at) = used_at {
+            return Err(StoreError::TokenUsed { used_at });
+        }
+        if now >= expires_at {
+            return Err(StoreError::TokenExpired {
+                expired_at: expires_at,
+            });
+        }
+        Ok(user)
+    }
 }
 
 impl Writer<'_> {
@@ -52,24 +78,7 @@ impl Writer<'_> {
         now: i64,
     ) -> Result<String, StoreError> {
         check_hash(token_hash)?;
-        let row: Option<(String, i64, Option<i64>)> = self
-            .conn
-            .query_row(
-                "SELECT user, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
-                [token_hash],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()
-            .map_err(StoreError::sqlite("look up an enrollment token"))?;
-        let (user, expires_at, used_at) = row.ok_or(StoreError::TokenNotFound)?;
-        if let Some(used_at) = used_at {
-            return Err(StoreError::TokenUsed { used_at });
-        }
-        if now >= expires_at {
-            return Err(StoreError::TokenExpired {
-                expired_at: expires_at,
-            });
-        }
+        let user = self.enrollment_token_user(token_hash, now)?;
         self.conn
             .execute(
                 "UPDATE enrollment_tokens SET used_at = ?2 WHERE token_hash = ?1",

@@ -393,13 +393,26 @@ impl<'t> SshLab<'t> {
     /// `ssh -F <identity's config> <args>` in `host`'s namespace, stopped by
     /// coreutils' `timeout` after `limit`.
     pub fn ssh(&self, host: Host, id: &Identity, args: &[&str], limit: Duration) -> SshRun {
-        self.run(host, "ssh", id, args, limit)
+        self.run(host, "ssh", id, args, limit, &[])
+    }
+
+    /// Like [`SshLab::ssh`], with `env` added to the client's environment
+    /// (e.g. `SSH_ASKPASS`, which the jump hop's ssh inherits).
+    pub fn ssh_env(
+        &self,
+        host: Host,
+        id: &Identity,
+        args: &[&str],
+        limit: Duration,
+        env: &[(&str, &str)],
+    ) -> SshRun {
+        self.run(host, "ssh", id, args, limit, env)
     }
 
     /// `scp -F <identity's config> <args>` (scp passes `-F` on to ssh, and
     /// ssh to the jump hop), bounded like [`SshLab::ssh`].
     pub fn scp(&self, host: Host, id: &Identity, args: &[&str], limit: Duration) -> SshRun {
-        self.run(host, "scp", id, args, limit)
+        self.run(host, "scp", id, args, limit, &[])
     }
 
     /// The argv of `ssh -F <config> <args>` under `timeout`, for
@@ -418,11 +431,21 @@ impl<'t> SshLab<'t> {
         argv
     }
 
-    fn run(&self, host: Host, tool: &str, id: &Identity, args: &[&str], limit: Duration) -> SshRun {
+    fn run(
+        &self,
+        host: Host,
+        tool: &str,
+        id: &Identity,
+        args: &[&str],
+        limit: Duration,
+        env: &[(&str, &str)],
+    ) -> SshRun {
         let mut argv = self.ssh_argv(id, args, limit);
         argv[4] = tool.to_owned();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.topo.ns(host)]).args(&argv);
+        cmd.args(["netns", "exec", self.topo.ns(host)])
+            .args(&argv)
+            .envs(env.iter().copied());
         let started = Instant::now();
         let out = output_within(cmd, limit + RUN_SLACK);
         SshRun {

@@ -1,7 +1,8 @@
 //! Who may log in to the jump host, and who must be thrown out: the host
 //! key (ed25519, generated once, 0600 under `state_dir`), the user key check
-//! (an active, unexpired user and one of their registered keys), and the
-//! revocation decision for live logins after a store change.
+//! (an active, unexpired user and one of their registered keys), the TOTP
+//! second factor of `ssh.require_totp` (the secret the portal enrolled), and
+//! the revocation decision for live logins after a store change.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,6 +16,7 @@ use russh::keys::{HashAlg, PrivateKey, PublicKey};
 
 use super::registry::LiveLogin;
 use crate::store::{SshKey, User};
+use crate::totp::{self, TotpReject};
 
 /// File name of the host key inside the state directory.
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
@@ -53,8 +55,12 @@ pub enum AuthRefused {
     Penalised,
     /// `ssh.require_totp`, but the user has no TOTP secret.
     TotpNotEnrolled,
-    /// `ssh.require_totp`: verification arrives with the portal's TOTP.
-    TotpUnavailable,
+    /// `ssh.require_totp`: the key passed, no code followed.
+    TotpMissing,
+    /// `ssh.require_totp`: the code was refused.
+    Totp(TotpReject),
+    /// The store could not be read: refused, failing closed.
+    StoreUnavailable,
 }
 
 impl AuthRefused {
@@ -66,7 +72,9 @@ impl AuthRefused {
             Self::UnknownKey => "unknown_key",
             Self::Penalised => "penalised",
             Self::TotpNotEnrolled => "totp_not_enrolled",
-            Self::TotpUnavailable => "totp_unavailable",
+            Self::TotpMissing => "totp_missing",
+            Self::Totp(reject) => reject.reason(),
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -136,6 +144,42 @@ pub fn authorize(
         return Err(AuthRefused::Expired);
     }
     Ok(fingerprint(offered))
+}
+
+/// Does `user` have the TOTP secret `ssh.require_totp` asks for? Checked
+/// right after the key, so a user who cannot pass is told before a prompt.
+pub fn totp_enrolled(user: Option<&User>) -> Result<(), AuthRefused> {
+    match user.and_then(|u| u.totp_secret.as_deref()) {
+        Some(_) => Ok(()),
+        None => Err(AuthRefused::TotpNotEnrolled),
+    }
+}
+
+/// The second factor of `ssh.require_totp`: may `user`, whose key passed,
+/// log in with `code` at unix time `now`? The user is checked again (the
+/// key check was a moment ago, an admin may have acted since). `last_step`
+/// is the newest step accepted for the user, by the portal or here: a code
+/// works once across both. Returns the matched step, to be stored.
+pub fn check_totp(
+    user: Option<&User>,
+    last_step: Option<i64>,
+    code: &str,
+    now: i64,
+) -> Result<u64, AuthRefused> {
+    let user = user.ok_or(AuthRefused::UnknownUser)?;
+    if user.state != UserState::Active {
+        return Err(AuthRefused::NotActive);
+    }
+    if user.is_expired(now) {
+        return Err(AuthRefused::Expired);
+    }
+    let secret = user
+        .totp_secret
+        .as_deref()
+        .ok_or(AuthRefused::TotpNotEnrolled)?;
+    let now = u64::try_from(now).unwrap_or(0);
+    let last_step = last_step.and_then(|s| u64::try_from(s).ok());
+    totp::verify(secret, code, now, last_step).map_err(AuthRefused::Totp)
 }
 
 /// The live logins that must end after a store change, each with a reason:
@@ -239,6 +283,62 @@ mod tests {
         assert_eq!(
             authorize(Some(&expired), &keys, &offered, 10),
             Err(AuthRefused::Expired)
+        );
+    }
+
+    #[test]
+    fn the_totp_step_takes_a_current_unused_code_of_an_active_enrolled_user() {
+        let secret = crate::totp::new_secret();
+        let now = 1_800_000_000_i64;
+        let code = crate::totp::code_at(&secret, now as u64).unwrap();
+        let step = (now as u64) / crate::totp::STEP_SECS;
+        let mut alice = user("alice", UserState::Active, None);
+        assert_eq!(
+            totp_enrolled(Some(&alice)),
+            Err(AuthRefused::TotpNotEnrolled)
+        );
+        assert_eq!(
+            check_totp(Some(&alice), None, &code, now),
+            Err(AuthRefused::TotpNotEnrolled)
+        );
+        alice.totp_secret = Some(secret.clone());
+        assert_eq!(totp_enrolled(Some(&alice)), Ok(()));
+        assert_eq!(check_totp(Some(&alice), None, &code, now), Ok(step));
+        // Used once (here or in the portal): refused.
+        let used = Some(i64::try_from(step).unwrap());
+        assert_eq!(
+            check_totp(Some(&alice), used, &code, now),
+            Err(AuthRefused::Totp(TotpReject::Reused))
+        );
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        assert_eq!(
+            check_totp(Some(&alice), None, wrong, now),
+            Err(AuthRefused::Totp(TotpReject::Mismatch))
+        );
+        assert_eq!(
+            check_totp(Some(&alice), None, "12 34", now),
+            Err(AuthRefused::Totp(TotpReject::Malformed))
+        );
+        assert_eq!(
+            AuthRefused::Totp(TotpReject::Mismatch).code(),
+            "totp_mismatch"
+        );
+        // A right code does not help a user who was disabled or expired
+        // after their key passed.
+        alice.state = UserState::Disabled;
+        assert_eq!(
+            check_totp(Some(&alice), None, &code, now),
+            Err(AuthRefused::NotActive)
+        );
+        alice.state = UserState::Active;
+        alice.expires_at = Some(now - 1);
+        assert_eq!(
+            check_totp(Some(&alice), None, &code, now),
+            Err(AuthRefused::Expired)
+        );
+        assert_eq!(
+            check_totp(None, None, &code, now),
+            Err(AuthRefused::UnknownUser)
         );
     }
 

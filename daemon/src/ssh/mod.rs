@@ -387,7 +387,7 @@ async fn serve_connection(
 /// A connection that ended without logging in: one failure for the
 /// limiter, one (possibly aggregated) `ssh.auth.fail`.
 async fn finish_unauthenticated(shared: &Shared, peer: SocketAddr, state: &Mutex<ConnState>) {
-    let (user, exists, keys, refusal) = {
+    let (user, exists, keys, refusal, counted) = {
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
         state.slot.take();
         (
@@ -395,10 +395,15 @@ async fn finish_unauthenticated(shared: &Shared, peer: SocketAddr, state: &Mutex
             state.user_exists,
             std::mem::take(&mut state.tried_keys),
             state.last_refusal,
+            state.refusal_counted,
         )
     };
-    // A connection that never tried to log in (a port scan) costs nothing.
+    // A connection that never tried to log in (a port scan) costs nothing;
+    // one whose last failure was counted when it happened, nothing more.
     let Some(user) = user else { return };
+    if counted {
+        return;
+    }
     let reason = refusal.map_or("no_valid_login", auth::AuthRefused::code);
     let counted_user = exists.then_some(user.as_str());
     shared

@@ -4,11 +4,14 @@
 //! slow target would stall the user's other channels). Each channel runs in
 //! its own tracked task (see [`super::channel`]).
 //!
-//! Authentication: public key only, against the user's registered keys; the
-//! user must be active and unexpired. With `ssh.require_totp` a key is only
-//! a partial success and keyboard-interactive TOTP must follow; until the
-//! portal enrolls TOTP that step refuses (fail closed).
+//! Authentication: public key, against the user's registered keys; the user
+//! must be active and unexpired. With `ssh.require_totp` a key is only a
+//! partial success: keyboard-interactive must follow with a current code of
+//! the TOTP secret the user enrolled in the portal (a user without one is
+//! refused at the key). Each wrong code counts against the user and the
+//! source at once and is audited, so guessing is slowed across connections.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -24,6 +27,9 @@ use super::registry::ConnGuard;
 
 /// What a plain `ssh gateway` gets instead of a shell.
 pub const JUMP_HOST_HINT: &str = "this is a jump host: use ssh -J user@host:port target";
+
+/// The one keyboard-interactive prompt of `ssh.require_totp` (not echoed).
+const TOTP_PROMPT: &[(Cow<'static, str>, bool)] = &[(Cow::Borrowed("TOTP code: "), false)];
 
 /// At most this many key fingerprints are kept for one connection's
 /// `ssh.auth.fail` record.
@@ -45,6 +51,9 @@ pub struct ConnState {
     pub user_exists: bool,
     pub tried_keys: Vec<String>,
     pub last_refusal: Option<AuthRefused>,
+    /// `last_refusal` was counted and audited when it happened (a wrong
+    /// TOTP code), so the connection's end does not count it again.
+    pub refusal_counted: bool,
     /// The key passed; waiting for TOTP (`ssh.require_totp`).
     pub key_ok: Option<String>,
     /// Held until authentication succeeds.
@@ -71,7 +80,9 @@ impl Connection {
     }
 
     fn refuse(&self, refusal: AuthRefused) -> Auth {
-        self.state().last_refusal = Some(refusal);
+        let mut state = self.state();
+        state.last_refusal = Some(refusal);
+        state.refusal_counted = false;
         Auth::Reject {
             proceed_with_methods: Some(self.methods()),
             partial_success: false,
@@ -118,12 +129,90 @@ impl Connection {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the store for an SSH login");
-                return Err(AuthRefused::UnknownUser);
+                return Err(AuthRefused::StoreUnavailable);
             }
         };
         self.state().user_exists = user_row.is_some();
         auth::authorize(user_row.as_ref(), &keys, key, crate::time_fmt::now_unix())
     }
+
+    /// With `ssh.require_totp`: refuses a user with no TOTP secret at the
+    /// key, before any prompt.
+    async fn totp_enrolled(&self, user: &str) -> Result<(), AuthRefused> {
+        let name = user.to_string();
+        match self
+            .shared
+            .gateway
+            .store()
+            .read(move |r| r.user(&name))
+            .await
+        {
+            Ok(found) => auth::totp_enrolled(found.as_ref()),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the store for an SSH login");
+                Err(AuthRefused::StoreUnavailable)
+            }
+        }
+    }
+
+    /// Checks a TOTP code and, when it passes, stores its step in the same
+    /// write transaction: two connections racing with one code cannot both
+    /// win, and the portal will not take it either.
+    async fn check_totp(&self, user: &str, code: String) -> Result<(), AuthRefused> {
+        if self
+            .shared
+            .limiter
+            .user_penalty(user, Instant::now())
+            .is_some()
+        {
+            return Err(AuthRefused::Penalised);
+        }
+        let name = user.to_string();
+        let now = crate::time_fmt::now_unix();
+        let checked = self
+            .shared
+            .gateway
+            .store()
+            .write(move |w| {
+                let found = w.user(&name)?;
+                let last = w.totp_last_step(&name)?;
+                let checked = auth::check_totp(found.as_ref(), last, &code, now);
+                if let Ok(step) = checked {
+                    w.set_totp_last_step(&name, i64::try_from(step).unwrap_or(i64::MAX))?;
+                }
+                Ok(checked)
+            })
+            .await;
+        match checked {
+            Ok(checked) => checked.map(drop),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot check an SSH login's TOTP code");
+                Err(AuthRefused::StoreUnavailable)
+            }
+        }
+    }
+
+    /// A refusal that must count at once, not when the connection ends: a
+    /// wrong TOTP code is a guess at a six-digit secret.
+    async fn count_failure(&self, user: &str, refusal: AuthRefused) {
+        let keys = {
+            let mut state = self.state();
+            state.last_refusal = Some(refusal);
+            state.refusal_counted = true;
+            state.tried_keys.clone()
+        };
+        self.shared
+            .limiter
+            .record_failure(self.peer.ip(), Some(user), Instant::now());
+        self.shared
+            .note_failure(self.peer, Some(user), refusal.code(), &keys)
+            .await;
+    }
+}
+
+/// What a client whose key passed must do next under `ssh.require_totp`.
+fn totp_method() -> MethodSet {
+    MethodSet::from(&[MethodKind::KeyboardInteractive][..])
 }
 
 impl Handler for Connection {
@@ -164,9 +253,16 @@ impl Handler for Connection {
             Err(refusal) => return Ok(self.refuse(refusal)),
         };
         if self.shared.gateway.config().ssh.require_totp {
-            self.state().key_ok = Some(fingerprint);
+            if let Err(refusal) = self.totp_enrolled(user).await {
+                return Ok(self.refuse(refusal));
+            }
+            // Until a code passes, a connection that ends failed for this.
+            let mut state = self.state();
+            state.key_ok = Some(fingerprint);
+            state.last_refusal = Some(AuthRefused::TotpMissing);
+            state.refusal_counted = false;
             return Ok(Auth::Reject {
-                proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
+                proceed_with_methods: Some(totp_method()),
                 partial_success: true,
             });
         }
@@ -178,33 +274,38 @@ impl Handler for Connection {
         &'a mut self,
         user: &str,
         _submethods: &str,
-        _response: Option<Response<'a>>,
+        response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        // The TOTP step of `ssh.require_totp`. Only after the key passed,
-        // for the same user. Verification needs the portal's TOTP enrollment
-        // (a later issue): until then it refuses, so the setting fails closed.
+        // The TOTP step of `ssh.require_totp`: only after the key passed,
+        // for the same user.
         let key_ok = {
             let state = self.state();
             state.key_ok.is_some() && state.user.as_deref() == Some(user)
         };
-        if !key_ok {
+        if !key_ok || !self.shared.gateway.config().ssh.require_totp {
             return Ok(self.refuse(AuthRefused::UnknownKey));
         }
-        let name = user.to_string();
-        let enrolled = self
-            .shared
-            .gateway
-            .store()
-            .read(move |r| Ok(r.user(&name)?.is_some_and(|u| u.totp_secret.is_some())))
-            .await
-            .unwrap_or(false);
-        let refusal = if enrolled {
-            AuthRefused::TotpUnavailable
-        } else {
-            AuthRefused::TotpNotEnrolled
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: Cow::Borrowed(""),
+                instructions: Cow::Borrowed(""),
+                prompts: Cow::Borrowed(TOTP_PROMPT),
+            });
         };
-        self.state().last_refusal = Some(refusal);
-        Ok(Auth::reject())
+        let code = response
+            .next()
+            .map(|answer| String::from_utf8_lossy(&answer).into_owned())
+            .unwrap_or_default();
+        match self.check_totp(user, code).await {
+            Ok(()) => Ok(Auth::Accept),
+            Err(refusal) => {
+                self.count_failure(user, refusal).await;
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(totp_method()),
+                    partial_success: false,
+                })
+            }
+        }
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {

@@ -6,11 +6,13 @@
 #                                                                  10.0.4.1 ── private2 10.0.4.10
 #
 # The research host serves a web page and runs OpenSSH's sshd; private2
-# serves a web page. An admin adds alice to the `research` group; her laptop
-# gets a split-tunnel WireGuard config (wg-quick + wireguard-go, as a user
-# would run them) and reaches the research host over WireGuard and over
-# `ssh -J` through the jump host, while private2 is refused both ways. Then
-# `accessctl status` and the audit log, verified.
+# serves a web page. An admin adds alice to the `research` group; from her
+# laptop she enrolls through the portal's API (password, TOTP computed as an
+# authenticator app does, see demo-laptop.py), registers a device whose key
+# pair the laptop made, brings the split tunnel up (wg-quick + wireguard-go,
+# as a user would run them) and reaches the research host over WireGuard and
+# over `ssh -J` through the jump host, while private2 is refused both ways.
+# Then `accessctl status` and the audit log, verified.
 #
 #   sudo packaging/demo.sh        (Debian; installs what it needs)
 #
@@ -121,15 +123,16 @@ state_dir = "$work/state"
 [vpn]
 interface = "gatehouse0"
 pool = "10.200.0.0/24"
-# The demo has no browser to log in with; see the portal for the real flow.
-require_login = false
+# A device is a peer for this long after each portal login.
+session_lifetime = "12h"
+require_login = true
 
 [ssh]
 listen = "192.0.2.1:2222"
 
 [portal]
 listen = "192.0.2.1:8443"
-require_totp = false
+require_totp = true
 
 [admin]
 socket = "$sock"
@@ -152,14 +155,16 @@ for _ in $(seq 100); do [ -S "$sock" ] && "$bin/accessctl" --socket "$sock" stat
 "$bin/accessctl" --socket "$sock" status >/dev/null 2>&1 || { cat "$work/accessd.log"; fail "accessd did not start"; }
 echo "accessd is up: WireGuard on 192.0.2.1:51820, SSH jump host on 192.0.2.1:2222"
 
-step "an admin adds alice to the research group, with her SSH key"
-ctl user add alice --group research --ssh-key "$work/ssh/alice.pub"
-echo "(alice would now open the link, set a password and enroll TOTP; the demo activates her directly)"
-ctl user enable alice
+step "an admin adds alice to the research group, with her SSH key; accessctl prints her one-time enrollment link"
+ctl user add alice --group research --ssh-key "$work/ssh/alice.pub" | tee "$work/user-add.txt"
+link=$(sed -n 's/^enrollment link *//p' "$work/user-add.txt")
+[ -n "$link" ] || fail "accessctl user add printed no enrollment link"
+fingerprint=$("$bin/accessctl" --socket "$sock" --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["portal"]["tls_fingerprint"])')
 
-step "the admin issues a config for alice's laptop (accessctl makes the key pair; only the public key reaches the gateway)"
-ctl device config alice laptop --out "$work/alice.conf"
-echo; sed 's/^PrivateKey = .*/PrivateKey = (hidden)/' "$work/alice.conf"
+step "alice opens the link from her laptop: password, TOTP, then a device whose key pair the laptop makes"
+in_ns client python3 packaging/demo-laptop.py "$link" "$fingerprint" "Orange kettle, quiet zebra 7391" laptop "$work/alice.conf" \
+  || fail "alice could not enroll through the portal"
+echo; sed 's/^PrivateKey = .*/PrivateKey = (only on the laptop)/' "$work/alice.conf"
 grep -q '^AllowedIPs = 10.0.3.0/24$' "$work/alice.conf" || fail "the config does not route exactly the research subnet"
 
 step "alice brings the tunnel up with wg-quick (userspace wireguard-go): only 10.0.3.0/24 goes through it"

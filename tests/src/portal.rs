@@ -111,13 +111,7 @@ impl Portal {
             .json()
             .unwrap();
         assert_eq!(offer["user"], user);
-        let secret = offer["totp_secret"].as_str().unwrap().to_string();
-        let mut account = Account {
-            user: user.to_string(),
-            password: PASSWORD.to_string(),
-            secret,
-            last_step: None,
-        };
+        let mut account = Account::new(user, offer["totp_secret"].as_str().unwrap());
         let code = account.next_code();
         let response = self.post_json(
             &format!("/api/v1/enroll/{token}"),
@@ -178,6 +172,16 @@ pub struct Account {
 }
 
 impl Account {
+    /// `user` with [`PASSWORD`] and the TOTP `secret` the portal offered.
+    pub fn new(user: &str, secret: &str) -> Account {
+        Account {
+            user: user.to_string(),
+            password: PASSWORD.to_string(),
+            secret: secret.to_string(),
+            last_step: None,
+        }
+    }
+
     /// A code the gateway has not seen yet: the oldest step it still
     /// accepts (now - 1, only while at least 15 s of the current step are
     /// left, so a request slowed by load still arrives in time) or the one

@@ -106,13 +106,7 @@ fn enroll_with_key(topo: &Topology, gw: &Daemon, user: &str, id: &Identity) -> A
     let url = format!("https://127.0.0.1:8443/api/v1/enroll/{token}");
     let (status, offer) = portal(topo, &url, None);
     assert_eq!(status, 200, "{offer}");
-    let secret = offer["totp_secret"].as_str().unwrap().to_string();
-    let mut account = Account {
-        user: user.to_string(),
-        password: PASSWORD.to_string(),
-        secret,
-        last_step: None,
-    };
+    let mut account = Account::new(user, offer["totp_secret"].as_str().unwrap());
     let code = account.next_code();
     let body = json!({ "password": PASSWORD, "totp_secret": account.secret, "totp_code": code });
     let (status, answer) = portal(topo, &url, Some(&body));

@@ -103,12 +103,7 @@ impl Connection {
                 state.tried_keys.push(fp);
             }
         }
-        if self
-            .shared
-            .limiter
-            .user_penalty(user, Instant::now())
-            .is_some()
-        {
+        if self.penalised(user) {
             return Err(AuthRefused::Penalised);
         }
         let name = user.to_string();
@@ -136,6 +131,14 @@ impl Connection {
         auth::authorize(user_row.as_ref(), &keys, key, crate::time_fmt::now_unix())
     }
 
+    /// True while `user` serves a penalty for failed logins.
+    fn penalised(&self, user: &str) -> bool {
+        self.shared
+            .limiter
+            .user_penalty(user, Instant::now())
+            .is_some()
+    }
+
     /// With `ssh.require_totp`: refuses a user with no TOTP secret at the
     /// key, before any prompt.
     async fn totp_enrolled(&self, user: &str) -> Result<(), AuthRefused> {
@@ -159,12 +162,7 @@ impl Connection {
     /// write transaction: two connections racing with one code cannot both
     /// win, and the portal will not take it either.
     async fn check_totp(&self, user: &str, code: String) -> Result<(), AuthRefused> {
-        if self
-            .shared
-            .limiter
-            .user_penalty(user, Instant::now())
-            .is_some()
-        {
+        if self.penalised(user) {
             return Err(AuthRefused::Penalised);
         }
         let name = user.to_string();

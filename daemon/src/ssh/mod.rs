@@ -14,11 +14,14 @@
 //! - [`registry`]: live connections and channels (`accessctl ssh`);
 //! - [`audit`]: record helpers and aggregation of failed logins.
 //!
-//! Crypto: russh with the `ring` backend rather than the default aws-lc-rs
-//! (a C/cmake build that adds minutes to every clean build on two cores;
-//! ring's AES-GCM and ChaCha20-Poly1305 are assembly-optimised too). Key
-//! exchange mlkem768x25519-sha256 (post-quantum hybrid, pure Rust) and
-//! curve25519; ciphers chacha20-poly1305 and AES-GCM only; no compression.
+//! Crypto: russh on aws-lc-rs (its default). Against OpenSSH 9.2 as the
+//! jump host (`tests/bench/ssh-bench.sh`), ring's portable-C Poly1305 alone
+//! was a quarter of the jump's CPU and put chacha20-poly1305 at 1.23x
+//! OpenSSH's CPU per GiB; aws-lc's brings it to parity. Key exchange
+//! mlkem768x25519-sha256 (post-quantum hybrid) and curve25519; ciphers
+//! chacha20-poly1305 and AES-GCM only; no compression. Bulk transfers are
+//! cheaper with 64 KiB channel packets, buffered socket reads and a relay
+//! buffer of one whole packet (see [`russh_config`] and [`relay`]).
 //!
 //! Does not own users or keys (the store), the policy rules
 //! (`gatehouse_config::policy`), or the host's addresses ([`crate::host_addrs`]).
@@ -70,6 +73,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_MAX: usize = 3;
 /// Failed auth attempts one connection may make before it is dropped.
 const MAX_AUTH_ATTEMPTS: usize = 6;
+/// Bytes read from a client socket at once (two of the largest packets a
+/// client sends, see `maximum_packet_size`).
+const CLIENT_READ_BUFFER: usize = 128 * 1024;
 /// How long a closing connection may take to say goodbye.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
@@ -226,6 +232,10 @@ fn russh_config(host_key: &PrivateKey) -> russh::server::Config {
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
+        // Clients send channel data in packets of at most this (the SSH
+        // limit for a packet is 256 KiB; OpenSSH's own sshd offers 32 KiB):
+        // twice russh's default halves the per-packet work of a transfer.
+        maximum_packet_size: 65535,
         preferred: Preferred {
             kex: Cow::Borrowed(KEX),
             key: Cow::Borrowed(KEYS),
@@ -311,7 +321,7 @@ async fn serve_connection(
     let grace = shared.gateway.config().ssh.login_grace_time;
     let deadline = tokio::time::Instant::now() + grace;
     let started = tokio::select! {
-        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, quick_ack::QuickAck::new(socket), handler)) => started,
+        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, client_stream(socket), handler)) => started,
         () = token.cancelled() => return,
     };
     let session = match started {
@@ -382,6 +392,13 @@ async fn serve_connection(
     if !authenticated() {
         finish_unauthenticated(&shared, peer, &state).await;
     }
+}
+
+/// The client socket as russh reads it. russh reads each packet with two
+/// exact reads (its length, then the rest): buffered, a transfer costs one
+/// read syscall per socket-full instead of two per packet.
+fn client_stream(socket: TcpStream) -> tokio::io::BufReader<quick_ack::QuickAck> {
+    tokio::io::BufReader::with_capacity(CLIENT_READ_BUFFER, quick_ack::QuickAck::new(socket))
 }
 
 /// A connection that ended without logging in: one failure for the

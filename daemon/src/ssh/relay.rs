@@ -16,8 +16,10 @@ use tokio_util::sync::CancellationToken;
 use super::policy::{Requested, TargetDenied, TargetPolicy};
 use super::registry::ChannelStats;
 
-/// Bytes read at once in each direction (the per-direction buffer).
-pub const RELAY_BUFFER: usize = 32 * 1024;
+/// Bytes read at once in each direction (the per-direction buffer): one
+/// whole SSH packet of the size the jump host offers (`maximum_packet_size`),
+/// so each packet is one read and one write.
+pub const RELAY_BUFFER: usize = 64 * 1024;
 
 /// Why a channel's target could not be connected.
 #[derive(Debug, thiserror::Error)]

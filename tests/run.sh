@@ -77,3 +77,17 @@ fi
 echo "==> the Debian package (release build, man pages, completions; then inspected)"
 deb=$(packaging/build-deb.sh)
 packaging/check-deb.sh "$deb"
+
+echo "==> the package under a real systemd (packaging/check-systemd.sh: dpkg -i, systemctl start/reload/stop, dpkg -r/--purge)"
+if [ "$(id -u)" -eq 0 ]; then
+  systemd_log=$(mktemp)
+  if ! packaging/check-systemd.sh "$deb" > "$systemd_log" 2>&1; then
+    tail -60 "$systemd_log"; rm -f "$systemd_log"
+    echo "the package did not pass under systemd" >&2; exit 1
+  fi
+  grep -E '^==>|PASS' "$systemd_log"; rm -f "$systemd_log"
+elif [ "${GATEHOUSE_E2E:-0}" = 1 ]; then
+  echo "GATEHOUSE_E2E=1 but not root: the systemd check needs root" >&2; exit 1
+else
+  echo "SKIPPED the systemd check: it needs root (debootstrap, systemd-nspawn)"
+fi

@@ -94,10 +94,11 @@ fn main() -> ExitCode {
         };
         return restore(&source, file);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(async_workers());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!(error = %err, "cannot start the async runtime");
@@ -122,6 +123,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Worker threads of the async runtime (SSH relays, portal, admin API):
+/// half the cores, at least one. The WireGuard data plane runs on two
+/// threads of its own, and SQLite and argon2 on blocking threads. Idle
+/// workers are what a busy one wakes for every relayed SSH packet, in case
+/// there is work to steal; on two cores, one worker cut the jump host's CPU
+/// per GiB by a fifth to a third (`tests/bench/ssh-bench.sh`). The
+/// `TOKIO_WORKER_THREADS` environment variable overrides it.
+fn async_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }
 
 async fn serve(source: ConfigSource) -> Result<(), RunError> {

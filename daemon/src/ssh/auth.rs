@@ -146,15 +146,6 @@ pub fn authorize(
     Ok(fingerprint(offered))
 }
 
-/// Does `user` have the TOTP secret `ssh.require_totp` asks for? Checked
-/// right after the key, so a user who cannot pass is told before a prompt.
-pub fn totp_enrolled(user: Option<&User>) -> Result<(), AuthRefused> {
-    match user.and_then(|u| u.totp_secret.as_deref()) {
-        Some(_) => Ok(()),
-        None => Err(AuthRefused::TotpNotEnrolled),
-    }
-}
-
 /// The second factor of `ssh.require_totp`: may `user`, whose key passed,
 /// log in with `code` at unix time `now`? The user is checked again (the
 /// key check was a moment ago, an admin may have acted since). `last_step`
@@ -294,15 +285,10 @@ mod tests {
         let step = (now as u64) / crate::totp::STEP_SECS;
         let mut alice = user("alice", UserState::Active, None);
         assert_eq!(
-            totp_enrolled(Some(&alice)),
-            Err(AuthRefused::TotpNotEnrolled)
-        );
-        assert_eq!(
             check_totp(Some(&alice), None, &code, now),
             Err(AuthRefused::TotpNotEnrolled)
         );
         alice.totp_secret = Some(secret.clone());
-        assert_eq!(totp_enrolled(Some(&alice)), Ok(()));
         assert_eq!(check_totp(Some(&alice), None, &code, now), Ok(step));
         // Used once (here or in the portal): refused.
         let used = Some(i64::try_from(step).unwrap());

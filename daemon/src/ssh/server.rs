@@ -89,12 +89,14 @@ impl Connection {
         }
     }
 
-    /// The shared key check of `auth_publickey_offered` and `auth_publickey`.
+    /// The shared key check of `auth_publickey_offered` and `auth_publickey`:
+    /// the key's fingerprint, and whether the user has a TOTP secret (for
+    /// `ssh.require_totp`, read in the same store read).
     async fn check_key(
         &self,
         user: &str,
         key: &russh::keys::PublicKey,
-    ) -> Result<String, AuthRefused> {
+    ) -> Result<(String, bool), AuthRefused> {
         {
             let mut state = self.state();
             state.user = Some(user.to_string());
@@ -128,7 +130,10 @@ impl Connection {
             }
         };
         self.state().user_exists = user_row.is_some();
-        auth::authorize(user_row.as_ref(), &keys, key, crate::time_fmt::now_unix())
+        let fingerprint =
+            auth::authorize(user_row.as_ref(), &keys, key, crate::time_fmt::now_unix())?;
+        let has_totp = user_row.is_some_and(|u| u.totp_secret.is_some());
+        Ok((fingerprint, has_totp))
     }
 
     /// True while `user` serves a penalty for failed logins.
@@ -137,25 +142,6 @@ impl Connection {
             .limiter
             .user_penalty(user, Instant::now())
             .is_some()
-    }
-
-    /// With `ssh.require_totp`: refuses a user with no TOTP secret at the
-    /// key, before any prompt.
-    async fn totp_enrolled(&self, user: &str) -> Result<(), AuthRefused> {
-        let name = user.to_string();
-        match self
-            .shared
-            .gateway
-            .store()
-            .read(move |r| r.user(&name))
-            .await
-        {
-            Ok(found) => auth::totp_enrolled(found.as_ref()),
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the store for an SSH login");
-                Err(AuthRefused::StoreUnavailable)
-            }
-        }
     }
 
     /// Checks a TOTP code and, when it passes, stores its step in the same
@@ -246,13 +232,14 @@ impl Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let fingerprint = match self.check_key(user, key.public_key).await {
-            Ok(fp) => fp,
+        let (fingerprint, has_totp) = match self.check_key(user, key.public_key).await {
+            Ok(passed) => passed,
             Err(refusal) => return Ok(self.refuse(refusal)),
         };
         if self.shared.gateway.config().ssh.require_totp {
-            if let Err(refusal) = self.totp_enrolled(user).await {
-                return Ok(self.refuse(refusal));
+            // Told at the key, before any prompt.
+            if !has_totp {
+                return Ok(self.refuse(AuthRefused::TotpNotEnrolled));
             }
             // Until a code passes, a connection that ends failed for this.
             let mut state = self.state();

@@ -309,9 +309,9 @@ pub struct SshKeyInfo {
     pub added_at: String,
 }
 
-/// One WireGuard device of a user. The live fields (`endpoint`, `rx_bytes`,
-/// `tx_bytes`, `live`) come from the data plane: absent when it is not
-/// running, and from daemons that predate them.
+/// One WireGuard device of a user. The live fields (`rx_bytes`, `tx_bytes`,
+/// `live`) come from the data plane: absent when it is not running, and from
+/// daemons that predate them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub user: String,
@@ -323,7 +323,8 @@ pub struct DeviceInfo {
     pub last_activation: Option<String>,
     /// RFC 3339: the data plane's when the device is live, else the store's.
     pub last_handshake: Option<String>,
-    /// `ip:port` the device was last heard from, authenticated.
+    /// `ip:port` the device was last heard from, authenticated: the data
+    /// plane's when the device is live, else the store's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Bytes received from the device in its current session(s).

@@ -146,6 +146,7 @@ pub fn device_info(device: &Device) -> DeviceInfo {
         created_at: rfc3339(device.created_at),
         last_activation: rfc3339_opt(device.last_activation),
         last_handshake: rfc3339_opt(device.last_handshake),
+        endpoint: device.last_endpoint.map(|e| e.to_string()),
         ..DeviceInfo::default()
     }
 }
@@ -203,7 +204,9 @@ impl LivePeers {
             return info;
         };
         info.live = Some(true);
-        info.endpoint = peer.endpoint.map(|e| e.to_string());
+        if let Some(endpoint) = peer.endpoint {
+            info.endpoint = Some(endpoint.to_string());
+        }
         info.rx_bytes = Some(peer.rx_bytes);
         info.tx_bytes = Some(peer.tx_bytes);
         if let Some(handshake) = peer.last_handshake {

@@ -10,7 +10,7 @@
 //! tens of thousands of devices; the store's write lock serializes callers.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use rusqlite::{Row, params};
@@ -29,6 +29,8 @@ pub struct Device {
     pub created_at: i64,
     pub last_activation: Option<i64>,
     pub last_handshake: Option<i64>,
+    /// Where the device was last heard from, recorded with `last_handshake`.
+    pub last_endpoint: Option<SocketAddr>,
 }
 
 /// What [`Writer::create_device`] needs; the address is allocated.
@@ -72,7 +74,7 @@ impl Reader<'_> {
             .conn
             .prepare(&format!(
                 "SELECT user, name, public_key, address, created_at, last_activation, \
-                 last_handshake FROM devices {filter} ORDER BY user, name"
+                 last_handshake, last_endpoint FROM devices {filter} ORDER BY user, name"
             ))
             .map_err(StoreError::sqlite("list devices"))?;
         let rows = stmt
@@ -140,6 +142,7 @@ impl Writer<'_> {
             created_at: new.created_at,
             last_activation: None,
             last_handshake: None,
+            last_endpoint: None,
         })
     }
 
@@ -157,19 +160,27 @@ impl Writer<'_> {
         Ok(device)
     }
 
-    /// Records the device's latest WireGuard handshake.
+    /// Records the device's latest WireGuard handshake and the endpoint it
+    /// came from (kept as it was when `endpoint` is `None`).
     pub fn set_device_handshake(
         &mut self,
         user: &str,
         name: &str,
         at: i64,
+        endpoint: Option<SocketAddr>,
     ) -> Result<(), StoreError> {
-        self.update_device(
-            user,
-            name,
-            "UPDATE devices SET last_handshake = ?3 WHERE user = ?1 AND name = ?2",
-            at,
-        )
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE devices SET last_handshake = ?3, \
+                 last_endpoint = COALESCE(?4, last_endpoint) WHERE user = ?1 AND name = ?2",
+                params![user, name, at, endpoint.map(|e| e.to_string())],
+            )
+            .map_err(StoreError::sqlite("update a device"))?;
+        if changed == 0 {
+            return Err(device_not_found(user, name));
+        }
+        Ok(())
     }
 
     /// Records when the device was last put into the data plane.
@@ -265,6 +276,7 @@ struct RawDevice {
     created_at: i64,
     last_activation: Option<i64>,
     last_handshake: Option<i64>,
+    last_endpoint: Option<String>,
 }
 
 impl RawDevice {
@@ -277,6 +289,7 @@ impl RawDevice {
             created_at: row.get(4)?,
             last_activation: row.get(5)?,
             last_handshake: row.get(6)?,
+            last_endpoint: row.get(7)?,
         })
     }
 
@@ -289,6 +302,9 @@ impl RawDevice {
             created_at: self.created_at,
             last_activation: self.last_activation,
             last_handshake: self.last_handshake,
+            // Only a hint for resuming the tunnel: one that does not parse
+            // (never written so) is as good as none.
+            last_endpoint: self.last_endpoint.and_then(|e| e.parse().ok()),
         })
     }
 }
@@ -427,22 +443,35 @@ mod tests {
     }
 
     #[test]
-    fn handshake_and_activation() {
+    fn handshake_endpoint_and_activation() {
         let (_dir, store) = temp_store();
         add_user(&store, "alice");
         create(&store, "laptop", "10.0.0.0/24", &[]).unwrap();
+        let endpoint: SocketAddr = "198.51.100.7:40123".parse().unwrap();
         let d = store
             .write_blocking(|w| {
-                w.set_device_handshake("alice", "laptop", 10)?;
+                w.set_device_handshake("alice", "laptop", 10, Some(endpoint))?;
                 w.set_device_activation("alice", "laptop", 20)?;
                 Ok(w.device("alice", "laptop")?.unwrap())
             })
             .unwrap();
         assert_eq!(d.last_handshake, Some(10));
+        assert_eq!(d.last_endpoint, Some(endpoint));
         assert_eq!(d.last_activation, Some(20));
+        // A handshake without a known endpoint keeps the last one.
+        let d = store
+            .write_blocking(|w| {
+                w.set_device_handshake("alice", "laptop", 30, None)?;
+                Ok(w.device("alice", "laptop")?.unwrap())
+            })
+            .unwrap();
+        assert_eq!(
+            (d.last_handshake, d.last_endpoint),
+            (Some(30), Some(endpoint))
+        );
         assert!(
             store
-                .write_blocking(|w| w.set_device_handshake("alice", "x", 1))
+                .write_blocking(|w| w.set_device_handshake("alice", "x", 1, None))
                 .is_err()
         );
     }

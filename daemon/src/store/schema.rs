@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -53,6 +53,13 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     tracing::info!(from = found, to = known, "database schema migrated");
     Ok(())
 }
+
+/// Where each device was last heard from (`ip:port`), stored with its last
+/// handshake, so that after a restart the gateway can send the device a
+/// handshake initiation instead of waiting for the device to notice.
+const V4_ENDPOINTS: &str = r#"
+ALTER TABLE devices ADD COLUMN last_endpoint TEXT;
+"#;
 
 /// VPN session lifetime: `no_login` users (machines that cannot log in to
 /// the portal) keep their devices live while enabled; everyone else's devices
@@ -231,9 +238,9 @@ mod tests {
         assert_eq!(no_login, 1, "rows of the previous version are kept");
         // What the newest step added is there and usable.
         conn.execute(
-            "INSERT INTO portal_sessions (token_hash, user, created_at, last_seen, source) \
-             VALUES (?1, 'bob', 1, 1, 's')",
-            ["a".repeat(64)],
+            "INSERT INTO devices (user, name, public_key, address, created_at, last_endpoint) \
+             VALUES ('bob', 'laptop', 'k', '10.200.0.2', 1, '198.51.100.7:51820')",
+            [],
         )
         .unwrap();
     }

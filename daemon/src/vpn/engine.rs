@@ -230,7 +230,8 @@ impl Engine {
         }
     }
 
-    /// Drives every peer's timers (keepalives, rekeying, expiry). Call every
+    /// Drives every peer's timers (keepalives, rekeying, expiry) and sends
+    /// the handshake that resumes a peer's tunnel after a restart. Call every
     /// ~250 ms; resets the handshake rate limiter when `reset_rate_limit`.
     pub fn tick(&self, reset_rate_limit: bool, buf: &mut [u8], sink: &mut impl Sink) {
         if reset_rate_limit {
@@ -240,6 +241,18 @@ impl Engine {
         for peer in table.peers() {
             let mut state = peer.lock();
             let endpoint = state.endpoint;
+            if std::mem::take(&mut state.resume)
+                && let Some(to) = endpoint
+                && let TunnResult::WriteToNetwork(init) = peer
+                    .tunn(&mut state)
+                    .format_handshake_initiation(buf, false)
+            {
+                // Unanswered, boringtun's timers resend it for 90 s, then
+                // give up; an answer makes a session as any handshake does.
+                tracing::debug!(peer = %peer.label(), endpoint = %to, "resuming the tunnel: handshake sent");
+                sink.send_udp(init, to);
+                continue;
+            }
             let Some(tunn) = state.tunn_mut() else {
                 continue; // never heard from: no timers to run
             };

@@ -52,6 +52,7 @@ fn spec(client: &Client, address: &str) -> PeerSpec {
         device: "laptop".into(),
         access: Arc::new(policy().access_for(&["research"])),
         keepalive: None,
+        resume_endpoint: None,
     }
 }
 
@@ -244,6 +245,45 @@ fn timers_run_without_a_known_endpoint() {
     let mut sink = Capture::default();
     engine.tick(true, &mut buf, &mut sink);
     assert!(sink.udp.is_empty());
+}
+
+#[test]
+fn a_resumed_peer_is_sent_one_handshake_and_its_answer_makes_a_session() {
+    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let engine = Engine::new(secret);
+    let mut client = client(PublicKey::from(engine.public_key()), 40000, 7);
+    engine.set_peers(&[PeerSpec {
+        resume_endpoint: Some(client.addr),
+        ..spec(&client, "10.200.0.2")
+    }]);
+    let mut buf = vec![0u8; 2048];
+    let mut sink = Capture::default();
+    engine.tick(false, &mut buf, &mut sink);
+    assert_eq!(sink.udp.len(), 1, "one handshake initiation");
+    assert_eq!(sink.udp[0].1, client.addr);
+    let mut again = Capture::default();
+    engine.tick(false, &mut buf, &mut again);
+    assert!(again.udp.is_empty(), "sent once, not on every tick");
+
+    // The device answers; the gateway confirms the session with a keepalive.
+    let mut out = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(response) =
+        client.tunn.decapsulate(None, &sink.udp[0].0, &mut out)
+    else {
+        panic!("the client did not answer the gateway's initiation");
+    };
+    let mut confirm = Capture::default();
+    engine.handle_datagram(client.addr, response, &mut buf, &mut confirm);
+    assert_eq!(confirm.udp.len(), 1, "a keepalive confirms the session");
+    assert!(matches!(
+        client.tunn.decapsulate(None, &confirm.udp[0].0, &mut out),
+        TunnResult::Done
+    ));
+    // Both ways work on the new session, under the same policy.
+    let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 22, 100);
+    assert_eq!(send(&engine, &mut client, &packet).tun, vec![packet]);
+    let denied = ipv4([10, 200, 0, 2], [10, 0, 4, 10], 6, 22, 100);
+    assert!(send(&engine, &mut client, &denied).tun.is_empty());
 }
 
 proptest::proptest! {

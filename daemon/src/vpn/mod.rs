@@ -77,6 +77,8 @@ pub async fn start(
         });
     }
     let peers = sync::apply(gateway, &engine).await?;
+    // Devices whose sessions may outlive a restart get a handshake at once.
+    let resuming = engine.table().peers().filter(|p| p.lock().resume).count();
     io::spawn_packet_threads(devices, engine.clone(), tracker, shutdown.clone());
     sync::spawn_peer_sync(gateway.clone(), engine.clone(), tracker, shutdown.clone());
     uapi::spawn_uapi(
@@ -87,6 +89,6 @@ pub async fn start(
         shutdown.clone(),
     )?;
     monitor::spawn_monitor(gateway.clone(), engine.clone(), tracker, shutdown);
-    tracing::info!(interface = %vpn.interface, listen = %vpn.listen, peers, "WireGuard data plane up");
+    tracing::info!(interface = %vpn.interface, listen = %vpn.listen, peers, resuming, "WireGuard data plane up");
     Ok(engine)
 }

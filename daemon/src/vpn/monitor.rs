@@ -2,9 +2,11 @@
 //! second: `vpn.connect` when a device's session starts, `vpn.disconnect`
 //! after three minutes without a handshake (or when the peer is removed),
 //! `vpn.acl.deny` aggregated per peer and minute, and the devices' last
-//! handshake times. All records of one tick commit in one transaction.
+//! handshake times and endpoints (what a restart resumes tunnels from). All
+//! records of one tick commit in one transaction.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +30,14 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Monitor {
     connected: HashMap<[u8; 32], Session>,
     last_deny: HashMap<[u8; 32], Instant>,
-    stored_handshake: HashMap<[u8; 32], i64>,
+    stored_handshake: HashMap<[u8; 32], StoredHandshake>,
+}
+
+/// What the store was last told about a peer's handshake.
+#[derive(Default)]
+struct StoredHandshake {
+    at: i64,
+    endpoint: Option<SocketAddr>,
 }
 
 struct Session {
@@ -41,8 +50,17 @@ struct Session {
 #[derive(Default)]
 pub struct TickOutput {
     pub events: Vec<NewAuditEvent>,
-    /// (user, device, unix time of the last handshake)
-    pub handshakes: Vec<(String, String, i64)>,
+    pub handshakes: Vec<HandshakeUpdate>,
+}
+
+/// A device's last handshake, for the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeUpdate {
+    pub user: String,
+    pub device: String,
+    /// Unix time.
+    pub at: i64,
+    pub endpoint: Option<SocketAddr>,
 }
 
 impl Monitor {
@@ -56,11 +74,19 @@ impl Monitor {
             self.session(status, now, &mut out);
             if let Some(at) = status.last_handshake.and_then(unix) {
                 let stored = self.stored_handshake.entry(status.public_key).or_default();
-                // Keep store writes rare: every new session, then each minute.
-                if at - *stored >= 60 {
-                    *stored = at;
-                    out.handshakes
-                        .push((status.user.clone(), status.device.clone(), at));
+                // Keep store writes rare: every new session, then each
+                // minute, and when the device roams.
+                if at - stored.at >= 60 || status.endpoint != stored.endpoint {
+                    *stored = StoredHandshake {
+                        at,
+                        endpoint: status.endpoint,
+                    };
+                    out.handshakes.push(HandshakeUpdate {
+                        user: status.user.clone(),
+                        device: status.device.clone(),
+                        at,
+                        endpoint: status.endpoint,
+                    });
                 }
             }
         }
@@ -192,9 +218,9 @@ async fn commit(gateway: &Gateway, out: TickOutput) {
     let written = gateway
         .store()
         .write(move |w| {
-            for (user, device, at) in &out.handshakes {
+            for h in &out.handshakes {
                 // The device may have been revoked meanwhile: nothing to update.
-                match w.set_device_handshake(user, device, *at) {
+                match w.set_device_handshake(&h.user, &h.device, h.at, h.endpoint) {
                     Ok(()) | Err(crate::store::StoreError::NotFound { .. }) => {}
                     Err(err) => return Err(err),
                 }
@@ -268,6 +294,7 @@ mod tests {
             device: "laptop".into(),
             access: Arc::new(Policy::default().access_for::<&str>(&[])),
             keepalive: None,
+            resume_endpoint: None,
         }]);
         let mut client = Tunn::new(
             secret,
@@ -307,9 +334,16 @@ mod tests {
             1,
             "the handshake time goes to the store"
         );
+        assert_eq!(
+            first.handshakes[0].endpoint,
+            Some("198.18.0.2:40000".parse().unwrap()),
+            "with the endpoint a restart resumes the tunnel from"
+        );
+        let again = monitor.tick(&engine, now, Instant::now());
+        assert!(again.events.is_empty(), "one connect per session");
         assert!(
-            monitor.tick(&engine, now, Instant::now()).events.is_empty(),
-            "one connect per session"
+            again.handshakes.is_empty(),
+            "no store write for nothing new"
         );
         let later = monitor.tick(
             &engine,
@@ -318,6 +352,18 @@ mod tests {
         );
         let kinds: Vec<&str> = later.events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["vpn.disconnect"]);
+    }
+
+    #[test]
+    fn a_roaming_device_has_its_new_endpoint_stored() {
+        let (engine, public) = connected_engine();
+        let mut monitor = Monitor::default();
+        monitor.tick(&engine, SystemTime::now(), Instant::now());
+        let roamed: SocketAddr = "198.18.0.9:50000".parse().unwrap();
+        engine.table().by_key[&public].peer.lock().endpoint = Some(roamed);
+        let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
+        let endpoints: Vec<_> = out.handshakes.iter().map(|h| h.endpoint).collect();
+        assert_eq!(endpoints, [Some(roamed)]);
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub struct PeerSpec {
     pub device: String,
     pub access: Arc<AccessSet>,
     pub keepalive: Option<u16>,
+    /// Where to send a handshake initiation when the peer is created: the
+    /// device's last endpoint while its session may still be live on the
+    /// device (after a restart of the gateway, say). The device would
+    /// otherwise keep sending on keys the gateway no longer has until its
+    /// rekey timeout, about 15 s.
+    pub resume_endpoint: Option<SocketAddr>,
 }
 
 /// One live peer. Its noise state survives table swaps, and is created on
@@ -52,8 +58,11 @@ pub struct PeerState {
     /// `None` until the peer's first packet or handshake. Boxed: a `Tunn`
     /// is a few KiB, which idle peers should not carry.
     tunn: Option<Box<Tunn>>,
-    /// Where the peer was last heard from, authenticated.
+    /// Where the peer was last heard from, authenticated (or, until it is
+    /// heard from, its stored [`PeerSpec::resume_endpoint`]).
     pub endpoint: Option<SocketAddr>,
+    /// True until the handshake towards `resume_endpoint` has been sent.
+    pub resume: bool,
 }
 
 /// Packet counters, updated lock-free on the packet path.
@@ -104,7 +113,8 @@ impl Peer {
             keys: keys.clone(),
             state: Mutex::new(PeerState {
                 tunn: None,
-                endpoint: None,
+                endpoint: spec.resume_endpoint,
+                resume: spec.resume_endpoint.is_some(),
             }),
             counters: PeerCounters::default(),
             denials: Mutex::new(Denials::default()),

@@ -6,7 +6,7 @@
 //! and auditing (`vpn.session.expire`) each VPN session that ran out.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine::Engine;
+use super::monitor::DISCONNECT_AFTER;
 use super::peers::PeerSpec;
 use super::session::VpnAccess;
 use crate::gateway::Gateway;
@@ -61,9 +62,19 @@ pub fn desired_peers(
                 device: device.name.clone(),
                 access: access.clone(),
                 keepalive,
+                resume_endpoint: resume_endpoint(device, now),
             })
         })
         .collect()
+}
+
+/// Where to resume `device`'s tunnel from: its last endpoint, while the
+/// session of its last handshake may still be live on the device.
+fn resume_endpoint(device: &Device, now: i64) -> Option<SocketAddr> {
+    let live_for = i64::try_from(DISCONNECT_AFTER.as_secs()).unwrap_or(i64::MAX);
+    device
+        .last_endpoint
+        .filter(|_| device.last_handshake.is_some_and(|at| now - at < live_for))
 }
 
 /// The VPN sessions that have run out at `now`: `(user, login time)` and
@@ -204,6 +215,7 @@ subnets = ["10.0.3.0/24"]
             created_at: 0,
             last_activation: None,
             last_handshake: None,
+            last_endpoint: None,
         }
     }
 
@@ -306,5 +318,40 @@ subnets = ["10.0.3.0/24"]
             "the host's own address"
         );
         assert_eq!(specs[0].keepalive, Some(25));
+    }
+
+    #[test]
+    fn a_device_is_resumed_from_its_last_endpoint_only_while_its_session_may_live() {
+        let config = Config::parse(CONFIG, "t.toml").unwrap();
+        let now = 100_000;
+        let endpoint: SocketAddr = "198.51.100.7:40123".parse().unwrap();
+        let with = |n: u8, handshake: Option<i64>, endpoint: Option<SocketAddr>| Device {
+            last_handshake: handshake,
+            last_endpoint: endpoint,
+            ..device("a", n)
+        };
+        let devices = [
+            with(2, Some(now - 30), Some(endpoint)),
+            with(3, Some(now - 179), Some(endpoint)),
+            with(4, Some(now - 180), Some(endpoint)),
+            with(5, None, Some(endpoint)),
+            with(6, Some(now - 30), None),
+        ];
+        let users = [user("a", UserState::Active, None)];
+        let resumed: Vec<(String, Option<SocketAddr>)> =
+            desired_peers(&config, &[], &users, &devices, now)
+                .into_iter()
+                .map(|s| (s.device, s.resume_endpoint))
+                .collect();
+        assert_eq!(
+            resumed,
+            [
+                ("d2".to_string(), Some(endpoint)),
+                ("d3".to_string(), Some(endpoint)),
+                ("d4".to_string(), None),
+                ("d5".to_string(), None),
+                ("d6".to_string(), None),
+            ]
+        );
     }
 }

@@ -405,6 +405,7 @@ mod tests {
             device: "laptop".into(),
             access: Arc::new(policy.access_for(&["research"])),
             keepalive: None,
+            resume_endpoint: None,
         }]);
         let mut client = Tunn::new(client_secret, gateway_public, None, None, 7, None);
         let (mut buf, mut ebuf, mut out) = (vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 2048]);

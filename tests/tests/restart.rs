@@ -4,8 +4,8 @@
 //! the VPN session's end is recorded, `gateway.stop` is the last record),
 //! the audit chain verifies after the restart, and the client's tunnel works
 //! again with the same key and address, within seconds (the gateway sends
-//! the handshake; the client would wait 15 s). Needs iperf3 (Debian `iperf3`)
-//! besides what the VPN and SSH tests need.
+//! the handshake; the client would wait 15 s), carrying iperf3's flow on.
+//! Needs iperf3 (Debian `iperf3`) besides what the VPN and SSH tests need.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -192,8 +192,7 @@ fn a_restart_under_ssh_and_vpn_load_keeps_the_audit_log_whole() {
     // The tunnel comes back by itself, at once: same key, same address.
     // accessd sends the device a handshake from its stored endpoint; left to
     // itself, a client re-handshakes only at WireGuard's rekey timeout, 15 s
-    // after its packets stop being answered. (iperf3's TCP flow then waits
-    // for its next retransmission, so its rate is printed, not asserted.)
+    // after its packets stop being answered.
     let back = Instant::now();
     client
         .wait_fetch(&url, Duration::from_secs(30))
@@ -207,6 +206,22 @@ fn a_restart_under_ssh_and_vpn_load_keeps_the_audit_log_whole() {
         client.show(),
         gw.log_tail(30)
     );
+    // iperf3's TCP flow, alive across the restart, moves data again: a
+    // whole second reported after the tunnel came back carries traffic.
+    let resumed_at = iperf_reports(&topo.process_log("iperf")).len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reports = iperf_reports(&topo.process_log("iperf"));
+        if reports.iter().skip(resumed_at + 1).any(|&bps| bps > 1e6) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && topo.exited(iperf).is_none(),
+            "iperf3 did not recover after the restart: {reports:?} bit/s\n{}",
+            topo.process_log("iperf")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_audit(&gw, "vpn.connect", AUDIT_WITHIN, |r| {
         r["seq"].as_u64().unwrap_or(0) > stop as u64 + 1
     })

@@ -294,6 +294,28 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_endpoint_shows_until_the_data_plane_knows_a_newer_one() {
+        let stored = Device {
+            user: "alice".into(),
+            name: "d1".into(),
+            public_key: STANDARD.encode([1; 32]),
+            address: "10.200.0.2".parse().unwrap(),
+            created_at: 0,
+            last_activation: None,
+            last_handshake: Some(0),
+            last_endpoint: Some("198.51.100.7:40123".parse().unwrap()),
+        };
+        let info = device_info(&stored);
+        assert_eq!(info.endpoint.as_deref(), Some("198.51.100.7:40123"));
+        let mut quiet = peer(1, None);
+        quiet.endpoint = None;
+        let merged = LivePeers::from_status(Some(vec![quiet])).merge(info.clone());
+        assert_eq!(merged.endpoint.as_deref(), Some("198.51.100.7:40123"));
+        let merged = LivePeers::from_status(Some(vec![peer(1, None)])).merge(info);
+        assert_eq!(merged.endpoint.as_deref(), Some("[2001:db8::7]:40000"));
+    }
+
+    #[test]
     fn without_a_data_plane_rows_stay_as_stored() {
         let live = LivePeers::from_status(None);
         assert!(!live.running());

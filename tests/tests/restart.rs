@@ -1,7 +1,8 @@
 //! A restart under load loses nothing: with iperf3 pushing TCP through the
 //! WireGuard tunnel and a bulk upload streaming through the jump host,
 //! SIGTERM stops accessd cleanly (the SSH session is closed with a reason,
-//! the VPN session's end is recorded, `gateway.stop` is the last record),
+//! the VPN session's end and a denial held back for aggregation are
+//! recorded, `gateway.stop` is the last record),
 //! the audit chain verifies after the restart, and the client's tunnel works
 //! again with the same key and address, within seconds (the gateway sends
 //! the handshake; the client would wait 15 s), carrying iperf3's flow on.
@@ -133,6 +134,18 @@ fn a_restart_under_ssh_and_vpn_load_keeps_the_audit_log_whole() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Denied packets just before the stop: the first is recorded at once,
+    // the second is held back (one vpn.acl.deny per peer and minute) and must
+    // be written at the stop all the same.
+    client.add_route("10.0.4.0/24");
+    let denied = || {
+        let replies = client.ping(PRIVATE2, 1, Duration::from_secs(1), None);
+        assert_eq!(replies, 0, "{PRIVATE2} answered through the tunnel");
+    };
+    denied();
+    wait_audit(&gw, "vpn.acl.deny", AUDIT_WITHIN, |r| r["actor"] == "alice")
+        .unwrap_or_else(|all| panic!("no vpn.acl.deny: {all:#?}"));
+    denied();
     let before = gw.ctl_json(&["audit", "verify"]);
     assert_eq!(before["intact"], true, "{before}");
 
@@ -187,6 +200,14 @@ fn a_restart_under_ssh_and_vpn_load_keeps_the_audit_log_whole() {
         .position(|r| r["kind"] == "vpn.disconnect" && r["actor"] == "alice")
         .expect("the tunnel's vpn.disconnect");
     assert!(vpn_end < stop, "{kinds:?}");
+    let denials = kinds[..stop]
+        .iter()
+        .filter(|k| **k == "vpn.acl.deny")
+        .count();
+    assert_eq!(
+        denials, 2,
+        "the denial held back for the minute is recorded at the stop: {kinds:?}"
+    );
     assert_eq!(kinds[stop + 1], "gateway.start", "{kinds:?}");
 
     // The tunnel comes back by itself, at once: same key, same address.

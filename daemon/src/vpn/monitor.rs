@@ -3,7 +3,8 @@
 //! after three minutes without a handshake (or when the peer is removed),
 //! `vpn.acl.deny` aggregated per peer and minute, and the devices' last
 //! handshake times and endpoints (what a restart resumes tunnels from). All
-//! records of one tick commit in one transaction.
+//! records of one tick commit in one transaction; at shutdown a last tick
+//! records what is pending, so a restart loses no denial or session end.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +47,15 @@ struct Session {
     tx: u64,
 }
 
+/// Which pending denials a tick records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Those of peers not recorded within [`DENY_PERIOD`].
+    WhenDue,
+    /// All of them (at shutdown).
+    All,
+}
+
 /// Work for the store after one tick.
 #[derive(Default)]
 pub struct TickOutput {
@@ -66,6 +76,28 @@ pub struct HandshakeUpdate {
 impl Monitor {
     /// Compares the engine's state with the last tick's.
     pub fn tick(&mut self, engine: &Engine, now: SystemTime, now_mono: Instant) -> TickOutput {
+        self.observe(engine, now, now_mono, Flush::WhenDue)
+    }
+
+    /// The last tick, at shutdown: what a tick records, every denial not
+    /// yet recorded (due or not), and the end of every open session.
+    pub fn close(&mut self, engine: &Engine, now: SystemTime, now_mono: Instant) -> TickOutput {
+        let mut out = self.observe(engine, now, now_mono, Flush::All);
+        out.events.extend(
+            self.connected
+                .drain()
+                .map(|(_, session)| disconnect(&session, "gateway stopping")),
+        );
+        out
+    }
+
+    fn observe(
+        &mut self,
+        engine: &Engine,
+        now: SystemTime,
+        now_mono: Instant,
+        flush: Flush,
+    ) -> TickOutput {
         let mut out = TickOutput::default();
         let peers = engine.peer_status();
         let mut seen = Vec::with_capacity(peers.len());
@@ -103,7 +135,7 @@ impl Monitor {
             }
         }
         self.stored_handshake.retain(|k, _| seen.contains(k));
-        self.denials(engine, now_mono, &mut out);
+        self.denials(engine, now_mono, flush, &mut out);
         out
     }
 
@@ -146,13 +178,14 @@ impl Monitor {
         }
     }
 
-    fn denials(&mut self, engine: &Engine, now: Instant, out: &mut TickOutput) {
+    fn denials(&mut self, engine: &Engine, now: Instant, flush: Flush, out: &mut TickOutput) {
         let table = engine.table();
         for peer in table.peers() {
-            let due = self
-                .last_deny
-                .get(&peer.public_key)
-                .is_none_or(|at| now.duration_since(*at) >= DENY_PERIOD);
+            let due = flush == Flush::All
+                || self
+                    .last_deny
+                    .get(&peer.public_key)
+                    .is_none_or(|at| now.duration_since(*at) >= DENY_PERIOD);
             if !due {
                 continue;
             }
@@ -199,14 +232,7 @@ pub fn spawn_monitor(
             let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
             commit(&gateway, out).await;
         }
-        let closing = TickOutput {
-            events: monitor
-                .connected
-                .values()
-                .map(|s| disconnect(s, "gateway stopping"))
-                .collect(),
-            handshakes: Vec::new(),
-        };
+        let closing = monitor.close(&engine, SystemTime::now(), Instant::now());
         commit(&gateway, closing).await;
     });
 }
@@ -421,5 +447,40 @@ mod tests {
             1,
             "after the period: the held-back denial is reported"
         );
+    }
+
+    #[test]
+    fn closing_records_held_back_denials_the_last_handshake_and_every_session_end() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        let deny = |dst: &str| {
+            peer.record_denial(
+                gatehouse_config::policy::DenyReason::NotInGroups,
+                dst.parse().unwrap(),
+                Some(80),
+            );
+        };
+        deny("10.0.4.10");
+        monitor.tick(&engine, SystemTime::now(), start);
+        deny("10.0.4.11");
+        assert!(
+            monitor
+                .tick(&engine, SystemTime::now(), start + Duration::from_secs(1))
+                .events
+                .is_empty(),
+            "held back within the period"
+        );
+        // The device roamed just before the stop.
+        let roamed: SocketAddr = "198.18.0.9:50000".parse().unwrap();
+        peer.lock().endpoint = Some(roamed);
+        let closing = monitor.close(&engine, SystemTime::now(), start + Duration::from_secs(2));
+        let kinds: Vec<&str> = closing.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["vpn.acl.deny", "vpn.disconnect"]);
+        assert_eq!(closing.events[0].detail["samples"][0], "10.0.4.11:80");
+        assert_eq!(closing.events[1].detail["reason"], "gateway stopping");
+        let endpoints: Vec<_> = closing.handshakes.iter().map(|h| h.endpoint).collect();
+        assert_eq!(endpoints, [Some(roamed)]);
     }
 }

@@ -27,6 +27,11 @@ use super::peers::{EngineKeys, Entry, PeerSpec, PeerTable};
 
 /// Handshakes per second before boringtun asks for cookies (its default).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Handshakes sent per timer tick to resume tunnels after a restart: each
+/// costs two X25519 operations on the async runtime, so a gateway with
+/// thousands of recently active devices resumes them over a few seconds
+/// instead of stalling for one.
+pub const RESUMES_PER_TICK: usize = 128;
 
 /// Where the engine's results go.
 pub trait Sink {
@@ -238,10 +243,13 @@ impl Engine {
             self.keys.rate_limiter.reset_count();
         }
         let table = self.table.load();
+        let mut resume_budget = RESUMES_PER_TICK;
         for peer in table.peers() {
             let mut state = peer.lock();
             let endpoint = state.endpoint;
-            if std::mem::take(&mut state.resume)
+            if state.resume
+                && resume_budget > 0
+                && std::mem::take(&mut state.resume)
                 && let Some(to) = endpoint
                 && let TunnResult::WriteToNetwork(init) = peer
                     .tunn(&mut state)
@@ -249,6 +257,7 @@ impl Engine {
             {
                 // Unanswered, boringtun's timers resend it for 90 s, then
                 // give up; an answer makes a session as any handshake does.
+                resume_budget -= 1;
                 tracing::debug!(peer = %peer.label(), endpoint = %to, "resuming the tunnel: handshake sent");
                 sink.send_udp(init, to);
                 continue;

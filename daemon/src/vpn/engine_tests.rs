@@ -286,6 +286,33 @@ fn a_resumed_peer_is_sent_one_handshake_and_its_answer_makes_a_session() {
     assert!(send(&engine, &mut client, &denied).tun.is_empty());
 }
 
+#[test]
+fn resumes_are_spread_over_ticks() {
+    let engine = Engine::new(StaticSecret::random_from_rng(rand_core::OsRng));
+    let gateway_public = PublicKey::from(engine.public_key());
+    let count = RESUMES_PER_TICK + 3;
+    let specs: Vec<PeerSpec> = (0..count)
+        .map(|i| {
+            let n = u16::try_from(i).unwrap();
+            let device = client(gateway_public, 20000 + n, u32::from(n) + 1);
+            PeerSpec {
+                resume_endpoint: Some(device.addr),
+                ..spec(&device, &format!("10.200.{}.{}", 1 + n / 250, 2 + n % 250))
+            }
+        })
+        .collect();
+    engine.set_peers(&specs);
+    let mut buf = vec![0u8; 2048];
+    let sent = |engine: &Engine, buf: &mut [u8]| {
+        let mut sink = Capture::default();
+        engine.tick(false, buf, &mut sink);
+        sink.udp.len()
+    };
+    assert_eq!(sent(&engine, &mut buf), RESUMES_PER_TICK);
+    assert_eq!(sent(&engine, &mut buf), 3, "the rest on the next tick");
+    assert_eq!(sent(&engine, &mut buf), 0, "each peer once");
+}
+
 proptest::proptest! {
     #[test]
     fn garbage_datagrams_and_tun_packets_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), kind in 0u8..5) {

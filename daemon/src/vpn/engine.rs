@@ -28,7 +28,7 @@ use super::peers::{EngineKeys, Entry, PeerSpec, PeerTable};
 /// Handshakes per second before boringtun asks for cookies (its default).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Handshakes sent per timer tick to resume tunnels after a restart: each
-/// costs two X25519 operations on the async runtime, so a gateway with
+/// costs a few X25519 operations on the async runtime, so a gateway with
 /// thousands of recently active devices resumes them over a few seconds
 /// instead of stalling for one.
 pub const RESUMES_PER_TICK: usize = 128;

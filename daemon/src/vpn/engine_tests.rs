@@ -287,6 +287,23 @@ fn a_resumed_peer_is_sent_one_handshake_and_its_answer_makes_a_session() {
 }
 
 #[test]
+fn a_device_that_handshakes_first_is_not_sent_a_resume_handshake() {
+    let engine = Engine::new(StaticSecret::random_from_rng(rand_core::OsRng));
+    let mut client = client(PublicKey::from(engine.public_key()), 40000, 7);
+    engine.set_peers(&[PeerSpec {
+        resume_endpoint: Some(client.addr),
+        ..spec(&client, "10.200.0.2")
+    }]);
+    assert_eq!(handshake(&engine, &mut client).udp.len(), 1, "answered");
+    let mut buf = vec![0u8; 2048];
+    let mut sink = Capture::default();
+    engine.tick(false, &mut buf, &mut sink);
+    assert!(sink.udp.is_empty(), "a second handshake was sent");
+    let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 22, 100);
+    assert_eq!(send(&engine, &mut client, &packet).tun, vec![packet]);
+}
+
+#[test]
 fn resumes_are_spread_over_ticks() {
     let engine = Engine::new(StaticSecret::random_from_rng(rand_core::OsRng));
     let gateway_public = PublicKey::from(engine.public_key());

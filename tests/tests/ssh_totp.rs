@@ -99,6 +99,16 @@ impl TotpClient {
 /// `accessctl user add` with an SSH key, then enrollment through the
 /// portal's JSON API with a password and a verified TOTP code. Returns the
 /// account (its secret, and the step the enrollment used).
+/// The targets and a broker with `require_totp`, and alice enrolled in the
+/// portal (password and TOTP) with her SSH key.
+fn start_with_alice_enrolled(topo: &Topology, lab: &SshLab) -> (Daemon, Identity, Account) {
+    lab.start_targets();
+    let gw = lab.start_broker(&lab.broker_config("require_totp = true"));
+    let alice = lab.identity("alice");
+    let account = enroll_with_key(topo, &gw, "alice", &alice);
+    (gw, alice, account)
+}
+
 fn enroll_with_key(topo: &Topology, gw: &Daemon, user: &str, id: &Identity) -> Account {
     let key = id.public_key_file.to_str().unwrap();
     let added = gw.ctl_json(&["user", "add", user, "--group", "research", "--ssh-key", key]);
@@ -162,10 +172,7 @@ fn with_require_totp_a_key_needs_a_fresh_code_of_the_portal_enrolled_secret() {
     let Some(lab) = SshLab::new(&topo) else {
         return;
     };
-    lab.start_targets();
-    let gw = lab.start_broker(&lab.broker_config("require_totp = true"));
-    let alice = lab.identity("alice");
-    let mut account = enroll_with_key(&topo, &gw, "alice", &alice);
+    let (gw, alice, mut account) = start_with_alice_enrolled(&topo, &lab);
     let portal_code = totp_of(&account, account.last_step.unwrap());
     let client = TotpClient::new(&lab, &alice, 1);
 
@@ -241,10 +248,7 @@ fn guessing_codes_is_counted_per_code_and_locks_the_user_out_across_connections(
     let Some(lab) = SshLab::new(&topo) else {
         return;
     };
-    lab.start_targets();
-    let gw = lab.start_broker(&lab.broker_config("require_totp = true"));
-    let alice = lab.identity("alice");
-    let mut account = enroll_with_key(&topo, &gw, "alice", &alice);
+    let (gw, alice, mut account) = start_with_alice_enrolled(&topo, &lab);
 
     // One connection, six guesses: the first three are forgiven (typos);
     // from the fourth on each costs a growing penalty, during which a code

@@ -292,7 +292,7 @@ mod tests {
 
     use super::*;
     use crate::vpn::engine::Sink;
-    use crate::vpn::peers::PeerSpec;
+    use crate::vpn::peers::{Peer, PeerSpec};
 
     struct Drop;
     impl Sink for Drop {
@@ -344,6 +344,15 @@ mod tests {
             engine.handle_datagram(from, keepalive, &mut ebuf, &mut Drop);
         }
         (engine, public)
+    }
+
+    /// A packet of `peer` to `dst`:80 refused as outside its groups.
+    fn deny(peer: &Peer, dst: &str) {
+        peer.record_denial(
+            gatehouse_config::policy::DenyReason::NotInGroups,
+            dst.parse().unwrap(),
+            Some(80),
+        );
     }
 
     #[test]
@@ -411,11 +420,7 @@ mod tests {
         let mut monitor = Monitor::default();
         let start = Instant::now();
         for _ in 0..50 {
-            peer.record_denial(
-                gatehouse_config::policy::DenyReason::NotInGroups,
-                "10.0.4.10".parse().unwrap(),
-                Some(80),
-            );
+            deny(&peer, "10.0.4.10");
         }
         let denies = |out: &TickOutput| {
             out.events
@@ -431,11 +436,7 @@ mod tests {
             .find(|e| e.kind == "vpn.acl.deny")
             .unwrap();
         assert_eq!(record.detail["packets"], 50);
-        peer.record_denial(
-            gatehouse_config::policy::DenyReason::NotInGroups,
-            "10.0.4.11".parse().unwrap(),
-            Some(80),
-        );
+        deny(&peer, "10.0.4.11");
         assert_eq!(
             denies(&monitor.tick(&engine, SystemTime::now(), start + Duration::from_secs(30))),
             0,
@@ -455,16 +456,9 @@ mod tests {
         let peer = engine.table().by_key[&public].peer.clone();
         let mut monitor = Monitor::default();
         let start = Instant::now();
-        let deny = |dst: &str| {
-            peer.record_denial(
-                gatehouse_config::policy::DenyReason::NotInGroups,
-                dst.parse().unwrap(),
-                Some(80),
-            );
-        };
-        deny("10.0.4.10");
+        deny(&peer, "10.0.4.10");
         monitor.tick(&engine, SystemTime::now(), start);
-        deny("10.0.4.11");
+        deny(&peer, "10.0.4.11");
         assert!(
             monitor
                 .tick(&engine, SystemTime::now(), start + Duration::from_secs(1))

@@ -71,7 +71,7 @@ pub struct GlobalArgs {
         value_name = "PATH",
         display_order = 900,
         env = "GATEHOUSE_SOCKET",
-        default_value = "/run/gatehouse/admin.sock"
+        default_value = gatehouse_config::file::DEFAULT_ADMIN_SOCKET
     )]
     pub socket: PathBuf,
     /// Print the API's JSON answer (pretty) instead of tables; `audit` prints

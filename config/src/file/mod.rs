@@ -21,6 +21,14 @@ use crate::policy::{GroupRule, Policy};
 /// Where `accessd` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gatehouse/gatehouse.toml";
 
+/// The admin API's Unix socket when `admin.socket` is not set, and where
+/// `accessctl` looks when no `--socket` is given.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/gatehouse/admin.sock";
+
+/// The audit log mirror's file name; without `audit.mirror` it lives in
+/// `gateway.state_dir`. Rotated files add `.1`, `.2`, ...
+pub const AUDIT_MIRROR_FILE: &str = "audit.jsonl";
+
 /// The validated config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

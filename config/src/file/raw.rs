@@ -144,7 +144,7 @@ pub(crate) struct RawAdmin {
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
-            socket: "/run/gatehouse/admin.sock".into(),
+            socket: super::DEFAULT_ADMIN_SOCKET.into(),
             group: "gatehouse-admin".into(),
         }
     }

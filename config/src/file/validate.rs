@@ -76,7 +76,9 @@ impl Checker<'_> {
             .map(|listen| MetricsConfig { listen });
         let mirror = match raw.audit.mirror {
             Some(path) => self.absolute_path("audit.mirror", &path),
-            None => gateway.as_ref().map(|g| g.state_dir.join("audit.jsonl")),
+            None => gateway
+                .as_ref()
+                .map(|g| g.state_dir.join(AUDIT_MIRROR_FILE)),
         };
         let mirror_keep = raw.audit.mirror_keep;
         if mirror_keep == 0 {

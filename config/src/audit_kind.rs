@@ -1,0 +1,232 @@
+//! The audit log's kinds: every `kind` accessd writes, named once here so
+//! the daemon, `accessctl audit --kind` (completion and help) and the
+//! documentation (`packaging/README.md`, "Audit kinds") cannot drift apart.
+//!
+//! Kinds are dotted, general to specific (`ssh.session.end`); filters match
+//! whole leading segments, so `ssh` and `ssh.session` are both useful
+//! prefixes. A record's kind is stored and sent as its dotted string, which
+//! is also this type's serde form.
+//!
+//! Does not own the rest of a record (actor, source, target, detail) nor the
+//! prefix matching, which the daemon's store does.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One line per kind: `Variant = "dotted.name": "summary for the docs"`.
+/// The macro writes the enum, [`AuditKind::ALL`] and the two total matches,
+/// so a new kind is a new line here and nothing else.
+macro_rules! audit_kinds {
+    ($($variant:ident = $name:literal: $summary:literal,)+) => {
+        /// What an audit record is about.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum AuditKind {
+            $(
+                #[doc = concat!("`", $name, "`: ", $summary)]
+                $variant,
+            )+
+        }
+
+        impl AuditKind {
+            /// Every kind, in documentation order (grouped by first segment).
+            pub const ALL: &[AuditKind] = &[$(AuditKind::$variant,)+];
+
+            /// The dotted name, as stored in the log and shown by `accessctl audit`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditKind::$variant => $name,)+
+                }
+            }
+
+            /// One line saying what happened, for help texts and the docs.
+            pub const fn summary(self) -> &'static str {
+                match self {
+                    $(AuditKind::$variant => $summary,)+
+                }
+            }
+        }
+    };
+}
+
+audit_kinds! {
+    UserAdd = "user.add": "An admin created a user (with groups and an enrollment link).",
+    UserRemove = "user.remove": "An admin removed a user, with their devices and keys.",
+    UserEnable = "user.enable": "An admin enabled a user again.",
+    UserDisable = "user.disable": "An admin disabled a user.",
+    UserSetGroups = "user.set_groups": "An admin replaced a user's groups.",
+    UserSetNoLogin = "user.set_no_login": "An admin set or cleared a user's no-login mark (a machine that never logs in to the portal).",
+    UserKeyAdd = "user.key.add": "An admin added an SSH public key to a user.",
+    UserKeyRemove = "user.key.remove": "An admin removed one of a user's SSH keys.",
+    DeviceCreate = "device.create": "A WireGuard device was created, by an admin or by its user in the portal.",
+    DeviceRevoke = "device.revoke": "A WireGuard device was revoked, by an admin or by its user in the portal.",
+    PortalEnroll = "portal.enroll": "A user finished enrolling in the portal (password, TOTP); this logs them in.",
+    PortalLoginOk = "portal.login.ok": "A user logged in to the portal; with vpn.require_login this starts their VPN session.",
+    PortalLoginFail = "portal.login.fail": "A portal login was refused (wrong password or TOTP code, or locked out).",
+    PortalLogout = "portal.logout": "A user logged out of the portal.",
+    VpnConnect = "vpn.connect": "A device's tunnel came up: its first handshake, or one after none for 3 minutes.",
+    VpnDisconnect = "vpn.disconnect": "A device's tunnel went down: no handshake for 3 minutes, or accessd stopped.",
+    VpnAclDeny = "vpn.acl.deny": "A device sent packets its user's groups do not allow (counted, at most one record a minute per device).",
+    VpnSessionExpire = "vpn.session.expire": "A user's VPN session ran out (vpn.session_lifetime after their portal login).",
+    SshAuthFail = "ssh.auth.fail": "A jump host login failed (key, user state, TOTP code, login grace time); floods are summarised per minute.",
+    SshSessionStart = "ssh.session.start": "The jump host opened a forwarded connection to a target.",
+    SshSessionEnd = "ssh.session.end": "A forwarded connection through the jump host closed (bytes, duration, reason).",
+    SshForwardDeny = "ssh.forward.deny": "The jump host refused a channel or request (target not allowed or unreachable, not direct-tcpip).",
+    SshChannelKill = "ssh.channel.kill": "An admin closed a live jump host channel.",
+    AwsChange = "aws.change": "The AWS provisioner changed a resource (elastic IP, security group, route, SSM key).",
+    AwsChangeFail = "aws.change.fail": "An AWS change failed.",
+    ConfigReload = "config.reload": "The config file was re-read and applied (with the keys that need a restart).",
+    ConfigReloadFail = "config.reload.fail": "A config reload was refused (an invalid file); the running config stays.",
+    GatewayStart = "gateway.start": "accessd started.",
+    GatewayStop = "gateway.stop": "accessd stopped (also after a failed start).",
+    AdminBackup = "admin.backup": "An admin took a backup of the database.",
+}
+
+/// A string that names no [`AuditKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an audit kind")]
+pub struct UnknownAuditKind(pub String);
+
+impl AuditKind {
+    /// The kind named `name` (dotted, exact).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AuditKind {
+    type Err = UnknownAuditKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| UnknownAuditKind(s.to_string()))
+    }
+}
+
+impl serde::Serialize for AuditKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AuditKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const README: &str = include_str!("../../packaging/README.md");
+
+    #[test]
+    fn names_are_unique_dotted_lowercase_and_round_trip() {
+        let mut seen = HashSet::new();
+        for kind in AuditKind::ALL {
+            let name = kind.as_str();
+            assert!(seen.insert(name), "{name} twice");
+            let segments: Vec<&str> = name.split('.').collect();
+            assert!(segments.len() >= 2, "{name}: at least two segments");
+            for segment in segments {
+                assert!(
+                    !segment.is_empty()
+                        && segment.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{name}: segments of a-z and _"
+                );
+            }
+            assert_eq!(name.parse::<AuditKind>(), Ok(*kind));
+            assert_eq!(kind.to_string(), name);
+            let summary = kind.summary();
+            assert!(
+                summary.ends_with('.') && !summary.contains('\n'),
+                "{name}: one sentence on one line"
+            );
+        }
+    }
+
+    #[test]
+    fn all_is_grouped_by_first_segment() {
+        let firsts: Vec<&str> = AuditKind::ALL
+            .iter()
+            .map(|k| k.as_str().split('.').next().unwrap())
+            .collect();
+        let mut groups = firsts.clone();
+        groups.dedup();
+        let distinct: HashSet<&str> = firsts.iter().copied().collect();
+        assert_eq!(groups.len(), distinct.len(), "{groups:?}");
+    }
+
+    #[test]
+    fn unknown_names_and_prefixes_are_not_kinds() {
+        for name in [
+            "",
+            "user",
+            "ssh.session",
+            "user.add.x",
+            "User.Add",
+            " user.add",
+        ] {
+            assert_eq!(
+                name.parse::<AuditKind>(),
+                Err(UnknownAuditKind(name.to_string()))
+            );
+        }
+        assert_eq!(
+            UnknownAuditKind("user".into()).to_string(),
+            "\"user\" is not an audit kind"
+        );
+    }
+
+    #[test]
+    fn serde_form_is_the_dotted_name() {
+        let json = serde_json::to_string(&AuditKind::SshSessionEnd).unwrap();
+        assert_eq!(json, "\"ssh.session.end\"");
+        let back: AuditKind = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, AuditKind::SshSessionEnd);
+        let all: Vec<AuditKind> =
+            serde_json::from_value(serde_json::to_value(AuditKind::ALL).unwrap()).unwrap();
+        assert_eq!(all, AuditKind::ALL);
+        let err = serde_json::from_str::<AuditKind>("\"ssh.nope\"").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"ssh.nope\" is not an audit kind"),
+            "{err}"
+        );
+    }
+
+    /// `packaging/README.md` lists every kind with its summary, in order,
+    /// under "## Audit kinds", one `` - `kind`: summary `` line each.
+    #[test]
+    fn the_readme_lists_every_kind_with_its_summary() {
+        let section = README
+            .split("\n## Audit kinds\n")
+            .nth(1)
+            .expect("packaging/README.md has a \"## Audit kinds\" section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let documented: Vec<&str> = section
+            .lines()
+            .filter(|line| line.starts_with("- `"))
+            .collect();
+        let expected: Vec<String> = AuditKind::ALL
+            .iter()
+            .map(|k| format!("- `{}`: {}", k.as_str(), k.summary()))
+            .collect();
+        assert_eq!(
+            documented,
+            expected,
+            "the README's audit kinds differ from AuditKind::ALL; the section should read:\n{}",
+            expected.join("\n")
+        );
+    }
+}

@@ -71,8 +71,15 @@ pub struct AuditFilter {
     /// Records whose actor or target is this user.
     #[arg(long, value_name = "NAME", value_parser = crate::args::user_name)]
     pub user: Option<String>,
-    /// Records whose kind starts with these dotted segments (ssh, vpn.acl, user.add).
-    #[arg(long, value_name = "PREFIX")]
+    /// Records whose kind starts with these dotted segments (ssh, vpn.acl,
+    /// user.add); --help lists the kinds.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        value_parser = crate::args::KindPrefix,
+        hide_possible_values = true,
+        long_help = crate::args::kind_long_help()
+    )]
     pub kind: Option<String>,
     /// At most N records, the newest ones (still printed oldest first).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

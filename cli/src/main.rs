@@ -6,7 +6,8 @@
 //!   message on stderr and an exit code.
 //! - [`client`]: the admin API client.
 //! - [`output`]: tables and formatting helpers.
-//! - [`args`]: value parsers shared by the commands (names, durations).
+//! - [`args`]: value parsers shared by the commands (names, durations,
+//!   audit kind prefixes with their completions).
 //! - [`keys`]: SSH public key files and WireGuard key pairs.
 //! - one module per command group: [`user`], [`device`], [`group`],
 //!   [`status`] (status and reload), [`audit`], [`aws`].
@@ -397,6 +398,67 @@ mod tests {
         }
         let err = usage_error(&["user", "show", "Bob"]).to_string();
         assert!(err.contains("invalid user name \"Bob\""), "{err}");
+    }
+
+    #[test]
+    fn audit_kind_takes_any_prefix_and_completes_every_kind() {
+        use clap::CommandFactory as _;
+        use gatehouse_config::audit_kind::AuditKind;
+        // A prefix match: whole kinds, leading segments, and kinds of a newer accessd.
+        for kind in [
+            "ssh",
+            "vpn.acl",
+            "user.key.add",
+            "aws.change",
+            "future.kind",
+        ] {
+            let Command::Audit(args) = parses(&["audit", "--kind", kind]).command else {
+                panic!("audit");
+            };
+            assert_eq!(args.filter.kind.as_deref(), Some(kind));
+        }
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "accessctl",
+            &mut script,
+        );
+        let script = String::from_utf8(script).expect("utf-8");
+        let line = script
+            .lines()
+            .skip_while(|l| l.trim() != "--kind)")
+            .find(|l| l.contains("COMPREPLY=($(compgen -W"))
+            .expect("bash completes --kind values");
+        let words: Vec<&str> = line
+            .split('"')
+            .nth(1)
+            .expect("a word list")
+            .split_whitespace()
+            .collect();
+        for kind in AuditKind::ALL {
+            assert!(words.contains(&kind.as_str()), "{kind} in {words:?}");
+        }
+        for prefix in ["ssh", "vpn.acl", "user.key", "portal.login"] {
+            assert!(words.contains(&prefix), "{prefix} in {words:?}");
+        }
+    }
+
+    #[test]
+    fn audit_help_lists_every_kind() {
+        let help = usage_help(&["audit", "--help"]);
+        for kind in gatehouse_config::audit_kind::AuditKind::ALL {
+            assert!(help.contains(kind.as_str()), "{kind} in:\n{help}");
+        }
+        let short = usage_help(&["audit", "-h"]);
+        assert!(!short.contains("user.key.add"), "-h stays short:\n{short}");
+    }
+
+    /// The help text `args` print (clap's early exit with code 0).
+    fn usage_help(args: &[&str]) -> String {
+        let err = parse(args).expect_err("help exits early");
+        assert_eq!(err.exit_code(), 0, "{args:?}");
+        err.render().to_string()
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The config file: one TOML file (default `/etc/gatehouse/gatehouse.toml`),
 //! parsed into [`raw`] structs, then validated into a typed [`Config`].
 //! Every problem is reported at once, each naming file, line, column and key.
+//! [`reload_keys`] says, for every key, whether a reload applies it or it
+//! waits for a restart.
 
 mod raw;
+mod reload;
 mod source_map;
 mod validate;
 
@@ -17,6 +20,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::policy::{GroupRule, Policy};
+
+pub use reload::{Reload, ReloadKey, changed_keys, reload_keys, reload_of, restart_required};
 
 /// Where `accessd` looks when no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gatehouse/gatehouse.toml";

@@ -2,10 +2,14 @@
 //! filled in. Values that need checking (addresses, subnets, durations) stay
 //! strings here, so that validation can report all of their problems at once
 //! rather than serde stopping at the first.
+//!
+//! Tests serialize these structs to list the schema's keys (see
+//! `reload.rs`), hence `Serialize` under `cfg(test)`.
 
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawConfig {
     pub gateway: RawGateway,
@@ -21,6 +25,7 @@ pub(crate) struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawGateway {
     pub name: Option<String>,
@@ -39,6 +44,7 @@ impl Default for RawGateway {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawVpn {
     pub enabled: bool,
@@ -69,6 +75,7 @@ impl Default for RawVpn {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawSsh {
     pub enabled: bool,
@@ -101,6 +108,7 @@ impl Default for RawSsh {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawPortal {
     pub enabled: bool,
@@ -135,6 +143,7 @@ impl Default for RawPortal {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAdmin {
     pub socket: String,
@@ -151,6 +160,7 @@ impl Default for RawAdmin {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawMetrics {
     pub listen: String,
@@ -165,6 +175,7 @@ impl Default for RawMetrics {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAudit {
     pub mirror: Option<String>,
@@ -183,6 +194,7 @@ impl Default for RawAudit {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawGroup {
     pub name: Option<String>,
@@ -191,6 +203,7 @@ pub(crate) struct RawGroup {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAws {
     pub region: Option<String>,

@@ -1,0 +1,248 @@
+//! What a reload does with each key of the config file. Every key of the
+//! schema (every field of every table in [`super::raw`], `[aws]` and
+//! `[[group]]` included) is named here once, with whether the running
+//! gateway applies a new value or only reads it at start-up, and how to see
+//! that it changed between two [`Config`]s.
+//!
+//! The tests derive the schema's keys from the raw structs themselves, so a
+//! new key without an entry here (or an entry for a key that is gone) fails
+//! them; and they change each key in turn to prove its comparison sees
+//! exactly that key.
+//!
+//! Does not own reloading itself: the daemon re-reads the file, swaps the
+//! running config, and reports [`restart_required`]; each subsystem reads
+//! the keys marked [`Reload::Live`] from the running config when it uses them.
+
+use std::fmt;
+
+use super::{AwsConfig, Config, GroupConfig};
+
+/// When a new value of a key takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// On reload: the running gateway reads it from the current config.
+    Live,
+    /// Read once at start-up (listeners, the data plane, the store, the
+    /// gateway's identity): a new value waits for a restart.
+    Restart,
+}
+
+/// One key of the config file and what a reload does with it.
+#[derive(Clone, Copy)]
+pub struct ReloadKey {
+    /// Dotted as in the file (`vpn.listen`); `group.subnets` stands for the
+    /// `subnets` of every `[[group]]`.
+    pub key: &'static str,
+    pub reload: Reload,
+    changed: fn(&Config, &Config) -> bool,
+}
+
+impl ReloadKey {
+    /// True when this key's value differs between `old` and `new`.
+    pub fn changed(&self, old: &Config, new: &Config) -> bool {
+        (self.changed)(old, new)
+    }
+}
+
+impl fmt::Debug for ReloadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadKey")
+            .field("key", &self.key)
+            .field("reload", &self.reload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every key of the config file, in the order of the sample config.
+pub fn reload_keys() -> &'static [ReloadKey] {
+    KEYS
+}
+
+/// What a reload does with `key` (dotted, as in [`ReloadKey::key`]).
+pub fn reload_of(key: &str) -> Option<Reload> {
+    KEYS.iter().find(|k| k.key == key).map(|k| k.reload)
+}
+
+/// The keys whose values differ between `old` and `new`, in file order.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<&'static str> {
+    KEYS.iter()
+        .filter(|k| k.changed(old, new))
+        .map(|k| k.key)
+        .collect()
+}
+
+/// The changed keys that only take effect after a restart, in file order:
+/// what a reload from `old` to `new` reports as waiting.
+pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
+    KEYS.iter()
+        .filter(|k| k.reload == Reload::Restart && k.changed(old, new))
+        .map(|k| k.key)
+        .collect()
+}
+
+/// Where each key's value is read decides its entry: once at start-up
+/// (binding a listener, creating the TUN device, opening the store, loading
+/// the WireGuard key) is `restart`; read from the running config at each use
+/// (per connection, request, sync or admin call) is `live`.
+static KEYS: &[ReloadKey] = &[
+    // The SSM parameter holding the WireGuard key is named after it, and is
+    // read at start.
+    restart("gateway.name", |a, b| a.gateway.name != b.gateway.name),
+    // Read for each device config and link (the self-signed certificate,
+    // made once, keeps the names it was made for).
+    live("gateway.public_endpoint", |a, b| {
+        a.gateway.public_endpoint != b.gateway.public_endpoint
+    }),
+    restart("gateway.state_dir", |a, b| {
+        a.gateway.state_dir != b.gateway.state_dir
+    }),
+    restart("vpn.enabled", |a, b| a.vpn.enabled != b.vpn.enabled),
+    restart("vpn.listen", |a, b| a.vpn.listen != b.vpn.listen),
+    restart("vpn.interface", |a, b| a.vpn.interface != b.vpn.interface),
+    restart("vpn.pool", |a, b| a.vpn.pool != b.vpn.pool),
+    restart("vpn.mtu", |a, b| a.vpn.mtu != b.vpn.mtu),
+    live("vpn.persistent_keepalive", |a, b| {
+        a.vpn.persistent_keepalive != b.vpn.persistent_keepalive
+    }),
+    live("vpn.session_lifetime", |a, b| {
+        a.vpn.session_lifetime != b.vpn.session_lifetime
+    }),
+    live("vpn.require_login", |a, b| {
+        a.vpn.require_login != b.vpn.require_login
+    }),
+    // The masquerade rule is installed with the interface.
+    restart("vpn.nat", |a, b| a.vpn.nat != b.vpn.nat),
+    restart("ssh.enabled", |a, b| a.ssh.enabled != b.ssh.enabled),
+    restart("ssh.listen", |a, b| a.ssh.listen != b.ssh.listen),
+    live("ssh.allowed_ports", |a, b| {
+        a.ssh.allowed_ports != b.ssh.allowed_ports
+    }),
+    live("ssh.connect_timeout", |a, b| {
+        a.ssh.connect_timeout != b.ssh.connect_timeout
+    }),
+    live("ssh.idle_timeout", |a, b| {
+        a.ssh.idle_timeout != b.ssh.idle_timeout
+    }),
+    live("ssh.max_channels_per_user", |a, b| {
+        a.ssh.max_channels_per_user != b.ssh.max_channels_per_user
+    }),
+    live("ssh.require_totp", |a, b| {
+        a.ssh.require_totp != b.ssh.require_totp
+    }),
+    // Both startup limits are read at each accepted connection.
+    live("ssh.max_startups", |a, b| {
+        a.ssh.max_startups != b.ssh.max_startups
+    }),
+    live("ssh.max_startups_per_source", |a, b| {
+        a.ssh.max_startups_per_source != b.ssh.max_startups_per_source
+    }),
+    live("ssh.login_grace_time", |a, b| {
+        a.ssh.login_grace_time != b.ssh.login_grace_time
+    }),
+    restart("portal.enabled", |a, b| {
+        a.portal.enabled != b.portal.enabled
+    }),
+    restart("portal.listen", |a, b| a.portal.listen != b.portal.listen),
+    live("portal.url", |a, b| a.portal.url != b.portal.url),
+    // The certificate and key are loaded when the portal starts.
+    restart("portal.tls_cert", |a, b| tls(a, b, |t| &t.cert)),
+    restart("portal.tls_key", |a, b| tls(a, b, |t| &t.key)),
+    live("portal.require_totp", |a, b| {
+        a.portal.require_totp != b.portal.require_totp
+    }),
+    live("portal.enrollment_ttl", |a, b| {
+        a.portal.enrollment_ttl != b.portal.enrollment_ttl
+    }),
+    live("portal.session_idle", |a, b| {
+        a.portal.session_idle != b.portal.session_idle
+    }),
+    live("portal.session_max", |a, b| {
+        a.portal.session_max != b.portal.session_max
+    }),
+    // The login and request limiters are built when the portal starts.
+    restart("portal.login_lockout", |a, b| {
+        a.portal.login_lockout != b.portal.login_lockout
+    }),
+    restart("portal.requests_per_minute", |a, b| {
+        a.portal.requests_per_minute != b.portal.requests_per_minute
+    }),
+    restart("admin.socket", |a, b| a.admin.socket != b.admin.socket),
+    // The socket's group is set when it is bound.
+    restart("admin.group", |a, b| a.admin.group != b.admin.group),
+    restart("metrics.listen", |a, b| {
+        a.metrics.listen != b.metrics.listen
+    }),
+    // The mirror and its rotation are set up when the store opens.
+    restart("audit.mirror", |a, b| a.audit.mirror != b.audit.mirror),
+    restart("audit.mirror_max_mib", |a, b| {
+        a.audit.mirror_max_bytes != b.audit.mirror_max_bytes
+    }),
+    restart("audit.mirror_keep", |a, b| {
+        a.audit.mirror_keep != b.audit.mirror_keep
+    }),
+    // The policy is rebuilt from the running config.
+    live("group.name", |a, b| groups(a, b, |g| &g.name)),
+    live("group.subnets", |a, b| groups(a, b, |g| &g.subnets)),
+    live("group.ports", |a, b| groups(a, b, |g| &g.ports)),
+    // Each `accessctl aws` call connects afresh from the running config;
+    // `apply_on_start` only ever matters at a start, so it waits for none.
+    live("aws.region", |a, b| aws(a, b, |c| &c.region)),
+    live("aws.apply_on_start", |a, b| {
+        aws(a, b, |c| &c.apply_on_start)
+    }),
+    live("aws.private_route_tables", |a, b| {
+        aws(a, b, |c| &c.private_route_tables)
+    }),
+    live("aws.admin_cidrs", |a, b| aws(a, b, |c| &c.admin_cidrs)),
+    live("aws.public_cidrs", |a, b| aws(a, b, |c| &c.public_cidrs)),
+    live("aws.endpoint_url", |a, b| aws(a, b, |c| &c.endpoint_url)),
+    live("aws.imds_endpoint", |a, b| aws(a, b, |c| &c.imds_endpoint)),
+    live("aws.instance_id", |a, b| {
+        aws(a, b, |c| &c.discovery.instance_id)
+    }),
+    live("aws.network_interface_id", |a, b| {
+        aws(a, b, |c| &c.discovery.network_interface_id)
+    }),
+    live("aws.vpc_id", |a, b| aws(a, b, |c| &c.discovery.vpc_id)),
+    live("aws.subnet_id", |a, b| {
+        aws(a, b, |c| &c.discovery.subnet_id)
+    }),
+    live("aws.availability_zone", |a, b| {
+        aws(a, b, |c| &c.discovery.availability_zone)
+    }),
+];
+
+const fn live(key: &'static str, changed: fn(&Config, &Config) -> bool) -> ReloadKey {
+    ReloadKey {
+        key,
+        reload: Reload::Live,
+        changed,
+    }
+}
+
+const fn restart(key: &'static str, changed: fn(&Config, &Config) -> bool) -> ReloadKey {
+    ReloadKey {
+        key,
+        reload: Reload::Restart,
+        changed,
+    }
+}
+
+/// A field of the TLS files (none at all counts as a value too).
+fn tls<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::TlsFiles) -> &T) -> bool {
+    a.portal.tls.as_ref().map(&field) != b.portal.tls.as_ref().map(&field)
+}
+
+/// A field of the groups, position by position (a group added or removed
+/// changes every group key).
+fn groups<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&GroupConfig) -> &T) -> bool {
+    a.groups.iter().map(&field).ne(b.groups.iter().map(&field))
+}
+
+/// A field of `[aws]` (adding or removing the section changes every one).
+fn aws<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&AwsConfig) -> &T) -> bool {
+    a.aws.as_ref().map(&field) != b.aws.as_ref().map(&field)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,26 +1,34 @@
 //! accessd: the gatehouse access gateway daemon.
 //!
-//! Layout — one module per subsystem, wired together in [`run`], which owns
-//! start-up and shutdown:
-//! - [`gateway`]: the handles every subsystem shares (running config, store,
-//!   WireGuard key) and config reload.
-//! - [`store`]: the SQLite database (users, keys, devices, enrollment tokens,
-//!   audit records); every change commits together with its audit record.
-//! - [`audit`]: the tamper-evident hash chain, its verification, and the
-//!   JSON-lines mirror for log shippers.
-//! - [`admin`]: the admin API on a Unix socket, for `accessctl`.
-//! - [`metrics`]: Prometheus metrics of the data plane.
-//! - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy.
-//! - [`ssh`]: the SSH jump host (russh): direct-tcpip only, under the same policy.
-//! - [`portal`]: the HTTPS portal: enrollment, login (argon2id + TOTP),
-//!   the user's devices with keys made in the browser.
-//! - [`totp`]: TOTP codes (RFC 6238), shared by the portal and the jump host.
-//! - [`host_addrs`]: the host's own addresses (always refused by policy).
-//! - [`wg_key`]: the gateway's WireGuard key, generated once.
-//! - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle without `[aws]`.
-//! - [`ssh_keys`]: parsing users' OpenSSH public keys.
-//! - [`time_fmt`]: unix seconds ⇄ RFC 3339.
-//! - [`systemd`]: readiness, stopping and watchdog notifications.
+//! Layout, in layers; a module imports only from its own layer or below,
+//! and no two subsystem folders import each other (`tests/layers.rs` in
+//! this crate checks it):
+//!
+//! 1. **Start-up** — [`run`] (this file) binds every listener, builds the
+//!    core, starts each subsystem under its own child token, records what
+//!    runs in [`running::Running`], and owns shutdown.
+//! 2. **Front doors** — each parses, calls a service, renders:
+//!    - [`admin`]: the admin API on a Unix socket, for `accessctl`;
+//!    - [`portal`]: the HTTPS portal: enrollment, login (argon2id + TOTP),
+//!      a member's devices with keys made in the browser.
+//! 3. **Services and subsystems** — each takes a [`gateway::Core`]:
+//!    - [`access`]: every operation more than one door performs (devices,
+//!      device configs, users, a user's access, enrollment links, what
+//!      clients connect to) — written once;
+//!    - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy;
+//!    - [`ssh`]: the SSH jump host (russh): direct-tcpip only, same policy;
+//!    - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle
+//!      without `[aws]`;
+//!    - [`metrics`]: Prometheus metrics of the data plane;
+//!    - [`systemd`]: readiness, stopping and watchdog notifications.
+//! 4. **Core** — [`gateway`]: the running config and its reload, the store,
+//!    the identity keys, the AWS facts. Imports no subsystem.
+//! 5. **Foundations** — [`store`] (SQLite; every change commits with its
+//!    audit record), [`audit`] (the hash chain, the mirror, and the one
+//!    vocabulary of kinds, actors and sources), [`wg_key`] and
+//!    [`ssh_host_key`] (the identity keys), [`ssh_keys`] (users' OpenSSH
+//!    keys), [`totp`], [`host_addrs`] (the host's own addresses, always
+//!    refused), [`time_fmt`].
 //!
 //! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
 //! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
@@ -28,6 +36,7 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod aws;
@@ -35,10 +44,14 @@ pub mod gateway;
 pub mod host_addrs;
 pub mod metrics;
 pub mod portal;
+pub mod running;
 pub mod ssh;
+pub mod ssh_host_key;
 pub mod ssh_keys;
 pub mod store;
 pub mod systemd;
+#[cfg(test)]
+pub mod testing;
 pub mod time_fmt;
 pub mod totp;
 pub mod vpn;
@@ -50,8 +63,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gateway::{ConfigSource, Gateway};
-use crate::store::{NewAuditEvent, Store, StoreOptions};
+use crate::access::Access;
+use crate::admin::AdminState;
+use crate::audit::event::{Actor, Kind, Source, event};
+use crate::gateway::{ConfigSource, Core, Keys};
+use crate::running::Running;
+use crate::store::{Store, StoreOptions};
 
 /// How long shutdown waits for tasks to finish before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -65,6 +82,8 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Key(#[from] wg_key::KeyError),
+    #[error(transparent)]
+    HostKey(#[from] ssh_host_key::HostKeyError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
     #[error("cannot start the WireGuard data plane: {0}")]
@@ -97,56 +116,68 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let config = source.load()?;
     let state_dir = config.gateway.state_dir.clone();
-    let store_options = StoreOptions {
-        state_dir: state_dir.clone(),
-        audit_mirror: config.audit.mirror.clone(),
-        mirror_rotation: audit::mirror::Rotation {
-            max_bytes: config.audit.mirror_max_bytes,
-            keep: config.audit.mirror_keep,
-        },
-    };
+    let store_options = StoreOptions::from_config(&config);
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
     // With [aws], the key's home is SSM; without, no AWS call is ever made.
-    let (key, aws_session) = aws::startup::key_and_session(&config, &store, &state_dir).await?;
-    let gateway = Gateway::new(source, config, store.clone(), key);
+    let (wireguard, aws_session) =
+        aws::startup::key_and_session(&config, &store, &state_dir).await?;
+    let dir = state_dir.clone();
+    let ssh_host =
+        tokio::task::spawn_blocking(move || ssh_host_key::load_or_create_host_key(&dir)).await??;
+    let core = Core::new(
+        source,
+        config,
+        store,
+        Keys {
+            wireguard,
+            ssh_host,
+        },
+    );
 
-    lifecycle_event(&gateway, "gateway.start").await?;
+    lifecycle_event(&core, Kind::GatewayStart).await?;
     tracing::info!(
-        gateway = %gateway.config().gateway.name,
+        gateway = %core.config().gateway.name,
         state_dir = %state_dir.display(),
-        wireguard_public_key = %gateway.key().public_base64(),
+        wireguard_public_key = %core.key().public_base64(),
         "accessd started"
     );
 
     let tracker = TaskTracker::new();
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {
-        aws::startup::apply_on_start(&gateway, aws_session.as_ref()).await?;
-        start_subsystems(&gateway, &tracker, &shutdown).await?;
-        let config = gateway.config();
+        aws::startup::apply_on_start(&core, aws_session.as_ref()).await?;
+        let running = start_subsystems(&core, &tracker, &shutdown).await?;
+        let config = core.config();
         let listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
-        admin::spawn_admin_api(listener, gateway.clone(), &tracker, shutdown.child_token());
-        Ok::<(), RunError>(())
+        Ok::<_, RunError>((running, listener))
     }
     .await;
+    let started = started.map(|((running, access), listener)| {
+        let state = AdminState {
+            core: core.clone(),
+            access,
+            running,
+        };
+        admin::spawn_admin_api(listener, state, &tracker, shutdown.child_token());
+    });
     tracker.close();
     if let Err(err) = started {
         // Undo what did start, and say in the audit log that we stopped.
         shutdown.cancel();
         tracker.wait().await;
-        lifecycle_event(&gateway, "gateway.stop").await?;
+        lifecycle_event(&core, Kind::GatewayStop).await?;
         return Err(err);
     }
     tracing::info!("ready");
     systemd::ready("serving");
-    systemd::spawn_watchdog(gateway.clone(), &tracker, shutdown.child_token());
+    systemd::spawn_watchdog(core.clone(), &tracker, shutdown.child_token());
 
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(()) = signals.reload.recv() => {
                 // A refused reload is logged and audited inside; the daemon runs on.
-                let _ = gateway.reload("signal:SIGHUP", "local").await;
+                let _ = core.reload(Actor::Signal("SIGHUP"), Source::Local).await;
             }
         }
     }
@@ -160,50 +191,55 @@ pub async fn run(
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not stop in time");
     }
     // The audit log is written last: nothing after this point changes state.
-    lifecycle_event(&gateway, "gateway.stop").await?;
+    lifecycle_event(&core, Kind::GatewayStop).await?;
     tracing::info!("accessd stopped");
     Ok(())
 }
 
-/// Starts the subsystems the config enables, each under its own child token.
+/// Binds the listeners of the subsystems the config enables (so a taken
+/// port fails start-up before anything serves), then starts each under its
+/// own child token. Returns what runs, and the access service over it.
 async fn start_subsystems(
-    gateway: &Gateway,
+    core: &Core,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Result<(), RunError> {
-    let config = gateway.config();
+) -> Result<(Running, Access), RunError> {
+    let config = core.config();
+    let metrics_listener = match config.vpn.enabled {
+        true => Some(metrics::bind(config.metrics.listen).await?),
+        false => None,
+    };
+    let ssh_listener = match config.ssh.enabled {
+        true => Some(ssh::bind(config.ssh.listen).await?),
+        false => None,
+    };
+    let portal_listener = match config.portal.enabled {
+        true => Some(portal::bind(config.portal.listen).await?),
+        false => None,
+    };
+    let mut running = Running::default();
     if config.vpn.enabled {
-        let engine = vpn::start(gateway, tracker, shutdown.child_token()).await?;
-        metrics::spawn_metrics(
-            config.metrics.listen,
-            engine.clone(),
-            tracker,
-            shutdown.child_token(),
-        )
-        .await?;
-        gateway.set_vpn(engine);
+        let engine = vpn::start(core, tracker, shutdown.child_token()).await?;
+        if let Some(listener) = metrics_listener {
+            metrics::serve_metrics(listener, engine.clone(), tracker, shutdown.child_token());
+        }
+        running.vpn = Some(engine);
     }
-    if config.ssh.enabled {
-        let handle = ssh::start(gateway, tracker, shutdown.child_token()).await?;
-        gateway.set_ssh(handle);
+    if let Some(listener) = ssh_listener {
+        running.ssh = Some(ssh::serve(core, listener, tracker, shutdown.child_token())?);
     }
-    if config.portal.enabled {
-        let handle = portal::start(gateway, tracker, shutdown.child_token()).await?;
-        gateway.set_portal(handle);
+    let jump_host = running.ssh.as_ref().map(ssh::SshHandle::listen);
+    let access = Access::new(core.clone(), running.vpn.clone(), jump_host);
+    if let Some(listener) = portal_listener {
+        let handle = portal::serve(&access, listener, tracker, shutdown.child_token()).await?;
+        running.portal = Some(handle);
     }
-    Ok(())
+    Ok((running, access))
 }
 
-async fn lifecycle_event(gateway: &Gateway, kind: &str) -> Result<(), store::StoreError> {
-    let event = NewAuditEvent {
-        kind: kind.into(),
-        actor: "accessd".into(),
-        source: "local".into(),
-        target: gateway.config().gateway.name.clone(),
-        detail: json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
-    };
-    gateway
-        .store()
-        .write(move |w| w.audit(event).map(drop))
-        .await
+async fn lifecycle_event(core: &Core, kind: Kind) -> Result<(), store::StoreError> {
+    let record = event(kind, Actor::Gateway, Source::Local)
+        .on(core.config().gateway.name.clone())
+        .detail(json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }));
+    core.store().write(move |w| w.audit(record).map(drop)).await
 }

@@ -211,14 +211,7 @@ fn restore(source: &ConfigSource, file: &std::path::Path) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let options = accessd::store::StoreOptions {
-        state_dir: config.gateway.state_dir.clone(),
-        audit_mirror: config.audit.mirror.clone(),
-        mirror_rotation: accessd::audit::mirror::Rotation {
-            max_bytes: config.audit.mirror_max_bytes,
-            keep: config.audit.mirror_keep,
-        },
-    };
+    let options = accessd::store::StoreOptions::from_config(&config);
     match accessd::store::backup::restore(&options, file, accessd::time_fmt::now_unix()) {
         Ok(report) => {
             let restored = &report.restored;

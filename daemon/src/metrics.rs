@@ -52,20 +52,14 @@ pub enum MetricsError {
 }
 
 /// Serves `/metrics` and `/healthz` on `listen` until `shutdown` is cancelled.
-pub async fn spawn_metrics(
-    listen: SocketAddr,
-    engine: Arc<Engine>,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) -> Result<(), MetricsError> {
-    let listener = TcpListener::bind(listen)
+/// Binds `listen` for [`serve_metrics`].
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(listen)
         .await
         .map_err(|source| MetricsError::Bind {
             addr: listen,
             source,
-        })?;
-    serve_metrics(listener, engine, tracker, shutdown);
-    Ok(())
+        })
 }
 
 /// Serves the metrics routes on a listener the caller bound (tests bind
@@ -694,10 +688,7 @@ mod tests {
     async fn a_taken_address_is_a_clear_error() {
         let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = taken.local_addr().unwrap();
-        let engine = Arc::new(Engine::new(StaticSecret::random_from_rng(rand_core::OsRng)));
-        let err = spawn_metrics(addr, engine, &TaskTracker::new(), CancellationToken::new())
-            .await
-            .unwrap_err();
+        let err = bind(addr).await.unwrap_err();
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 }

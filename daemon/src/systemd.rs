@@ -9,7 +9,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gateway::Gateway;
+use crate::gateway::Core;
 
 /// Startup is finished: every listener is open.
 pub fn ready(status: &str) {
@@ -24,7 +24,7 @@ pub fn stopping() {
 /// Pings the watchdog at half its interval, each time after a store read
 /// has answered: a stuck runtime, blocking pool or database stops the pings
 /// and systemd restarts accessd.
-pub fn spawn_watchdog(gateway: Gateway, tracker: &TaskTracker, shutdown: CancellationToken) {
+pub fn spawn_watchdog(core: Core, tracker: &TaskTracker, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -36,7 +36,7 @@ pub fn spawn_watchdog(gateway: Gateway, tracker: &TaskTracker, shutdown: Cancell
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(period) => {}
             }
-            let probe = gateway.store().read(|r| r.audit_count());
+            let probe = core.store().read(|r| r.audit_count());
             match tokio::time::timeout(period, probe).await {
                 Ok(Ok(_)) => send(&[NotifyState::Watchdog]),
                 Ok(Err(err)) => {

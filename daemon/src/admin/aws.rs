@@ -11,17 +11,18 @@ use gatehouse_config::api::{
     AwsRouteStatus, AwsStatusResponse, ErrorCode,
 };
 
-use super::Caller;
 use super::error::ApiFailure;
+use super::{AdminState, Caller};
 use crate::aws::apply::{ApplyFailure, apply as run_apply, plan_only};
 use crate::aws::desired::GroupRole;
 use crate::aws::observed::RouteState;
 use crate::aws::{AwsError, Session};
-use crate::gateway::Gateway;
+use crate::gateway::Core;
 
-pub async fn plan(State(gw): State<Gateway>) -> Result<Json<AwsPlanResponse>, ApiFailure> {
-    let session = connect(&gw).await?;
-    let (_, _, actions) = plan_only(&gw, &session).await.map_err(aws_failure)?;
+pub async fn plan(State(admin): State<AdminState>) -> Result<Json<AwsPlanResponse>, ApiFailure> {
+    let gw = &admin.core;
+    let session = connect(gw).await?;
+    let (_, _, actions) = plan_only(gw, &session).await.map_err(aws_failure)?;
     Ok(Json(AwsPlanResponse {
         gateway: gw.config().gateway.name.clone(),
         facts: session.facts.to_api(),
@@ -30,11 +31,13 @@ pub async fn plan(State(gw): State<Gateway>) -> Result<Json<AwsPlanResponse>, Ap
 }
 
 pub async fn apply(
-    State(gw): State<Gateway>,
+    State(admin): State<AdminState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<Json<AwsApplyResponse>, ApiFailure> {
-    let session = connect(&gw).await?;
-    let applied = run_apply(&gw, &session, &caller.actor(), &caller.source())
+    let gw = &admin.core;
+    let session = connect(gw).await?;
+    let by = caller.requester();
+    let applied = run_apply(gw, &session, by.actor, by.source)
         .await
         .map_err(apply_failure)?;
     Ok(Json(AwsApplyResponse {
@@ -46,9 +49,12 @@ pub async fn apply(
     }))
 }
 
-pub async fn status(State(gw): State<Gateway>) -> Result<Json<AwsStatusResponse>, ApiFailure> {
-    let session = connect(&gw).await?;
-    let (desired, observed, pending) = plan_only(&gw, &session).await.map_err(aws_failure)?;
+pub async fn status(
+    State(admin): State<AdminState>,
+) -> Result<Json<AwsStatusResponse>, ApiFailure> {
+    let gw = &admin.core;
+    let session = connect(gw).await?;
+    let (desired, observed, pending) = plan_only(gw, &session).await.map_err(aws_failure)?;
     let security_groups = GroupRole::ALL
         .into_iter()
         .filter_map(|role| {
@@ -94,7 +100,7 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<AwsStatusResponse>
     }))
 }
 
-async fn connect(gw: &Gateway) -> Result<Session, ApiFailure> {
+async fn connect(gw: &Core) -> Result<Session, ApiFailure> {
     let config = gw.config();
     let Some(aws) = &config.aws else {
         return Err(ApiFailure::new(

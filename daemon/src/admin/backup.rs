@@ -9,21 +9,24 @@ use gatehouse_config::api::{BACKUP_INFO_HEADER, BackupInfo};
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
-use super::Caller;
 use super::error::ApiFailure;
-use super::users::admin_event;
-use crate::gateway::Gateway;
+use super::{AdminState, Caller};
+use crate::audit::event::{Kind, event};
 use crate::store::backup::BackupError;
 use crate::time_fmt::{now_unix, rfc3339};
 use axum::http::StatusCode;
 use gatehouse_config::api::ErrorCode;
 
 pub async fn backup(
-    State(gw): State<Gateway>,
+    State(admin): State<AdminState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<impl IntoResponse, ApiFailure> {
-    let event = admin_event(&caller, "admin.backup", "-", json!({}));
-    gw.store().write(move |w| w.audit(event).map(drop)).await?;
+    let by = caller.requester();
+    let record = event(Kind::AdminBackup, by.actor, by.source)
+        .on(admin.core.store().db_path().display().to_string())
+        .detail(json!({}));
+    let gw = &admin.core;
+    gw.store().write(move |w| w.audit(record).map(drop)).await?;
     let dir = gw
         .store()
         .db_path()

@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use gatehouse_config::api::{ApiError, ErrorCode};
 
+use crate::access::devices::DeviceError;
+use crate::access::users::UserError;
 use crate::gateway::ReloadError;
 use crate::store::StoreError;
 
@@ -91,6 +93,28 @@ impl From<ReloadError> for ApiFailure {
                 .with_details(details)
             }
             ReloadError::Audit(store) => store.into(),
+        }
+    }
+}
+
+impl From<DeviceError> for ApiFailure {
+    fn from(err: DeviceError) -> Self {
+        match err {
+            DeviceError::InvalidName(message) => Self::invalid_name(message),
+            DeviceError::InvalidPublicKey | DeviceError::EndpointUnknown => {
+                Self::invalid_value(err.to_string())
+            }
+            DeviceError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<UserError> for ApiFailure {
+    fn from(err: UserError) -> Self {
+        match err {
+            UserError::InvalidName(message) => Self::invalid_name(message),
+            UserError::InvalidValue(message) => Self::invalid_value(message),
+            UserError::Store(store) => store.into(),
         }
     }
 }

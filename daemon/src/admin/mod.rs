@@ -27,11 +27,21 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use devices::{LivePeers, device_info};
 pub use error::ApiFailure;
-pub(crate) use system::ssh_known_hosts;
 
-use crate::gateway::Gateway;
+use crate::access::{Access, Door, Requester};
+use crate::audit::event::{Actor, Source};
+use crate::gateway::Core;
+use crate::running::Running;
+
+/// What the admin handlers work with: the core, the access service, and
+/// the record of what is running (for status and the jump host's channels).
+#[derive(Clone)]
+pub struct AdminState {
+    pub core: Core,
+    pub access: Access,
+    pub running: Running,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -55,19 +65,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The audit actor: `uid:N`.
-    pub fn actor(&self) -> String {
-        match self.uid {
-            Some(uid) => format!("uid:{uid}"),
-            None => "uid:unknown".to_string(),
-        }
-    }
-
-    /// The audit source.
-    pub fn source(&self) -> String {
-        match self.pid {
-            Some(pid) => format!("admin-socket pid:{pid}"),
-            None => "admin-socket".to_string(),
+    /// The admin as the access service and the audit log see them.
+    pub fn requester(&self) -> Requester {
+        Requester {
+            actor: Actor::Admin { uid: self.uid },
+            source: Source::AdminSocket { pid: self.pid },
+            door: Door::Admin,
         }
     }
 }
@@ -139,7 +142,7 @@ pub async fn bind(path: &Path, group: &str) -> Result<UnixListener, AdminError> 
 /// finishes in-flight requests and removes the socket file.
 pub fn spawn_admin_api(
     listener: UnixListener,
-    gateway: Gateway,
+    state: AdminState,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -147,7 +150,7 @@ pub fn spawn_admin_api(
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf));
-    let app = router(gateway).into_make_service_with_connect_info::<Caller>();
+    let app = router(state).into_make_service_with_connect_info::<Caller>();
     tracker.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -162,7 +165,7 @@ pub fn spawn_admin_api(
 }
 
 /// Every route of the admin API.
-pub fn router(gateway: Gateway) -> Router {
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(system::status))
         .route("/v1/reload", post(system::reload))
@@ -198,5 +201,5 @@ pub fn router(gateway: Gateway) -> Router {
                 "method not allowed on this path",
             )
         })
-        .with_state(gateway)
+        .with_state(state)
 }

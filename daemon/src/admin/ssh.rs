@@ -7,23 +7,24 @@ use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::SshChannelInfo;
 use serde_json::json;
 
-use super::Caller;
 use super::error::ApiFailure;
 use super::extract::PathArgs;
-use super::users::admin_event;
-use crate::gateway::Gateway;
+use super::{AdminState, Caller};
+use crate::audit::event::{Kind, event};
 
-pub async fn list(State(gw): State<Gateway>) -> Result<Json<Vec<SshChannelInfo>>, ApiFailure> {
-    let ssh = gw.ssh().ok_or_else(not_running)?;
+pub async fn list(
+    State(admin): State<AdminState>,
+) -> Result<Json<Vec<SshChannelInfo>>, ApiFailure> {
+    let ssh = admin.running.ssh.as_ref().ok_or_else(not_running)?;
     Ok(Json(ssh.registry().channels()))
 }
 
 pub async fn kill(
-    State(gw): State<Gateway>,
+    State(admin): State<AdminState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     PathArgs(id): PathArgs<u64>,
 ) -> Result<Json<SshChannelInfo>, ApiFailure> {
-    let ssh = gw.ssh().ok_or_else(not_running)?;
+    let ssh = admin.running.ssh.as_ref().ok_or_else(not_running)?;
     let Some(channel) = ssh.registry().channels().into_iter().find(|c| c.id == id) else {
         return Err(ApiFailure::not_found(format!(
             "no live SSH channel {id}; see `accessctl ssh list`"
@@ -31,14 +32,16 @@ pub async fn kill(
     };
     // Audited before it takes effect: if the record cannot be written, the
     // channel stays.
-    let event = admin_event(
-        &caller,
-        "ssh.channel.kill",
-        &channel.requested,
-        json!({ "channel": id, "user": channel.user, "source": channel.source }),
-    );
-    gw.store().write(move |w| w.audit(event).map(drop)).await?;
-    let reason = format!("killed by {}", caller.actor());
+    let by = caller.requester();
+    let record = event(Kind::SshChannelKill, by.actor.clone(), by.source)
+        .on(channel.requested.clone())
+        .detail(json!({ "channel": id, "user": channel.user, "source": channel.source }));
+    admin
+        .core
+        .store()
+        .write(move |w| w.audit(record).map(drop))
+        .await?;
+    let reason = format!("killed by {}", by.actor);
     let killed = ssh
         .registry()
         .kill_channel(id, &reason)

@@ -9,25 +9,25 @@ use gatehouse_config::api::{
     UserState, VerifyReport, VpnStatus,
 };
 
-use super::Caller;
-use super::devices::{LivePeers, device_info};
 use super::error::ApiFailure;
 use super::extract::Query;
-use crate::gateway::Gateway;
+use super::{AdminState, Caller};
+use crate::access::device_info;
 use crate::store::AuditFilter;
 use crate::time_fmt::{parse_rfc3339, rfc3339};
 
 /// The most records one audit query returns; `--follow` pages through more.
 const AUDIT_PAGE_MAX: u64 = 10_000;
 
-pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, ApiFailure> {
+pub async fn status(State(admin): State<AdminState>) -> Result<Json<StatusResponse>, ApiFailure> {
+    let gw = &admin.core;
     let config = gw.config();
     let (users, devices, audit_records) = gw
         .store()
         .read(|r| Ok((r.users()?, r.devices(None)?, r.audit_count()?)))
         .await?;
     let count = |state| users.iter().filter(|u| u.state == state).count() as u64;
-    let live = LivePeers::of(&gw);
+    let live = admin.access.live_peers();
     let vpn = live.running().then(|| {
         let (peers, connected) = live.counts(SystemTime::now());
         VpnStatus {
@@ -49,7 +49,7 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
         uptime_secs: gw.uptime().as_secs(),
         config_path: gw.config_path().display().to_string(),
         wireguard_public_key: gw.key().public_base64(),
-        endpoint: gw.vpn_endpoint(),
+        endpoint: admin.access.vpn_endpoint(),
         users: UserCounts {
             total: users.len() as u64,
             pending: count(UserState::Pending),
@@ -60,55 +60,39 @@ pub async fn status(State(gw): State<Gateway>) -> Result<Json<StatusResponse>, A
         groups: config.groups.len() as u64,
         audit_records,
         vpn,
-        ssh: ssh_status(&gw),
-        portal: gw.portal().map(|p| p.status(&config)),
+        ssh: ssh_status(&admin),
+        portal: admin
+            .running
+            .portal
+            .as_ref()
+            .map(|p| p.status(admin.access.portal_url())),
     }))
-}
-
-/// The jump host's `(host, port, known_hosts line)`: the public endpoint's
-/// host (or the listen address) and the host key, as `~/.ssh/known_hosts`
-/// wants it (a non-22 port as `[host]:port`). Also used by the portal's
-/// ssh_config snippet.
-pub(crate) fn ssh_known_hosts(gw: &Gateway) -> Option<(String, u16, String)> {
-    let ssh = gw.ssh()?;
-    let config = gw.config();
-    let host_key = ssh.host_key().to_openssh().unwrap_or_default();
-    let listen = ssh.listen();
-    let host = match &config.gateway.public_endpoint {
-        gatehouse_config::file::PublicEndpoint::Host(host) => host.clone(),
-        gatehouse_config::file::PublicEndpoint::Auto => listen.ip().to_string(),
-    };
-    let known_host = match listen.port() {
-        22 => host.clone(),
-        port => format!("[{host}]:{port}"),
-    };
-    let key_only: String = host_key.split(' ').take(2).collect::<Vec<_>>().join(" ");
-    Some((host, listen.port(), format!("{known_host} {key_only}")))
 }
 
 /// The jump host's part of the status: listen address, host key, a ready
 /// `known_hosts` line and the live channels.
-fn ssh_status(gw: &Gateway) -> Option<SshStatus> {
-    let ssh = gw.ssh()?;
-    let key = ssh.host_key();
-    let host_key = key.to_openssh().unwrap_or_default();
-    let listen = ssh.listen();
-    let key_only: String = host_key.split(' ').take(2).collect::<Vec<_>>().join(" ");
+fn ssh_status(admin: &AdminState) -> Option<SshStatus> {
+    let ssh = admin.running.ssh.as_ref()?;
+    let jump = admin.access.jump_host()?;
     Some(SshStatus {
-        listen: listen.to_string(),
-        host_key_fingerprint: crate::ssh::auth::fingerprint(key),
-        known_hosts: ssh_known_hosts(gw)?.2,
-        host_key: key_only,
+        listen: ssh.listen().to_string(),
+        host_key_fingerprint: crate::ssh_host_key::fingerprint(
+            admin.core.ssh_host_key().public_key(),
+        ),
+        known_hosts: jump.known_hosts,
+        host_key: jump.host_key,
         connections: ssh.registry().connection_count() as u64,
         channels: ssh.registry().channels(),
     })
 }
 
 pub async fn reload(
-    State(gw): State<Gateway>,
+    State(admin): State<AdminState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<Json<ReloadResponse>, ApiFailure> {
-    let reloaded = gw.reload(&caller.actor(), &caller.source()).await?;
+    let gw = &admin.core;
+    let by = caller.requester();
+    let reloaded = gw.reload(by.actor, by.source).await?;
     Ok(Json(ReloadResponse {
         config_path: gw.config_path().display().to_string(),
         groups: reloaded.config.groups.len() as u64,
@@ -120,7 +104,8 @@ pub async fn reload(
     }))
 }
 
-pub async fn groups(State(gw): State<Gateway>) -> Result<Json<Vec<GroupInfo>>, ApiFailure> {
+pub async fn groups(State(admin): State<AdminState>) -> Result<Json<Vec<GroupInfo>>, ApiFailure> {
+    let gw = &admin.core;
     let config = gw.config();
     let users = gw.store().read(|r| r.users()).await?;
     let groups = config
@@ -137,9 +122,10 @@ pub async fn groups(State(gw): State<Gateway>) -> Result<Json<Vec<GroupInfo>>, A
 }
 
 pub async fn audit(
-    State(gw): State<Gateway>,
+    State(admin): State<AdminState>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiFailure> {
+    let gw = &admin.core;
     let time = |key: &str, value: Option<String>| match value {
         None => Ok(None),
         Some(text) => parse_rfc3339(&text).map(Some).ok_or_else(|| {
@@ -159,6 +145,7 @@ pub async fn audit(
     ))
 }
 
-pub async fn verify(State(gw): State<Gateway>) -> Result<Json<VerifyReport>, ApiFailure> {
+pub async fn verify(State(admin): State<AdminState>) -> Result<Json<VerifyReport>, ApiFailure> {
+    let gw = &admin.core;
     Ok(Json(gw.store().read(|r| r.verify_audit()).await?))
 }

@@ -2,7 +2,9 @@
 //!
 //! Owns the rules of the hash chain and the files beside the database:
 //! - [`chain`]: canonical encoding, record hashes, and `verify` (pure);
-//! - [`mirror`]: the JSON-lines mirror for log shippers and the head file.
+//! - [`mirror`]: the JSON-lines mirror for log shippers and the head file;
+//! - [`event`]: the vocabulary — every kind, actor and source — and the
+//!   one builder of events.
 //!
 //! Does not own storage: records live in the store's `audit_log` table and
 //! are appended only through `store::Writer::audit`, inside the same SQLite
@@ -10,11 +12,11 @@
 //! all. The store also reconciles the mirror and head file with the database
 //! on start-up. Records are immutable: nothing offers to update or delete one.
 //!
-//! Event kinds are dotted (`user.add`, `device.create`, `ssh.session.end`, ...);
-//! `actor` is a user name or `uid:N` for an admin on the socket. A record never
-//! holds a secret.
+//! Event kinds are dotted (`user.add`, `device.create`, `ssh.session.end`, ...)
+//! and all named in [`event`]. A record never holds a secret.
 
 pub mod chain;
+pub mod event;
 pub mod mirror;
 
 pub use chain::{GENESIS_HASH, Head, verify};

@@ -17,8 +17,8 @@ use super::errors::{AwsError, classify};
 use super::observed::{Observed, observe};
 use super::plan::{Action, Step, plan};
 use super::{Session, ssm_key};
-use crate::gateway::Gateway;
-use crate::store::NewAuditEvent;
+use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
+use crate::gateway::Core;
 
 /// A finished apply.
 #[derive(Debug)]
@@ -42,18 +42,18 @@ pub struct ApplyFailure {
 
 /// Describes, plans and applies under the gateway's apply lock.
 pub async fn apply(
-    gateway: &Gateway,
+    core: &Core,
     session: &Session,
-    actor: &str,
-    source: &str,
+    actor: Actor,
+    source: AuditSource,
 ) -> Result<Applied, ApplyFailure> {
-    let _one_at_a_time = gateway.aws().lock().await;
+    let _one_at_a_time = core.aws().lock().await;
     let stop = |applied: Vec<Action>, failed, error| ApplyFailure {
         applied,
         failed,
         error,
     };
-    let want = desired(&gateway.config());
+    let want = desired(&core.config());
     let before = observe(session, &want)
         .await
         .map_err(|e| stop(Vec::new(), None, e))?;
@@ -61,48 +61,33 @@ pub async fn apply(
     let actions = plan(&want, &before, &session.facts);
     let mut applied = Vec::new();
     for action in actions {
-        match execute(gateway, session, &want, &mut ids, &action.step).await {
+        match execute(core, session, &want, &mut ids, &action.step).await {
             Ok(outcome) => {
-                let event = NewAuditEvent {
-                    kind: "aws.change".into(),
-                    actor: actor.into(),
-                    source: source.into(),
-                    target: action.resource.clone(),
-                    detail: json!({
+                let record = event(Kind::AwsChange, actor.clone(), source.clone())
+                    .on(action.resource.clone())
+                    .detail(json!({
                         "kind": action.kind,
                         "change": action.change,
                         "reason": action.reason,
                         "result": outcome,
-                    }),
-                };
+                    }));
                 tracing::info!(resource = %action.resource, change = %action.change, result = %outcome, "aws change");
-                if let Err(err) = gateway
-                    .store()
-                    .write(move |w| w.audit(event).map(drop))
-                    .await
-                {
+                if let Err(err) = core.store().write(move |w| w.audit(record).map(drop)).await {
                     return Err(stop(applied, Some(action), err.into()));
                 }
                 applied.push(action);
             }
             Err(error) => {
                 tracing::warn!(resource = %action.resource, change = %action.change, error = %error, "aws change failed");
-                let event = NewAuditEvent {
-                    kind: "aws.change.fail".into(),
-                    actor: actor.into(),
-                    source: source.into(),
-                    target: action.resource.clone(),
-                    detail: json!({
+                let record = event(Kind::AwsChangeFail, actor.clone(), source.clone())
+                    .on(action.resource.clone())
+                    .detail(json!({
                         "kind": action.kind,
                         "change": action.change,
                         "error": error.to_string(),
-                    }),
-                };
+                    }));
                 // The failure stands even if it cannot be audited.
-                let _ = gateway
-                    .store()
-                    .write(move |w| w.audit(event).map(drop))
-                    .await;
+                let _ = core.store().write(move |w| w.audit(record).map(drop)).await;
                 return Err(stop(applied, Some(action), error));
             }
         }
@@ -110,7 +95,7 @@ pub async fn apply(
     let after = observe(session, &want)
         .await
         .map_err(|e| stop(applied.clone(), None, e))?;
-    remember_elastic_ip(gateway, &after);
+    remember_elastic_ip(core, &after);
     Ok(Applied {
         elastic_ip: after.elastic_ip.as_ref().map(|a| a.public_ip.clone()),
         remaining: plan(&want, &after, &session.facts),
@@ -120,24 +105,24 @@ pub async fn apply(
 
 /// Describes and plans without changing anything.
 pub async fn plan_only(
-    gateway: &Gateway,
+    core: &Core,
     session: &Session,
 ) -> Result<(Desired, Observed, Vec<Action>), AwsError> {
-    let want = desired(&gateway.config());
+    let want = desired(&core.config());
     let observed = observe(session, &want).await?;
-    remember_elastic_ip(gateway, &observed);
+    remember_elastic_ip(core, &observed);
     let actions = plan(&want, &observed, &session.facts);
     Ok((want, observed, actions))
 }
 
 /// Keeps the gateway's idea of its elastic IP in line with AWS (only an
 /// address associated with this gateway counts).
-fn remember_elastic_ip(gateway: &Gateway, observed: &Observed) {
+fn remember_elastic_ip(core: &Core, observed: &Observed) {
     let ip = observed
         .elastic_ip
         .as_ref()
         .and_then(|a| a.public_ip.parse().ok());
-    gateway.aws().set_elastic_ip(ip);
+    core.aws().set_elastic_ip(ip);
 }
 
 impl ApplyFailure {
@@ -237,7 +222,7 @@ fn is_code<E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
 
 /// Carries out one step; returns what AWS answered, for the audit record.
 async fn execute(
-    gateway: &Gateway,
+    core: &Core,
     session: &Session,
     want: &Desired,
     ids: &mut Ids,
@@ -251,14 +236,14 @@ async fn execute(
                 session,
                 &want.ssm_parameter,
                 &want.gateway,
-                gateway.key(),
+                core.key(),
                 *overwrite,
             )
             .await?;
             Ok(format!(
                 "stored {} (public key {})",
                 want.ssm_parameter,
-                gateway.key().public_base64()
+                core.key().public_base64()
             ))
         }
         Step::AllocateAddress => {

@@ -13,7 +13,9 @@
 //! - [`startup`]: the key from SSM, and `apply_on_start`, before listeners open.
 //! - [`errors`]: errors an operator can act on.
 //!
-//! Does not own the WireGuard key file ([`crate::wg_key`]) or the audit log.
+//! Does not own the WireGuard key file ([`crate::wg_key`]), the audit log, or
+//! the elastic IP's use in configs and links ([`crate::access::public`]); it
+//! records what it sees in [`crate::gateway::AwsFacts`].
 
 pub mod apply;
 pub mod desired;
@@ -26,9 +28,6 @@ pub mod plan;
 pub mod ssm_key;
 pub mod startup;
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
@@ -36,17 +35,12 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use gatehouse_config::Config;
 use gatehouse_config::api::{AwsAction, AwsFacts};
-use gatehouse_config::file::{AwsConfig, PublicEndpoint};
+use gatehouse_config::file::AwsConfig;
 
 pub use errors::AwsError;
 
 use discovery::Facts;
-
-/// File under `state_dir` remembering the elastic IP across restarts, so
-/// `public_endpoint = "auto"` works before the first apply of a new run.
-pub const ELASTIC_IP_FILE: &str = "aws-elastic-ip";
 
 /// Clients for EC2 and SSM, and the instance they act for.
 pub struct Session {
@@ -96,91 +90,6 @@ impl Session {
     }
 }
 
-/// The provisioner's part of the gateway's shared state: one apply at a
-/// time, and the elastic IP last seen (kept in the state dir).
-pub struct AwsState {
-    apply: tokio::sync::Mutex<()>,
-    elastic_ip: RwLock<Option<IpAddr>>,
-    file: PathBuf,
-}
-
-impl AwsState {
-    /// Reads the remembered elastic IP, if any, from `state_dir`.
-    pub fn load(state_dir: &Path) -> Self {
-        let file = state_dir.join(ELASTIC_IP_FILE);
-        let remembered = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
-        Self {
-            apply: tokio::sync::Mutex::new(()),
-            elastic_ip: RwLock::new(remembered),
-            file,
-        }
-    }
-
-    /// Held for the length of one plan+apply, so two applies never interleave.
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.apply.lock().await
-    }
-
-    pub fn elastic_ip(&self) -> Option<IpAddr> {
-        *self
-            .elastic_ip
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records the elastic IP AWS reported, and remembers it on disk.
-    pub fn set_elastic_ip(&self, ip: Option<IpAddr>) {
-        let mut slot = self
-            .elastic_ip
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *slot == ip {
-            return;
-        }
-        *slot = ip;
-        let written = match ip {
-            Some(ip) => std::fs::write(&self.file, format!("{ip}\n")),
-            None => std::fs::remove_file(&self.file).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }),
-        };
-        if let Err(err) = written {
-            tracing::warn!(path = %self.file.display(), error = %err, "cannot remember the elastic IP");
-        }
-    }
-}
-
-/// `host:port` for device configs: the configured host, or with
-/// `public_endpoint = "auto"` the elastic IP once it is known.
-pub fn vpn_endpoint(config: &Config, state: &AwsState) -> Option<String> {
-    match config.gateway.public_endpoint {
-        PublicEndpoint::Host(_) => config.vpn_endpoint(),
-        PublicEndpoint::Auto => {
-            let ip = state.elastic_ip()?;
-            Some(std::net::SocketAddr::new(ip, config.vpn.listen.port()).to_string())
-        }
-    }
-}
-
-/// The portal's base URL: the configured one, or with `public_endpoint =
-/// "auto"` `https://<elastic IP>[:port]` once the elastic IP is known.
-pub fn portal_url(config: &Config, state: &AwsState) -> Option<String> {
-    if let Some(url) = config.portal_url() {
-        return Some(url);
-    }
-    let ip = state.elastic_ip()?;
-    Some(match config.portal.listen.port() {
-        443 => format!("https://{ip}"),
-        port => format!("https://{}", std::net::SocketAddr::new(ip, port)),
-    })
-}
-
 impl Facts {
     pub fn to_api(&self) -> AwsFacts {
         AwsFacts {
@@ -203,62 +112,5 @@ impl plan::Action {
             change: self.change.clone(),
             reason: self.reason.clone(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const AUTO: &str = r#"
-[gateway]
-name = "gw"
-public_endpoint = "auto"
-[portal]
-listen = "0.0.0.0:8443"
-[[group]]
-name = "research"
-subnets = ["10.0.3.0/24"]
-[aws]
-region = "eu-west-3"
-"#;
-
-    #[test]
-    fn the_elastic_ip_is_remembered_across_restarts_and_used_by_auto() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(AUTO, "t.toml").unwrap();
-        let state = AwsState::load(dir.path());
-        assert_eq!(
-            vpn_endpoint(&config, &state),
-            None,
-            "unknown before the first describe"
-        );
-        assert_eq!(portal_url(&config, &state), None);
-        state.set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
-        let restarted = AwsState::load(dir.path());
-        assert_eq!(restarted.elastic_ip(), state.elastic_ip());
-        assert_eq!(
-            vpn_endpoint(&config, &restarted).as_deref(),
-            Some("198.51.100.9:51820")
-        );
-        assert_eq!(
-            portal_url(&config, &restarted).as_deref(),
-            Some("https://198.51.100.9:8443")
-        );
-        restarted.set_elastic_ip(None);
-        assert_eq!(
-            AwsState::load(dir.path()).elastic_ip(),
-            None,
-            "a released address is forgotten"
-        );
-
-        let named = AUTO.replace("\"auto\"", "\"vpn.example.com\"");
-        let config = Config::parse(&named, "t.toml").unwrap();
-        state.set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
-        assert_eq!(
-            vpn_endpoint(&config, &state).as_deref(),
-            Some("vpn.example.com:51820"),
-            "a configured host wins"
-        );
     }
 }

@@ -10,8 +10,9 @@ use serde_json::json;
 use super::desired::ssm_parameter_name;
 use super::ssm_key::{self, KeyOrigin};
 use super::{AwsError, Session, apply};
-use crate::gateway::Gateway;
-use crate::store::{NewAuditEvent, Store};
+use crate::audit::event::{Actor, Kind, Source, event};
+use crate::gateway::Core;
+use crate::store::Store;
 use crate::wg_key::{GatewayKey, KEY_FILE, KeyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,19 +59,15 @@ pub async fn key_and_session(
     match ssm_key::load_or_store(&session, name, state_dir).await {
         Ok((key, origin)) => {
             if origin == KeyOrigin::StoredInSsm {
-                let event = NewAuditEvent {
-                    kind: "aws.change".into(),
-                    actor: "accessd".into(),
-                    source: "start".into(),
-                    target: format!("ssm parameter {}", ssm_parameter_name(name)),
-                    detail: json!({
+                let record = event(Kind::AwsChange, Actor::Gateway, Source::Local)
+                    .on(format!("ssm parameter {}", ssm_parameter_name(name)))
+                    .detail(json!({
                         "kind": "create",
                         "change": "store the gateway's WireGuard private key (SecureString)",
                         "reason": "no key in SSM at start",
                         "result": format!("public key {}", key.public_base64()),
-                    }),
-                };
-                if let Err(err) = store.write(move |w| w.audit(event).map(drop)).await {
+                    }));
+                if let Err(err) = store.write(move |w| w.audit(record).map(drop)).await {
                     tracing::warn!(error = %err, "cannot audit storing the key in SSM");
                 }
             }
@@ -85,18 +82,15 @@ pub async fn key_and_session(
 }
 
 /// Applies the plan when `aws.apply_on_start` is set.
-pub async fn apply_on_start(
-    gateway: &Gateway,
-    session: Option<&Session>,
-) -> Result<(), StartError> {
-    let config = gateway.config();
+pub async fn apply_on_start(core: &Core, session: Option<&Session>) -> Result<(), StartError> {
+    let config = core.config();
     let (Some(aws), Some(session)) = (&config.aws, session) else {
         return Ok(());
     };
     if !aws.apply_on_start {
         return Ok(());
     }
-    let applied = apply::apply(gateway, session, "accessd", "apply_on_start").await?;
+    let applied = apply::apply(core, session, Actor::Gateway, Source::Local).await?;
     tracing::info!(
         changes = applied.actions.len(),
         elastic_ip = applied.elastic_ip.as_deref().unwrap_or("none"),

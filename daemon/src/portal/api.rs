@@ -31,8 +31,9 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::PortalState;
 use super::error::Failure;
-use super::flows::{self, EnrollInput, KeyOrigin, LoggedIn, LoginInput};
+use super::flows::{self, EnrollInput, LoggedIn, LoginInput};
 use super::sessions::{Session, Source, clear_session_cookie, session_cookie};
+use crate::access::KeyOrigin;
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 
 /// The answer to a login or enrollment.
@@ -114,24 +115,17 @@ pub async fn logout(
 }
 
 pub async fn whoami(State(state): State<PortalState>, session: Session) -> Json<WhoAmI> {
-    let config = state.gateway.config();
+    let config = state.core.config();
     let max = i64::try_from(config.portal.session_max.as_secs()).unwrap_or(i64::MAX);
-    let subnets = config
-        .policy()
-        .access_for(&session.user.groups)
-        .subnets()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let (vpn_access, vpn_until) = flows::vpn_access(&session.user, &config, now_unix());
+    let access = state.access.member_access(&session.user, now_unix());
     Json(WhoAmI {
         user: session.user.name.clone(),
         groups: session.user.groups.clone(),
-        subnets,
+        subnets: access.subnets,
         account_expires_at: session.user.expires_at.map(rfc3339),
         session_expires_at: rfc3339(session.created_at.saturating_add(max)),
-        vpn_access,
-        vpn_access_until: rfc3339_opt(vpn_until),
+        vpn_access: access.vpn,
+        vpn_access_until: rfc3339_opt(access.vpn_until),
         csrf_token: session.csrf.clone(),
     })
 }
@@ -140,7 +134,7 @@ pub async fn devices(
     State(state): State<PortalState>,
     session: Session,
 ) -> Result<Json<Vec<DeviceInfo>>, Failure> {
-    Ok(Json(flows::devices(&state, &session).await?))
+    Ok(Json(state.access.devices(Some(&session.user.name)).await?))
 }
 
 pub async fn add_device(
@@ -152,15 +146,16 @@ pub async fn add_device(
 ) -> Result<Json<DeviceConfigResponse>, Failure> {
     session.check_csrf(Session::header_csrf(&headers))?;
     let Json(req) = body.map_err(json_failure)?;
-    let config = flows::add_device(
-        &state,
-        source,
-        &session,
-        req.name,
-        req.public_key,
-        KeyOrigin::Client,
-    )
-    .await?;
+    let config = state
+        .access
+        .create_device(
+            &flows::requester(source, &session),
+            &session.user.name,
+            &req.name,
+            &req.public_key,
+            KeyOrigin::Client,
+        )
+        .await?;
     Ok(Json(config))
 }
 
@@ -175,15 +170,16 @@ pub async fn add_device_gateway_keyed(
     let Json(req) = body.map_err(json_failure)?;
     let secret = StaticSecret::random_from_rng(OsRng);
     let public = STANDARD.encode(PublicKey::from(&secret).as_bytes());
-    let config = flows::add_device(
-        &state,
-        source,
-        &session,
-        req.name,
-        public,
-        KeyOrigin::Gateway,
-    )
-    .await?;
+    let config = state
+        .access
+        .create_device(
+            &flows::requester(source, &session),
+            &session.user.name,
+            &req.name,
+            &public,
+            KeyOrigin::Gateway,
+        )
+        .await?;
     // Returned once; `secret` is dropped (and zeroed) when this returns.
     let private_key = STANDARD.encode(secret.to_bytes());
     Ok(Json(GatewayKeyed {
@@ -200,8 +196,12 @@ pub async fn revoke_device(
     Path(name): Path<String>,
 ) -> Result<Json<DeviceInfo>, Failure> {
     session.check_csrf(Session::header_csrf(&headers))?;
+    let by = flows::requester(source, &session);
     Ok(Json(
-        flows::revoke_device(&state, source, &session, name).await?,
+        state
+            .access
+            .revoke_device(&by, &session.user.name, &name)
+            .await?,
     ))
 }
 

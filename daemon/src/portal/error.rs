@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::access::devices::DeviceError;
 use crate::store::StoreError;
 
 /// The one answer to every failed login, whatever failed.
@@ -93,6 +94,21 @@ impl IntoResponse for Failure {
     }
 }
 
+impl From<DeviceError> for Failure {
+    fn from(err: DeviceError) -> Self {
+        match err {
+            DeviceError::InvalidName(message) => Failure::invalid_value(message),
+            DeviceError::InvalidPublicKey => Failure::invalid_value(err.to_string()),
+            DeviceError::EndpointUnknown => Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "endpoint_unknown",
+                "The gateway's public address is not known yet; ask an admin.",
+            ),
+            DeviceError::Store(store) => store.into(),
+        }
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
         match &err {
@@ -103,6 +119,11 @@ impl From<StoreError> for Failure {
                 StatusCode::CONFLICT,
                 "conflict",
                 format!("{what} {name:?} already exists"),
+            ),
+            StoreError::UserDisabled { .. } => Failure::new(
+                StatusCode::FORBIDDEN,
+                "disabled",
+                "This account is disabled; ask an admin.",
             ),
             StoreError::PoolExhausted { .. } => Failure::new(
                 StatusCode::CONFLICT,

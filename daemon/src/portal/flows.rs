@@ -1,13 +1,14 @@
-//! What the portal does, once, for both the JSON API and the pages:
-//! enrollment, login, logout, and a user's own devices. Each action that
-//! changes state commits in one store transaction with its audit record.
+//! What only the portal does, once, for both the JSON API and the pages:
+//! enrollment, login and logout. Each action that changes state commits in
+//! one store transaction with its audit record. A member's devices and
+//! access go through [`crate::access`], as the admin API's do.
 //! Audit records name the user, the source address and a reason; never a
 //! password, TOTP secret or code, session token or private key.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use gatehouse_config::api::{DeviceConfigResponse, DeviceInfo, UserState};
+use gatehouse_config::api::UserState;
 use gatehouse_config::names::check_name;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,10 +17,11 @@ use super::PortalState;
 use super::error::Failure;
 use super::passwords::check_rules;
 use super::sessions::{Session, csrf_for, new_token};
-use crate::store::{NewAuditEvent, NewDevice, StoreError, hash_token};
+use crate::access::{Door, Requester};
+use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
+use crate::store::{StoreError, hash_token};
 use crate::time_fmt::now_unix;
 use crate::totp::{self, TotpReject};
-use crate::wg_key::is_public_key;
 
 /// A login attempt.
 #[derive(Deserialize)]
@@ -65,7 +67,7 @@ pub struct EnrollOffer {
 /// secret (kept nowhere until a code for it is verified).
 pub async fn enroll_offer(state: &PortalState, token: &str) -> Result<EnrollOffer, Failure> {
     let user = token_user(state, token).await?;
-    let config = state.gateway.config();
+    let config = state.core.config();
     let totp_secret = totp::new_secret();
     let otpauth_uri = totp::otpauth_uri(&totp_secret, &config.gateway.name, &user);
     Ok(EnrollOffer {
@@ -85,7 +87,7 @@ pub async fn enroll(
     input: EnrollInput,
 ) -> Result<LoggedIn, Failure> {
     let user = token_user(state, token).await?;
-    let config = state.gateway.config();
+    let config = state.core.config();
     check_rules(&user, &input.password).map_err(Failure::invalid_value)?;
     if input
         .password_confirm
@@ -133,7 +135,7 @@ pub async fn enroll(
     let with_totp = totp.is_some();
     let enrolled = user.clone();
     state
-        .gateway
+        .core
         .store()
         .write(move |w| {
             // Using the token inside this transaction makes it single use
@@ -164,13 +166,15 @@ pub async fn enroll(
             // Enrollment ends logged in, so it opens the VPN session too.
             w.activate_user_devices(&user, now)?;
             w.touch_last_seen(&user, now)?;
-            w.audit(NewAuditEvent {
-                kind: "portal.enroll".into(),
-                actor: user.clone(),
-                source: source_text,
-                target: user.clone(),
-                detail: json!({ "totp": with_totp }),
-            })?;
+            w.audit(
+                event(
+                    Kind::PortalEnroll,
+                    Actor::User(user.clone()),
+                    AuditSource::Addr(source),
+                )
+                .on(user.clone())
+                .detail(json!({ "totp": with_totp })),
+            )?;
             Ok(())
         })
         .await
@@ -219,7 +223,7 @@ pub async fn login(
     let lookup = name.clone();
     let found = if target == name {
         state
-            .gateway
+            .core
             .store()
             .read(move |r| {
                 let user = r.user(&lookup)?;
@@ -233,7 +237,7 @@ pub async fn login(
     let stored_hash = found.as_ref().and_then(|(u, _)| u.password_hash.clone());
     let password_ok = state.passwords.verify(stored_hash, input.password).await;
     let now = now_unix();
-    let config = state.gateway.config();
+    let config = state.core.config();
     let outcome: Result<(String, Option<u64>), &'static str> = match found {
         None => Err("unknown_user"),
         Some((user, last_step)) => {
@@ -271,7 +275,7 @@ pub async fn login(
     let idle_before = now - i64::try_from(config.portal.session_idle.as_secs()).unwrap_or(0);
     let created_before = now - i64::try_from(config.portal.session_max.as_secs()).unwrap_or(0);
     let committed = state
-        .gateway
+        .core
         .store()
         .write(move |w| {
             if let Some(step) = step {
@@ -288,13 +292,15 @@ pub async fn login(
             w.touch_last_seen(&who, now)?;
             // A login (re)opens the user's VPN session (vpn.require_login).
             w.activate_user_devices(&who, now)?;
-            w.audit(NewAuditEvent {
-                kind: "portal.login.ok".into(),
-                actor: who.clone(),
-                source: source_text,
-                target: who.clone(),
-                detail: json!({ "totp": step.is_some() }),
-            })?;
+            w.audit(
+                event(
+                    Kind::PortalLoginOk,
+                    Actor::User(who.clone()),
+                    AuditSource::Addr(source),
+                )
+                .on(who.clone())
+                .detail(json!({ "totp": step.is_some() })),
+            )?;
             Ok(true)
         })
         .await?;
@@ -314,153 +320,31 @@ pub async fn login(
 pub async fn logout(state: &PortalState, source: IpAddr, session: &Session) -> Result<(), Failure> {
     let hash = session.token_hash.clone();
     let user = session.user.name.clone();
-    let source = source.to_string();
+    let record = event(
+        Kind::PortalLogout,
+        Actor::User(user.clone()),
+        AuditSource::Addr(source),
+    )
+    .on(user)
+    .detail(json!({}));
     state
-        .gateway
+        .core
         .store()
         .write(move |w| {
             w.delete_portal_session(&hash)?;
-            w.audit(NewAuditEvent {
-                kind: "portal.logout".into(),
-                actor: user.clone(),
-                source,
-                target: user,
-                detail: json!({}),
-            })
-            .map(drop)
+            w.audit(record).map(drop)
         })
         .await?;
     Ok(())
 }
 
-/// Where a device's key pair was made (audited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyOrigin {
-    /// In the browser or another client: the gateway saw only the public key.
-    Client,
-    /// The gateway made it because the browser could not; the private key
-    /// was returned once and not kept.
-    Gateway,
-}
-
-/// Registers a device for the session's user.
-pub async fn add_device(
-    state: &PortalState,
-    source: IpAddr,
-    session: &Session,
-    name: String,
-    public_key: String,
-    origin: KeyOrigin,
-) -> Result<DeviceConfigResponse, Failure> {
-    let config = state.gateway.config();
-    check_name("device", &name).map_err(|e| Failure::invalid_value(e.to_string()))?;
-    if !is_public_key(&public_key) {
-        return Err(Failure::invalid_value(
-            "public_key is not a WireGuard public key (32 bytes, base64)",
-        ));
+/// The session user as the access service and the audit log see them.
+pub fn requester(source: IpAddr, session: &Session) -> Requester {
+    Requester {
+        actor: Actor::User(session.user.name.clone()),
+        source: AuditSource::Addr(source),
+        door: Door::Portal,
     }
-    let endpoint = config.vpn_endpoint().ok_or_else(|| {
-        Failure::invalid_value("The gateway's public address is not known yet; ask an admin.")
-    })?;
-    let pool = config.vpn.pool;
-    let reserved = [config.vpn.gateway_address()];
-    let user = session.user.name.clone();
-    let new = NewDevice {
-        user: user.clone(),
-        name: name.clone(),
-        public_key,
-        created_at: now_unix(),
-    };
-    let source = source.to_string();
-    let origin = match origin {
-        KeyOrigin::Client => "client",
-        KeyOrigin::Gateway => "gateway",
-    };
-    let device = state
-        .gateway
-        .store()
-        .write(move |w| {
-            let device = w.create_device(new, pool, &reserved)?;
-            w.audit(NewAuditEvent {
-                kind: "device.create".into(),
-                actor: user.clone(),
-                source,
-                target: format!("{user}/{name}"),
-                detail: json!({
-                    "address": device.address.to_string(),
-                    "public_key": device.public_key,
-                    "via": "portal",
-                    "key_made_by": origin,
-                }),
-            })?;
-            Ok(device)
-        })
-        .await?;
-    let allowed_ips = config
-        .policy()
-        .access_for(&session.user.groups)
-        .subnets()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    Ok(DeviceConfigResponse {
-        interface_address: match device.address {
-            IpAddr::V4(v4) => format!("{v4}/32"),
-            IpAddr::V6(v6) => format!("{v6}/128"),
-        },
-        device: crate::admin::device_info(&device),
-        gateway_public_key: state.gateway.key().public_base64(),
-        endpoint,
-        allowed_ips,
-        persistent_keepalive: config.vpn.persistent_keepalive,
-        mtu: config.vpn.mtu,
-    })
-}
-
-/// Removes one of the session user's devices.
-pub async fn revoke_device(
-    state: &PortalState,
-    source: IpAddr,
-    session: &Session,
-    name: String,
-) -> Result<DeviceInfo, Failure> {
-    let user = session.user.name.clone();
-    let source = source.to_string();
-    let removed = state
-        .gateway
-        .store()
-        .write(move |w| {
-            let removed = w.delete_device(&user, &name)?;
-            w.audit(NewAuditEvent {
-                kind: "device.revoke".into(),
-                actor: user.clone(),
-                source,
-                target: format!("{user}/{name}"),
-                detail: json!({
-                    "address": removed.address.to_string(),
-                    "public_key": removed.public_key,
-                    "via": "portal",
-                }),
-            })?;
-            Ok(removed)
-        })
-        .await?;
-    Ok(crate::admin::device_info(&removed))
-}
-
-/// The session user's devices, with live data plane fields.
-pub async fn devices(state: &PortalState, session: &Session) -> Result<Vec<DeviceInfo>, Failure> {
-    let user = session.user.name.clone();
-    let devices = state
-        .gateway
-        .store()
-        .read(move |r| r.devices(Some(&user)))
-        .await?;
-    let live = crate::admin::LivePeers::of(&state.gateway);
-    Ok(devices
-        .iter()
-        .map(|d| live.merge(crate::admin::device_info(d)))
-        .collect())
 }
 
 async fn token_user(state: &PortalState, token: &str) -> Result<String, Failure> {
@@ -470,7 +354,7 @@ async fn token_user(state: &PortalState, token: &str) -> Result<String, Failure>
     let hash = hash_token(token);
     let now = now_unix();
     Ok(state
-        .gateway
+        .core
         .store()
         .read(move |r| r.enrollment_token_user(&hash, now))
         .await?)
@@ -498,38 +382,19 @@ async fn audit_failure(
     target: &str,
     reason: &'static str,
 ) -> Result<(), Failure> {
-    let event = NewAuditEvent {
-        kind: "portal.login.fail".into(),
-        actor: "anonymous".into(),
-        source: source.to_string(),
-        target: target.to_string(),
-        detail: json!({ "reason": reason, "source": source.to_string() }),
-    };
+    let record = event(
+        Kind::PortalLoginFail,
+        Actor::Anonymous,
+        AuditSource::Addr(source),
+    )
+    .on(target)
+    .detail(json!({ "reason": reason, "source": source.to_string() }));
     state
-        .gateway
+        .core
         .store()
-        .write(move |w| w.audit(event).map(drop))
+        .write(move |w| w.audit(record).map(drop))
         .await?;
     Ok(())
-}
-
-/// The user's VPN access now, as `accessctl user show` reports it: the
-/// state and, for a login session, when it ends.
-pub fn vpn_access(
-    user: &crate::store::User,
-    config: &gatehouse_config::Config,
-    now: i64,
-) -> (gatehouse_config::api::VpnAccessState, Option<i64>) {
-    use crate::vpn::session::VpnAccess;
-    use gatehouse_config::api::VpnAccessState;
-    let access = VpnAccess::of(user, &config.vpn, now);
-    let state = match access {
-        VpnAccess::Always => VpnAccessState::Always,
-        VpnAccess::Until(end) if now < end => VpnAccessState::Session,
-        VpnAccess::Until(_) | VpnAccess::LoginNeeded => VpnAccessState::LoginNeeded,
-        VpnAccess::Refused => VpnAccessState::Refused,
-    };
-    (state, access.ends_at().filter(|end| now < *end))
 }
 
 fn unix_now_u64() -> u64 {

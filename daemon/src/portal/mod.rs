@@ -6,7 +6,8 @@
 //! state_dir), [`server`] (the TLS accept loop, per-connection limits and
 //! shutdown), [`sessions`] (cookies, timeouts, CSRF), [`limits`] (login and
 //! request rate limits), [`passwords`] (rules, argon2id on a bounded pool),
-//! [`flows`] (enroll, login, logout, devices: the actions, each audited),
+//! [`flows`] (enroll, login, logout: the actions, each audited; devices go
+//! through [`crate::access`]),
 //! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
 //! HTML), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
 //! [`error`] (the one failure type).
@@ -41,7 +42,8 @@ use gatehouse_config::api::PortalStatus;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gateway::Gateway;
+use crate::access::Access;
+use crate::gateway::Core;
 use error::Failure;
 use limits::{LoginLimits, RequestLimits};
 use passwords::Passwords;
@@ -87,11 +89,11 @@ impl PortalHandle {
         &self.fingerprint
     }
 
-    /// For `accessctl status`.
-    pub fn status(&self, config: &Config) -> PortalStatus {
+    /// For `accessctl status`; `url` is the portal's public base URL.
+    pub fn status(&self, url: Option<String>) -> PortalStatus {
         PortalStatus {
             listen: self.listen.to_string(),
-            url: config.portal_url(),
+            url,
             tls_fingerprint: self.fingerprint.clone(),
             self_signed: self.self_signed,
         }
@@ -101,40 +103,54 @@ impl PortalHandle {
 /// Shared by the portal's handlers; cheap to clone.
 #[derive(Clone)]
 pub struct PortalState {
-    pub gateway: Gateway,
+    pub core: Core,
+    pub access: Access,
     pub passwords: Passwords,
     pub login_limits: Arc<LoginLimits>,
     pub request_limits: Arc<RequestLimits>,
 }
 
-/// Loads (or makes) the certificate, binds `portal.listen`, and serves
-/// until `shutdown`.
-pub async fn start(
-    gateway: &Gateway,
+impl PortalState {
+    /// The handlers' state over `access`: the password hashing pool and
+    /// the limits, sized by the running config.
+    pub async fn new(access: &Access) -> Result<Self, PortalError> {
+        let config = access.core().config();
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(threads)).await??;
+        Ok(Self {
+            core: access.core().clone(),
+            access: access.clone(),
+            passwords,
+            login_limits: Arc::new(LoginLimits::new(config.portal.login_lockout)),
+            request_limits: Arc::new(RequestLimits::new(config.portal.requests_per_minute)),
+        })
+    }
+}
+
+/// Binds `addr` for [`serve`].
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, PortalError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| PortalError::Bind { addr, source })
+}
+
+/// Loads (or makes) the certificate and serves on `listener` until
+/// `shutdown`.
+pub async fn serve(
+    access: &Access,
+    listener: tokio::net::TcpListener,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<PortalHandle, PortalError> {
-    let config = gateway.config();
+    let core = access.core();
+    let config = core.config();
     let files = config.portal.tls.clone();
     let state_dir = config.gateway.state_dir.clone();
-    let hosts = certificate_hosts(&config);
+    let hosts = certificate_hosts(&config, access.portal_url());
     let tls =
         tokio::task::spawn_blocking(move || tls::load_or_create(files.as_ref(), &state_dir, hosts))
             .await??;
-    let threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let passwords = tokio::task::spawn_blocking(move || Passwords::new(threads)).await??;
-    let state = PortalState {
-        gateway: gateway.clone(),
-        passwords,
-        login_limits: Arc::new(LoginLimits::new(config.portal.login_lockout)),
-        request_limits: Arc::new(RequestLimits::new(config.portal.requests_per_minute)),
-    };
-    let listener = tokio::net::TcpListener::bind(config.portal.listen)
-        .await
-        .map_err(|source| PortalError::Bind {
-            addr: config.portal.listen,
-            source,
-        })?;
+    let state = PortalState::new(access).await?;
     let listen = listener.local_addr().map_err(|source| PortalError::Bind {
         addr: config.portal.listen,
         source,
@@ -230,13 +246,12 @@ async fn guard(State(state): State<PortalState>, request: Request, next: Next) -
 }
 
 /// Names and addresses the self-signed certificate is for.
-fn certificate_hosts(config: &Config) -> Vec<String> {
+fn certificate_hosts(config: &Config, portal_url: Option<String>) -> Vec<String> {
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     if let gatehouse_config::file::PublicEndpoint::Host(host) = &config.gateway.public_endpoint {
         hosts.push(host.clone());
     }
-    if let Some(host) = config
-        .portal_url()
+    if let Some(host) = portal_url
         .as_deref()
         .and_then(|u| u.strip_prefix("https://"))
         .and_then(|rest| rest.split(['/', ':']).next())

@@ -136,21 +136,19 @@ pub async fn devices_page(
     let Ok(session) = session else {
         return see_other("/login");
     };
-    let devices = match flows::devices(&state, &session).await {
+    let devices = match state.access.devices(Some(&session.user.name)).await {
         Ok(devices) => devices,
-        Err(error) => return message_page(error.status, "Devices", &error.message),
+        Err(error) => {
+            let error = Failure::from(error);
+            return message_page(error.status, "Devices", &error.message);
+        }
     };
-    let config = state.gateway.config();
-    let subnets: Vec<String> = config
-        .policy()
-        .access_for(&session.user.groups)
-        .subnets()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let config = state.core.config();
     let max = i64::try_from(config.portal.session_max.as_secs()).unwrap_or(i64::MAX);
-    let (vpn_state, vpn_until) =
-        flows::vpn_access(&session.user, &config, crate::time_fmt::now_unix());
+    let access = state
+        .access
+        .member_access(&session.user, crate::time_fmt::now_unix());
+    let (subnets, vpn_state, vpn_until) = (access.subnets, access.vpn, access.vpn_until);
     let body = html! {
         h1 { "Your devices" }
         section aria-labelledby="access" {
@@ -232,9 +230,17 @@ pub async fn revoke_submit(
     if let Err(error) = session.check_csrf(given.as_deref()) {
         return message_page(error.status, "Not revoked", &error.message);
     }
-    match flows::revoke_device(&state, source, &session, name).await {
+    let by = flows::requester(source, &session);
+    let revoked = state
+        .access
+        .revoke_device(&by, &session.user.name, &name)
+        .await;
+    match revoked {
         Ok(_) => see_other("/devices"),
-        Err(error) => message_page(error.status, "Not revoked", &error.message),
+        Err(error) => {
+            let error = Failure::from(error);
+            message_page(error.status, "Not revoked", &error.message)
+        }
     }
 }
 
@@ -246,21 +252,21 @@ pub async fn ssh_config(
     let Ok(session) = session else {
         return see_other("/login");
     };
-    let Some((host, port, known_hosts)) = crate::admin::ssh_known_hosts(&state.gateway) else {
+    let Some(jump) = state.access.jump_host() else {
         return message_page(
             StatusCode::NOT_FOUND,
             "SSH",
             "The SSH jump host is not enabled on this gateway.",
         );
     };
-    let config = state.gateway.config();
+    let config = state.core.config();
     let subnets = config.policy().access_for(&session.user.groups).subnets();
     let text = super::ssh_config::ssh_snippet(
         &config.gateway.name,
         &session.user.name,
-        &host,
-        port,
-        &known_hosts,
+        &jump.host,
+        jump.port,
+        &jump.known_hosts,
         &subnets,
     );
     (
@@ -322,7 +328,7 @@ pub async fn enroll_submit(
     } else {
         form.totp_secret.clone()
     };
-    let uri = crate::totp::otpauth_uri(&secret, &state.gateway.config().gateway.name, &offer.user);
+    let uri = crate::totp::otpauth_uri(&secret, &state.core.config().gateway.name, &offer.user);
     let again = |error: &Failure| {
         page_with_pre(
             error.status,

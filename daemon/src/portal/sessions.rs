@@ -128,13 +128,13 @@ impl FromRequestParts<PortalState> for Session {
     ) -> Result<Self, Self::Rejection> {
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(Failure::unauthorized)?;
         let token_hash = hash_token(&token);
-        let config = state.gateway.config();
+        let config = state.core.config();
         let idle = i64::try_from(config.portal.session_idle.as_secs()).unwrap_or(i64::MAX);
         let max = i64::try_from(config.portal.session_max.as_secs()).unwrap_or(i64::MAX);
         let now = now_unix();
         let lookup = token_hash.clone();
         let found = state
-            .gateway
+            .core
             .store()
             .read(move |r| {
                 let Some(session) = r.portal_session(&lookup)? else {
@@ -152,7 +152,7 @@ impl FromRequestParts<PortalState> for Session {
         if timed_out || !usable {
             let hash = token_hash.clone();
             state
-                .gateway
+                .core
                 .store()
                 .write(move |w| w.delete_portal_session(&hash).map(drop))
                 .await?;
@@ -161,7 +161,7 @@ impl FromRequestParts<PortalState> for Session {
         if now > session.last_seen {
             let hash = token_hash.clone();
             state
-                .gateway
+                .core
                 .store()
                 .write(move |w| w.touch_portal_session(&hash, now))
                 .await?;

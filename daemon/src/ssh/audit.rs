@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::audit::event::{Actor, Kind, Source, event};
 use crate::store::NewAuditEvent;
 
 /// The aggregation window.
@@ -105,34 +106,14 @@ impl FailureLog {
 impl Summary {
     pub fn event(&self, gateway: &str) -> NewAuditEvent {
         let count: u64 = self.reasons.values().sum();
-        NewAuditEvent {
-            kind: "ssh.auth.fail".into(),
-            actor: "-".into(),
-            source: self
-                .source
-                .map_or_else(|| "many".to_string(), |s| s.to_string()),
-            target: gateway.into(),
-            detail: json!({
+        let source = self.source.map_or(Source::ManyAddrs, Source::Addr);
+        event(Kind::SshAuthFail, Actor::Anonymous, source)
+            .on(gateway)
+            .detail(json!({
                 "aggregated": count,
                 "window_secs": WINDOW.as_secs(),
                 "reasons": self.reasons,
-            }),
-        }
-    }
-}
-
-/// A record of the jump host; `actor` is the user (or `-`).
-pub fn event(kind: &str, actor: &str, source: &str, target: &str, detail: Value) -> NewAuditEvent {
-    NewAuditEvent {
-        kind: kind.into(),
-        actor: if actor.is_empty() {
-            "-".into()
-        } else {
-            actor.into()
-        },
-        source: source.into(),
-        target: target.into(),
-        detail,
+            }))
     }
 }
 

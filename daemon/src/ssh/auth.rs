@@ -1,48 +1,16 @@
-//! Who may log in to the jump host, and who must be thrown out: the host
-//! key (ed25519, generated once, 0600 under `state_dir`), the user key check
+//! Who may log in to the jump host, and who must be thrown out: the user key check
 //! (an active, unexpired user and one of their registered keys), the TOTP
 //! second factor of `ssh.require_totp` (the secret the portal enrolled), and
 //! the revocation decision for live logins after a store change.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
 use gatehouse_config::api::UserState;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use russh::keys::PublicKey;
 
 use super::registry::LiveLogin;
 use crate::store::{SshKey, User};
 use crate::totp::{self, TotpReject};
-
-/// File name of the host key inside the state directory.
-pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
-
-#[derive(Debug, thiserror::Error)]
-pub enum HostKeyError {
-    #[error("cannot read the SSH host key {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the SSH host key {path} is not an OpenSSH private key: {source}")]
-    Parse {
-        path: PathBuf,
-        source: russh::keys::ssh_key::Error,
-    },
-    #[error("cannot write the SSH host key {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot encode the SSH host key: {source}")]
-    Encode { source: russh::keys::ssh_key::Error },
-    #[error("no randomness for the SSH host key: {message}")]
-    Random { message: String },
-}
 
 /// Why a login is refused (the `reason` of `ssh.auth.fail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,48 +47,6 @@ impl AuthRefused {
     }
 }
 
-/// Loads the host key, creating it (mode 0600) on first start.
-pub fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, HostKeyError> {
-    let path = state_dir.join(HOST_KEY_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => PrivateKey::from_openssh(text.as_bytes())
-            .map_err(|source| HostKeyError::Parse { path, source }),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut seed).map_err(
-                |err| HostKeyError::Random {
-                    message: err.to_string(),
-                },
-            )?;
-            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let text = key
-                .to_openssh(LineEnding::LF)
-                .map_err(|source| HostKeyError::Encode { source })?;
-            let write_error = |source| HostKeyError::Write {
-                path: path.clone(),
-                source,
-            };
-            // create_new: never overwrite a key another process just wrote.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(write_error)?;
-            file.write_all(text.as_bytes()).map_err(write_error)?;
-            file.sync_all().map_err(write_error)?;
-            tracing::info!(path = %path.display(), fingerprint = %fingerprint(key.public_key()), "created the SSH host key");
-            Ok(key)
-        }
-        Err(source) => Err(HostKeyError::Read { path, source }),
-    }
-}
-
-/// `SHA256:...`, as `ssh-keygen -lf` prints it.
-pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
-
 /// May `user` log in with `offered`? Returns the key's fingerprint.
 pub fn authorize(
     user: Option<&User>,
@@ -143,7 +69,7 @@ pub fn authorize(
     if user.is_expired(now) {
         return Err(AuthRefused::Expired);
     }
-    Ok(fingerprint(offered))
+    Ok(crate::ssh_host_key::fingerprint(offered))
 }
 
 /// The second factor of `ssh.require_totp`: may `user`, whose key passed,
@@ -206,7 +132,8 @@ pub fn revoked(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use russh::keys::PrivateKey;
+    use russh::keys::ssh_key::private::Ed25519Keypair;
 
     use super::*;
     use crate::ssh_keys::parse_public_key;
@@ -225,20 +152,6 @@ mod tests {
             no_login: false,
             vpn_login_at: None,
         }
-    }
-
-    #[test]
-    fn host_key_is_created_once_and_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create_host_key(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(HOST_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let again = load_or_create_host_key(dir.path()).unwrap();
-        assert_eq!(first.public_key(), again.public_key());
-        assert!(fingerprint(first.public_key()).starts_with("SHA256:"));
     }
 
     #[test]

@@ -13,41 +13,59 @@ use serde_json::json;
 
 use super::Shared;
 use super::policy::{Requested, TargetPolicy, parse_requested};
-use super::registry::ChannelGuard;
+use super::registry::{ChannelGuard, TooManyChannels};
 use super::relay::{self, ConnectError};
-use super::server::Connection;
+use crate::audit::event::{Actor, Kind, Source, event};
 
 /// Who opened the channel, and what they asked for.
 struct Ask {
     user: String,
     key_fingerprint: String,
-    source: String,
+    source: std::net::SocketAddr,
     requested: String,
 }
 
-/// Called by the handler: decides what it can at once (logged in? under the
-/// channel limit? a well-formed target?) and spawns the rest.
+impl Ask {
+    /// An audit event of this channel, by its user from their address.
+    fn event(&self, kind: Kind) -> crate::store::NewAuditEvent {
+        event(
+            kind,
+            Actor::User(self.user.clone()),
+            Source::Peer(self.source),
+        )
+        .on(self.requested.clone())
+    }
+}
+
+/// The logged-in user who opens a channel, and the target they ask for.
+pub(super) struct Opener<'a> {
+    pub user: String,
+    pub key_fingerprint: String,
+    pub peer: std::net::SocketAddr,
+    pub host: &'a str,
+    pub port: u32,
+}
+
+/// Called by the handler: decides what it can at once (a well-formed
+/// target? under the channel limit, by `reserve`?) and spawns the rest.
+/// `reserve` takes the channel's place in the registry (`None`: the
+/// connection is no longer logged in).
 pub(super) fn open(
-    conn: &Connection,
+    shared: &Arc<Shared>,
+    opener: Opener<'_>,
+    reserve: impl FnOnce(String, usize) -> Option<Result<ChannelGuard, TooManyChannels>>,
     channel: Channel<Msg>,
-    host: &str,
-    port: u32,
     reply: ChannelOpenHandle,
     handle: Handle,
 ) {
-    let shared = conn.shared.clone();
-    let Some((user, key_fingerprint)) = conn.login() else {
-        // russh only opens channels after authentication; belt and braces.
-        drop(reply);
-        return;
-    };
+    let shared = shared.clone();
     let ask = Ask {
-        user,
-        key_fingerprint,
-        source: conn.peer.to_string(),
-        requested: format!("{host}:{port}"),
+        user: opener.user,
+        key_fingerprint: opener.key_fingerprint,
+        source: opener.peer,
+        requested: format!("{}:{}", opener.host, opener.port),
     };
-    let target = match parse_requested(host, port) {
+    let target = match parse_requested(opener.host, opener.port) {
         Ok(target) => target,
         Err(denied) => {
             shared.tracker.spawn(deny(
@@ -60,12 +78,8 @@ pub(super) fn open(
             return;
         }
     };
-    let limit = shared.gateway.config().ssh.max_channels_per_user as usize;
-    let reserved = conn.with_login(|login| {
-        shared
-            .registry
-            .reserve_channel(login, conn.peer, ask.requested.clone(), limit)
-    });
+    let limit = shared.core.config().ssh.max_channels_per_user as usize;
+    let reserved = reserve(ask.requested.clone(), limit);
     let guard = match reserved {
         Some(Ok(guard)) => guard,
         Some(Err(too_many)) => {
@@ -99,11 +113,11 @@ async fn run(
     handle: Handle,
     guard: ChannelGuard,
 ) {
-    let config = shared.gateway.config();
+    let config = shared.core.config();
     // The groups (and state) now, not at login: a change applies to the
     // next channel at once.
     let name = ask.user.clone();
-    let user = match shared.gateway.store().read(move |r| r.user(&name)).await {
+    let user = match shared.core.store().read(move |r| r.user(&name)).await {
         Ok(Some(user)) if user.state == UserState::Active => user,
         Ok(_) => {
             return deny(
@@ -157,18 +171,12 @@ async fn run(
         }
     };
     guard.set_resolved(addr);
-    let start = super::audit::event(
-        "ssh.session.start",
-        &ask.user,
-        &ask.source,
-        &ask.requested,
-        json!({
+    let start = ask.event(Kind::SshSessionStart).detail(json!({
             "channel": guard.id(),
             "key_fingerprint": ask.key_fingerprint,
             "requested": ask.requested,
             "resolved": addr.to_string(),
-        }),
-    );
+    }));
     // Audited before it is acknowledged; no record, no channel.
     if !shared.audit(start).await {
         reply
@@ -197,12 +205,7 @@ async fn run(
     };
     let _ = handle.close(channel_id).await;
     let stats = guard.stats();
-    let end = super::audit::event(
-        "ssh.session.end",
-        &ask.user,
-        &ask.source,
-        &ask.requested,
-        json!({
+    let end = ask.event(Kind::SshSessionEnd).detail(json!({
             "channel": guard.id(),
             "key_fingerprint": ask.key_fingerprint,
             "resolved": addr.to_string(),
@@ -210,8 +213,7 @@ async fn run(
             "bytes_down": stats.down.load(std::sync::atomic::Ordering::Relaxed),
             "duration_ms": u64::try_from(guard.started().elapsed().as_millis()).unwrap_or(u64::MAX),
             "reason": reason,
-        }),
-    );
+    }));
     shared.audit(end).await;
     drop(guard);
 }
@@ -235,19 +237,13 @@ async fn reject(
     reply: ChannelOpenHandle,
     failure_code: u32,
 ) {
-    let event = super::audit::event(
-        "ssh.forward.deny",
-        &ask.user,
-        &ask.source,
-        &ask.requested,
-        json!({
-            "asked": { "channel": "direct-tcpip", "target": ask.requested },
-            "key_fingerprint": ask.key_fingerprint,
-            "reason": code,
-            "message": message,
-        }),
-    );
-    shared.audit(event).await;
+    let record = ask.event(Kind::SshForwardDeny).detail(json!({
+        "asked": { "channel": "direct-tcpip", "target": ask.requested },
+        "key_fingerprint": ask.key_fingerprint,
+        "reason": code,
+        "message": message,
+    }));
+    shared.audit(record).await;
     reply
         .reject(ChannelOpenFailure::Other {
             code: failure_code,

@@ -5,11 +5,13 @@
 //!
 //! Layout:
 //! - [`server`]: the russh `Handler` of one connection (auth, refusals);
+//! - [`conn_state`]: a connection's legal states (pre-auth, key accepted,
+//!   verified, logged in) as an enum;
 //! - [`channel`]: one direct-tcpip channel's task (check, connect, audit, relay);
 //! - [`policy`]: the target decision without I/O;
 //! - [`relay`]: connecting to the checked address and copying bytes;
 //! - [`quick_ack`]: prompt ACKs on the client socket during the handshake;
-//! - [`auth`]: the host key, the user key check, revocation;
+//! - [`auth`]: the user key check, revocation;
 //! - [`limits`]: pre-auth limits and growing failure penalties;
 //! - [`registry`]: live connections and channels (`accessctl ssh`);
 //! - [`audit`]: record helpers and aggregation of failed logins.
@@ -23,12 +25,14 @@
 //! cheaper with 64 KiB channel packets, buffered socket reads and a relay
 //! buffer of one whole packet (see [`russh_config`] and [`relay`]).
 //!
-//! Does not own users or keys (the store), the policy rules
-//! (`gatehouse_config::policy`), or the host's addresses ([`crate::host_addrs`]).
+//! Does not own users or keys (the store), the host key ([`crate::ssh_host_key`],
+//! loaded at start-up), the policy rules (`gatehouse_config::policy`), or the
+//! host's addresses ([`crate::host_addrs`]). Its listener is bound by the caller.
 
 pub mod audit;
 pub mod auth;
 mod channel;
+mod conn_state;
 pub mod limits;
 pub mod policy;
 mod quick_ack;
@@ -47,16 +51,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gateway::Gateway;
+use crate::audit::event::{Actor, Source};
+use crate::gateway::Core;
 use crate::store::NewAuditEvent;
+use conn_state::ConnState;
 use limits::{PreAuth, Refused};
 use registry::Registry;
-use server::{ConnState, Connection};
+use server::Connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error(transparent)]
-    HostKey(#[from] auth::HostKeyError),
     #[error("cannot listen on ssh.listen {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -87,7 +91,7 @@ pub struct SshHandle {
 
 /// Shared by every connection and channel task.
 pub(crate) struct Shared {
-    gateway: Gateway,
+    core: Core,
     registry: Arc<Registry>,
     limiter: Arc<PreAuth>,
     failures: audit::FailureLog,
@@ -98,30 +102,28 @@ pub(crate) struct Shared {
     local_addrs: Mutex<(Instant, Vec<IpAddr>)>,
 }
 
-/// Loads (or creates) the host key, binds `ssh.listen`, and starts the
-/// accept loop, the revocation watcher and the failure summaries.
-pub async fn start(
-    gateway: &Gateway,
+/// Binds `addr` for [`serve`].
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, SshError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SshError::Bind { addr, source })
+}
+
+/// Serves the jump host on `listener` with the core's host key, and starts
+/// the revocation watcher and the failure summaries, until `shutdown`.
+pub fn serve(
+    core: &Core,
+    listener: TcpListener,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<SshHandle, SshError> {
-    let config = gateway.config();
-    let state_dir = config.gateway.state_dir.clone();
-    let host_key = tokio::task::spawn_blocking(move || auth::load_or_create_host_key(&state_dir))
-        .await
-        .map_err(|join| auth::HostKeyError::Read {
-            path: config.gateway.state_dir.join(auth::HOST_KEY_FILE),
-            source: std::io::Error::other(join),
-        })??;
-    let addr = config.ssh.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| SshError::Bind { addr, source })?;
-    let listen = listener
-        .local_addr()
-        .map_err(|source| SshError::Bind { addr, source })?;
+    let host_key = core.ssh_host_key().clone();
+    let listen = listener.local_addr().map_err(|source| SshError::Bind {
+        addr: core.config().ssh.listen,
+        source,
+    })?;
     let shared = Arc::new(Shared {
-        gateway: gateway.clone(),
+        core: core.clone(),
         registry: Registry::new(),
         limiter: PreAuth::new(),
         failures: audit::FailureLog::new(Instant::now()),
@@ -135,7 +137,7 @@ pub async fn start(
     tracker.spawn(accept_loop(shared.clone(), listener, russh_config));
     tracker.spawn(watch_revocations(shared.clone()));
     tracker.spawn(flush_failure_summaries(shared.clone()));
-    tracing::info!(%listen, fingerprint = %auth::fingerprint(shared.host_key.public_key()), "SSH jump host up");
+    tracing::info!(%listen, fingerprint = %crate::ssh_host_key::fingerprint(shared.host_key.public_key()), "SSH jump host up");
     Ok(SshHandle { shared })
 }
 
@@ -157,16 +159,16 @@ impl SshHandle {
 impl Shared {
     /// Writes one audit record; false (and an error log) when it could not.
     async fn audit(&self, event: NewAuditEvent) -> bool {
-        let kind = event.kind.clone();
+        let kind = event.kind;
         match self
-            .gateway
+            .core
             .store()
             .write(move |w| w.audit(event).map(drop))
             .await
         {
             Ok(()) => true,
             Err(err) => {
-                tracing::error!(error = %err, kind, "cannot write an SSH audit record");
+                tracing::error!(error = %err, kind = kind.as_str(), "cannot write an SSH audit record");
                 false
             }
         }
@@ -265,7 +267,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ssh = &shared.gateway.config().ssh;
+        let ssh = &shared.core.config().ssh;
         let admitted = shared.limiter.admit(
             peer.ip(),
             ssh.max_startups as usize,
@@ -275,11 +277,7 @@ async fn accept_loop(
         match admitted {
             Ok(slot) => {
                 relay::tune(&socket);
-                let state = ConnState {
-                    slot: Some(slot),
-                    token: Some(shared.shutdown.child_token()),
-                    ..ConnState::default()
-                };
+                let state = ConnState::new(slot, shared.shutdown.child_token());
                 shared.tracker.spawn(serve_connection(
                     shared.clone(),
                     config.clone(),
@@ -311,14 +309,14 @@ async fn serve_connection(
     peer: SocketAddr,
     state: ConnState,
 ) {
-    let token = state.token.clone().unwrap_or_default();
+    let token = state.token.clone();
     let state = Arc::new(Mutex::new(state));
     let handler = Connection {
         shared: shared.clone(),
         peer,
         state: state.clone(),
     };
-    let grace = shared.gateway.config().ssh.login_grace_time;
+    let grace = shared.core.config().ssh.login_grace_time;
     let deadline = tokio::time::Instant::now() + grace;
     let started = tokio::select! {
         started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, client_stream(socket), handler)) => started,
@@ -363,8 +361,8 @@ async fn serve_connection(
                 // A logged-in connection with no channel holds a slot and a
                 // login for nothing: closed after ssh.idle_timeout, like an
                 // idle channel.
-                let idle_timeout = shared.gateway.config().ssh.idle_timeout;
-                let idle = state.lock().unwrap_or_else(PoisonError::into_inner).login.as_ref().and_then(|l| l.idle_for(Instant::now()));
+                let idle_timeout = shared.core.config().ssh.idle_timeout;
+                let idle = state.lock().unwrap_or_else(PoisonError::into_inner).login().and_then(|(_, _, l)| l.idle_for(Instant::now()));
                 if idle.is_some_and(|idle| idle >= idle_timeout) {
                     break Some(format!("idle: no channel for {}", humantime::format_duration(idle_timeout)));
                 }
@@ -373,7 +371,7 @@ async fn serve_connection(
                 let reason = if shared.shutdown.is_cancelled() {
                     "the gateway is shutting down".to_string()
                 } else {
-                    let login = state.lock().unwrap_or_else(PoisonError::into_inner).login.as_ref().and_then(|l| l.reason());
+                    let login = state.lock().unwrap_or_else(PoisonError::into_inner).login().and_then(|(_, _, l)| l.reason());
                     format!("access closed by the gateway: {}", login.unwrap_or_else(|| "closed".into()))
                 };
                 break Some(reason);
@@ -404,29 +402,26 @@ fn client_stream(socket: TcpStream) -> tokio::io::BufReader<quick_ack::QuickAck>
 /// A connection that ended without logging in: one failure for the
 /// limiter, one (possibly aggregated) `ssh.auth.fail`.
 async fn finish_unauthenticated(shared: &Shared, peer: SocketAddr, state: &Mutex<ConnState>) {
-    let (user, exists, keys, refusal, counted) = {
-        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.slot.take();
-        (
-            state.user.clone(),
-            state.user_exists,
-            std::mem::take(&mut state.tried_keys),
-            state.last_refusal,
-            state.refusal_counted,
-        )
-    };
+    let attempt = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take_attempt();
     // A connection that never tried to log in (a port scan) costs nothing;
     // one whose last failure was counted when it happened, nothing more.
-    let Some(user) = user else { return };
-    if counted {
+    let Some(attempt) = attempt else { return };
+    if attempt.refusal_counted {
         return;
     }
-    let reason = refusal.map_or("no_valid_login", auth::AuthRefused::code);
-    let counted_user = exists.then_some(user.as_str());
+    let reason = attempt
+        .last_refusal
+        .map_or("no_valid_login", auth::AuthRefused::code);
+    let counted_user = attempt.user_exists.then_some(attempt.user.as_str());
     shared
         .limiter
         .record_failure(peer.ip(), counted_user, Instant::now());
-    shared.note_failure(peer, Some(&user), reason, &keys).await;
+    shared
+        .note_failure(peer, Some(&attempt.user), reason, &attempt.tried_keys)
+        .await;
 }
 
 impl Shared {
@@ -440,13 +435,14 @@ impl Shared {
         if !self.failures.note(peer.ip(), reason, Instant::now()) {
             return;
         }
-        let event = audit::event(
-            "ssh.auth.fail",
-            user.unwrap_or("-"),
-            &peer.to_string(),
-            &self.gateway.config().gateway.name,
-            serde_json::json!({ "reason": reason, "key_fingerprints": key_fingerprints }),
-        );
+        let actor = user.map_or(Actor::Anonymous, |name| Actor::Claimed(name.to_string()));
+        let event = crate::audit::event::event(
+            crate::audit::event::Kind::SshAuthFail,
+            actor,
+            Source::Peer(peer),
+        )
+        .on(self.core.config().gateway.name.clone())
+        .detail(serde_json::json!({ "reason": reason, "key_fingerprints": key_fingerprints }));
         self.audit(event).await;
     }
 }
@@ -464,7 +460,7 @@ async fn flush_failure_summaries(shared: Arc<Shared>) {
         } else {
             Instant::now()
         };
-        let gateway = shared.gateway.config().gateway.name.clone();
+        let gateway = shared.core.config().gateway.name.clone();
         for summary in shared.failures.roll(now) {
             shared.audit(summary.event(&gateway)).await;
         }
@@ -478,7 +474,7 @@ async fn flush_failure_summaries(shared: Arc<Shared>) {
 /// or whose key was removed, right after the store change (and every few
 /// seconds, for expiry).
 async fn watch_revocations(shared: Arc<Shared>) {
-    let mut changes = shared.gateway.store().subscribe();
+    let mut changes = shared.core.store().subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -491,7 +487,7 @@ async fn watch_revocations(shared: Arc<Shared>) {
             continue;
         }
         let read = shared
-            .gateway
+            .core
             .store()
             .read(|r| Ok((r.users()?, r.all_ssh_keys()?)))
             .await;

@@ -22,8 +22,9 @@ use serde_json::json;
 
 use super::Shared;
 use super::auth::{self, AuthRefused};
-use super::limits::StartupSlot;
-use super::registry::ConnGuard;
+use super::conn_state::ConnState;
+use crate::audit::event::{Actor, Kind, Source, event};
+use crate::ssh_host_key::fingerprint;
 
 /// What a plain `ssh gateway` gets instead of a shell.
 pub const JUMP_HOST_HINT: &str = "this is a jump host: use ssh -J user@host:port target";
@@ -31,43 +32,11 @@ pub const JUMP_HOST_HINT: &str = "this is a jump host: use ssh -J user@host:port
 /// The one keyboard-interactive prompt of `ssh.require_totp` (not echoed).
 const TOTP_PROMPT: &[(Cow<'static, str>, bool)] = &[(Cow::Borrowed("TOTP code: "), false)];
 
-/// At most this many key fingerprints are kept for one connection's
-/// `ssh.auth.fail` record.
-const MAX_TRIED_KEYS: usize = 5;
-
 /// The russh handler of one connection.
 pub struct Connection {
     pub(super) shared: Arc<Shared>,
     pub(super) peer: SocketAddr,
     pub(super) state: Arc<Mutex<ConnState>>,
-}
-
-/// What the handler and the connection's supervisor both need to know.
-#[derive(Default)]
-pub struct ConnState {
-    /// The user name of the last attempt.
-    pub user: Option<String>,
-    /// True when that user exists (only then is a per-user penalty counted).
-    pub user_exists: bool,
-    pub tried_keys: Vec<String>,
-    pub last_refusal: Option<AuthRefused>,
-    /// `last_refusal` was counted and audited when it happened (a wrong
-    /// TOTP code), so the connection's end does not count it again.
-    pub refusal_counted: bool,
-    /// The key passed; waiting for TOTP (`ssh.require_totp`).
-    pub key_ok: Option<String>,
-    /// Held until authentication succeeds.
-    pub slot: Option<StartupSlot>,
-    /// Set once authenticated.
-    pub login: Option<ConnGuard>,
-    /// Cancelled to close this connection (given to the registry at login).
-    pub token: Option<tokio_util::sync::CancellationToken>,
-}
-
-impl ConnState {
-    pub fn authenticated(&self) -> bool {
-        self.login.is_some()
-    }
 }
 
 impl Connection {
@@ -79,10 +48,8 @@ impl Connection {
         MethodSet::from(&[MethodKind::PublicKey][..])
     }
 
-    fn refuse(&self, refusal: AuthRefused) -> Auth {
-        let mut state = self.state();
-        state.last_refusal = Some(refusal);
-        state.refusal_counted = false;
+    fn refuse(&self, user: &str, refusal: AuthRefused) -> Auth {
+        self.state().refused(user, refusal, false);
         Auth::Reject {
             proceed_with_methods: Some(self.methods()),
             partial_success: false,
@@ -97,21 +64,14 @@ impl Connection {
         user: &str,
         key: &russh::keys::PublicKey,
     ) -> Result<(String, bool), AuthRefused> {
-        {
-            let mut state = self.state();
-            state.user = Some(user.to_string());
-            let fp = auth::fingerprint(key);
-            if !state.tried_keys.contains(&fp) && state.tried_keys.len() < MAX_TRIED_KEYS {
-                state.tried_keys.push(fp);
-            }
-        }
+        self.state().tried_key(user, fingerprint(key));
         if self.penalised(user) {
             return Err(AuthRefused::Penalised);
         }
         let name = user.to_string();
         let found = self
             .shared
-            .gateway
+            .core
             .store()
             .read(move |r| {
                 let user = r.user(&name)?;
@@ -129,7 +89,9 @@ impl Connection {
                 return Err(AuthRefused::StoreUnavailable);
             }
         };
-        self.state().user_exists = user_row.is_some();
+        if let Some(attempt) = self.state().attempt(user) {
+            attempt.user_exists = user_row.is_some();
+        }
         let fingerprint =
             auth::authorize(user_row.as_ref(), &keys, key, crate::time_fmt::now_unix())?;
         let has_totp = user_row.is_some_and(|u| u.totp_secret.is_some());
@@ -155,7 +117,7 @@ impl Connection {
         let now = crate::time_fmt::now_unix();
         let checked = self
             .shared
-            .gateway
+            .core
             .store()
             .write(move |w| {
                 let found = w.user(&name)?;
@@ -181,9 +143,11 @@ impl Connection {
     async fn count_failure(&self, user: &str, refusal: AuthRefused) {
         let keys = {
             let mut state = self.state();
-            state.last_refusal = Some(refusal);
-            state.refusal_counted = true;
-            state.tried_keys.clone()
+            state.refused(user, refusal, true);
+            state
+                .attempt(user)
+                .map(|a| a.tried_keys.clone())
+                .unwrap_or_default()
         };
         self.shared
             .limiter
@@ -203,7 +167,7 @@ impl Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        self.state().user = Some(user.to_string());
+        let _ = self.state().attempt(user);
         Ok(Auth::Reject {
             proceed_with_methods: Some(self.methods()),
             partial_success: false,
@@ -211,8 +175,7 @@ impl Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        self.state().user = Some(user.to_string());
-        Ok(self.refuse(AuthRefused::UnknownKey))
+        Ok(self.refuse(user, AuthRefused::UnknownKey))
     }
 
     async fn auth_publickey_offered(
@@ -223,7 +186,7 @@ impl Handler for Connection {
         // Decide here: russh accepts every offered key by default.
         match self.check_key(user, offer.public_key).await {
             Ok(_) => Ok(Auth::Accept),
-            Err(refusal) => Ok(self.refuse(refusal)),
+            Err(refusal) => Ok(self.refuse(user, refusal)),
         }
     }
 
@@ -234,24 +197,21 @@ impl Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let (fingerprint, has_totp) = match self.check_key(user, key.public_key).await {
             Ok(passed) => passed,
-            Err(refusal) => return Ok(self.refuse(refusal)),
+            Err(refusal) => return Ok(self.refuse(user, refusal)),
         };
-        if self.shared.gateway.config().ssh.require_totp {
+        if self.shared.core.config().ssh.require_totp {
             // Told at the key, before any prompt.
             if !has_totp {
-                return Ok(self.refuse(AuthRefused::TotpNotEnrolled));
+                return Ok(self.refuse(user, AuthRefused::TotpNotEnrolled));
             }
             // Until a code passes, a connection that ends failed for this.
-            let mut state = self.state();
-            state.key_ok = Some(fingerprint);
-            state.last_refusal = Some(AuthRefused::TotpMissing);
-            state.refusal_counted = false;
+            self.state().key_accepted(user, fingerprint, true);
             return Ok(Auth::Reject {
                 proceed_with_methods: Some(totp_method()),
                 partial_success: true,
             });
         }
-        self.state().key_ok = Some(fingerprint);
+        self.state().key_accepted(user, fingerprint, false);
         Ok(Auth::Accept)
     }
 
@@ -263,12 +223,9 @@ impl Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         // The TOTP step of `ssh.require_totp`: only after the key passed,
         // for the same user.
-        let key_ok = {
-            let state = self.state();
-            state.key_ok.is_some() && state.user.as_deref() == Some(user)
-        };
-        if !key_ok || !self.shared.gateway.config().ssh.require_totp {
-            return Ok(self.refuse(AuthRefused::UnknownKey));
+        let key_ok = self.state().totp_due_for(user).is_some();
+        if !key_ok || !self.shared.core.config().ssh.require_totp {
+            return Ok(self.refuse(user, AuthRefused::UnknownKey));
         }
         let Some(mut response) = response else {
             return Ok(Auth::Partial {
@@ -282,7 +239,9 @@ impl Handler for Connection {
             .map(|answer| String::from_utf8_lossy(&answer).into_owned())
             .unwrap_or_default();
         match self.check_totp(user, code).await {
-            Ok(()) => Ok(Auth::Accept),
+            // Verified only if the key is still this user's here.
+            Ok(()) if self.state().totp_passed(user) => Ok(Auth::Accept),
+            Ok(()) => Ok(self.refuse(user, AuthRefused::UnknownKey)),
             Err(refusal) => {
                 self.count_failure(user, refusal).await;
                 Ok(Auth::Reject {
@@ -295,21 +254,13 @@ impl Handler for Connection {
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         let mut state = self.state();
-        let (Some(user), Some(fingerprint), Some(token)) = (
-            state.user.clone(),
-            state.key_ok.clone(),
-            state.token.clone(),
-        ) else {
+        let token = state.token.clone();
+        let registry = &self.shared.registry;
+        let Some((user, fingerprint)) =
+            state.log_in(|user, fingerprint| registry.add_connection(user, fingerprint, token))
+        else {
             return Err(russh::Error::NotAuthenticated);
         };
-        if let Some(slot) = state.slot.take() {
-            slot.release();
-        }
-        state.login = Some(
-            self.shared
-                .registry
-                .add_connection(&user, &fingerprint, token),
-        );
         tracing::info!(%user, key = %fingerprint, "SSH login");
         Ok(())
     }
@@ -379,11 +330,34 @@ impl Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let login = self
+            .state()
+            .login()
+            .map(|(user, fingerprint, _)| (user.to_string(), fingerprint.to_string()));
+        let Some((user, key_fingerprint)) = login else {
+            // russh only opens channels after authentication; belt and braces.
+            drop(reply);
+            return Ok(());
+        };
+        let state = self.state.clone();
+        let registry = self.shared.registry.clone();
+        let peer = self.peer;
+        let reserve = move |requested: String, limit: usize| {
+            let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let (_, _, login) = state.login()?;
+            Some(registry.reserve_channel(login, peer, requested, limit))
+        };
         super::channel::open(
-            self,
+            &self.shared,
+            super::channel::Opener {
+                user,
+                key_fingerprint,
+                peer,
+                host: host_to_connect,
+                port: port_to_connect,
+            },
+            reserve,
             channel,
-            host_to_connect,
-            port_to_connect,
             reply,
             session.handle(),
         );
@@ -524,17 +498,6 @@ impl Handler for Connection {
 }
 
 impl Connection {
-    /// The logged-in user and key, once authenticated.
-    pub(super) fn login(&self) -> Option<(String, String)> {
-        let state = self.state();
-        state.login.as_ref()?;
-        Some((state.user.clone()?, state.key_ok.clone()?))
-    }
-
-    pub(super) fn with_login<T>(&self, f: impl FnOnce(&ConnGuard) -> T) -> Option<T> {
-        self.state().login.as_ref().map(f)
-    }
-
     /// Refuses a channel open with `message` (one line the client shows),
     /// after writing `ssh.forward.deny`, off the connection's task.
     fn deny_open(
@@ -574,13 +537,12 @@ impl Connection {
         asked: serde_json::Value,
         message: &str,
     ) -> crate::store::NewAuditEvent {
-        let user = self.state().user.clone().unwrap_or_default();
-        super::audit::event(
-            "ssh.forward.deny",
-            &user,
-            &self.peer.to_string(),
-            kind,
-            json!({ "asked": asked, "reason": "not_direct_tcpip", "message": message }),
-        )
+        let actor = match self.state().user() {
+            Some(user) => Actor::User(user.to_string()),
+            None => Actor::Anonymous,
+        };
+        event(Kind::SshForwardDeny, actor, Source::Peer(self.peer))
+            .on(kind)
+            .detail(json!({ "asked": asked, "reason": "not_direct_tcpip", "message": message }))
     }
 }

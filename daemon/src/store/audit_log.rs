@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 
 use super::{Reader, StoreError, Writer};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
+use crate::audit::event::Kind;
 use crate::audit::mirror;
 
 /// Which records [`Reader::audit_records`] returns. Every field narrows.
@@ -31,40 +32,17 @@ pub struct AuditFilter {
     pub limit: Option<u64>,
 }
 
-/// An event to append. Never put a secret in any field.
+/// An event to append, built by [`crate::audit::event::event`]. Never put a
+/// secret in any field.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {
-    /// Dotted kind, e.g. `user.add`.
-    pub kind: String,
-    /// A user name, or `uid:N` for an admin on the socket.
+    pub kind: Kind,
+    /// Rendered from [`crate::audit::event::Actor`].
     pub actor: String,
-    /// Where the actor came from (address, or `local`).
+    /// Rendered from [`crate::audit::event::Source`].
     pub source: String,
     pub target: String,
     pub detail: serde_json::Value,
-}
-
-impl NewAuditEvent {
-    /// An event with a `null` detail.
-    pub fn new(
-        kind: impl Into<String>,
-        actor: impl Into<String>,
-        source: impl Into<String>,
-        target: impl Into<String>,
-    ) -> NewAuditEvent {
-        NewAuditEvent {
-            kind: kind.into(),
-            actor: actor.into(),
-            source: source.into(),
-            target: target.into(),
-            detail: serde_json::Value::Null,
-        }
-    }
-
-    /// The same event with `detail`.
-    pub fn with_detail(self, detail: serde_json::Value) -> NewAuditEvent {
-        NewAuditEvent { detail, ..self }
-    }
 }
 
 impl Reader<'_> {
@@ -155,7 +133,8 @@ impl Writer<'_> {
         event: NewAuditEvent,
         at: SystemTime,
     ) -> Result<AuditRecord, StoreError> {
-        let detail = stable_detail(&event.kind, event.detail)?;
+        let kind = event.kind.as_str().to_string();
+        let detail = stable_detail(&kind, event.detail)?;
         let last = last_head(self.conn).map_err(|source| StoreError::AuditWrite { source })?;
         let (prev_seq, prev_hash) = last.map_or((0, GENESIS_HASH.to_string()), |h| (h.seq, h.hash));
         let time_unix = at
@@ -164,7 +143,7 @@ impl Writer<'_> {
         let record = chain::seal(AuditRecord {
             seq: prev_seq + 1,
             time: humantime::format_rfc3339_millis(at).to_string(),
-            kind: event.kind,
+            kind,
             actor: event.actor,
             source: event.source,
             target: event.target,
@@ -306,7 +285,7 @@ mod tests {
     }
 
     fn event(kind: &str, actor: &str, target: &str) -> NewAuditEvent {
-        NewAuditEvent::new(kind, actor, "127.0.0.1", target)
+        test_event(kind, actor, "127.0.0.1", target)
     }
 
     /// Five records at unix times 100..=104.
@@ -315,8 +294,8 @@ mod tests {
             .write_blocking(|w| {
                 for (i, kind) in [
                     "user.add",
-                    "user",
-                    "username.x",
+                    "portal.login.ok",
+                    "portal.logout",
                     "user.key.add",
                     "device.create",
                 ]
@@ -324,7 +303,7 @@ mod tests {
                 .enumerate()
                 {
                     let actor = if i % 2 == 0 { "uid:0" } else { "alice" };
-                    let e = event(kind, actor, "bob").with_detail(json!({ "i": i }));
+                    let e = event(kind, actor, "bob").detail(json!({ "i": i }));
                     w.audit_at(e, at(100 + i as u64))?;
                 }
                 Ok(())
@@ -385,9 +364,13 @@ mod tests {
             kind_prefix: Some(k.into()),
             ..AuditFilter::default()
         };
-        assert_eq!(query(&store, kind("user")), [1, 2, 4]);
+        assert_eq!(query(&store, kind("user")), [1, 4]);
         assert_eq!(query(&store, kind("user.key")), [4]);
         assert_eq!(query(&store, kind("use")), Vec::<u64>::new());
+        // Whole segments: `portal.log` is no prefix of `portal.logout`.
+        assert_eq!(query(&store, kind("portal")), [2, 3]);
+        assert_eq!(query(&store, kind("portal.login")), [2]);
+        assert_eq!(query(&store, kind("portal.log")), Vec::<u64>::new());
         assert_eq!(query(&store, kind("")), [1, 2, 3, 4, 5]);
         let user = AuditFilter {
             user: Some("alice".into()),
@@ -520,7 +503,7 @@ mod tests {
         let (_dir, store) = temp_store();
         store
             .write_blocking(|w| {
-                let e = event("ssh.session.end", "alice", "10.0.3.4:22").with_detail(
+                let e = event("ssh.session.end", "alice", "10.0.3.4:22").detail(
                     json!({ "secs": 0.1 + 0.2, "ratio": 1e-7, "big": 1.7976931348623157e308 }),
                 );
                 w.audit(e)

@@ -201,18 +201,13 @@ mod tests {
 
     use super::*;
     use crate::store::fixtures::*;
-    use crate::store::{AuditFilter, NewAuditEvent, Store};
+    use crate::store::{AuditFilter, Store};
 
     fn write_events(store: &Store, n: usize) {
         for i in 0..n {
             store
                 .write_blocking(|w| {
-                    w.audit(NewAuditEvent::new(
-                        "test.event",
-                        "uid:0",
-                        "local",
-                        format!("t{i}"),
-                    ))
+                    w.audit(test_event("user.add", "uid:0", "local", &format!("t{i}")))
                 })
                 .unwrap();
         }

@@ -196,7 +196,6 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackupErr
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::NewAuditEvent;
     use crate::store::fixtures::*;
 
     #[tokio::test]
@@ -204,7 +203,7 @@ mod tests {
         let (dir, store) = temp_store();
         add_user(&store, "alice");
         store
-            .write(|w| w.audit(NewAuditEvent::new("admin.backup", "uid:0", "local", "-")))
+            .write(|w| w.audit(test_event("admin.backup", "uid:0", "local", "-")))
             .await
             .unwrap();
         let file = dir.path().join("backup.db");
@@ -215,7 +214,7 @@ mod tests {
 
         add_user(&store, "bob");
         store
-            .write(|w| w.audit(NewAuditEvent::new("user.add", "uid:0", "local", "bob")))
+            .write(|w| w.audit(test_event("user.add", "uid:0", "local", "bob")))
             .await
             .unwrap();
         drop(store);
@@ -241,7 +240,7 @@ mod tests {
         assert!(verified.intact, "{verified:?}");
         // The chain goes on from the restored head.
         let next = store
-            .write_blocking(|w| w.audit(NewAuditEvent::new("user.add", "uid:0", "local", "carol")))
+            .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "carol")))
             .unwrap();
         assert_eq!(next.seq, 2);
         let mirror = std::fs::read_to_string(store.mirror_path()).unwrap();
@@ -261,7 +260,7 @@ mod tests {
         // A backup whose audit chain was edited is refused too.
         let (dir2, store) = temp_store();
         store
-            .write_blocking(|w| w.audit(NewAuditEvent::new("user.add", "uid:0", "local", "a")))
+            .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "a")))
             .unwrap();
         let copy = dir2.path().join("copy.db");
         {

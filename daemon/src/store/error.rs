@@ -79,6 +79,10 @@ pub enum StoreError {
     Conflict { what: &'static str, name: String },
 
     /// Every usable address of the pool is taken.
+    /// The action needs an enabled user.
+    #[error("user {name:?} is disabled; `accessctl user enable {name}` first")]
+    UserDisabled { name: String },
+
     #[error("the VPN address pool {pool} is exhausted: no free address left")]
     PoolExhausted { pool: ipnet::IpNet },
 
@@ -155,7 +159,9 @@ impl StoreError {
     pub fn api_code(&self) -> ErrorCode {
         match self {
             Self::NotFound { .. } | Self::TokenNotFound => ErrorCode::NotFound,
-            Self::Conflict { .. } | Self::PoolExhausted { .. } => ErrorCode::Conflict,
+            Self::Conflict { .. } | Self::UserDisabled { .. } | Self::PoolExhausted { .. } => {
+                ErrorCode::Conflict
+            }
             Self::TokenUsed { .. } | Self::TokenExpired { .. } => ErrorCode::InvalidValue,
             Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => ErrorCode::InvalidValue,
             Self::AuditWrite { .. } => ErrorCode::AuditUnavailable,

@@ -68,6 +68,20 @@ pub struct StoreOptions {
     pub mirror_rotation: mirror::Rotation,
 }
 
+impl StoreOptions {
+    /// The options the config file sets.
+    pub fn from_config(config: &gatehouse_config::Config) -> Self {
+        Self {
+            state_dir: config.gateway.state_dir.clone(),
+            audit_mirror: config.audit.mirror.clone(),
+            mirror_rotation: mirror::Rotation {
+                max_bytes: config.audit.mirror_max_bytes,
+                keep: config.audit.mirror_keep,
+            },
+        }
+    }
+}
+
 /// A handle to the store; clones share one connection.
 #[derive(Clone)]
 pub struct Store {
@@ -375,6 +389,17 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// An audit event of the dotted `kind` (one the vocabulary names).
+    pub(crate) fn test_event(kind: &str, actor: &str, source: &str, target: &str) -> NewAuditEvent {
+        NewAuditEvent {
+            kind: crate::audit::event::Kind::parse(kind).unwrap(),
+            actor: actor.into(),
+            source: source.into(),
+            target: target.into(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
     pub(crate) fn new_user(name: &str) -> NewUser {
         NewUser {
             name: name.into(),
@@ -415,7 +440,7 @@ mod tests {
         assert_eq!(dir_mode, 0o700);
         add_user(&store, "alice");
         store
-            .write_blocking(|w| w.audit(NewAuditEvent::new("user.add", "uid:0", "local", "alice")))
+            .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "alice")))
             .unwrap();
         // The database, its WAL and shared-memory files, and the head file.
         let mut files = 0;
@@ -452,7 +477,7 @@ mod tests {
                     w.set_user_state("alice", UserState::Active)?;
                     w.add_ssh_key("alice", key.clone())?;
                     w.create_enrollment_token("alice", &token, 10, 100)?;
-                    w.audit(NewAuditEvent::new("user.add", "uid:0", "local", "alice"))?;
+                    w.audit(test_event("user.add", "uid:0", "local", "alice"))?;
                     w.create_device(
                         NewDevice {
                             user: "alice".into(),
@@ -497,7 +522,7 @@ mod tests {
         let (_dir, store) = temp_store();
         let result: Result<(), StoreError> = store.write_blocking(|w| {
             w.create_user(new_user("alice"))?;
-            w.audit(NewAuditEvent::new("user.add", "uid:0", "local", "alice"))?;
+            w.audit(test_event("user.add", "uid:0", "local", "alice"))?;
             Err(StoreError::NotFound {
                 what: "group",
                 name: "nope".into(),

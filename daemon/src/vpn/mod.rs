@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use gatehouse_config::file::NatMode;
 
-use crate::gateway::Gateway;
+use crate::gateway::Core;
 use engine::Engine;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +52,13 @@ pub enum VpnError {
 /// Opens the TUN interface and UDP socket, loads the peers, and starts the
 /// packet threads, peer sync and monitor. Returns the engine for status.
 pub async fn start(
-    gateway: &Gateway,
+    core: &Core,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<Arc<Engine>, VpnError> {
-    let config = gateway.config();
+    let config = core.config();
     let vpn = &config.vpn;
-    let engine = Arc::new(Engine::new(gateway.key().secret().clone()));
+    let engine = Arc::new(Engine::new(core.key().secret().clone()));
     let devices = io::open(
         &vpn.interface,
         vpn.gateway_address(),
@@ -76,11 +76,11 @@ pub async fn start(
             let _ = tokio::task::spawn_blocking(move || rule.remove()).await;
         });
     }
-    let peers = sync::apply(gateway, &engine).await?;
+    let peers = sync::apply(core, &engine).await?;
     // Devices whose sessions may outlive a restart get a handshake at once.
     let resuming = engine.table().peers().filter(|p| p.lock().resume).count();
     io::spawn_packet_threads(devices, engine.clone(), tracker, shutdown.clone());
-    sync::spawn_peer_sync(gateway.clone(), engine.clone(), tracker, shutdown.clone());
+    sync::spawn_peer_sync(core.clone(), engine.clone(), tracker, shutdown.clone());
     uapi::spawn_uapi(
         engine.clone(),
         uapi::socket_path(&vpn.interface),
@@ -88,7 +88,7 @@ pub async fn start(
         tracker,
         shutdown.clone(),
     )?;
-    monitor::spawn_monitor(gateway.clone(), engine.clone(), tracker, shutdown);
+    monitor::spawn_monitor(core.clone(), engine.clone(), tracker, shutdown);
     tracing::info!(interface = %vpn.interface, listen = %vpn.listen, peers, resuming, "WireGuard data plane up");
     Ok(engine)
 }

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine::{Engine, PeerStatus};
-use crate::gateway::Gateway;
+use crate::audit::event::{Actor, Kind, Source, event};
+use crate::gateway::Core;
 use crate::store::NewAuditEvent;
 
 /// A session without a handshake for this long has ended (WireGuard rekeys
@@ -148,13 +149,12 @@ impl Monitor {
         match (self.connected.get_mut(&status.public_key), fresh) {
             (None, true) => {
                 let endpoint = status.endpoint.map(|e| e.to_string()).unwrap_or_default();
-                out.events.push(NewAuditEvent {
-                    kind: "vpn.connect".into(),
-                    actor: status.user.clone(),
-                    source: endpoint.clone(),
-                    target: label.clone(),
-                    detail: json!({ "device": status.device, "address": status.address.to_string(), "endpoint": endpoint }),
-                });
+                let source = status.endpoint.map_or(Source::Local, Source::Peer);
+                out.events.push(
+                    event(Kind::VpnConnect, Actor::User(status.user.clone()), source)
+                        .on(label.clone())
+                        .detail(json!({ "device": status.device, "address": status.address.to_string(), "endpoint": endpoint })),
+                );
                 self.connected.insert(
                     status.public_key,
                     Session {
@@ -199,13 +199,11 @@ impl Monitor {
                 .iter()
                 .map(|(reason, n)| ((*reason).to_string(), json!(n)))
                 .collect();
-            out.events.push(NewAuditEvent {
-                kind: "vpn.acl.deny".into(),
-                actor: peer.user.clone(),
-                source: peer.address.to_string(),
-                target: peer.label(),
-                detail: json!({ "packets": denials.total, "reasons": by_reason, "samples": denials.samples }),
-            });
+            out.events.push(
+                event(Kind::VpnAclDeny, Actor::User(peer.user.clone()), Source::Addr(peer.address))
+                    .on(peer.label())
+                    .detail(json!({ "packets": denials.total, "reasons": by_reason, "samples": denials.samples })),
+            );
         }
         self.last_deny
             .retain(|_, at| now.duration_since(*at) < DENY_PERIOD);
@@ -215,7 +213,7 @@ impl Monitor {
 /// Runs the monitor once a second until shutdown, then records the end of
 /// every open session.
 pub fn spawn_monitor(
-    gateway: Gateway,
+    core: Core,
     engine: Arc<Engine>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -230,18 +228,18 @@ pub fn spawn_monitor(
                 _ = interval.tick() => {}
             }
             let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
-            commit(&gateway, out).await;
+            commit(&core, out).await;
         }
         let closing = monitor.close(&engine, SystemTime::now(), Instant::now());
-        commit(&gateway, closing).await;
+        commit(&core, closing).await;
     });
 }
 
-async fn commit(gateway: &Gateway, out: TickOutput) {
+async fn commit(core: &Core, out: TickOutput) {
     if out.events.is_empty() && out.handshakes.is_empty() {
         return;
     }
-    let written = gateway
+    let written = core
         .store()
         .write(move |w| {
             for h in &out.handshakes {
@@ -269,13 +267,9 @@ fn disconnect(session: &Session, reason: &str) -> NewAuditEvent {
         .next()
         .unwrap_or_default()
         .to_string();
-    NewAuditEvent {
-        kind: "vpn.disconnect".into(),
-        actor: user,
-        source: String::new(),
-        target: session.label.clone(),
-        detail: json!({ "rx_bytes": session.rx, "tx_bytes": session.tx, "reason": reason }),
-    }
+    event(Kind::VpnDisconnect, Actor::User(user), Source::Local)
+        .on(session.label.clone())
+        .detail(json!({ "rx_bytes": session.rx, "tx_bytes": session.tx, "reason": reason }))
 }
 
 fn unix(at: SystemTime) -> Option<i64> {
@@ -409,7 +403,7 @@ mod tests {
         engine.set_peers(&[]);
         let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
         assert_eq!(out.events.len(), 1);
-        assert_eq!(out.events[0].kind, "vpn.disconnect");
+        assert_eq!(out.events[0].kind.as_str(), "vpn.disconnect");
         assert_eq!(out.events[0].detail["reason"], "removed");
     }
 
@@ -425,7 +419,7 @@ mod tests {
         let denies = |out: &TickOutput| {
             out.events
                 .iter()
-                .filter(|e| e.kind == "vpn.acl.deny")
+                .filter(|e| e.kind.as_str() == "vpn.acl.deny")
                 .count()
         };
         let first = monitor.tick(&engine, SystemTime::now(), start);
@@ -433,7 +427,7 @@ mod tests {
         let record = first
             .events
             .iter()
-            .find(|e| e.kind == "vpn.acl.deny")
+            .find(|e| e.kind.as_str() == "vpn.acl.deny")
             .unwrap();
         assert_eq!(record.detail["packets"], 50);
         deny(&peer, "10.0.4.11");

@@ -21,7 +21,8 @@ use super::engine::Engine;
 use super::monitor::DISCONNECT_AFTER;
 use super::peers::PeerSpec;
 use super::session::VpnAccess;
-use crate::gateway::Gateway;
+use crate::audit::event::{Actor, Kind, Source, event};
+use crate::gateway::Core;
 use crate::host_addrs::local_addresses;
 use crate::store::{Device, NewAuditEvent, StoreError, User};
 use crate::time_fmt::{now_unix, rfc3339};
@@ -90,17 +91,13 @@ pub fn expired_sessions(
             let access = VpnAccess::of(user, &config.vpn, now);
             let login = user.vpn_login_at?;
             let ended = access.ends_at().filter(|_| access.has_expired(now))?;
-            let event = NewAuditEvent {
-                kind: "vpn.session.expire".into(),
-                actor: user.name.clone(),
-                source: String::new(),
-                target: user.name.clone(),
-                detail: json!({
+            let event = event(Kind::VpnSessionExpire, Actor::Gateway, Source::Local)
+                .on(user.name.clone())
+                .detail(json!({
                     "login_at": rfc3339(login),
                     "ended_at": rfc3339(ended),
                     "lifetime_secs": config.vpn.session_lifetime.as_secs(),
-                }),
-            };
+                }));
             Some((user.name.clone(), login, event))
         })
         .collect()
@@ -108,19 +105,18 @@ pub fn expired_sessions(
 
 /// Loads the desired peers from the store and applies them, then ends and
 /// audits the VPN sessions that have run out.
-pub async fn apply(gateway: &Gateway, engine: &Engine) -> Result<usize, StoreError> {
-    let (users, devices) = gateway
+pub async fn apply(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
+    let (users, devices) = core
         .store()
         .read(|r| Ok((r.users()?, r.devices(None)?)))
         .await?;
-    let config = gateway.config();
+    let config = core.config();
     let now = now_unix();
     let specs = desired_peers(&config, &local_addresses(), &users, &devices, now);
     engine.set_peers(&specs);
     let expired = expired_sessions(&config, &users, now);
     if !expired.is_empty() {
-        gateway
-            .store()
+        core.store()
             .write(move |w| {
                 for (user, login, event) in expired {
                     // A new login since the read keeps its fresh session.
@@ -137,13 +133,13 @@ pub async fn apply(gateway: &Gateway, engine: &Engine) -> Result<usize, StoreErr
 
 /// Re-applies the peer set on every store change, config reload and sweep.
 pub fn spawn_peer_sync(
-    gateway: Gateway,
+    core: Core,
     engine: Arc<Engine>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let mut store_changes = gateway.store().subscribe();
-    let mut config_changes = gateway.subscribe();
+    let mut store_changes = core.store().subscribe();
+    let mut config_changes = core.subscribe();
     tracker.spawn(async move {
         let mut last = None;
         loop {
@@ -153,7 +149,7 @@ pub fn spawn_peer_sync(
                 _ = config_changes.changed() => {}
                 () = tokio::time::sleep(SWEEP) => {}
             }
-            match apply(&gateway, &engine).await {
+            match apply(&core, &engine).await {
                 Ok(count) if last != Some(count) => {
                     tracing::info!(peers = count, "data plane peers updated");
                     last = Some(count);
@@ -270,7 +266,7 @@ subnets = ["10.0.3.0/24"]
         assert_eq!(expired.len(), 1, "only the stale session ends");
         let (name, login, event) = &expired[0];
         assert_eq!((name.as_str(), *login), ("stale", now - lifetime));
-        assert_eq!(event.kind, "vpn.session.expire");
+        assert_eq!(event.kind.as_str(), "vpn.session.expire");
         assert_eq!(event.detail["lifetime_secs"], lifetime);
     }
 

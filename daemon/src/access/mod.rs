@@ -1,0 +1,83 @@
+//! The access service: every operation that more than one front door
+//! performs (the admin API, the portal, and later SSO and SSH certificates),
+//! written once with its checks, its audit record and its error cases.
+//!
+//! - [`devices`]: create and revoke a device, list devices with their live
+//!   data plane fields, and build a device's config (endpoint, AllowedIPs,
+//!   DNS/MTU/keepalive) — the one place a device is created;
+//! - [`users`]: create, change and remove users and their SSH keys, a
+//!   user's detail and VPN access state;
+//! - [`public`]: what clients are told to connect to: the VPN endpoint, the
+//!   portal URL (with the elastic IP standing in for `"auto"`), enrollment
+//!   links and the jump host's `known_hosts` line.
+//!
+//! Front doors parse, call and render; they decide nothing about endpoints,
+//! policy or audit detail. Does not own the data (the store) or the policy
+//! rules (`gatehouse_config::policy`).
+
+pub mod devices;
+pub mod public;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::audit::event::{Actor, Source};
+use crate::gateway::Core;
+use crate::vpn::engine::Engine;
+
+pub use devices::{KeyOrigin, LivePeers, device_info};
+pub use public::JumpHost;
+
+/// Who asks, from where, and through which door (audited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub actor: Actor,
+    pub source: Source,
+    pub door: Door,
+}
+
+/// The front door a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `accessctl` on the admin socket.
+    Admin,
+    /// The member's own portal session.
+    Portal,
+}
+
+impl Door {
+    /// The `via` of audit details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Portal => "portal",
+        }
+    }
+}
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct Access {
+    core: Core,
+    /// The running data plane, for live device fields (`None`: not running).
+    vpn: Option<Arc<Engine>>,
+    /// The running jump host, for `known_hosts` lines (`None`: not running).
+    jump_host: Option<SocketAddr>,
+}
+
+impl Access {
+    /// `vpn` and `jump_host` are what start-up started: the data plane, and
+    /// the jump host's bound address.
+    pub fn new(core: Core, vpn: Option<Arc<Engine>>, jump_host: Option<SocketAddr>) -> Self {
+        Self {
+            core,
+            vpn,
+            jump_host,
+        }
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+}

@@ -1,0 +1,420 @@
+//! Users and their SSH keys: creation with its enrollment link, state and
+//! group changes, removal, keys, and a user's detail with their VPN access
+//! state — as `accessctl user show` and the portal's whoami both report it.
+
+use gatehouse_config::Config;
+use gatehouse_config::api::{
+    Enrollment, SshKeyInfo, UserDetail, UserState, UserSummary, VpnAccessState,
+};
+use gatehouse_config::names::check_name;
+use rand_core::{OsRng, RngCore};
+use serde_json::json;
+
+use super::devices::device_info;
+use super::{Access, Requester};
+use crate::audit::event::{Kind, event};
+use crate::ssh_keys::parse_public_key;
+use crate::store::{Device, NewUser, SshKey, StoreError, User, hash_token};
+use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
+use crate::vpn::session::VpnAccess;
+
+/// Why a user operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{0}")]
+    InvalidName(String),
+    /// A value the caller gave is not acceptable; the message says why.
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a member may reach now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAccess {
+    /// The union of their groups' subnets (the devices' AllowedIPs).
+    pub subnets: Vec<String>,
+    /// Whether their devices are peers now, and why.
+    pub vpn: VpnAccessState,
+    /// When VPN access from the last login ends (a login session only).
+    pub vpn_until: Option<i64>,
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// OpenSSH public key lines.
+    pub ssh_keys: Vec<String>,
+    pub expires_in_secs: Option<u64>,
+    pub no_login: bool,
+}
+
+impl Access {
+    /// Creates a pending user with their keys, and a one-time enrollment
+    /// link (only its hash is stored).
+    pub async fn create_user(
+        &self,
+        by: &Requester,
+        new: NewMember,
+    ) -> Result<(UserDetail, Enrollment), UserError> {
+        let config = self.core.config();
+        check_name("user", &new.name).map_err(|e| UserError::InvalidName(e.to_string()))?;
+        let groups = checked_groups(&config, new.groups)?;
+        let keys = new
+            .ssh_keys
+            .iter()
+            .map(|line| {
+                parse_public_key(line)
+                    .map_err(|err| UserError::InvalidValue(format!("SSH key: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = now_unix();
+        let expires_at = match new.expires_in_secs {
+            Some(0) => {
+                return Err(UserError::InvalidValue(
+                    "the expiry must be in the future".into(),
+                ));
+            }
+            Some(secs) => Some(now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))),
+            None => None,
+        };
+        let token = new_token();
+        let token_hash = hash_token(&token);
+        let token_expires = now.saturating_add(
+            i64::try_from(config.portal.enrollment_ttl.as_secs()).unwrap_or(i64::MAX),
+        );
+        let audit = event(Kind::UserAdd, by.actor.clone(), by.source.clone())
+            .on(new.name.clone())
+            .detail(json!({
+                "groups": groups,
+                "ssh_keys": keys.iter().map(|k| k.fingerprint.clone()).collect::<Vec<_>>(),
+                "expires_at": rfc3339_opt(expires_at),
+                "no_login": new.no_login,
+                "enrollment_expires_at": rfc3339(token_expires),
+            }));
+        let row = NewUser {
+            name: new.name.clone(),
+            groups,
+            created_at: now,
+            expires_at,
+            no_login: new.no_login,
+        };
+        let name = new.name.clone();
+        self.core
+            .store()
+            .write(move |w| {
+                w.create_user(row)?;
+                for mut key in keys {
+                    key.added_at = now;
+                    w.add_ssh_key(&name, key)?;
+                }
+                w.create_enrollment_token(&name, &token_hash, now, token_expires)?;
+                w.audit(audit)?;
+                Ok(())
+            })
+            .await?;
+        let enrollment = Enrollment {
+            url: self.enrollment_url(&token),
+            token,
+            expires_at: rfc3339(token_expires),
+        };
+        Ok((self.user_detail(&new.name).await?, enrollment))
+    }
+
+    /// Every user, with counts of their devices and keys.
+    pub async fn users(&self) -> Result<Vec<UserSummary>, StoreError> {
+        let now = now_unix();
+        let (users, devices, keys) = self
+            .core
+            .store()
+            .read(|r| Ok((r.users()?, r.devices(None)?, r.all_ssh_keys()?)))
+            .await?;
+        Ok(users
+            .into_iter()
+            .map(|u| UserSummary {
+                devices: devices.iter().filter(|d| d.user == u.name).count() as u64,
+                ssh_keys: keys.iter().filter(|(owner, _)| *owner == u.name).count() as u64,
+                state: u.state,
+                expired: u.is_expired(now),
+                expires_at: rfc3339_opt(u.expires_at),
+                last_seen: rfc3339_opt(u.last_seen),
+                groups: u.groups,
+                name: u.name,
+            })
+            .collect())
+    }
+
+    /// Everything `user show` prints, with live device fields.
+    pub async fn user_detail(&self, name: &str) -> Result<UserDetail, StoreError> {
+        let name = name.to_string();
+        let (user, keys, devices) = self
+            .core
+            .store()
+            .read(move |r| {
+                let user = r.user(&name)?.ok_or_else(|| not_found_user(&name))?;
+                let keys = r.ssh_keys(&name)?;
+                let devices = r.devices(Some(&name))?;
+                Ok((user, keys, devices))
+            })
+            .await?;
+        let mut detail = user_detail(&self.core.config(), user, &keys, &devices, now_unix());
+        let live = self.live_peers();
+        detail.devices = detail.devices.into_iter().map(|d| live.merge(d)).collect();
+        Ok(detail)
+    }
+
+    /// What `user` may reach now, as their own pages show it.
+    pub fn member_access(&self, user: &User, now: i64) -> MemberAccess {
+        let config = self.core.config();
+        let (vpn, vpn_until) = vpn_access(user, &config, now);
+        MemberAccess {
+            subnets: subnets_of(&config, &user.groups),
+            vpn,
+            vpn_until,
+        }
+    }
+
+    /// Enables or disables `name`.
+    pub async fn set_user_state(
+        &self,
+        by: &Requester,
+        name: &str,
+        state: UserState,
+    ) -> Result<UserDetail, StoreError> {
+        let kind = match state {
+            UserState::Disabled => Kind::UserDisable,
+            UserState::Active | UserState::Pending => Kind::UserEnable,
+        };
+        let audit = event(kind, by.actor.clone(), by.source.clone())
+            .on(name)
+            .detail(json!({}));
+        let target = name.to_string();
+        self.core
+            .store()
+            .write(move |w| {
+                w.set_user_state(&target, state)?;
+                w.audit(audit)?;
+                Ok(())
+            })
+            .await?;
+        self.user_detail(name).await
+    }
+
+    /// Removes `name` with their devices and keys; answers what was removed.
+    pub async fn remove_user(&self, by: &Requester, name: &str) -> Result<UserDetail, StoreError> {
+        let before = self.user_detail(name).await?;
+        let audit = event(Kind::UserRemove, by.actor.clone(), by.source.clone())
+            .on(name)
+            .detail(json!({ "groups": before.groups, "devices": before.devices.len() }));
+        let target = name.to_string();
+        self.core
+            .store()
+            .write(move |w| {
+                w.delete_user(&target)?;
+                w.audit(audit)?;
+                Ok(())
+            })
+            .await?;
+        Ok(before)
+    }
+
+    /// Replaces `name`'s groups.
+    pub async fn set_user_groups(
+        &self,
+        by: &Requester,
+        name: &str,
+        groups: Vec<String>,
+    ) -> Result<UserDetail, UserError> {
+        let groups = checked_groups(&self.core.config(), groups)?;
+        let audit = event(Kind::UserSetGroups, by.actor.clone(), by.source.clone()).on(name);
+        let target = name.to_string();
+        self.core
+            .store()
+            .write(move |w| {
+                let before = w.user(&target)?.ok_or_else(|| not_found_user(&target))?;
+                w.set_user_groups(&target, groups.clone())?;
+                w.audit(audit.detail(json!({ "from": before.groups, "to": groups })))?;
+                Ok(())
+            })
+            .await?;
+        Ok(self.user_detail(name).await?)
+    }
+
+    /// Marks `name` as a machine that never logs in to the portal (or not).
+    pub async fn set_no_login(
+        &self,
+        by: &Requester,
+        name: &str,
+        no_login: bool,
+    ) -> Result<UserDetail, StoreError> {
+        let audit = event(Kind::UserSetNoLogin, by.actor.clone(), by.source.clone())
+            .on(name)
+            .detail(json!({ "no_login": no_login }));
+        let target = name.to_string();
+        self.core
+            .store()
+            .write(move |w| {
+                w.set_no_login(&target, no_login)?;
+                w.audit(audit)?;
+                Ok(())
+            })
+            .await?;
+        self.user_detail(name).await
+    }
+
+    /// Registers an SSH public key (one OpenSSH line) for `name`.
+    pub async fn add_ssh_key(
+        &self,
+        by: &Requester,
+        name: &str,
+        line: &str,
+    ) -> Result<SshKeyInfo, UserError> {
+        let mut key = parse_public_key(line)
+            .map_err(|err| UserError::InvalidValue(format!("SSH key: {err}")))?;
+        key.added_at = now_unix();
+        let info = key_info(&key);
+        let audit = event(Kind::UserKeyAdd, by.actor.clone(), by.source.clone())
+            .on(name)
+            .detail(json!({ "fingerprint": key.fingerprint, "algorithm": key.algorithm, "via": by.door.as_str() }));
+        let target = name.to_string();
+        self.core
+            .store()
+            .write(move |w| {
+                w.add_ssh_key(&target, key)?;
+                w.audit(audit)?;
+                Ok(())
+            })
+            .await?;
+        Ok(info)
+    }
+
+    /// Removes `name`'s key with `fingerprint`.
+    pub async fn remove_ssh_key(
+        &self,
+        by: &Requester,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<SshKeyInfo, StoreError> {
+        let audit = event(Kind::UserKeyRemove, by.actor.clone(), by.source.clone())
+            .on(name)
+            .detail(json!({ "fingerprint": fingerprint, "via": by.door.as_str() }));
+        let (target, fingerprint) = (name.to_string(), fingerprint.to_string());
+        let removed = self
+            .core
+            .store()
+            .write(move |w| {
+                let key = w.remove_ssh_key(&target, &fingerprint)?;
+                w.audit(audit)?;
+                Ok(key)
+            })
+            .await?;
+        Ok(key_info(&removed))
+    }
+}
+
+/// A user's detail from their rows (live device fields unset).
+fn user_detail(
+    config: &Config,
+    user: User,
+    keys: &[SshKey],
+    devices: &[Device],
+    now: i64,
+) -> UserDetail {
+    let subnets = subnets_of(config, &user.groups);
+    let (vpn_access, vpn_access_until) = vpn_access(&user, config, now);
+    UserDetail {
+        expired: user.is_expired(now),
+        no_login: user.no_login,
+        vpn_access,
+        vpn_access_until: rfc3339_opt(vpn_access_until),
+        state: user.state,
+        subnets,
+        created_at: rfc3339(user.created_at),
+        expires_at: rfc3339_opt(user.expires_at),
+        last_seen: rfc3339_opt(user.last_seen),
+        ssh_keys: keys.iter().map(key_info).collect(),
+        devices: devices.iter().map(device_info).collect(),
+        groups: user.groups,
+        name: user.name,
+    }
+}
+
+/// The subnets members of `groups` may reach.
+fn subnets_of(config: &Config, groups: &[String]) -> Vec<String> {
+    config
+        .policy()
+        .access_for(groups)
+        .subnets()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// The VPN access state of `user` now, and when a login session ends.
+fn vpn_access(user: &User, config: &Config, now: i64) -> (VpnAccessState, Option<i64>) {
+    let access = VpnAccess::of(user, &config.vpn, now);
+    let state = match access {
+        VpnAccess::Always => VpnAccessState::Always,
+        VpnAccess::Until(end) if now < end => VpnAccessState::Session,
+        VpnAccess::Until(_) | VpnAccess::LoginNeeded => VpnAccessState::LoginNeeded,
+        VpnAccess::Refused => VpnAccessState::Refused,
+    };
+    (state, access.ends_at().filter(|end| now < *end))
+}
+
+fn not_found_user(name: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "user",
+        name: name.to_string(),
+    }
+}
+
+/// Sorted, deduplicated, and every one defined in the running config.
+fn checked_groups(config: &Config, mut groups: Vec<String>) -> Result<Vec<String>, UserError> {
+    if groups.is_empty() {
+        return Err(UserError::InvalidValue(
+            "give at least one group (--group NAME)".into(),
+        ));
+    }
+    groups.sort();
+    groups.dedup();
+    let unknown: Vec<&str> = groups
+        .iter()
+        .filter(|g| config.group(g).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        return Err(UserError::InvalidValue(format!(
+            "unknown group(s): {}; the config defines: {}",
+            unknown.join(", "),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(groups)
+}
+
+fn key_info(key: &SshKey) -> SshKeyInfo {
+    SshKeyInfo {
+        fingerprint: key.fingerprint.clone(),
+        algorithm: key.algorithm.clone(),
+        comment: key.comment.clone(),
+        added_at: rfc3339(key.added_at),
+    }
+}
+
+/// A fresh enrollment token: 32 random bytes, URL-safe. Shown once; only its
+/// hash is stored.
+fn new_token() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

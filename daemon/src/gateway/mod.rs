@@ -1,0 +1,110 @@
+//! The core every subsystem takes: the running config (swapped atomically on
+//! reload), the store, the gateway's identity keys, its AWS facts and its
+//! start time. It owns config reloading.
+//!
+//! It imports nothing from the subsystems (data plane, jump host, portal,
+//! admin API, provisioner): they take a [`Core`], never the other way round.
+//! What is running is recorded by start-up in [`crate::running::Running`]
+//! and handed only to those that need it. It owns no task.
+
+mod aws_facts;
+mod config_source;
+mod reload;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gatehouse_config::Config;
+use russh::keys::PrivateKey;
+use tokio::sync::watch;
+
+pub use aws_facts::{AwsFacts, ELASTIC_IP_FILE};
+pub use config_source::{ConfigSource, Overrides};
+pub use reload::{ReloadError, Reloaded};
+
+use crate::store::Store;
+use crate::wg_key::GatewayKey;
+
+/// The keys that are the gateway's identity to clients.
+pub struct Keys {
+    /// The WireGuard static key (device configs pin its public half).
+    pub wireguard: GatewayKey,
+    /// The jump host's SSH host key (`known_hosts` pins its public half).
+    pub ssh_host: PrivateKey,
+}
+
+/// Shared by every subsystem; cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: ConfigSource,
+    config: watch::Sender<Arc<Config>>,
+    store: Store,
+    keys: Keys,
+    aws: AwsFacts,
+    started_at: i64,
+    started: Instant,
+}
+
+impl Core {
+    pub fn new(source: ConfigSource, config: Config, store: Store, keys: Keys) -> Self {
+        let aws = AwsFacts::load(&config.gateway.state_dir);
+        let (config, _) = watch::channel(Arc::new(config));
+        Self {
+            inner: Arc::new(Inner {
+                source,
+                config,
+                store,
+                keys,
+                aws,
+                started_at: crate::time_fmt::now_unix(),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// The running config.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.borrow().clone()
+    }
+
+    /// Subsystems that react to reloads watch this.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.inner.config.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The gateway's WireGuard key.
+    pub fn key(&self) -> &GatewayKey {
+        &self.inner.keys.wireguard
+    }
+
+    /// The jump host's SSH host key.
+    pub fn ssh_host_key(&self) -> &PrivateKey {
+        &self.inner.keys.ssh_host
+    }
+
+    /// The AWS facts (apply lock, known elastic IP).
+    pub fn aws(&self) -> &AwsFacts {
+        &self.inner.aws
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.inner.source.path
+    }
+
+    pub fn started_at(&self) -> i64 {
+        self.inner.started_at
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.inner.started.elapsed()
+    }
+}

@@ -1,0 +1,268 @@
+//! A whole gateway in a temp dir, for unit tests: the config text given,
+//! SQLite, generated keys, the real admin and portal routers driven with
+//! `tower::ServiceExt::oneshot` — no TUN, no sockets, no TLS. (innernet's
+//! `test::Server`.) The end-to-end tests in `tests/` drive the binaries;
+//! this drives the same logic in milliseconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test fixture")]
+
+use std::net::IpAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+use crate::access::Access;
+use crate::admin::{AdminState, Caller};
+use crate::gateway::{ConfigSource, Core, Keys, Overrides};
+use crate::portal::PortalState;
+use crate::portal::sessions::{SESSION_COOKIE, Source};
+use crate::running::Running;
+use crate::store::{Store, StoreOptions};
+use crate::wg_key::GatewayKey;
+
+/// A config a test can start from: one research group, a named endpoint.
+pub const CONFIG: &str = r#"
+[gateway]
+name = "test-gw"
+public_endpoint = "vpn.example.org"
+
+[vpn]
+pool = "10.200.0.0/24"
+
+[portal]
+require_totp = true
+
+[[group]]
+name = "research"
+subnets = ["10.0.3.0/24"]
+
+[[group]]
+name = "app-admins"
+subnets = ["10.0.2.0/24"]
+ports = [22]
+"#;
+
+/// The admin every admin request comes from.
+pub const ADMIN: Caller = Caller {
+    uid: Some(0),
+    pid: Some(4242),
+};
+
+/// A member's source address in portal requests.
+pub const MEMBER_ADDR: [u8; 4] = [198, 51, 100, 20];
+
+pub struct TestGateway {
+    dir: tempfile::TempDir,
+    pub core: Core,
+    pub access: Access,
+    admin: Router,
+    portal: Router,
+}
+
+/// An answer: status, headers, and the body as JSON (`Null` when empty or
+/// not JSON; then `text` has it).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+/// A logged-in portal session: the cookie and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl TestGateway {
+    /// A gateway running `config` (TOML), its state in a fresh temp dir.
+    pub async fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(&path, config).unwrap();
+        let source = ConfigSource {
+            path,
+            overrides: Overrides {
+                state_dir: Some(dir.path().join("state")),
+                admin_socket: Some(dir.path().join("admin.sock")),
+            },
+        };
+        let config = source.load().expect("the test config is valid");
+        let store = Store::open(&StoreOptions::from_config(&config)).unwrap();
+        let state_dir = config.gateway.state_dir.clone();
+        let keys = Keys {
+            wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),
+            ssh_host: crate::ssh_host_key::load_or_create_host_key(&state_dir).unwrap(),
+        };
+        let core = Core::new(source, config, store, keys);
+        // A jump host "runs" on 2222, so known_hosts lines can be made.
+        let access = Access::new(core.clone(), None, Some("127.0.0.1:2222".parse().unwrap()));
+        let admin = crate::admin::router(AdminState {
+            core: core.clone(),
+            access: access.clone(),
+            running: Running::default(),
+        });
+        let portal = crate::portal::router(PortalState::new(&access).await.unwrap());
+        Self {
+            dir,
+            core,
+            access,
+            admin,
+            portal,
+        }
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.dir.path().join("gatehouse.toml"), config).unwrap();
+    }
+
+    /// An admin API request from [`ADMIN`].
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = json_request(method, path, body);
+        request.extensions_mut().insert(ConnectInfo(ADMIN));
+        answer(self.admin.clone().oneshot(request).await.unwrap()).await
+    }
+
+    /// A portal request from [`MEMBER_ADDR`], logged in when `login` is given
+    /// (the CSRF header goes with it).
+    pub async fn portal(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        login: Option<&Login>,
+    ) -> Answer {
+        let mut request = json_request(method, path, body);
+        request
+            .extensions_mut()
+            .insert(Source(IpAddr::from(MEMBER_ADDR)));
+        if let Some(login) = login {
+            let headers = request.headers_mut();
+            headers.insert(header::COOKIE, login.cookie.parse().unwrap());
+            headers.insert("x-csrf-token", login.csrf.parse().unwrap());
+        }
+        answer(self.portal.clone().oneshot(request).await.unwrap()).await
+    }
+
+    /// Creates `name` in `group` through the admin API; returns the
+    /// enrollment token.
+    pub async fn add_user(&self, name: &str, group: &str) -> String {
+        let created = self
+            .admin(
+                Method::POST,
+                "/v1/users",
+                Some(serde_json::json!({ "name": name, "groups": [group] })),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "{created:?}");
+        created.json["enrollment"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Enrolls `name` through the portal API with `token` (password and a
+    /// TOTP code as an app computes it); returns the logged-in session.
+    pub async fn enroll(&self, name: &str, token: &str) -> Login {
+        let offer = self
+            .portal(Method::GET, &format!("/api/v1/enroll/{token}"), None, None)
+            .await;
+        assert_eq!(offer.status, StatusCode::OK, "{offer:?}");
+        assert_eq!(offer.json["user"], name);
+        let secret = offer.json["totp_secret"].as_str().unwrap().to_string();
+        let code = crate::totp::code_at(&secret, now()).unwrap();
+        let body = serde_json::json!({
+            "password": password_of(name),
+            "totp_secret": secret,
+            "totp_code": code,
+        });
+        let enrolled = self
+            .portal(
+                Method::POST,
+                &format!("/api/v1/enroll/{token}"),
+                Some(body),
+                None,
+            )
+            .await;
+        assert_eq!(enrolled.status, StatusCode::OK, "{enrolled:?}");
+        login_of(&enrolled)
+    }
+
+    /// Every audit record's kind, oldest first.
+    pub async fn audit_kinds(&self) -> Vec<String> {
+        self.audit_records()
+            .await
+            .into_iter()
+            .map(|r| r.kind)
+            .collect()
+    }
+
+    /// Every audit record, oldest first.
+    pub async fn audit_records(&self) -> Vec<gatehouse_config::api::AuditRecord> {
+        self.core
+            .store()
+            .read(|r| r.audit_records(&crate::store::AuditFilter::default()))
+            .await
+            .unwrap()
+    }
+}
+
+/// The password a test member enrolls with.
+pub fn password_of(name: &str) -> String {
+    format!("correct horse {name} battery staple")
+}
+
+/// The session of a login or enrollment answer.
+pub fn login_of(answer: &Answer) -> Login {
+    let cookie = answer
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(SESSION_COOKIE))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    Login {
+        cookie,
+        csrf: answer.json["csrf_token"].as_str().unwrap().to_string(),
+    }
+}
+
+/// Unix seconds now, for TOTP codes.
+pub fn now() -> u64 {
+    u64::try_from(crate::time_fmt::now_unix()).unwrap()
+}
+
+fn json_request(method: Method, path: &str, body: Option<Value>) -> Request<Body> {
+    let builder = Request::builder().method(method).uri(path);
+    match body {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+async fn answer(response: axum::response::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Answer {
+        status,
+        headers,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}

@@ -17,6 +17,8 @@
 
 pub mod devices;
 pub mod public;
+#[cfg(test)]
+mod tests;
 pub mod users;
 
 use std::net::SocketAddr;

@@ -1,0 +1,441 @@
+//! The front doors over the access service, in-process: the real admin and
+//! portal routers on a whole gateway in a temp dir ([`TestGateway`]).
+
+#![allow(clippy::unwrap_used)]
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use crate::testing::{CONFIG, Login, TestGateway, login_of, now, password_of};
+
+const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+
+/// `CONFIG` with `public_endpoint = "auto"`: the elastic IP stands in.
+fn auto_config() -> String {
+    CONFIG.replace(
+        "public_endpoint = \"vpn.example.org\"",
+        "public_endpoint = \"auto\"",
+    ) + "\n[aws]\nregion = \"eu-west-3\"\n"
+}
+
+async fn member(gw: &TestGateway, name: &str) -> Login {
+    let token = gw.add_user(name, "research").await;
+    gw.enroll(name, &token).await
+}
+
+#[tokio::test]
+async fn on_an_auto_gateway_both_doors_give_the_elastic_ip() {
+    let gw = TestGateway::new(&auto_config()).await;
+    let alice = member(&gw, "alice").await;
+
+    // Before the provisioner has seen the elastic IP, neither door makes a
+    // config that points nowhere, and nothing is stored.
+    let admin = gw
+        .admin(
+            Method::POST,
+            "/v1/users/alice/devices",
+            Some(json!({ "name": "laptop", "public_key": KEY_A })),
+        )
+        .await;
+    assert_eq!(admin.status, StatusCode::UNPROCESSABLE_ENTITY, "{admin:?}");
+    assert!(
+        admin.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("elastic IP")
+    );
+    let portal = gw
+        .portal(
+            Method::POST,
+            "/api/v1/devices",
+            Some(json!({ "name": "phone", "public_key": KEY_B })),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(portal.status, StatusCode::SERVICE_UNAVAILABLE, "{portal:?}");
+    assert_eq!(portal.json["code"], "endpoint_unknown");
+    let none = gw.admin(Method::GET, "/v1/devices", None).await;
+    assert_eq!(none.json, json!([]));
+
+    gw.core
+        .aws()
+        .set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
+    let admin = gw
+        .admin(
+            Method::POST,
+            "/v1/users/alice/devices",
+            Some(json!({ "name": "laptop", "public_key": KEY_A })),
+        )
+        .await;
+    assert_eq!(admin.status, StatusCode::OK, "{admin:?}");
+    let portal = gw
+        .portal(
+            Method::POST,
+            "/api/v1/devices",
+            Some(json!({ "name": "phone", "public_key": KEY_B })),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(portal.status, StatusCode::OK, "{portal:?}");
+    for config in [&admin.json, &portal.json] {
+        assert_eq!(config["endpoint"], "198.51.100.9:51820");
+        assert_eq!(config["allowed_ips"], json!(["10.0.3.0/24"]));
+        assert_eq!(config["gateway_public_key"], gw.core.key().public_base64());
+    }
+
+    // Links and the jump host line use it too.
+    let created = gw
+        .admin(
+            Method::POST,
+            "/v1/users",
+            Some(json!({ "name": "bob", "groups": ["research"] })),
+        )
+        .await;
+    let url = created.json["enrollment"]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://198.51.100.9/enroll/"), "{url}");
+    let jump = gw.access.jump_host().unwrap();
+    assert_eq!(jump.host, "198.51.100.9");
+    assert!(
+        jump.known_hosts
+            .starts_with("[198.51.100.9]:2222 ssh-ed25519 ")
+    );
+    let snippet = gw
+        .portal(Method::GET, "/ssh_config", None, Some(&alice))
+        .await;
+    assert!(
+        snippet.text.contains("HostName 198.51.100.9"),
+        "{}",
+        snippet.text
+    );
+}
+
+#[tokio::test]
+async fn a_device_added_at_one_door_is_revoked_at_the_other() {
+    let gw = TestGateway::new(CONFIG).await;
+    let alice = member(&gw, "alice").await;
+    let added = gw
+        .portal(
+            Method::POST,
+            "/api/v1/devices",
+            Some(json!({ "name": "laptop", "public_key": KEY_A })),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{added:?}");
+    assert_eq!(added.json["endpoint"], "vpn.example.org:51820");
+    assert_eq!(added.json["interface_address"], "10.200.0.2/32");
+    let listed = gw.admin(Method::GET, "/v1/devices?user=alice", None).await;
+    assert_eq!(listed.json[0]["name"], "laptop");
+    let revoked = gw
+        .admin(Method::DELETE, "/v1/users/alice/devices/laptop", None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    let mine = gw
+        .portal(Method::GET, "/api/v1/devices", None, Some(&alice))
+        .await;
+    assert_eq!(mine.json, json!([]));
+
+    // And the other way round.
+    let added = gw
+        .admin(
+            Method::POST,
+            "/v1/users/alice/devices",
+            Some(json!({ "name": "desk", "public_key": KEY_B })),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{added:?}");
+    let revoked = gw
+        .portal(Method::DELETE, "/api/v1/devices/desk", None, Some(&alice))
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert_eq!(revoked.json["address"], "10.200.0.2");
+
+    // The records say who, through which door; one place wrote them.
+    let records = gw.audit_records().await;
+    let devices: Vec<(String, String, String)> = records
+        .iter()
+        .filter(|r| r.kind.starts_with("device."))
+        .map(|r| {
+            (
+                r.kind.clone(),
+                r.actor.clone(),
+                r.detail["via"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let row = |k: &str, a: &str, v: &str| (k.to_string(), a.to_string(), v.to_string());
+    assert_eq!(
+        devices,
+        [
+            row("device.create", "alice", "portal"),
+            row("device.revoke", "uid:0", "admin"),
+            row("device.create", "uid:0", "admin"),
+            row("device.revoke", "alice", "portal"),
+        ]
+    );
+    let created = records.iter().find(|r| r.kind == "device.create").unwrap();
+    assert_eq!(created.source, "198.51.100.20");
+    assert_eq!(created.detail["key_made_by"], "client");
+}
+
+#[tokio::test]
+async fn enrollment_and_login_flows() {
+    let gw = TestGateway::new(CONFIG).await;
+    let token = gw.add_user("carol", "research").await;
+    let pending = gw.admin(Method::GET, "/v1/users/carol", None).await;
+    assert_eq!(pending.json["state"], "pending");
+    let enrolled = gw.enroll("carol", &token).await;
+    let active = gw.admin(Method::GET, "/v1/users/carol", None).await;
+    assert_eq!(active.json["state"], "active");
+    assert_eq!(active.json["vpn_access"], "session");
+
+    // A link is single use.
+    let again = gw
+        .portal(Method::GET, &format!("/api/v1/enroll/{token}"), None, None)
+        .await;
+    assert_eq!(again.status, StatusCode::GONE);
+    assert_eq!(again.json["code"], "token_used");
+
+    let whoami = gw
+        .portal(Method::GET, "/api/v1/whoami", None, Some(&enrolled))
+        .await;
+    assert_eq!(whoami.json["user"], "carol");
+    assert_eq!(whoami.json["subnets"], json!(["10.0.3.0/24"]));
+    assert_eq!(whoami.json["vpn_access"], "session");
+
+    let logout = gw
+        .portal(Method::POST, "/api/v1/logout", None, Some(&enrolled))
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    let gone = gw
+        .portal(Method::GET, "/api/v1/whoami", None, Some(&enrolled))
+        .await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+
+    // A wrong password gets the one generic answer; the log has the reason.
+    let wrong = gw
+        .portal(
+            Method::POST,
+            "/api/v1/login",
+            Some(json!({ "user": "carol", "password": "not her password", "totp_code": "000000" })),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.json["code"], "login_failed");
+    let secret = gw
+        .core
+        .store()
+        .read(|r| r.user("carol"))
+        .await
+        .unwrap()
+        .unwrap()
+        .totp_secret
+        .unwrap();
+    // The next step's code (the enrollment used the current one).
+    let code = crate::totp::code_at(&secret, now() + 30).unwrap();
+    let ok = gw
+        .portal(
+            Method::POST,
+            "/api/v1/login",
+            Some(json!({ "user": "carol", "password": password_of("carol"), "totp_code": code })),
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    let session = login_of(&ok);
+    let whoami = gw
+        .portal(Method::GET, "/api/v1/whoami", None, Some(&session))
+        .await;
+    assert_eq!(whoami.json["user"], "carol");
+
+    let kinds = gw.audit_kinds().await;
+    assert_eq!(
+        kinds,
+        [
+            "user.add",
+            "portal.enroll",
+            "portal.logout",
+            "portal.login.fail",
+            "portal.login.ok"
+        ]
+    );
+    let fail = gw
+        .audit_records()
+        .await
+        .into_iter()
+        .find(|r| r.kind == "portal.login.fail")
+        .unwrap();
+    assert_eq!(
+        (fail.actor.as_str(), fail.target.as_str()),
+        ("anonymous", "carol")
+    );
+    assert_eq!(fail.detail["reason"], "bad_password");
+}
+
+#[tokio::test]
+async fn refusals_get_clear_answers_and_change_nothing() {
+    let gw = TestGateway::new(CONFIG).await;
+    let alice = member(&gw, "alice").await;
+    let cases = [
+        (
+            gw.admin(
+                Method::POST,
+                "/v1/users/nobody/devices",
+                Some(json!({ "name": "laptop", "public_key": KEY_A })),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            gw.admin(
+                Method::POST,
+                "/v1/users/alice/devices",
+                Some(json!({ "name": "Bad Name", "public_key": KEY_A })),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+        ),
+        (
+            gw.admin(
+                Method::POST,
+                "/v1/users/alice/devices",
+                Some(json!({ "name": "laptop", "public_key": "not a key" })),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        ),
+        (
+            gw.admin(
+                Method::POST,
+                "/v1/users",
+                Some(json!({ "name": "dave", "groups": ["no-such-group"] })),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        ),
+        (
+            gw.admin(
+                Method::POST,
+                "/v1/users",
+                Some(json!({ "name": "alice", "groups": ["research"] })),
+            )
+            .await,
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            gw.admin(Method::GET, "/v1/no-such-path", None).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (answer, status, code) in cases {
+        assert_eq!(
+            (answer.status, answer.json["code"].as_str()),
+            (status, Some(code)),
+            "{answer:?}"
+        );
+        assert!(!answer.json["message"].as_str().unwrap().is_empty());
+    }
+    let portal_cases = [
+        (
+            gw.portal(Method::GET, "/api/v1/devices", None, None).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            gw.portal(
+                Method::POST,
+                "/api/v1/devices",
+                Some(json!({ "name": "x", "public_key": KEY_A })),
+                Some(&Login {
+                    csrf: "wrong".into(),
+                    ..alice.clone()
+                }),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "csrf",
+        ),
+        (
+            gw.portal(
+                Method::POST,
+                "/api/v1/devices",
+                Some(json!({ "name": "laptop", "public_key": "not a key" })),
+                Some(&alice),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        ),
+        (
+            gw.portal(
+                Method::DELETE,
+                "/api/v1/devices/nothing",
+                None,
+                Some(&alice),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (answer, status, code) in portal_cases {
+        assert_eq!(
+            (answer.status, answer.json["code"].as_str()),
+            (status, Some(code)),
+            "{answer:?}"
+        );
+    }
+    // A disabled member's session is gone and the admin cannot add devices.
+    gw.admin(Method::POST, "/v1/users/alice/disable", None)
+        .await;
+    let disabled = gw
+        .admin(
+            Method::POST,
+            "/v1/users/alice/devices",
+            Some(json!({ "name": "laptop", "public_key": KEY_A })),
+        )
+        .await;
+    assert_eq!(disabled.status, StatusCode::CONFLICT, "{disabled:?}");
+    assert!(
+        disabled.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("disabled")
+    );
+    let devices = gw.admin(Method::GET, "/v1/devices", None).await;
+    assert_eq!(devices.json, json!([]), "no refusal stored a device");
+}
+
+#[tokio::test]
+async fn every_kind_written_is_named_by_the_vocabulary() {
+    // Kinds are typed (`AuditKind`), so no code can write an unnamed one;
+    // this reads back what a run of both doors wrote, as a reader would.
+    let gw = TestGateway::new(CONFIG).await;
+    let alice = member(&gw, "alice").await;
+    gw.portal(
+        Method::POST,
+        "/api/v1/devices",
+        Some(json!({ "name": "laptop", "public_key": KEY_A })),
+        Some(&alice),
+    )
+    .await;
+    gw.admin(Method::POST, "/v1/users/alice/disable", None)
+        .await;
+    gw.admin(Method::DELETE, "/v1/users/alice", None).await;
+    let kinds = gw.audit_kinds().await;
+    assert!(kinds.len() >= 5, "{kinds:?}");
+    for kind in kinds {
+        assert!(
+            crate::audit::event::Kind::parse(&kind).is_some(),
+            "{kind} is not in gatehouse_config::audit_kind"
+        );
+    }
+}

@@ -13,7 +13,18 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use gatehouse_config::audit_kind::AuditKind as Kind;
 
-use crate::store::NewAuditEvent;
+/// An event to append, built by [`event`]. Never put a
+/// secret in any field.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub kind: Kind,
+    /// Rendered from [`Actor`].
+    pub actor: String,
+    /// Rendered from [`Source`].
+    pub source: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
 
 /// Who did it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,21 +17,54 @@ use std::path::{Path, PathBuf};
 use gatehouse_config::api::AuditRecord;
 
 use super::chain::Head;
-use crate::store::StoreError;
+
+/// Why the mirror or the head file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit head file {path} is malformed: {source}")]
+    HeadMalformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("last line of audit mirror {path} is not an audit record: {source}")]
+    MirrorMalformed {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode an audit record for the mirror: {source}")]
+    Encode { source: serde_json::Error },
+}
+
+impl MirrorError {
+    /// A closure for `map_err` naming the operation and the path.
+    fn io<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> MirrorError + 'p {
+        move |source| MirrorError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// File name of the head file inside the state directory.
 pub const HEAD_FILE: &str = "audit.head";
 
 /// Reads the head file; `None` when it does not exist.
-pub fn read_head(path: &Path) -> Result<Option<Head>, StoreError> {
+pub fn read_head(path: &Path) -> Result<Option<Head>, MirrorError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io("read audit head file", path)(e)),
+        Err(e) => return Err(MirrorError::io("read audit head file", path)(e)),
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|source| StoreError::HeadMalformed {
+        .map_err(|source| MirrorError::HeadMalformed {
             path: path.to_path_buf(),
             source,
         })
@@ -39,10 +72,10 @@ pub fn read_head(path: &Path) -> Result<Option<Head>, StoreError> {
 
 /// Replaces the head file atomically: write a temporary file, fsync it,
 /// rename it over the old one, fsync the directory.
-pub fn write_head(path: &Path, head: &Head) -> Result<(), StoreError> {
+pub fn write_head(path: &Path, head: &Head) -> Result<(), MirrorError> {
     let tmp = sibling(path, ".tmp");
     let mut text =
-        serde_json::to_string(head).map_err(|source| StoreError::AuditEncode { source })?;
+        serde_json::to_string(head).map_err(|source| MirrorError::Encode { source })?;
     text.push('\n');
     {
         let mut file = OpenOptions::new()
@@ -51,13 +84,13 @@ pub fn write_head(path: &Path, head: &Head) -> Result<(), StoreError> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(StoreError::io("create audit head file", &tmp))?;
+            .map_err(MirrorError::io("create audit head file", &tmp))?;
         file.write_all(text.as_bytes())
-            .map_err(StoreError::io("write audit head file", &tmp))?;
+            .map_err(MirrorError::io("write audit head file", &tmp))?;
         file.sync_all()
-            .map_err(StoreError::io("fsync audit head file", &tmp))?;
+            .map_err(MirrorError::io("fsync audit head file", &tmp))?;
     }
-    fs::rename(&tmp, path).map_err(StoreError::io("rename audit head file into", path))?;
+    fs::rename(&tmp, path).map_err(MirrorError::io("rename audit head file into", path))?;
     sync_parent(path)
 }
 
@@ -86,7 +119,7 @@ pub fn rotated(path: &Path, n: u32) -> PathBuf {
 /// Appends `records` to the mirror, one JSON line each, then fsyncs. Creates
 /// the file (mode 0600) and its parent directories when missing; rotates it
 /// first when it has reached `rotation.max_bytes`.
-pub fn append(path: &Path, records: &[AuditRecord], rotation: Rotation) -> Result<(), StoreError> {
+pub fn append(path: &Path, records: &[AuditRecord], rotation: Rotation) -> Result<(), MirrorError> {
     if records.is_empty() {
         return Ok(());
     }
@@ -97,35 +130,35 @@ pub fn append(path: &Path, records: &[AuditRecord], rotation: Rotation) -> Resul
     let mut buf = Vec::new();
     for record in records {
         serde_json::to_writer(&mut buf, record)
-            .map_err(|source| StoreError::AuditEncode { source })?;
+            .map_err(|source| MirrorError::Encode { source })?;
         buf.push(b'\n');
     }
     let mut file = open_mirror(path)?;
     file.write_all(&buf)
-        .map_err(StoreError::io("append to audit mirror", path))?;
+        .map_err(MirrorError::io("append to audit mirror", path))?;
     file.flush()
-        .map_err(StoreError::io("flush audit mirror", path))?;
+        .map_err(MirrorError::io("flush audit mirror", path))?;
     file.sync_all()
-        .map_err(StoreError::io("fsync audit mirror", path))
+        .map_err(MirrorError::io("fsync audit mirror", path))
 }
 
 /// Shifts `path.N` to `path.N+1` (dropping the oldest beyond `keep`) and
 /// `path` to `path.1`, then fsyncs the directory.
-fn rotate(path: &Path, keep: u32) -> Result<(), StoreError> {
+fn rotate(path: &Path, keep: u32) -> Result<(), MirrorError> {
     let oldest = rotated(path, keep);
     match fs::remove_file(&oldest) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io("remove the oldest audit mirror", &oldest)(e)),
+        Err(e) => return Err(MirrorError::io("remove the oldest audit mirror", &oldest)(e)),
     }
     for n in (1..keep).rev() {
         let from = rotated(path, n);
         if from.exists() {
             let to = rotated(path, n + 1);
-            fs::rename(&from, &to).map_err(StoreError::io("rotate audit mirror", &from))?;
+            fs::rename(&from, &to).map_err(MirrorError::io("rotate audit mirror", &from))?;
         }
     }
-    fs::rename(path, rotated(path, 1)).map_err(StoreError::io("rotate audit mirror", path))?;
+    fs::rename(path, rotated(path, 1)).map_err(MirrorError::io("rotate audit mirror", path))?;
     tracing::info!(path = %path.display(), "audit mirror rotated");
     sync_parent(path)
 }
@@ -133,7 +166,7 @@ fn rotate(path: &Path, keep: u32) -> Result<(), StoreError> {
 /// The `seq` of the mirror's last record: the current file's last complete
 /// line or, when the current file is missing or empty (just rotated), the
 /// newest rotated file's; `None` when there is none. See [`last_seq_in`].
-pub fn last_seq(path: &Path) -> Result<Option<u64>, StoreError> {
+pub fn last_seq(path: &Path) -> Result<Option<u64>, MirrorError> {
     match last_seq_in(path)? {
         Some(seq) => Ok(Some(seq)),
         None => last_seq_in(&rotated(path, 1)),
@@ -144,15 +177,15 @@ pub fn last_seq(path: &Path) -> Result<Option<u64>, StoreError> {
 /// missing or empty. A torn last line (a crash in the middle of an append,
 /// so no trailing newline) is cut off first: the database still holds that
 /// record, and the caller appends it again.
-fn last_seq_in(path: &Path) -> Result<Option<u64>, StoreError> {
+fn last_seq_in(path: &Path) -> Result<Option<u64>, MirrorError> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io("open audit mirror", path)(e)),
+        Err(e) => return Err(MirrorError::io("open audit mirror", path)(e)),
     };
     let len = file
         .metadata()
-        .map_err(StoreError::io("stat audit mirror", path))?
+        .map_err(MirrorError::io("stat audit mirror", path))?
         .len();
     let mut window: u64 = 64 * 1024;
     loop {
@@ -184,7 +217,7 @@ fn last_seq_in(path: &Path) -> Result<Option<u64>, StoreError> {
         };
         let line = &body[line_start..];
         let record: AuditRecord =
-            serde_json::from_slice(line).map_err(|source| StoreError::MirrorMalformed {
+            serde_json::from_slice(line).map_err(|source| MirrorError::MirrorMalformed {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -194,15 +227,15 @@ fn last_seq_in(path: &Path) -> Result<Option<u64>, StoreError> {
 
 /// Reads every record of the mirror (for tests and tools; it loads the whole
 /// file).
-pub fn read_all(path: &Path) -> Result<Vec<AuditRecord>, StoreError> {
+pub fn read_all(path: &Path) -> Result<Vec<AuditRecord>, MirrorError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("read audit mirror", path)(e)),
+        Err(e) => return Err(MirrorError::io("read audit mirror", path)(e)),
     };
     text.lines()
         .map(|line| {
-            serde_json::from_str(line).map_err(|source| StoreError::MirrorMalformed {
+            serde_json::from_str(line).map_err(|source| MirrorError::MirrorMalformed {
                 path: path.to_path_buf(),
                 source,
             })
@@ -210,33 +243,33 @@ pub fn read_all(path: &Path) -> Result<Vec<AuditRecord>, StoreError> {
         .collect()
 }
 
-fn open_mirror(path: &Path) -> Result<File, StoreError> {
+fn open_mirror(path: &Path) -> Result<File, MirrorError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
-            .map_err(StoreError::io("create the directory of audit mirror", path))?;
+            .map_err(MirrorError::io("create the directory of audit mirror", path))?;
     }
     OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
         .open(path)
-        .map_err(StoreError::io("open audit mirror", path))
+        .map_err(MirrorError::io("open audit mirror", path))
 }
 
-fn read_from(file: &mut File, path: &Path, start: u64) -> Result<Vec<u8>, StoreError> {
+fn read_from(file: &mut File, path: &Path, start: u64) -> Result<Vec<u8>, MirrorError> {
     file.seek(SeekFrom::Start(start))
-        .map_err(StoreError::io("seek in audit mirror", path))?;
+        .map_err(MirrorError::io("seek in audit mirror", path))?;
     let mut buf = Vec::new();
     file.read_to_end(&mut buf)
-        .map_err(StoreError::io("read audit mirror", path))?;
+        .map_err(MirrorError::io("read audit mirror", path))?;
     Ok(buf)
 }
 
-fn truncate(file: &File, path: &Path, len: u64) -> Result<(), StoreError> {
+fn truncate(file: &File, path: &Path, len: u64) -> Result<(), MirrorError> {
     file.set_len(len)
-        .map_err(StoreError::io("truncate audit mirror", path))?;
+        .map_err(MirrorError::io("truncate audit mirror", path))?;
     file.sync_all()
-        .map_err(StoreError::io("fsync audit mirror", path))
+        .map_err(MirrorError::io("fsync audit mirror", path))
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -245,14 +278,14 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn sync_parent(path: &Path) -> Result<(), StoreError> {
+fn sync_parent(path: &Path) -> Result<(), MirrorError> {
     let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => parent,
         None => Path::new("."),
     };
     File::open(parent)
         .and_then(|dir| dir.sync_all())
-        .map_err(StoreError::io("fsync directory of", path))
+        .map_err(MirrorError::io("fsync directory of", path))
 }
 
 #[cfg(test)]
@@ -295,7 +328,7 @@ mod tests {
         fs::write(&path, "not json").unwrap();
         assert!(matches!(
             read_head(&path),
-            Err(StoreError::HeadMalformed { .. })
+            Err(MirrorError::HeadMalformed { .. })
         ));
     }
 

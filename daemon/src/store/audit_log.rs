@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 
 use super::{Reader, StoreError, Writer};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
-use crate::audit::event::Kind;
+pub use crate::audit::event::NewAuditEvent;
 use crate::audit::mirror;
 
 /// Which records [`Reader::audit_records`] returns. Every field narrows.
@@ -30,19 +30,6 @@ pub struct AuditFilter {
     pub after_seq: Option<u64>,
     /// Keep only the newest N (still returned oldest first).
     pub limit: Option<u64>,
-}
-
-/// An event to append, built by [`crate::audit::event::event`]. Never put a
-/// secret in any field.
-#[derive(Debug, Clone)]
-pub struct NewAuditEvent {
-    pub kind: Kind,
-    /// Rendered from [`crate::audit::event::Actor`].
-    pub actor: String,
-    /// Rendered from [`crate::audit::event::Source`].
-    pub source: String,
-    pub target: String,
-    pub detail: serde_json::Value,
 }
 
 impl Reader<'_> {

@@ -158,7 +158,7 @@ pub fn restore(opts: &StoreOptions, backup: &Path, now: i64) -> Result<RestoreRe
     copy_private(backup, &tmp)?;
     fs::rename(&tmp, &db).map_err(io("rename into place", &db))?;
     if let Some(last) = &restored.head {
-        mirror::write_head(&head, last)?;
+        mirror::write_head(&head, last).map_err(StoreError::from)?;
     }
     // Migrates when the backup is older and rebuilds the mirror.
     Store::open(opts)?;

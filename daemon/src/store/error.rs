@@ -122,27 +122,10 @@ pub enum StoreError {
         source: std::net::AddrParseError,
     },
 
-    /// File I/O on the audit mirror or head file failed.
-    #[error("cannot {op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
 
-    /// The audit head file is not valid JSON `{ "seq": N, "hash": "..." }`.
-    #[error("audit head file {path} is malformed: {source}")]
-    HeadMalformed {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-
-    /// The last line of the audit mirror is not an audit record.
-    #[error("last line of audit mirror {path} is not an audit record: {source}")]
-    MirrorMalformed {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    /// The audit mirror or head file beside the database failed.
+    #[error(transparent)]
+    Mirror(#[from] crate::audit::mirror::MirrorError),
 
     /// The blocking task that ran the store operation panicked or was
     /// cancelled.
@@ -174,9 +157,7 @@ impl StoreError {
             | Self::AuditEncode { .. }
             | Self::Corrupt { .. }
             | Self::CorruptAddress { .. }
-            | Self::Io { .. }
-            | Self::HeadMalformed { .. }
-            | Self::MirrorMalformed { .. }
+            | Self::Mirror(_)
             | Self::Task { .. }
             | Self::Closed { .. } => ErrorCode::Internal,
         }
@@ -202,19 +183,6 @@ impl StoreError {
     /// A closure for `map_err` that wraps a rusqlite error with `context`.
     pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
         move |source| StoreError::Sqlite { context, source }
-    }
-
-    /// A closure for `map_err` that wraps an I/O error with the operation and
-    /// path.
-    pub(crate) fn io<'p>(
-        op: &'static str,
-        path: &'p std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
-        move |source| StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
     }
 }
 

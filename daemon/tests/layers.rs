@@ -1,0 +1,231 @@
+//! An architectural rule, checked: the daemon's modules form layers.
+//! - No import cycle between the top-level modules of `daemon/src`
+//!   (`crate::X`), nor between the files of one subsystem folder
+//!   (`super::X`).
+//! - The core (`gateway`) imports no subsystem.
+//!
+//! Start-up (`lib.rs`, `main.rs`) and the test fixture (`testing.rs`) wire
+//! everything together and are left out; so are unit-test modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The modules the core must not import.
+const SUBSYSTEMS: &[&str] = &[
+    "access", "admin", "aws", "metrics", "portal", "running", "ssh", "systemd", "vpn",
+];
+
+#[test]
+fn top_level_modules_have_no_import_cycle() {
+    let graph = crate_graph();
+    assert!(graph.contains_key("access") && graph.contains_key("gateway"), "{graph:?}");
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import cycle between daemon modules: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn the_core_imports_no_subsystem() {
+    let graph = crate_graph();
+    let used: Vec<&String> = graph["gateway"]
+        .iter()
+        .filter(|m| SUBSYSTEMS.contains(&m.as_str()))
+        .collect();
+    assert!(used.is_empty(), "gateway (the core) imports {used:?}");
+}
+
+#[test]
+fn files_of_a_subsystem_have_no_import_cycle() {
+    for folder in folders() {
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for file in rust_files(&folder) {
+            let name = module_name(&folder, &file);
+            let uses = imports(&code_of(&file), "super::");
+            graph.entry(name).or_default().extend(uses);
+        }
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!(
+                "import cycle inside {}: {}",
+                folder.display(),
+                cycle.join(" -> ")
+            );
+        }
+    }
+}
+
+#[test]
+fn the_checker_sees_a_cycle() {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    graph.entry("a".into()).or_default().insert("b".into());
+    graph.entry("b".into()).or_default().insert("c".into());
+    assert!(find_cycle(&graph).is_none());
+    graph.entry("c".into()).or_default().insert("a".into());
+    assert_eq!(find_cycle(&graph).unwrap(), ["a", "b", "c", "a"]);
+    let code = "use crate::store::{Store, StoreError};\nuse crate::{audit::x, vpn};\n#[cfg(test)]\nmod fixtures {\n    use crate::admin;\n}\nlet x = crate::aws::f();\n#[cfg(test)]\nmod tests { use crate::admin; }";
+    let found = imports(&strip_tests(code), "crate::");
+    assert_eq!(found, BTreeSet::from(["audit".into(), "aws".into(), "store".into(), "vpn".into()]));
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Top-level module → the top-level modules it names with `crate::`.
+fn crate_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in rust_files(&src()) {
+        let relative = file.strip_prefix(src()).unwrap();
+        let top = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        if ["lib", "main", "testing"].contains(&top.as_str()) {
+            continue;
+        }
+        let mut uses = imports(&code_of(&file), "crate::");
+        uses.remove(&top);
+        graph.entry(top).or_default().extend(uses);
+    }
+    graph
+}
+
+fn folders() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(src())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file's module name inside `folder` (`mod.rs` is the folder itself).
+fn module_name(folder: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(folder).unwrap();
+    let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+    match first.trim_end_matches(".rs") {
+        "mod" => "mod".into(),
+        name => name.to_string(),
+    }
+}
+
+fn code_of(file: &Path) -> String {
+    strip_tests(&fs::read_to_string(file).unwrap())
+}
+
+/// The code without comments and without `#[cfg(test)]` modules.
+fn strip_tests(code: &str) -> String {
+    let lines: Vec<&str> = code
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let mut item = i + 1;
+        while item < lines.len() && lines[item].trim_start().starts_with("#[") {
+            item += 1;
+        }
+        if lines[i].trim() == "#[cfg(test)]" && item < lines.len() && lines[item].contains("mod ") {
+            // Skip the module: one line (`mod x;`), or to its closing brace.
+            i = item;
+            let mut depth = 0i32;
+            loop {
+                depth += lines[i].matches('{').count() as i32;
+                depth -= lines[i].matches('}').count() as i32;
+                i += 1;
+                if depth <= 0 || i >= lines.len() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(lines[i]);
+        i += 1;
+    }
+    out.join("\n")
+}
+
+/// The first path segments after `prefix` (`crate::` or `super::`),
+/// including those inside `use prefix{a, b::c}` groups.
+fn imports(code: &str, prefix: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (at, _) in code.match_indices(prefix) {
+        let before = code[..at].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let rest = &code[at + prefix.len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let name = ident(item.trim());
+                if !name.is_empty() {
+                    found.insert(name);
+                }
+            }
+        } else {
+            let name = ident(rest);
+            if !name.is_empty() && name != "self" {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+/// A cycle in `graph`, as the path around it, if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}

@@ -40,6 +40,7 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod aws;
+pub mod capped_listener;
 pub mod gateway;
 pub mod host_addrs;
 pub mod metrics;

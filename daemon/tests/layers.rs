@@ -7,6 +7,8 @@
 //! Start-up (`lib.rs`, `main.rs`) and the test fixture (`testing.rs`) wire
 //! everything together and are left out; so are unit-test modules.
 
+#![allow(clippy::unwrap_used, reason = "a test")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,9 +21,15 @@ const SUBSYSTEMS: &[&str] = &[
 #[test]
 fn top_level_modules_have_no_import_cycle() {
     let graph = crate_graph();
-    assert!(graph.contains_key("access") && graph.contains_key("gateway"), "{graph:?}");
+    assert!(
+        graph.contains_key("access") && graph.contains_key("gateway"),
+        "{graph:?}"
+    );
     if let Some(cycle) = find_cycle(&graph) {
-        panic!("import cycle between daemon modules: {}", cycle.join(" -> "));
+        panic!(
+            "import cycle between daemon modules: {}",
+            cycle.join(" -> ")
+        );
     }
 }
 
@@ -64,7 +72,10 @@ fn the_checker_sees_a_cycle() {
     assert_eq!(find_cycle(&graph).unwrap(), ["a", "b", "c", "a"]);
     let code = "use crate::store::{Store, StoreError};\nuse crate::{audit::x, vpn};\n#[cfg(test)]\nmod fixtures {\n    use crate::admin;\n}\nlet x = crate::aws::f();\n#[cfg(test)]\nmod tests { use crate::admin; }";
     let found = imports(&strip_tests(code), "crate::");
-    assert_eq!(found, BTreeSet::from(["audit".into(), "aws".into(), "store".into(), "vpn".into()]));
+    assert_eq!(
+        found,
+        BTreeSet::from(["audit".into(), "aws".into(), "store".into(), "vpn".into()])
+    );
 }
 
 fn src() -> PathBuf {
@@ -121,7 +132,12 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 /// A file's module name inside `folder` (`mod.rs` is the folder itself).
 fn module_name(folder: &Path, file: &Path) -> String {
     let relative = file.strip_prefix(folder).unwrap();
-    let first = relative.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = relative
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     match first.trim_end_matches(".rs") {
         "mod" => "mod".into(),
         name => name.to_string(),

@@ -74,8 +74,7 @@ pub fn read_head(path: &Path) -> Result<Option<Head>, MirrorError> {
 /// rename it over the old one, fsync the directory.
 pub fn write_head(path: &Path, head: &Head) -> Result<(), MirrorError> {
     let tmp = sibling(path, ".tmp");
-    let mut text =
-        serde_json::to_string(head).map_err(|source| MirrorError::Encode { source })?;
+    let mut text = serde_json::to_string(head).map_err(|source| MirrorError::Encode { source })?;
     text.push('\n');
     {
         let mut file = OpenOptions::new()
@@ -129,8 +128,7 @@ pub fn append(path: &Path, records: &[AuditRecord], rotation: Rotation) -> Resul
     }
     let mut buf = Vec::new();
     for record in records {
-        serde_json::to_writer(&mut buf, record)
-            .map_err(|source| MirrorError::Encode { source })?;
+        serde_json::to_writer(&mut buf, record).map_err(|source| MirrorError::Encode { source })?;
         buf.push(b'\n');
     }
     let mut file = open_mirror(path)?;
@@ -149,7 +147,11 @@ fn rotate(path: &Path, keep: u32) -> Result<(), MirrorError> {
     match fs::remove_file(&oldest) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(MirrorError::io("remove the oldest audit mirror", &oldest)(e)),
+        Err(e) => {
+            return Err(MirrorError::io("remove the oldest audit mirror", &oldest)(
+                e,
+            ));
+        }
     }
     for n in (1..keep).rev() {
         let from = rotated(path, n);
@@ -245,8 +247,10 @@ pub fn read_all(path: &Path) -> Result<Vec<AuditRecord>, MirrorError> {
 
 fn open_mirror(path: &Path) -> Result<File, MirrorError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .map_err(MirrorError::io("create the directory of audit mirror", path))?;
+        fs::create_dir_all(parent).map_err(MirrorError::io(
+            "create the directory of audit mirror",
+            path,
+        ))?;
     }
     OpenOptions::new()
         .append(true)

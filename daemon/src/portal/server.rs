@@ -1,6 +1,7 @@
 //! The portal's accept loop: TLS handshakes and HTTP/1.1 connections, each
 //! a tracked task that stops on shutdown (finishing the request in flight).
-//! Bounded: at most [`MAX_CONNECTIONS`] at once, and a client gets
+//! Bounded: at most [`MAX_CONNECTIONS`] at once (the listener cap shared
+//! with the metrics server), and a client gets
 //! [`HANDSHAKE_TIMEOUT`] for its TLS handshake and request headers.
 
 use std::sync::Arc;
@@ -10,13 +11,13 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use super::sessions::Source;
+use crate::capped_listener::CappedListener;
 
 /// Open connections at most; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -31,33 +32,19 @@ pub fn spawn_server(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut listener = CappedListener::new(listener, MAX_CONNECTIONS, None);
     let conn_tracker = tracker.clone();
     tracker.spawn(async move {
         loop {
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = connections.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_closed) => break,
-                },
-            };
+            // Each connection holds its slot until it is dropped.
             let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::debug!(error = %err, "portal: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = listener.accept() => accepted,
             };
             let acceptor = acceptor.clone();
             let app = app.clone();
             let shutdown = shutdown.clone();
             conn_tracker.spawn(async move {
-                let _permit = permit;
                 let tls =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,

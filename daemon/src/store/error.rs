@@ -122,7 +122,6 @@ pub enum StoreError {
         source: std::net::AddrParseError,
     },
 
-
     /// The audit mirror or head file beside the database failed.
     #[error(transparent)]
     Mirror(#[from] crate::audit::mirror::MirrorError),

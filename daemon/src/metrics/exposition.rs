@@ -1,101 +1,23 @@
-//! Prometheus metrics on `metrics.listen` (default 127.0.0.1:9586):
-//! `GET /metrics` in the text exposition format 0.0.4, `GET /healthz`.
+//! The text exposition format 0.0.4 of one snapshot of the data plane.
 //!
-//! Owns that listener and the exposition. It reads the data plane's
-//! counters ([`Engine::peer_status`], [`EngineCounters`]) at scrape time and
-//! keeps no state of its own.
-//!
-//! The exposition is written by hand rather than with a metrics crate: every
-//! value already lives in an atomic of the engine or in boringtun's session
-//! stats, and the per-peer label sets come and go with the peer table. A
-//! registry would mean copying each value into a second set of counters (and
-//! pruning departed peers from it) only to print them; the format itself is
-//! a few lines per family plus label escaping, which the tests check.
+//! Written by hand rather than with a metrics crate: every value already
+//! lives in an atomic of the engine or in boringtun's session stats, and the
+//! per-peer label sets come and go with the peer table. A registry would
+//! mean copying each value into a second set of counters (and pruning
+//! departed peers from it) only to print them; the format itself is a few
+//! lines per family plus label escaping, which the tests check.
 
 use std::fmt::Write as _;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use base64::Engine as _;
 use gatehouse_config::api::CONNECTED_WITHIN_SECS;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::vpn::engine::{Engine, EngineCounters, PeerStatus};
+use crate::vpn::engine::{EngineCounters, PeerStatus};
 
-/// Scrapers served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 16;
-/// A connection that sends nothing for this long is closed (slow or stuck
-/// clients cannot hold a slot).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The content type of the text exposition format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    #[error("cannot listen for metrics on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-}
-
-/// Serves `/metrics` and `/healthz` on `listen` until `shutdown` is cancelled.
-/// Binds `listen` for [`serve_metrics`].
-pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
-    TcpListener::bind(listen)
-        .await
-        .map_err(|source| MetricsError::Bind {
-            addr: listen,
-            source,
-        })
-}
-
-/// Serves the metrics routes on a listener the caller bound (tests bind
-/// `127.0.0.1:0`), until `shutdown` is cancelled.
-pub fn serve_metrics(
-    listener: TcpListener,
-    engine: Arc<Engine>,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) {
-    match listener.local_addr() {
-        Ok(local) => tracing::info!(listen = %local, "metrics listening"),
-        Err(err) => tracing::warn!(error = %err, "metrics listening on an unknown address"),
-    }
-    let listener = CappedListener {
-        inner: listener,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    };
-    let app = router(engine);
-    tracker.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "metrics server stopped");
-        }
-    });
-}
-
-/// The metrics routes, for tests and for `spawn_metrics`.
-pub fn router(engine: Arc<Engine>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(engine)
-}
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The exposition for one snapshot of the data plane.
 pub fn render(peers: &[PeerStatus], counters: &EngineCounters, now: SystemTime) -> String {
@@ -261,11 +183,6 @@ pub fn is_connected(peer: &PeerStatus, now: SystemTime) -> bool {
     })
 }
 
-async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
-    let text = render(&engine.peer_status(), &engine.counters, SystemTime::now());
-    ([(CONTENT_TYPE, TEXT_FORMAT)], text)
-}
-
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -308,110 +225,10 @@ fn escape_help(text: &str) -> String {
     text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-/// A TCP listener that holds at most [`MAX_CONNECTIONS`] connections: it
-/// waits for a free slot before accepting, and each connection gives its
-/// slot back when dropped.
-struct CappedListener {
-    inner: TcpListener,
-    slots: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for CappedListener {
-    type Io = CappedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let slot = loop {
-            match self.slots.clone().acquire_owned().await {
-                Ok(slot) => break slot,
-                // Never closed; but never spin either.
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let stream = CappedStream {
-            stream,
-            _slot: slot,
-            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-        };
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A connection holding a slot, closed when idle for [`IDLE_TIMEOUT`].
-struct CappedStream {
-    stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    idle: Pin<Box<Sleep>>,
-}
-
-impl AsyncRead for CappedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
-                    this.idle.as_mut().reset(deadline);
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "metrics connection idle",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl AsyncWrite for CappedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-
-    use boringtun::x25519::StaticSecret;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use std::time::Duration;
 
     use super::*;
 
@@ -628,67 +445,5 @@ mod tests {
                 .iter()
                 .any(|s| s.name.starts_with("gatehouse_peer_"))
         );
-    }
-
-    async fn get(addr: SocketAddr, path: &str) -> String {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await.unwrap();
-        reply
-    }
-
-    #[tokio::test]
-    async fn the_server_answers_metrics_and_health() {
-        let engine = Arc::new(Engine::new(StaticSecret::random_from_rng(rand_core::OsRng)));
-        engine
-            .counters
-            .malformed_datagrams
-            .store(4, Ordering::Relaxed);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tracker = TaskTracker::new();
-        let shutdown = CancellationToken::new();
-        serve_metrics(listener, engine, &tracker, shutdown.clone());
-
-        let reply = get(addr, "/metrics").await;
-        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
-            "{head}"
-        );
-        let samples = parse(body);
-        let malformed = [("reason", "malformed")];
-        assert_eq!(
-            find(
-                &samples,
-                "gatehouse_vpn_dropped_datagrams_total",
-                &malformed
-            )
-            .value,
-            4.0
-        );
-
-        let reply = get(addr, "/healthz").await;
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-        assert!(reply.ends_with("\r\n\r\nok"), "{reply}");
-        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
-
-        shutdown.cancel();
-        tracker.close();
-        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_taken_address_is_a_clear_error() {
-        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = taken.local_addr().unwrap();
-        let err = bind(addr).await.unwrap_err();
-        assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 }

@@ -1,0 +1,156 @@
+//! Prometheus metrics on `metrics.listen` (default 127.0.0.1:9586):
+//! `GET /metrics` in the text exposition format 0.0.4, `GET /healthz`.
+//!
+//! - this file: the server (on a listener the caller bound, capped by
+//!   [`crate::capped_listener`]) and its routes;
+//! - [`exposition`]: the text format of one snapshot of the data plane.
+//!
+//! It reads the data plane's counters ([`Engine::peer_status`]) at scrape
+//! time and keeps no state of its own.
+
+pub mod exposition;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capped_listener::CappedListener;
+use crate::vpn::engine::Engine;
+pub use exposition::{is_connected, render};
+
+/// Scrapers served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// A connection that sends nothing for this long is closed (slow or stuck
+/// clients cannot hold a slot).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// Binds `listen` for [`serve_metrics`].
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|source| MetricsError::Bind {
+            addr: listen,
+            source,
+        })
+}
+
+/// Serves the metrics routes on a listener the caller bound (tests bind
+/// `127.0.0.1:0`), until `shutdown` is cancelled.
+pub fn serve_metrics(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    match listener.local_addr() {
+        Ok(local) => tracing::info!(listen = %local, "metrics listening"),
+        Err(err) => tracing::warn!(error = %err, "metrics listening on an unknown address"),
+    }
+    let listener = CappedListener::new(listener, MAX_CONNECTIONS, Some(IDLE_TIMEOUT));
+    let app = router(engine);
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "metrics server stopped");
+        }
+    });
+}
+
+/// The metrics routes.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(engine)
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    let text = render(&engine.peer_status(), &engine.counters, SystemTime::now());
+    ([(CONTENT_TYPE, exposition::TEXT_FORMAT)], text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use boringtun::x25519::StaticSecret;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await.unwrap();
+        reply
+    }
+
+    #[tokio::test]
+    async fn the_server_answers_metrics_and_health() {
+        let engine = Arc::new(Engine::new(StaticSecret::random_from_rng(rand_core::OsRng)));
+        engine
+            .counters
+            .malformed_datagrams
+            .store(4, Ordering::Relaxed);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        serve_metrics(listener, engine, &tracker, shutdown.clone());
+
+        let reply = get(addr, "/metrics").await;
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+            "{head}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l == r#"gatehouse_vpn_dropped_datagrams_total{reason="malformed"} 4"#),
+            "{body}"
+        );
+
+        let reply = get(addr, "/healthz").await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nok"), "{reply}");
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        shutdown.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind(addr).await.unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}

@@ -57,6 +57,8 @@ pub enum Source {
     AdminSocket { pid: Option<i32> },
     /// The gateway's own host: signals, timers, start-up.
     Local,
+    /// A config setting that made accessd act by itself (`apply_on_start`).
+    Setting(&'static str),
 }
 
 /// An event of `kind` by `actor` from `source`, with no target and a
@@ -108,6 +110,7 @@ impl fmt::Display for Source {
             Self::AdminSocket { pid: Some(pid) } => write!(f, "admin-socket pid:{pid}"),
             Self::AdminSocket { pid: None } => f.write_str("admin-socket"),
             Self::Local => f.write_str("local"),
+            Self::Setting(name) => f.write_str(name),
         }
     }
 }
@@ -141,6 +144,10 @@ mod tests {
                 "admin-socket",
             ),
             (Source::Local.to_string(), "local"),
+            (
+                Source::Setting("apply_on_start").to_string(),
+                "apply_on_start",
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

@@ -90,7 +90,13 @@ pub async fn apply_on_start(core: &Core, session: Option<&Session>) -> Result<()
     if !aws.apply_on_start {
         return Ok(());
     }
-    let applied = apply::apply(core, session, Actor::Gateway, Source::Local).await?;
+    let applied = apply::apply(
+        core,
+        session,
+        Actor::Gateway,
+        Source::Setting("apply_on_start"),
+    )
+    .await?;
     tracing::info!(
         changes = applied.actions.len(),
         elastic_ip = applied.elastic_ip.as_deref().unwrap_or("none"),

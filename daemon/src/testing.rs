@@ -83,16 +83,27 @@ pub struct Login {
 impl TestGateway {
     /// A gateway running `config` (TOML), its state in a fresh temp dir.
     pub async fn new(config: &str) -> Self {
+        Self::build(config, true).await
+    }
+
+    /// A gateway running `config` as written: no command-line overrides,
+    /// so `config` must name a state dir the test owns.
+    pub async fn new_as_written(config: &str) -> Self {
+        Self::build(config, false).await
+    }
+
+    async fn build(config: &str, overrides: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gatehouse.toml");
         std::fs::write(&path, config).unwrap();
-        let source = ConfigSource {
-            path,
-            overrides: Overrides {
+        let overrides = match overrides {
+            true => Overrides {
                 state_dir: Some(dir.path().join("state")),
                 admin_socket: Some(dir.path().join("admin.sock")),
             },
+            false => Overrides::default(),
         };
+        let source = ConfigSource { path, overrides };
         let config = source.load().expect("the test config is valid");
         let store = Store::open(&StoreOptions::from_config(&config)).unwrap();
         let state_dir = config.gateway.state_dir.clone();

@@ -21,6 +21,8 @@ use ipnet::IpNet;
 
 use crate::policy::{GroupRule, Policy};
 
+#[cfg(feature = "test-support")]
+pub use reload::examples as reload_examples;
 pub use reload::{Reload, ReloadKey, changed_keys, reload_keys, reload_of, restart_required};
 
 /// Where `accessd` looks when no `--config` is given.

@@ -244,5 +244,7 @@ fn aws<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&AwsConfig) -> &T) -
     a.aws.as_ref().map(&field) != b.aws.as_ref().map(&field)
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod examples;
 #[cfg(test)]
 mod tests;

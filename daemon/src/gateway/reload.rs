@@ -79,3 +79,86 @@ impl Core {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use gatehouse_config::file::Reload;
+    use gatehouse_config::file::reload_examples::{FULL, OTHER, with_value};
+
+    use super::*;
+    use crate::testing::TestGateway;
+
+    /// Every key of the file, changed alone and reloaded: a live key is in
+    /// the running config at once and not reported; a start-up key is
+    /// reported as needing a restart. Either way the change is audited.
+    #[tokio::test]
+    async fn every_key_changed_and_reloaded_takes_effect_or_is_reported() {
+        let state = tempfile::tempdir().unwrap();
+        let base = FULL
+            .replace(
+                "\"/var/lib/gatehouse\"",
+                &format!("{:?}", state.path().join("a")),
+            )
+            .replace(
+                "\"/var/log/gatehouse/audit.jsonl\"",
+                &format!("{:?}", state.path().join("audit.jsonl")),
+            );
+        for (key, value) in OTHER {
+            let gw = TestGateway::new_as_written(&base).await;
+            let changed = with_value(&base, key, value);
+            gw.write_config(&changed);
+            let reloaded = gw
+                .core
+                .reload(Actor::Admin { uid: Some(0) }, Source::Local)
+                .await
+                .unwrap_or_else(|err| panic!("{key}: {err}"));
+            let wanted = Config::parse(&changed, "t.toml").unwrap();
+            match gatehouse_config::file::reload_of(key).unwrap() {
+                Reload::Live => {
+                    assert!(
+                        !reloaded.restart_required.contains(key),
+                        "{key} is live but was reported: {:?}",
+                        reloaded.restart_required
+                    );
+                    assert_eq!(*gw.core.config(), wanted, "{key} did not take effect");
+                }
+                Reload::Restart => assert!(
+                    reloaded.restart_required.contains(key),
+                    "{key} needs a restart but was not reported: {:?}",
+                    reloaded.restart_required
+                ),
+            }
+            let audited = gw.audit_records().await;
+            let record = audited.last().unwrap();
+            assert_eq!(record.kind, "config.reload", "{key}");
+            let reported: Vec<&str> = record.detail["restart_required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert_eq!(reported, reloaded.restart_required, "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalid_file_is_refused_audited_and_the_running_config_stays() {
+        let gw = TestGateway::new(crate::testing::CONFIG).await;
+        let before = gw.core.config();
+        gw.write_config("[vpn]\nmtu = \"big\"\n");
+        let err = gw
+            .core
+            .reload(Actor::Signal("SIGHUP"), Source::Local)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReloadError::Invalid(_)), "{err}");
+        assert_eq!(gw.core.config(), before);
+        let records = gw.audit_records().await;
+        let refused = records.last().unwrap();
+        assert_eq!(
+            (refused.kind.as_str(), refused.actor.as_str()),
+            ("config.reload.fail", "signal:SIGHUP")
+        );
+    }
+}

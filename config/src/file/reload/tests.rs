@@ -8,151 +8,11 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::super::raw::{RawAws, RawConfig, RawGroup};
+use super::examples::{FULL, OTHER, with_value};
 use super::*;
 
 const SAMPLE: &str = include_str!("../../../../packaging/gatehouse.toml");
 const README: &str = include_str!("../../../../packaging/README.md");
-
-/// Every key set, none left to its default where a default is "unset".
-const FULL: &str = r#"
-[gateway]
-name = "gw"
-public_endpoint = "vpn.example.com"
-state_dir = "/var/lib/gatehouse"
-
-[vpn]
-enabled = true
-listen = "0.0.0.0:51820"
-interface = "gatehouse0"
-pool = "10.200.0.0/24"
-mtu = 1420
-persistent_keepalive = 25
-session_lifetime = "12h"
-require_login = true
-nat = "route"
-
-[ssh]
-enabled = true
-listen = "0.0.0.0:2222"
-allowed_ports = [22]
-connect_timeout = "10s"
-idle_timeout = "1h"
-max_channels_per_user = 32
-require_totp = false
-max_startups = 64
-max_startups_per_source = 8
-login_grace_time = "30s"
-
-[portal]
-enabled = true
-listen = "0.0.0.0:443"
-url = "https://vpn.example.com"
-tls_cert = "/etc/gatehouse/tls/fullchain.pem"
-tls_key = "/etc/gatehouse/tls/privkey.pem"
-require_totp = true
-enrollment_ttl = "24h"
-session_idle = "30m"
-session_max = "12h"
-login_lockout = "15m"
-requests_per_minute = 600
-
-[admin]
-socket = "/run/gatehouse/admin.sock"
-group = "gatehouse-admin"
-
-[metrics]
-listen = "127.0.0.1:9586"
-
-[audit]
-mirror = "/var/log/gatehouse/audit.jsonl"
-mirror_max_mib = 100
-mirror_keep = 10
-
-[[group]]
-name = "research"
-subnets = ["10.0.3.0/24"]
-ports = [22]
-
-[[group]]
-name = "ops"
-subnets = ["10.0.2.0/24"]
-
-[aws]
-region = "eu-west-3"
-apply_on_start = false
-private_route_tables = ["rtb-0123456789abcdef0"]
-admin_cidrs = ["203.0.113.7/32"]
-public_cidrs = ["0.0.0.0/0", "::/0"]
-endpoint_url = "http://127.0.0.1:5000"
-imds_endpoint = "http://127.0.0.1:8111"
-instance_id = "i-0123456789abcdef0"
-network_interface_id = "eni-0123456789abcdef0"
-vpc_id = "vpc-0123456789abcdef0"
-subnet_id = "subnet-0123456789abcdef0"
-availability_zone = "eu-west-3a"
-"#;
-
-/// A different valid value for every key (the first `[[group]]`'s for
-/// the group keys).
-const OTHER: &[(&str, &str)] = &[
-    ("gateway.name", r#""gw2""#),
-    ("gateway.public_endpoint", r#""gw.example.org""#),
-    ("gateway.state_dir", r#""/srv/gatehouse""#),
-    ("vpn.enabled", "false"),
-    ("vpn.listen", r#""0.0.0.0:51821""#),
-    ("vpn.interface", r#""gatehouse1""#),
-    ("vpn.pool", r#""10.201.0.0/24""#),
-    ("vpn.mtu", "1380"),
-    ("vpn.persistent_keepalive", "0"),
-    ("vpn.session_lifetime", r#""8h""#),
-    ("vpn.require_login", "false"),
-    ("vpn.nat", r#""masquerade""#),
-    ("ssh.enabled", "false"),
-    ("ssh.listen", r#""0.0.0.0:2223""#),
-    ("ssh.allowed_ports", "[22, 2022]"),
-    ("ssh.connect_timeout", r#""5s""#),
-    ("ssh.idle_timeout", r#""2h""#),
-    ("ssh.max_channels_per_user", "16"),
-    ("ssh.require_totp", "true"),
-    ("ssh.max_startups", "65"),
-    ("ssh.max_startups_per_source", "9"),
-    ("ssh.login_grace_time", r#""20s""#),
-    ("portal.enabled", "false"),
-    ("portal.listen", r#""0.0.0.0:8443""#),
-    ("portal.url", r#""https://portal.example.org""#),
-    (
-        "portal.tls_cert",
-        r#""/etc/gatehouse/tls/new-fullchain.pem""#,
-    ),
-    ("portal.tls_key", r#""/etc/gatehouse/tls/new-privkey.pem""#),
-    ("portal.require_totp", "false"),
-    ("portal.enrollment_ttl", r#""48h""#),
-    ("portal.session_idle", r#""10m""#),
-    ("portal.session_max", r#""8h""#),
-    ("portal.login_lockout", r#""30m""#),
-    ("portal.requests_per_minute", "300"),
-    ("admin.socket", r#""/run/gatehouse/other.sock""#),
-    ("admin.group", r#""wheel""#),
-    ("metrics.listen", r#""127.0.0.1:9587""#),
-    ("audit.mirror", r#""/var/log/gatehouse/other.jsonl""#),
-    ("audit.mirror_max_mib", "200"),
-    ("audit.mirror_keep", "5"),
-    ("group.name", r#""science""#),
-    ("group.subnets", r#"["10.0.4.0/24"]"#),
-    ("group.ports", "[22, 443]"),
-    ("aws.region", r#""eu-west-1""#),
-    ("aws.apply_on_start", "true"),
-    ("aws.private_route_tables", r#"["rtb-1", "rtb-2"]"#),
-    ("aws.admin_cidrs", "[]"),
-    ("aws.public_cidrs", r#"["198.51.100.0/24"]"#),
-    ("aws.endpoint_url", r#""http://127.0.0.1:5001""#),
-    ("aws.imds_endpoint", r#""http://127.0.0.1:8112""#),
-    ("aws.instance_id", r#""i-0fedcba987654321""#),
-    ("aws.network_interface_id", r#""eni-0fedcba987654321""#),
-    ("aws.vpc_id", r#""vpc-0fedcba987654321""#),
-    ("aws.subnet_id", r#""subnet-0fedcba987654321""#),
-    ("aws.availability_zone", r#""eu-west-3b""#),
-];
 
 fn parse(text: &str) -> Config {
     Config::parse(text, "t.toml").unwrap_or_else(|err| panic!("{err}\n{text}"))
@@ -197,27 +57,6 @@ fn leaves(path: &str, value: &Value, out: &mut BTreeSet<String>) {
             out.insert(path.to_string());
         }
     }
-}
-
-/// `text` with `key`'s line in its table (the first `[[group]]` for
-/// group keys) set to `value`; panics if `text` does not set the key.
-fn with_value(text: &str, key: &str, value: &str) -> String {
-    let (table, field) = key.split_once('.').unwrap();
-    let header = if table == "group" {
-        "[[group]]".to_string()
-    } else {
-        format!("[{table}]")
-    };
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let start = lines.iter().position(|l| *l == header).expect(&header);
-    let line = lines[start + 1..]
-        .iter()
-        .take_while(|l| !l.starts_with('['))
-        .position(|l| l.starts_with(&format!("{field} = ")))
-        .map(|at| start + 1 + at)
-        .unwrap_or_else(|| panic!("FULL does not set {key}"));
-    lines[line] = format!("{field} = {value}");
-    lines.join("\n")
 }
 
 #[test]

@@ -86,6 +86,8 @@ pub enum RunError {
     #[error(transparent)]
     HostKey(#[from] ssh_host_key::HostKeyError),
     #[error(transparent)]
+    HostAddrs(#[from] host_addrs::HostAddrsError),
+    #[error(transparent)]
     Admin(#[from] admin::AdminError),
     #[error("cannot start the WireGuard data plane: {0}")]
     Vpn(#[from] vpn::VpnError),
@@ -125,15 +127,13 @@ pub async fn run(
     let dir = state_dir.clone();
     let ssh_host =
         tokio::task::spawn_blocking(move || ssh_host_key::load_or_create_host_key(&dir)).await??;
-    let core = Core::new(
-        source,
-        config,
-        store,
-        Keys {
-            wireguard,
-            ssh_host,
-        },
-    );
+    // No list of its own addresses, no start: policy must refuse them.
+    let host_addrs = host_addrs::HostAddrs::load()?;
+    let keys = Keys {
+        wireguard,
+        ssh_host,
+    };
+    let core = Core::new(source, config, store, keys, host_addrs);
 
     lifecycle_event(&core, Kind::GatewayStart).await?;
     tracing::info!(

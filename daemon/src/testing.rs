@@ -111,7 +111,8 @@ impl TestGateway {
             wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),
             ssh_host: crate::ssh_host_key::load_or_create_host_key(&state_dir).unwrap(),
         };
-        let core = Core::new(source, config, store, keys);
+        let host_addrs = crate::host_addrs::HostAddrs::load().unwrap();
+        let core = Core::new(source, config, store, keys, host_addrs);
         // A jump host "runs" on 2222, so known_hosts lines can be made.
         let access = Access::new(core.clone(), None, Some("127.0.0.1:2222".parse().unwrap()));
         let admin = crate::admin::router(AdminState {

@@ -1,6 +1,6 @@
 //! The core every subsystem takes: the running config (swapped atomically on
-//! reload), the store, the gateway's identity keys, its AWS facts and its
-//! start time. It owns config reloading.
+//! reload), the store, the gateway's identity keys, the host's own addresses,
+//! its AWS facts and its start time. It owns config reloading.
 //!
 //! It imports nothing from the subsystems (data plane, jump host, portal,
 //! admin API, provisioner): they take a [`Core`], never the other way round.
@@ -23,6 +23,7 @@ pub use aws_facts::{AwsFacts, ELASTIC_IP_FILE};
 pub use config_source::{ConfigSource, Overrides};
 pub use reload::{ReloadError, Reloaded};
 
+use crate::host_addrs::HostAddrs;
 use crate::store::Store;
 use crate::wg_key::GatewayKey;
 
@@ -45,13 +46,20 @@ struct Inner {
     config: watch::Sender<Arc<Config>>,
     store: Store,
     keys: Keys,
+    host_addrs: HostAddrs,
     aws: AwsFacts,
     started_at: i64,
     started: Instant,
 }
 
 impl Core {
-    pub fn new(source: ConfigSource, config: Config, store: Store, keys: Keys) -> Self {
+    pub fn new(
+        source: ConfigSource,
+        config: Config,
+        store: Store,
+        keys: Keys,
+        host_addrs: HostAddrs,
+    ) -> Self {
         let aws = AwsFacts::load(&config.gateway.state_dir);
         let (config, _) = watch::channel(Arc::new(config));
         Self {
@@ -60,6 +68,7 @@ impl Core {
                 config,
                 store,
                 keys,
+                host_addrs,
                 aws,
                 started_at: crate::time_fmt::now_unix(),
                 started: Instant::now(),
@@ -89,6 +98,11 @@ impl Core {
     /// The jump host's SSH host key.
     pub fn ssh_host_key(&self) -> &PrivateKey {
         &self.inner.keys.ssh_host
+    }
+
+    /// The host's own addresses (always refused by policy).
+    pub fn host_addrs(&self) -> &HostAddrs {
+        &self.inner.host_addrs
     }
 
     /// The AWS facts (apply lock, known elastic IP).

@@ -25,6 +25,9 @@ pub enum AuthRefused {
     TotpNotEnrolled,
     /// `ssh.require_totp`: the key passed, no code followed.
     TotpMissing,
+    /// A TOTP code without a key accepted for that same user in that same
+    /// connection first.
+    TotpBeforeKey,
     /// `ssh.require_totp`: the code was refused.
     Totp(TotpReject),
     /// The store could not be read: refused, failing closed.
@@ -41,6 +44,7 @@ impl AuthRefused {
             Self::Penalised => "penalised",
             Self::TotpNotEnrolled => "totp_not_enrolled",
             Self::TotpMissing => "totp_missing",
+            Self::TotpBeforeKey => "totp_before_key",
             Self::Totp(reject) => reject.reason(),
             Self::StoreUnavailable => "store_unavailable",
         }

@@ -99,7 +99,6 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     host_key: PrivateKey,
     listen: SocketAddr,
-    local_addrs: Mutex<(Instant, Vec<IpAddr>)>,
 }
 
 /// Binds `addr` for [`serve`].
@@ -131,7 +130,6 @@ pub fn serve(
         shutdown: shutdown.clone(),
         host_key,
         listen,
-        local_addrs: Mutex::new((Instant::now(), crate::host_addrs::local_addresses())),
     });
     let russh_config = Arc::new(russh_config(&shared.host_key));
     tracker.spawn(accept_loop(shared.clone(), listener, russh_config));
@@ -174,16 +172,9 @@ impl Shared {
         }
     }
 
-    /// The host's addresses, re-listed at most every few seconds.
+    /// The host's addresses (the last known list if listing fails).
     fn local_addrs(&self) -> Vec<IpAddr> {
-        let mut cached = self
-            .local_addrs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if cached.0.elapsed() > Duration::from_secs(5) {
-            *cached = (Instant::now(), crate::host_addrs::local_addresses());
-        }
-        cached.1.clone()
+        self.core.host_addrs().current()
     }
 }
 

@@ -223,9 +223,11 @@ impl Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         // The TOTP step of `ssh.require_totp`: only after the key passed,
         // for the same user.
-        let key_ok = self.state().totp_due_for(user).is_some();
-        if !key_ok || !self.shared.core.config().ssh.require_totp {
+        if !self.shared.core.config().ssh.require_totp {
             return Ok(self.refuse(user, AuthRefused::UnknownKey));
+        }
+        if self.state().totp_due_for(user).is_none() {
+            return Ok(self.refuse(user, AuthRefused::TotpBeforeKey));
         }
         let Some(mut response) = response else {
             return Ok(Auth::Partial {
@@ -241,7 +243,7 @@ impl Handler for Connection {
         match self.check_totp(user, code).await {
             // Verified only if the key is still this user's here.
             Ok(()) if self.state().totp_passed(user) => Ok(Auth::Accept),
-            Ok(()) => Ok(self.refuse(user, AuthRefused::UnknownKey)),
+            Ok(()) => Ok(self.refuse(user, AuthRefused::TotpBeforeKey)),
             Err(refusal) => {
                 self.count_failure(user, refusal).await;
                 Ok(Auth::Reject {

@@ -23,7 +23,6 @@ use super::peers::PeerSpec;
 use super::session::VpnAccess;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
-use crate::host_addrs::local_addresses;
 use crate::store::{Device, NewAuditEvent, StoreError, User};
 use crate::time_fmt::{now_unix, rfc3339};
 
@@ -112,7 +111,7 @@ pub async fn apply(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
         .await?;
     let config = core.config();
     let now = now_unix();
-    let specs = desired_peers(&config, &local_addresses(), &users, &devices, now);
+    let specs = desired_peers(&config, &core.host_addrs().current(), &users, &devices, now);
     engine.set_peers(&specs);
     let expired = expired_sessions(&config, &users, now);
     if !expired.is_empty() {

@@ -11,11 +11,13 @@
 //! [`Daemon::start_in`] runs accessd inside one of them. [`ssh`] puts stock
 //! OpenSSH (client and sshd) into that network for the SSH jump host tests.
 //! [`aws`] runs the moto server, a fake IMDSv2 and a recording proxy in a
-//! namespace for the AWS provisioner tests.
+//! namespace for the AWS provisioner tests. [`portal`] speaks to the portal
+//! over HTTPS; [`browser`] drives it in a headless Chromium.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 pub mod aws;
+pub mod browser;
 pub mod netns;
 pub mod portal;
 pub mod ssh;

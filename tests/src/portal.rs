@@ -6,6 +6,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -150,10 +153,7 @@ pub fn pem_fingerprint(pem: &[u8]) -> String {
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
-    use base64::Engine as _;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap();
+    let der = STANDARD.decode(b64).unwrap();
     let hex: String = Sha256::digest(der)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -260,6 +260,30 @@ impl Session {
     pub fn cookie_header(&self) -> String {
         format!("__Host-gh_session={}", self.cookie)
     }
+}
+
+/// A fresh WireGuard public key (base64), its private half thrown away.
+pub fn new_public_key() -> String {
+    let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+    STANDARD.encode(x25519_dalek::PublicKey::from(&secret).as_bytes())
+}
+
+/// The public key (base64) of a WireGuard private key (base64).
+pub fn public_key_of(private_key: &str) -> String {
+    let bytes: [u8; 32] = STANDARD
+        .decode(private_key)
+        .unwrap()
+        .try_into()
+        .unwrap_or_else(|b: Vec<u8>| panic!("a private key of {} bytes", b.len()));
+    STANDARD
+        .encode(x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(bytes)).as_bytes())
+}
+
+/// The value of `key` in a wg-quick file (`Endpoint` of `Endpoint = ...`).
+pub fn conf_value<'a>(conf: &'a str, key: &str) -> &'a str {
+    conf.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = "))
+        .unwrap_or_else(|| panic!("no {key} line in:\n{conf}"))
 }
 
 /// Every audit record of `kind`, as JSON.

@@ -9,18 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use gatehouse_tests::Daemon;
 use gatehouse_tests::portal::{
-    PASSWORD, Portal, Session, add_user, audit_of, find_in_files, portal_config,
+    PASSWORD, Portal, Session, add_user, audit_of, find_in_files, new_public_key, portal_config,
+    public_key_of,
 };
 use serde_json::{Value, json};
-
-fn public_key() -> String {
-    let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
-    STANDARD.encode(x25519_dalek::PublicKey::from(&secret).as_bytes())
-}
 
 #[test]
 fn status_fingerprint_is_the_served_certificate_and_it_survives_restart() {
@@ -305,7 +299,7 @@ fn csrf_is_required_on_every_state_change() {
             .client
             .request(method, portal.url(path))
             .header("cookie", session.cookie_header())
-            .json(&json!({ "name": "laptop", "public_key": public_key() }));
+            .json(&json!({ "name": "laptop", "public_key": new_public_key() }));
         if let Some(csrf) = csrf {
             req = req.header("x-csrf-token", csrf);
         }
@@ -371,7 +365,7 @@ fn devices_add_list_revoke_and_only_ones_own() {
     let mut ivan = portal.enroll(&daemon, "ivan");
     let hs = portal.login_ok(&mut hana);
     let is = portal.login_ok(&mut ivan);
-    let key = public_key();
+    let key = new_public_key();
     let r = portal.post_json(
         "/api/v1/devices",
         &json!({ "name": "phone", "public_key": key }),
@@ -393,7 +387,7 @@ fn devices_add_list_revoke_and_only_ones_own() {
     assert_eq!(r.status(), 422);
     let r = portal.post_json(
         "/api/v1/devices",
-        &json!({ "name": "Bad Name", "public_key": public_key() }),
+        &json!({ "name": "Bad Name", "public_key": new_public_key() }),
         Some(&hs),
     );
     assert_eq!(r.status(), 422);
@@ -539,11 +533,8 @@ fn no_secret_in_state_dir_log_or_audit() {
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().unwrap();
     let private_key = answer["private_key"].as_str().unwrap().to_string();
-    let secret = x25519_dalek::StaticSecret::from(
-        <[u8; 32]>::try_from(STANDARD.decode(&private_key).unwrap()).unwrap(),
-    );
     assert_eq!(
-        STANDARD.encode(x25519_dalek::PublicKey::from(&secret).as_bytes()),
+        public_key_of(&private_key),
         answer["config"]["device"]["public_key"].as_str().unwrap(),
         "the returned private key belongs to the stored public key"
     );

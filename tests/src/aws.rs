@@ -34,6 +34,9 @@ pub const REGION: &str = "eu-west-3";
 const MOTO_PORT: u16 = 5000;
 pub const POOL: &str = "10.200.0.0/24";
 pub const ADMIN_CIDR: &str = "203.0.113.7/32";
+/// The VPN's port in [`AwsLab::config`]: an "auto" endpoint is the elastic IP
+/// and this port.
+pub const VPN_PORT: u16 = 51820;
 
 /// The venv holding moto and boto3 (`GATEHOUSE_MOTO_VENV`, as tests/run.sh sets it).
 pub fn moto_venv() -> PathBuf {
@@ -230,7 +233,7 @@ name = "gh-aws"
 public_endpoint = "auto"
 
 [vpn]
-listen = "127.0.0.1:51820"
+listen = "127.0.0.1:{VPN_PORT}"
 interface = "{iface}"
 pool = "{POOL}"
 require_login = false

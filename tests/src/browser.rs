@@ -214,10 +214,7 @@ impl Browser {
         self.shot("enroll").await;
         let secret = self.find("#totp-secret").await.text().await.unwrap();
         let qr = self.find("img.qr").await;
-        self.client
-            .execute("document.querySelector('img.qr').scrollIntoView()", vec![])
-            .await
-            .unwrap();
+        self.scroll_to("img.qr").await;
         let totp_qr_png = qr.screenshot().await.unwrap();
         self.client
             .execute("window.scrollTo(0, 0)", vec![])
@@ -277,13 +274,7 @@ impl Browser {
         let qr_png = qr.screenshot().await.unwrap();
         let src = qr.attr("src").await.unwrap().unwrap_or_default();
         assert!(src.starts_with("data:image/gif;base64,"), "{src}");
-        self.client
-            .execute(
-                "document.getElementById('new-device').scrollIntoView()",
-                vec![],
-            )
-            .await
-            .unwrap();
+        self.scroll_to("#new-device").await;
         self.shot(if gateway_keyed {
             "gateway-keyed-fallback"
         } else {
@@ -304,6 +295,16 @@ impl Browser {
             qr_png,
             link,
         }
+    }
+
+    /// Opens "Show the config text" of the device just added and returns
+    /// the text as the page renders it.
+    pub async fn open_config_text(&self) -> String {
+        self.click("#new-device details summary").await;
+        let text = self.find("#conf-text").await;
+        self.scroll_to("#conf-text").await;
+        self.shot("config-text").await;
+        text.text().await.unwrap()
     }
 
     /// Tries to add device `name` and expects the gateway to refuse: returns
@@ -327,6 +328,7 @@ impl Browser {
             !self.find("#new-device").await.is_displayed().await.unwrap(),
             "a refused device shows no config: {message}"
         );
+        self.scroll_to("#add-device").await;
         self.shot("device-refused").await;
         message
     }
@@ -368,6 +370,17 @@ impl Browser {
             .current_url()
             .await
             .map_or_else(|e| format!("<{e}>"), |u| u.to_string())
+    }
+
+    /// Scrolls the element `css` into view (for screenshots of it).
+    async fn scroll_to(&self, css: &str) {
+        self.client
+            .execute(
+                "document.querySelector(arguments[0]).scrollIntoView()",
+                vec![json!(css)],
+            )
+            .await
+            .unwrap();
     }
 
     async fn add_status(&self) -> String {

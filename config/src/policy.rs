@@ -17,8 +17,24 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRule {
     pub subnets: Vec<IpNet>,
-    /// `None`: every port. `Some`: only these TCP/UDP ports (ICMP stays allowed).
+    /// `None`: every port. `Some`: only these ports of port-bearing
+    /// protocols; ICMP echo stays allowed, anything whose port cannot be
+    /// told is refused.
     pub ports: Option<BTreeSet<u16>>,
+}
+
+/// What a packet carries that a port rule can judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A destination port (the first fragment of TCP, UDP, SCTP, UDP-Lite,
+    /// DCCP).
+    Port(u16),
+    /// ICMP or ICMPv6 echo (ping): no port, allowed wherever its address is.
+    Echo,
+    /// Anything whose port cannot be told: later fragments, other
+    /// protocols, tunnels, extension-header chains too long to walk. A
+    /// group with `ports` refuses it.
+    Unknown,
 }
 
 /// The policy of the running config: every group's rule, and the gateway's
@@ -48,6 +64,12 @@ pub enum DenyReason {
     NotInGroups,
     /// Inside a granted subnet, but not on a port any matching group allows.
     PortNotAllowed,
+    /// Inside a granted subnet whose groups all restrict ports, and the
+    /// packet's port cannot be told.
+    PortUnknown,
+    /// The packet asks to be source-routed (IPv4 LSRR/SSRR options, an IPv6
+    /// routing header with segments left): always refused.
+    SourceRouted,
 }
 
 /// The ranges that are refused whatever a group says.
@@ -110,9 +132,20 @@ impl AccessSet {
         IpNet::aggregate(&nets)
     }
 
-    /// May this user reach `dst` on `port`? `port` is `None` for a packet
-    /// without ports (ICMP), which a port restriction does not block.
-    pub fn check(&self, dst: IpAddr, port: Option<u16>) -> Result<(), DenyReason> {
+    /// May this user send `transport` to `dst`? A group without `ports`
+    /// allows everything to its subnets; one with `ports` allows those
+    /// ports and ICMP echo, and refuses what has no port it can judge.
+    pub fn check(&self, dst: IpAddr, transport: Transport) -> Result<(), DenyReason> {
+        self.check_with(dst, Some(transport))
+    }
+
+    /// May this user reach `dst` at all, ports aside? (The jump host
+    /// applies ports its own way.)
+    pub fn check_address(&self, dst: IpAddr) -> Result<(), DenyReason> {
+        self.check_with(dst, None)
+    }
+
+    fn check_with(&self, dst: IpAddr, transport: Option<Transport>) -> Result<(), DenyReason> {
         if let Some(range) = always_refused(dst) {
             return Err(DenyReason::AlwaysRefused(range));
         }
@@ -125,16 +158,18 @@ impl AccessSet {
                 continue;
             }
             matched = true;
-            match (ports, port) {
-                (None, _) | (Some(_), None) => return Ok(()),
-                (Some(ports), Some(port)) if ports.contains(&port) => return Ok(()),
-                (Some(_), Some(_)) => {}
+            match (ports, transport) {
+                (None, _) | (Some(_), None | Some(Transport::Echo)) => return Ok(()),
+                (Some(ports), Some(Transport::Port(port))) if ports.contains(&port) => {
+                    return Ok(());
+                }
+                (Some(_), Some(Transport::Port(_) | Transport::Unknown)) => {}
             }
         }
-        Err(if matched {
-            DenyReason::PortNotAllowed
-        } else {
-            DenyReason::NotInGroups
+        Err(match (matched, transport) {
+            (false, _) => DenyReason::NotInGroups,
+            (true, Some(Transport::Unknown)) => DenyReason::PortUnknown,
+            (true, _) => DenyReason::PortNotAllowed,
         })
     }
 }
@@ -187,6 +222,10 @@ impl fmt::Display for DenyReason {
             Self::GatewayAddress => f.write_str("the gateway's own addresses are always refused"),
             Self::NotInGroups => f.write_str("outside the subnets of the user's groups"),
             Self::PortNotAllowed => f.write_str("port not allowed by the user's groups"),
+            Self::PortUnknown => f.write_str(
+                "the user's groups allow only some ports, and this packet's port cannot be told",
+            ),
+            Self::SourceRouted => f.write_str("source-routed packets are always refused"),
         }
     }
 }
@@ -199,6 +238,8 @@ impl DenyReason {
             Self::GatewayAddress => "gateway",
             Self::NotInGroups => "not_in_groups",
             Self::PortNotAllowed => "port",
+            Self::PortUnknown => "port_unknown",
+            Self::SourceRouted => "source_route",
         }
     }
 }
@@ -307,9 +348,9 @@ mod tests {
     fn union_of_the_users_groups_only() {
         let access = sample().access_for(&["research"]);
         assert_eq!(access.subnets(), vec![net("10.0.3.0/24")]);
-        assert_eq!(access.check(ip("10.0.3.140"), Some(22)), Ok(()));
+        assert_eq!(access.check(ip("10.0.3.140"), Transport::Port(22)), Ok(()));
         assert_eq!(
-            access.check(ip("10.0.2.5"), Some(22)),
+            access.check(ip("10.0.2.5"), Transport::Port(22)),
             Err(DenyReason::NotInGroups)
         );
 
@@ -319,14 +360,23 @@ mod tests {
     }
 
     #[test]
-    fn ports_restrict_tcp_udp_but_not_icmp() {
+    fn ports_restrict_everything_but_icmp_echo() {
         let access = sample().access_for(&["app-admins"]);
-        assert_eq!(access.check(ip("10.0.2.5"), Some(22)), Ok(()));
+        assert_eq!(access.check(ip("10.0.2.5"), Transport::Port(22)), Ok(()));
         assert_eq!(
-            access.check(ip("10.0.2.5"), Some(80)),
+            access.check(ip("10.0.2.5"), Transport::Port(80)),
             Err(DenyReason::PortNotAllowed)
         );
-        assert_eq!(access.check(ip("10.0.2.5"), None), Ok(()));
+        assert_eq!(access.check(ip("10.0.2.5"), Transport::Echo), Ok(()));
+        // What has no port to judge is refused where ports are restricted ...
+        assert_eq!(
+            access.check(ip("10.0.2.5"), Transport::Unknown),
+            Err(DenyReason::PortUnknown)
+        );
+        assert_eq!(access.check_address(ip("10.0.2.5")), Ok(()));
+        // ... and allowed where they are not.
+        let research = sample().access_for(&["research"]);
+        assert_eq!(research.check(ip("10.0.3.5"), Transport::Unknown), Ok(()));
     }
 
     #[test]
@@ -348,9 +398,9 @@ mod tests {
             ),
         ]);
         let access = policy.access_for(&["a", "b"]);
-        assert_eq!(access.check(ip("10.0.2.5"), Some(443)), Ok(()));
+        assert_eq!(access.check(ip("10.0.2.5"), Transport::Port(443)), Ok(()));
         assert_eq!(
-            access.check(ip("10.0.2.200"), Some(443)),
+            access.check(ip("10.0.2.200"), Transport::Port(443)),
             Err(DenyReason::PortNotAllowed)
         );
     }
@@ -374,7 +424,11 @@ mod tests {
             ("10.0.1.10", DenyReason::GatewayAddress),
             ("10.200.0.1", DenyReason::GatewayAddress),
         ] {
-            assert_eq!(access.check(ip(addr), Some(80)), Err(want), "{addr}");
+            assert_eq!(
+                access.check(ip(addr), Transport::Port(80)),
+                Err(want),
+                "{addr}"
+            );
         }
         for (addr, want) in [
             ("::1", RefusedRange::Loopback),
@@ -440,10 +494,16 @@ mod tests {
             nets in proptest::collection::vec(arb_v4_net(), 1..4),
             probe in any::<u32>(),
             port in proptest::option::of(any::<u16>()),
+            unknown in any::<bool>(),
         ) {
             let policy = Policy::new([("g".to_string(), GroupRule { subnets: nets.clone(), ports: None })]);
             let addr = IpAddr::V4(Ipv4Addr::from(probe));
-            let allowed = policy.access_for(&["g"]).check(addr, port).is_ok();
+            let transport = match (port, unknown) {
+                (Some(port), _) => Transport::Port(port),
+                (None, true) => Transport::Unknown,
+                (None, false) => Transport::Echo,
+            };
+            let allowed = policy.access_for(&["g"]).check(addr, transport).is_ok();
             let expected = nets.iter().any(|n| n.contains(&addr)) && always_refused(addr).is_none();
             prop_assert_eq!(allowed, expected);
         }

@@ -305,10 +305,20 @@ fn tls_files_come_in_pairs() {
 fn policy_of_a_config_refuses_the_gateway_tunnel_address() {
     let config = parse(MINIMAL, "m.toml").unwrap();
     let access = config.policy().access_for(&["research"]);
-    assert!(access.check("10.0.3.9".parse().unwrap(), Some(22)).is_ok());
     assert!(
         access
-            .check("10.200.0.1".parse().unwrap(), Some(22))
+            .check(
+                "10.0.3.9".parse().unwrap(),
+                crate::policy::Transport::Port(22)
+            )
+            .is_ok()
+    );
+    assert!(
+        access
+            .check(
+                "10.200.0.1".parse().unwrap(),
+                crate::policy::Transport::Port(22)
+            )
             .is_err()
     );
 }

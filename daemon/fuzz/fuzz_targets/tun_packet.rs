@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let rest = &rest[..rest.len().min(MAX_PACKET)];
     if let Ok(flow) = packet::parse(rest) {
-        let _ = ACCESS.with(|access| access.check(flow.dst, flow.dst_port));
+        let _ = ACCESS.with(|access| access.check(flow.dst, flow.transport));
     }
     let send = |fx: &mut common::Fixture| {
         let mut buf = std::mem::take(&mut fx.buf);

@@ -80,7 +80,7 @@ impl TargetPolicy<'_> {
         }
         let access = self.policy.access_for(self.user_groups);
         // Address only: a group's port list is applied below, the SSH way.
-        access.check(addr, None).map_err(deny)?;
+        access.check_address(addr).map_err(deny)?;
         if self.allowed_ports.contains(&port) {
             return Ok(());
         }
@@ -143,8 +143,11 @@ impl TargetDenied {
                 reason: DenyReason::AlwaysRefused(_),
                 ..
             } => "always_refused",
+            // The jump host always knows its port: these two cannot arise
+            // from its address-only check, and would mean "port".
             Self::Address {
-                reason: DenyReason::PortNotAllowed,
+                reason:
+                    DenyReason::PortNotAllowed | DenyReason::PortUnknown | DenyReason::SourceRouted,
                 ..
             }
             | Self::Port { .. } => "port_not_allowed",

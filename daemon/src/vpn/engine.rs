@@ -22,6 +22,8 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
+use gatehouse_config::policy::DenyReason;
+
 use super::packet;
 use super::peers::{EngineKeys, Entry, PeerSpec, PeerTable};
 
@@ -369,10 +371,14 @@ impl Engine {
                 return;
             }
         };
-        // Later fragments carry no port: they pass on the subnet check alone,
-        // as their first fragment had to pass the port check.
-        if let Err(reason) = entry.access.check(flow.dst, flow.dst_port) {
-            peer.record_denial(reason, flow.dst, flow.dst_port);
+        // What a port rule cannot judge is refused by it (packet.rs), and
+        // source routing by everyone.
+        let checked = match flow.source_routed {
+            true => Err(DenyReason::SourceRouted),
+            false => entry.access.check(flow.dst, flow.transport),
+        };
+        if let Err(reason) = checked {
+            peer.record_denial(reason, flow.dst, flow.dst_port());
             tracing::trace!(peer = %peer.label(), dst = %flow.dst, %reason, "packet denied");
             return;
         }

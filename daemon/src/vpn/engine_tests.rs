@@ -167,6 +167,82 @@ fn destinations_outside_the_groups_and_always_refused_ones_are_dropped_and_count
     assert_eq!(peer.take_denials().total, 0, "taken once");
 }
 
+/// A peer whose only group opens 10.0.2.0/24 on port 22.
+fn setup_port_restricted() -> (Engine, Client) {
+    let (engine, client) = setup();
+    let restricted = Policy::new([(
+        "app-admins".to_string(),
+        GroupRule {
+            subnets: vec!["10.0.2.0/24".parse().unwrap()],
+            ports: Some([22].into()),
+        },
+    )]);
+    let mut peer = spec(&client, "10.200.0.2");
+    peer.access = Arc::new(restricted.access_for(&["app-admins"]));
+    engine.set_peers(&[peer]);
+    (engine, client)
+}
+
+#[test]
+fn a_port_rule_refuses_every_packet_whose_port_it_cannot_tell() {
+    let (engine, mut client) = setup_port_restricted();
+    handshake(&engine, &mut client);
+    let to = |protocol, port| ipv4([10, 200, 0, 2], [10, 0, 2, 5], protocol, port, 8);
+    let with_icmp_type = |icmp_type| {
+        let mut p = to(1, 0);
+        p[20] = icmp_type;
+        p
+    };
+    let later_fragment = {
+        let mut p = to(17, 22);
+        p[6..8].copy_from_slice(&100u16.to_be_bytes());
+        p
+    };
+    let source_routed = {
+        let mut p = to(6, 22);
+        p.splice(20..20, [1, 131, 7, 4, 10, 0, 2, 9]);
+        p[0] = 0x47;
+        p
+    };
+    let passes = [
+        ("tcp 22", to(6, 22)),
+        ("dccp 22", to(33, 22)),
+        ("ping", with_icmp_type(8)),
+    ];
+    for (what, packet) in passes {
+        let out = send(&engine, &mut client, &packet);
+        assert_eq!(out.tun, vec![packet], "{what} must pass");
+    }
+    let dropped = [
+        ("tcp 80", to(6, 80), "port"),
+        ("dccp 80", to(33, 80), "port"),
+        ("icmp timestamp", with_icmp_type(13), "port_unknown"),
+        ("udp later fragment", later_fragment, "port_unknown"),
+        ("ipip", to(4, 22), "port_unknown"),
+        ("6in4", to(41, 22), "port_unknown"),
+        ("gre", to(47, 22), "port_unknown"),
+        ("lsrr option", source_routed, "source_route"),
+    ];
+    for (what, packet, reason) in dropped {
+        let out = send(&engine, &mut client, &packet);
+        assert!(out.tun.is_empty(), "{what} must be dropped");
+        let denials = engine.table().by_key[&client.public].peer.take_denials();
+        assert_eq!(denials.by_reason, vec![(reason, 1)], "{what}");
+    }
+}
+
+#[test]
+fn source_routed_packets_are_dropped_for_every_group() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let mut packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 22, 8);
+    packet.splice(20..20, [1, 137, 7, 4, 10, 0, 3, 9]);
+    packet[0] = 0x47;
+    assert!(send(&engine, &mut client, &packet).tun.is_empty());
+    let denials = engine.table().by_key[&client.public].peer.take_denials();
+    assert_eq!(denials.by_reason, vec![("source_route", 1)]);
+}
+
 #[test]
 fn outbound_goes_only_to_the_peer_that_owns_the_address() {
     let (engine, mut client) = setup();

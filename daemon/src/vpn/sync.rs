@@ -296,19 +296,28 @@ subnets = ["10.0.3.0/24"]
         assert!(
             specs[0]
                 .access
-                .check("10.0.3.7".parse().unwrap(), Some(22))
+                .check(
+                    "10.0.3.7".parse().unwrap(),
+                    gatehouse_config::policy::Transport::Port(22)
+                )
                 .is_ok()
         );
         assert!(
             specs[0]
                 .access
-                .check("10.0.4.7".parse().unwrap(), Some(22))
+                .check(
+                    "10.0.4.7".parse().unwrap(),
+                    gatehouse_config::policy::Transport::Port(22)
+                )
                 .is_err()
         );
         assert!(
             specs[0]
                 .access
-                .check("10.0.3.1".parse().unwrap(), Some(22))
+                .check(
+                    "10.0.3.1".parse().unwrap(),
+                    gatehouse_config::policy::Transport::Port(22)
+                )
                 .is_err(),
             "the host's own address"
         );

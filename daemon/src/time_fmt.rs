@@ -9,9 +9,13 @@ pub fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// RFC 3339, UTC, whole seconds.
+/// 9999-12-31T23:59:59Z, the last time RFC 3339 can write.
+pub const MAX_UNIX: i64 = 253_402_300_799;
+
+/// RFC 3339, UTC, whole seconds; a time past [`MAX_UNIX`] is shown as it
+/// (the format has four-digit years), never a panic.
 pub fn rfc3339(unix: i64) -> String {
-    let secs = u64::try_from(unix).unwrap_or(0);
+    let secs = u64::try_from(unix.min(MAX_UNIX)).unwrap_or(0);
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
@@ -29,6 +33,13 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_past_year_9999_do_not_panic() {
+        assert_eq!(rfc3339(MAX_UNIX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(MAX_UNIX + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+    }
 
     #[test]
     fn round_trips() {

@@ -411,3 +411,21 @@ fn aws_discovery_overrides_are_checked_and_kept() {
             .complete()
     );
 }
+
+#[test]
+fn durations_that_would_overflow_are_refused_with_their_key() {
+    for (table, key) in [
+        ("portal", "login_lockout"),
+        ("ssh", "login_grace_time"),
+        ("vpn", "session_lifetime"),
+        ("portal", "session_max"),
+        ("portal", "enrollment_ttl"),
+    ] {
+        let text = format!("{MINIMAL}\n[{table}]\n{key} = \"1000000000y\"\n");
+        let line = text.lines().count();
+        assert_one(&text, &format!("{table}.{key}"), line, "too long");
+    }
+    // 100 years is still a duration.
+    let text = format!("{MINIMAL}\n[portal]\nlogin_lockout = \"36500d\"\n");
+    assert!(parse(&text, "t.toml").is_ok());
+}

@@ -14,6 +14,10 @@ use super::*;
 use crate::names::{NAME_RULE, is_valid_name};
 use crate::policy::{always_refused_nets, overlaps};
 
+/// The longest duration a key may have: 100 years. Longer ones would
+/// overflow clocks and timestamps (and mean "never", which no key means).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let map = SourceMap::new(text);
     let raw: RawConfig = match toml::from_str(text) {
@@ -521,6 +525,13 @@ impl Checker<'_> {
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 self.problem(key, format!("{text:?} must be longer than zero"));
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(
+                    key,
+                    format!("{text:?} is too long: at most 100 years (\"36500d\")"),
+                );
                 None
             }
             Ok(d) => Some(d),

@@ -330,6 +330,19 @@ async fn refusals_get_clear_answers_and_change_nothing() {
             "conflict",
         ),
         (
+            // Past the year 9999 (it panicked formatting the expiry before).
+            gw.admin(
+                Method::POST,
+                "/v1/users",
+                Some(
+                    json!({ "name": "erin", "groups": ["research"], "expires_in_secs": u64::MAX }),
+                ),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+        ),
+        (
             gw.admin(Method::GET, "/v1/no-such-path", None).await,
             StatusCode::NOT_FOUND,
             "not_found",

@@ -78,7 +78,15 @@ impl Access {
                     "the expiry must be in the future".into(),
                 ));
             }
-            Some(secs) => Some(now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))),
+            Some(secs) => {
+                let at = now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
+                if at > crate::time_fmt::MAX_UNIX {
+                    return Err(UserError::InvalidValue(
+                        "the expiry must be before the year 10000".into(),
+                    ));
+                }
+                Some(at)
+            }
             None => None,
         };
         let token = new_token();

@@ -305,6 +305,7 @@ fn describe_problem(problem: &VerifyProblem) -> String {
         VerifyProblemKind::Removed => "removed",
         VerifyProblemKind::Reordered => "reordered",
         VerifyProblemKind::Truncated => "truncated",
+        VerifyProblemKind::AnchorMissing => "anchor missing",
     };
     format!("record {}: {kind}: {}", problem.seq, problem.message)
 }

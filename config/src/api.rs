@@ -502,6 +502,9 @@ pub enum VerifyProblemKind {
     Reordered,
     /// The chain ends before the recorded head: records were cut from the end.
     Truncated,
+    /// The head file (the anchor) is missing while records exist: a cut end
+    /// cannot be detected.
+    AnchorMissing,
 }
 
 /// What an AWS action does to its resource.

@@ -64,6 +64,16 @@ enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Anchor the audit log anew at its last record, with accessd stopped:
+    /// for when the anchor file (`audit.head` in the state directory) is
+    /// lost and no backup of it is left.
+    ///
+    /// accessd refuses to start without the anchor, since records cut from
+    /// the log's end would go unseen. First compare the log with a copy
+    /// kept elsewhere (the audit mirror your log shipper sends); this
+    /// command checks the whole chain from its first record, prints the
+    /// record it anchors at, and refuses a chain that does not verify.
+    AuditAnchor,
     /// Print the accessd(8) man page (roff), for packaging.
     #[command(hide = true)]
     Manpage,
@@ -84,15 +94,18 @@ fn main() -> ExitCode {
         return print_manpage();
     }
     init_tracing(args.log_format);
+    let source = || ConfigSource {
+        path: args.config.clone(),
+        overrides: Overrides {
+            state_dir: args.state_dir.clone(),
+            admin_socket: args.admin_socket.clone(),
+        },
+    };
     if let Some(Command::Restore { file }) = &args.command {
-        let source = ConfigSource {
-            path: args.config.clone(),
-            overrides: Overrides {
-                state_dir: args.state_dir.clone(),
-                admin_socket: args.admin_socket.clone(),
-            },
-        };
-        return restore(&source, file);
+        return restore(&source(), file);
+    }
+    if let Some(Command::AuditAnchor) = &args.command {
+        return audit_anchor(&source());
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
@@ -196,22 +209,70 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn restore(source: &ConfigSource, file: &std::path::Path) -> ExitCode {
-    let config = match source.load() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+/// The store options of the config, for a command that needs accessd
+/// stopped; the exit code to return when it cannot go on.
+fn options_with_accessd_stopped(
+    source: &ConfigSource,
+) -> Result<accessd::store::StoreOptions, ExitCode> {
+    let config = source.load().map_err(|err| {
+        eprintln!("{err}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
     if std::os::unix::net::UnixStream::connect(&config.admin.socket).is_ok() {
         eprintln!(
             "accessd is running (its admin socket {} answers): stop it first (systemctl stop accessd)",
             config.admin.socket.display()
         );
-        return ExitCode::FAILURE;
+        return Err(ExitCode::FAILURE);
     }
-    let options = accessd::store::StoreOptions::from_config(&config);
+    Ok(accessd::store::StoreOptions::from_config(&config))
+}
+
+fn audit_anchor(source: &ConfigSource) -> ExitCode {
+    let options = match options_with_accessd_stopped(source) {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    let store = match accessd::store::Store::open_anchoring_anew(&options) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("cannot open the store: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = store.read_blocking(|r| r.verify_audit());
+    match report {
+        Ok(report) if report.intact => {
+            let head = store.read_blocking(|r| r.audit_last()).ok().flatten();
+            #[expect(clippy::print_stdout, reason = "the command reports to the terminal")]
+            {
+                match head {
+                    Some(head) => println!(
+                        "anchored the audit log at record {} (hash {}); {} record(s) verified from the first",
+                        head.seq, head.hash, report.records
+                    ),
+                    None => println!("the audit log is empty: nothing to anchor"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            let problem = report.problem.map(|p| p.message).unwrap_or_default();
+            eprintln!("not anchored: the audit chain does not verify: {problem}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("cannot verify the audit log: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(source: &ConfigSource, file: &std::path::Path) -> ExitCode {
+    let options = match options_with_accessd_stopped(source) {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
     match accessd::store::backup::restore(&options, file, accessd::time_fmt::now_unix()) {
         Ok(report) => {
             let restored = &report.restored;

@@ -569,3 +569,58 @@ fn no_login_machine_accounts_are_shown_changed_and_audited() {
     assert_eq!(records[1]["kind"], "user.set_no_login");
     assert_eq!(records[1]["detail"]["no_login"], false);
 }
+
+/// Review finding 8: without the anchor (`audit.head`) a cut tail of the
+/// log cannot be seen, so a lost anchor is never silently recreated.
+#[test]
+fn a_lost_audit_anchor_stops_the_start_and_is_only_recreated_on_request() {
+    let mut daemon = Daemon::start();
+    daemon.ctl_ok(&["user", "add", "alice", "--group", "research"]);
+    assert!(daemon.stop().success());
+    let head = daemon.state_dir.join("audit.head");
+    std::fs::remove_file(&head).unwrap();
+
+    let accessd = |args: &[&str]| {
+        Command::new(bin("accessd"))
+            .arg("--config")
+            .arg(&daemon.config)
+            .arg("--state-dir")
+            .arg(&daemon.state_dir)
+            .arg("--admin-socket")
+            .arg(&daemon.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Refused at start, naming the file and the repair.
+    let refused = accessd(&[]);
+    assert!(!refused.status.success());
+    let said = stderr(&refused);
+    assert!(
+        said.contains(&head.display().to_string()) && said.contains("accessd audit-anchor"),
+        "{said}"
+    );
+    assert!(!head.exists(), "a refused start writes no anchor");
+
+    // The admin re-anchors deliberately; then accessd starts and verifies.
+    let anchored = accessd(&["audit-anchor"]);
+    assert!(anchored.status.success(), "{}", stderr(&anchored));
+    assert!(
+        stdout(&anchored).contains("anchored the audit log at record"),
+        "{}",
+        stdout(&anchored)
+    );
+    daemon.spawn();
+    let verified = daemon.ctl(&["audit", "verify"]);
+    assert!(verified.status.success(), "{}", stdout(&verified));
+
+    // Deleted while accessd runs, `audit verify` says so (and fails).
+    std::fs::remove_file(&head).unwrap();
+    let broken = daemon.ctl(&["audit", "verify"]);
+    assert_eq!(broken.status.code(), Some(1), "{}", stdout(&broken));
+    let said = format!("{}{}", stdout(&broken), stderr(&broken));
+    assert!(
+        said.contains("anchor missing") && said.contains("audit.head"),
+        "{said}"
+    );
+}

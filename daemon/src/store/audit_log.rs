@@ -103,7 +103,23 @@ impl Reader<'_> {
             &format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
             Vec::new(),
         )?;
-        Ok(chain::verify(&records, head.as_ref()))
+        let report = chain::verify(&records, head.as_ref());
+        if let (None, Some(last), true) = (&head, records.last(), report.intact) {
+            // Without the anchor a cut tail is invisible: never "intact".
+            return Ok(VerifyReport {
+                intact: false,
+                records: records.len() as u64,
+                problem: Some(gatehouse_config::api::VerifyProblem {
+                    seq: last.seq,
+                    kind: gatehouse_config::api::VerifyProblemKind::AnchorMissing,
+                    message: format!(
+                        "the audit anchor {} is missing: records cut from the end of the log cannot be detected; restore it from a backup, or re-anchor with `accessd audit-anchor` after comparing the log with its shipped mirror",
+                        self.paths.head.display()
+                    ),
+                }),
+            });
+        }
+        Ok(report)
     }
 }
 

@@ -9,8 +9,13 @@
 //! chain, nothing is "fixed": the head file is frozen (never rewritten while
 //! this store is open) so `verify` keeps reporting the damage.
 //!
-//! File problems are logged, never returned: the database is the source of
-//! truth and holds every record.
+//! A missing head file next to a non-empty log is not recreated: without
+//! it a cut tail cannot be seen, so the store refuses to open
+//! ([`StoreError::AnchorMissing`]) until an admin re-anchors deliberately
+//! (`accessd audit-anchor`, after comparing with a shipped mirror).
+//!
+//! Other file problems are logged, never returned: the database is the
+//! source of truth and holds every record.
 
 use gatehouse_config::api::AuditRecord;
 use rusqlite::{Connection, types::Value};
@@ -26,11 +31,25 @@ pub(super) struct Reconciled {
     pub(super) head_frozen: bool,
 }
 
-/// Start-up repair of the head file and mirror; see the module doc. Only a
-/// database error fails; file problems are logged.
-pub(super) fn reconcile(conn: &Connection, paths: &Paths) -> Result<Reconciled, StoreError> {
+/// What to do about a missing head file next to a non-empty log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingAnchor {
+    /// Refuse to open (the default).
+    Refuse,
+    /// Anchor anew at the last record, if the whole chain verifies
+    /// (`accessd audit-anchor`).
+    Recreate,
+}
+
+/// Start-up repair of the head file and mirror; see the module doc. A
+/// database error or a missing anchor fails; other file problems are logged.
+pub(super) fn reconcile(
+    conn: &Connection,
+    paths: &Paths,
+    missing: MissingAnchor,
+) -> Result<Reconciled, StoreError> {
     let db_last = last_head(conn).map_err(StoreError::sqlite("read the last audit record"))?;
-    let head_frozen = reconcile_head(conn, paths, db_last.as_ref())?;
+    let head_frozen = reconcile_head(conn, paths, db_last.as_ref(), missing)?;
     let mirror_in_sync = catch_up_mirror(conn, paths);
     Ok(Reconciled {
         mirror_in_sync,
@@ -81,6 +100,7 @@ fn reconcile_head(
     conn: &Connection,
     paths: &Paths,
     db_last: Option<&Head>,
+    missing: MissingAnchor,
 ) -> Result<bool, StoreError> {
     let head = match mirror::read_head(&paths.head) {
         Ok(head) => head,
@@ -100,6 +120,12 @@ fn reconcile_head(
         return Ok(false);
     };
     let (anchor, segment_sql) = match &head {
+        None if missing == MissingAnchor::Refuse => {
+            return Err(StoreError::AnchorMissing {
+                path: paths.head.clone(),
+                last_seq: db_last.seq,
+            });
+        }
         None => (
             None,
             format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
@@ -294,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn recreates_missing_mirror_and_head() {
+    fn a_missing_head_refuses_to_open_and_is_only_recreated_on_request() {
         let dir = tempfile::TempDir::new().unwrap();
         let opts = options(dir.path());
         let store = Store::open(&opts).unwrap();
@@ -302,8 +328,23 @@ mod tests {
         let records = db_records(&store);
         drop(store);
         fs::remove_file(&opts.audit_mirror).unwrap();
-        fs::remove_file(opts.state_dir.join(mirror::HEAD_FILE)).unwrap();
-        let store = Store::open(&opts).unwrap();
+        let head_path = opts.state_dir.join(mirror::HEAD_FILE);
+        fs::remove_file(&head_path).unwrap();
+        // A cut tail would go unseen with a new anchor: refused, naming the
+        // file and the repair.
+        let err = Store::open(&opts).err().unwrap();
+        assert!(
+            matches!(err, StoreError::AnchorMissing { last_seq: 3, .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&head_path.display().to_string())
+                && text.contains("accessd audit-anchor"),
+            "{text}"
+        );
+        assert!(!head_path.exists(), "refusing writes nothing");
+        let store = Store::open_anchoring_anew(&opts).unwrap();
         assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
         assert_eq!(
             mirror::read_head(store.head_path()).unwrap(),

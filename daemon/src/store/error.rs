@@ -122,6 +122,13 @@ pub enum StoreError {
         source: std::net::AddrParseError,
     },
 
+    /// The audit head file (the anchor) is gone while the log has records:
+    /// a cut tail could not be seen, so the store does not open.
+    #[error(
+        "the audit anchor {path} is missing, but the audit log has {last_seq} record(s): records cut from its end could not be detected. Restore the file from a backup, or compare the log with a copy shipped elsewhere (the audit mirror) and re-anchor with `accessd audit-anchor` (accessd stopped)"
+    )]
+    AnchorMissing { path: PathBuf, last_seq: u64 },
+
     /// The audit mirror or head file beside the database failed.
     #[error(transparent)]
     Mirror(#[from] crate::audit::mirror::MirrorError),
@@ -157,6 +164,7 @@ impl StoreError {
             | Self::Corrupt { .. }
             | Self::CorruptAddress { .. }
             | Self::Mirror(_)
+            | Self::AnchorMissing { .. }
             | Self::Task { .. }
             | Self::Closed { .. } => ErrorCode::Internal,
         }

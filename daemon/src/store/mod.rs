@@ -105,8 +105,21 @@ pub struct Writer<'a> {
 impl Store {
     /// Opens (creating when missing) the store and brings its schema up to
     /// date, then reconciles the audit head file and mirror with the database.
-    /// Blocking.
+    /// A missing head file next to a non-empty log is refused. Blocking.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
+        Self::open_with(opts, audit_repair::MissingAnchor::Refuse)
+    }
+
+    /// As [`Store::open`], but a missing head file is recreated at the last
+    /// record when the whole chain verifies (`accessd audit-anchor`).
+    pub fn open_anchoring_anew(opts: &StoreOptions) -> Result<Store, StoreError> {
+        Self::open_with(opts, audit_repair::MissingAnchor::Recreate)
+    }
+
+    fn open_with(
+        opts: &StoreOptions,
+        missing: audit_repair::MissingAnchor,
+    ) -> Result<Store, StoreError> {
         create_state_dir(&opts.state_dir)?;
         let db_path = opts.state_dir.join(DB_FILE);
         let mut conn = open_connection(&db_path)?;
@@ -117,7 +130,7 @@ impl Store {
             mirror: opts.audit_mirror.clone(),
             rotation: opts.mirror_rotation,
         };
-        let reconciled = audit_repair::reconcile(&conn, &paths)?;
+        let reconciled = audit_repair::reconcile(&conn, &paths, missing)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 locked: Mutex::new(Locked {

@@ -11,8 +11,8 @@
 //! above TRACE. Nothing here allocates on the data path.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -25,7 +25,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use gatehouse_config::policy::DenyReason;
 
 use super::packet;
-use super::peers::{EngineKeys, Entry, PeerSpec, PeerTable};
+use super::peers::{EngineKeys, Entry, Peer, PeerSpec, PeerTable};
 
 /// Handshakes per second before boringtun asks for cookies (its default).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
@@ -61,8 +61,14 @@ pub struct Engine {
     public: PublicKey,
     table: ArcSwap<PeerTable>,
     next_index: AtomicU32,
+    /// Peers taken out of the table since the monitor last looked: their
+    /// held-back denials still go to the audit log.
+    retired: Mutex<Vec<Arc<Peer>>>,
     pub counters: EngineCounters,
 }
+
+/// Retired peers kept at most for the monitor (it takes them every second).
+const MAX_RETIRED: usize = 65_536;
 
 impl Engine {
     pub fn new(secret: StaticSecret) -> Self {
@@ -75,6 +81,7 @@ impl Engine {
             public,
             table: ArcSwap::from_pointee(PeerTable::default()),
             next_index: AtomicU32::new(1),
+            retired: Mutex::new(Vec::new()),
             counters: EngineCounters::default(),
         }
     }
@@ -96,7 +103,36 @@ impl Engine {
             }
         };
         let table = PeerTable::rebuild(&old, specs, next, &self.keys);
+        let retired: Vec<Arc<Peer>> = old
+            .peers()
+            .filter(|peer| {
+                table
+                    .by_key
+                    .get(&peer.public_key)
+                    .is_none_or(|entry| !Arc::ptr_eq(&entry.peer, peer))
+            })
+            .cloned()
+            .collect();
         self.table.store(Arc::new(table));
+        if !retired.is_empty() {
+            let mut kept = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.extend(retired);
+            if kept.len() > MAX_RETIRED {
+                let over = kept.len() - MAX_RETIRED;
+                kept.drain(..over);
+                tracing::warn!(
+                    over,
+                    "retired peers not taken by the monitor; the oldest dropped"
+                );
+            }
+        }
+    }
+
+    /// The peers taken out of the table since the last call (revoked,
+    /// disabled, expired, logged out, or re-addressed), for their last
+    /// denials.
+    pub fn take_retired(&self) -> Vec<Arc<Peer>> {
+        std::mem::take(&mut *self.retired.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The gateway's public key.

@@ -58,10 +58,35 @@ enum Flush {
 }
 
 /// Work for the store after one tick.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct TickOutput {
     pub events: Vec<NewAuditEvent>,
     pub handshakes: Vec<HandshakeUpdate>,
+}
+
+/// Records kept for a retry while the store refuses them; past this, the
+/// oldest are dropped (and said so in the log). At a few hundred bytes a
+/// record, a few tens of MiB.
+const MAX_PENDING_EVENTS: usize = 100_000;
+
+impl TickOutput {
+    /// Adds a later tick's work after this one's.
+    fn append(&mut self, later: TickOutput) {
+        self.events.extend(later.events);
+        self.handshakes.extend(later.handshakes);
+        if self.events.len() > MAX_PENDING_EVENTS {
+            let over = self.events.len() - MAX_PENDING_EVENTS;
+            self.events.drain(..over);
+            tracing::error!(
+                over,
+                "data plane audit records dropped: the store refused them for too long"
+            );
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.handshakes.is_empty()
+    }
 }
 
 /// A device's last handshake, for the store.
@@ -180,7 +205,14 @@ impl Monitor {
 
     fn denials(&mut self, engine: &Engine, now: Instant, flush: Flush, out: &mut TickOutput) {
         let table = engine.table();
-        for peer in table.peers() {
+        // Peers that left the table: their held-back denials are recorded
+        // now, whatever the period says; nothing else will.
+        let retired = engine.take_retired();
+        let peers = table
+            .peers()
+            .map(|peer| (peer, flush))
+            .chain(retired.iter().map(|peer| (peer, Flush::All)));
+        for (peer, flush) in peers {
             let due = flush == Flush::All
                 || self
                     .last_deny
@@ -220,6 +252,8 @@ pub fn spawn_monitor(
 ) {
     tracker.spawn(async move {
         let mut monitor = Monitor::default();
+        // Work the store refused, retried with the next tick's.
+        let mut pending = TickOutput::default();
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -227,18 +261,27 @@ pub fn spawn_monitor(
                 () = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
             }
-            let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
-            commit(&core, out).await;
+            pending.append(monitor.tick(&engine, SystemTime::now(), Instant::now()));
+            pending = commit(&core, pending).await;
         }
-        let closing = monitor.close(&engine, SystemTime::now(), Instant::now());
-        commit(&core, closing).await;
+        pending.append(monitor.close(&engine, SystemTime::now(), Instant::now()));
+        let lost = commit(&core, pending).await;
+        if !lost.events.is_empty() {
+            tracing::error!(
+                records = lost.events.len(),
+                "data plane audit records not written at shutdown: the store refused them"
+            );
+        }
     });
 }
 
-async fn commit(core: &Core, out: TickOutput) {
-    if out.events.is_empty() && out.handshakes.is_empty() {
-        return;
+/// Writes `out` in one transaction. Returns what is still to write: nothing
+/// when it committed, all of it when the store refused it.
+async fn commit(core: &Core, out: TickOutput) -> TickOutput {
+    if out.is_empty() {
+        return out;
     }
+    let retry = out.clone();
     let written = core
         .store()
         .write(move |w| {
@@ -255,8 +298,12 @@ async fn commit(core: &Core, out: TickOutput) {
             Ok(())
         })
         .await;
-    if let Err(err) = written {
-        tracing::error!(error = %err, "cannot record data plane events");
+    match written {
+        Ok(()) => TickOutput::default(),
+        Err(err) => {
+            tracing::error!(error = %err, records = retry.events.len(), "cannot record data plane events; kept for the next tick");
+            retry
+        }
     }
 }
 
@@ -393,6 +440,67 @@ mod tests {
         let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
         let endpoints: Vec<_> = out.handshakes.iter().map(|h| h.endpoint).collect();
         assert_eq!(endpoints, [Some(roamed)]);
+    }
+
+    #[test]
+    fn the_held_back_denials_of_a_removed_peer_are_recorded() {
+        // Review finding 5: they were lost when the peer left the table.
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        deny(&peer, "10.0.4.10");
+        let first = monitor.tick(&engine, SystemTime::now(), start);
+        assert!(
+            first
+                .events
+                .iter()
+                .any(|e| e.kind.as_str() == "vpn.acl.deny")
+        );
+        // Held back: the period has not passed ...
+        deny(&peer, "10.0.4.11");
+        deny(&peer, "10.0.4.12");
+        // ... and the peer is revoked before it does.
+        engine.set_peers(&[]);
+        let out = monitor.tick(&engine, SystemTime::now(), start + Duration::from_secs(1));
+        let denied: Vec<&NewAuditEvent> = out
+            .events
+            .iter()
+            .filter(|e| e.kind.as_str() == "vpn.acl.deny")
+            .collect();
+        assert_eq!(denied.len(), 1, "recorded at once, not held for the period");
+        assert_eq!(denied[0].detail["packets"], 2);
+        assert_eq!(denied[0].target, "alice/laptop");
+        assert!(engine.take_retired().is_empty(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn records_the_store_refused_are_kept_and_written_later() {
+        // Review finding 5: a failed commit lost the tick (and vpn.connect
+        // was never emitted again).
+        let gw = crate::testing::TestGateway::new(crate::testing::CONFIG).await;
+        let (engine, _) = connected_engine();
+        let mut monitor = Monitor::default();
+        let db = crate::store::fixtures::raw(gw.core.store());
+        db.execute_batch(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+        let first = monitor.tick(&engine, SystemTime::now(), Instant::now());
+        assert_eq!(first.events.len(), 1, "vpn.connect");
+        let kept = commit(&gw.core, first).await;
+        assert_eq!(kept.events.len(), 1, "kept for a retry");
+        let mut pending = kept;
+        pending.append(monitor.tick(&engine, SystemTime::now(), Instant::now()));
+        db.execute_batch("DROP TRIGGER no_audit;").unwrap();
+        let left = commit(&gw.core, pending).await;
+        assert!(left.is_empty());
+        let kinds = gw.audit_kinds().await;
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "vpn.connect").count(),
+            1,
+            "{kinds:?}"
+        );
     }
 
     #[test]

@@ -61,30 +61,78 @@ pub enum Source {
     Setting(&'static str),
 }
 
+/// The longest actor, source or target a record keeps; longer ones (what
+/// the other side sent: a tried user name, a `host:port`) are cut and
+/// marked. A record stays small whatever a client sends.
+pub const MAX_FIELD_BYTES: usize = 256;
+/// The longest string inside a detail.
+pub const MAX_DETAIL_STRING_BYTES: usize = 512;
+/// The most items of one array inside a detail.
+pub const MAX_DETAIL_ITEMS: usize = 64;
+
 /// An event of `kind` by `actor` from `source`, with no target and a
 /// `null` detail until [`NewAuditEvent::on`] and [`NewAuditEvent::detail`].
 pub fn event(kind: Kind, actor: Actor, source: Source) -> NewAuditEvent {
     NewAuditEvent {
         kind,
-        actor: actor.to_string(),
-        source: source.to_string(),
+        actor: capped(actor.to_string(), MAX_FIELD_BYTES),
+        source: capped(source.to_string(), MAX_FIELD_BYTES),
         target: String::new(),
         detail: serde_json::Value::Null,
     }
 }
 
 impl NewAuditEvent {
-    /// The same event about `target`.
+    /// The same event about `target` (capped, see [`MAX_FIELD_BYTES`]).
     pub fn on(self, target: impl Into<String>) -> NewAuditEvent {
         NewAuditEvent {
-            target: target.into(),
+            target: capped(target.into(), MAX_FIELD_BYTES),
             ..self
         }
     }
 
-    /// The same event with `detail`.
-    pub fn detail(self, detail: serde_json::Value) -> NewAuditEvent {
+    /// The same event with `detail`, its strings and arrays capped.
+    pub fn detail(self, mut detail: serde_json::Value) -> NewAuditEvent {
+        cap_value(&mut detail);
         NewAuditEvent { detail, ..self }
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary) and marked
+/// with how much was cut.
+pub fn capped(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("…[truncated {dropped} bytes]"));
+    text
+}
+
+fn cap_value(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if text.len() > MAX_DETAIL_STRING_BYTES {
+                *text = capped(std::mem::take(text), MAX_DETAIL_STRING_BYTES);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if items.len() > MAX_DETAIL_ITEMS {
+                let dropped = items.len() - MAX_DETAIL_ITEMS;
+                items.truncate(MAX_DETAIL_ITEMS);
+                items.push(serde_json::Value::String(format!(
+                    "…[truncated {dropped} items]"
+                )));
+            }
+            items.iter_mut().for_each(cap_value);
+        }
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(cap_value),
+        _ => {}
     }
 }
 
@@ -152,6 +200,36 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn what_the_other_side_sends_is_capped_and_marked() {
+        // Review finding 6: a 256 KiB `host:port` went into the record whole.
+        let huge = "h".repeat(256 * 1024);
+        let e = event(
+            Kind::SshForwardDeny,
+            Actor::Claimed("é".repeat(300)),
+            Source::Local,
+        )
+        .on(format!("{huge}:22"))
+        .detail(serde_json::json!({
+            "asked": { "target": format!("{huge}:22") },
+            "names": vec!["x"; 1000],
+        }));
+        assert!(e.target.len() < MAX_FIELD_BYTES + 40, "{}", e.target.len());
+        assert!(e.target.ends_with(&format!(
+            "…[truncated {} bytes]",
+            huge.len() + 3 - MAX_FIELD_BYTES
+        )));
+        assert!(e.actor.len() < MAX_FIELD_BYTES + 40 && e.actor.contains("truncated"));
+        let asked = e.detail["asked"]["target"].as_str().unwrap();
+        assert!(asked.len() < MAX_DETAIL_STRING_BYTES + 40 && asked.contains("truncated"));
+        let names = e.detail["names"].as_array().unwrap();
+        assert_eq!(names.len(), MAX_DETAIL_ITEMS + 1);
+        assert_eq!(names[MAX_DETAIL_ITEMS], "…[truncated 936 items]");
+        // What fits is untouched.
+        let small = event(Kind::UserAdd, Actor::Gateway, Source::Local).on("alice");
+        assert_eq!(small.target, "alice");
     }
 
     #[test]

@@ -39,7 +39,10 @@ impl client::Handler for AnyHostKey {
 /// A jump host with `ssh.require_totp`, and alice and mallory enrolled in
 /// the portal (password and TOTP), each with an SSH key of their own.
 fn start() -> (Daemon, Account, PrivateKey, Account, PrivateKey) {
-    let config = host_sample_config();
+    start_with(host_sample_config())
+}
+
+fn start_with(config: String) -> (Daemon, Account, PrivateKey, Account, PrivateKey) {
     let ssh = config.find("\n[ssh]\n").unwrap();
     let at = ssh + config[ssh..].find("\nrequire_totp = false\n").unwrap();
     let config = format!(
@@ -68,6 +71,35 @@ fn start() -> (Daemon, Account, PrivateKey, Account, PrivateKey) {
 fn jump_host(daemon: &Daemon) -> String {
     let status = daemon.ctl_json(&["status"]);
     status["ssh"]["listen"].as_str().unwrap().to_string()
+}
+
+/// A logged-in session of `user` (key, then TOTP `code`), kept open.
+async fn logged_in(
+    addr: &str,
+    user: &str,
+    key: &PrivateKey,
+    code: &str,
+) -> client::Handle<AnyHostKey> {
+    let config = Arc::new(client::Config::default());
+    let mut session = client::connect(config, addr, AnyHostKey).await.unwrap();
+    let key = PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None);
+    session.authenticate_publickey(user, key).await.unwrap();
+    let mut answer = session
+        .authenticate_keyboard_interactive_start(user, None)
+        .await
+        .unwrap();
+    if let KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } = answer {
+        let responses = prompts.iter().map(|_| code.to_string()).collect();
+        answer = session
+            .authenticate_keyboard_interactive_respond(responses)
+            .await
+            .unwrap();
+    }
+    assert!(
+        matches!(answer, KeyboardInteractiveAuthResponse::Success),
+        "{answer:?}"
+    );
+    session
 }
 
 /// Key for `key_user`, then (with `switch_to`) a `none` request under that
@@ -207,4 +239,56 @@ fn a_key_accepted_for_one_name_does_not_log_in_another() {
         "mallory's own key and code must log in:\n{}",
         daemon.log_tail(30)
     );
+}
+
+/// Review finding 6: a per-user cap on logged-in jump host connections.
+#[test]
+fn a_login_past_the_per_user_connection_cap_is_refused_and_audited() {
+    let config = host_sample_config().replacen(
+        "\nmax_connections_per_user = 8\n",
+        "\nmax_connections_per_user = 1\n",
+        1,
+    );
+    let (daemon, _alice, _alice_key, mut mallory, mallory_key) = start_with(config);
+    let addr = jump_host(&daemon);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let first = logged_in(&addr, "mallory", &mallory_key, &mallory.next_code()).await;
+        let config = Arc::new(client::Config::default());
+        let mut second = client::connect(config, addr.as_str(), AnyHostKey)
+            .await
+            .unwrap();
+        let key = PrivateKeyWithHashAlg::new(Arc::new(mallory_key.clone()), None);
+        let answer = second.authenticate_publickey("mallory", key).await.unwrap();
+        assert!(
+            matches!(
+                answer,
+                russh::client::AuthResult::Failure {
+                    partial_success: false,
+                    ..
+                }
+            ),
+            "a second login must be refused at the key: {answer:?}"
+        );
+        let _ = second
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), second).await;
+        drop(first);
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = auth_failures(&daemon, "mallory");
+        if found
+            .iter()
+            .any(|r| r["detail"]["reason"] == "too_many_connections")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not audited: {found:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -77,6 +77,8 @@ pub struct VpnConfig {
     pub pool: IpNet,
     pub mtu: u16,
     pub persistent_keepalive: u16,
+    /// Devices one user may have (each holds an address of the pool).
+    pub max_devices_per_user: u32,
     pub session_lifetime: Duration,
     pub require_login: bool,
     pub nat: NatMode,
@@ -99,6 +101,8 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_channels_per_user: u32,
+    /// Logged-in jump host connections one user may hold at once.
+    pub max_connections_per_user: u32,
     pub require_totp: bool,
     /// Unauthenticated connections allowed at once, overall ...
     pub max_startups: u32,

@@ -101,6 +101,9 @@ static KEYS: &[ReloadKey] = &[
     restart("vpn.interface", |a, b| a.vpn.interface != b.vpn.interface),
     restart("vpn.pool", |a, b| a.vpn.pool != b.vpn.pool),
     restart("vpn.mtu", |a, b| a.vpn.mtu != b.vpn.mtu),
+    live("vpn.max_devices_per_user", |a, b| {
+        a.vpn.max_devices_per_user != b.vpn.max_devices_per_user
+    }),
     live("vpn.persistent_keepalive", |a, b| {
         a.vpn.persistent_keepalive != b.vpn.persistent_keepalive
     }),
@@ -122,6 +125,9 @@ static KEYS: &[ReloadKey] = &[
     }),
     live("ssh.idle_timeout", |a, b| {
         a.ssh.idle_timeout != b.ssh.idle_timeout
+    }),
+    live("ssh.max_connections_per_user", |a, b| {
+        a.ssh.max_connections_per_user != b.ssh.max_connections_per_user
     }),
     live("ssh.max_channels_per_user", |a, b| {
         a.ssh.max_channels_per_user != b.ssh.max_channels_per_user

@@ -206,6 +206,7 @@ impl Checker<'_> {
             pool: pool?,
             mtu: raw.mtu,
             persistent_keepalive: raw.persistent_keepalive,
+            max_devices_per_user: raw.max_devices_per_user,
             session_lifetime: session_lifetime?,
             require_login: raw.require_login,
             nat: nat?,
@@ -225,6 +226,9 @@ impl Checker<'_> {
         let idle_timeout = self.duration("ssh.idle_timeout", &raw.idle_timeout);
         if raw.max_channels_per_user == 0 {
             self.problem("ssh.max_channels_per_user", "must be at least 1");
+        }
+        if raw.max_connections_per_user == 0 {
+            self.problem("ssh.max_connections_per_user", "must be at least 1");
         }
         if raw.max_startups == 0 {
             self.problem("ssh.max_startups", "must be at least 1");
@@ -248,6 +252,7 @@ impl Checker<'_> {
             connect_timeout: connect_timeout?,
             idle_timeout: idle_timeout?,
             max_channels_per_user: raw.max_channels_per_user,
+            max_connections_per_user: raw.max_connections_per_user,
             require_totp: raw.require_totp,
             max_startups: raw.max_startups,
             max_startups_per_source: raw.max_startups_per_source,

@@ -67,6 +67,7 @@ impl Access {
         let config = self.core.config();
         let pool = config.vpn.pool;
         let reserved = [config.vpn.gateway_address()];
+        let limit = config.vpn.max_devices_per_user;
         let new = NewDevice {
             user: user.to_string(),
             name: name.to_string(),
@@ -86,6 +87,14 @@ impl Access {
                 })?;
                 if owner.state == UserState::Disabled {
                     return Err(StoreError::UserDisabled { name: owner.name });
+                }
+                // Counted in the transaction: racing adds cannot pass it.
+                let held = w.devices(Some(&owner.name))?.len();
+                if held >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                    return Err(StoreError::DeviceLimit {
+                        user: owner.name,
+                        limit,
+                    });
                 }
                 let device = w.create_device(new, pool, &reserved)?;
                 w.audit(audit.detail(json!({

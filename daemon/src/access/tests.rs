@@ -452,3 +452,52 @@ async fn every_kind_written_is_named_by_the_vocabulary() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_member_cannot_use_up_the_pool() {
+    // Review finding 6: no per-user device cap; one member could take every
+    // address of the pool.
+    let config = CONFIG.replace("[vpn]\n", "[vpn]\nmax_devices_per_user = 2\n");
+    let gw = TestGateway::new(&config).await;
+    let alice = member(&gw, "alice").await;
+    for (name, key) in [("a", KEY_A), ("b", KEY_B)] {
+        let added = gw
+            .portal(
+                Method::POST,
+                "/api/v1/devices",
+                Some(json!({ "name": name, "public_key": key })),
+                Some(&alice),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::OK, "{added:?}");
+    }
+    let third = "0Oq1Ai6XI9qW1Dxuo5eJcxRJ7MyCx7GwVbvKVN1eiHA=";
+    let refused = gw
+        .portal(
+            Method::POST,
+            "/api/v1/devices",
+            Some(json!({ "name": "c", "public_key": third })),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("device_limit"))
+    );
+    let by_admin = gw
+        .admin(
+            Method::POST,
+            "/v1/users/alice/devices",
+            Some(json!({ "name": "c", "public_key": third })),
+        )
+        .await;
+    assert_eq!(by_admin.status, StatusCode::CONFLICT, "{by_admin:?}");
+    assert!(
+        by_admin.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_devices_per_user")
+    );
+    let devices = gw.admin(Method::GET, "/v1/devices", None).await;
+    assert_eq!(devices.json.as_array().unwrap().len(), 2);
+}

@@ -120,6 +120,13 @@ impl From<StoreError> for Failure {
                 "conflict",
                 format!("{what} {name:?} already exists"),
             ),
+            StoreError::DeviceLimit { limit, .. } => Failure::new(
+                StatusCode::CONFLICT,
+                "device_limit",
+                format!(
+                    "You have {limit} devices, the most this gateway allows. Revoke one first."
+                ),
+            ),
             StoreError::UserDisabled { .. } => Failure::new(
                 StatusCode::FORBIDDEN,
                 "disabled",

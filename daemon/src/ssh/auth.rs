@@ -32,6 +32,8 @@ pub enum AuthRefused {
     Totp(TotpReject),
     /// The store could not be read: refused, failing closed.
     StoreUnavailable,
+    /// The user holds `ssh.max_connections_per_user` logins already.
+    TooManyConnections,
 }
 
 impl AuthRefused {
@@ -47,6 +49,7 @@ impl AuthRefused {
             Self::TotpBeforeKey => "totp_before_key",
             Self::Totp(reject) => reject.reason(),
             Self::StoreUnavailable => "store_unavailable",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 }

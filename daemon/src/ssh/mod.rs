@@ -406,10 +406,13 @@ async fn finish_unauthenticated(shared: &Shared, peer: SocketAddr, state: &Mutex
     let reason = attempt
         .last_refusal
         .map_or("no_valid_login", auth::AuthRefused::code);
-    let counted_user = attempt.user_exists.then_some(attempt.user.as_str());
-    shared
-        .limiter
-        .record_failure(peer.ip(), counted_user, Instant::now());
+    // A login refused for the connection cap is no guess: no penalty.
+    if attempt.last_refusal != Some(auth::AuthRefused::TooManyConnections) {
+        let counted_user = attempt.user_exists.then_some(attempt.user.as_str());
+        shared
+            .limiter
+            .record_failure(peer.ip(), counted_user, Instant::now());
+    }
     shared
         .note_failure(peer, Some(&attempt.user), reason, &attempt.tried_keys)
         .await;

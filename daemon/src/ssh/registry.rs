@@ -185,6 +185,15 @@ impl Registry {
         self.lock().conns.len()
     }
 
+    /// Authenticated connections of `user` now.
+    pub fn connections_of(&self, user: &str) -> usize {
+        self.lock()
+            .conns
+            .values()
+            .filter(|c| c.user == user)
+            .count()
+    }
+
     /// Every authenticated connection's user and key.
     pub fn logins(&self) -> Vec<LiveLogin> {
         self.lock()

@@ -94,6 +94,11 @@ impl Connection {
         }
         let fingerprint =
             auth::authorize(user_row.as_ref(), &keys, key, crate::time_fmt::now_unix())?;
+        // Only a user whose key passed learns of the cap.
+        let cap = self.shared.core.config().ssh.max_connections_per_user as usize;
+        if self.shared.registry.connections_of(user) >= cap {
+            return Err(AuthRefused::TooManyConnections);
+        }
         let has_totp = user_row.is_some_and(|u| u.totp_secret.is_some());
         Ok((fingerprint, has_totp))
     }

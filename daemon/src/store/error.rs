@@ -79,6 +79,12 @@ pub enum StoreError {
     Conflict { what: &'static str, name: String },
 
     /// Every usable address of the pool is taken.
+    /// The user has as many devices as `vpn.max_devices_per_user` allows.
+    #[error(
+        "user {user:?} has {limit} device(s), the most vpn.max_devices_per_user allows; revoke one first"
+    )]
+    DeviceLimit { user: String, limit: u32 },
+
     /// The action needs an enabled user.
     #[error("user {name:?} is disabled; `accessctl user enable {name}` first")]
     UserDisabled { name: String },
@@ -148,9 +154,10 @@ impl StoreError {
     pub fn api_code(&self) -> ErrorCode {
         match self {
             Self::NotFound { .. } | Self::TokenNotFound => ErrorCode::NotFound,
-            Self::Conflict { .. } | Self::UserDisabled { .. } | Self::PoolExhausted { .. } => {
-                ErrorCode::Conflict
-            }
+            Self::Conflict { .. }
+            | Self::UserDisabled { .. }
+            | Self::DeviceLimit { .. }
+            | Self::PoolExhausted { .. } => ErrorCode::Conflict,
             Self::TokenUsed { .. } | Self::TokenExpired { .. } => ErrorCode::InvalidValue,
             Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => ErrorCode::InvalidValue,
             Self::AuditWrite { .. } => ErrorCode::AuditUnavailable,

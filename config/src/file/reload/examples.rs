@@ -18,6 +18,7 @@ interface = "gatehouse0"
 pool = "10.200.0.0/24"
 mtu = 1420
 persistent_keepalive = 25
+max_devices_per_user = 10
 session_lifetime = "12h"
 require_login = true
 nat = "route"
@@ -29,6 +30,7 @@ allowed_ports = [22]
 connect_timeout = "10s"
 idle_timeout = "1h"
 max_channels_per_user = 32
+max_connections_per_user = 8
 require_totp = false
 max_startups = 64
 max_startups_per_source = 8
@@ -95,6 +97,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("vpn.pool", r#""10.201.0.0/24""#),
     ("vpn.mtu", "1380"),
     ("vpn.persistent_keepalive", "0"),
+    ("vpn.max_devices_per_user", "3"),
     ("vpn.session_lifetime", r#""8h""#),
     ("vpn.require_login", "false"),
     ("vpn.nat", r#""masquerade""#),
@@ -104,6 +107,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("ssh.connect_timeout", r#""5s""#),
     ("ssh.idle_timeout", r#""2h""#),
     ("ssh.max_channels_per_user", "16"),
+    ("ssh.max_connections_per_user", "4"),
     ("ssh.require_totp", "true"),
     ("ssh.max_startups", "65"),
     ("ssh.max_startups_per_source", "9"),

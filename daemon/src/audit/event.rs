@@ -116,10 +116,8 @@ pub fn capped(mut text: String, max: usize) -> String {
 
 fn cap_value(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::String(text) => {
-            if text.len() > MAX_DETAIL_STRING_BYTES {
-                *text = capped(std::mem::take(text), MAX_DETAIL_STRING_BYTES);
-            }
+        serde_json::Value::String(text) if text.len() > MAX_DETAIL_STRING_BYTES => {
+            *text = capped(std::mem::take(text), MAX_DETAIL_STRING_BYTES);
         }
         serde_json::Value::Array(items) => {
             if items.len() > MAX_DETAIL_ITEMS {

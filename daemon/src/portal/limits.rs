@@ -9,8 +9,9 @@
 //!   known ones, so a lockout says nothing about whether a user exists.
 //! - [`RequestLimits`]: a token bucket of requests per source address.
 //!
-//! Both tables are bounded: old entries are dropped first, and when the
-//! table is full of live entries a new key is treated as already limited.
+//! Both tables are bounded in entries and in bytes (user names are kept as
+//! fixed-size digests): old entries are dropped first, and when the table
+//! is full of live entries a new key is treated as already limited.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,8 +31,17 @@ const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
-    User(String),
+    /// SHA-256 of the lower-cased name tried: every entry is the same small
+    /// size, whatever names are tried (a name can be as long as a request).
+    User([u8; 32]),
     Source(IpAddr),
+}
+
+impl Key {
+    fn user(name: &str) -> Key {
+        use sha2::Digest as _;
+        Key::User(sha2::Sha256::digest(name.to_lowercase().as_bytes()).into())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +88,7 @@ impl LoginLimits {
         let mut table = self.lock();
         for (key, by) in [
             (Key::Source(source), Locked::Source),
-            (Key::User(user.to_lowercase()), Locked::User),
+            (Key::user(user), Locked::User),
         ] {
             if let Some(entry) = table.get_mut(&key)
                 && entry.locked_until.is_some_and(|until| now < until)
@@ -94,12 +104,7 @@ impl LoginLimits {
     /// Counts a failure; returns how long to wait before answering it.
     pub fn failed(&self, user: &str, source: IpAddr, now: Instant) -> Duration {
         let mut table = self.lock();
-        let user_count = self.bump(
-            &mut table,
-            Key::User(user.to_lowercase()),
-            USER_MAX_FAILURES,
-            now,
-        );
+        let user_count = self.bump(&mut table, Key::user(user), USER_MAX_FAILURES, now);
         let source_count = self.bump(&mut table, Key::Source(source), SOURCE_MAX_FAILURES, now);
         let count = user_count.max(source_count).max(1);
         let delay = FIRST_DELAY.saturating_mul(1 << (count - 1).min(16));
@@ -108,7 +113,7 @@ impl LoginLimits {
 
     /// A successful login clears the user's failures (not the source's).
     pub fn succeeded(&self, user: &str) {
-        self.lock().remove(&Key::User(user.to_lowercase()));
+        self.lock().remove(&Key::user(user));
     }
 
     fn bump(&self, table: &mut HashMap<Key, Failures>, key: Key, max: u32, now: Instant) -> u32 {

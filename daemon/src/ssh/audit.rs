@@ -1,10 +1,12 @@
-//! The jump host's audit records, and the aggregation that keeps a login
-//! flood from flooding the log: each source gets a few individual
-//! `ssh.auth.fail` records a minute (and all sources together a few dozen);
-//! the rest are counted and written as one summary record per source when
-//! the minute ends.
+//! The jump host's audit records, and the aggregation that keeps a flood
+//! from flooding the log, before login as after: each source (for
+//! `ssh.auth.fail`) or user (for `ssh.forward.deny`) gets a few individual
+//! records a minute, and all of them together a few dozen; the rest are
+//! counted and written as one summary record per source or user when the
+//! minute ends.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,28 +25,44 @@ pub const INDIVIDUAL_PER_SOURCE: u32 = 3;
 /// Sources with their own summary per window; the rest share one.
 const MAX_SUMMARISED_SOURCES: usize = 1024;
 
-/// Decides which failures are written one by one and counts the rest.
-pub struct FailureLog {
-    inner: Mutex<Window>,
+/// Decides which refusals are written one by one and counts the rest, per
+/// key: the source address of failed logins, the user of refused channels.
+pub struct FailureLog<K = IpAddr> {
+    inner: Mutex<Window<K>>,
+    /// Individual records per window, overall and per key.
+    overall: u32,
+    per_key: u32,
 }
 
-struct Window {
+/// Individual `ssh.forward.deny` records per window, overall ...
+pub const REFUSALS_PER_WINDOW: u32 = 200;
+/// ... and per logged-in user (accountable, so more than a stranger gets).
+pub const REFUSALS_PER_USER: u32 = 20;
+
+struct Window<K> {
     started: Instant,
     individual: u32,
-    per_source: HashMap<IpAddr, u32>,
-    /// Per source (`None`: every source past the cap): reason → count.
-    suppressed: HashMap<Option<IpAddr>, BTreeMap<&'static str, u64>>,
+    per_source: HashMap<K, u32>,
+    /// Per key (`None`: every key past the cap): reason → count.
+    suppressed: HashMap<Option<K>, BTreeMap<&'static str, u64>>,
 }
 
 /// One summary record's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub source: Option<IpAddr>,
+pub struct Summary<K = IpAddr> {
+    pub source: Option<K>,
     pub reasons: BTreeMap<&'static str, u64>,
 }
 
-impl FailureLog {
+impl<K: Hash + Eq + Ord + Clone> FailureLog<K> {
+    /// The budget of failed logins: [`INDIVIDUAL_PER_WINDOW`] and
+    /// [`INDIVIDUAL_PER_SOURCE`].
     pub fn new(now: Instant) -> Self {
+        Self::with_budget(now, INDIVIDUAL_PER_WINDOW, INDIVIDUAL_PER_SOURCE)
+    }
+
+    /// `overall` individual records per window, `per_key` of one key.
+    pub fn with_budget(now: Instant, overall: u32, per_key: u32) -> Self {
         Self {
             inner: Mutex::new(Window {
                 started: now,
@@ -52,19 +70,21 @@ impl FailureLog {
                 per_source: HashMap::new(),
                 suppressed: HashMap::new(),
             }),
+            overall,
+            per_key,
         }
     }
 
     /// True: write this failure as its own record. False: it was counted
     /// for the window's summary.
-    pub fn note(&self, source: IpAddr, reason: &'static str, now: Instant) -> bool {
+    pub fn note(&self, source: K, reason: &'static str, now: Instant) -> bool {
         let mut w = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let from_source = w.per_source.get(&source).copied().unwrap_or(0);
         if now.saturating_duration_since(w.started) < WINDOW
-            && (w.individual >= INDIVIDUAL_PER_WINDOW || from_source >= INDIVIDUAL_PER_SOURCE)
+            && (w.individual >= self.overall || from_source >= self.per_key)
         {
             let key = if w.suppressed.len() < MAX_SUMMARISED_SOURCES
-                || w.suppressed.contains_key(&Some(source))
+                || w.suppressed.contains_key(&Some(source.clone()))
             {
                 Some(source)
             } else {
@@ -85,7 +105,7 @@ impl FailureLog {
     }
 
     /// When the window has ended: its summaries, and a fresh window.
-    pub fn roll(&self, now: Instant) -> Vec<Summary> {
+    pub fn roll(&self, now: Instant) -> Vec<Summary<K>> {
         let mut w = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if now.saturating_duration_since(w.started) < WINDOW {
             return Vec::new();
@@ -93,21 +113,38 @@ impl FailureLog {
         w.started = now;
         w.individual = 0;
         w.per_source.clear();
-        let mut out: Vec<Summary> = w
+        let mut out: Vec<Summary<K>> = w
             .suppressed
             .drain()
             .map(|(source, reasons)| Summary { source, reasons })
             .collect();
-        out.sort_by_key(|s| s.source);
+        out.sort_by(|a, b| a.source.cmp(&b.source));
         out
     }
 }
 
-impl Summary {
+impl Summary<IpAddr> {
+    /// The `ssh.auth.fail` summary of one source.
     pub fn event(&self, gateway: &str) -> NewAuditEvent {
         let count: u64 = self.reasons.values().sum();
         let source = self.source.map_or(Source::ManyAddrs, Source::Addr);
         event(Kind::SshAuthFail, Actor::Anonymous, source)
+            .on(gateway)
+            .detail(json!({
+                "aggregated": count,
+                "window_secs": WINDOW.as_secs(),
+                "reasons": self.reasons,
+            }))
+    }
+}
+
+impl Summary<String> {
+    /// The `ssh.forward.deny` summary of one user's refused channels and
+    /// requests.
+    pub fn deny_event(&self, gateway: &str) -> NewAuditEvent {
+        let count: u64 = self.reasons.values().sum();
+        let actor = self.source.clone().map_or(Actor::Anonymous, Actor::User);
+        event(Kind::SshForwardDeny, actor, Source::Local)
             .on(gateway)
             .detail(json!({
                 "aggregated": count,
@@ -142,6 +179,25 @@ mod tests {
         assert_eq!(event.detail["aggregated"], 97);
         // The new window starts with a fresh budget.
         assert!(log.note(attacker, "unknown_key", now + WINDOW));
+    }
+
+    #[test]
+    fn refusals_after_login_are_summarised_per_user() {
+        // Review finding 6: each refused channel of a logged-in user was its
+        // own record, without limit.
+        let now = Instant::now();
+        let log: FailureLog<String> =
+            FailureLog::with_budget(now, REFUSALS_PER_WINDOW, REFUSALS_PER_USER);
+        let written = (0..1000)
+            .filter(|_| log.note("mallory".to_string(), "not_in_groups", now))
+            .count();
+        assert_eq!(written, REFUSALS_PER_USER as usize);
+        assert!(log.note("alice".to_string(), "not_in_groups", now));
+        let summaries = log.roll(now + WINDOW);
+        assert_eq!(summaries.len(), 1);
+        let record = summaries[0].deny_event("gw");
+        assert_eq!(record.actor, "mallory");
+        assert_eq!(record.detail["aggregated"], 980);
     }
 
     #[test]

@@ -222,7 +222,7 @@ async fn run(
 async fn deny(
     shared: Arc<Shared>,
     ask: Ask,
-    code: &str,
+    code: &'static str,
     message: String,
     reply: ChannelOpenHandle,
 ) {
@@ -232,7 +232,7 @@ async fn deny(
 async fn reject(
     shared: Arc<Shared>,
     ask: Ask,
-    code: &str,
+    code: &'static str,
     message: String,
     reply: ChannelOpenHandle,
     failure_code: u32,
@@ -243,7 +243,7 @@ async fn reject(
         "reason": code,
         "message": message,
     }));
-    shared.audit(record).await;
+    shared.audit_refusal(record, code).await;
     reply
         .reject(ChannelOpenFailure::Other {
             code: failure_code,

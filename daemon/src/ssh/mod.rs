@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     registry: Arc<Registry>,
     limiter: Arc<PreAuth>,
     failures: audit::FailureLog,
+    /// Refused channels and requests of logged-in users, per user.
+    refusals: audit::FailureLog<String>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     host_key: PrivateKey,
@@ -126,6 +128,11 @@ pub fn serve(
         registry: Registry::new(),
         limiter: PreAuth::new(),
         failures: audit::FailureLog::new(Instant::now()),
+        refusals: audit::FailureLog::with_budget(
+            Instant::now(),
+            audit::REFUSALS_PER_WINDOW,
+            audit::REFUSALS_PER_USER,
+        ),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
         host_key,
@@ -170,6 +177,19 @@ impl Shared {
                 false
             }
         }
+    }
+
+    /// Writes an `ssh.forward.deny` record, or counts it for its user's
+    /// summary once that user has had a few this minute: a logged-in user
+    /// cannot flood the log with refused channels.
+    async fn audit_refusal(&self, event: NewAuditEvent, reason: &'static str) -> bool {
+        if !self
+            .refusals
+            .note(event.actor.clone(), reason, Instant::now())
+        {
+            return true;
+        }
+        self.audit(event).await
     }
 
     /// The host's addresses (the last known list if listing fails).
@@ -457,6 +477,9 @@ async fn flush_failure_summaries(shared: Arc<Shared>) {
         let gateway = shared.core.config().gateway.name.clone();
         for summary in shared.failures.roll(now) {
             shared.audit(summary.event(&gateway)).await;
+        }
+        for summary in shared.refusals.roll(now) {
+            shared.audit(summary.deny_event(&gateway)).await;
         }
         if stopping {
             return;

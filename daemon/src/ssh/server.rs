@@ -26,6 +26,9 @@ use super::conn_state::ConnState;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::ssh_host_key::fingerprint;
 
+/// The reason of every refusal that is not a direct-tcpip channel.
+const NOT_DIRECT_TCPIP: &str = "not_direct_tcpip";
+
 /// What a plain `ssh gateway` gets instead of a shell.
 pub const JUMP_HOST_HINT: &str = "this is a jump host: use ssh -J user@host:port target";
 
@@ -285,7 +288,7 @@ impl Handler for Connection {
         let shared = self.shared.clone();
         let handle = session.handle();
         self.shared.tracker.spawn(async move {
-            shared.audit(event).await;
+            shared.audit_refusal(event, NOT_DIRECT_TCPIP).await;
             let id = channel.id();
             reply.accept().await;
             let _ = handle
@@ -522,7 +525,7 @@ impl Connection {
         let event = self.deny_event(kind, asked, message);
         let shared = self.shared.clone();
         self.shared.tracker.spawn(async move {
-            shared.audit(event).await;
+            shared.audit_refusal(event, NOT_DIRECT_TCPIP).await;
             reply.reject(failure).await;
         });
     }
@@ -535,7 +538,7 @@ impl Connection {
         let shared = self.shared.clone();
         self.shared
             .tracker
-            .spawn(async move { shared.audit(event).await });
+            .spawn(async move { shared.audit_refusal(event, NOT_DIRECT_TCPIP).await });
     }
 
     fn deny_event(
@@ -550,6 +553,6 @@ impl Connection {
         };
         event(Kind::SshForwardDeny, actor, Source::Peer(self.peer))
             .on(kind)
-            .detail(json!({ "asked": asked, "reason": "not_direct_tcpip", "message": message }))
+            .detail(json!({ "asked": asked, "reason": NOT_DIRECT_TCPIP, "message": message }))
     }
 }

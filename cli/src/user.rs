@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use gatehouse_config::api::{
     AddKeyRequest, CreateUserRequest, CreateUserResponse, RemoveKeyQuery, SetGroupsRequest,
-    SetNoLoginRequest, SshKeyInfo, UserDetail, UserSummary,
+    SetNoLoginRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
 };
 
 use crate::Ctx;
@@ -429,6 +429,14 @@ fn render_created(created: &CreateUserResponse) -> String {
             key.fingerprint, key.algorithm, key.comment
         );
     }
+    if !user.ssh_keys.is_empty() && user.state == UserState::Pending {
+        // A pending user is refused at the jump host (user_not_active).
+        let _ = writeln!(
+            out,
+            "            the jump host takes them once {0} has enrolled (or after `accessctl user enable {0}`)",
+            user.name
+        );
+    }
     let _ = writeln!(
         out,
         "  expires   {}",
@@ -544,6 +552,39 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
     }
 
     #[test]
+    fn a_pending_user_with_keys_is_told_when_the_jump_host_takes_them() {
+        let mut user = detail();
+        user.state = UserState::Pending;
+        assert!(!user.ssh_keys.is_empty());
+        let text = render_created(&CreateUserResponse {
+            user,
+            enrollment: Enrollment {
+                token: "t".into(),
+                url: "https://gw/enroll/t".into(),
+                expires_at: "2026-05-02T10:00:00Z".into(),
+            },
+        });
+        assert!(
+            text.contains("the jump host takes them once alice has enrolled (or after `accessctl user enable alice`)"),
+            "{text}"
+        );
+        let mut keyless = detail();
+        keyless.ssh_keys.clear();
+        let text = render_created(&CreateUserResponse {
+            user: keyless,
+            enrollment: Enrollment {
+                token: "t".into(),
+                url: "https://gw/enroll/t".into(),
+                expires_at: "2026-05-02T10:00:00Z".into(),
+            },
+        });
+        assert!(
+            !text.contains("the jump host takes them"),
+            "no keys, nothing to say: {text}"
+        );
+    }
+
+    #[test]
     fn created_user_shows_link_and_instructions() {
         let text = render_created(&CreateUserResponse {
             user: detail(),
@@ -555,6 +596,7 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
         });
         assert!(text.contains("enrollment link  https://gw.example.org/enroll/tok123\n"));
         assert!(text.contains("token            tok123\n"));
+
         assert!(text.ends_with(
             "Send this link to alice; it works once and expires at 2026-05-02T10:00:00Z.\n"
         ));

@@ -376,6 +376,11 @@ ct cp /root/gatehouse.toml.good /etc/gatehouse/gatehouse.toml
 [ "$(ct systemctl is-active accessd.service)" = active ] || fail "accessd is not active after an invalid reload"
 ok "an invalid config is refused, accessd stays active: $(journal_since "$c" | grep -o 'config reload refused[^"]*' | head -1)"
 
+# The descriptor limit is above the sum of the caps (see the unit).
+nofile=$(ct sh -c 'grep "Max open files" /proc/$(systemctl show -p MainPID --value accessd.service)/limits' | awk '{print $4}')
+[ "$nofile" = 65536 ] || fail "accessd runs with an open-files limit of '$nofile', not the unit's 65536"
+ok "accessd's open-files limit is $nofile (LimitNOFILE)"
+
 # --- systemd-analyze security -------------------------------------------------
 step "systemd-analyze security accessd  (the running unit)"
 ct systemd-analyze security accessd.service --no-pager >"$work/security" 2>&1 || true

@@ -1,13 +1,16 @@
 //! A TCP listener that holds at most N connections at once: it waits for a
 //! free slot before accepting (more clients wait in the kernel's backlog),
-//! and each connection gives its slot back when dropped. Optionally, a
+//! and each connection gives its slot back when dropped. Optionally, at
+//! most M of them from one source (IPv6 grouped per /64): one more is
+//! closed at once, so one source cannot take every slot. Optionally, a
 //! connection that sends nothing for a while is closed, so slow or stuck
 //! clients cannot hold a slot. Shared by the metrics server and the portal.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,6 +24,18 @@ pub struct CappedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     idle: Option<Duration>,
+    per_source: Option<(usize, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+}
+
+/// Sources are counted per address, IPv6 per /64 (one host usually owns one).
+pub fn source_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
 }
 
 impl CappedListener {
@@ -31,7 +46,14 @@ impl CappedListener {
             inner,
             slots: Arc::new(Semaphore::new(max)),
             idle,
+            per_source: None,
         }
+    }
+
+    /// And at most `max` of them from one source.
+    pub fn per_source(mut self, max: usize) -> Self {
+        self.per_source = Some((max, Arc::new(Mutex::new(HashMap::new()))));
+        self
     }
 
     /// Waits for a free slot, then for a connection. Accept errors
@@ -53,15 +75,36 @@ impl axum::serve::Listener for CappedListener {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let stream = CappedStream {
-            stream,
-            _slot: slot,
-            idle: self
-                .idle
-                .map(|after| (after, Box::pin(tokio::time::sleep(after)))),
-        };
-        (stream, addr)
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            let source = match &self.per_source {
+                None => None,
+                Some((max, shared)) => {
+                    let key = source_key(addr.ip());
+                    let mut counts = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    let held = counts.entry(key).or_insert(0);
+                    if *held >= *max {
+                        // Closed at once; the slot stays for other sources.
+                        tracing::debug!(source = %key, held, "connection refused: too many from this source");
+                        continue;
+                    }
+                    *held += 1;
+                    Some(SourceSlot {
+                        key,
+                        counts: shared.clone(),
+                    })
+                }
+            };
+            let stream = CappedStream {
+                stream,
+                _slot: slot,
+                _source: source,
+                idle: self
+                    .idle
+                    .map(|after| (after, Box::pin(tokio::time::sleep(after)))),
+            };
+            return (stream, addr);
+        }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -69,10 +112,29 @@ impl axum::serve::Listener for CappedListener {
     }
 }
 
+/// A connection's place in its source's count, given back when dropped.
+struct SourceSlot {
+    key: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = counts.get_mut(&self.key) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// A connection holding a slot, closed when idle (if the listener says so).
 pub struct CappedStream {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _source: Option<SourceSlot>,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 

@@ -245,7 +245,7 @@ fn a_key_accepted_for_one_name_does_not_log_in_another() {
 #[test]
 fn a_login_past_the_per_user_connection_cap_is_refused_and_audited() {
     let config = host_sample_config().replacen(
-        "\nmax_connections_per_user = 8\n",
+        "\nmax_connections_per_user = 32\n",
         "\nmax_connections_per_user = 1\n",
         1,
     );

@@ -165,9 +165,9 @@ fn fifty_concurrent_jump_sessions_complete() {
     lab.start_targets();
     // The defaults allow 8 unauthenticated connections per source address;
     // 50 clients starting at once from one address is a deliberate crowd.
-    let gw = lab.start_broker(
-        &lab.broker_config("max_channels_per_user = 64\nmax_startups_per_source = 64"),
-    );
+    let gw = lab.start_broker(&lab.broker_config(
+        "max_channels_per_user = 64\nmax_connections_per_user = 64\nmax_startups_per_source = 64",
+    ));
     let alice = lab.identity("alice");
     add_active_user(&gw, "alice", "research", &alice);
     let jump = lab.jump("alice");

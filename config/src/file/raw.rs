@@ -102,7 +102,7 @@ impl Default for RawSsh {
             connect_timeout: "10s".into(),
             idle_timeout: "1h".into(),
             max_channels_per_user: 32,
-            max_connections_per_user: 8,
+            max_connections_per_user: 32,
             require_totp: false,
             max_startups: 64,
             max_startups_per_source: 8,

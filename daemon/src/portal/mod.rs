@@ -52,6 +52,11 @@ use sessions::Source;
 /// The largest request body the portal reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// A request (headers read, body and answer) that takes longer is answered
+/// 408 and its connection closed: a body that never arrives holds nothing
+/// for long.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The strict content security policy of every response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -210,13 +215,24 @@ async fn guard(State(state): State<PortalState>, request: Request, next: Next) -
     let allowed = source.is_none_or(|Source(ip)| state.request_limits.allow(ip, Instant::now()));
     let is_static = request.uri().path().starts_with("/static/");
     let mut response = if allowed {
-        next.run(request).await
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+            Ok(response) => response,
+            Err(_elapsed) => Failure::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request took too long to arrive.",
+            )
+            .into_response(),
+        }
     } else {
         Failure::rate_limited().into_response()
     };
-    let too_large = response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+    let body_unread = matches!(
+        response.status(),
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE | axum::http::StatusCode::REQUEST_TIMEOUT
+    );
     let headers = response.headers_mut();
-    if too_large {
+    if body_unread {
         // The unread rest of the body makes the connection unusable: say so,
         // so the client does not send its next request on it.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

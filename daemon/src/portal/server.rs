@@ -1,8 +1,10 @@
 //! The portal's accept loop: TLS handshakes and HTTP/1.1 connections, each
 //! a tracked task that stops on shutdown (finishing the request in flight).
 //! Bounded: at most [`MAX_CONNECTIONS`] at once (the listener cap shared
-//! with the metrics server), and a client gets
-//! [`HANDSHAKE_TIMEOUT`] for its TLS handshake and request headers.
+//! with the metrics server) and [`MAX_CONNECTIONS_PER_SOURCE`] from one
+//! source, a client gets [`HANDSHAKE_TIMEOUT`] for its TLS handshake and
+//! request headers, and a whole request (its body too) gets
+//! [`super::REQUEST_TIMEOUT`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,10 @@ use crate::capped_listener::CappedListener;
 
 /// Open connections at most; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Open connections from one source address (IPv6: one /64) at most: a
+/// quarter of the slots, so one source cannot take the others' while a
+/// team behind one NAT address (a browser opens about six) still fits.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 /// Time for the TLS handshake, and for each request's headers.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,7 +38,8 @@ pub fn spawn_server(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let mut listener = CappedListener::new(listener, MAX_CONNECTIONS, None);
+    let mut listener =
+        CappedListener::new(listener, MAX_CONNECTIONS, None).per_source(MAX_CONNECTIONS_PER_SOURCE);
     let conn_tracker = tracker.clone();
     tracker.spawn(async move {
         loop {

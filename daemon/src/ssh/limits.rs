@@ -11,9 +11,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::capped_listener::source_key;
 
 /// Failures forgiven before penalties start (a typo, a wrong key offered).
 pub const FREE_FAILURES: u32 = 3;
@@ -173,17 +175,6 @@ pub fn penalty_for(failures: u32) -> Duration {
     }
     let doublings = (failures - FREE_FAILURES - 1).min(16);
     BASE_PENALTY.saturating_mul(1 << doublings).min(MAX_PENALTY)
-}
-
-/// Sources are tracked per address, IPv6 per /64 (one host usually owns one).
-fn source_key(addr: IpAddr) -> IpAddr {
-    match addr.to_canonical() {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-        v4 => v4,
-    }
 }
 
 fn remaining(penalty: Option<&Penalty>, now: Instant) -> Option<Duration> {

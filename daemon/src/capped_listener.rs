@@ -24,8 +24,11 @@ pub struct CappedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     idle: Option<Duration>,
-    per_source: Option<(usize, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    per_source: Option<(usize, SourceCounts)>,
 }
+
+/// Open connections per source.
+type SourceCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 /// Sources are counted per address, IPv6 per /64 (one host usually owns one).
 pub fn source_key(addr: IpAddr) -> IpAddr {
@@ -115,7 +118,7 @@ impl axum::serve::Listener for CappedListener {
 /// A connection's place in its source's count, given back when dropped.
 struct SourceSlot {
     key: IpAddr,
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: SourceCounts,
 }
 
 impl Drop for SourceSlot {

@@ -378,7 +378,7 @@ ok "an invalid config is refused, accessd stays active: $(journal_since "$c" | g
 
 # The descriptor limit is above the sum of the caps (see the unit).
 nofile=$(ct sh -c 'grep "Max open files" /proc/$(systemctl show -p MainPID --value accessd.service)/limits' | awk '{print $4}')
-[ "$nofile" = 65536 ] || fail "accessd runs with an open-files limit of '$nofile', not the unit's 65536"
+[ "$nofile" = 16384 ] || fail "accessd runs with an open-files limit of '$nofile', not the unit's 16384"
 ok "accessd's open-files limit is $nofile (LimitNOFILE)"
 
 # --- systemd-analyze security -------------------------------------------------

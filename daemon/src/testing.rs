@@ -163,6 +163,24 @@ impl TestGateway {
         answer(self.portal.clone().oneshot(request).await.unwrap()).await
     }
 
+    /// `POST /v1/users/{user}/devices` with `name` and `public_key`.
+    pub async fn admin_add_device(&self, user: &str, name: &str, public_key: &str) -> Answer {
+        let body = serde_json::json!({ "name": name, "public_key": public_key });
+        self.admin(
+            Method::POST,
+            &format!("/v1/users/{user}/devices"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/devices` in `login`'s session.
+    pub async fn portal_add_device(&self, login: &Login, name: &str, public_key: &str) -> Answer {
+        let body = serde_json::json!({ "name": name, "public_key": public_key });
+        self.portal(Method::POST, "/api/v1/devices", Some(body), Some(login))
+            .await
+    }
+
     /// Creates `name` in `group` through the admin API; returns the
     /// enrollment token.
     pub async fn add_user(&self, name: &str, group: &str) -> String {

@@ -31,13 +31,7 @@ async fn on_an_auto_gateway_both_doors_give_the_elastic_ip() {
 
     // Before the provisioner has seen the elastic IP, neither door makes a
     // config that points nowhere, and nothing is stored.
-    let admin = gw
-        .admin(
-            Method::POST,
-            "/v1/users/alice/devices",
-            Some(json!({ "name": "laptop", "public_key": KEY_A })),
-        )
-        .await;
+    let admin = gw.admin_add_device("alice", "laptop", KEY_A).await;
     assert_eq!(admin.status, StatusCode::UNPROCESSABLE_ENTITY, "{admin:?}");
     assert!(
         admin.json["message"]
@@ -45,14 +39,7 @@ async fn on_an_auto_gateway_both_doors_give_the_elastic_ip() {
             .unwrap()
             .contains("elastic IP")
     );
-    let portal = gw
-        .portal(
-            Method::POST,
-            "/api/v1/devices",
-            Some(json!({ "name": "phone", "public_key": KEY_B })),
-            Some(&alice),
-        )
-        .await;
+    let portal = gw.portal_add_device(&alice, "phone", KEY_B).await;
     assert_eq!(portal.status, StatusCode::SERVICE_UNAVAILABLE, "{portal:?}");
     assert_eq!(portal.json["code"], "endpoint_unknown");
     let none = gw.admin(Method::GET, "/v1/devices", None).await;
@@ -61,22 +48,9 @@ async fn on_an_auto_gateway_both_doors_give_the_elastic_ip() {
     gw.core
         .aws()
         .set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
-    let admin = gw
-        .admin(
-            Method::POST,
-            "/v1/users/alice/devices",
-            Some(json!({ "name": "laptop", "public_key": KEY_A })),
-        )
-        .await;
+    let admin = gw.admin_add_device("alice", "laptop", KEY_A).await;
     assert_eq!(admin.status, StatusCode::OK, "{admin:?}");
-    let portal = gw
-        .portal(
-            Method::POST,
-            "/api/v1/devices",
-            Some(json!({ "name": "phone", "public_key": KEY_B })),
-            Some(&alice),
-        )
-        .await;
+    let portal = gw.portal_add_device(&alice, "phone", KEY_B).await;
     assert_eq!(portal.status, StatusCode::OK, "{portal:?}");
     for config in [&admin.json, &portal.json] {
         assert_eq!(config["endpoint"], "198.51.100.9:51820");
@@ -114,14 +88,7 @@ async fn on_an_auto_gateway_both_doors_give_the_elastic_ip() {
 async fn a_device_added_at_one_door_is_revoked_at_the_other() {
     let gw = TestGateway::new(CONFIG).await;
     let alice = member(&gw, "alice").await;
-    let added = gw
-        .portal(
-            Method::POST,
-            "/api/v1/devices",
-            Some(json!({ "name": "laptop", "public_key": KEY_A })),
-            Some(&alice),
-        )
-        .await;
+    let added = gw.portal_add_device(&alice, "laptop", KEY_A).await;
     assert_eq!(added.status, StatusCode::OK, "{added:?}");
     assert_eq!(added.json["endpoint"], "vpn.example.org:51820");
     assert_eq!(added.json["interface_address"], "10.200.0.2/32");
@@ -137,13 +104,7 @@ async fn a_device_added_at_one_door_is_revoked_at_the_other() {
     assert_eq!(mine.json, json!([]));
 
     // And the other way round.
-    let added = gw
-        .admin(
-            Method::POST,
-            "/v1/users/alice/devices",
-            Some(json!({ "name": "desk", "public_key": KEY_B })),
-        )
-        .await;
+    let added = gw.admin_add_device("alice", "desk", KEY_B).await;
     assert_eq!(added.status, StatusCode::OK, "{added:?}");
     let revoked = gw
         .portal(Method::DELETE, "/api/v1/devices/desk", None, Some(&alice))
@@ -290,22 +251,12 @@ async fn refusals_get_clear_answers_and_change_nothing() {
             "not_found",
         ),
         (
-            gw.admin(
-                Method::POST,
-                "/v1/users/alice/devices",
-                Some(json!({ "name": "Bad Name", "public_key": KEY_A })),
-            )
-            .await,
+            gw.admin_add_device("alice", "Bad Name", KEY_A).await,
             StatusCode::BAD_REQUEST,
             "invalid_name",
         ),
         (
-            gw.admin(
-                Method::POST,
-                "/v1/users/alice/devices",
-                Some(json!({ "name": "laptop", "public_key": "not a key" })),
-            )
-            .await,
+            gw.admin_add_device("alice", "laptop", "not a key").await,
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_value",
         ),
@@ -377,13 +328,7 @@ async fn refusals_get_clear_answers_and_change_nothing() {
             "csrf",
         ),
         (
-            gw.portal(
-                Method::POST,
-                "/api/v1/devices",
-                Some(json!({ "name": "laptop", "public_key": "not a key" })),
-                Some(&alice),
-            )
-            .await,
+            gw.portal_add_device(&alice, "laptop", "not a key").await,
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_value",
         ),
@@ -409,13 +354,7 @@ async fn refusals_get_clear_answers_and_change_nothing() {
     // A disabled member's session is gone and the admin cannot add devices.
     gw.admin(Method::POST, "/v1/users/alice/disable", None)
         .await;
-    let disabled = gw
-        .admin(
-            Method::POST,
-            "/v1/users/alice/devices",
-            Some(json!({ "name": "laptop", "public_key": KEY_A })),
-        )
-        .await;
+    let disabled = gw.admin_add_device("alice", "laptop", KEY_A).await;
     assert_eq!(disabled.status, StatusCode::CONFLICT, "{disabled:?}");
     assert!(
         disabled.json["message"]
@@ -433,13 +372,7 @@ async fn every_kind_written_is_named_by_the_vocabulary() {
     // this reads back what a run of both doors wrote, as a reader would.
     let gw = TestGateway::new(CONFIG).await;
     let alice = member(&gw, "alice").await;
-    gw.portal(
-        Method::POST,
-        "/api/v1/devices",
-        Some(json!({ "name": "laptop", "public_key": KEY_A })),
-        Some(&alice),
-    )
-    .await;
+    gw.portal_add_device(&alice, "laptop", KEY_A).await;
     gw.admin(Method::POST, "/v1/users/alice/disable", None)
         .await;
     gw.admin(Method::DELETE, "/v1/users/alice", None).await;
@@ -461,36 +394,16 @@ async fn one_member_cannot_use_up_the_pool() {
     let gw = TestGateway::new(&config).await;
     let alice = member(&gw, "alice").await;
     for (name, key) in [("a", KEY_A), ("b", KEY_B)] {
-        let added = gw
-            .portal(
-                Method::POST,
-                "/api/v1/devices",
-                Some(json!({ "name": name, "public_key": key })),
-                Some(&alice),
-            )
-            .await;
+        let added = gw.portal_add_device(&alice, name, key).await;
         assert_eq!(added.status, StatusCode::OK, "{added:?}");
     }
     let third = "0Oq1Ai6XI9qW1Dxuo5eJcxRJ7MyCx7GwVbvKVN1eiHA=";
-    let refused = gw
-        .portal(
-            Method::POST,
-            "/api/v1/devices",
-            Some(json!({ "name": "c", "public_key": third })),
-            Some(&alice),
-        )
-        .await;
+    let refused = gw.portal_add_device(&alice, "c", third).await;
     assert_eq!(
         (refused.status, refused.json["code"].as_str()),
         (StatusCode::CONFLICT, Some("device_limit"))
     );
-    let by_admin = gw
-        .admin(
-            Method::POST,
-            "/v1/users/alice/devices",
-            Some(json!({ "name": "c", "public_key": third })),
-        )
-        .await;
+    let by_admin = gw.admin_add_device("alice", "c", third).await;
     assert_eq!(by_admin.status, StatusCode::CONFLICT, "{by_admin:?}");
     assert!(
         by_admin.json["message"]

@@ -22,7 +22,7 @@ pub enum AwsError {
     #[error("instance metadata at {path} could not be read: {detail}")]
     Metadata { path: String, detail: String },
     #[error(
-        "AWS refused {action} ({code}): the gateway's AWS identity lacks this permission; add \"{action}\" to its IAM policy (packaging/iam-policy.json lists every action gatehouse calls). AWS said: {message}"
+        "AWS refused {action} ({code}): the gateway's AWS identity lacks this permission; add \"{action}\" to its IAM policy (packaging/iam-policy.json lists every action gatehouse calls, each narrowed to this gateway's tag, VPC and route tables: check the substitutions and the instance's gatehouse:gateway tag). AWS said: {message}"
     )]
     Denied {
         action: &'static str,

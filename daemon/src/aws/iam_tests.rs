@@ -92,25 +92,173 @@ fn every_named_action_is_a_call_made() {
     }
 }
 
+/// What the operator puts in place of each placeholder (packaging/README.md).
+const PLACEHOLDERS: [&str; 3] = ["GATEWAY_NAME", "VPC_ID", "ROUTE_TABLE_ID"];
+
+/// Each action that changes something, and every resource type AWS
+/// authorises it against for the calls gatehouse makes.
+const MUTATING: [(&str, &[&str]); 10] = [
+    ("ec2:AllocateAddress", &["elastic-ip"]),
+    ("ec2:CreateSecurityGroup", &["security-group", "vpc"]),
+    ("ec2:CreateTags", &["elastic-ip", "security-group"]),
+    ("ec2:AuthorizeSecurityGroupIngress", &["security-group"]),
+    ("ec2:RevokeSecurityGroupIngress", &["security-group"]),
+    ("ec2:AssociateAddress", &["elastic-ip", "network-interface"]),
+    (
+        "ec2:ModifyInstanceAttribute",
+        &["instance", "security-group"],
+    ),
+    ("ec2:CreateRoute", &["route-table"]),
+    ("ec2:ReplaceRoute", &["route-table"]),
+    ("ssm:PutParameter", &["parameter"]),
+];
+
+fn actions_of(statement: &serde_json::Value) -> Vec<String> {
+    match &statement["Action"] {
+        serde_json::Value::String(a) => vec![a.clone()],
+        serde_json::Value::Array(list) => list
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
+        other => panic!("unexpected Action {other}"),
+    }
+}
+
+fn resources_of(statement: &serde_json::Value) -> Vec<String> {
+    match &statement["Resource"] {
+        serde_json::Value::String(r) => vec![r.clone()],
+        serde_json::Value::Array(list) => list
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect(),
+        other => panic!("unexpected Resource {other}"),
+    }
+}
+
+/// The resource type of an ARN: `instance` in `arn:aws:ec2:*:*:instance/*`.
+fn resource_type(arn: &str) -> &str {
+    arn.rsplit(':')
+        .next()
+        .and_then(|tail| tail.split('/').next())
+        .unwrap_or("")
+}
+
+/// How `statement` narrows `arn` to this gateway: by a placeholder in the
+/// ARN itself, or by a condition that names this gateway's tag value or its
+/// VPC. `None`: not narrowed at all.
+fn narrowing(statement: &serde_json::Value, arn: &str) -> Option<String> {
+    if let Some(p) = PLACEHOLDERS.iter().find(|p| arn.contains(*p)) {
+        return Some(format!("resource {p}"));
+    }
+    let condition = statement.get("Condition")?.as_object()?;
+    for (operator, tests) in condition {
+        for (key, value) in tests.as_object()? {
+            let value = value.to_string();
+            let narrows = match operator.as_str() {
+                "StringEquals" => {
+                    key.ends_with("Tag/gatehouse:gateway") && value == "\"GATEWAY_NAME\""
+                }
+                "ArnEquals" => key == "ec2:Vpc" && value == "\"arn:aws:ec2:*:*:vpc/VPC_ID\"",
+                _ => false,
+            };
+            if narrows {
+                return Some(format!("{operator} {key}"));
+            }
+        }
+    }
+    None
+}
+
 #[test]
-fn tag_conditions_guard_what_ec2_lets_us_condition() {
+fn every_mutating_action_is_narrowed_to_this_gateway_on_every_resource() {
+    // Against the old policy this fails: ModifyInstanceAttribute on any
+    // instance, CreateRoute on any route table, SSM on all of /gatehouse/*,
+    // and tag conditions that any gateway's tag value satisfied ("Null").
     let policy: serde_json::Value = serde_json::from_str(POLICY).unwrap();
-    let conditioned = |action: &str| {
-        policy["Statement"].as_array().unwrap().iter().any(|s| {
-            s.to_string().contains(&format!("\"{action}\""))
-                && s["Condition"].to_string().contains("gatehouse:gateway")
-        })
-    };
-    for action in [
-        "ec2:AllocateAddress",
-        "ec2:CreateSecurityGroup",
-        "ec2:AuthorizeSecurityGroupIngress",
-        "ec2:RevokeSecurityGroupIngress",
-        "ec2:AssociateAddress",
-    ] {
+    let statements = policy["Statement"].as_array().unwrap();
+    for (action, types) in MUTATING {
+        for kind in types.iter() {
+            let granting: Vec<(&serde_json::Value, String)> = statements
+                .iter()
+                .filter(|s| actions_of(s).iter().any(|a| a == action))
+                .flat_map(|s| resources_of(s).into_iter().map(move |r| (s, r)))
+                .filter(|(_, arn)| resource_type(arn) == *kind || arn == "*")
+                .collect();
+            assert!(!granting.is_empty(), "{action} is not granted on {kind}");
+            for (statement, arn) in granting {
+                assert!(
+                    narrowing(statement, &arn).is_some(),
+                    "{action} on {arn} is not narrowed to this gateway (statement {})",
+                    statement["Sid"]
+                );
+            }
+        }
+    }
+    // No statement grants a mutating action on "*", and no condition is a
+    // bare "the tag exists" (which every gateway's resources pass).
+    for statement in statements {
+        let mutating = actions_of(statement)
+            .iter()
+            .any(|a| MUTATING.iter().any(|(m, _)| m == a) || a == "ssm:AddTagsToResource");
+        if mutating {
+            assert!(
+                resources_of(statement).iter().all(|r| r != "*"),
+                "{}",
+                statement["Sid"]
+            );
+        }
         assert!(
-            conditioned(action),
-            "{action} has no gatehouse tag condition"
+            statement
+                .get("Condition")
+                .and_then(|c| c.get("Null"))
+                .is_none(),
+            "a Null condition lets any gateway's resources pass: {}",
+            statement["Sid"]
         );
+    }
+    // Only descriptions are unscoped (EC2 cannot scope Describe* calls).
+    for statement in statements {
+        if resources_of(statement).iter().any(|r| r == "*") {
+            assert!(
+                actions_of(statement)
+                    .iter()
+                    .all(|a| a.starts_with("ec2:Describe")),
+                "{}",
+                statement["Sid"]
+            );
+        }
+    }
+    // Every ssm action is on this gateway's own parameters only.
+    for statement in statements {
+        if actions_of(statement).iter().any(|a| a.starts_with("ssm:")) {
+            assert_eq!(
+                resources_of(statement),
+                ["arn:aws:ssm:*:*:parameter/gatehouse/GATEWAY_NAME/*"]
+            );
+        }
+    }
+    // The parameter the gateway uses lies under that prefix.
+    assert!(
+        super::desired::ssm_parameter_name("GATEWAY_NAME").starts_with("/gatehouse/GATEWAY_NAME/")
+    );
+}
+
+#[test]
+fn the_readme_says_what_each_statement_allows_and_what_to_substitute() {
+    let readme = include_str!("../../../packaging/README.md");
+    let policy: serde_json::Value = serde_json::from_str(POLICY).unwrap();
+    for statement in policy["Statement"].as_array().unwrap() {
+        let sid = statement["Sid"].as_str().unwrap();
+        assert!(
+            readme.contains(&format!("`{sid}`")),
+            "{sid} is not explained"
+        );
+    }
+    for placeholder in PLACEHOLDERS {
+        assert!(
+            readme.contains(&format!("`{placeholder}`")),
+            "{placeholder} is not explained"
+        );
+        assert!(POLICY.contains(placeholder), "{placeholder} is not used");
     }
 }

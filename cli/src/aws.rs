@@ -150,8 +150,21 @@ fn counts(actions: &[AwsAction]) -> String {
     )
 }
 
+/// `Warning: ...` lines, after a blank line, or nothing.
+fn render_warnings(warnings: &[String]) -> String {
+    let mut out = String::new();
+    if !warnings.is_empty() {
+        out.push('\n');
+    }
+    for w in warnings {
+        out.push_str(&format!("Warning: {w}\n"));
+    }
+    out
+}
+
 pub fn render_plan(plan: &AwsPlanResponse) -> String {
     let mut out = facts_line(&plan.gateway, &plan.facts);
+    out.push_str(&render_warnings(&plan.warnings));
     if plan.actions.is_empty() {
         out.push_str("\nNo changes. The AWS resources match the config.\n");
         return out;
@@ -242,6 +255,7 @@ pub fn render_status(status: &AwsStatusResponse) -> String {
             out.push_str(&format!("                    ingress {rule}\n"));
         }
     }
+    out.push_str(&render_warnings(&status.warnings));
     if status.pending.is_empty() {
         out.push_str("\nIn sync: no changes pending.\n");
     } else {
@@ -289,6 +303,7 @@ mod tests {
                     reason: "replies".into(),
                 },
             ],
+            warnings: Vec::new(),
         };
         let text = render_plan(&plan);
         assert!(text.contains("  - security group sg-1 (gatehouse-gw-gateway)\n      revoke ingress TCP 22 from 0.0.0.0/0\n      # drift"), "{text}");
@@ -302,5 +317,14 @@ mod tests {
             ..plan
         };
         assert!(render_plan(&empty).contains("No changes."));
+        let warned = AwsPlanResponse {
+            warnings: vec!["security group sg-9 (team) on the gateway instance lets ...".into()],
+            ..empty
+        };
+        let text = render_plan(&warned);
+        assert!(
+            text.contains("\nWarning: security group sg-9 (team)") && text.contains("No changes."),
+            "{text}"
+        );
     }
 }

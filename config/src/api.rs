@@ -547,6 +547,11 @@ pub struct AwsPlanResponse {
     pub facts: AwsFacts,
     /// Empty when AWS matches the config.
     pub actions: Vec<AwsAction>,
+    /// What apply leaves alone but a person should know: other security
+    /// groups on the gateway instance that open TCP 22, the portal or the
+    /// jump port wider than configured (detached with `aws.exclusive_groups`).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// `POST /v1/aws/apply`: what was done. A failure half-way is an
@@ -574,6 +579,9 @@ pub struct AwsStatusResponse {
     pub ssm_parameter: AwsParameterStatus,
     /// What `apply` would do; empty when in sync.
     pub pending: Vec<AwsAction>,
+    /// As in [`AwsPlanResponse::warnings`].
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -371,7 +371,7 @@ fn run_instance(vpc: &str, subnet: &str) -> String {
     format!(
         "image = ec2.describe_images(Owners=['amazon'])['Images'][0]['ImageId']\n\
          base = ec2.describe_security_groups(Filters=[{{'Name': 'vpc-id', 'Values': [{vpc}]}}, {{'Name': 'group-name', 'Values': ['default']}}])['SecurityGroups'][0]['GroupId']\n\
-         inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType='t3.micro', SubnetId={subnet}, SecurityGroupIds=[base])['Instances'][0]\n\
+         inst = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType='t3.micro', SubnetId={subnet}, SecurityGroupIds=[base], TagSpecifications=[{{'ResourceType': 'instance', 'Tags': [{{'Key': 'gatehouse:gateway', 'Value': 'gh-aws'}}]}}])['Instances'][0]\n\
          eni = inst['NetworkInterfaces'][0]\n\
          out = dict(instance=inst['InstanceId'], eni=eni['NetworkInterfaceId'], mac=eni['MacAddress'])\n"
     )

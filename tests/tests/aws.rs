@@ -388,6 +388,132 @@ fn drift_is_planned_with_reasons_and_repaired() {
     assert!(revoked, "the revocation is audited");
 }
 
+/// The instance's security groups as moto describes them.
+fn instance_groups(lab: &AwsLab) -> Vec<String> {
+    let groups = lab.python(&format!(
+        "i = ec2.describe_instances(InstanceIds=['{}'])['Reservations'][0]['Instances'][0]\n\
+         out = [g['GroupId'] for g in i['SecurityGroups']]",
+        lab.world.instance
+    ));
+    serde_json::from_value(groups).unwrap()
+}
+
+#[test]
+fn other_groups_opening_port_22_wider_are_warned_of_and_detached_only_when_exclusive() {
+    let Some(lab) = AwsLab::create() else { return };
+    // The team's own groups on the gateway instance: one opens TCP 22 to the
+    // world (wider than aws.admin_cidrs), one only TCP 80.
+    let made = lab.python(&format!(
+        "wide = ec2.create_security_group(GroupName='team-ssh', Description='x', VpcId='{vpc}')['GroupId']\n\
+         ec2.authorize_security_group_ingress(GroupId=wide, IpProtocol='tcp', FromPort=22, ToPort=22, CidrIp='0.0.0.0/0')\n\
+         web = ec2.create_security_group(GroupName='team-web', Description='x', VpcId='{vpc}')['GroupId']\n\
+         ec2.authorize_security_group_ingress(GroupId=web, IpProtocol='tcp', FromPort=80, ToPort=80, CidrIp='0.0.0.0/0')\n\
+         i = ec2.describe_instances(InstanceIds=['{inst}'])['Reservations'][0]['Instances'][0]\n\
+         have = [g['GroupId'] for g in i['SecurityGroups']]\n\
+         ec2.modify_instance_attribute(InstanceId='{inst}', Groups=have + [wide, web])\n\
+         out = dict(wide=wide, web=web)",
+        vpc = lab.world.vpc,
+        inst = lab.world.instance
+    ));
+    let wide = made["wide"].as_str().unwrap().to_string();
+    let web = made["web"].as_str().unwrap().to_string();
+    let mut gw = lab.start_gateway(&lab.config(""));
+
+    let plan = gw.ctl_json(&["aws", "plan"]);
+    let warnings: Vec<String> = serde_json::from_value(plan["warnings"].clone()).unwrap();
+    eprintln!("warnings: {warnings:#?}");
+    let of_wide: Vec<&String> = warnings.iter().filter(|w| w.contains(&wide)).collect();
+    assert_eq!(of_wide.len(), 1, "{warnings:#?}");
+    assert!(
+        of_wide[0].contains("TCP 22 from 0.0.0.0/0")
+            && of_wide[0].contains("aws.admin_cidrs")
+            && of_wide[0].contains(ADMIN_CIDR)
+            && of_wide[0].contains("aws.exclusive_groups"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().all(|w| !w.contains(&web)),
+        "port 80 is none of the gateway's: {warnings:#?}"
+    );
+    assert!(
+        actions(&plan).iter().all(|a| !a.contains("detach")),
+        "only a warning without aws.exclusive_groups: {:#?}",
+        actions(&plan)
+    );
+    let human = gw.ctl_ok(&["aws", "plan"]);
+    assert!(
+        human.contains(&format!("Warning: security group {wide} (team-ssh)")),
+        "{human}"
+    );
+    gw.ctl_ok(&["aws", "apply"]);
+    let after = instance_groups(&lab);
+    assert!(after.contains(&wide) && after.contains(&web), "{after:?}");
+    assert!(
+        gw.ctl_ok(&["aws", "status"])
+            .contains(&format!("Warning: security group {wide}")),
+        "status warns too"
+    );
+
+    // aws.exclusive_groups = true: apply detaches it, and keeps the rest.
+    std::fs::write(&gw.config, lab.config("exclusive_groups = true")).unwrap();
+    gw.ctl_ok(&["reload"]);
+    let plan = gw.ctl_json(&["aws", "plan"]);
+    let planned = actions(&plan);
+    let detach: Vec<&String> = planned.iter().filter(|a| a.contains("detach")).collect();
+    assert_eq!(detach.len(), 1, "{planned:#?}");
+    let detached = detach[0]
+        .split_once("detach ")
+        .and_then(|(_, rest)| rest.split_once(" from it"))
+        .map(|(ids, _)| ids)
+        .unwrap();
+    assert!(
+        detach[0].starts_with(&format!("modify instance {}", lab.world.instance))
+            && detached.contains(&wide)
+            && !detached.contains(&web),
+        "{planned:#?}"
+    );
+    assert_eq!(
+        plan["warnings"],
+        serde_json::json!([]),
+        "planned, not warned of"
+    );
+    gw.ctl_ok(&["aws", "apply"]);
+    let after = instance_groups(&lab);
+    let gateway_group = footprint(&lab).gateway_group.unwrap();
+    assert!(!after.contains(&wide), "{after:?}");
+    assert!(
+        after.contains(&web) && after.contains(&gateway_group),
+        "{after:?}"
+    );
+    assert!(
+        aws_changes(&gw).iter().any(|r| r["detail"]["change"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("detach {wide}")))),
+        "the detach is audited"
+    );
+    assert_eq!(
+        actions(&gw.ctl_json(&["aws", "plan"])),
+        Vec::<String>::new()
+    );
+
+    // The IAM policy lets the gateway change only the instance tagged for
+    // it: a plan on an untagged instance says so.
+    let not_tagged = |plan: &Value| {
+        plan["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .contains("not tagged gatehouse:gateway=gh-aws")
+        })
+    };
+    assert!(!not_tagged(&gw.ctl_json(&["aws", "plan"])));
+    lab.python(&format!(
+        "ec2.delete_tags(Resources=['{}'], Tags=[{{'Key': 'gatehouse:gateway'}}])",
+        lab.world.instance
+    ));
+    assert!(not_tagged(&gw.ctl_json(&["aws", "plan"])));
+    gw.stop();
+}
+
 #[test]
 fn the_ssm_key_survives_instance_replacement_and_apply_on_start_moves_the_elastic_ip() {
     let Some(mut lab) = AwsLab::create() else {

@@ -173,6 +173,9 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     pub imds_endpoint: Option<String>,
     pub apply_on_start: bool,
+    /// Detach the instance's other security groups that open TCP 22, the
+    /// portal or the jump port wider than configured (default: only warn).
+    pub exclusive_groups: bool,
     pub private_route_tables: Vec<String>,
     pub admin_cidrs: Vec<IpNet>,
     pub public_cidrs: Vec<IpNet>,

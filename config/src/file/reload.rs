@@ -196,6 +196,9 @@ static KEYS: &[ReloadKey] = &[
     live("aws.apply_on_start", |a, b| {
         aws(a, b, |c| &c.apply_on_start)
     }),
+    live("aws.exclusive_groups", |a, b| {
+        aws(a, b, |c| &c.exclusive_groups)
+    }),
     live("aws.private_route_tables", |a, b| {
         aws(a, b, |c| &c.private_route_tables)
     }),

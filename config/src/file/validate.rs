@@ -463,6 +463,7 @@ impl Checker<'_> {
             endpoint_url: raw.endpoint_url,
             imds_endpoint: raw.imds_endpoint,
             apply_on_start: raw.apply_on_start,
+            exclusive_groups: raw.exclusive_groups,
             private_route_tables: raw.private_route_tables,
             admin_cidrs,
             public_cidrs,

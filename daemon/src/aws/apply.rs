@@ -315,7 +315,7 @@ async fn execute(
                 Err(err) => Err(classify(ACTION, err)),
             }
         }
-        Step::AttachGatewayGroup { keep } => {
+        Step::SetInstanceGroups { keep } => {
             const ACTION: &str = "ec2:ModifyInstanceAttribute";
             let mut groups = keep.clone();
             groups.push(ids.group(GroupRole::Gateway)?.to_string());

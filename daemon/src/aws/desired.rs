@@ -56,6 +56,22 @@ pub struct Desired {
     pub pool: IpNet,
     pub route_tables: Vec<String>,
     pub ssm_parameter: String,
+    /// The TCP ports on the gateway that only the configured CIDRs may
+    /// reach, whatever other security group the instance carries.
+    pub guarded: Vec<GuardedPort>,
+    /// `aws.exclusive_groups`: detach other groups that open them wider.
+    pub exclusive_groups: bool,
+}
+
+/// A TCP port of the gateway's own and who may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardedPort {
+    /// E.g. `the portal`.
+    pub what: &'static str,
+    pub port: u16,
+    /// E.g. `aws.public_cidrs`.
+    pub key: &'static str,
+    pub allowed: Vec<IpNet>,
 }
 
 /// Computes the desired state of `config` (which has an `[aws]` section;
@@ -69,6 +85,7 @@ pub fn desired(config: &Config) -> Desired {
             endpoint_url: None,
             imds_endpoint: None,
             apply_on_start: false,
+            exclusive_groups: false,
             private_route_tables: Vec::new(),
             admin_cidrs: Vec::new(),
             public_cidrs: Vec::new(),
@@ -94,10 +111,22 @@ pub fn desired(config: &Config) -> Desired {
             config.ssh.listen.port(),
         ),
     ];
+    let mut guarded = vec![GuardedPort {
+        what: "the gateway's own SSH",
+        port: 22,
+        key: "aws.admin_cidrs",
+        allowed: aws.admin_cidrs.clone(),
+    }];
     for (what, enabled, port) in public_ports {
         if !enabled || port == 0 {
             continue;
         }
+        guarded.push(GuardedPort {
+            what,
+            port,
+            key: "aws.public_cidrs",
+            allowed: aws.public_cidrs.clone(),
+        });
         for net in &aws.public_cidrs {
             gateway_rules.insert(
                 rule("tcp", port, Source::Cidr(*net)),
@@ -156,6 +185,8 @@ pub fn desired(config: &Config) -> Desired {
             Vec::new()
         },
         ssm_parameter: ssm_parameter_name(&config.gateway.name),
+        guarded,
+        exclusive_groups: aws.exclusive_groups,
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`discovery`]: instance facts from IMDSv2, or from the config.
 //! - [`desired`]: the footprint the config asks for (pure).
 //! - [`observed`]: what AWS says now (describe calls).
+//! - [`exposure`]: other groups on the instance that open guarded ports wider (pure).
 //! - [`plan`]: the difference, as ordered actions with reasons (pure).
 //! - [`apply`]: carries the actions out and audits each.
 //! - [`ssm_key`]: the WireGuard key's home in SSM Parameter Store.
@@ -21,6 +22,7 @@ pub mod apply;
 pub mod desired;
 pub mod discovery;
 pub mod errors;
+pub mod exposure;
 #[cfg(test)]
 mod iam_tests;
 pub mod observed;

@@ -1,5 +1,6 @@
 //! What AWS says now: the gateway's elastic IP and security groups (found by
-//! tag), the instance's groups and source/dest check, the pool route in each
+//! tag), the instance's groups (and the rules of those not gatehouse's) and
+//! source/dest check, the pool route in each
 //! named route table, and the SSM parameter. Describe calls only.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +45,12 @@ pub struct Observed {
     pub groups: BTreeMap<GroupRole, ObservedGroup>,
     /// The security groups on the gateway instance now.
     pub instance_groups: Vec<String>,
+    /// Those of them that are not gatehouse's own, with their rules.
+    pub foreign_groups: Vec<ObservedGroup>,
     pub source_dest_check: Option<bool>,
+    /// The instance's `gatehouse:gateway` tag, which the IAM policy needs
+    /// to let the gateway change the instance.
+    pub instance_tag: Option<String>,
     pub routes: Vec<(String, RouteState)>,
     /// `None`: no parameter; `Some(secure)`: present, SecureString or not.
     pub ssm_parameter: Option<bool>,
@@ -60,14 +66,17 @@ impl Observed {
 pub async fn observe(session: &Session, desired: &Desired) -> Result<Observed, AwsError> {
     let elastic_ip = elastic_ip(session, &desired.gateway).await?;
     let groups = groups(session, &desired.gateway).await?;
-    let (instance_groups, source_dest_check) = instance(session).await?;
+    let (instance_groups, source_dest_check, instance_tag) = instance(session).await?;
+    let foreign_groups = foreign_groups(session, &instance_groups, &groups).await?;
     let routes = routes(session, desired).await?;
     let ssm_parameter = ssm_parameter(session, &desired.ssm_parameter).await?;
     Ok(Observed {
         elastic_ip,
         groups,
         instance_groups,
+        foreign_groups,
         source_dest_check,
+        instance_tag,
         routes,
         ssm_parameter,
     })
@@ -189,6 +198,51 @@ async fn groups(
     Ok(groups)
 }
 
+/// The instance's groups other than gatehouse's two, with their rules.
+async fn foreign_groups(
+    session: &Session,
+    instance_groups: &[String],
+    ours: &BTreeMap<GroupRole, ObservedGroup>,
+) -> Result<Vec<ObservedGroup>, AwsError> {
+    const ACTION: &str = "ec2:DescribeSecurityGroups";
+    let foreign: Vec<String> = instance_groups
+        .iter()
+        .filter(|id| !ours.values().any(|g| &g.id == *id))
+        .cloned()
+        .collect();
+    if foreign.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = session
+        .ec2
+        .describe_security_groups()
+        .set_group_ids(Some(foreign.clone()))
+        .send()
+        .await
+        .map_err(|e| classify(ACTION, e))?;
+    let gateway_group = ours.get(&GroupRole::Gateway).map(|g| g.id.as_str());
+    let mut found = Vec::new();
+    for id in &foreign {
+        let Some(group) = out
+            .security_groups()
+            .iter()
+            .find(|g| g.group_id() == Some(id.as_str()))
+        else {
+            continue;
+        };
+        found.push(ObservedGroup {
+            id: id.clone(),
+            name: group.group_name().unwrap_or_default().to_string(),
+            rules: group
+                .ip_permissions()
+                .iter()
+                .flat_map(|p| rules_of(p, gateway_group))
+                .collect(),
+        });
+    }
+    Ok(found)
+}
+
 /// A tagged group as found: id, name, ingress permissions.
 type Found<'a> = (String, String, &'a [IpPermission]);
 
@@ -239,7 +293,10 @@ fn rules_of(permission: &IpPermission, gateway_group: Option<&str>) -> Vec<Rule>
         .collect()
 }
 
-async fn instance(session: &Session) -> Result<(Vec<String>, Option<bool>), AwsError> {
+/// The instance's groups, source/dest check and `gatehouse:gateway` tag.
+async fn instance(
+    session: &Session,
+) -> Result<(Vec<String>, Option<bool>, Option<String>), AwsError> {
     const ACTION: &str = "ec2:DescribeInstances";
     let out = session
         .ec2
@@ -262,7 +319,13 @@ async fn instance(session: &Session) -> Result<(Vec<String>, Option<bool>), AwsE
         .iter()
         .filter_map(|g| g.group_id().map(str::to_string))
         .collect();
-    Ok((groups, instance.source_dest_check()))
+    let tag = instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(TAG_GATEWAY))
+        .and_then(|t| t.value())
+        .map(str::to_string);
+    Ok((groups, instance.source_dest_check(), tag))
 }
 
 async fn routes(

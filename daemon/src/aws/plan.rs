@@ -3,7 +3,9 @@
 //!
 //! Order: the SSM key; then what later steps refer to (elastic IP, security
 //! groups); revocations before authorisations, so drift such as port 22
-//! open to the world closes first; then the instance's groups, the elastic
+//! open to the world closes first; then the instance's groups (with
+//! `aws.exclusive_groups`, less the other groups that open guarded ports
+//! wider than configured, see [`super::exposure`]), the elastic
 //! IP association, source/dest check, and the routes. Only gatehouse-tagged
 //! resources are changed, plus the pool route in the route tables the
 //! config names; the elastic IP is never released.
@@ -12,6 +14,7 @@ use gatehouse_config::api::AwsActionKind;
 
 use super::desired::{Desired, GroupRole, Rule, TAG_GATEWAY};
 use super::discovery::Facts;
+use super::exposure::{exposing_groups, exposures};
 use super::observed::{Observed, RouteState};
 
 /// One change the apply makes.
@@ -26,8 +29,8 @@ pub enum Step {
     CreateGroup(GroupRole),
     Revoke(GroupRole, Rule),
     Authorize(GroupRole, Rule),
-    /// Put the gateway group on the instance, keeping `keep`.
-    AttachGatewayGroup {
+    /// Set the instance's groups to the gateway group and `keep`.
+    SetInstanceGroups {
         keep: Vec<String>,
     },
     AssociateAddress,
@@ -134,23 +137,56 @@ pub fn plan(desired: &Desired, observed: &Observed, facts: &Facts) -> Vec<Action
     }
 
     let gateway_group = observed.group_id(GroupRole::Gateway);
-    if gateway_group.is_none_or(|id| !observed.instance_groups.iter().any(|g| g == id)) {
+    let attached = gateway_group.is_some_and(|id| observed.instance_groups.iter().any(|g| g == id));
+    let detach = if desired.exclusive_groups {
+        exposing_groups(&exposures(desired, &observed.foreign_groups))
+    } else {
+        Vec::new()
+    };
+    if !attached || !detach.is_empty() {
+        let keep: Vec<String> = observed
+            .instance_groups
+            .iter()
+            .filter(|g| !detach.contains(g))
+            .cloned()
+            .collect();
+        let list = |ids: &[String]| {
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
+        };
+        let (change, reason) = if detach.is_empty() {
+            (
+                format!(
+                    "add {} to its security groups (keeping {})",
+                    gateway_group.unwrap_or("the gateway's security group"),
+                    list(&keep)
+                ),
+                "the gateway's rules apply only on its own network interface".to_string(),
+            )
+        } else {
+            (
+                format!(
+                    "detach {} from it (keeping {}{})",
+                    list(&detach),
+                    gateway_group.unwrap_or("the gateway's security group"),
+                    keep.iter()
+                        .filter(|g| Some(g.as_str()) != gateway_group)
+                        .map(|g| format!(", {g}"))
+                        .collect::<String>()
+                ),
+                "aws.exclusive_groups: they open TCP 22, the portal or the jump port wider than configured"
+                    .to_string(),
+            )
+        };
         actions.push(Action {
-            step: Step::AttachGatewayGroup {
-                keep: observed.instance_groups.clone(),
-            },
+            step: Step::SetInstanceGroups { keep },
             kind: AwsActionKind::Modify,
             resource: format!("instance {}", facts.instance_id),
-            change: format!(
-                "add {} to its security groups (keeping {})",
-                gateway_group.unwrap_or("the gateway's security group"),
-                if observed.instance_groups.is_empty() {
-                    "none".to_string()
-                } else {
-                    observed.instance_groups.join(", ")
-                }
-            ),
-            reason: "the gateway's rules apply only on its own network interface".into(),
+            change,
+            reason,
         });
     }
 
@@ -262,7 +298,9 @@ private_route_tables = ["rtb-1"]
             elastic_ip: None,
             groups: BTreeMap::new(),
             instance_groups: vec!["sg-default".into()],
+            foreign_groups: Vec::new(),
             source_dest_check: Some(true),
+            instance_tag: Some("gw".into()),
             routes: vec![("rtb-1".into(), RouteState::Missing)],
             ssm_parameter: None,
         }
@@ -286,7 +324,9 @@ private_route_tables = ["rtb-1"]
                 (GroupRole::Targets, group(GroupRole::Targets, "sg-t")),
             ]),
             instance_groups: vec!["sg-default".into(), "sg-gw".into()],
+            foreign_groups: Vec::new(),
             source_dest_check: Some(false),
+            instance_tag: Some("gw".into()),
             routes: vec![("rtb-1".into(), RouteState::Ours)],
             ssm_parameter: Some(true),
         }
@@ -310,15 +350,15 @@ private_route_tables = ["rtb-1"]
         assert_eq!(steps[0], "PutKey");
         assert!(first("AllocateAddress") < first("CreateGroup"));
         assert!(first("CreateGroup") < first("Authorize"));
-        assert!(first("Authorize") < first("AttachGatewayGroup"));
-        assert!(first("AttachGatewayGroup") < first("AssociateAddress"));
+        assert!(first("Authorize") < first("SetInstanceGroups"));
+        assert!(first("SetInstanceGroups") < first("AssociateAddress"));
         assert!(first("AssociateAddress") < first("DisableSourceDestCheck"));
         assert_eq!(steps.last().map(String::as_str), Some("CreateRoute"));
         assert!(actions.iter().all(|a| !a.reason.is_empty()));
         let attach = actions
             .iter()
             .find_map(|a| match &a.step {
-                Step::AttachGatewayGroup { keep } => Some(keep.clone()),
+                Step::SetInstanceGroups { keep } => Some(keep.clone()),
                 _ => None,
             })
             .unwrap();
@@ -374,5 +414,51 @@ private_route_tables = ["rtb-1"]
         let actions = plan(&want, &observed, &facts());
         assert_eq!(actions.len(), 1);
         assert_eq!(actions[0].step, Step::PutKey { overwrite: true });
+    }
+
+    #[test]
+    fn a_foreign_group_opening_port_22_is_only_detached_with_exclusive_groups() {
+        let config = gatehouse_config::Config::parse(CONFIG, "t").unwrap();
+        let mut want = desired(&config);
+        let mut observed = in_sync(&want);
+        observed.instance_groups = vec!["sg-default".into(), "sg-gw".into(), "sg-open".into()];
+        observed.foreign_groups = vec![
+            ObservedGroup {
+                id: "sg-default".into(),
+                name: "default".into(),
+                rules: BTreeSet::new(),
+            },
+            ObservedGroup {
+                id: "sg-open".into(),
+                name: "team-ssh".into(),
+                rules: BTreeSet::from([Rule {
+                    protocol: "tcp".into(),
+                    from_port: 22,
+                    to_port: 22,
+                    source: Source::Cidr("0.0.0.0/0".parse().unwrap()),
+                }]),
+            },
+        ];
+        assert_eq!(
+            plan(&want, &observed, &facts()),
+            [],
+            "warned of, not planned"
+        );
+
+        want.exclusive_groups = true;
+        let actions = plan(&want, &observed, &facts());
+        assert_eq!(actions.len(), 1, "{actions:#?}");
+        assert_eq!(
+            actions[0].step,
+            Step::SetInstanceGroups {
+                keep: vec!["sg-default".into(), "sg-gw".into()]
+            }
+        );
+        assert!(
+            actions[0].change.contains("detach sg-open")
+                && actions[0].reason.contains("exclusive_groups"),
+            "{:?}",
+            actions[0]
+        );
     }
 }

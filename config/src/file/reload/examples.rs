@@ -73,6 +73,7 @@ subnets = ["10.0.2.0/24"]
 [aws]
 region = "eu-west-3"
 apply_on_start = false
+exclusive_groups = false
 private_route_tables = ["rtb-0123456789abcdef0"]
 admin_cidrs = ["203.0.113.7/32"]
 public_cidrs = ["0.0.0.0/0", "::/0"]
@@ -137,6 +138,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("group.ports", "[22, 443]"),
     ("aws.region", r#""eu-west-1""#),
     ("aws.apply_on_start", "true"),
+    ("aws.exclusive_groups", "true"),
     ("aws.private_route_tables", r#"["rtb-1", "rtb-2"]"#),
     ("aws.admin_cidrs", "[]"),
     ("aws.public_cidrs", r#"["198.51.100.0/24"]"#),

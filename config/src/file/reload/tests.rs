@@ -187,7 +187,7 @@ fn adding_tls_files_or_aws_is_seen_as_their_keys() {
         .into_iter()
         .filter(|k| k.starts_with("aws."))
         .collect();
-    assert_eq!(aws.len(), 12, "{aws:?}");
+    assert_eq!(aws.len(), 13, "{aws:?}");
 }
 
 #[test]

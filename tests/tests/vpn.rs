@@ -211,6 +211,125 @@ fn a_packet_with_a_spoofed_source_address_is_dropped() {
     });
 }
 
+/// The crafted-packet sender and listener (stdlib Python, raw sockets).
+const CRAFTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vpn_support/crafted.py");
+
+#[test]
+fn crafted_packets_to_a_port_restricted_host_never_arrive() {
+    // Review finding 4: for a group with `ports`, a packet whose port cannot
+    // be told (tunnels, ICMP other than echo, later fragments) and any
+    // source-routed packet is dropped; a stock client sends each crafted
+    // with a raw socket through its wireguard-go tunnel.
+    let Some(topo) = Topology::create() else {
+        return;
+    };
+    let extra = format!(
+        "\n[[group]]\nname = \"research-web\"\nsubnets = [\"{RESEARCH_SUBNET}\"]\nports = [80]\n"
+    );
+    let mut gw = topo.start_gateway(&topo.gateway_config(POOL, &extra));
+    let conf = device_config(&topo, &gw, "alice", "laptop", "research-web");
+    let alice = connect(&topo, &gw, &conf);
+    let listener = topo.spawn(
+        Host::Research,
+        "crafted-listen",
+        &["python3", CRAFTED, "listen"],
+    );
+    let deadline = Instant::now() + ANSWER;
+    while !topo.process_log("crafted-listen").contains("listening") {
+        assert!(
+            topo.exited(listener).is_none() && Instant::now() < deadline,
+            "the listener did not start:\n{}",
+            topo.process_log("crafted-listen")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reassembly_before = reassembly_requests(&topo);
+
+    let allowed = ["udp-80", "icmp-echo"];
+    let refused = [
+        "udp-81",
+        "icmp-timestamp",
+        "gre",
+        "ipip",
+        "lsrr",
+        "later-fragment",
+    ];
+    let mut argv = vec!["python3", CRAFTED, "send", alice.address(), RESEARCH];
+    argv.extend(allowed);
+    argv.extend(refused);
+    topo.exec_ok(Host::Client, &argv);
+    let seen = |name: &str| {
+        topo.process_log("crafted-listen")
+            .lines()
+            .any(|l| l == format!("seen {name}"))
+    };
+    let deadline = Instant::now() + ANSWER;
+    while !allowed.iter().all(|name| seen(name)) {
+        assert!(
+            Instant::now() < deadline,
+            "the allowed probes did not arrive (a broken harness, or accessd):\n{}\n{}",
+            topo.process_log("crafted-listen"),
+            context(&gw, &alice)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(DENIED);
+    let arrived: Vec<&str> = refused.iter().copied().filter(|name| seen(name)).collect();
+    assert!(
+        arrived.is_empty(),
+        "crafted packets reached the port-restricted host: {arrived:?}\n{}",
+        context(&gw, &alice)
+    );
+    assert_eq!(
+        reassembly_requests(&topo),
+        reassembly_before,
+        "a fragment reached research"
+    );
+
+    // It was accessd that dropped them, each for its reason: the held-back
+    // vpn.acl.deny record is written at shutdown.
+    assert!(gw.stop().success());
+    gw.spawn();
+    let records = audit(&gw, "vpn.acl.deny");
+    let reasons = records
+        .iter()
+        .filter(|r| r.to_string().contains("alice"))
+        .fold(std::collections::BTreeMap::new(), |mut all, r| {
+            for (reason, n) in r["detail"]["reasons"].as_object().unwrap() {
+                *all.entry(reason.clone()).or_insert(0) += n.as_u64().unwrap();
+            }
+            all
+        });
+    assert_eq!(
+        reasons,
+        std::collections::BTreeMap::from([
+            ("port".to_string(), 1),
+            ("port_unknown".to_string(), 4),
+            ("source_route".to_string(), 1),
+        ]),
+        "{records:#?}"
+    );
+}
+
+/// `Ip: ReasmReqds` of research's namespace: fragments that arrived there.
+fn reassembly_requests(topo: &Topology) -> u64 {
+    let snmp = topo.exec_ok(Host::Research, &["cat", "/proc/net/snmp"]);
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
+    let (Some(header), Some(values)) = (ip.next(), ip.next()) else {
+        panic!("no Ip lines in /proc/net/snmp:\n{snmp}");
+    };
+    let column = header
+        .split_whitespace()
+        .position(|h| h == "ReasmReqds")
+        .expect("ReasmReqds column");
+    values
+        .split_whitespace()
+        .nth(column)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn instance_metadata_and_the_gateways_own_addresses_are_refused_through_the_tunnel() {
     let Some(topo) = Topology::create() else {

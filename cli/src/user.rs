@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use gatehouse_config::api::{
-    AddKeyRequest, CreateUserRequest, CreateUserResponse, RemoveKeyQuery, SetGroupsRequest,
-    SetNoLoginRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
+    AddKeyRequest, CreateUserRequest, CreateUserResponse, Enrollment, RemoveKeyQuery,
+    SetGroupsRequest, SetNoLoginRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
 };
 
 use crate::Ctx;
@@ -24,7 +24,9 @@ pub enum UserCommand {
         long_about = "Create a pending user and print their one-time enrollment link.\n\n\
         The user opens the link in the portal, sets a password (and TOTP when the \
         gateway requires it) and can then download device configs. The link works \
-        once and expires; the token is shown only now.\n\n\
+        once and expires; the token is shown only now (`user enrollment-link` makes \
+        a new one). A machine account (--no-login) is active at once and gets no \
+        link: it never logs in to the portal.\n\n\
         Examples:\n  \
         accessctl user add alice --group research --ssh-key ~/keys/alice.pub\n  \
         accessctl user add bob --group research,app-admins --expires 30d\n  \
@@ -90,6 +92,13 @@ pub enum UserCommand {
         /// on: devices need no portal login; off: they do.
         #[arg(action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
         no_login: bool,
+    },
+    /// Print a new one-time enrollment link for a pending user (when the
+    /// first expired or was lost; older unused links stop working).
+    EnrollmentLink {
+        /// The user (pending, not a machine account).
+        #[arg(value_parser = crate::args::user_name)]
+        name: String,
     },
     /// Add SSH public keys to a user (every key line of FILE; '-' reads stdin).
     AddKey {
@@ -202,6 +211,11 @@ pub async fn run(cmd: UserCommand, ctx: &Ctx) -> Result<(), UserError> {
                 )
             })
         }
+        UserCommand::EnrollmentLink { name } => {
+            let path = format!("{}/enrollment", user_path(&name));
+            let reply = ctx.client.post::<(), Enrollment>(&path, None).await?;
+            show_detail(ctx, &reply.json, || render_link(&name, &reply.body))
+        }
         UserCommand::SetNoLogin { name, no_login } => {
             let path = format!("{}/no-login", user_path(&name));
             let reply = ctx
@@ -209,7 +223,19 @@ pub async fn run(cmd: UserCommand, ctx: &Ctx) -> Result<(), UserError> {
                 .put::<_, UserDetail>(&path, &SetNoLoginRequest { no_login })
                 .await?;
             show_detail(ctx, &reply.json, || {
-                format!("user {name}: VPN {}\n", reply.body.vpn_access.as_str())
+                let user = &reply.body;
+                let mut text = format!(
+                    "user {name}: {}, VPN {}\n",
+                    user.state.as_str(),
+                    user.vpn_access.as_str()
+                );
+                if user.state == UserState::Pending {
+                    let _ = writeln!(
+                        text,
+                        "{name} has never enrolled: `accessctl user enrollment-link {name}` makes the link to send"
+                    );
+                }
+                text
             })
         }
         UserCommand::AddKey { name, file } => add_keys(&name, file, ctx).await,
@@ -443,6 +469,24 @@ fn render_created(created: &CreateUserResponse) -> String {
         expiry(user.expires_at.as_deref(), user.expired, "never")
     );
     let _ = writeln!(out);
+    match link {
+        Some(link) => out.push_str(&render_link(&user.name, link)),
+        None => {
+            let _ = writeln!(
+                out,
+                "{0} is a machine account: active now, with no enrollment link and no portal login. \
+                 The jump host takes its SSH keys; `accessctl device config {0} DEVICE` makes its VPN \
+                 devices, live while it is active.",
+                user.name
+            );
+        }
+    }
+    out
+}
+
+/// The link block: URL, token, expiry, and what to do with it.
+fn render_link(name: &str, link: &Enrollment) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "enrollment link  {}", link.url);
     let _ = writeln!(out, "token            {}", link.token);
     let _ = writeln!(
@@ -453,8 +497,7 @@ fn render_created(created: &CreateUserResponse) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "Send this link to {}; it works once and expires at {}.",
-        user.name,
+        "Send this link to {name}; it works once and expires at {}.",
         output::short_time(&link.expires_at)
     );
     out
@@ -558,11 +601,11 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
         assert!(!user.ssh_keys.is_empty());
         let text = render_created(&CreateUserResponse {
             user,
-            enrollment: Enrollment {
+            enrollment: Some(Enrollment {
                 token: "t".into(),
                 url: "https://gw/enroll/t".into(),
                 expires_at: "2026-05-02T10:00:00Z".into(),
-            },
+            }),
         });
         assert!(
             text.contains("the jump host takes them once alice has enrolled (or after `accessctl user enable alice`)"),
@@ -572,11 +615,11 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
         keyless.ssh_keys.clear();
         let text = render_created(&CreateUserResponse {
             user: keyless,
-            enrollment: Enrollment {
+            enrollment: Some(Enrollment {
                 token: "t".into(),
                 url: "https://gw/enroll/t".into(),
                 expires_at: "2026-05-02T10:00:00Z".into(),
-            },
+            }),
         });
         assert!(
             !text.contains("the jump host takes them"),
@@ -588,11 +631,11 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
     fn created_user_shows_link_and_instructions() {
         let text = render_created(&CreateUserResponse {
             user: detail(),
-            enrollment: Enrollment {
+            enrollment: Some(Enrollment {
                 token: "tok123".into(),
                 url: "https://gw.example.org/enroll/tok123".into(),
                 expires_at: "2026-05-02T10:00:00Z".into(),
-            },
+            }),
         });
         assert!(text.contains("enrollment link  https://gw.example.org/enroll/tok123\n"));
         assert!(text.contains("token            tok123\n"));
@@ -600,6 +643,21 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
         assert!(text.ends_with(
             "Send this link to alice; it works once and expires at 2026-05-02T10:00:00Z.\n"
         ));
+    }
+
+    #[test]
+    fn a_machine_account_is_told_it_is_active_and_gets_no_link() {
+        let mut user = detail();
+        user.no_login = true;
+        let text = render_created(&CreateUserResponse {
+            user,
+            enrollment: None,
+        });
+        assert!(
+            text.contains("alice is a machine account: active now, with no enrollment link"),
+            "{text}"
+        );
+        assert!(!text.contains("enrollment link  "), "{text}");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@
 //! | POST | `/v1/users/{name}/enable` | → [`UserDetail`] |
 //! | PUT | `/v1/users/{name}/groups` | [`SetGroupsRequest`] → [`UserDetail`] |
 //! | PUT | `/v1/users/{name}/no-login` | [`SetNoLoginRequest`] → [`UserDetail`] |
+//! | POST | `/v1/users/{name}/enrollment` | → [`Enrollment`] (a pending user's new link) |
 //! | POST | `/v1/users/{name}/keys` | [`AddKeyRequest`] → [`SshKeyInfo`] |
 //! | DELETE | `/v1/users/{name}/keys?fingerprint=SHA256:…` | → [`SshKeyInfo`] |
 //! | GET | `/v1/devices[?user=NAME]` | → `Vec<`[`DeviceInfo`]`>` |
@@ -357,7 +358,9 @@ pub struct CreateUserRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateUserResponse {
     pub user: UserDetail,
-    pub enrollment: Enrollment,
+    /// The person's one-time link; none for a machine account (`no_login`),
+    /// which is active at once and never enrolls.
+    pub enrollment: Option<Enrollment>,
 }
 
 /// A one-time enrollment link. The token is shown here once; the gateway

@@ -49,12 +49,13 @@ macro_rules! audit_kinds {
 }
 
 audit_kinds! {
-    UserAdd = "user.add": "An admin created a user (with groups and an enrollment link).",
+    UserAdd = "user.add": "An admin created a user (with groups, and an enrollment link unless it is a machine account).",
     UserRemove = "user.remove": "An admin removed a user, with their devices and keys.",
     UserEnable = "user.enable": "An admin enabled a user again.",
     UserDisable = "user.disable": "An admin disabled a user.",
     UserSetGroups = "user.set_groups": "An admin replaced a user's groups.",
     UserSetNoLogin = "user.set_no_login": "An admin set or cleared a user's no-login mark (a machine that never logs in to the portal).",
+    UserEnrollmentLink = "user.enrollment_link": "An admin issued a new enrollment link for a pending user (their older unused links stop working).",
     UserKeyAdd = "user.key.add": "An admin added an SSH public key to a user.",
     UserKeyRemove = "user.key.remove": "An admin removed one of a user's SSH keys.",
     DeviceCreate = "device.create": "A WireGuard device was created, by an admin or by its user in the portal.",

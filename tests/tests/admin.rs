@@ -547,6 +547,7 @@ fn no_login_machine_accounts_are_shown_changed_and_audited() {
 
     let runner = daemon.ctl_json(&["user", "show", "runner"]);
     assert_eq!(runner["no_login"], true);
+    assert_eq!(runner["state"], "active", "a machine never enrolls");
     assert_eq!(runner["vpn_access"], "always");
     let ivan = daemon.ctl_json(&["user", "show", "ivan"]);
     assert_eq!(ivan["no_login"], false);
@@ -556,6 +557,13 @@ fn no_login_machine_accounts_are_shown_changed_and_audited() {
 
     let changed = daemon.ctl_ok(&["user", "set-no-login", "runner", "off"]);
     assert!(changed.contains("waits for a portal login"), "{changed}");
+    assert_eq!(
+        daemon.ctl_json(&["user", "show", "runner"])["state"],
+        "pending",
+        "a person who never enrolled"
+    );
+    let link = daemon.ctl_ok(&["user", "enrollment-link", "runner"]);
+    assert!(link.contains("enrollment link  https://"), "{link}");
     assert_eq!(
         daemon.ctl_json(&["user", "show", "runner"])["vpn_access"],
         "login_needed"
@@ -568,6 +576,8 @@ fn no_login_machine_accounts_are_shown_changed_and_audited() {
     assert_eq!(records[0]["detail"]["no_login"], true);
     assert_eq!(records[1]["kind"], "user.set_no_login");
     assert_eq!(records[1]["detail"]["no_login"], false);
+    assert_eq!(records[1]["detail"]["state"], "pending");
+    assert_eq!(records[2]["kind"], "user.enrollment_link");
 }
 
 /// Review finding 8: without the anchor (`audit.head`) a cut tail of the

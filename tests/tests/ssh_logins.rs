@@ -59,6 +59,23 @@ fn unknown_keys_and_users_who_are_not_active_cannot_log_in() {
     let run = login(&alice, "alice");
     assert!(run.success(), "{run}\n{}", gw.log_tail(40));
 
+    // A machine account (--no-login) is active at once: no `user enable`.
+    let robot = lab.identity("robot");
+    let key = robot.public_key_file.to_str().unwrap();
+    let added = gw.ctl_ok(&[
+        "user",
+        "add",
+        "robot",
+        "--group",
+        "research",
+        "--ssh-key",
+        key,
+        "--no-login",
+    ]);
+    assert!(added.contains("created user robot (active)"), "{added}");
+    let run = login(&robot, "robot");
+    assert!(run.success(), "{run}\n{}", gw.log_tail(40));
+
     // bob logs in while enabled, not after `user disable`.
     let bob = lab.identity("bob");
     add_active_user(&gw, "bob", "research", &bob);

@@ -414,3 +414,122 @@ async fn one_member_cannot_use_up_the_pool() {
     let devices = gw.admin(Method::GET, "/v1/devices", None).await;
     assert_eq!(devices.json.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_machine_account_is_active_at_once_and_the_states_say_what_they_mean() {
+    let gw = TestGateway::new(CONFIG).await;
+    let created = gw
+        .admin(
+            Method::POST,
+            "/v1/users",
+            Some(json!({ "name": "ci-runner", "groups": ["research"], "no_login": true })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{created:?}");
+    assert_eq!(created.json["user"]["state"], "active", "{created:?}");
+    assert_eq!(
+        created.json["enrollment"],
+        json!(null),
+        "a machine never enrolls"
+    );
+    let refused = gw
+        .admin(Method::POST, "/v1/users/ci-runner/enrollment", None)
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert!(
+        refused.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("machine account"),
+        "{refused:?}"
+    );
+
+    // A person added as pending, then marked a machine: active, links gone.
+    let token = gw.add_user("build-box", "research").await;
+    let marked = gw
+        .admin(
+            Method::PUT,
+            "/v1/users/build-box/no-login",
+            Some(json!({ "no_login": true })),
+        )
+        .await;
+    assert_eq!(marked.json["state"], "active", "{marked:?}");
+    let gone = gw
+        .portal(Method::GET, &format!("/api/v1/enroll/{token}"), None, None)
+        .await;
+    assert_ne!(
+        gone.status,
+        StatusCode::OK,
+        "its link no longer works: {gone:?}"
+    );
+    // And back: a person who never enrolled is pending, and gets a new link.
+    let person = gw
+        .admin(
+            Method::PUT,
+            "/v1/users/build-box/no-login",
+            Some(json!({ "no_login": false })),
+        )
+        .await;
+    assert_eq!(person.json["state"], "pending", "{person:?}");
+    let link = gw
+        .admin(Method::POST, "/v1/users/build-box/enrollment", None)
+        .await;
+    assert_eq!(link.status, StatusCode::OK, "{link:?}");
+    let new_token = link.json["token"].as_str().unwrap().to_string();
+    gw.enroll("build-box", &new_token).await;
+
+    // An enrolled person marked a machine can no longer log in to the portal.
+    let alice = gw.add_user("alice", "research").await;
+    gw.enroll("alice", &alice).await;
+    let again = gw
+        .admin(Method::POST, "/v1/users/alice/enrollment", None)
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::CONFLICT,
+        "already enrolled: {again:?}"
+    );
+    gw.admin(
+        Method::PUT,
+        "/v1/users/alice/no-login",
+        Some(json!({ "no_login": true })),
+    )
+    .await;
+    let secret = gw
+        .core
+        .store()
+        .read(|r| r.user("alice"))
+        .await
+        .unwrap()
+        .unwrap()
+        .totp_secret
+        .unwrap();
+    let code = crate::totp::code_at(&secret, now() + 30).unwrap();
+    let login = gw
+        .portal(
+            Method::POST,
+            "/api/v1/login",
+            Some(json!({ "user": "alice", "password": password_of("alice"), "totp_code": code })),
+            None,
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED, "{login:?}");
+    let records = gw.audit_records().await;
+    let fail = records
+        .iter()
+        .rfind(|r| r.kind == "portal.login.fail")
+        .unwrap();
+    assert_eq!(fail.detail["reason"], "no_login");
+    let add = records
+        .iter()
+        .find(|r| r.kind == "user.add" && r.target == "ci-runner")
+        .unwrap();
+    assert_eq!(add.detail["state"], "active");
+    assert_eq!(add.detail["enrollment_expires_at"], json!(null));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kind == "user.enrollment_link" && r.target == "build-box"),
+        "the new link is audited"
+    );
+}

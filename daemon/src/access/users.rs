@@ -26,6 +26,10 @@ pub enum UserError {
     /// A value the caller gave is not acceptable; the message says why.
     #[error("{0}")]
     InvalidValue(String),
+    /// The user is not in a state where this makes sense; the message says
+    /// what to do instead.
+    #[error("{0}")]
+    WrongState(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -53,13 +57,14 @@ pub struct NewMember {
 }
 
 impl Access {
-    /// Creates a pending user with their keys, and a one-time enrollment
-    /// link (only its hash is stored).
+    /// Creates a user with their keys: a person is pending, with a one-time
+    /// enrollment link (only its hash is stored); a machine (`no_login`)
+    /// never enrolls, so it is active at once and gets no link.
     pub async fn create_user(
         &self,
         by: &Requester,
         new: NewMember,
-    ) -> Result<(UserDetail, Enrollment), UserError> {
+    ) -> Result<(UserDetail, Option<Enrollment>), UserError> {
         let config = self.core.config();
         check_name("user", &new.name).map_err(|e| UserError::InvalidName(e.to_string()))?;
         let groups = checked_groups(&config, new.groups)?;
@@ -89,11 +94,12 @@ impl Access {
             }
             None => None,
         };
-        let token = new_token();
-        let token_hash = hash_token(&token);
-        let token_expires = now.saturating_add(
-            i64::try_from(config.portal.enrollment_ttl.as_secs()).unwrap_or(i64::MAX),
-        );
+        let link = (!new.no_login).then(|| NewLink::new(&config, now));
+        let state = if new.no_login {
+            UserState::Active
+        } else {
+            UserState::Pending
+        };
         let audit = event(Kind::UserAdd, by.actor.clone(), by.source.clone())
             .on(new.name.clone())
             .detail(json!({
@@ -101,7 +107,8 @@ impl Access {
                 "ssh_keys": keys.iter().map(|k| k.fingerprint.clone()).collect::<Vec<_>>(),
                 "expires_at": rfc3339_opt(expires_at),
                 "no_login": new.no_login,
-                "enrollment_expires_at": rfc3339(token_expires),
+                "state": state.as_str(),
+                "enrollment_expires_at": link.as_ref().map(|l| rfc3339(l.expires_at)),
             }));
         let row = NewUser {
             name: new.name.clone(),
@@ -111,25 +118,71 @@ impl Access {
             no_login: new.no_login,
         };
         let name = new.name.clone();
+        let stored = link.as_ref().map(|l| (l.hash.clone(), l.expires_at));
         self.core
             .store()
             .write(move |w| {
                 w.create_user(row)?;
+                if state != UserState::Pending {
+                    w.set_user_state(&name, state)?;
+                }
                 for mut key in keys {
                     key.added_at = now;
                     w.add_ssh_key(&name, key)?;
                 }
-                w.create_enrollment_token(&name, &token_hash, now, token_expires)?;
+                if let Some((hash, expires_at)) = stored {
+                    w.create_enrollment_token(&name, &hash, now, expires_at)?;
+                }
                 w.audit(audit)?;
                 Ok(())
             })
             .await?;
-        let enrollment = Enrollment {
-            url: self.enrollment_url(&token),
-            token,
-            expires_at: rfc3339(token_expires),
-        };
+        let enrollment = link.map(|l| self.enrollment(l));
         Ok((self.user_detail(&new.name).await?, enrollment))
+    }
+
+    /// A new one-time enrollment link for a pending person (their older
+    /// unused links stop working): for a link that expired or was lost.
+    pub async fn new_enrollment_link(
+        &self,
+        by: &Requester,
+        name: &str,
+    ) -> Result<Enrollment, UserError> {
+        let now = now_unix();
+        let link = NewLink::new(&self.core.config(), now);
+        let audit = event(
+            Kind::UserEnrollmentLink,
+            by.actor.clone(),
+            by.source.clone(),
+        )
+        .on(name)
+        .detail(json!({ "enrollment_expires_at": rfc3339(link.expires_at) }));
+        let (target, hash, expires_at) = (name.to_string(), link.hash.clone(), link.expires_at);
+        self.core
+            .store()
+            .write(move |w| {
+                let user = w.user(&target)?.ok_or(StoreError::NotFound {
+                    what: "user",
+                    name: target.clone(),
+                })?;
+                if let Some(why) = no_enrollment_for(&user) {
+                    return Ok(Err(why));
+                }
+                w.create_enrollment_token(&target, &hash, now, expires_at)?;
+                w.audit(audit)?;
+                Ok(Ok(()))
+            })
+            .await?
+            .map_err(UserError::WrongState)?;
+        Ok(self.enrollment(link))
+    }
+
+    fn enrollment(&self, link: NewLink) -> Enrollment {
+        Enrollment {
+            url: self.enrollment_url(&link.token),
+            token: link.token,
+            expires_at: rfc3339(link.expires_at),
+        }
     }
 
     /// Every user, with counts of their devices and keys.
@@ -251,22 +304,42 @@ impl Access {
         Ok(self.user_detail(name).await?)
     }
 
-    /// Marks `name` as a machine that never logs in to the portal (or not).
+    /// Marks `name` as a machine that never logs in to the portal (or not),
+    /// and keeps the state saying what it means: a machine is never pending
+    /// (it does not enroll; its unused links are deleted), and a person who
+    /// never enrolled is pending until they do.
     pub async fn set_no_login(
         &self,
         by: &Requester,
         name: &str,
         no_login: bool,
     ) -> Result<UserDetail, StoreError> {
-        let audit = event(Kind::UserSetNoLogin, by.actor.clone(), by.source.clone())
-            .on(name)
-            .detail(json!({ "no_login": no_login }));
-        let target = name.to_string();
+        let (target, actor, source) = (name.to_string(), by.actor.clone(), by.source.clone());
         self.core
             .store()
             .write(move |w| {
+                let user = w.user(&target)?.ok_or(StoreError::NotFound {
+                    what: "user",
+                    name: target.clone(),
+                })?;
+                let enrolled = user.password_hash.is_some();
+                let state = match (no_login, user.state, enrolled) {
+                    (true, UserState::Pending, _) => UserState::Active,
+                    (false, UserState::Active, false) => UserState::Pending,
+                    (_, unchanged, _) => unchanged,
+                };
                 w.set_no_login(&target, no_login)?;
-                w.audit(audit)?;
+                if state != user.state {
+                    w.set_user_state(&target, state)?;
+                }
+                if no_login {
+                    w.delete_enrollment_tokens(&target)?;
+                }
+                w.audit(
+                    event(Kind::UserSetNoLogin, actor, source)
+                        .on(target.clone())
+                        .detail(json!({ "no_login": no_login, "state": state.as_str() })),
+                )?;
                 Ok(())
             })
             .await?;
@@ -425,4 +498,42 @@ fn new_token() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A fresh enrollment link: the token shown once, its hash stored.
+struct NewLink {
+    token: String,
+    hash: String,
+    expires_at: i64,
+}
+
+impl NewLink {
+    fn new(config: &Config, now: i64) -> Self {
+        let token = new_token();
+        NewLink {
+            hash: hash_token(&token),
+            token,
+            expires_at: now.saturating_add(
+                i64::try_from(config.portal.enrollment_ttl.as_secs()).unwrap_or(i64::MAX),
+            ),
+        }
+    }
+}
+
+/// Why `user` gets no new enrollment link, if it does not.
+fn no_enrollment_for(user: &User) -> Option<String> {
+    if user.no_login {
+        Some(format!(
+            "{} is a machine account (no-login): it never enrolls; its SSH keys and devices work while it is active",
+            user.name
+        ))
+    } else if user.state != UserState::Pending {
+        Some(format!(
+            "{} is {}, not pending: only a user who has not enrolled gets an enrollment link",
+            user.name,
+            user.state.as_str()
+        ))
+    } else {
+        None
+    }
 }

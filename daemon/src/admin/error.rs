@@ -114,6 +114,9 @@ impl From<UserError> for ApiFailure {
         match err {
             UserError::InvalidName(message) => Self::invalid_name(message),
             UserError::InvalidValue(message) => Self::invalid_value(message),
+            UserError::WrongState(message) => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
+            }
             UserError::Store(store) => store.into(),
         }
     }

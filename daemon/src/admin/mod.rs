@@ -179,6 +179,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/users/{name}/groups", put(users::set_groups))
         .route("/v1/users/{name}/no-login", put(users::set_no_login))
         .route(
+            "/v1/users/{name}/enrollment",
+            post(users::new_enrollment_link),
+        )
+        .route(
             "/v1/users/{name}/keys",
             post(users::add_key).delete(users::remove_key),
         )

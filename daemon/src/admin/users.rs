@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::{
-    AddKeyRequest, CreateUserRequest, CreateUserResponse, RemoveKeyQuery, SetGroupsRequest,
-    SetNoLoginRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
+    AddKeyRequest, CreateUserRequest, CreateUserResponse, Enrollment, RemoveKeyQuery,
+    SetGroupsRequest, SetNoLoginRequest, SshKeyInfo, UserDetail, UserState, UserSummary,
 };
 
 use super::error::ApiFailure;
@@ -102,6 +102,15 @@ pub async fn set_no_login(
     Ok(Json(
         admin.access.set_no_login(&by, &name, req.no_login).await?,
     ))
+}
+
+pub async fn new_enrollment_link(
+    State(admin): State<AdminState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Enrollment> {
+    let by = caller.requester();
+    Ok(Json(admin.access.new_enrollment_link(&by, &name).await?))
 }
 
 pub async fn add_key(

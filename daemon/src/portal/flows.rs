@@ -245,6 +245,9 @@ pub async fn login(
                 Err("not_enrolled")
             } else if !password_ok {
                 Err("bad_password")
+            } else if user.no_login {
+                // A machine account (set after the person enrolled).
+                Err("no_login")
             } else if user.state != UserState::Active {
                 Err("disabled")
             } else if user.is_expired(now) {

@@ -70,6 +70,17 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Deletes the user's unused tokens (a machine account never enrolls).
+    pub fn delete_enrollment_tokens(&mut self, user: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM enrollment_tokens WHERE user = ?1 AND used_at IS NULL",
+                [user],
+            )
+            .map_err(StoreError::sqlite("delete unused enrollment tokens"))?;
+        Ok(())
+    }
+
     /// Uses the token once: returns its user and marks it used. Errors tell
     /// an unknown token, a used one and an expired one apart.
     pub fn consume_enrollment_token(

@@ -48,6 +48,16 @@ if [ ! -x "$GATEHOUSE_MOTO_VENV/bin/moto_server" ]; then
     echo "==> cannot install moto: the AWS tests will skip (or fail with GATEHOUSE_E2E=1)"
 fi
 
+# The scripted SSH client of the TOTP test: paramiko (PyPI), as Fabric and
+# Ansible's paramiko transport use it, from a venv outside the clone.
+export GATEHOUSE_PARAMIKO_VENV="${GATEHOUSE_PARAMIKO_VENV:-/var/tmp/gatehouse-paramiko-venv}"
+if ! "$GATEHOUSE_PARAMIKO_VENV/bin/python" -c 'import paramiko' >/dev/null 2>&1; then
+  echo "==> installing paramiko into $GATEHOUSE_PARAMIKO_VENV"
+  python3 -m venv "$GATEHOUSE_PARAMIKO_VENV" &&
+    "$GATEHOUSE_PARAMIKO_VENV/bin/pip" install -q 'paramiko==5.1.0' ||
+    echo "==> cannot install paramiko: its test will skip (or fail with GATEHOUSE_E2E=1)"
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -60,6 +60,28 @@ pub fn prerequisites() -> bool {
     )
 }
 
+/// The venv's python with paramiko (PyPI, as tests/run.sh installs it into
+/// `GATEHOUSE_PARAMIKO_VENV`), or a skip/failure per `GATEHOUSE_E2E`.
+pub fn paramiko_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("GATEHOUSE_PARAMIKO_VENV").map_or_else(
+        || PathBuf::from("/var/tmp/gatehouse-paramiko-venv"),
+        PathBuf::from,
+    );
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import paramiko"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    require(
+        ok,
+        &format!(
+            "paramiko is not installed in {} (tests/run.sh installs it)",
+            venv.display()
+        ),
+    )
+    .then_some(python)
+}
+
 /// sshd's absolute path (it re-executes itself, so it must be started by one).
 pub fn sshd_path() -> Option<PathBuf> {
     let usual = Path::new("/usr/sbin/sshd");

@@ -6,6 +6,9 @@
 //! it), and the askpass script records every prompt it was shown, so a test
 //! can tell "refused before any prompt" from "refused after a code".
 //!
+//! paramiko (PyPI, the client of Fabric and Ansible's paramiko transport)
+//! must finish the same two steps: `ssh_common/paramiko_jump.py`.
+//!
 //! Runs in the network namespaces of `gatehouse_tests::netns` with OpenSSH
 //! as client and private host, like `ssh_logins.rs`; enrollment goes through
 //! the portal's JSON API from the gateway namespace (the portal listens on
@@ -287,6 +290,84 @@ fn guessing_codes_is_counted_per_code_and_locks_the_user_out_across_connections(
             .is_some_and(|s| s.contains(&from_client)),
         "the refusal must name the new source {from_client}: {penalised}"
     );
+}
+
+/// paramiko through the jump host, in the client namespace; its JSON line.
+fn paramiko(topo: &Topology, python: &std::path::Path, args: &[&str]) -> Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/ssh_common/paramiko_jump.py"
+    );
+    let mut argv = vec![python.to_str().unwrap(), script];
+    argv.extend(args);
+    let out = topo.exec(Host::Client, &argv);
+    let text = stdout(&out);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "paramiko printed no result ({e}, {}):\n{text}\n{}",
+            out.status,
+            gatehouse_tests::stderr(&out)
+        )
+    })
+}
+
+#[test]
+fn a_paramiko_client_finishes_the_totp_step_and_an_unknown_service_is_refused_at_once() {
+    // Issue 13 ("also"): paramiko asks for the ssh-userauth service again
+    // before each method; russh 0.65.1 gave no answer to the second request,
+    // so the keyboard-interactive step hung until the login grace time.
+    let Some(topo) = Topology::create() else {
+        return;
+    };
+    let Some(lab) = SshLab::new(&topo) else {
+        return;
+    };
+    let Some(python) = gatehouse_tests::ssh::paramiko_python() else {
+        return;
+    };
+    let (gw, alice, mut account) = start_with_alice_enrolled(&topo, &lab);
+    let gateway = lab.gateway();
+    let port = gatehouse_tests::ssh::BROKER_PORT.to_string();
+    let key = alice.key.to_str().unwrap();
+    let code = account.next_code();
+    let result = paramiko(
+        &topo,
+        &python,
+        &[
+            "login", &gateway, &port, "alice", key, &code, RESEARCH, "22",
+        ],
+    );
+    eprintln!("paramiko: {result}");
+    assert_eq!(
+        result["publickey"],
+        json!(["keyboard-interactive"]),
+        "the key is half the login: {result}"
+    );
+    assert_eq!(
+        result["authenticated"],
+        true,
+        "{result}\n{}",
+        gw.log_tail(30)
+    );
+    assert!(
+        result["prompts"][0].as_str().unwrap().contains("TOTP code"),
+        "{result}"
+    );
+    assert!(
+        result["banner"].as_str().unwrap().starts_with("SSH-2.0-"),
+        "the jump works: {result}"
+    );
+    assert!(
+        result["interactive_seconds"].as_f64().unwrap() < 5.0,
+        "the TOTP step answered at once: {result}"
+    );
+
+    // A service the server does not offer: refused with a disconnect at
+    // once, not left unanswered.
+    let refused = paramiko(&topo, &python, &["bogus-service", &gateway, &port]);
+    eprintln!("unknown service: {refused}");
+    assert_eq!(refused["closed"], true, "{refused}");
+    assert!(refused["seconds"].as_f64().unwrap() < 5.0, "{refused}");
 }
 
 /// The code of `account`'s secret at time step `step`.

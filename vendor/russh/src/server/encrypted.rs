@@ -81,6 +81,27 @@ impl Session {
             return Ok(());
         }
 
+        // [gatehouse] A service request the server will not serve gets a
+        // disconnect (RFC 4253 section 10), never silence.
+        if let (
+            Some(EncryptedState::WaitingAuthServiceRequest { .. } | EncryptedState::WaitingAuthRequest(_)),
+            Some((&msg::SERVICE_REQUEST, mut r)),
+        ) = (
+            self.common.encrypted.as_ref().map(|e| &e.state),
+            buf.split_first(),
+        ) {
+            let request = map_err!(String::decode(&mut r))?;
+            if request != "ssh-userauth" {
+                debug!("refused service request: {request:?}");
+                self.common.disconnect(
+                    Disconnect::ServiceNotAvailable,
+                    "service not available",
+                    "",
+                )?;
+                return Ok(());
+            }
+        }
+
         let Some(enc) = self.common.encrypted.as_mut() else {
             return Err(Error::Inconsistent.into());
         };
@@ -103,6 +124,14 @@ impl Session {
                     *accepted = true;
                     enc.state = EncryptedState::WaitingAuthRequest(auth_request);
                 }
+                Ok(())
+            }
+            // [gatehouse] paramiko asks for ssh-userauth again before each
+            // method (OpenSSH accepts that): accept again, keeping what the
+            // authentication has proved so far.
+            (EncryptedState::WaitingAuthRequest(_), Some((&msg::SERVICE_REQUEST, _))) => {
+                let buffer = &mut enc.write;
+                map_err!(push_accept(buffer))?;
                 Ok(())
             }
             (EncryptedState::WaitingAuthRequest(_), Some((&msg::USERAUTH_REQUEST, mut r))) => {
@@ -888,6 +917,15 @@ mod tests {
             extension_info_awaiters: std::collections::HashMap::new(),
         }
     }
+}
+
+/// [gatehouse] `SSH_MSG_SERVICE_ACCEPT` for `ssh-userauth`, once more.
+fn push_accept(buffer: &mut Vec<u8>) -> Result<(), crate::Error> {
+    push_packet!(buffer, {
+        buffer.push(msg::SERVICE_ACCEPT);
+        "ssh-userauth".encode(buffer)?;
+    });
+    Ok(())
 }
 
 fn server_accept_service(

@@ -118,8 +118,7 @@ impl LoginLimits {
 
     fn bump(&self, table: &mut HashMap<Key, Failures>, key: Key, max: u32, now: Instant) -> u32 {
         if table.len() >= MAX_ENTRIES && !table.contains_key(&key) {
-            let lockout = self.lockout;
-            table.retain(|_, f| now.duration_since(f.last) < lockout);
+            self.make_room(table, now);
         }
         let entry = table.entry(key).or_insert(Failures {
             count: 0,
@@ -145,6 +144,29 @@ impl LoginLimits {
             entry.locked_until = Some(now + self.lockout);
         }
         entry.count
+    }
+
+    /// Forgets what a lockout period has forgiven; if the table is still
+    /// full (a flood of names within one period), forgets the stalest tenth,
+    /// entries that lock nobody out first, so the table never outgrows
+    /// [`MAX_ENTRIES`].
+    fn make_room(&self, table: &mut HashMap<Key, Failures>, now: Instant) {
+        let lockout = self.lockout;
+        table.retain(|_, f| now.duration_since(f.last) < lockout);
+        if table.len() < MAX_ENTRIES {
+            return;
+        }
+        let mut order: Vec<(bool, Instant, Key)> = table
+            .iter()
+            .map(|(key, f)| {
+                let locking = f.locked_until.is_some_and(|until| now < until);
+                (locking, f.last, key.clone())
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(locking, last, _)| (locking, last));
+        for (_, _, key) in order.into_iter().take(MAX_ENTRIES / 10) {
+            table.remove(&key);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Failures>> {
@@ -195,6 +217,31 @@ mod tests {
     use super::*;
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn a_flood_of_names_within_one_lockout_keeps_the_table_bounded() {
+        // Review finding 6: before, a full table only dropped entries older
+        // than a lockout, so names tried within one period grew it for ever.
+        let limits = LoginLimits::new(Duration::from_secs(900));
+        let now = Instant::now();
+        for _ in 0..USER_MAX_FAILURES {
+            limits.failed("victim", B, now);
+        }
+        assert!(
+            limits.check("victim", A, now).is_err(),
+            "victim is locked out"
+        );
+        for i in 0..MAX_ENTRIES + 5_000 {
+            let name = format!("{i}-{}", "x".repeat(i % 200));
+            limits.failed(&name, A, now + Duration::from_millis(1));
+        }
+        let entries = limits.lock().len();
+        assert!(entries <= MAX_ENTRIES, "{entries} entries");
+        assert!(
+            limits.check("victim", B, now).is_err(),
+            "the flood did not lift a lockout"
+        );
+    }
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
 
     #[test]

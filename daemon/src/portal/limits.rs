@@ -9,14 +9,20 @@
 //!   known ones, so a lockout says nothing about whether a user exists.
 //! - [`RequestLimits`]: a token bucket of requests per source address.
 //!
-//! Both tables are bounded in entries and in bytes (user names are kept as
-//! fixed-size digests): old entries are dropped first, and when the table
-//! is full of live entries a new key is treated as already limited.
+//! Sources are counted per address, IPv6 per /64, as the listeners count
+//! them. Both tables are bounded in entries and in bytes (user names are
+//! kept as fixed-size digests): entries past their period are dropped
+//! first; a table still full (a flood within one period) forgets its
+//! stalest tenth, and the login table keeps entries that lock someone out
+//! longest, so a flood can neither grow the table nor lift a lockout, nor
+//! shut new sources out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::capped_listener::source_key;
 
 /// Failed logins for one user name before it is locked out.
 pub const USER_MAX_FAILURES: u32 = 5;
@@ -41,6 +47,11 @@ impl Key {
     fn user(name: &str) -> Key {
         use sha2::Digest as _;
         Key::User(sha2::Sha256::digest(name.to_lowercase().as_bytes()).into())
+    }
+
+    /// A source address, IPv6 per /64 (as the listeners count them).
+    fn source(addr: IpAddr) -> Key {
+        Key::Source(source_key(addr))
     }
 }
 
@@ -87,7 +98,7 @@ impl LoginLimits {
     pub fn check(&self, user: &str, source: IpAddr, now: Instant) -> Result<(), Refused> {
         let mut table = self.lock();
         for (key, by) in [
-            (Key::Source(source), Locked::Source),
+            (Key::source(source), Locked::Source),
             (Key::user(user), Locked::User),
         ] {
             if let Some(entry) = table.get_mut(&key)
@@ -105,7 +116,7 @@ impl LoginLimits {
     pub fn failed(&self, user: &str, source: IpAddr, now: Instant) -> Duration {
         let mut table = self.lock();
         let user_count = self.bump(&mut table, Key::user(user), USER_MAX_FAILURES, now);
-        let source_count = self.bump(&mut table, Key::Source(source), SOURCE_MAX_FAILURES, now);
+        let source_count = self.bump(&mut table, Key::source(source), SOURCE_MAX_FAILURES, now);
         let count = user_count.max(source_count).max(1);
         let delay = FIRST_DELAY.saturating_mul(1 << (count - 1).min(16));
         delay.min(MAX_DELAY)
@@ -189,13 +200,22 @@ impl RequestLimits {
         }
     }
 
-    /// Takes one token for `source`; false when its bucket is empty.
+    /// Takes one token for `source` (IPv6 per /64); false when its bucket
+    /// is empty.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
+        let source = source_key(source);
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         if table.len() >= MAX_ENTRIES && !table.contains_key(&source) {
             table.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(60));
             if table.len() >= MAX_ENTRIES {
-                return false;
+                // Full of sources seen this minute: forget the stalest
+                // tenth rather than shut every new source out.
+                let mut order: Vec<(Instant, IpAddr)> =
+                    table.iter().map(|(ip, (_, last))| (*last, *ip)).collect();
+                order.sort_unstable();
+                for (_, ip) in order.into_iter().take(MAX_ENTRIES / 10) {
+                    table.remove(&ip);
+                }
             }
         }
         let (tokens, last) = table.entry(source).or_insert((self.per_minute, now));
@@ -307,5 +327,43 @@ mod tests {
         assert!(!limits.allow(A, t0));
         assert!(limits.allow(B, t0));
         assert!(limits.allow(A, t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_per_64_for_both_limits() {
+        // As the listeners and the SSH limits count it: one host usually
+        // owns a whole /64, and would otherwise get a bucket per address.
+        let addr = |i: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 7, 0, 0, 0, i));
+        let requests = RequestLimits::new(60);
+        let t0 = Instant::now();
+        for i in 0..60 {
+            assert!(requests.allow(addr(i), t0));
+        }
+        assert!(!requests.allow(addr(999), t0), "the /64's bucket is empty");
+        let logins = LoginLimits::new(Duration::from_secs(900));
+        for i in 0..SOURCE_MAX_FAILURES {
+            logins.failed(&format!("user{i}"), addr(i as u16), t0);
+        }
+        assert_eq!(
+            logins.check("someone", addr(4242), t0),
+            Err(Refused {
+                by: Locked::Source,
+                first: true
+            })
+        );
+    }
+
+    #[test]
+    fn a_flood_of_sources_does_not_shut_out_a_new_one() {
+        // Before, a table full of sources seen within the minute refused
+        // every new source: 100,000 addresses were a portal outage.
+        let requests = RequestLimits::new(60);
+        let t0 = Instant::now();
+        for i in 0..MAX_ENTRIES as u32 + 10 {
+            let _ = requests.allow(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t0);
+        }
+        assert!(requests.allow(A, t0), "a new source is served");
+        let entries = requests.table.lock().unwrap().len();
+        assert!(entries <= MAX_ENTRIES, "{entries} entries");
     }
 }

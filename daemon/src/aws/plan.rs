@@ -136,59 +136,7 @@ pub fn plan(desired: &Desired, observed: &Observed, facts: &Facts) -> Vec<Action
         }
     }
 
-    let gateway_group = observed.group_id(GroupRole::Gateway);
-    let attached = gateway_group.is_some_and(|id| observed.instance_groups.iter().any(|g| g == id));
-    let detach = if desired.exclusive_groups {
-        exposing_groups(&exposures(desired, &observed.foreign_groups))
-    } else {
-        Vec::new()
-    };
-    if !attached || !detach.is_empty() {
-        let keep: Vec<String> = observed
-            .instance_groups
-            .iter()
-            .filter(|g| !detach.contains(g))
-            .cloned()
-            .collect();
-        let list = |ids: &[String]| {
-            if ids.is_empty() {
-                "none".to_string()
-            } else {
-                ids.join(", ")
-            }
-        };
-        let (change, reason) = if detach.is_empty() {
-            (
-                format!(
-                    "add {} to its security groups (keeping {})",
-                    gateway_group.unwrap_or("the gateway's security group"),
-                    list(&keep)
-                ),
-                "the gateway's rules apply only on its own network interface".to_string(),
-            )
-        } else {
-            (
-                format!(
-                    "detach {} from it (keeping {}{})",
-                    list(&detach),
-                    gateway_group.unwrap_or("the gateway's security group"),
-                    keep.iter()
-                        .filter(|g| Some(g.as_str()) != gateway_group)
-                        .map(|g| format!(", {g}"))
-                        .collect::<String>()
-                ),
-                "aws.exclusive_groups: they open TCP 22, the portal or the jump port wider than configured"
-                    .to_string(),
-            )
-        };
-        actions.push(Action {
-            step: Step::SetInstanceGroups { keep },
-            kind: AwsActionKind::Modify,
-            resource: format!("instance {}", facts.instance_id),
-            change,
-            reason,
-        });
-    }
+    actions.extend(instance_groups(desired, observed, facts));
 
     let eni = &facts.network_interface_id;
     let associated = observed
@@ -256,6 +204,65 @@ pub fn plan(desired: &Desired, observed: &Observed, facts: &Facts) -> Vec<Action
         }
     }
     actions
+}
+
+/// Puts the gateway group on the instance and, with `aws.exclusive_groups`,
+/// takes off the other groups that open guarded ports wider than configured.
+fn instance_groups(desired: &Desired, observed: &Observed, facts: &Facts) -> Option<Action> {
+    let gateway_group = observed.group_id(GroupRole::Gateway);
+    let attached = gateway_group.is_some_and(|id| observed.instance_groups.iter().any(|g| g == id));
+    let detach = if desired.exclusive_groups {
+        exposing_groups(&exposures(desired, &observed.foreign_groups))
+    } else {
+        Vec::new()
+    };
+    if attached && detach.is_empty() {
+        return None;
+    }
+    let keep: Vec<String> = observed
+        .instance_groups
+        .iter()
+        .filter(|g| !detach.contains(g))
+        .cloned()
+        .collect();
+    let list = |ids: &[String]| {
+        if ids.is_empty() {
+            "none".to_string()
+        } else {
+            ids.join(", ")
+        }
+    };
+    let (change, reason) = if detach.is_empty() {
+        (
+            format!(
+                "add {} to its security groups (keeping {})",
+                gateway_group.unwrap_or("the gateway's security group"),
+                list(&keep)
+            ),
+            "the gateway's rules apply only on its own network interface".to_string(),
+        )
+    } else {
+        (
+            format!(
+                "detach {} from it (keeping {}{})",
+                list(&detach),
+                gateway_group.unwrap_or("the gateway's security group"),
+                keep.iter()
+                    .filter(|g| Some(g.as_str()) != gateway_group)
+                    .map(|g| format!(", {g}"))
+                    .collect::<String>()
+            ),
+            "aws.exclusive_groups: they open TCP 22, the portal or the jump port wider than configured"
+                .to_string(),
+        )
+    };
+    Some(Action {
+        step: Step::SetInstanceGroups { keep },
+        kind: AwsActionKind::Modify,
+        resource: format!("instance {}", facts.instance_id),
+        change,
+        reason,
+    })
 }
 
 #[cfg(test)]

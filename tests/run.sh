@@ -67,6 +67,12 @@ cargo build --workspace --bins --locked
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The fuzz targets (daemon/fuzz, their own workspace) are run by hand with
+# cargo-fuzz; here they only have to keep compiling against the daemon.
+echo "==> cargo check the fuzz targets"
+(cd daemon/fuzz && RUSTFLAGS="--cfg fuzzing" \
+  cargo check --bins --locked --target-dir "${CARGO_TARGET_DIR:-$PWD/../../target}/fuzz-check")
+
 echo "==> cargo test"
 cargo test --workspace --locked
 

@@ -18,7 +18,12 @@ use std::time::{Duration, Instant};
 use crate::capped_listener::source_key;
 
 /// Failures forgiven before penalties start (a typo, a wrong key offered).
+#[cfg(not(fuzzing))]
 pub const FREE_FAILURES: u32 = 3;
+/// Under the fuzzer (daemon/fuzz, `ssh_preauth`) every failure is forgiven:
+/// it explores the authentication itself, not the penalty clock.
+#[cfg(fuzzing)]
+pub const FREE_FAILURES: u32 = u32::MAX;
 /// The first penalty; each further failure doubles it ...
 pub const BASE_PENALTY: Duration = Duration::from_secs(2);
 /// ... up to this.

@@ -93,6 +93,7 @@ impl Fixture {
             device: "laptop".into(),
             access: Arc::new(policy.access_for(&["research", "app-admins"])),
             keepalive: Some(25),
+            resume_endpoint: None,
         }]);
         let client = Tunn::new(client_secret, gateway_public, None, None, 7, None);
         let client_addr = if v6 {

@@ -27,6 +27,9 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
 command -v zbarimg >/dev/null 2>&1 || need_pkgs+=(zbar-tools)
+# The shared store's tests start their own PostgreSQL server (tests/src/postgres.rs).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "==> installing ${need_pkgs[*]}"

@@ -12,7 +12,8 @@
 //! OpenSSH (client and sshd) into that network for the SSH jump host tests.
 //! [`aws`] runs the moto server, a fake IMDSv2 and a recording proxy in a
 //! namespace for the AWS provisioner tests. [`portal`] speaks to the portal
-//! over HTTPS; [`browser`] drives it in a headless Chromium.
+//! over HTTPS; [`browser`] drives it in a headless Chromium. [`postgres`]
+//! starts a private PostgreSQL server for the shared store's tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -20,6 +21,7 @@ pub mod aws;
 pub mod browser;
 pub mod netns;
 pub mod portal;
+pub mod postgres;
 pub mod ssh;
 
 use std::io::Read;

@@ -1,0 +1,205 @@
+//! A private PostgreSQL server for the tests of the shared store (issue 14):
+//! Debian's `postgresql` binaries (`tests/run.sh` installs the package), a
+//! fresh cluster in a temp dir owned by the `postgres` user (initdb will
+//! not run as root), on 127.0.0.1 and a free port, with SCRAM password
+//! authentication for the role `gatehouse`, which owns the database
+//! `gatehouse`. Stopped (immediately) and removed on drop.
+//!
+//! ```no_run
+//! let Some(pg) = gatehouse_tests::postgres::PgServer::start() else { return };
+//! assert_eq!(pg.psql("SELECT 1").trim(), "1");
+//! ```
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::{is_root, output_within, require, stderr, stdout};
+
+/// The role and database the tests use.
+pub const ROLE: &str = "gatehouse";
+
+/// initdb, start and psql each finish within this.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+/// One running server.
+pub struct PgServer {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+    password: String,
+}
+
+/// The newest installed server's `bin` directory (`/usr/lib/postgresql/<v>/bin`).
+fn server_bin() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// A port nothing listens on now (the server binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl PgServer {
+    /// Starts a server, or returns `None` (printing `SKIPPED: ...`) when the
+    /// binaries or root are missing; with `GATEHOUSE_E2E=1` that fails.
+    pub fn start() -> Option<PgServer> {
+        let bin = server_bin();
+        if !require(
+            bin.is_some(),
+            "the PostgreSQL server is not installed (Debian package postgresql)",
+        ) || !require(
+            is_root(),
+            "not root: cannot run PostgreSQL's initdb as the postgres user",
+        ) {
+            return None;
+        }
+        let bin = bin?;
+        let dir = tempfile::Builder::new()
+            .prefix("gatehouse-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path();
+        let password = format!("pw-{}-{}", std::process::id(), free_port());
+        std::fs::write(path.join("pwfile"), format!("{password}\n")).expect("pwfile");
+        let as_postgres = |argv: &[&str]| {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).args(argv);
+            cmd
+        };
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown {}", path.display());
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let data = path.join("data");
+        let initdb = bin.join("initdb");
+        let out = output_within(
+            as_postgres(&[
+                initdb.to_str().unwrap(),
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                ROLE,
+                "--auth=scram-sha-256",
+                "--pwfile",
+                path.join("pwfile").to_str().unwrap(),
+                "--no-sync",
+            ]),
+            STEP_LIMIT,
+        );
+        assert!(out.status.success(), "initdb failed:\n{}", stderr(&out));
+        let port = free_port();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off",
+            path.display()
+        );
+        let pg_ctl = bin.join("pg_ctl");
+        let out = output_within(
+            as_postgres(&[
+                pg_ctl.to_str().unwrap(),
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                path.join("server.log").to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ]),
+            STEP_LIMIT,
+        );
+        let server = PgServer {
+            dir,
+            bin,
+            port,
+            password,
+        };
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed:\n{}{}\n{}",
+            stdout(&out),
+            stderr(&out),
+            server.log()
+        );
+        server.psql_in("postgres", &format!("CREATE DATABASE {ROLE} OWNER {ROLE}"));
+        Some(server)
+    }
+
+    /// `postgresql://gatehouse@127.0.0.1:<port>/gatehouse` (the password is
+    /// [`PgServer::password`], given apart, as the gateway's config does).
+    pub fn url(&self) -> String {
+        format!("postgresql://{ROLE}@127.0.0.1:{}/{ROLE}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `sql` in the database `gatehouse` with psql over TCP as the
+    /// role, and returns its unaligned, tuples-only output; a failure fails
+    /// the test.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_in(ROLE, sql)
+    }
+
+    fn psql_in(&self, database: &str, sql: &str) -> String {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", ROLE])
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .env("PGPASSWORD", &self.password);
+        let out = output_within(cmd, STEP_LIMIT);
+        assert!(
+            out.status.success(),
+            "psql {sql:?} failed:\n{}\n{}",
+            stderr(&out),
+            self.log()
+        );
+        stdout(&out)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}

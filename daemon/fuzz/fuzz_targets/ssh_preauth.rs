@@ -4,8 +4,11 @@
 //!
 //! A byte stream cannot get past the key exchange, so the input drives a
 //! russh client after a real handshake. Each 3-byte chunk is one request:
-//! - byte 0: `none`, `publickey`, keyboard-interactive (start, then answer),
-//!   an answer without a start, or `password` (not offered);
+//! - byte 0: `none`, `publickey`, keyboard-interactive (start, then answer)
+//!   or `password` (not offered). (A keyboard-interactive exchange left
+//!   unanswered for another request is not covered: the russh client then
+//!   waits for an answer of its own state machine, so a hang would not tell
+//!   the server's silence from the client's.)
 //! - byte 1: the user name (alice, mallory, a pending user, an unknown one,
 //!   or one made of the input's bytes);
 //! - byte 2: which key (alice's, mallory's, a stranger's) or which answer
@@ -69,7 +72,6 @@ const USERS: [&str; 2] = ["alice", "mallory"];
 struct Gateway {
     runtime: Runtime,
     listen: SocketAddr,
-    core: Core,
     /// alice's and mallory's keys, then a key nobody registered.
     keys: [PrivateKey; 3],
     secrets: [String; 2],
@@ -167,7 +169,6 @@ fn gateway() -> &'static Gateway {
         Gateway {
             runtime,
             listen,
-            core,
             keys,
             secrets,
             _dir: dir,
@@ -236,7 +237,7 @@ async fn run(gw: &Gateway, data: &[u8]) {
         let (op, who, arg) = (chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0));
         let user = user_name(who, chunk);
         let idx = index_of(&user);
-        let success = match op % 5 {
+        let success = match op % 4 {
             0 => match answered("none", session.authenticate_none(&user)).await {
                 Ok(result) => result.success(),
                 Err(_) => break,
@@ -255,29 +256,21 @@ async fn run(gw: &Gateway, data: &[u8]) {
                     Err(_) => break,
                 }
             }
-            2 | 3 => {
+            2 => {
                 let answer = match arg % 4 {
                     0 => codes[0].clone(),
                     1 => codes[1].clone(),
                     2 => "000000".into(),
                     _ => String::from_utf8_lossy(chunk).into_owned(),
                 };
-                let mut reply = if op % 5 == 2 {
-                    match answered(
-                        "keyboard-interactive",
-                        session.authenticate_keyboard_interactive_start(&user, None),
-                    )
-                    .await
-                    {
-                        Ok(reply) => reply,
-                        Err(_) => break,
-                    }
-                } else {
-                    KeyboardInteractiveAuthResponse::InfoRequest {
-                        name: String::new(),
-                        instructions: String::new(),
-                        prompts: vec![],
-                    }
+                let mut reply = match answered(
+                    "keyboard-interactive",
+                    session.authenticate_keyboard_interactive_start(&user, None),
+                )
+                .await
+                {
+                    Ok(reply) => reply,
+                    Err(_) => break,
                 };
                 if let KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } = &reply {
                     let responses = vec![answer.clone(); prompts.len().max(1)];
@@ -319,6 +312,5 @@ async fn run(gw: &Gateway, data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let gw = gateway();
-    let _ = &gw.core;
     gw.runtime.block_on(run(gw, data));
 });

@@ -181,6 +181,8 @@ mtu = 1420
 persistent_keepalive = 25
 require_login = false
 nat = "route"
+# The peers phase gives each user PEERS_PER_USER devices (the default cap is 10).
+max_devices_per_user = $PEERS_PER_USER
 
 [ssh]
 listen = "127.0.0.1:2222"

@@ -3,9 +3,10 @@
 //! `ssh.auth.fail`) or user (for `ssh.forward.deny`) gets a few individual
 //! records a minute, and all of them together a few dozen; the rest are
 //! counted and written as one summary record per source or user when the
-//! minute ends.
+//! minute ends. Records of what already happened that the store refused are
+//! kept in [`Unwritten`] and written again at the next flush.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
@@ -18,6 +19,46 @@ use crate::store::NewAuditEvent;
 
 /// The aggregation window.
 pub const WINDOW: Duration = Duration::from_secs(60);
+/// Refused records kept for a retry at most (then the oldest go, and the
+/// log says how many).
+pub const MAX_UNWRITTEN: usize = 100_000;
+
+/// Records of what happened whatever the log says (failed logins, refused
+/// channels, ended sessions, summaries) that the store refused, oldest
+/// first: a full disk delays them, it does not lose them.
+#[derive(Default)]
+pub struct Unwritten {
+    queue: Mutex<VecDeque<NewAuditEvent>>,
+}
+
+impl Unwritten {
+    /// Keeps `event` for the next retry.
+    pub fn keep(&self, event: NewAuditEvent) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= MAX_UNWRITTEN {
+            queue.pop_front();
+            tracing::error!(
+                kept = MAX_UNWRITTEN,
+                "SSH audit records refused by the store for too long: the oldest is dropped"
+            );
+        }
+        queue.push_back(event);
+    }
+
+    /// Everything kept, oldest first (the caller keeps again what fails).
+    pub fn take(&self) -> Vec<NewAuditEvent> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.drain(..).collect()
+    }
+
+    /// How many are kept.
+    pub fn kept(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
 /// Individual failure records per window, overall ...
 pub const INDIVIDUAL_PER_WINDOW: u32 = 30;
 /// ... and per source.
@@ -214,5 +255,41 @@ mod tests {
             .map(|s| s.reasons.values().sum::<u64>())
             .sum();
         assert_eq!(total, 170);
+    }
+
+    #[tokio::test]
+    async fn records_the_store_refused_are_kept_and_written_at_the_next_flush() {
+        // The rule of review finding 5, applied to the jump host: a failed
+        // login (or summary, refusal, session end) the store refused was
+        // only logged, and lost.
+        let gw = crate::testing::TestGateway::new(crate::testing::CONFIG).await;
+        let shared = super::super::Shared::new(
+            &gw.core,
+            "127.0.0.1:2222".parse().unwrap(),
+            &tokio_util::task::TaskTracker::new(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let db = crate::store::fixtures::raw(gw.core.store());
+        db.execute_batch(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+        let peer = "192.0.2.7:40000".parse().unwrap();
+        shared
+            .note_failure(peer, Some("alice"), "unknown_key", &[])
+            .await;
+        assert_eq!(shared.unwritten.kept(), 1, "kept for a retry");
+        shared.retry_unwritten().await;
+        assert_eq!(shared.unwritten.kept(), 1, "still refused: still kept");
+        db.execute_batch("DROP TRIGGER no_audit;").unwrap();
+        shared.retry_unwritten().await;
+        assert_eq!(shared.unwritten.kept(), 0);
+        let records = gw.audit_records().await;
+        let failed: Vec<_> = records
+            .iter()
+            .filter(|r| r.kind == "ssh.auth.fail")
+            .collect();
+        assert_eq!(failed.len(), 1, "written once: {records:#?}");
+        assert_eq!(failed[0].detail["reason"], "unknown_key");
     }
 }

@@ -214,7 +214,7 @@ async fn run(
             "duration_ms": u64::try_from(guard.started().elapsed().as_millis()).unwrap_or(u64::MAX),
             "reason": reason,
     }));
-    shared.audit(end).await;
+    shared.record(end).await;
     drop(guard);
 }
 

@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     failures: audit::FailureLog,
     /// Refused channels and requests of logged-in users, per user.
     refusals: audit::FailureLog<String>,
+    /// Records of what happened that the store refused, for a retry.
+    unwritten: audit::Unwritten,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     host_key: PrivateKey,
@@ -118,26 +120,11 @@ pub fn serve(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<SshHandle, SshError> {
-    let host_key = core.ssh_host_key().clone();
     let listen = listener.local_addr().map_err(|source| SshError::Bind {
         addr: core.config().ssh.listen,
         source,
     })?;
-    let shared = Arc::new(Shared {
-        core: core.clone(),
-        registry: Registry::new(),
-        limiter: PreAuth::new(),
-        failures: audit::FailureLog::new(Instant::now()),
-        refusals: audit::FailureLog::with_budget(
-            Instant::now(),
-            audit::REFUSALS_PER_WINDOW,
-            audit::REFUSALS_PER_USER,
-        ),
-        tracker: tracker.clone(),
-        shutdown: shutdown.clone(),
-        host_key,
-        listen,
-    });
+    let shared = Arc::new(Shared::new(core, listen, tracker, shutdown));
     let russh_config = Arc::new(russh_config(&shared.host_key));
     tracker.spawn(accept_loop(shared.clone(), listener, russh_config));
     tracker.spawn(watch_revocations(shared.clone()));
@@ -162,6 +149,30 @@ impl SshHandle {
 }
 
 impl Shared {
+    fn new(
+        core: &Core,
+        listen: SocketAddr,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Shared {
+            core: core.clone(),
+            registry: Registry::new(),
+            limiter: PreAuth::new(),
+            failures: audit::FailureLog::new(Instant::now()),
+            refusals: audit::FailureLog::with_budget(
+                Instant::now(),
+                audit::REFUSALS_PER_WINDOW,
+                audit::REFUSALS_PER_USER,
+            ),
+            unwritten: audit::Unwritten::default(),
+            tracker: tracker.clone(),
+            shutdown,
+            host_key: core.ssh_host_key().clone(),
+            listen,
+        }
+    }
+
     /// Writes one audit record; false (and an error log) when it could not.
     async fn audit(&self, event: NewAuditEvent) -> bool {
         let kind = event.kind;
@@ -179,17 +190,33 @@ impl Shared {
         }
     }
 
+    /// Writes the record of something that happened whatever the log says
+    /// (a failed login, a refused channel, an ended session, a summary);
+    /// one the store refuses is kept and written at the next flush.
+    async fn record(&self, event: NewAuditEvent) {
+        if !self.audit(event.clone()).await {
+            self.unwritten.keep(event);
+        }
+    }
+
+    /// Writes the records the store refused before, oldest first; those it
+    /// refuses again stay for the next time.
+    async fn retry_unwritten(&self) {
+        for event in self.unwritten.take() {
+            self.record(event).await;
+        }
+    }
+
     /// Writes an `ssh.forward.deny` record, or counts it for its user's
     /// summary once that user has had a few this minute: a logged-in user
     /// cannot flood the log with refused channels.
-    async fn audit_refusal(&self, event: NewAuditEvent, reason: &'static str) -> bool {
-        if !self
+    async fn audit_refusal(&self, event: NewAuditEvent, reason: &'static str) {
+        if self
             .refusals
             .note(event.actor.clone(), reason, Instant::now())
         {
-            return true;
+            self.record(event).await;
         }
-        self.audit(event).await
     }
 
     /// The host's addresses (the last known list if listing fails).
@@ -462,11 +489,12 @@ impl Shared {
         )
         .on(self.core.config().gateway.name.clone())
         .detail(serde_json::json!({ "reason": reason, "key_fingerprints": key_fingerprints }));
-        self.audit(event).await;
+        self.record(event).await;
     }
 }
 
-/// Writes the failure summaries once a minute (and the last on shutdown).
+/// Writes the failure summaries once a minute (and the last on shutdown),
+/// after the records the store refused before.
 async fn flush_failure_summaries(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(audit::WINDOW);
     loop {
@@ -479,12 +507,13 @@ async fn flush_failure_summaries(shared: Arc<Shared>) {
         } else {
             Instant::now()
         };
+        shared.retry_unwritten().await;
         let gateway = shared.core.config().gateway.name.clone();
         for summary in shared.failures.roll(now) {
-            shared.audit(summary.event(&gateway)).await;
+            shared.record(summary.event(&gateway)).await;
         }
         for summary in shared.refusals.roll(now) {
-            shared.audit(summary.deny_event(&gateway)).await;
+            shared.record(summary.deny_event(&gateway)).await;
         }
         if stopping {
             return;

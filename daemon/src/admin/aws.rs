@@ -14,9 +14,9 @@ use gatehouse_config::api::{
 use super::error::ApiFailure;
 use super::{AdminState, Caller};
 use crate::aws::apply::{ApplyFailure, apply as run_apply, plan_only};
-use crate::aws::desired::{Desired, GroupRole, TAG_GATEWAY};
-use crate::aws::exposure::exposures;
-use crate::aws::observed::{Observed, RouteState};
+use crate::aws::desired::GroupRole;
+use crate::aws::observed::RouteState;
+use crate::aws::plan::warnings;
 use crate::aws::{AwsError, Session};
 use crate::gateway::Core;
 
@@ -101,31 +101,6 @@ pub async fn status(
         pending: pending.iter().map(|a| a.to_api()).collect(),
         warnings: warnings(&desired, &observed),
     }))
-}
-
-/// The exposures apply leaves in place (all of them, unless
-/// `aws.exclusive_groups`, when the plan detaches them instead).
-fn warnings(desired: &Desired, observed: &Observed) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if observed.instance_tag.as_deref() != Some(desired.gateway.as_str()) {
-        warnings.push(format!(
-            "the gateway instance is not tagged {TAG_GATEWAY}={}: packaging/iam-policy.json lets the gateway change only the instance with that tag, so setting its security groups or source/dest check will be refused",
-            desired.gateway
-        ));
-    }
-    if !desired.exclusive_groups {
-        warnings.extend(
-            exposures(desired, &observed.foreign_groups)
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{}; set aws.exclusive_groups = true to have apply detach it",
-                        e.describe()
-                    )
-                }),
-        );
-    }
-    warnings
 }
 
 async fn connect(gw: &Core) -> Result<Session, ApiFailure> {

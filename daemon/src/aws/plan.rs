@@ -265,6 +265,33 @@ fn instance_groups(desired: &Desired, observed: &Observed, facts: &Facts) -> Opt
     })
 }
 
+/// What a person should know that apply will not change (pure): an
+/// instance without the tag the IAM policy needs, and the other groups that
+/// open guarded ports wider than configured (unless `aws.exclusive_groups`,
+/// when the plan detaches them instead).
+pub fn warnings(desired: &Desired, observed: &Observed) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if observed.instance_tag.as_deref() != Some(desired.gateway.as_str()) {
+        warnings.push(format!(
+            "the gateway instance is not tagged {TAG_GATEWAY}={}: packaging/iam-policy.json lets the gateway change only the instance with that tag, so setting its security groups or source/dest check will be refused",
+            desired.gateway
+        ));
+    }
+    if !desired.exclusive_groups {
+        warnings.extend(
+            exposures(desired, &observed.foreign_groups)
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}; set aws.exclusive_groups = true to have apply detach it",
+                        e.describe()
+                    )
+                }),
+        );
+    }
+    warnings
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -466,6 +493,38 @@ private_route_tables = ["rtb-1"]
                 && actions[0].reason.contains("exclusive_groups"),
             "{:?}",
             actions[0]
+        );
+    }
+
+    #[test]
+    fn warnings_name_an_untagged_instance_and_wide_groups_unless_they_are_detached() {
+        let config = gatehouse_config::Config::parse(CONFIG, "t").unwrap();
+        let mut want = desired(&config);
+        let mut observed = in_sync(&want);
+        assert_eq!(warnings(&want, &observed), Vec::<String>::new());
+        observed.instance_tag = None;
+        observed.foreign_groups = vec![ObservedGroup {
+            id: "sg-open".into(),
+            name: "team-ssh".into(),
+            rules: BTreeSet::from([Rule {
+                protocol: "-1".into(),
+                from_port: -1,
+                to_port: -1,
+                source: Source::Cidr("0.0.0.0/0".parse().unwrap()),
+            }]),
+        }];
+        let warned = warnings(&want, &observed);
+        assert_eq!(warned.len(), 2, "{warned:#?}");
+        assert!(
+            warned[0].contains("not tagged gatehouse:gateway=gw"),
+            "{warned:#?}"
+        );
+        assert!(warned[1].contains("sg-open (team-ssh)"), "{warned:#?}");
+        want.exclusive_groups = true;
+        assert_eq!(
+            warnings(&want, &observed).len(),
+            1,
+            "planned, not warned of"
         );
     }
 }

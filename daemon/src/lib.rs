@@ -125,8 +125,11 @@ pub async fn run(
     let (wireguard, aws_session) =
         aws::startup::key_and_session(&config, &store, &state_dir).await?;
     let dir = state_dir.clone();
-    let ssh_host =
-        tokio::task::spawn_blocking(move || ssh_host_key::load_or_create_host_key(&dir)).await??;
+    let shared_key = config.ssh.host_key_file.clone();
+    let ssh_host = tokio::task::spawn_blocking(move || {
+        ssh_host_key::load_host_key(shared_key.as_deref(), &dir)
+    })
+    .await??;
     // No list of its own addresses, no start: policy must refuse them.
     let host_addrs = host_addrs::HostAddrs::load()?;
     let keys = Keys {

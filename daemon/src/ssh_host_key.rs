@@ -1,10 +1,12 @@
 //! The jump host's SSH host key: ed25519, generated once, kept 0600 under
-//! `state_dir`, so clients' `known_hosts` stay valid across restarts. Loaded
-//! at start-up; the jump host serves it, the portal and `accessctl status`
-//! show it.
+//! `state_dir`, so clients' `known_hosts` stay valid across restarts; or,
+//! with `ssh.host_key_file`, a key file the operator gives every gateway of
+//! a pair, so clients see one host key whichever of them answers. Loaded at
+//! start-up; the jump host serves it, the portal and `accessctl status` show
+//! it.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::LineEnding;
@@ -35,6 +37,51 @@ pub enum HostKeyError {
     Encode { source: russh::keys::ssh_key::Error },
     #[error("no randomness for the SSH host key: {message}")]
     Random { message: String },
+    #[error(
+        "ssh.host_key_file {path} does not exist: make it with `ssh-keygen -t ed25519 -N '' -f {path}` and give every gateway the same file (mode 0600)"
+    )]
+    Missing { path: PathBuf },
+    #[error(
+        "ssh.host_key_file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
+    )]
+    Unprotected { path: PathBuf, mode: u32 },
+    #[error(
+        "ssh.host_key_file {path} is protected by a passphrase: the gateway needs it unencrypted (mode 0600)"
+    )]
+    Encrypted { path: PathBuf },
+}
+
+/// The host key `ssh.host_key_file` names (never created: every gateway of
+/// a pair must get the same file), or else the generated one under
+/// `state_dir`.
+pub fn load_host_key(file: Option<&Path>, state_dir: &Path) -> Result<PrivateKey, HostKeyError> {
+    let Some(path) = file else {
+        return load_or_create_host_key(state_dir);
+    };
+    let path = path.to_path_buf();
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(HostKeyError::Missing { path });
+        }
+        Err(source) => return Err(HostKeyError::Read { path, source }),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(HostKeyError::Unprotected { path, mode });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| HostKeyError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let key = PrivateKey::from_openssh(text.as_bytes()).map_err(|source| HostKeyError::Parse {
+        path: path.clone(),
+        source,
+    })?;
+    if key.is_encrypted() {
+        return Err(HostKeyError::Encrypted { path });
+    }
+    Ok(key)
 }
 
 /// Loads the host key, creating it (mode 0600) on first start.
@@ -85,6 +132,47 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    fn write_key(path: &Path, mode: u32) -> PrivateKey {
+        let key = PrivateKey::from(Ed25519Keypair::from_seed(&[7; 32]));
+        std::fs::write(path, key.to_openssh(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        key
+    }
+
+    #[test]
+    fn a_shared_key_file_is_used_as_given_and_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared_key");
+        let missing = load_host_key(Some(&shared), dir.path()).unwrap_err();
+        assert!(matches!(missing, HostKeyError::Missing { .. }), "{missing}");
+        assert!(
+            missing.to_string().contains("ssh-keygen -t ed25519"),
+            "{missing}"
+        );
+        assert!(!shared.exists() && !dir.path().join(HOST_KEY_FILE).exists());
+
+        let written = write_key(&shared, 0o600);
+        let loaded = load_host_key(Some(&shared), dir.path()).unwrap();
+        assert_eq!(
+            fingerprint(loaded.public_key()),
+            fingerprint(written.public_key())
+        );
+        assert!(!dir.path().join(HOST_KEY_FILE).exists(), "no key generated");
+    }
+
+    #[test]
+    fn a_shared_key_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared_key");
+        write_key(&shared, 0o644);
+        let err = load_host_key(Some(&shared), dir.path()).unwrap_err();
+        assert!(
+            matches!(err, HostKeyError::Unprotected { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
 
     #[test]
     fn host_key_is_created_once_and_private() {

@@ -109,7 +109,11 @@ impl TestGateway {
         let state_dir = config.gateway.state_dir.clone();
         let keys = Keys {
             wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),
-            ssh_host: crate::ssh_host_key::load_or_create_host_key(&state_dir).unwrap(),
+            ssh_host: crate::ssh_host_key::load_host_key(
+                config.ssh.host_key_file.as_deref(),
+                &state_dir,
+            )
+            .unwrap(),
         };
         let host_addrs = crate::host_addrs::HostAddrs::load().unwrap();
         let core = Core::new(source, config, store, keys, host_addrs);

@@ -634,3 +634,68 @@ fn a_lost_audit_anchor_stops_the_start_and_is_only_recreated_on_request() {
         "{said}"
     );
 }
+
+/// Issue 14 (one identity on both nodes), the SSH host key: with
+/// `ssh.host_key_file` two gateways serve the key the operator gave them,
+/// and `accessctl status` shows the same fingerprint on both; a key file
+/// others can read stops the start, naming the key and the fix.
+#[test]
+fn two_gateways_given_one_host_key_file_show_one_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("ssh_host_ed25519_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let listed = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let expected = stdout(&listed)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let config = gatehouse_tests::host_sample_config().replacen(
+        "\n[ssh]\n",
+        &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
+        1,
+    );
+    let a = Daemon::start_with(&config);
+    let b = Daemon::start_with(&config);
+    for gw in [&a, &b] {
+        let status = gw.ctl_json(&["status"]);
+        assert_eq!(
+            status["ssh"]["host_key_fingerprint"],
+            expected.as_str(),
+            "{status}"
+        );
+        assert!(
+            !gw.state_dir.join("ssh_host_ed25519_key").exists(),
+            "no key of its own is generated"
+        );
+    }
+    drop((a, b));
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, &config).unwrap();
+    let mut accessd = Command::new(bin("accessd"));
+    accessd
+        .arg("--config")
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--admin-socket")
+        .arg(dir.path().join("admin.sock"));
+    let refused = gatehouse_tests::output_within(accessd, std::time::Duration::from_secs(30));
+    assert!(!refused.status.success());
+    let said = stderr(&refused);
+    assert!(
+        said.contains("ssh.host_key_file") && said.contains("chmod 600"),
+        "{said}"
+    );
+}

@@ -110,6 +110,9 @@ pub struct SshConfig {
     pub max_startups_per_source: u32,
     /// A connection that has not authenticated after this long is closed.
     pub login_grace_time: Duration,
+    /// The host key shared by every gateway of a pair (OpenSSH format,
+    /// 0600); `None`: generated once under `gateway.state_dir`.
+    pub host_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

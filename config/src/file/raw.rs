@@ -91,6 +91,7 @@ pub(crate) struct RawSsh {
     pub max_startups: u32,
     pub max_startups_per_source: u32,
     pub login_grace_time: String,
+    pub host_key_file: Option<String>,
 }
 
 impl Default for RawSsh {
@@ -107,6 +108,7 @@ impl Default for RawSsh {
             max_startups: 64,
             max_startups_per_source: 8,
             login_grace_time: "30s".into(),
+            host_key_file: None,
         }
     }
 }

@@ -142,6 +142,10 @@ static KEYS: &[ReloadKey] = &[
     live("ssh.max_startups_per_source", |a, b| {
         a.ssh.max_startups_per_source != b.ssh.max_startups_per_source
     }),
+    // The jump host serves the key it loaded at start.
+    restart("ssh.host_key_file", |a, b| {
+        a.ssh.host_key_file != b.ssh.host_key_file
+    }),
     live("ssh.login_grace_time", |a, b| {
         a.ssh.login_grace_time != b.ssh.login_grace_time
     }),

@@ -245,6 +245,10 @@ impl Checker<'_> {
             );
         }
         let login_grace_time = self.duration("ssh.login_grace_time", &raw.login_grace_time);
+        let host_key_file = match &raw.host_key_file {
+            Some(text) => Some(self.absolute_path("ssh.host_key_file", text)?),
+            None => None,
+        };
         Some(SshConfig {
             enabled: raw.enabled,
             listen: listen?,
@@ -257,6 +261,7 @@ impl Checker<'_> {
             max_startups: raw.max_startups,
             max_startups_per_source: raw.max_startups_per_source,
             login_grace_time: login_grace_time?,
+            host_key_file,
         })
     }
 

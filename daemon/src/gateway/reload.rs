@@ -104,6 +104,14 @@ mod tests {
                 "\"/var/log/gatehouse/audit.jsonl\"",
                 &format!("{:?}", state.path().join("audit.jsonl")),
             );
+        // ssh.host_key_file must name a key that exists.
+        let keys = state.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        crate::ssh_host_key::load_or_create_host_key(&keys).unwrap();
+        let base = base.replace(
+            "\"/etc/gatehouse/ssh_host_ed25519_key\"",
+            &format!("{:?}", keys.join(crate::ssh_host_key::HOST_KEY_FILE)),
+        );
         for (key, value) in OTHER {
             let gw = TestGateway::new_as_written(&base).await;
             let changed = with_value(&base, key, value);

@@ -35,6 +35,7 @@ require_totp = false
 max_startups = 64
 max_startups_per_source = 8
 login_grace_time = "30s"
+host_key_file = "/etc/gatehouse/ssh_host_ed25519_key"
 
 [portal]
 enabled = true
@@ -113,6 +114,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("ssh.max_startups", "65"),
     ("ssh.max_startups_per_source", "9"),
     ("ssh.login_grace_time", r#""20s""#),
+    ("ssh.host_key_file", r#""/etc/gatehouse/other_host_key""#),
     ("portal.enabled", "false"),
     ("portal.listen", r#""0.0.0.0:8443""#),
     ("portal.url", r#""https://portal.example.org""#),

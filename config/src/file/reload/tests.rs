@@ -141,6 +141,7 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "vpn.nat",
             "ssh.enabled",
             "ssh.listen",
+            "ssh.host_key_file",
             "portal.enabled",
             "portal.listen",
             "portal.tls_cert",

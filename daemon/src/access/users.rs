@@ -161,10 +161,7 @@ impl Access {
         self.core
             .store()
             .write(move |w| {
-                let user = w.user(&target)?.ok_or(StoreError::NotFound {
-                    what: "user",
-                    name: target.clone(),
-                })?;
+                let user = w.existing_user(&target)?;
                 if let Some(why) = no_enrollment_for(&user) {
                     return Ok(Err(why));
                 }
@@ -318,10 +315,7 @@ impl Access {
         self.core
             .store()
             .write(move |w| {
-                let user = w.user(&target)?.ok_or(StoreError::NotFound {
-                    what: "user",
-                    name: target.clone(),
-                })?;
+                let user = w.existing_user(&target)?;
                 let enrolled = user.password_hash.is_some();
                 let state = match (no_login, user.state, enrolled) {
                     (true, UserState::Pending, _) => UserState::Active,

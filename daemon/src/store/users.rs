@@ -190,7 +190,8 @@ impl Reader<'_> {
             .map_err(StoreError::sqlite("read a user's groups"))
     }
 
-    fn existing_user(&self, name: &str) -> Result<User, StoreError> {
+    /// The user called `name`; `NotFound` when there is none.
+    pub fn existing_user(&self, name: &str) -> Result<User, StoreError> {
         self.user(name)?.ok_or_else(|| not_found(name))
     }
 }

@@ -229,6 +229,26 @@ impl TestGateway {
         login_of(&enrolled)
     }
 
+    /// A portal login as `name` with their password and the next step's
+    /// TOTP code (their enrollment used the current one).
+    pub async fn login(&self, name: &str) -> Answer {
+        let lookup = name.to_string();
+        let secret = self
+            .core
+            .store()
+            .read(move |r| r.user(&lookup))
+            .await
+            .unwrap()
+            .unwrap()
+            .totp_secret
+            .unwrap();
+        let code = crate::totp::code_at(&secret, now() + 30).unwrap();
+        let body =
+            serde_json::json!({ "user": name, "password": password_of(name), "totp_code": code });
+        self.portal(Method::POST, "/api/v1/login", Some(body), None)
+            .await
+    }
+
     /// Every audit record's kind, oldest first.
     pub async fn audit_kinds(&self) -> Vec<String> {
         self.audit_records()

@@ -338,6 +338,21 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Runs `accessd <args>` on this daemon's config, state dir and socket,
+    /// with the daemon stopped (a refused start, `restore`,
+    /// `audit-anchor`), and waits at most 30 s for it.
+    pub fn offline(&self, args: &[&std::ffi::OsStr]) -> Output {
+        let mut cmd = Command::new(bin("accessd"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--admin-socket")
+            .arg(&self.socket)
+            .args(args);
+        output_within(cmd, Duration::from_secs(30))
+    }
+
     /// The last `lines` lines of accessd's log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log_text(), lines)

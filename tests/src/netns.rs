@@ -454,15 +454,22 @@ subnets = ["{PRIVATE2_SUBNET}"]
     /// InEchos` of its namespace): tells whether a packet arrived at all,
     /// even when its reply cannot come back.
     pub fn icmp_echoes_received(&self, host: Host) -> u64 {
+        self.snmp_counter(host, "Icmp", "InEchos")
+    }
+
+    /// One counter of `host`'s `/proc/net/snmp` (per namespace), e.g.
+    /// `Ip` `ReasmReqds`: fragments that arrived there.
+    pub fn snmp_counter(&self, host: Host, table: &str, counter: &str) -> u64 {
         let snmp = self.exec_ok(host, &["cat", "/proc/net/snmp"]);
-        let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp: "));
-        let (Some(header), Some(values)) = (icmp.next(), icmp.next()) else {
-            panic!("no Icmp lines in /proc/net/snmp:\n{snmp}");
+        let prefix = format!("{table}: ");
+        let mut lines = snmp.lines().filter(|l| l.starts_with(&prefix));
+        let (Some(header), Some(values)) = (lines.next(), lines.next()) else {
+            panic!("no {table} lines in /proc/net/snmp:\n{snmp}");
         };
         let column = header
             .split_whitespace()
-            .position(|h| h == "InEchos")
-            .expect("InEchos column");
+            .position(|h| h == counter)
+            .unwrap_or_else(|| panic!("no {counter} column in {header}"));
         values
             .split_whitespace()
             .nth(column)

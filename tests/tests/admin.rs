@@ -591,16 +591,8 @@ fn a_lost_audit_anchor_stops_the_start_and_is_only_recreated_on_request() {
     std::fs::remove_file(&head).unwrap();
 
     let accessd = |args: &[&str]| {
-        Command::new(bin("accessd"))
-            .arg("--config")
-            .arg(&daemon.config)
-            .arg("--state-dir")
-            .arg(&daemon.state_dir)
-            .arg("--admin-socket")
-            .arg(&daemon.socket)
-            .args(args)
-            .output()
-            .unwrap()
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        daemon.offline(&args)
     };
     // Refused at start, naming the file and the repair.
     let refused = accessd(&[]);
@@ -664,7 +656,7 @@ fn two_gateways_given_one_host_key_file_show_one_fingerprint() {
         &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
         1,
     );
-    let a = Daemon::start_with(&config);
+    let mut a = Daemon::start_with(&config);
     let b = Daemon::start_with(&config);
     for gw in [&a, &b] {
         let status = gw.ctl_json(&["status"]);
@@ -678,20 +670,11 @@ fn two_gateways_given_one_host_key_file_show_one_fingerprint() {
             "no key of its own is generated"
         );
     }
-    drop((a, b));
+    drop(b);
+    assert!(a.stop().success());
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, &config).unwrap();
-    let mut accessd = Command::new(bin("accessd"));
-    accessd
-        .arg("--config")
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--admin-socket")
-        .arg(dir.path().join("admin.sock"));
-    let refused = gatehouse_tests::output_within(accessd, std::time::Duration::from_secs(30));
+    let refused = a.offline(&[]);
     assert!(!refused.status.success());
     let said = stderr(&refused);
     assert!(

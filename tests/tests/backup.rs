@@ -5,22 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-use gatehouse_tests::{Daemon, bin, stderr, stdout};
+use gatehouse_tests::{Daemon, stderr, stdout};
 
 fn restore(daemon: &Daemon, file: &std::path::Path) -> std::process::Output {
-    Command::new(bin("accessd"))
-        .arg("--config")
-        .arg(&daemon.config)
-        .arg("--state-dir")
-        .arg(&daemon.state_dir)
-        .arg("--admin-socket")
-        .arg(&daemon.socket)
-        .arg("restore")
-        .arg(file)
-        .output()
-        .unwrap()
+    daemon.offline(&["restore".as_ref(), file.as_os_str()])
 }
 
 #[test]

@@ -243,7 +243,7 @@ fn crafted_packets_to_a_port_restricted_host_never_arrive() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let reassembly_before = reassembly_requests(&topo);
+    let reassembly_before = topo.snmp_counter(Host::Research, "Ip", "ReasmReqds");
 
     let allowed = ["udp-80", "icmp-echo"];
     let refused = [
@@ -281,7 +281,7 @@ fn crafted_packets_to_a_port_restricted_host_never_arrive() {
         context(&gw, &alice)
     );
     assert_eq!(
-        reassembly_requests(&topo),
+        topo.snmp_counter(Host::Research, "Ip", "ReasmReqds"),
         reassembly_before,
         "a fragment reached research"
     );
@@ -309,25 +309,6 @@ fn crafted_packets_to_a_port_restricted_host_never_arrive() {
         ]),
         "{records:#?}"
     );
-}
-
-/// `Ip: ReasmReqds` of research's namespace: fragments that arrived there.
-fn reassembly_requests(topo: &Topology) -> u64 {
-    let snmp = topo.exec_ok(Host::Research, &["cat", "/proc/net/snmp"]);
-    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip: "));
-    let (Some(header), Some(values)) = (ip.next(), ip.next()) else {
-        panic!("no Ip lines in /proc/net/snmp:\n{snmp}");
-    };
-    let column = header
-        .split_whitespace()
-        .position(|h| h == "ReasmReqds")
-        .expect("ReasmReqds column");
-    values
-        .split_whitespace()
-        .nth(column)
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

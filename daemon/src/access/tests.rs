@@ -6,7 +6,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::testing::{CONFIG, Login, TestGateway, login_of, now, password_of};
+use crate::testing::{CONFIG, Login, TestGateway, login_of};
 
 const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
@@ -185,25 +185,8 @@ async fn enrollment_and_login_flows() {
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.json["code"], "login_failed");
-    let secret = gw
-        .core
-        .store()
-        .read(|r| r.user("carol"))
-        .await
-        .unwrap()
-        .unwrap()
-        .totp_secret
-        .unwrap();
     // The next step's code (the enrollment used the current one).
-    let code = crate::totp::code_at(&secret, now() + 30).unwrap();
-    let ok = gw
-        .portal(
-            Method::POST,
-            "/api/v1/login",
-            Some(json!({ "user": "carol", "password": password_of("carol"), "totp_code": code })),
-            None,
-        )
-        .await;
+    let ok = gw.login("carol").await;
     assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
     let session = login_of(&ok);
     let whoami = gw
@@ -495,24 +478,7 @@ async fn a_machine_account_is_active_at_once_and_the_states_say_what_they_mean()
         Some(json!({ "no_login": true })),
     )
     .await;
-    let secret = gw
-        .core
-        .store()
-        .read(|r| r.user("alice"))
-        .await
-        .unwrap()
-        .unwrap()
-        .totp_secret
-        .unwrap();
-    let code = crate::totp::code_at(&secret, now() + 30).unwrap();
-    let login = gw
-        .portal(
-            Method::POST,
-            "/api/v1/login",
-            Some(json!({ "user": "alice", "password": password_of("alice"), "totp_code": code })),
-            None,
-        )
-        .await;
+    let login = gw.login("alice").await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED, "{login:?}");
     let records = gw.audit_records().await;
     let fail = records

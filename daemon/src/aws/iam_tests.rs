@@ -57,15 +57,7 @@ fn the_policy_grants_exactly_the_calls_made() {
     let mut granted = BTreeSet::new();
     for statement in policy["Statement"].as_array().unwrap() {
         assert_eq!(statement["Effect"], "Allow");
-        match &statement["Action"] {
-            serde_json::Value::String(a) => {
-                granted.insert(a.clone());
-            }
-            serde_json::Value::Array(list) => {
-                granted.extend(list.iter().map(|a| a.as_str().unwrap().to_string()));
-            }
-            other => panic!("unexpected Action {other}"),
-        }
+        granted.extend(actions_of(statement));
     }
     assert!(
         granted.iter().all(|a| !a.contains('*')),
@@ -113,26 +105,24 @@ const MUTATING: [(&str, &[&str]); 10] = [
     ("ssm:PutParameter", &["parameter"]),
 ];
 
-fn actions_of(statement: &serde_json::Value) -> Vec<String> {
-    match &statement["Action"] {
-        serde_json::Value::String(a) => vec![a.clone()],
+/// A statement's `field` (`Action` or `Resource`): one string or a list.
+fn strings_of(statement: &serde_json::Value, field: &str) -> Vec<String> {
+    match &statement[field] {
+        serde_json::Value::String(one) => vec![one.clone()],
         serde_json::Value::Array(list) => list
             .iter()
-            .map(|a| a.as_str().unwrap().to_string())
+            .map(|v| v.as_str().unwrap().to_string())
             .collect(),
-        other => panic!("unexpected Action {other}"),
+        other => panic!("unexpected {field} {other}"),
     }
 }
 
+fn actions_of(statement: &serde_json::Value) -> Vec<String> {
+    strings_of(statement, "Action")
+}
+
 fn resources_of(statement: &serde_json::Value) -> Vec<String> {
-    match &statement["Resource"] {
-        serde_json::Value::String(r) => vec![r.clone()],
-        serde_json::Value::Array(list) => list
-            .iter()
-            .map(|r| r.as_str().unwrap().to_string())
-            .collect(),
-        other => panic!("unexpected Resource {other}"),
-    }
+    strings_of(statement, "Resource")
 }
 
 /// The resource type of an ARN: `instance` in `arn:aws:ec2:*:*:instance/*`.

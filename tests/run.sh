@@ -76,8 +76,36 @@ echo "==> cargo check the fuzz targets"
 (cd daemon/fuzz && RUSTFLAGS="--cfg fuzzing" \
   cargo check --bins --locked --target-dir "${CARGO_TARGET_DIR:-$PWD/../../target}/fuzz-check")
 
+# One PostgreSQL server on loopback for the store's unit tests, which run
+# the whole store suite against it as well as against SQLite; the
+# end-to-end HA tests start servers of their own.
+echo "==> a PostgreSQL server for the store's tests (tests/src/bin/test-postgres.rs)"
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+pg_info=$(mktemp)
+coproc TEST_PG { exec "$target_dir/debug/test-postgres" > "$pg_info"; }
+for _ in $(seq 1 600); do
+  [ -s "$pg_info" ] && break
+  kill -0 "$TEST_PG_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if read -r pg_url pg_password < "$pg_info"; then
+  export GATEHOUSE_TEST_POSTGRES="$pg_url" GATEHOUSE_TEST_POSTGRES_PASSWORD="$pg_password"
+elif [ "${GATEHOUSE_E2E:-0}" = 1 ]; then
+  echo "GATEHOUSE_E2E=1 but the PostgreSQL server for the store's tests did not start" >&2; exit 1
+fi
+rm -f "$pg_info"
+
 echo "==> cargo test"
 cargo test --workspace --locked
+
+# Closing its stdin stops the store tests' server.
+if [ -n "${TEST_PG_PID:-}" ]; then
+  pg_pid=$TEST_PG_PID pg_stdin=${TEST_PG[1]}
+  exec {pg_stdin}>&-
+  wait "$pg_pid" 2>/dev/null || true
+fi
+unset GATEHOUSE_TEST_POSTGRES GATEHOUSE_TEST_POSTGRES_PASSWORD
 
 echo "==> the demo (packaging/demo.sh): the README's story must still happen"
 if [ "$(id -u)" -eq 0 ]; then

@@ -70,6 +70,9 @@ pub enum ErrorCode {
     AwsNotConfigured,
     /// An AWS call failed (the message names the action and what to do).
     AwsFailed,
+    /// The shared database (PostgreSQL) cannot be reached, so nothing that
+    /// needs it is done; try again once it is back.
+    StoreUnavailable,
 }
 
 /// `GET /v1/status`.

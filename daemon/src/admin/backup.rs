@@ -22,14 +22,19 @@ pub async fn backup(
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<impl IntoResponse, ApiFailure> {
     let by = caller.requester();
-    let record = event(Kind::AdminBackup, by.actor, by.source)
-        .on(admin.core.store().db_path().display().to_string())
-        .detail(json!({}));
     let gw = &admin.core;
+    let Some(db_file) = gw.store().db_path().map(std::path::Path::to_path_buf) else {
+        return Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            BackupError::Shared(gw.store().db_name().to_string()).to_string(),
+        ));
+    };
+    let record = event(Kind::AdminBackup, by.actor, by.source)
+        .on(db_file.display().to_string())
+        .detail(json!({}));
     gw.store().write(move |w| w.audit(record).map(drop)).await?;
-    let dir = gw
-        .store()
-        .db_path()
+    let dir = db_file
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();

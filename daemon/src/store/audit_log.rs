@@ -7,8 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gatehouse_config::api::{AuditRecord, VerifyReport};
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
 
+use super::db::{Conn, DbError, Row, Value, values};
 use super::{Reader, StoreError, Writer};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
 pub use crate::audit::event::NewAuditEvent;
@@ -55,7 +55,7 @@ impl Reader<'_> {
             let exact = bind(Value::Text(prefix.to_string()));
             let dotted = bind(Value::Text(format!("{prefix}.")));
             clauses.push(format!(
-                "(kind = {exact} OR substr(kind, 1, length({dotted})) = {dotted})"
+                "(kind = {exact} OR substr(kind, 1, length(CAST({dotted} AS TEXT))) = {dotted})"
             ));
         }
         if let Some(after) = filter.after_seq {
@@ -70,38 +70,37 @@ impl Reader<'_> {
             Some(limit) => {
                 let p = bind(Value::Integer(to_i64(limit)));
                 sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
-                let mut records = query_records(self.conn, &sql, values)?;
+                let mut records = query_records(&self.conn, &sql, &values)?;
                 records.reverse();
                 Ok(records)
             }
             None => {
                 sql.push_str(" ORDER BY seq");
-                query_records(self.conn, &sql, values)
+                query_records(&self.conn, &sql, &values)
             }
         }
     }
 
     /// How many audit records the database holds.
     pub fn audit_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM audit_log", [], |row| row.get(0))
-            .map_err(StoreError::sqlite("count audit records"))?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        self.conn
+            .query_one("SELECT count(*) FROM audit_log", &[])
+            .and_then(|row| row.get(0))
+            .map_err(StoreError::db("count audit records"))
     }
 
     /// The newest record's seq and hash, if any.
     pub fn audit_last(&self) -> Result<Option<Head>, StoreError> {
-        last_head(self.conn).map_err(StoreError::sqlite("read the last audit record"))
+        last_head(&self.conn).map_err(StoreError::db("read the last audit record"))
     }
 
     /// Checks the whole chain in storage order against the head file.
     pub fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
         let head = mirror::read_head(&self.paths.head)?;
         let records = query_records(
-            self.conn,
+            &self.conn,
             &format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
-            Vec::new(),
+            &[],
         )?;
         let report = chain::verify(&records, head.as_ref());
         if let (None, Some(last), true) = (&head, records.last(), report.intact) {
@@ -138,7 +137,7 @@ impl Writer<'_> {
     ) -> Result<AuditRecord, StoreError> {
         let kind = event.kind.as_str().to_string();
         let detail = stable_detail(&kind, event.detail)?;
-        let last = last_head(self.conn).map_err(|source| StoreError::AuditWrite { source })?;
+        let last = last_head(&self.conn).map_err(|source| StoreError::AuditWrite { source })?;
         let (prev_seq, prev_hash) = last.map_or((0, GENESIS_HASH.to_string()), |h| (h.seq, h.hash));
         let time_unix = at
             .duration_since(UNIX_EPOCH)
@@ -161,17 +160,17 @@ impl Writer<'_> {
             .execute(
                 "INSERT INTO audit_log (seq, time, time_unix, kind, actor, source, target, \
                  detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+                values![
                     to_i64(record.seq),
-                    record.time,
+                    &record.time,
                     time_unix,
-                    record.kind,
-                    record.actor,
-                    record.source,
-                    record.target,
+                    &record.kind,
+                    &record.actor,
+                    &record.source,
+                    &record.target,
                     detail_text,
-                    record.prev_hash,
-                    record.hash
+                    &record.prev_hash,
+                    &record.hash
                 ],
             )
             .map_err(|source| StoreError::AuditWrite { source })?;
@@ -184,22 +183,17 @@ pub(super) const RECORD_COLUMNS: &str =
     "seq, time, kind, actor, source, target, detail, prev_hash, hash";
 
 pub(super) fn query_records(
-    conn: &Connection,
+    conn: &Conn<'_>,
     sql: &str,
-    values: Vec<Value>,
+    values: &[Value],
 ) -> Result<Vec<AuditRecord>, StoreError> {
-    let mut stmt = conn
-        .prepare(sql)
-        .map_err(StoreError::sqlite("query audit records"))?;
-    let rows = stmt
-        .query_map(params_from_iter(values), record_from_row)
-        .map_err(StoreError::sqlite("query audit records"))?;
-    rows.collect::<Result<_, _>>()
-        .map_err(StoreError::sqlite("query audit records"))
+    conn.query(sql, values)
+        .and_then(|rows| rows.iter().map(record_from_row).collect())
+        .map_err(StoreError::db("query audit records"))
 }
 
-fn record_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    let seq: i64 = row.get(0)?;
+fn record_from_row(row: &Row) -> Result<AuditRecord, DbError> {
+    let seq: u64 = row.get(0)?;
     let detail_text: String = row.get(6)?;
     // A detail that is not JSON was edited outside the store: keep its text
     // so the listing still works and `verify` reports the record as altered.
@@ -208,7 +202,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         serde_json::Value::String(detail_text)
     });
     Ok(AuditRecord {
-        seq: u64::try_from(seq).unwrap_or(0),
+        seq,
         time: row.get(1)?,
         kind: row.get(2)?,
         actor: row.get(3)?,
@@ -220,28 +214,27 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
-pub(super) fn last_head(conn: &Connection) -> rusqlite::Result<Option<Head>> {
-    conn.query_row(
+pub(super) fn last_head(conn: &Conn<'_>) -> Result<Option<Head>, DbError> {
+    conn.query_opt(
         "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-        [],
-        |row| {
-            Ok(Head {
-                seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
-                hash: row.get(1)?,
-            })
-        },
-    )
-    .optional()
+        &[],
+    )?
+    .map(|row| {
+        Ok(Head {
+            seq: row.get(0)?,
+            hash: row.get(1)?,
+        })
+    })
+    .transpose()
 }
 
-pub(super) fn hash_at(conn: &Connection, seq: u64) -> Result<Option<String>, StoreError> {
-    conn.query_row(
+pub(super) fn hash_at(conn: &Conn<'_>, seq: u64) -> Result<Option<String>, StoreError> {
+    conn.query_opt(
         "SELECT hash FROM audit_log WHERE seq = ?1",
-        [to_i64(seq)],
-        |row| row.get(0),
+        values![to_i64(seq)],
     )
-    .optional()
-    .map_err(StoreError::sqlite("read an audit record"))
+    .and_then(|row| row.map(|row| row.get(0)).transpose())
+    .map_err(StoreError::db("read an audit record"))
 }
 
 /// The detail as it will read back from the database. `serde_json` parses
@@ -329,189 +322,189 @@ mod tests {
         report.problem.map(|p| (p.kind, p.seq))
     }
 
-    /// The table with its immutability triggers dropped, as an attacker with
-    /// write access to the file could do.
-    fn tamper(store: &Store, sql: &str) {
-        let conn = raw(store);
-        conn.execute_batch(&format!(
-            "DROP TRIGGER audit_log_immutable_update; DROP TRIGGER audit_log_immutable_delete; {sql}"
-        ))
-        .unwrap();
+    /// The table with its immutability triggers switched off, as an
+    /// attacker with write access to the file (or a database superuser)
+    /// could do.
+    fn tamper(db: &TestStore, sql: &str) {
+        db.raw_batch(&format!("DISABLE_AUDIT_TRIGGERS; {sql}"));
     }
 
     #[test]
     fn records_chain_and_mirror() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        let records = store
-            .read_blocking(|r| r.audit_records(&AuditFilter::default()))
-            .unwrap();
-        assert_eq!(records.len(), 5);
-        assert_eq!(records[0].prev_hash, GENESIS_HASH);
-        assert_eq!(records[0].time, "1970-01-01T00:01:40.123Z");
-        assert_eq!(records[1].prev_hash, records[0].hash);
-        assert_eq!(records[2].detail, json!({ "i": 2 }));
-        assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
-        let head = mirror::read_head(store.head_path()).unwrap().unwrap();
-        assert_eq!(head, Head::of(&records[4]));
-        assert_eq!(store.read_blocking(|r| r.audit_count()).unwrap(), 5);
-        assert_eq!(store.read_blocking(|r| r.audit_last()).unwrap(), Some(head));
-        assert_eq!(verdict(&store), None);
+        on_each_backend(|_db, store| {
+            five(&store);
+            let records = store
+                .read_blocking(|r| r.audit_records(&AuditFilter::default()))
+                .unwrap();
+            assert_eq!(records.len(), 5);
+            assert_eq!(records[0].prev_hash, GENESIS_HASH);
+            assert_eq!(records[0].time, "1970-01-01T00:01:40.123Z");
+            assert_eq!(records[1].prev_hash, records[0].hash);
+            assert_eq!(records[2].detail, json!({ "i": 2 }));
+            assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+            let head = mirror::read_head(store.head_path()).unwrap().unwrap();
+            assert_eq!(head, Head::of(&records[4]));
+            assert_eq!(store.read_blocking(|r| r.audit_count()).unwrap(), 5);
+            assert_eq!(store.read_blocking(|r| r.audit_last()).unwrap(), Some(head));
+            assert_eq!(verdict(&store), None);
+        });
     }
 
     #[test]
     fn filters() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        let kind = |k: &str| AuditFilter {
-            kind_prefix: Some(k.into()),
-            ..AuditFilter::default()
-        };
-        assert_eq!(query(&store, kind("user")), [1, 4]);
-        assert_eq!(query(&store, kind("user.key")), [4]);
-        assert_eq!(query(&store, kind("use")), Vec::<u64>::new());
-        // Whole segments: `portal.log` is no prefix of `portal.logout`.
-        assert_eq!(query(&store, kind("portal")), [2, 3]);
-        assert_eq!(query(&store, kind("portal.login")), [2]);
-        assert_eq!(query(&store, kind("portal.log")), Vec::<u64>::new());
-        assert_eq!(query(&store, kind("")), [1, 2, 3, 4, 5]);
-        let user = AuditFilter {
-            user: Some("alice".into()),
-            ..AuditFilter::default()
-        };
-        assert_eq!(query(&store, user), [2, 4]);
-        let target = AuditFilter {
-            user: Some("bob".into()),
-            ..AuditFilter::default()
-        };
-        assert_eq!(query(&store, target).len(), 5);
-        let range = AuditFilter {
-            since: Some(101),
-            until: Some(103),
-            ..AuditFilter::default()
-        };
-        assert_eq!(query(&store, range), [2, 3, 4]);
-        let page = AuditFilter {
-            after_seq: Some(1),
-            limit: Some(2),
-            ..AuditFilter::default()
-        };
-        assert_eq!(query(&store, page), [4, 5]);
-        let combined = AuditFilter {
-            kind_prefix: Some("user".into()),
-            user: Some("uid:0".into()),
-            since: Some(100),
-            ..AuditFilter::default()
-        };
-        assert_eq!(query(&store, combined), [1]);
+        on_each_backend(|_db, store| {
+            five(&store);
+            let kind = |k: &str| AuditFilter {
+                kind_prefix: Some(k.into()),
+                ..AuditFilter::default()
+            };
+            assert_eq!(query(&store, kind("user")), [1, 4]);
+            assert_eq!(query(&store, kind("user.key")), [4]);
+            assert_eq!(query(&store, kind("use")), Vec::<u64>::new());
+            // Whole segments: `portal.log` is no prefix of `portal.logout`.
+            assert_eq!(query(&store, kind("portal")), [2, 3]);
+            assert_eq!(query(&store, kind("portal.login")), [2]);
+            assert_eq!(query(&store, kind("portal.log")), Vec::<u64>::new());
+            assert_eq!(query(&store, kind("")), [1, 2, 3, 4, 5]);
+            let user = AuditFilter {
+                user: Some("alice".into()),
+                ..AuditFilter::default()
+            };
+            assert_eq!(query(&store, user), [2, 4]);
+            let target = AuditFilter {
+                user: Some("bob".into()),
+                ..AuditFilter::default()
+            };
+            assert_eq!(query(&store, target).len(), 5);
+            let range = AuditFilter {
+                since: Some(101),
+                until: Some(103),
+                ..AuditFilter::default()
+            };
+            assert_eq!(query(&store, range), [2, 3, 4]);
+            let page = AuditFilter {
+                after_seq: Some(1),
+                limit: Some(2),
+                ..AuditFilter::default()
+            };
+            assert_eq!(query(&store, page), [4, 5]);
+            let combined = AuditFilter {
+                kind_prefix: Some("user".into()),
+                user: Some("uid:0".into()),
+                since: Some(100),
+                ..AuditFilter::default()
+            };
+            assert_eq!(query(&store, combined), [1]);
+        });
     }
 
     #[test]
     fn failed_audit_insert_refuses_the_action() {
-        let (_dir, store) = temp_store();
-        raw(&store)
-            .execute_batch(
-                "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
-                 BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
-            )
-            .unwrap();
-        let err = store
-            .write_blocking(|w| {
-                w.create_user(new_user("alice"))?;
-                w.audit(event("user.add", "uid:0", "alice"))
-            })
-            .unwrap_err();
-        assert!(matches!(err, StoreError::AuditWrite { .. }), "{err}");
-        assert_eq!(
-            err.api_code(),
-            gatehouse_config::api::ErrorCode::AuditUnavailable
-        );
-        assert!(store.read_blocking(|r| r.user("alice")).unwrap().is_none());
+        on_each_backend(|db, store| {
+            db.raw_batch(match db.backend() {
+                "sqlite" => {
+                    "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+                     BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;"
+                }
+                _ => {
+                    "CREATE FUNCTION no_audit() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$; \
+                     CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+                     FOR EACH ROW EXECUTE FUNCTION no_audit();"
+                }
+            });
+            let err = store
+                .write_blocking(|w| {
+                    w.create_user(new_user("alice"))?;
+                    w.audit(event("user.add", "uid:0", "alice"))
+                })
+                .unwrap_err();
+            assert!(matches!(err, StoreError::AuditWrite { .. }), "{err}");
+            assert_eq!(
+                err.api_code(),
+                gatehouse_config::api::ErrorCode::AuditUnavailable
+            );
+            assert!(store.read_blocking(|r| r.user("alice")).unwrap().is_none());
+        });
     }
 
     #[test]
     fn detects_edited_row() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        tamper(
-            &store,
-            "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2;",
-        );
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 2)));
+        on_each_backend(|db, store| {
+            five(&store);
+            tamper(db, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2;");
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 2)));
+        });
     }
 
     #[test]
     fn detects_edited_detail_even_when_not_json() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        tamper(
-            &store,
-            "UPDATE audit_log SET detail = '{broken' WHERE seq = 3;",
-        );
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 3)));
-        // Listing still works.
-        assert_eq!(query(&store, AuditFilter::default()).len(), 5);
+        on_each_backend(|db, store| {
+            five(&store);
+            tamper(db, "UPDATE audit_log SET detail = '{broken' WHERE seq = 3;");
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 3)));
+            // Listing still works.
+            assert_eq!(query(&store, AuditFilter::default()).len(), 5);
+        });
     }
 
     #[test]
     fn detects_deleted_middle_row() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        tamper(&store, "DELETE FROM audit_log WHERE seq = 3;");
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Removed, 3)));
+        on_each_backend(|db, store| {
+            five(&store);
+            tamper(db, "DELETE FROM audit_log WHERE seq = 3;");
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Removed, 3)));
+        });
     }
 
     #[test]
     fn detects_swapped_rows() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        let cols = "seq, time, time_unix, kind, actor, source, target, detail, prev_hash, hash";
-        let set = cols
-            .split(", ")
-            .map(|c| format!("{c} = (SELECT {c} FROM saved WHERE saved.id = {{other}})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        tamper(
-            &store,
-            &format!(
-                "CREATE TEMP TABLE saved AS SELECT id, {cols} FROM audit_log WHERE id IN (2, 3);
-                 UPDATE audit_log SET seq = -seq WHERE id IN (2, 3);
-                 UPDATE audit_log SET {} WHERE id = 2;
-                 UPDATE audit_log SET {} WHERE id = 3;",
-                set.replace("{other}", "3"),
-                set.replace("{other}", "2"),
-            ),
-        );
-        let seqs: Vec<i64> = raw(&store)
-            .prepare("SELECT seq FROM audit_log ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(seqs, [1, 3, 2, 4, 5]);
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Reordered, 3)));
+        on_each_backend(|db, store| {
+            five(&store);
+            let cols = "seq, time, time_unix, kind, actor, source, target, detail, prev_hash, hash";
+            let set = cols
+                .split(", ")
+                .map(|c| format!("{c} = (SELECT {c} FROM saved WHERE saved.id = {{other}})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            tamper(
+                db,
+                &format!(
+                    "CREATE TEMP TABLE saved AS SELECT id, {cols} FROM audit_log WHERE id IN (2, 3);
+                     UPDATE audit_log SET seq = -seq WHERE id IN (2, 3);
+                     UPDATE audit_log SET {} WHERE id = 2;
+                     UPDATE audit_log SET {} WHERE id = 3;",
+                    set.replace("{other}", "3"),
+                    set.replace("{other}", "2"),
+                ),
+            );
+            let seqs: Vec<i64> = db.raw_column("SELECT seq FROM audit_log ORDER BY id");
+            assert_eq!(seqs, [1, 3, 2, 4, 5]);
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Reordered, 3)));
+        });
     }
 
     #[test]
     fn detects_truncated_tail() {
-        let (_dir, store) = temp_store();
-        five(&store);
-        tamper(&store, "DELETE FROM audit_log WHERE seq > 3;");
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Truncated, 4)));
+        on_each_backend(|db, store| {
+            five(&store);
+            tamper(db, "DELETE FROM audit_log WHERE seq > 3;");
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Truncated, 4)));
+        });
     }
 
     #[test]
     fn float_details_survive_the_round_trip() {
-        let (_dir, store) = temp_store();
-        store
-            .write_blocking(|w| {
-                let e = event("ssh.session.end", "alice", "10.0.3.4:22").detail(
-                    json!({ "secs": 0.1 + 0.2, "ratio": 1e-7, "big": 1.7976931348623157e308 }),
-                );
-                w.audit(e)
-            })
-            .unwrap();
-        assert_eq!(verdict(&store), None);
+        on_each_backend(|_db, store| {
+            store
+                .write_blocking(|w| {
+                    let e = event("ssh.session.end", "alice", "10.0.3.4:22").detail(
+                        json!({ "secs": 0.1 + 0.2, "ratio": 1e-7, "big": 1.7976931348623157e308 }),
+                    );
+                    w.audit(e)
+                })
+                .unwrap();
+            assert_eq!(verdict(&store), None);
+        });
     }
 }

@@ -18,9 +18,9 @@
 //! source of truth and holds every record.
 
 use gatehouse_config::api::AuditRecord;
-use rusqlite::{Connection, types::Value};
 
 use super::audit_log::{RECORD_COLUMNS, hash_at, last_head, query_records, to_i64};
+use super::db::{Conn, Value};
 use super::{Paths, StoreError};
 use crate::audit::chain::{self, Head};
 use crate::audit::mirror;
@@ -44,11 +44,11 @@ pub enum MissingAnchor {
 /// Start-up repair of the head file and mirror; see the module doc. A
 /// database error or a missing anchor fails; other file problems are logged.
 pub(super) fn reconcile(
-    conn: &Connection,
+    conn: &Conn<'_>,
     paths: &Paths,
     missing: MissingAnchor,
 ) -> Result<Reconciled, StoreError> {
-    let db_last = last_head(conn).map_err(StoreError::sqlite("read the last audit record"))?;
+    let db_last = last_head(conn).map_err(StoreError::db("read the last audit record"))?;
     let head_frozen = reconcile_head(conn, paths, db_last.as_ref(), missing)?;
     let mirror_in_sync = catch_up_mirror(conn, paths);
     Ok(Reconciled {
@@ -62,7 +62,7 @@ pub(super) fn reconcile(
 /// is frozen. Returns whether the mirror is in sync. Never fails: the
 /// database already holds the records.
 pub(super) fn after_commit(
-    conn: &Connection,
+    conn: &Conn<'_>,
     paths: &Paths,
     appended: &[AuditRecord],
     mirror_in_sync: bool,
@@ -95,9 +95,36 @@ pub(super) fn after_commit(
     in_sync
 }
 
+/// After a commit on the shared store, where the other node's records may
+/// sit between this node's: copy to the mirror every record it lacks and move
+/// the head to the database's last record (unless frozen). Returns whether
+/// the mirror is in sync. Never fails: the database holds the records.
+pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> bool {
+    let in_sync = catch_up_mirror(conn, paths);
+    if head_frozen {
+        tracing::error!(
+            "audit head file not moved: the audit chain did not match it at start-up; run \
+             `accessctl audit verify`"
+        );
+        return in_sync;
+    }
+    match last_head(conn) {
+        Ok(Some(last)) => {
+            if let Err(error) = mirror::write_head(&paths.head, &last) {
+                tracing::error!(%error, "audit head file update failed; repaired on next start");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "cannot read the last audit record for the head file")
+        }
+    }
+    in_sync
+}
+
 /// Returns whether the head file must stay frozen.
 fn reconcile_head(
-    conn: &Connection,
+    conn: &Conn<'_>,
     paths: &Paths,
     db_last: Option<&Head>,
     missing: MissingAnchor,
@@ -157,7 +184,7 @@ fn reconcile_head(
             return Ok(true);
         }
     }
-    let segment = query_records(conn, &segment_sql, Vec::new())?;
+    let segment = query_records(conn, &segment_sql, &[])?;
     let report = chain::verify_from(&segment, anchor, None);
     if !report.intact {
         tracing::error!(problem = ?report.problem, "audit chain past the head file is broken; head not moved");
@@ -181,7 +208,7 @@ fn reconcile_head(
 
 /// Appends to the mirror every record after its last line. Returns whether
 /// the mirror is in sync.
-fn catch_up_mirror(conn: &Connection, paths: &Paths) -> bool {
+fn catch_up_mirror(conn: &Conn<'_>, paths: &Paths) -> bool {
     const BATCH: i64 = 1000;
     let mut after = match mirror::last_seq(&paths.mirror) {
         Ok(seq) => seq.map_or(0, to_i64),
@@ -195,7 +222,7 @@ fn catch_up_mirror(conn: &Connection, paths: &Paths) -> bool {
         let batch = match query_records(
             conn,
             &format!("SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
-            vec![Value::Integer(after), Value::Integer(BATCH)],
+            &[Value::Integer(after), Value::Integer(BATCH)],
         ) {
             Ok(batch) => batch,
             Err(error) => {
@@ -259,168 +286,167 @@ mod tests {
 
     #[test]
     fn a_rotated_mirror_holds_the_whole_chain_across_its_files() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let mut opts = options(dir.path());
-        opts.mirror_rotation = mirror::Rotation {
-            max_bytes: 1_000,
-            keep: 50,
-        };
-        let store = Store::open(&opts).unwrap();
-        write_events(&store, 30);
-        let mut files: Vec<_> = (1..=50)
-            .rev()
-            .map(|n| mirror::rotated(&opts.audit_mirror, n))
-            .filter(|p| p.exists())
-            .collect();
-        assert!(files.len() >= 3, "rotated {} times", files.len());
-        files.push(opts.audit_mirror.clone());
-        let records: Vec<AuditRecord> = files
-            .iter()
-            .flat_map(|f| mirror::read_all(f).unwrap())
-            .collect();
-        assert_eq!(records, db_records(&store), "every record once, in order");
-        let report = chain::verify(&records, None);
-        assert!(report.intact, "{report:?}");
+        on_each_test_db(|db| {
+            let mut opts = db.opts.clone();
+            opts.mirror_rotation = mirror::Rotation {
+                max_bytes: 1_000,
+                keep: 50,
+            };
+            let store = Store::open(&opts).unwrap();
+            write_events(&store, 30);
+            let mut files: Vec<_> = (1..=50)
+                .rev()
+                .map(|n| mirror::rotated(&opts.audit_mirror, n))
+                .filter(|p| p.exists())
+                .collect();
+            assert!(files.len() >= 3, "rotated {} times", files.len());
+            files.push(opts.audit_mirror.clone());
+            let records: Vec<AuditRecord> = files
+                .iter()
+                .flat_map(|f| mirror::read_all(f).unwrap())
+                .collect();
+            assert_eq!(records, db_records(&store), "every record once, in order");
+            let report = chain::verify(&records, None);
+            assert!(report.intact, "{report:?}");
 
-        // Reopening (the start-up catch-up) appends nothing twice.
-        drop(store);
-        let store = Store::open(&opts).unwrap();
-        write_events(&store, 1);
-        let last = mirror::read_all(&opts.audit_mirror).unwrap();
-        assert_eq!(last.last().unwrap().seq, 31);
+            // Reopening (the start-up catch-up) appends nothing twice.
+            drop(store);
+            let store = Store::open(&opts).unwrap();
+            write_events(&store, 1);
+            let last = mirror::read_all(&opts.audit_mirror).unwrap();
+            assert_eq!(last.last().unwrap().seq, 31);
+        });
     }
 
     #[test]
     fn catches_up_after_a_crash_between_commit_and_files() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let opts = options(dir.path());
-        let store = Store::open(&opts).unwrap();
-        write_events(&store, 5);
-        let records = db_records(&store);
-        drop(store);
-        // The crash: mirror has two records and half of the third, head
-        // still points at record 3.
-        keep_lines(&opts.audit_mirror, 2, r#"{"seq":3,"time":"#);
-        mirror::write_head(
-            &opts.state_dir.join(mirror::HEAD_FILE),
-            &Head::of(&records[2]),
-        )
-        .unwrap();
+        on_each_test_db(|db| {
+            let opts = db.opts.clone();
+            let store = Store::open(&opts).unwrap();
+            write_events(&store, 5);
+            let records = db_records(&store);
+            drop(store);
+            // The crash: mirror has two records and half of the third, head
+            // still points at record 3.
+            keep_lines(&opts.audit_mirror, 2, r#"{"seq":3,"time":"#);
+            mirror::write_head(
+                &opts.state_dir.join(mirror::HEAD_FILE),
+                &Head::of(&records[2]),
+            )
+            .unwrap();
 
-        let store = Store::open(&opts).unwrap();
-        assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
-        assert_eq!(
-            mirror::read_head(store.head_path()).unwrap(),
-            Some(Head::of(&records[4]))
-        );
-        assert_eq!(verdict(&store), None);
-        // And it keeps appending normally.
-        write_events(&store, 1);
-        assert_eq!(mirror::read_all(store.mirror_path()).unwrap().len(), 6);
+            let store = Store::open(&opts).unwrap();
+            assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+            assert_eq!(
+                mirror::read_head(store.head_path()).unwrap(),
+                Some(Head::of(&records[4]))
+            );
+            assert_eq!(verdict(&store), None);
+            // And it keeps appending normally.
+            write_events(&store, 1);
+            assert_eq!(mirror::read_all(store.mirror_path()).unwrap().len(), 6);
+        });
     }
 
     #[test]
     fn a_missing_head_refuses_to_open_and_is_only_recreated_on_request() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let opts = options(dir.path());
-        let store = Store::open(&opts).unwrap();
-        write_events(&store, 3);
-        let records = db_records(&store);
-        drop(store);
-        fs::remove_file(&opts.audit_mirror).unwrap();
-        let head_path = opts.state_dir.join(mirror::HEAD_FILE);
-        fs::remove_file(&head_path).unwrap();
-        // A cut tail would go unseen with a new anchor: refused, naming the
-        // file and the repair.
-        let err = Store::open(&opts).err().unwrap();
-        assert!(
-            matches!(err, StoreError::AnchorMissing { last_seq: 3, .. }),
-            "{err}"
-        );
-        let text = err.to_string();
-        assert!(
-            text.contains(&head_path.display().to_string())
-                && text.contains("accessd audit-anchor"),
-            "{text}"
-        );
-        assert!(!head_path.exists(), "refusing writes nothing");
-        let store = Store::open_anchoring_anew(&opts).unwrap();
-        assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
-        assert_eq!(
-            mirror::read_head(store.head_path()).unwrap(),
-            Some(Head::of(&records[2]))
-        );
+        on_each_test_db(|db| {
+            let opts = db.opts.clone();
+            let store = Store::open(&opts).unwrap();
+            write_events(&store, 3);
+            let records = db_records(&store);
+            drop(store);
+            fs::remove_file(&opts.audit_mirror).unwrap();
+            let head_path = opts.state_dir.join(mirror::HEAD_FILE);
+            fs::remove_file(&head_path).unwrap();
+            // A cut tail would go unseen with a new anchor: refused, naming the
+            // file and the repair.
+            let err = Store::open(&opts).err().unwrap();
+            assert!(
+                matches!(err, StoreError::AnchorMissing { last_seq: 3, .. }),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&head_path.display().to_string())
+                    && text.contains("accessd audit-anchor"),
+                "{text}"
+            );
+            assert!(!head_path.exists(), "refusing writes nothing");
+            let store = Store::open_anchoring_anew(&opts).unwrap();
+            assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+            assert_eq!(
+                mirror::read_head(store.head_path()).unwrap(),
+                Some(Head::of(&records[2]))
+            );
+        });
     }
 
     #[test]
     fn truncation_is_not_repaired_and_head_stays_frozen() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let opts = options(dir.path());
-        let store = Store::open(&opts).unwrap();
-        write_events(&store, 5);
-        let head = mirror::read_head(store.head_path()).unwrap();
-        raw(&store)
-            .execute_batch(
-                "DROP TRIGGER audit_log_immutable_delete; DELETE FROM audit_log WHERE seq > 2;",
-            )
-            .unwrap();
-        drop(store);
+        on_each_test_db(|db| {
+            let opts = db.opts.clone();
+            let store = Store::open(&opts).unwrap();
+            write_events(&store, 5);
+            let head = mirror::read_head(store.head_path()).unwrap();
+            db.raw_batch("DISABLE_AUDIT_TRIGGERS; DELETE FROM audit_log WHERE seq > 2;");
+            drop(store);
 
-        let store = Store::open(&opts).unwrap();
-        assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Truncated, 3)));
-        // New writes refill seq 3..: the frozen head still exposes the cut.
-        write_events(&store, 4);
-        assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 5)));
+            let store = Store::open(&opts).unwrap();
+            assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Truncated, 3)));
+            // New writes refill seq 3..: the frozen head still exposes the cut.
+            write_events(&store, 4);
+            assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 5)));
+        });
     }
 
     #[test]
     fn broken_records_past_the_head_freeze_it() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let opts = options(dir.path());
-        let store = Store::open(&opts).unwrap();
-        write_events(&store, 5);
-        let records = db_records(&store);
-        raw(&store)
-            .execute_batch(
-                "DROP TRIGGER audit_log_immutable_update; \
-                 UPDATE audit_log SET target = 'x' WHERE seq = 4;",
-            )
-            .unwrap();
-        drop(store);
-        let head_path = opts.state_dir.join(mirror::HEAD_FILE);
-        mirror::write_head(&head_path, &Head::of(&records[2])).unwrap();
-        let store = Store::open(&opts).unwrap();
-        assert_eq!(
-            mirror::read_head(&head_path).unwrap(),
-            Some(Head::of(&records[2]))
-        );
-        assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 4)));
+        on_each_test_db(|db| {
+            let opts = db.opts.clone();
+            let store = Store::open(&opts).unwrap();
+            write_events(&store, 5);
+            let records = db_records(&store);
+            db.raw_batch(
+                "DISABLE_AUDIT_TRIGGERS; UPDATE audit_log SET target = 'x' WHERE seq = 4;",
+            );
+            drop(store);
+            let head_path = opts.state_dir.join(mirror::HEAD_FILE);
+            mirror::write_head(&head_path, &Head::of(&records[2])).unwrap();
+            let store = Store::open(&opts).unwrap();
+            assert_eq!(
+                mirror::read_head(&head_path).unwrap(),
+                Some(Head::of(&records[2]))
+            );
+            assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 4)));
+        });
     }
 
     #[test]
     fn failed_mirror_append_is_caught_up_on_the_next_write() {
-        let (_dir, store) = temp_store();
-        write_events(&store, 2);
-        let mirror_path = store.mirror_path().to_path_buf();
-        let saved = fs::read(&mirror_path).unwrap();
-        // Make the mirror unwritable: a directory in its place.
-        fs::remove_file(&mirror_path).unwrap();
-        fs::create_dir(&mirror_path).unwrap();
-        write_events(&store, 1); // Commits; the append fails and is logged.
-        assert_eq!(store.read_blocking(|r| r.audit_count()).unwrap(), 3);
-        fs::remove_dir(&mirror_path).unwrap();
-        fs::File::create(&mirror_path)
-            .unwrap()
-            .write_all(&saved)
-            .unwrap();
-        write_events(&store, 1);
-        let seqs: Vec<u64> = mirror::read_all(&mirror_path)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect();
-        assert_eq!(seqs, [1, 2, 3, 4]);
+        on_each_backend(|_db, store| {
+            write_events(&store, 2);
+            let mirror_path = store.mirror_path().to_path_buf();
+            let saved = fs::read(&mirror_path).unwrap();
+            // Make the mirror unwritable: a directory in its place.
+            fs::remove_file(&mirror_path).unwrap();
+            fs::create_dir(&mirror_path).unwrap();
+            write_events(&store, 1); // Commits; the append fails and is logged.
+            assert_eq!(store.read_blocking(|r| r.audit_count()).unwrap(), 3);
+            fs::remove_dir(&mirror_path).unwrap();
+            fs::File::create(&mirror_path)
+                .unwrap()
+                .write_all(&saved)
+                .unwrap();
+            write_events(&store, 1);
+            let seqs: Vec<u64> = mirror::read_all(&mirror_path)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+            assert_eq!(seqs, [1, 2, 3, 4]);
+        });
     }
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::audit_log::{RECORD_COLUMNS, last_head, query_records};
+use super::db::Conn;
 use super::{DB_FILE, Store, StoreError, StoreOptions, schema};
 use crate::audit::chain::{self, Head};
 use crate::audit::mirror;
@@ -48,6 +49,12 @@ pub enum BackupError {
     Store(#[from] StoreError),
     #[error("{path} is not a usable gatehouse backup: {reason}")]
     NotABackup { path: PathBuf, reason: String },
+    /// The shared PostgreSQL store is backed up by the database's own tools.
+    #[error(
+        "the store is the shared PostgreSQL database {0}; back it up with pg_dump (or the RDS \
+         snapshots), which copy every node's records at once"
+    )]
+    Shared(String),
     #[error("cannot {op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -60,13 +67,17 @@ impl Store {
     /// Writes a consistent copy of the database to `dest`, which must not
     /// exist, and returns what it holds. Blocks writers while it copies.
     pub async fn backup_to(&self, dest: PathBuf) -> Result<BackupSummary, BackupError> {
+        if self.is_shared() {
+            return Err(BackupError::Shared(self.db_name().to_string()));
+        }
         let copy_to = dest.clone();
         self.off_runtime(move |store| {
-            let locked = store.inner.lock();
-            locked
-                .conn
+            let super::Backend::Sqlite(conn) = &store.inner.backend else {
+                return Ok(());
+            };
+            super::lock(conn)
                 .execute("VACUUM INTO ?1", [copy_to.to_string_lossy()])
-                .map_err(StoreError::sqlite("copy the database (VACUUM INTO)"))?;
+                .map_err(StoreError::db("copy the database (VACUUM INTO)"))?;
             Ok(())
         })
         .await?;
@@ -111,11 +122,11 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, BackupError> {
         .map_err(|e| not_a_backup(format!("table {table}: {e}")))
     };
     let records = query_records(
-        &conn,
+        &Conn::Sqlite(&conn),
         &format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
-        Vec::new(),
+        &[],
     )?;
-    let head = last_head(&conn).map_err(|e| not_a_backup(e.to_string()))?;
+    let head = last_head(&Conn::Sqlite(&conn)).map_err(|e| not_a_backup(e.to_string()))?;
     let report = chain::verify(&records, head.as_ref());
     if let Some(problem) = &report.problem {
         return Err(not_a_backup(format!(
@@ -263,13 +274,9 @@ mod tests {
             .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "a")))
             .unwrap();
         let copy = dir2.path().join("copy.db");
-        {
-            let locked = store.inner.lock();
-            locked
-                .conn
-                .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
-                .unwrap();
-        }
+        raw(&store)
+            .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+            .unwrap();
         let raw = Connection::open(&copy).unwrap();
         raw.execute_batch(
             "DROP TRIGGER audit_log_immutable_update; UPDATE audit_log SET actor = 'mallory';",

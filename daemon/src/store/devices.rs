@@ -12,8 +12,8 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use super::db::{DbError, Row, Value, values};
 use ipnet::IpNet;
-use rusqlite::{Row, params};
 
 use super::{Reader, StoreError, Writer};
 
@@ -49,39 +49,33 @@ impl Reader<'_> {
         let raw = match user {
             Some(user) => {
                 self.require_user(user)?;
-                self.query_devices("WHERE user = ?1", [user])?
+                self.query_devices(r#"WHERE "user" = ?1"#, values![user])?
             }
-            None => self.query_devices("", [])?,
+            None => self.query_devices("", &[])?,
         };
         raw.into_iter().map(RawDevice::into_device).collect()
     }
 
     /// The device `name` of `user`, if any.
     pub fn device(&self, user: &str, name: &str) -> Result<Option<Device>, StoreError> {
-        self.query_devices("WHERE user = ?1 AND name = ?2", [user, name])?
+        self.query_devices(r#"WHERE "user" = ?1 AND name = ?2"#, values![user, name])?
             .into_iter()
             .next()
             .map(RawDevice::into_device)
             .transpose()
     }
 
-    fn query_devices<P: rusqlite::Params>(
-        &self,
-        filter: &str,
-        params: P,
-    ) -> Result<Vec<RawDevice>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT user, name, public_key, address, created_at, last_activation, \
-                 last_handshake, last_endpoint FROM devices {filter} ORDER BY user, name"
-            ))
-            .map_err(StoreError::sqlite("list devices"))?;
-        let rows = stmt
-            .query_map(params, RawDevice::from_row)
-            .map_err(StoreError::sqlite("list devices"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(StoreError::sqlite("list devices"))
+    fn query_devices(&self, filter: &str, params: &[Value]) -> Result<Vec<RawDevice>, StoreError> {
+        self.conn
+            .query(
+                &format!(
+                    r#"SELECT "user", name, public_key, address, created_at, last_activation,
+                       last_handshake, last_endpoint FROM devices {filter} ORDER BY "user", name"#
+                ),
+                params,
+            )
+            .and_then(|rows| rows.iter().map(RawDevice::from_row).collect())
+            .map_err(StoreError::db("list devices"))
     }
 }
 
@@ -105,12 +99,12 @@ impl Writer<'_> {
         }
         let key_taken: bool = self
             .conn
-            .query_row(
+            .query_one(
                 "SELECT EXISTS (SELECT 1 FROM devices WHERE public_key = ?1)",
-                [&new.public_key],
-                |row| row.get(0),
+                values![&new.public_key],
             )
-            .map_err(StoreError::sqlite("look up a device public key"))?;
+            .and_then(|row| row.get(0))
+            .map_err(StoreError::db("look up a device public key"))?;
         if key_taken {
             return Err(StoreError::Conflict {
                 what: "device public key",
@@ -123,17 +117,17 @@ impl Writer<'_> {
             .ok_or(StoreError::PoolExhausted { pool })?;
         self.conn
             .execute(
-                "INSERT INTO devices (user, name, public_key, address, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    new.user,
-                    new.name,
-                    new.public_key,
+                r#"INSERT INTO devices ("user", name, public_key, address, created_at)
+                   VALUES (?1, ?2, ?3, ?4, ?5)"#,
+                values![
+                    &new.user,
+                    &new.name,
+                    &new.public_key,
                     address.to_string(),
                     new.created_at
                 ],
             )
-            .map_err(StoreError::sqlite("insert a device"))?;
+            .map_err(StoreError::db("insert a device"))?;
         Ok(Device {
             user: new.user,
             name: new.name,
@@ -153,10 +147,10 @@ impl Writer<'_> {
             .ok_or_else(|| device_not_found(user, name))?;
         self.conn
             .execute(
-                "DELETE FROM devices WHERE user = ?1 AND name = ?2",
-                [user, name],
+                r#"DELETE FROM devices WHERE "user" = ?1 AND name = ?2"#,
+                values![user, name],
             )
-            .map_err(StoreError::sqlite("delete a device"))?;
+            .map_err(StoreError::db("delete a device"))?;
         Ok(device)
     }
 
@@ -172,11 +166,11 @@ impl Writer<'_> {
         let changed = self
             .conn
             .execute(
-                "UPDATE devices SET last_handshake = ?3, \
-                 last_endpoint = COALESCE(?4, last_endpoint) WHERE user = ?1 AND name = ?2",
-                params![user, name, at, endpoint.map(|e| e.to_string())],
+                r#"UPDATE devices SET last_handshake = ?3,
+                   last_endpoint = COALESCE(?4, last_endpoint) WHERE "user" = ?1 AND name = ?2"#,
+                values![user, name, at, endpoint.map(|e| e.to_string())],
             )
-            .map_err(StoreError::sqlite("update a device"))?;
+            .map_err(StoreError::db("update a device"))?;
         if changed == 0 {
             return Err(device_not_found(user, name));
         }
@@ -193,7 +187,7 @@ impl Writer<'_> {
         self.update_device(
             user,
             name,
-            "UPDATE devices SET last_activation = ?3 WHERE user = ?1 AND name = ?2",
+            r#"UPDATE devices SET last_activation = ?3 WHERE "user" = ?1 AND name = ?2"#,
             at,
         )
     }
@@ -207,8 +201,8 @@ impl Writer<'_> {
     ) -> Result<(), StoreError> {
         let changed = self
             .conn
-            .execute(sql, params![user, name, at])
-            .map_err(StoreError::sqlite("update a device"))?;
+            .execute(sql, values![user, name, at])
+            .map_err(StoreError::db("update a device"))?;
         if changed == 0 {
             return Err(device_not_found(user, name));
         }
@@ -216,16 +210,15 @@ impl Writer<'_> {
     }
 
     fn used_addresses(&self) -> Result<HashSet<IpAddr>, StoreError> {
-        let mut stmt = self
+        let rows = self
             .conn
-            .prepare("SELECT address FROM devices")
-            .map_err(StoreError::sqlite("list device addresses"))?;
-        let rows = stmt
-            .query_map([], |row| row.get::<_, String>(0))
-            .map_err(StoreError::sqlite("list device addresses"))?;
-        let mut used = HashSet::new();
+            .query("SELECT address FROM devices", &[])
+            .map_err(StoreError::db("list device addresses"))?;
+        let mut used = HashSet::with_capacity(rows.len());
         for row in rows {
-            let text = row.map_err(StoreError::sqlite("list device addresses"))?;
+            let text = row
+                .get::<String>(0)
+                .map_err(StoreError::db("list device addresses"))?;
             used.insert(parse_address(text)?);
         }
         Ok(used)
@@ -267,7 +260,7 @@ fn parse_address(text: String) -> Result<IpAddr, StoreError> {
     })
 }
 
-/// A row before its address is parsed (parsing can fail outside rusqlite).
+/// A row before its address is parsed.
 struct RawDevice {
     user: String,
     name: String,
@@ -280,7 +273,7 @@ struct RawDevice {
 }
 
 impl RawDevice {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawDevice> {
+    fn from_row(row: &Row) -> Result<RawDevice, DbError> {
         Ok(RawDevice {
             user: row.get(0)?,
             name: row.get(1)?,
@@ -344,245 +337,254 @@ mod tests {
 
     #[test]
     fn lowest_free_skips_network_broadcast_and_reserved() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let pool = "10.0.0.0/29";
-        let gw = ["10.0.0.1"];
-        let got: Vec<IpAddr> = (0..5)
-            .map(|i| create(&store, &format!("d{i}"), pool, &gw).unwrap().address)
-            .collect();
-        assert_eq!(
-            got,
-            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"].map(ip)
-        );
-        let err = create(&store, "d5", pool, &gw).unwrap_err();
-        assert!(matches!(err, StoreError::PoolExhausted { .. }), "{err}");
-        assert!(err.to_string().contains("10.0.0.0/29"), "{err}");
-        // Freed addresses are reused, lowest first.
-        store
-            .write_blocking(|w| w.delete_device("alice", "d3"))
-            .unwrap();
-        store
-            .write_blocking(|w| w.delete_device("alice", "d1"))
-            .unwrap();
-        assert_eq!(
-            create(&store, "e1", pool, &gw).unwrap().address,
-            ip("10.0.0.3")
-        );
-        assert_eq!(
-            create(&store, "e2", pool, &gw).unwrap().address,
-            ip("10.0.0.5")
-        );
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let pool = "10.0.0.0/29";
+            let gw = ["10.0.0.1"];
+            let got: Vec<IpAddr> = (0..5)
+                .map(|i| create(&store, &format!("d{i}"), pool, &gw).unwrap().address)
+                .collect();
+            assert_eq!(
+                got,
+                ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"].map(ip)
+            );
+            let err = create(&store, "d5", pool, &gw).unwrap_err();
+            assert!(matches!(err, StoreError::PoolExhausted { .. }), "{err}");
+            assert!(err.to_string().contains("10.0.0.0/29"), "{err}");
+            // Freed addresses are reused, lowest first.
+            store
+                .write_blocking(|w| w.delete_device("alice", "d3"))
+                .unwrap();
+            store
+                .write_blocking(|w| w.delete_device("alice", "d1"))
+                .unwrap();
+            assert_eq!(
+                create(&store, "e1", pool, &gw).unwrap().address,
+                ip("10.0.0.3")
+            );
+            assert_eq!(
+                create(&store, "e2", pool, &gw).unwrap().address,
+                ip("10.0.0.5")
+            );
+        });
     }
 
     #[test]
     fn pool_given_with_host_bits_still_uses_its_network() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let d = create(&store, "d", "10.0.0.77/24", &[]).unwrap();
-        assert_eq!(d.address, ip("10.0.0.1"));
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let d = create(&store, "d", "10.0.0.77/24", &[]).unwrap();
+            assert_eq!(d.address, ip("10.0.0.1"));
+        });
     }
 
     #[test]
     fn ipv6_pool() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let pool = "fd00:1::/126";
-        assert_eq!(
-            create(&store, "a", pool, &["fd00:1::1"]).unwrap().address,
-            ip("fd00:1::2")
-        );
-        assert_eq!(
-            create(&store, "b", pool, &["fd00:1::1"]).unwrap().address,
-            ip("fd00:1::3")
-        );
-        assert!(matches!(
-            create(&store, "c", pool, &["fd00:1::1"]),
-            Err(StoreError::PoolExhausted { .. })
-        ));
-        // A /64 allocates without scanning it.
-        assert_eq!(
-            create(&store, "d", "fd00:2::/64", &[]).unwrap().address,
-            ip("fd00:2::1")
-        );
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let pool = "fd00:1::/126";
+            assert_eq!(
+                create(&store, "a", pool, &["fd00:1::1"]).unwrap().address,
+                ip("fd00:1::2")
+            );
+            assert_eq!(
+                create(&store, "b", pool, &["fd00:1::1"]).unwrap().address,
+                ip("fd00:1::3")
+            );
+            assert!(matches!(
+                create(&store, "c", pool, &["fd00:1::1"]),
+                Err(StoreError::PoolExhausted { .. })
+            ));
+            // A /64 allocates without scanning it.
+            assert_eq!(
+                create(&store, "d", "fd00:2::/64", &[]).unwrap().address,
+                ip("fd00:2::1")
+            );
+        });
     }
 
     #[test]
     fn conflicts_and_not_found() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        add_user(&store, "bob");
-        create(&store, "laptop", "10.0.0.0/24", &[]).unwrap();
-        let err = create(&store, "laptop", "10.0.0.0/24", &[]).unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict { what: "device", .. }),
-            "{err}"
-        );
-        let pool = "10.0.0.0/24".parse().unwrap();
-        let mut same_key = new_device("bob", "phone");
-        same_key.public_key = "pk-alice-laptop".into();
-        let err = store
-            .write_blocking(|w| w.create_device(same_key, pool, &[]))
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::Conflict {
-                what: "device public key",
-                ..
-            }
-        ));
-        let err = store
-            .write_blocking(|w| w.create_device(new_device("nobody", "x"), pool, &[]))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound { what: "user", .. }));
-        let err = store
-            .write_blocking(|w| w.delete_device("alice", "nope"))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound { what: "device", .. }));
-        assert!(store.read_blocking(|r| r.devices(Some("nobody"))).is_err());
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            add_user(&store, "bob");
+            create(&store, "laptop", "10.0.0.0/24", &[]).unwrap();
+            let err = create(&store, "laptop", "10.0.0.0/24", &[]).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Conflict { what: "device", .. }),
+                "{err}"
+            );
+            let pool = "10.0.0.0/24".parse().unwrap();
+            let mut same_key = new_device("bob", "phone");
+            same_key.public_key = "pk-alice-laptop".into();
+            let err = store
+                .write_blocking(|w| w.create_device(same_key, pool, &[]))
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                StoreError::Conflict {
+                    what: "device public key",
+                    ..
+                }
+            ));
+            let err = store
+                .write_blocking(|w| w.create_device(new_device("nobody", "x"), pool, &[]))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound { what: "user", .. }));
+            let err = store
+                .write_blocking(|w| w.delete_device("alice", "nope"))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound { what: "device", .. }));
+            assert!(store.read_blocking(|r| r.devices(Some("nobody"))).is_err());
+        });
     }
 
     #[test]
     fn handshake_endpoint_and_activation() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        create(&store, "laptop", "10.0.0.0/24", &[]).unwrap();
-        let endpoint: SocketAddr = "198.51.100.7:40123".parse().unwrap();
-        let d = store
-            .write_blocking(|w| {
-                w.set_device_handshake("alice", "laptop", 10, Some(endpoint))?;
-                w.set_device_activation("alice", "laptop", 20)?;
-                Ok(w.device("alice", "laptop")?.unwrap())
-            })
-            .unwrap();
-        assert_eq!(d.last_handshake, Some(10));
-        assert_eq!(d.last_endpoint, Some(endpoint));
-        assert_eq!(d.last_activation, Some(20));
-        // A handshake without a known endpoint keeps the last one.
-        let d = store
-            .write_blocking(|w| {
-                w.set_device_handshake("alice", "laptop", 30, None)?;
-                Ok(w.device("alice", "laptop")?.unwrap())
-            })
-            .unwrap();
-        assert_eq!(
-            (d.last_handshake, d.last_endpoint),
-            (Some(30), Some(endpoint))
-        );
-        assert!(
-            store
-                .write_blocking(|w| w.set_device_handshake("alice", "x", 1, None))
-                .is_err()
-        );
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            create(&store, "laptop", "10.0.0.0/24", &[]).unwrap();
+            let endpoint: SocketAddr = "198.51.100.7:40123".parse().unwrap();
+            let d = store
+                .write_blocking(|w| {
+                    w.set_device_handshake("alice", "laptop", 10, Some(endpoint))?;
+                    w.set_device_activation("alice", "laptop", 20)?;
+                    Ok(w.device("alice", "laptop")?.unwrap())
+                })
+                .unwrap();
+            assert_eq!(d.last_handshake, Some(10));
+            assert_eq!(d.last_endpoint, Some(endpoint));
+            assert_eq!(d.last_activation, Some(20));
+            // A handshake without a known endpoint keeps the last one.
+            let d = store
+                .write_blocking(|w| {
+                    w.set_device_handshake("alice", "laptop", 30, None)?;
+                    Ok(w.device("alice", "laptop")?.unwrap())
+                })
+                .unwrap();
+            assert_eq!(
+                (d.last_handshake, d.last_endpoint),
+                (Some(30), Some(endpoint))
+            );
+            assert!(
+                store
+                    .write_blocking(|w| w.set_device_handshake("alice", "x", 1, None))
+                    .is_err()
+            );
+        });
     }
 
     #[test]
     fn churn_never_duplicates() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let pool: IpNet = "10.1.0.0/24".parse().unwrap();
-        let mut live: Vec<String> = Vec::new();
-        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-        for step in 0..400 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            if !live.is_empty() && (rng >> 8) % 5 < 2 {
-                let victim = live.swap_remove(rng as usize % live.len());
-                store
-                    .write_blocking(|w| w.delete_device("alice", &victim))
-                    .unwrap();
-            } else {
-                let name = format!("d{step}");
-                store
-                    .write_blocking(|w| w.create_device(new_device("alice", &name), pool, &[]))
-                    .unwrap();
-                live.push(name);
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let pool: IpNet = "10.1.0.0/24".parse().unwrap();
+            let mut live: Vec<String> = Vec::new();
+            let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+            for step in 0..400 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if !live.is_empty() && (rng >> 8) % 5 < 2 {
+                    let victim = live.swap_remove(rng as usize % live.len());
+                    store
+                        .write_blocking(|w| w.delete_device("alice", &victim))
+                        .unwrap();
+                } else {
+                    let name = format!("d{step}");
+                    store
+                        .write_blocking(|w| w.create_device(new_device("alice", &name), pool, &[]))
+                        .unwrap();
+                    live.push(name);
+                }
+                let devices = store.read_blocking(|r| r.devices(None)).unwrap();
+                let addresses: HashSet<IpAddr> = devices.iter().map(|d| d.address).collect();
+                assert_eq!(addresses.len(), devices.len());
+                assert_eq!(devices.len(), live.len());
             }
-            let devices = store.read_blocking(|r| r.devices(None)).unwrap();
-            let addresses: HashSet<IpAddr> = devices.iter().map(|d| d.address).collect();
-            assert_eq!(addresses.len(), devices.len());
-            assert_eq!(devices.len(), live.len());
-        }
+        });
     }
 
     #[test]
     fn concurrent_creation_gives_distinct_addresses() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let pool: IpNet = "10.2.0.0/24".parse().unwrap();
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    (0..20)
-                        .map(|i| {
-                            let d = new_device("alice", &format!("t{t}-{i}"));
-                            store
-                                .write_blocking(|w| w.create_device(d, pool, &[]))
-                                .unwrap()
-                                .address
-                        })
-                        .collect::<Vec<_>>()
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let pool: IpNet = "10.2.0.0/24".parse().unwrap();
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        (0..20)
+                            .map(|i| {
+                                let d = new_device("alice", &format!("t{t}-{i}"));
+                                store
+                                    .write_blocking(|w| w.create_device(d, pool, &[]))
+                                    .unwrap()
+                                    .address
+                            })
+                            .collect::<Vec<_>>()
+                    })
                 })
-            })
-            .collect();
-        let all: Vec<IpAddr> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        let distinct: HashSet<IpAddr> = all.iter().copied().collect();
-        assert_eq!(all.len(), 80);
-        assert_eq!(distinct.len(), 80);
+                .collect();
+            let all: Vec<IpAddr> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            let distinct: HashSet<IpAddr> = all.iter().copied().collect();
+            assert_eq!(all.len(), 80);
+            assert_eq!(distinct.len(), 80);
+        });
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_async_creation_gives_distinct_addresses() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let pool: IpNet = "10.3.0.0/24".parse().unwrap();
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..40 {
-            let store = store.clone();
-            tasks.spawn(async move {
-                let d = new_device("alice", &format!("a{i}"));
-                store.write(move |w| w.create_device(d, pool, &[])).await
+    #[test]
+    fn concurrent_async_creation_gives_distinct_addresses() {
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let pool: IpNet = "10.3.0.0/24".parse().unwrap();
+            multi_thread_runtime().block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..40 {
+                    let store = store.clone();
+                    tasks.spawn(async move {
+                        let d = new_device("alice", &format!("a{i}"));
+                        store.write(move |w| w.create_device(d, pool, &[])).await
+                    });
+                }
+                let mut seen = HashSet::new();
+                while let Some(result) = tasks.join_next().await {
+                    assert!(seen.insert(result.unwrap().unwrap().address));
+                }
+                assert_eq!(seen.len(), 40);
             });
-        }
-        let mut seen = HashSet::new();
-        while let Some(result) = tasks.join_next().await {
-            assert!(seen.insert(result.unwrap().unwrap().address));
-        }
-        assert_eq!(seen.len(), 40);
+        });
     }
 
     #[test]
     fn fast_with_ten_thousand_devices() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let pool: IpNet = "10.50.0.0/16".parse().unwrap();
-        store
-            .write_blocking(|w| {
-                let mut stmt = w
-                    .conn
-                    .prepare(
-                        "INSERT INTO devices (user, name, public_key, address, created_at) \
-                         VALUES ('alice', ?1, ?1, ?2, 0)",
-                    )
-                    .unwrap();
-                for n in 1..=10_000u32 {
-                    let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 50, 0, 0)) + n);
-                    stmt.execute(params![format!("bulk{n}"), addr.to_string()])
-                        .unwrap();
-                }
-                Ok(())
-            })
-            .unwrap();
-        let started = Instant::now();
-        let d = store
-            .write_blocking(|w| w.create_device(new_device("alice", "new"), pool, &[]))
-            .unwrap();
-        assert_eq!(d.address, ip("10.50.39.17"));
-        assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let pool: IpNet = "10.50.0.0/16".parse().unwrap();
+            store
+                .write_blocking(|w| {
+                    for n in 1..=10_000u32 {
+                        let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 50, 0, 0)) + n);
+                        w.conn
+                            .execute(
+                                r#"INSERT INTO devices ("user", name, public_key, address, created_at)
+                                   VALUES ('alice', ?1, ?1, ?2, 0)"#,
+                                values![format!("bulk{n}"), addr.to_string()],
+                            )
+                            .unwrap();
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            let started = Instant::now();
+            let d = store
+                .write_blocking(|w| w.create_device(new_device("alice", "new"), pool, &[]))
+                .unwrap();
+            assert_eq!(d.address, ip("10.50.39.17"));
+            assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+        });
     }
 }

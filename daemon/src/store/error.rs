@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use gatehouse_config::api::ErrorCode;
 
-/// Errors of the SQLite store and of the audit log's mirror and head files.
+use super::db::DbError;
+
+/// Errors of the store (SQLite or PostgreSQL) and of the audit log's mirror
+/// and head files.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The state directory could not be created or secured.
@@ -32,34 +35,35 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The shared database's `[store]` settings are unusable.
+    #[error(transparent)]
+    PostgresConfig(#[from] super::postgres::PgConfigError),
+
+    /// The shared database could not be reached at start-up.
+    #[error("cannot connect to the PostgreSQL store {target}: {source}")]
+    Connect { target: String, source: DbError },
+
     /// The database was written by a newer accessd.
     #[error(
-        "database {path} has schema version {found}, but this accessd only knows versions up to \
+        "database {db} has schema version {found}, but this accessd only knows versions up to \
          {known}; run a newer accessd or restore a backup"
     )]
-    SchemaTooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    SchemaTooNew { db: String, found: i64, known: i64 },
 
     /// A schema migration failed; the database stays at its old version.
     #[error("database migration to schema version {version} failed: {source}")]
-    Migrate {
-        version: usize,
-        source: rusqlite::Error,
-    },
+    Migrate { version: usize, source: DbError },
 
     /// A query failed. `context` names the operation.
     #[error("database error while trying to {context}: {source}")]
-    Sqlite {
+    Database {
         context: &'static str,
-        source: rusqlite::Error,
+        source: DbError,
     },
 
     /// Inserting an audit record failed, so the action it records is refused.
     #[error("cannot write the audit record, so the action was refused: {source}")]
-    AuditWrite { source: rusqlite::Error },
+    AuditWrite { source: DbError },
 
     /// An audit event's `detail` cannot be encoded so that it hashes the same
     /// after a round trip through the database.
@@ -160,13 +164,20 @@ impl StoreError {
             | Self::PoolExhausted { .. } => ErrorCode::Conflict,
             Self::TokenUsed { .. } | Self::TokenExpired { .. } => ErrorCode::InvalidValue,
             Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => ErrorCode::InvalidValue,
+            Self::Connect { .. } => ErrorCode::StoreUnavailable,
+            Self::Database { source, .. } | Self::AuditWrite { source }
+                if source.is_unavailable() =>
+            {
+                ErrorCode::StoreUnavailable
+            }
             Self::AuditWrite { .. } => ErrorCode::AuditUnavailable,
             Self::CreateStateDir { .. }
+            | Self::PostgresConfig(_)
             | Self::OpenDatabase { .. }
             | Self::DatabaseFile { .. }
             | Self::SchemaTooNew { .. }
             | Self::Migrate { .. }
-            | Self::Sqlite { .. }
+            | Self::Database { .. }
             | Self::AuditEncode { .. }
             | Self::Corrupt { .. }
             | Self::CorruptAddress { .. }
@@ -183,7 +194,8 @@ impl StoreError {
         // classified there), with the two statuses a code does not decide.
         match (self, self.api_code()) {
             (Self::TokenUsed { .. } | Self::TokenExpired { .. }, _) => 410,
-            (Self::Closed { .. }, _) | (_, ErrorCode::AuditUnavailable) => 503,
+            (Self::Closed { .. }, _)
+            | (_, ErrorCode::AuditUnavailable | ErrorCode::StoreUnavailable) => 503,
             (_, ErrorCode::NotFound) => 404,
             (_, ErrorCode::Conflict) => 409,
             (_, ErrorCode::InvalidValue | ErrorCode::BadRequest | ErrorCode::InvalidName) => 400,
@@ -194,9 +206,12 @@ impl StoreError {
         }
     }
 
-    /// A closure for `map_err` that wraps a rusqlite error with `context`.
-    pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-        move |source| StoreError::Sqlite { context, source }
+    /// A closure for `map_err` that wraps a database error with `context`.
+    pub(crate) fn db<E: Into<DbError>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
+        move |source| StoreError::Database {
+            context,
+            source: source.into(),
+        }
     }
 }
 
@@ -259,7 +274,7 @@ mod tests {
             ),
             (
                 StoreError::AuditWrite {
-                    source: rusqlite::Error::QueryReturnedNoRows,
+                    source: DbError::NoRow,
                 },
                 503,
             ),

@@ -28,13 +28,16 @@
 pub mod audit_log;
 mod audit_repair;
 pub mod backup;
+pub mod db;
 pub mod devices;
 pub mod error;
 pub mod portal;
+pub mod postgres;
 pub mod schema;
 pub mod tokens;
 pub mod users;
 
+use std::cell::RefCell;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -49,10 +52,12 @@ pub use audit_log::{AuditFilter, NewAuditEvent};
 pub use devices::{Device, NewDevice};
 pub use error::StoreError;
 pub use portal::PortalSession;
+pub use postgres::PgOptions;
 pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};
 
 use crate::audit::mirror;
+use db::{Conn, DbError};
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "gatehouse.db";
@@ -60,16 +65,20 @@ pub const DB_FILE: &str = "gatehouse.db";
 /// Where the store keeps its files.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Holds `gatehouse.db` and `audit.head`; created with mode 0700.
+    /// Holds `gatehouse.db` (the embedded database) and `audit.head`;
+    /// created with mode 0700.
     pub state_dir: PathBuf,
     /// The JSON-lines audit mirror; parent directories are created.
     pub audit_mirror: PathBuf,
     /// When the mirror is rotated.
     pub mirror_rotation: mirror::Rotation,
+    /// The shared PostgreSQL database instead of `state_dir/gatehouse.db`.
+    pub postgres: Option<PgOptions>,
 }
 
 impl StoreOptions {
-    /// The options the config file sets.
+    /// The options the config file sets; `postgres` is filled in by the
+    /// caller, which reads the password.
     pub fn from_config(config: &gatehouse_config::Config) -> Self {
         Self {
             state_dir: config.gateway.state_dir.clone(),
@@ -78,11 +87,13 @@ impl StoreOptions {
                 max_bytes: config.audit.mirror_max_bytes,
                 keep: config.audit.mirror_keep,
             },
+            postgres: None,
         }
     }
 }
 
-/// A handle to the store; clones share one connection.
+/// A handle to the store; clones share one connection (SQLite) or one pool
+/// (PostgreSQL).
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -90,7 +101,7 @@ pub struct Store {
 
 /// Read access inside one transaction (a consistent snapshot).
 pub struct Reader<'a> {
-    conn: &'a Connection,
+    conn: Conn<'a>,
     paths: &'a Paths,
 }
 
@@ -121,27 +132,59 @@ impl Store {
         missing: audit_repair::MissingAnchor,
     ) -> Result<Store, StoreError> {
         create_state_dir(&opts.state_dir)?;
-        let db_path = opts.state_dir.join(DB_FILE);
-        let mut conn = open_connection(&db_path)?;
-        schema::migrate(&mut conn, &db_path)?;
+        let (backend, db_name, db_file) = match &opts.postgres {
+            None => {
+                let db_path = opts.state_dir.join(DB_FILE);
+                let mut conn = open_connection(&db_path)?;
+                schema::migrate(&mut conn, &db_path)?;
+                let name = db_path.display().to_string();
+                (Backend::Sqlite(Mutex::new(conn)), name, Some(db_path))
+            }
+            Some(pg) => {
+                let target = postgres::Target::parse(pg)?;
+                let described = target.describe();
+                let pool = target.pool().map_err(|error| match error {
+                    postgres::PgConfigOrConnect::Config(e) => StoreError::from(e),
+                    postgres::PgConfigOrConnect::Connect(source) => StoreError::Connect {
+                        target: described.clone(),
+                        source: DbError::Pool(source),
+                    },
+                })?;
+                let mut client = pool.get().map_err(|source| StoreError::Connect {
+                    target: described.clone(),
+                    source: DbError::Pool(source),
+                })?;
+                let name = format!("postgresql://{described}");
+                schema::migrate_postgres(&mut client, &name)?;
+                drop(client);
+                (Backend::Postgres(pool), name, None)
+            }
+        };
         let paths = Paths {
-            db: db_path,
+            db_name,
+            db_file,
             head: opts.state_dir.join(mirror::HEAD_FILE),
             mirror: opts.audit_mirror.clone(),
             rotation: opts.mirror_rotation,
         };
-        let reconciled = audit_repair::reconcile(&conn, &paths, missing)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                locked: Mutex::new(Locked {
-                    conn,
-                    mirror_in_sync: reconciled.mirror_in_sync,
-                    head_frozen: reconciled.head_frozen,
-                }),
-                paths,
-                gate: Semaphore::new(MAX_WAITING_THREADS),
-                changes: tokio::sync::watch::Sender::new(0),
+        let inner = Inner {
+            backend,
+            files: Mutex::new(AuditFiles {
+                mirror_in_sync: false,
+                head_frozen: false,
             }),
+            paths,
+            gate: Semaphore::new(MAX_WAITING_THREADS),
+            changes: tokio::sync::watch::Sender::new(0),
+        };
+        let reconciled =
+            inner.with_conn(|conn| audit_repair::reconcile(conn, &inner.paths, missing))?;
+        *inner.files() = AuditFiles {
+            mirror_in_sync: reconciled.mirror_in_sync,
+            head_frozen: reconciled.head_frozen,
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
         })
     }
 
@@ -189,57 +232,94 @@ impl Store {
         &self,
         f: impl FnOnce(&Reader<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut locked = self.inner.lock();
-        let tx = locked
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(StoreError::sqlite("begin a read transaction"))?;
-        let reader = Reader {
-            conn: &tx,
-            paths: &self.inner.paths,
-        };
-        f(&reader)
-        // Dropping `tx` rolls the (read-only) transaction back.
+        let paths = &self.inner.paths;
+        match &self.inner.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = lock(conn);
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)
+                    .map_err(StoreError::db("begin a read transaction"))?;
+                f(&Reader {
+                    conn: Conn::Sqlite(&tx),
+                    paths,
+                })
+                // Dropping `tx` rolls the (read-only) transaction back.
+            }
+            Backend::Postgres(pool) => {
+                let mut client = pool.get().map_err(StoreError::db("connect for a read"))?;
+                let tx = begin_postgres_read(&mut client)?;
+                f(&Reader {
+                    conn: Conn::Postgres(RefCell::new(tx)),
+                    paths,
+                })
+            }
+        }
     }
 
     /// Runs `f` in ONE transaction on this thread; commits when `f` returns
     /// `Ok`, rolls back when it returns `Err`. Then copies the audit records
-    /// `f` appended to the mirror and moves the head file; a failure there is
-    /// logged, not returned (the database is the source of truth). Blocking.
-    /// `f` must not call the store itself (it would deadlock).
+    /// to the mirror and moves the head file; a failure there is logged, not
+    /// returned (the database is the source of truth). Blocking. `f` must
+    /// not call the store itself (it would deadlock).
+    ///
+    /// On PostgreSQL the transaction first takes a database-wide advisory
+    /// lock, so writers on every node run one at a time, as they do on
+    /// SQLite: the audit chain is appended by one writer at a time, and an
+    /// address or token is never handed out twice.
     pub fn write_blocking<T>(
         &self,
         f: impl FnOnce(&mut Writer<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut guard = self.inner.lock();
-        let locked = &mut *guard;
-        let tx = locked
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::sqlite("begin a write transaction"))?;
-        let mut writer = Writer {
-            reader: Reader {
-                conn: &tx,
-                paths: &self.inner.paths,
-            },
-            appended: Vec::new(),
+        let paths = &self.inner.paths;
+        let value = match &self.inner.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = lock(conn);
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(StoreError::db("begin a write transaction"))?;
+                let mut writer = Writer::new(Conn::Sqlite(&tx), paths);
+                let value = f(&mut writer)?;
+                let appended = std::mem::take(&mut writer.appended);
+                drop(writer);
+                tx.commit()
+                    .map_err(StoreError::db("commit a write transaction"))?;
+                if !appended.is_empty() {
+                    let mut files = self.inner.files();
+                    files.mirror_in_sync = audit_repair::after_commit(
+                        &Conn::Sqlite(&conn),
+                        paths,
+                        &appended,
+                        files.mirror_in_sync,
+                        files.head_frozen,
+                    );
+                }
+                value
+            }
+            Backend::Postgres(pool) => {
+                let mut client = pool.get().map_err(StoreError::db("connect for a write"))?;
+                let (value, appended) = write_postgres(&mut client, paths, f)?;
+                // Another node's records may sit between ours: the files
+                // catch up from the database.
+                if appended {
+                    let mut files = self.inner.files();
+                    files.mirror_in_sync = match begin_postgres_read(&mut client) {
+                        Ok(tx) => audit_repair::catch_up(
+                            &Conn::Postgres(RefCell::new(tx)),
+                            paths,
+                            files.head_frozen,
+                        ),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot read the audit log back for the mirror; will catch up on the next write");
+                            false
+                        }
+                    };
+                }
+                value
+            }
         };
-        let value = f(&mut writer)?;
-        let appended = std::mem::take(&mut writer.appended);
-        tx.commit()
-            .map_err(StoreError::sqlite("commit a write transaction"))?;
         self.inner
             .changes
             .send_modify(|generation| *generation += 1);
-        if !appended.is_empty() {
-            locked.mirror_in_sync = audit_repair::after_commit(
-                &locked.conn,
-                &self.inner.paths,
-                &appended,
-                locked.mirror_in_sync,
-                locked.head_frozen,
-            );
-        }
         Ok(value)
     }
 
@@ -249,9 +329,20 @@ impl Store {
         self.inner.changes.subscribe()
     }
 
-    /// The database file.
-    pub fn db_path(&self) -> &Path {
-        &self.inner.paths.db
+    /// The SQLite database file; `None` for the shared store.
+    pub fn db_path(&self) -> Option<&Path> {
+        self.inner.paths.db_file.as_deref()
+    }
+
+    /// The database for messages: the SQLite file, or
+    /// `postgresql://host:port/db`.
+    pub fn db_name(&self) -> &str {
+        &self.inner.paths.db_name
+    }
+
+    /// True when the store is the shared PostgreSQL database.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(_))
     }
 
     /// The audit head file.
@@ -265,6 +356,15 @@ impl Store {
     }
 }
 
+impl<'a> Writer<'a> {
+    fn new(conn: Conn<'a>, paths: &'a Paths) -> Writer<'a> {
+        Writer {
+            reader: Reader { conn, paths },
+            appended: Vec::new(),
+        }
+    }
+}
+
 impl<'a> std::ops::Deref for Writer<'a> {
     type Target = Reader<'a>;
 
@@ -272,6 +372,10 @@ impl<'a> std::ops::Deref for Writer<'a> {
         &self.reader
     }
 }
+
+/// The advisory lock every PostgreSQL write transaction takes (any fixed
+/// number; "gh" in ASCII).
+const WRITE_LOCK: i64 = 0x6768;
 
 /// How many async callers may hold a blocking thread waiting on the
 /// connection at once; the rest wait in async land.
@@ -282,15 +386,23 @@ const MAX_WAITING_THREADS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Inner {
-    locked: Mutex<Locked>,
+    backend: Backend,
+    files: Mutex<AuditFiles>,
     paths: Paths,
     gate: Semaphore,
     /// Generation counter, bumped after each commit.
     changes: tokio::sync::watch::Sender<u64>,
 }
 
-struct Locked {
-    conn: Connection,
+enum Backend {
+    /// One connection behind a mutex.
+    Sqlite(Mutex<Connection>),
+    /// A bounded pool.
+    Postgres(postgres::Pool),
+}
+
+/// The state of this node's audit files.
+struct AuditFiles {
     /// False after a mirror append failed: the next write catches the mirror
     /// up from the database instead of appending only its own records.
     mirror_in_sync: bool,
@@ -299,21 +411,77 @@ struct Locked {
     head_frozen: bool,
 }
 
-/// The store's files.
+/// The store's files (and the database's name for messages).
 #[derive(Debug)]
 pub(crate) struct Paths {
-    pub(crate) db: PathBuf,
+    pub(crate) db_name: String,
+    /// The SQLite file (none for PostgreSQL).
+    pub(crate) db_file: Option<PathBuf>,
     pub(crate) head: PathBuf,
     pub(crate) mirror: PathBuf,
     pub(crate) rotation: mirror::Rotation,
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Locked> {
-        // A panic inside `f` unwinds through the transaction's Drop, which
-        // rolls it back, so the connection is consistent even when poisoned.
-        self.locked.lock().unwrap_or_else(PoisonError::into_inner)
+    fn files(&self) -> MutexGuard<'_, AuditFiles> {
+        lock(&self.files)
     }
+
+    /// Runs `f` on a connection outside the store's transactions (start-up).
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(conn) => f(&Conn::Sqlite(&lock(conn))),
+            Backend::Postgres(pool) => {
+                let mut client = pool.get().map_err(StoreError::db("connect"))?;
+                let tx = begin_postgres_read(&mut client)?;
+                f(&Conn::Postgres(RefCell::new(tx)))
+            }
+        }
+    }
+}
+
+/// One write transaction on PostgreSQL, under the store's write lock;
+/// returns `f`'s value and whether it appended audit records.
+fn write_postgres<T>(
+    client: &mut ::postgres::Client,
+    paths: &Paths,
+    f: impl FnOnce(&mut Writer<'_>) -> Result<T, StoreError>,
+) -> Result<(T, bool), StoreError> {
+    let mut tx = client
+        .transaction()
+        .map_err(StoreError::db("begin a write transaction"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .map_err(StoreError::db("take the store's write lock"))?;
+    let mut writer = Writer::new(Conn::Postgres(RefCell::new(tx)), paths);
+    let value = f(&mut writer)?;
+    let Writer { reader, appended } = writer;
+    if let Conn::Postgres(tx) = reader.conn {
+        tx.into_inner()
+            .commit()
+            .map_err(StoreError::db("commit a write transaction"))?;
+    }
+    Ok((value, !appended.is_empty()))
+}
+
+/// A read-only snapshot: every query of one read sees the same database.
+fn begin_postgres_read(
+    client: &mut ::postgres::Client,
+) -> Result<::postgres::Transaction<'_>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(StoreError::db("begin a read transaction"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside `f` unwinds through the transaction's Drop, which
+    // rolls it back, so the connection is consistent even when poisoned.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
@@ -399,6 +567,219 @@ pub(crate) mod fixtures {
             state_dir: dir.join("state"),
             audit_mirror: dir.join("log/audit.jsonl"),
             mirror_rotation: mirror::Rotation::default(),
+            postgres: None,
+        }
+    }
+
+    /// A store test's database: the embedded SQLite file, or a fresh
+    /// database of its own on the PostgreSQL server that `tests/run.sh`
+    /// starts (`GATEHOUSE_TEST_POSTGRES`, the admin URL, and
+    /// `GATEHOUSE_TEST_POSTGRES_PASSWORD`). Dropped with the test.
+    pub(crate) struct TestStore {
+        pub(crate) dir: tempfile::TempDir,
+        pub(crate) opts: StoreOptions,
+        pg: Option<PgTestDb>,
+    }
+
+    impl TestStore {
+        pub(crate) fn sqlite() -> TestStore {
+            let dir = tempfile::TempDir::new().unwrap();
+            let opts = options(dir.path());
+            TestStore {
+                dir,
+                opts,
+                pg: None,
+            }
+        }
+
+        /// `None` (printing why) when no test server is configured; with
+        /// `GATEHOUSE_E2E=1` that fails.
+        pub(crate) fn postgres() -> Option<TestStore> {
+            let pg = PgTestDb::create()?;
+            let dir = tempfile::TempDir::new().unwrap();
+            let mut opts = options(dir.path());
+            opts.postgres = Some(pg.options());
+            Some(TestStore {
+                dir,
+                opts,
+                pg: Some(pg),
+            })
+        }
+
+        pub(crate) fn backend(&self) -> &'static str {
+            if self.pg.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            }
+        }
+
+        pub(crate) fn open(&self) -> Store {
+            Store::open(&self.opts).unwrap()
+        }
+
+        /// Runs statements on the database behind the store's back, as an
+        /// attacker with the file or a database superuser would.
+        /// `DISABLE_AUDIT_TRIGGERS` in `sql` becomes the backend's way of
+        /// switching the audit table's guards off.
+        pub(crate) fn raw_batch(&self, sql: &str) {
+            if let Err(error) = self.raw_try_batch(sql) {
+                panic!("{sql}: {error}");
+            }
+        }
+
+        /// As [`TestStore::raw_batch`], returning what the database said.
+        pub(crate) fn raw_try_batch(&self, sql: &str) -> Result<(), String> {
+            match &self.pg {
+                None => {
+                    let sql = sql.replace(
+                        "DISABLE_AUDIT_TRIGGERS;",
+                        "DROP TRIGGER audit_log_immutable_update; \
+                         DROP TRIGGER audit_log_immutable_delete;",
+                    );
+                    raw_sqlite(&self.opts)
+                        .execute_batch(&sql)
+                        .map_err(|e| e.to_string())
+                }
+                Some(pg) => {
+                    let sql = sql.replace(
+                        "DISABLE_AUDIT_TRIGGERS;",
+                        "ALTER TABLE audit_log DISABLE TRIGGER USER;",
+                    );
+                    pg.client()
+                        .batch_execute(&sql)
+                        .map_err(|e| DbError::from(e).to_string())
+                }
+            }
+        }
+
+        /// The first column of every row of `sql`, run behind the store's
+        /// back.
+        pub(crate) fn raw_column<T: db::FromValue>(&self, sql: &str) -> Vec<T> {
+            let rows = match &self.pg {
+                None => {
+                    let conn = raw_sqlite(&self.opts);
+                    Conn::Sqlite(&conn).query(sql, &[]).unwrap()
+                }
+                Some(pg) => {
+                    let mut client = pg.client();
+                    let tx = client.transaction().unwrap();
+                    Conn::Postgres(RefCell::new(tx)).query(sql, &[]).unwrap()
+                }
+            };
+            rows.iter().map(|row| row.get(0).unwrap()).collect()
+        }
+    }
+
+    fn raw_sqlite(opts: &StoreOptions) -> Connection {
+        Connection::open(opts.state_dir.join(DB_FILE)).unwrap()
+    }
+
+    /// Runs `test` on a fresh store of each backend: SQLite, then
+    /// PostgreSQL (skipped with a printed reason when no test server is
+    /// configured, a failure with `GATEHOUSE_E2E=1`).
+    pub(crate) fn on_each_backend(test: impl Fn(&TestStore, Store)) {
+        on_each_test_db(|db| test(db, db.open()));
+    }
+
+    /// As [`on_each_backend`], for tests that open (and reopen) the store
+    /// themselves.
+    pub(crate) fn on_each_test_db(test: impl Fn(&TestStore)) {
+        test(&TestStore::sqlite());
+        if let Some(pg) = TestStore::postgres() {
+            test(&pg);
+        }
+    }
+
+    /// A runtime for the async half of a store test (the PostgreSQL test
+    /// database is made and dropped outside it).
+    pub(crate) fn multi_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[expect(clippy::print_stdout, reason = "a skipped test says why")]
+    fn skipped(why: &str) {
+        println!("{why}");
+    }
+
+    /// A database of its own on the test server, dropped afterwards.
+    struct PgTestDb {
+        admin_url: String,
+        password: String,
+        name: String,
+    }
+
+    static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    impl PgTestDb {
+        fn create() -> Option<PgTestDb> {
+            let Ok(admin_url) = std::env::var("GATEHOUSE_TEST_POSTGRES") else {
+                let e2e = std::env::var("GATEHOUSE_E2E").is_ok_and(|v| v == "1");
+                assert!(
+                    !e2e,
+                    "GATEHOUSE_E2E=1 but GATEHOUSE_TEST_POSTGRES is not set: tests/run.sh starts \
+                     the PostgreSQL server the store tests run against"
+                );
+                skipped(
+                    "SKIPPED the PostgreSQL half: GATEHOUSE_TEST_POSTGRES is not set (tests/run.sh sets it)",
+                );
+                return None;
+            };
+            let password = std::env::var("GATEHOUSE_TEST_POSTGRES_PASSWORD").unwrap_or_default();
+            let n = NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("gh_unit_{}_{n}", std::process::id());
+            let db = PgTestDb {
+                admin_url,
+                password,
+                name,
+            };
+            db.admin()
+                .batch_execute(&format!("CREATE DATABASE {}", db.name))
+                .unwrap();
+            Some(db)
+        }
+
+        fn config(&self, dbname: Option<&str>) -> ::postgres::Config {
+            let mut config: ::postgres::Config = self.admin_url.parse().unwrap();
+            config.password(&self.password);
+            if let Some(dbname) = dbname {
+                config.dbname(dbname);
+            }
+            config
+        }
+
+        fn admin(&self) -> ::postgres::Client {
+            self.config(None).connect(::postgres::NoTls).unwrap()
+        }
+
+        fn client(&self) -> ::postgres::Client {
+            self.config(Some(&self.name))
+                .connect(::postgres::NoTls)
+                .unwrap()
+        }
+
+        fn options(&self) -> PgOptions {
+            let (base, _) = self.admin_url.rsplit_once('/').unwrap();
+            PgOptions {
+                url: format!("{base}/{}", self.name),
+                password: Some(self.password.clone()),
+                ca_file: None,
+            }
+        }
+    }
+
+    impl Drop for PgTestDb {
+        fn drop(&mut self) {
+            if let Ok(mut admin) = self.config(None).connect(::postgres::NoTls) {
+                let _ = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
         }
     }
 
@@ -429,10 +810,10 @@ pub(crate) mod fixtures {
             .unwrap();
     }
 
-    /// A raw connection to the store's database, as an attacker with file
-    /// access would have (bypassing the store).
+    /// A raw connection to the store's SQLite database, as an attacker with
+    /// file access would have (bypassing the store).
     pub(crate) fn raw(store: &Store) -> Connection {
-        Connection::open(store.db_path()).unwrap()
+        Connection::open(store.db_path().unwrap()).unwrap()
     }
 }
 
@@ -474,91 +855,175 @@ mod tests {
 
     #[test]
     fn everything_survives_reopen() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let opts = options(dir.path());
-        let pool: ipnet::IpNet = "10.200.0.0/24".parse().unwrap();
-        let gw: IpAddr = "10.200.0.1".parse().unwrap();
-        let mut key =
-            crate::ssh_keys::parse_public_key(crate::ssh_keys::tests::ED25519_PUB).unwrap();
-        key.added_at = 5;
-        let token = hash_token("raw-token");
-        let device = {
-            let store = Store::open(&opts).unwrap();
-            store
-                .write_blocking(|w| {
-                    w.create_user(new_user("alice"))?;
-                    w.set_user_state("alice", UserState::Active)?;
-                    w.add_ssh_key("alice", key.clone())?;
-                    w.create_enrollment_token("alice", &token, 10, 100)?;
-                    w.audit(test_event("user.add", "uid:0", "local", "alice"))?;
-                    w.create_device(
-                        NewDevice {
-                            user: "alice".into(),
-                            name: "laptop".into(),
-                            public_key: "pk-laptop".into(),
-                            created_at: 20,
-                        },
-                        pool,
-                        &[gw],
-                    )
+        on_each_test_db(|db| {
+            let opts = &db.opts;
+            let pool: ipnet::IpNet = "10.200.0.0/24".parse().unwrap();
+            let gw: IpAddr = "10.200.0.1".parse().unwrap();
+            let mut key =
+                crate::ssh_keys::parse_public_key(crate::ssh_keys::tests::ED25519_PUB).unwrap();
+            key.added_at = 5;
+            let token = hash_token("raw-token");
+            let device = {
+                let store = Store::open(opts).unwrap();
+                store
+                    .write_blocking(|w| {
+                        w.create_user(new_user("alice"))?;
+                        w.set_user_state("alice", UserState::Active)?;
+                        w.add_ssh_key("alice", key.clone())?;
+                        w.create_enrollment_token("alice", &token, 10, 100)?;
+                        w.audit(test_event("user.add", "uid:0", "local", "alice"))?;
+                        w.create_device(
+                            NewDevice {
+                                user: "alice".into(),
+                                name: "laptop".into(),
+                                public_key: "pk-laptop".into(),
+                                created_at: 20,
+                            },
+                            pool,
+                            &[gw],
+                        )
+                    })
+                    .unwrap()
+            };
+            let store = Store::open(opts).unwrap();
+            let (user, keys, devices, report) = store
+                .read_blocking(|r| {
+                    Ok((
+                        r.user("alice")?,
+                        r.ssh_keys("alice")?,
+                        r.devices(None)?,
+                        r.verify_audit()?,
+                    ))
                 })
-                .unwrap()
-        };
-        let store = Store::open(&opts).unwrap();
-        let (user, keys, devices, report) = store
-            .read_blocking(|r| {
-                Ok((
-                    r.user("alice")?,
-                    r.ssh_keys("alice")?,
-                    r.devices(None)?,
-                    r.verify_audit()?,
-                ))
-            })
-            .unwrap();
-        let user = user.unwrap();
-        assert_eq!(user.state, UserState::Active);
-        assert_eq!(user.groups, ["research"]);
-        assert_eq!(keys, [key]);
-        assert_eq!(devices.len(), 1);
-        assert_eq!(devices[0].address, device.address);
-        assert_eq!(device.address, "10.200.0.2".parse::<IpAddr>().unwrap());
-        assert!(report.intact);
-        assert_eq!(report.records, 1);
-        let used = store
-            .write_blocking(|w| w.consume_enrollment_token(&token, 50))
-            .unwrap();
-        assert_eq!(used, "alice");
+                .unwrap();
+            let user = user.unwrap();
+            assert_eq!(user.state, UserState::Active);
+            assert_eq!(user.groups, ["research"]);
+            assert_eq!(keys, [key]);
+            assert_eq!(devices.len(), 1);
+            assert_eq!(devices[0].address, device.address);
+            assert_eq!(device.address, "10.200.0.2".parse::<IpAddr>().unwrap());
+            assert!(report.intact);
+            assert_eq!(report.records, 1);
+            let used = store
+                .write_blocking(|w| w.consume_enrollment_token(&token, 50))
+                .unwrap();
+            assert_eq!(used, "alice");
+        });
     }
 
     #[test]
     fn failed_write_rolls_back_everything() {
-        let (_dir, store) = temp_store();
-        let result: Result<(), StoreError> = store.write_blocking(|w| {
-            w.create_user(new_user("alice"))?;
-            w.audit(test_event("user.add", "uid:0", "local", "alice"))?;
-            Err(StoreError::NotFound {
-                what: "group",
-                name: "nope".into(),
-            })
+        on_each_backend(|_db, store| {
+            let result: Result<(), StoreError> = store.write_blocking(|w| {
+                w.create_user(new_user("alice"))?;
+                w.audit(test_event("user.add", "uid:0", "local", "alice"))?;
+                Err(StoreError::NotFound {
+                    what: "group",
+                    name: "nope".into(),
+                })
+            });
+            assert!(result.is_err());
+            let (user, count) = store
+                .read_blocking(|r| Ok((r.user("alice")?, r.audit_count()?)))
+                .unwrap();
+            assert!(user.is_none());
+            assert_eq!(count, 0);
+            assert!(mirror::read_all(store.mirror_path()).unwrap().is_empty());
         });
-        assert!(result.is_err());
-        let (user, count) = store
-            .read_blocking(|r| Ok((r.user("alice")?, r.audit_count()?)))
-            .unwrap();
-        assert!(user.is_none());
-        assert_eq!(count, 0);
-        assert!(mirror::read_all(store.mirror_path()).unwrap().is_empty());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn async_read_and_write() {
-        let (_dir, store) = temp_store();
-        store
-            .write(|w| w.create_user(new_user("bob")))
-            .await
+    #[test]
+    fn async_read_and_write() {
+        on_each_backend(|_db, store| {
+            multi_thread_runtime().block_on(async move {
+                store
+                    .write(|w| w.create_user(new_user("bob")))
+                    .await
+                    .unwrap();
+                let users = store.read(|r| r.users()).await.unwrap();
+                assert_eq!(users.len(), 1);
+                assert_eq!(users[0].name, "bob");
+            });
+        });
+    }
+
+    /// Two gateways on one PostgreSQL database: their writers take turns, so
+    /// the audit chain they append together has no fork and no gap, every
+    /// device gets its own address, and each node's mirror and head file
+    /// follow the whole chain, the other node's records included.
+    #[test]
+    fn two_nodes_on_one_database_append_one_chain() {
+        let Some(a) = TestStore::postgres() else {
+            return;
+        };
+        let node_b_dir = tempfile::TempDir::new().unwrap();
+        let mut b_opts = options(node_b_dir.path());
+        b_opts.postgres = a.opts.postgres.clone();
+        let node_a = a.open();
+        let node_b = Store::open(&b_opts).unwrap();
+        add_user(&node_a, "alice");
+        let pool: ipnet::IpNet = "10.9.0.0/24".parse().unwrap();
+        let threads: Vec<_> = [("a", node_a.clone()), ("b", node_b.clone())]
+            .into_iter()
+            .flat_map(|(node, store)| {
+                (0..2).map(move |t| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..15 {
+                            let name = format!("{node}{t}-{i}");
+                            store
+                                .write_blocking(|w| {
+                                    w.audit(test_event("device.create", "uid:0", node, &name))?;
+                                    w.create_device(
+                                        NewDevice {
+                                            user: "alice".into(),
+                                            name: name.clone(),
+                                            public_key: format!("pk-{name}"),
+                                            created_at: 1,
+                                        },
+                                        pool,
+                                        &[],
+                                    )
+                                })
+                                .unwrap();
+                        }
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        for node in [&node_a, &node_b] {
+            let report = node.read_blocking(|r| r.verify_audit()).unwrap();
+            assert!(report.intact, "{report:?}");
+            assert_eq!(report.records, 60);
+            let devices = node.read_blocking(|r| r.devices(None)).unwrap();
+            let addresses: std::collections::HashSet<IpAddr> =
+                devices.iter().map(|d| d.address).collect();
+            assert_eq!(addresses.len(), 60);
+        }
+        // Each node's mirror holds the whole chain: its own records and the
+        // other node's, in order; each head file is at the end of it.
+        let records = node_a
+            .read_blocking(|r| r.audit_records(&AuditFilter::default()))
             .unwrap();
-        let users = store.read(|r| r.users()).await.unwrap();
-        assert_eq!(users.len(), 1);
-        assert_eq!(users[0].name, "bob");
+        node_a
+            .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "a", "x")).map(drop))
+            .unwrap();
+        node_b
+            .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "b", "y")).map(drop))
+            .unwrap();
+        let all = node_b
+            .read_blocking(|r| r.audit_records(&AuditFilter::default()))
+            .unwrap();
+        assert_eq!(&all[..60], &records[..]);
+        assert_eq!(mirror::read_all(node_b.mirror_path()).unwrap(), all);
+        assert_eq!(mirror::read_all(node_a.mirror_path()).unwrap(), all[..61]);
+        assert_eq!(
+            mirror::read_head(node_b.head_path()).unwrap(),
+            Some(crate::audit::chain::Head::of(&all[61]))
+        );
     }
 }

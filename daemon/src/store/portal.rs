@@ -4,8 +4,7 @@
 //! let anyone log in. Timeouts are the caller's policy: this module stores
 //! times and answers queries.
 
-use rusqlite::{OptionalExtension, params};
-
+use super::db::{DbError, values};
 use super::{Reader, StoreError, Writer};
 
 /// A portal session row.
@@ -21,34 +20,35 @@ impl Reader<'_> {
     /// The session stored under `token_hash`, if any.
     pub fn portal_session(&self, token_hash: &str) -> Result<Option<PortalSession>, StoreError> {
         self.conn
-            .query_row(
-                "SELECT user, created_at, last_seen, source FROM portal_sessions \
-                 WHERE token_hash = ?1",
-                [token_hash],
-                |row| {
-                    Ok(PortalSession {
+            .query_opt(
+                r#"SELECT "user", created_at, last_seen, source FROM portal_sessions
+                   WHERE token_hash = ?1"#,
+                values![token_hash],
+            )
+            .and_then(|row| {
+                row.map(|row| {
+                    Ok::<_, DbError>(PortalSession {
                         user: row.get(0)?,
                         created_at: row.get(1)?,
                         last_seen: row.get(2)?,
                         source: row.get(3)?,
                     })
-                },
-            )
-            .optional()
-            .map_err(StoreError::sqlite("look up a portal session"))
+                })
+                .transpose()
+            })
+            .map_err(StoreError::db("look up a portal session"))
     }
 
     /// The last TOTP time step accepted for `user` (`None`: never).
     pub fn totp_last_step(&self, user: &str) -> Result<Option<i64>, StoreError> {
         self.conn
-            .query_row(
+            .query_opt(
                 "SELECT totp_last_step FROM users WHERE name = ?1",
-                [user],
-                |row| row.get::<_, Option<i64>>(0),
+                values![user],
             )
-            .optional()
+            .and_then(|row| row.map(|row| row.get::<Option<i64>>(0)).transpose())
             .map(Option::flatten)
-            .map_err(StoreError::sqlite("read a user's last TOTP step"))
+            .map_err(StoreError::db("read a user's last TOTP step"))
     }
 }
 
@@ -64,11 +64,11 @@ impl Writer<'_> {
         self.require_user(user)?;
         self.conn
             .execute(
-                "INSERT INTO portal_sessions (token_hash, user, created_at, last_seen, source) \
-                 VALUES (?1, ?2, ?3, ?3, ?4)",
-                params![token_hash, user, now, source],
+                r#"INSERT INTO portal_sessions (token_hash, "user", created_at, last_seen, source)
+                   VALUES (?1, ?2, ?3, ?3, ?4)"#,
+                values![token_hash, user, now, source],
             )
-            .map_err(StoreError::sqlite("insert a portal session"))?;
+            .map_err(StoreError::db("insert a portal session"))?;
         Ok(())
     }
 
@@ -77,9 +77,9 @@ impl Writer<'_> {
         self.conn
             .execute(
                 "UPDATE portal_sessions SET last_seen = ?2 WHERE token_hash = ?1",
-                params![token_hash, now],
+                values![token_hash, now],
             )
-            .map_err(StoreError::sqlite("touch a portal session"))?;
+            .map_err(StoreError::db("touch a portal session"))?;
         Ok(())
     }
 
@@ -89,9 +89,9 @@ impl Writer<'_> {
             .conn
             .execute(
                 "DELETE FROM portal_sessions WHERE token_hash = ?1",
-                [token_hash],
+                values![token_hash],
             )
-            .map_err(StoreError::sqlite("delete a portal session"))?;
+            .map_err(StoreError::db("delete a portal session"))?;
         Ok(removed > 0)
     }
 
@@ -99,8 +99,11 @@ impl Writer<'_> {
     /// returns how many.
     pub fn delete_user_portal_sessions(&mut self, user: &str) -> Result<usize, StoreError> {
         self.conn
-            .execute("DELETE FROM portal_sessions WHERE user = ?1", [user])
-            .map_err(StoreError::sqlite("delete a user's portal sessions"))
+            .execute(
+                r#"DELETE FROM portal_sessions WHERE "user" = ?1"#,
+                values![user],
+            )
+            .map_err(StoreError::db("delete a user's portal sessions"))
     }
 
     /// Deletes sessions idle since before `idle_before` or created before
@@ -113,9 +116,9 @@ impl Writer<'_> {
         self.conn
             .execute(
                 "DELETE FROM portal_sessions WHERE last_seen < ?1 OR created_at < ?2",
-                params![idle_before, created_before],
+                values![idle_before, created_before],
             )
-            .map_err(StoreError::sqlite("prune portal sessions"))
+            .map_err(StoreError::db("prune portal sessions"))
     }
 
     /// Records the TOTP time step just accepted for `user`.
@@ -124,9 +127,9 @@ impl Writer<'_> {
             .conn
             .execute(
                 "UPDATE users SET totp_last_step = ?2 WHERE name = ?1",
-                params![user, step],
+                values![user, step],
             )
-            .map_err(StoreError::sqlite("record a user's last TOTP step"))?;
+            .map_err(StoreError::db("record a user's last TOTP step"))?;
         if changed == 0 {
             return Err(StoreError::NotFound {
                 what: "user",
@@ -145,71 +148,71 @@ mod tests {
 
     #[test]
     fn sessions_round_trip_and_cascade_with_the_user() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let h = hash_token("session-1");
-        store
-            .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
-            .unwrap();
-        store
-            .write_blocking(|w| w.touch_portal_session(&h, 150))
-            .unwrap();
-        let s = store
-            .read_blocking(|r| r.portal_session(&h))
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (s.user.as_str(), s.created_at, s.last_seen),
-            ("alice", 100, 150)
-        );
-        // Only the hash is stored.
-        let raw: String = raw(&store)
-            .query_row("SELECT token_hash FROM portal_sessions", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(raw, h);
-        assert_eq!(
+        on_each_backend(|db, store| {
+            add_user(&store, "alice");
+            let h = hash_token("session-1");
             store
-                .write_blocking(|w| w.prune_portal_sessions(140, 0))
-                .unwrap(),
-            0
-        );
-        assert_eq!(
+                .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
+                .unwrap();
             store
-                .write_blocking(|w| w.delete_user_portal_sessions("alice"))
-                .unwrap(),
-            1
-        );
-        store
-            .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
-            .unwrap();
-        store.write_blocking(|w| w.delete_user("alice")).unwrap();
-        assert!(
-            store
+                .write_blocking(|w| w.touch_portal_session(&h, 150))
+                .unwrap();
+            let s = store
                 .read_blocking(|r| r.portal_session(&h))
                 .unwrap()
-                .is_none()
-        );
+                .unwrap();
+            assert_eq!(
+                (s.user.as_str(), s.created_at, s.last_seen),
+                ("alice", 100, 150)
+            );
+            // Only the hash is stored.
+            let raw: Vec<String> = db.raw_column("SELECT token_hash FROM portal_sessions");
+            assert_eq!(raw, std::slice::from_ref(&h));
+            assert_eq!(
+                store
+                    .write_blocking(|w| w.prune_portal_sessions(140, 0))
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                store
+                    .write_blocking(|w| w.delete_user_portal_sessions("alice"))
+                    .unwrap(),
+                1
+            );
+            store
+                .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
+                .unwrap();
+            store.write_blocking(|w| w.delete_user("alice")).unwrap();
+            assert!(
+                store
+                    .read_blocking(|r| r.portal_session(&h))
+                    .unwrap()
+                    .is_none()
+            );
+        });
     }
 
     #[test]
     fn totp_last_step_is_kept_per_user() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        assert_eq!(
-            store.read_blocking(|r| r.totp_last_step("alice")).unwrap(),
-            None
-        );
-        store
-            .write_blocking(|w| w.set_totp_last_step("alice", 42))
-            .unwrap();
-        assert_eq!(
-            store.read_blocking(|r| r.totp_last_step("alice")).unwrap(),
-            Some(42)
-        );
-        assert!(
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            assert_eq!(
+                store.read_blocking(|r| r.totp_last_step("alice")).unwrap(),
+                None
+            );
             store
-                .write_blocking(|w| w.set_totp_last_step("bob", 1))
-                .is_err()
-        );
+                .write_blocking(|w| w.set_totp_last_step("alice", 42))
+                .unwrap();
+            assert_eq!(
+                store.read_blocking(|r| r.totp_last_step("alice")).unwrap(),
+                Some(42)
+            );
+            assert!(
+                store
+                    .write_blocking(|w| w.set_totp_last_step("bob", 1))
+                    .is_err()
+            );
+        });
     }
 }

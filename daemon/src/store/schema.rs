@@ -1,10 +1,16 @@
 //! The database schema as a list of versioned migrations, applied in order in
-//! one transaction and tracked with `PRAGMA user_version`. A database newer
-//! than [`MIGRATIONS`] knows is refused, never "downgraded".
+//! one transaction. A database newer than this code knows is refused, never
+//! "downgraded".
+//!
+//! Each step exists twice, once per database, and both lists have the same
+//! length: [`MIGRATIONS`] for SQLite (tracked with `PRAGMA user_version`;
+//! tables are `STRICT`, so a value of the wrong type is an error instead of
+//! being stored silently) and [`POSTGRES_MIGRATIONS`] for the shared store
+//! (tracked in `gatehouse_schema`; integers are `BIGINT`, and the migration
+//! holds an advisory lock so two nodes starting at once migrate once).
 //!
 //! Rules for changing the schema: never edit a step that has shipped; append
-//! a new one. Tables are `STRICT`, so a value of the wrong type is an error
-//! instead of being stored silently.
+//! a new one to both lists.
 
 use std::path::Path;
 
@@ -24,35 +30,205 @@ pub fn current_version() -> i64 {
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(StoreError::sqlite("read the schema version"))?;
-    let known = current_version();
-    if found > known {
-        return Err(StoreError::SchemaTooNew {
-            path: path.to_path_buf(),
-            found,
-            known,
-        });
-    }
-    if found == known {
+        .map_err(StoreError::db("read the schema version"))?;
+    let Some(start) = steps_to_run(found, &path.display().to_string())? else {
         return Ok(());
-    }
+    };
     let tx = conn
         .transaction()
-        .map_err(StoreError::sqlite("begin the schema migration"))?;
-    let start = usize::try_from(found).unwrap_or(0);
+        .map_err(StoreError::db("begin the schema migration"))?;
     for (index, step) in MIGRATIONS.iter().enumerate().skip(start) {
         let version = index + 1;
         tx.execute_batch(step)
             .and_then(|()| tx.pragma_update(None, "user_version", version as i64))
-            .map_err(|source| StoreError::Migrate { version, source })?;
+            .map_err(|source| StoreError::Migrate {
+                version,
+                source: source.into(),
+            })?;
     }
     tx.commit().map_err(|source| StoreError::Migrate {
         version: MIGRATIONS.len(),
-        source,
+        source: source.into(),
     })?;
-    tracing::info!(from = found, to = known, "database schema migrated");
+    tracing::info!(
+        from = found,
+        to = current_version(),
+        "database schema migrated"
+    );
     Ok(())
 }
+
+/// Brings the shared PostgreSQL database (`db` names it in messages) up to
+/// [`current_version`], under an advisory lock.
+pub fn migrate_postgres(client: &mut postgres::Client, db: &str) -> Result<(), StoreError> {
+    let mut tx = client
+        .transaction()
+        .map_err(StoreError::db("begin the schema migration"))?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(26472); \
+         CREATE TABLE IF NOT EXISTS gatehouse_schema (version BIGINT NOT NULL); \
+         INSERT INTO gatehouse_schema (version) \
+             SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM gatehouse_schema);",
+    )
+    .map_err(StoreError::db("begin the schema migration"))?;
+    let found: i64 = tx
+        .query_one("SELECT version FROM gatehouse_schema", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(StoreError::db("read the schema version"))?;
+    let Some(start) = steps_to_run(found, db)? else {
+        return Ok(());
+    };
+    for (index, step) in POSTGRES_MIGRATIONS.iter().enumerate().skip(start) {
+        let version = index + 1;
+        tx.batch_execute(step)
+            .and_then(|()| {
+                tx.execute(
+                    "UPDATE gatehouse_schema SET version = $1",
+                    &[&(version as i64)],
+                )
+                .map(|_| ())
+            })
+            .map_err(|source| StoreError::Migrate {
+                version,
+                source: source.into(),
+            })?;
+    }
+    tx.commit().map_err(|source| StoreError::Migrate {
+        version: POSTGRES_MIGRATIONS.len(),
+        source: source.into(),
+    })?;
+    tracing::info!(
+        from = found,
+        to = current_version(),
+        db,
+        "database schema migrated"
+    );
+    Ok(())
+}
+
+/// The index of the first step to run, `None` when the database is current;
+/// a newer database is refused.
+fn steps_to_run(found: i64, db: &str) -> Result<Option<usize>, StoreError> {
+    let known = current_version();
+    if found > known {
+        return Err(StoreError::SchemaTooNew {
+            db: db.to_string(),
+            found,
+            known,
+        });
+    }
+    Ok((found < known).then(|| usize::try_from(found).unwrap_or(0)))
+}
+
+/// The PostgreSQL steps, one per SQLite step (the same tables and columns).
+pub const POSTGRES_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3_PORTAL, PG_V4_ENDPOINTS];
+
+/// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
+/// not own the table: row triggers refuse UPDATE and DELETE, a statement
+/// trigger refuses TRUNCATE (which row triggers do not see), and the table's
+/// privileges are revoked from PUBLIC.
+const PG_V1: &str = r#"
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('pending', 'active', 'disabled')),
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT,
+    last_seen     BIGINT,
+    password_hash TEXT,
+    totp_secret   TEXT
+);
+
+CREATE TABLE user_groups (
+    "user"     TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    group_name TEXT NOT NULL,
+    PRIMARY KEY ("user", group_name)
+);
+CREATE INDEX user_groups_by_group ON user_groups (group_name);
+
+CREATE TABLE ssh_keys (
+    "user"      TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL,
+    algorithm   TEXT NOT NULL,
+    comment     TEXT NOT NULL,
+    openssh     TEXT NOT NULL,
+    added_at    BIGINT NOT NULL,
+    PRIMARY KEY ("user", fingerprint)
+);
+CREATE INDEX ssh_keys_by_fingerprint ON ssh_keys (fingerprint);
+
+CREATE TABLE devices (
+    "user"          TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    public_key      TEXT NOT NULL UNIQUE,
+    address         TEXT NOT NULL UNIQUE,
+    created_at      BIGINT NOT NULL,
+    last_activation BIGINT,
+    last_handshake  BIGINT,
+    PRIMARY KEY ("user", name)
+);
+
+CREATE TABLE enrollment_tokens (
+    token_hash TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    "user"     TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+CREATE INDEX enrollment_tokens_by_user ON enrollment_tokens ("user");
+
+CREATE TABLE audit_log (
+    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    seq       BIGINT NOT NULL UNIQUE,
+    time      TEXT NOT NULL,
+    time_unix BIGINT NOT NULL,
+    kind      TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_time ON audit_log (time_unix);
+CREATE INDEX audit_log_by_actor ON audit_log (actor);
+CREATE INDEX audit_log_by_target ON audit_log (target);
+
+CREATE FUNCTION audit_log_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit records are immutable';
+END
+$$;
+CREATE TRIGGER audit_log_immutable_update BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_immutable();
+CREATE TRIGGER audit_log_immutable_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_immutable();
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM PUBLIC;
+"#;
+
+/// [`V2`] on PostgreSQL.
+const PG_V2: &str = r#"
+ALTER TABLE users ADD COLUMN no_login BIGINT NOT NULL DEFAULT 0 CHECK (no_login IN (0, 1));
+ALTER TABLE users ADD COLUMN vpn_login_at BIGINT;
+"#;
+
+/// [`V3_PORTAL`] on PostgreSQL.
+const PG_V3_PORTAL: &str = r#"
+ALTER TABLE users ADD COLUMN totp_last_step BIGINT;
+
+CREATE TABLE portal_sessions (
+    token_hash TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    "user"     TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    last_seen  BIGINT NOT NULL,
+    source     TEXT NOT NULL
+);
+CREATE INDEX portal_sessions_by_user ON portal_sessions ("user");
+"#;
+
+/// [`V4_ENDPOINTS`] on PostgreSQL.
+const PG_V4_ENDPOINTS: &str = r#"
+ALTER TABLE devices ADD COLUMN last_endpoint TEXT;
+"#;
 
 /// Where each device was last heard from (`ip:port`), stored with its last
 /// handshake, so that after a restart the gateway can send the device a
@@ -271,5 +447,52 @@ mod tests {
         .unwrap();
         assert!(conn.execute("UPDATE audit_log SET kind = 'x'", []).is_err());
         assert!(conn.execute("DELETE FROM audit_log", []).is_err());
+    }
+
+    #[test]
+    fn postgres_migrates_once_and_its_audit_rows_are_append_only() {
+        use crate::store::fixtures::TestStore;
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        drop(db.open());
+        drop(db.open());
+        let version: Vec<i64> = db.raw_column("SELECT version FROM gatehouse_schema");
+        assert_eq!(version, [current_version()]);
+        db.raw_batch(
+            "INSERT INTO audit_log (seq, time, time_unix, kind, actor, source, target, detail, \
+             prev_hash, hash) VALUES (1, 't', 0, 'k', 'a', 's', 't', 'null', 'p', 'h')",
+        );
+        for sql in [
+            "UPDATE audit_log SET kind = 'x'",
+            "DELETE FROM audit_log",
+            "TRUNCATE audit_log",
+        ] {
+            let err = db.raw_try_batch(sql).unwrap_err();
+            assert!(err.contains("audit records are immutable"), "{sql}: {err}");
+        }
+        assert_eq!(db.raw_column::<i64>("SELECT count(*) FROM audit_log"), [1]);
+    }
+
+    #[test]
+    fn postgres_refuses_a_newer_database() {
+        use crate::store::Store;
+        use crate::store::fixtures::TestStore;
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        drop(db.open());
+        db.raw_batch(&format!(
+            "UPDATE gatehouse_schema SET version = {}",
+            current_version() + 1
+        ));
+        let err = Store::open(&db.opts).err().unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+        assert!(err.to_string().contains("postgresql://127.0.0.1:"), "{err}");
+    }
+
+    #[test]
+    fn both_databases_have_every_step() {
+        assert_eq!(MIGRATIONS.len(), POSTGRES_MIGRATIONS.len());
     }
 }

@@ -5,8 +5,7 @@
 //! A token expires, is single use, and is superseded when a newer token is
 //! issued to the same user (older unused ones are deleted).
 
-use rusqlite::{OptionalExtension, params};
-
+use super::db::{DbError, values};
 use super::{Reader, StoreError, Writer};
 use crate::audit::chain::sha256_hex;
 
@@ -19,16 +18,19 @@ impl Reader<'_> {
     /// The user an enrollment token belongs to, without using it. Errors like
     /// [`Writer::consume_enrollment_token`]: unknown, used, expired.
     pub fn enrollment_token_user(&self, token_hash: &str, now: i64) -> Result<String, StoreError> {
-        let row: Option<(String, i64, Option<i64>)> = self
+        let row = self
             .conn
-            .query_row(
-                "SELECT user, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1",
-                [token_hash],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            .query_opt(
+                r#"SELECT "user", expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?1"#,
+                values![token_hash],
             )
-            .optional()
-            .map_err(StoreError::sqlite("look up an enrollment token"))?;
-        let (user, expires_at, used_at) = row.ok_or(StoreError::TokenNotFound)?;
+            .map_err(StoreError::db("look up an enrollment token"))?
+            .ok_or(StoreError::TokenNotFound)?;
+        let decode = || -> Result<(String, i64, Option<i64>), DbError> {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        };
+        let (user, expires_at, used_at) =
+            decode().map_err(StoreError::db("read an enrollment token"))?;
         if let Some(used_at) = used_at {
             return Err(StoreError::TokenUsed { used_at });
         }
@@ -56,17 +58,17 @@ impl Writer<'_> {
         self.require_user(user)?;
         self.conn
             .execute(
-                "DELETE FROM enrollment_tokens WHERE user = ?1 AND used_at IS NULL",
-                [user],
+                r#"DELETE FROM enrollment_tokens WHERE "user" = ?1 AND used_at IS NULL"#,
+                values![user],
             )
-            .map_err(StoreError::sqlite("supersede older enrollment tokens"))?;
+            .map_err(StoreError::db("supersede older enrollment tokens"))?;
         self.conn
             .execute(
-                "INSERT INTO enrollment_tokens (token_hash, user, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![token_hash, user, created_at, expires_at],
+                r#"INSERT INTO enrollment_tokens (token_hash, "user", created_at, expires_at)
+                   VALUES (?1, ?2, ?3, ?4)"#,
+                values![token_hash, user, created_at, expires_at],
             )
-            .map_err(StoreError::sqlite("insert an enrollment token"))?;
+            .map_err(StoreError::db("insert an enrollment token"))?;
         Ok(())
     }
 
@@ -74,10 +76,10 @@ impl Writer<'_> {
     pub fn delete_enrollment_tokens(&mut self, user: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "DELETE FROM enrollment_tokens WHERE user = ?1 AND used_at IS NULL",
-                [user],
+                r#"DELETE FROM enrollment_tokens WHERE "user" = ?1 AND used_at IS NULL"#,
+                values![user],
             )
-            .map_err(StoreError::sqlite("delete unused enrollment tokens"))?;
+            .map_err(StoreError::db("delete unused enrollment tokens"))?;
         Ok(())
     }
 
@@ -93,9 +95,9 @@ impl Writer<'_> {
         self.conn
             .execute(
                 "UPDATE enrollment_tokens SET used_at = ?2 WHERE token_hash = ?1",
-                params![token_hash, now],
+                values![token_hash, now],
             )
-            .map_err(StoreError::sqlite("mark an enrollment token used"))?;
+            .map_err(StoreError::db("mark an enrollment token used"))?;
         Ok(user)
     }
 }
@@ -121,96 +123,95 @@ mod tests {
 
     #[test]
     fn single_use_and_expiry() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let t = hash_token("tok-1");
-        store
-            .write_blocking(|w| w.create_enrollment_token("alice", &t, 100, 200))
-            .unwrap();
-        let err = store
-            .write_blocking(|w| w.consume_enrollment_token(&t, 200))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TokenExpired { expired_at: 200 }));
-        assert_eq!(
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let t = hash_token("tok-1");
             store
-                .write_blocking(|w| w.consume_enrollment_token(&t, 199))
-                .unwrap(),
-            "alice"
-        );
-        let err = store
-            .write_blocking(|w| w.consume_enrollment_token(&t, 150))
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::TokenUsed { used_at: 199 }),
-            "{err}"
-        );
-        let err = store
-            .write_blocking(|w| w.consume_enrollment_token(&hash_token("other"), 150))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TokenNotFound));
+                .write_blocking(|w| w.create_enrollment_token("alice", &t, 100, 200))
+                .unwrap();
+            let err = store
+                .write_blocking(|w| w.consume_enrollment_token(&t, 200))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::TokenExpired { expired_at: 200 }));
+            assert_eq!(
+                store
+                    .write_blocking(|w| w.consume_enrollment_token(&t, 199))
+                    .unwrap(),
+                "alice"
+            );
+            let err = store
+                .write_blocking(|w| w.consume_enrollment_token(&t, 150))
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::TokenUsed { used_at: 199 }),
+                "{err}"
+            );
+            let err = store
+                .write_blocking(|w| w.consume_enrollment_token(&hash_token("other"), 150))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::TokenNotFound));
+        });
     }
 
     #[test]
     fn new_token_supersedes_unused_ones() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        add_user(&store, "bob");
-        let (a1, a2, b1) = (hash_token("a1"), hash_token("a2"), hash_token("b1"));
-        store
-            .write_blocking(|w| {
-                w.create_enrollment_token("alice", &a1, 1, 100)?;
-                w.create_enrollment_token("bob", &b1, 1, 100)?;
-                w.create_enrollment_token("alice", &a2, 2, 100)
-            })
-            .unwrap();
-        let err = store
-            .write_blocking(|w| w.consume_enrollment_token(&a1, 3))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TokenNotFound));
-        assert_eq!(
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            add_user(&store, "bob");
+            let (a1, a2, b1) = (hash_token("a1"), hash_token("a2"), hash_token("b1"));
             store
-                .write_blocking(|w| w.consume_enrollment_token(&a2, 3))
-                .unwrap(),
-            "alice"
-        );
-        assert_eq!(
-            store
-                .write_blocking(|w| w.consume_enrollment_token(&b1, 3))
-                .unwrap(),
-            "bob"
-        );
+                .write_blocking(|w| {
+                    w.create_enrollment_token("alice", &a1, 1, 100)?;
+                    w.create_enrollment_token("bob", &b1, 1, 100)?;
+                    w.create_enrollment_token("alice", &a2, 2, 100)
+                })
+                .unwrap();
+            let err = store
+                .write_blocking(|w| w.consume_enrollment_token(&a1, 3))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::TokenNotFound));
+            assert_eq!(
+                store
+                    .write_blocking(|w| w.consume_enrollment_token(&a2, 3))
+                    .unwrap(),
+                "alice"
+            );
+            assert_eq!(
+                store
+                    .write_blocking(|w| w.consume_enrollment_token(&b1, 3))
+                    .unwrap(),
+                "bob"
+            );
+        });
     }
 
     #[test]
     fn raw_token_is_never_stored() {
-        let (dir, store) = temp_store();
-        add_user(&store, "alice");
-        let raw_token = "SECRET-RAW-TOKEN-VALUE";
-        let err = store
-            .write_blocking(|w| w.create_enrollment_token("alice", raw_token, 1, 100))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::InvalidTokenHash { len: 22 }));
-        store
-            .write_blocking(|w| w.create_enrollment_token("alice", &hash_token(raw_token), 1, 100))
-            .unwrap();
-        let stored: Vec<String> = raw(&store)
-            .prepare("SELECT token_hash FROM enrollment_tokens")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(stored, [hash_token(raw_token)]);
-        drop(store);
-        // Not in the database file, nor its WAL.
-        let state = dir.path().join("state");
-        for entry in std::fs::read_dir(state).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(
-                !bytes
-                    .windows(raw_token.len())
-                    .any(|w| w == raw_token.as_bytes())
-            );
-        }
+        on_each_backend(|db, store| {
+            add_user(&store, "alice");
+            let raw_token = "SECRET-RAW-TOKEN-VALUE";
+            let err = store
+                .write_blocking(|w| w.create_enrollment_token("alice", raw_token, 1, 100))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::InvalidTokenHash { len: 22 }));
+            store
+                .write_blocking(|w| {
+                    w.create_enrollment_token("alice", &hash_token(raw_token), 1, 100)
+                })
+                .unwrap();
+            let stored: Vec<String> = db.raw_column("SELECT token_hash FROM enrollment_tokens");
+            assert_eq!(stored, [hash_token(raw_token)]);
+            drop(store);
+            // Not in the database file, nor its WAL.
+            let state = db.dir.path().join("state");
+            for entry in std::fs::read_dir(state).unwrap() {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                assert!(
+                    !bytes
+                        .windows(raw_token.len())
+                        .any(|w| w == raw_token.as_bytes())
+                );
+            }
+        });
     }
 }

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use super::db::{DbError, Row, Value, values};
 use gatehouse_config::api::UserState;
-use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Reader, StoreError, Writer};
 
@@ -87,17 +87,15 @@ impl Reader<'_> {
     pub fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         let row = self
             .conn
-            .query_row(
+            .query_opt(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
-                [name],
-                user_from_row,
+                values![name],
             )
-            .optional()
-            .map_err(StoreError::sqlite("read a user"))?;
-        let Some(user) = row else {
+            .map_err(StoreError::db("read a user"))?;
+        let Some(row) = row else {
             return Ok(None);
         };
-        let mut user = user?;
+        let mut user = user_from_row(&row)?;
         user.groups = self.groups_of(name)?;
         Ok(Some(user))
     }
@@ -105,27 +103,28 @@ impl Reader<'_> {
     /// All users, sorted by name.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut stmt = self
+        let rows = self
             .conn
-            .prepare("SELECT user, group_name FROM user_groups ORDER BY user, group_name")
-            .map_err(StoreError::sqlite("list user groups"))?;
-        let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
-            .map_err(StoreError::sqlite("list user groups"))?;
+            .query(
+                r#"SELECT "user", group_name FROM user_groups ORDER BY "user", group_name"#,
+                &[],
+            )
+            .map_err(StoreError::db("list user groups"))?;
         for row in rows {
-            let (user, group) = row.map_err(StoreError::sqlite("list user groups"))?;
+            let user: String = row.get(0).map_err(StoreError::db("list user groups"))?;
+            let group: String = row.get(1).map_err(StoreError::db("list user groups"))?;
             groups.entry(user).or_default().push(group);
         }
-        let mut stmt = self
+        let rows = self
             .conn
-            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
-            .map_err(StoreError::sqlite("list users"))?;
-        let rows = stmt
-            .query_map([], user_from_row)
-            .map_err(StoreError::sqlite("list users"))?;
-        let mut users = Vec::new();
+            .query(
+                &format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"),
+                &[],
+            )
+            .map_err(StoreError::db("list users"))?;
+        let mut users = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut user = row.map_err(StoreError::sqlite("list users"))??;
+            let mut user = user_from_row(&row)?;
             user.groups = groups.remove(&user.name).unwrap_or_default();
             users.push(user);
         }
@@ -135,59 +134,53 @@ impl Reader<'_> {
     /// The SSH keys of `user`, oldest first. `NotFound` for an unknown user.
     pub fn ssh_keys(&self, user: &str) -> Result<Vec<SshKey>, StoreError> {
         self.require_user(user)?;
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT user, {KEY_COLUMNS} FROM ssh_keys WHERE user = ?1 \
-                 ORDER BY added_at, fingerprint"
-            ))
-            .map_err(StoreError::sqlite("list SSH keys"))?;
-        let rows = stmt
-            .query_map([user], key_from_row)
-            .map_err(StoreError::sqlite("list SSH keys"))?;
-        rows.map(|row| row.map(|(_, key)| key))
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::sqlite("list SSH keys"))
+        let keys = self.query_keys(
+            &format!(
+                r#"SELECT "user", {KEY_COLUMNS} FROM ssh_keys WHERE "user" = ?1 ORDER BY added_at, fingerprint"#
+            ),
+            values![user],
+        )?;
+        Ok(keys.into_iter().map(|(_, key)| key).collect())
     }
 
     /// Every registered SSH key with its user, sorted by user.
     pub fn all_ssh_keys(&self) -> Result<Vec<(String, SshKey)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT user, {KEY_COLUMNS} FROM ssh_keys ORDER BY user, added_at, fingerprint"
-            ))
-            .map_err(StoreError::sqlite("list SSH keys"))?;
-        let rows = stmt
-            .query_map([], key_from_row)
-            .map_err(StoreError::sqlite("list SSH keys"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(StoreError::sqlite("list SSH keys"))
+        self.query_keys(
+            &format!(
+                r#"SELECT "user", {KEY_COLUMNS} FROM ssh_keys ORDER BY "user", added_at, fingerprint"#
+            ),
+            &[],
+        )
+    }
+
+    fn query_keys(&self, sql: &str, params: &[Value]) -> Result<Vec<(String, SshKey)>, StoreError> {
+        self.conn
+            .query(sql, params)
+            .and_then(|rows| rows.iter().map(key_from_row).collect())
+            .map_err(StoreError::db("list SSH keys"))
     }
 
     /// `NotFound` unless `name` exists.
     pub(super) fn require_user(&self, name: &str) -> Result<(), StoreError> {
         let exists: bool = self
             .conn
-            .query_row(
+            .query_one(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)",
-                [name],
-                |row| row.get(0),
+                values![name],
             )
-            .map_err(StoreError::sqlite("look up a user"))?;
+            .and_then(|row| row.get(0))
+            .map_err(StoreError::db("look up a user"))?;
         if exists { Ok(()) } else { Err(not_found(name)) }
     }
 
     fn groups_of(&self, name: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT group_name FROM user_groups WHERE user = ?1 ORDER BY group_name")
-            .map_err(StoreError::sqlite("read a user's groups"))?;
-        let rows = stmt
-            .query_map([name], |row| row.get(0))
-            .map_err(StoreError::sqlite("read a user's groups"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(StoreError::sqlite("read a user's groups"))
+        self.conn
+            .query(
+                r#"SELECT group_name FROM user_groups WHERE "user" = ?1 ORDER BY group_name"#,
+                values![name],
+            )
+            .and_then(|rows| rows.iter().map(|row| row.get(0)).collect())
+            .map_err(StoreError::db("read a user's groups"))
     }
 
     /// The user called `name`; `NotFound` when there is none.
@@ -209,15 +202,15 @@ impl Writer<'_> {
             .execute(
                 "INSERT INTO users (name, state, created_at, expires_at, no_login) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    new.name,
+                values![
+                    &new.name,
                     UserState::Pending.as_str(),
                     new.created_at,
                     new.expires_at,
                     new.no_login
                 ],
             )
-            .map_err(StoreError::sqlite("insert a user"))?;
+            .map_err(StoreError::db("insert a user"))?;
         self.replace_groups(&new.name, new.groups)?;
         self.existing_user(&new.name)
     }
@@ -244,8 +237,8 @@ impl Writer<'_> {
     pub fn delete_user(&mut self, name: &str) -> Result<User, StoreError> {
         let user = self.existing_user(name)?;
         self.conn
-            .execute("DELETE FROM users WHERE name = ?1", [name])
-            .map_err(StoreError::sqlite("delete a user"))?;
+            .execute("DELETE FROM users WHERE name = ?1", values![name])
+            .map_err(StoreError::db("delete a user"))?;
         Ok(user)
     }
 
@@ -275,10 +268,10 @@ impl Writer<'_> {
         )?;
         self.conn
             .execute(
-                "UPDATE devices SET last_activation = ?2 WHERE user = ?1",
-                params![name, now],
+                r#"UPDATE devices SET last_activation = ?2 WHERE "user" = ?1"#,
+                values![name, now],
             )
-            .map_err(StoreError::sqlite("activate a user's devices"))?;
+            .map_err(StoreError::db("activate a user's devices"))?;
         Ok(())
     }
 
@@ -289,9 +282,9 @@ impl Writer<'_> {
             .conn
             .execute(
                 "UPDATE users SET vpn_login_at = NULL WHERE name = ?1 AND vpn_login_at = ?2",
-                params![name, login_at],
+                values![name, login_at],
             )
-            .map_err(StoreError::sqlite("end a VPN session"))?;
+            .map_err(StoreError::db("end a VPN session"))?;
         Ok(changed == 1)
     }
 
@@ -327,12 +320,12 @@ impl Writer<'_> {
         self.require_user(user)?;
         let taken: bool = self
             .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2)",
-                [user, &key.fingerprint],
-                |row| row.get(0),
+            .query_one(
+                r#"SELECT EXISTS (SELECT 1 FROM ssh_keys WHERE "user" = ?1 AND fingerprint = ?2)"#,
+                values![user, &key.fingerprint],
             )
-            .map_err(StoreError::sqlite("look up an SSH key"))?;
+            .and_then(|row| row.get(0))
+            .map_err(StoreError::db("look up an SSH key"))?;
         if taken {
             return Err(StoreError::Conflict {
                 what: "SSH key",
@@ -341,9 +334,9 @@ impl Writer<'_> {
         }
         self.conn
             .execute(
-                "INSERT INTO ssh_keys (user, fingerprint, algorithm, comment, openssh, added_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+                r#"INSERT INTO ssh_keys ("user", fingerprint, algorithm, comment, openssh, added_at)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
+                values![
                     user,
                     key.fingerprint,
                     key.algorithm,
@@ -352,50 +345,51 @@ impl Writer<'_> {
                     key.added_at
                 ],
             )
-            .map_err(StoreError::sqlite("insert an SSH key"))?;
+            .map_err(StoreError::db("insert an SSH key"))?;
         Ok(())
     }
 
     /// Removes the key with `fingerprint` from `user`; returns it.
     pub fn remove_ssh_key(&mut self, user: &str, fingerprint: &str) -> Result<SshKey, StoreError> {
         self.require_user(user)?;
-        let key = self
-            .conn
-            .query_row(
+        let (_, key) = self
+            .query_keys(
                 &format!(
-                    "SELECT user, {KEY_COLUMNS} FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2"
+                    r#"SELECT "user", {KEY_COLUMNS} FROM ssh_keys WHERE "user" = ?1 AND fingerprint = ?2"#
                 ),
-                [user, fingerprint],
-                key_from_row,
-            )
-            .optional()
-            .map_err(StoreError::sqlite("look up an SSH key"))?
+                values![user, fingerprint],
+            )?
+            .into_iter()
+            .next()
             .ok_or_else(|| StoreError::NotFound {
                 what: "SSH key",
                 name: fingerprint.to_string(),
             })?;
         self.conn
             .execute(
-                "DELETE FROM ssh_keys WHERE user = ?1 AND fingerprint = ?2",
-                [user, fingerprint],
+                r#"DELETE FROM ssh_keys WHERE "user" = ?1 AND fingerprint = ?2"#,
+                values![user, fingerprint],
             )
-            .map_err(StoreError::sqlite("delete an SSH key"))?;
-        Ok(key.1)
+            .map_err(StoreError::db("delete an SSH key"))?;
+        Ok(key)
     }
 
     fn replace_groups(&mut self, name: &str, mut groups: Vec<String>) -> Result<(), StoreError> {
         groups.sort();
         groups.dedup();
         self.conn
-            .execute("DELETE FROM user_groups WHERE user = ?1", [name])
-            .map_err(StoreError::sqlite("clear a user's groups"))?;
-        let mut stmt = self
-            .conn
-            .prepare("INSERT INTO user_groups (user, group_name) VALUES (?1, ?2)")
-            .map_err(StoreError::sqlite("set a user's groups"))?;
+            .execute(
+                r#"DELETE FROM user_groups WHERE "user" = ?1"#,
+                values![name],
+            )
+            .map_err(StoreError::db("clear a user's groups"))?;
         for group in &groups {
-            stmt.execute([name, group])
-                .map_err(StoreError::sqlite("set a user's groups"))?;
+            self.conn
+                .execute(
+                    r#"INSERT INTO user_groups ("user", group_name) VALUES (?1, ?2)"#,
+                    values![name, group],
+                )
+                .map_err(StoreError::db("set a user's groups"))?;
         }
         Ok(())
     }
@@ -404,12 +398,12 @@ impl Writer<'_> {
         &mut self,
         name: &str,
         sql: &str,
-        value: impl rusqlite::ToSql,
+        value: impl Into<Value>,
     ) -> Result<(), StoreError> {
         let changed = self
             .conn
-            .execute(sql, params![name, value])
-            .map_err(StoreError::sqlite("update a user"))?;
+            .execute(sql, &[Value::from(name), value.into()])
+            .map_err(StoreError::db("update a user"))?;
         if changed == 0 {
             return Err(not_found(name));
         }
@@ -429,23 +423,31 @@ fn not_found(name: &str) -> StoreError {
     }
 }
 
-/// Decodes a `USER_COLUMNS` row; the inner result reports a state string this
-/// code does not know (the CHECK constraint makes that a hand-edited file).
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<Result<User, StoreError>> {
-    let state: String = row.get(1)?;
-    let user = User {
-        name: row.get(0)?,
-        state: UserState::Pending,
-        groups: Vec::new(),
-        created_at: row.get(2)?,
-        expires_at: row.get(3)?,
-        last_seen: row.get(4)?,
-        password_hash: row.get(5)?,
-        totp_secret: row.get(6)?,
-        no_login: row.get(7)?,
-        vpn_login_at: row.get(8)?,
+/// Decodes a `USER_COLUMNS` row; a state string this code does not know (the
+/// CHECK constraint makes that a hand-edited database) is `Corrupt`.
+fn user_from_row(row: &Row) -> Result<User, StoreError> {
+    let decode = || -> Result<(String, User), DbError> {
+        Ok((
+            row.get(1)?,
+            User {
+                name: row.get(0)?,
+                state: UserState::Pending,
+                groups: Vec::new(),
+                created_at: row.get(2)?,
+                expires_at: row.get(3)?,
+                last_seen: row.get(4)?,
+                password_hash: row.get(5)?,
+                totp_secret: row.get(6)?,
+                no_login: row.get(7)?,
+                vpn_login_at: row.get(8)?,
+            },
+        ))
     };
-    Ok(parse_state(&state).map(|state| User { state, ..user }))
+    let (state, user) = decode().map_err(StoreError::db("read a user"))?;
+    Ok(User {
+        state: parse_state(&state)?,
+        ..user
+    })
 }
 
 fn parse_state(text: &str) -> Result<UserState, StoreError> {
@@ -459,7 +461,7 @@ fn parse_state(text: &str) -> Result<UserState, StoreError> {
         })
 }
 
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<(String, SshKey)> {
+fn key_from_row(row: &Row) -> Result<(String, SshKey), DbError> {
     Ok((
         row.get(0)?,
         SshKey {
@@ -491,212 +493,212 @@ mod tests {
 
     #[test]
     fn a_login_activates_devices_and_only_that_session_can_be_ended() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let laptop = NewDevice {
-            user: "alice".into(),
-            name: "laptop".into(),
-            public_key: "pk".into(),
-            created_at: 1,
-        };
-        let pool = "10.200.0.0/24".parse().unwrap();
-        store
-            .write_blocking(|w| w.create_device(laptop, pool, &[]))
-            .unwrap();
-        store
-            .write_blocking(|w| w.activate_user_devices("alice", 1_000))
-            .unwrap();
-        let (user, devices) = store
-            .read_blocking(|r| Ok((r.user("alice")?.unwrap(), r.devices(Some("alice"))?)))
-            .unwrap();
-        assert_eq!(user.vpn_login_at, Some(1_000));
-        assert_eq!(devices[0].last_activation, Some(1_000));
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let laptop = NewDevice {
+                user: "alice".into(),
+                name: "laptop".into(),
+                public_key: "pk".into(),
+                created_at: 1,
+            };
+            let pool = "10.200.0.0/24".parse().unwrap();
+            store
+                .write_blocking(|w| w.create_device(laptop, pool, &[]))
+                .unwrap();
+            store
+                .write_blocking(|w| w.activate_user_devices("alice", 1_000))
+                .unwrap();
+            let (user, devices) = store
+                .read_blocking(|r| Ok((r.user("alice")?.unwrap(), r.devices(Some("alice"))?)))
+                .unwrap();
+            assert_eq!(user.vpn_login_at, Some(1_000));
+            assert_eq!(devices[0].last_activation, Some(1_000));
 
-        store
-            .write_blocking(|w| w.activate_user_devices("alice", 2_000))
-            .unwrap();
-        let stale = store
-            .write_blocking(|w| w.end_vpn_session("alice", 1_000))
-            .unwrap();
-        assert!(!stale, "a newer login keeps its session");
-        let ended = store
-            .write_blocking(|w| w.end_vpn_session("alice", 2_000))
-            .unwrap();
-        assert!(ended);
-        let user = store.read_blocking(|r| r.user("alice")).unwrap().unwrap();
-        assert_eq!(user.vpn_login_at, None);
+            store
+                .write_blocking(|w| w.activate_user_devices("alice", 2_000))
+                .unwrap();
+            let stale = store
+                .write_blocking(|w| w.end_vpn_session("alice", 1_000))
+                .unwrap();
+            assert!(!stale, "a newer login keeps its session");
+            let ended = store
+                .write_blocking(|w| w.end_vpn_session("alice", 2_000))
+                .unwrap();
+            assert!(ended);
+            let user = store.read_blocking(|r| r.user("alice")).unwrap().unwrap();
+            assert_eq!(user.vpn_login_at, None);
 
-        let machine = store
-            .write_blocking(|w| w.set_no_login("alice", true))
-            .unwrap();
-        assert!(machine.no_login);
-        let missing = store.write_blocking(|w| w.activate_user_devices("bob", 1));
-        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+            let machine = store
+                .write_blocking(|w| w.set_no_login("alice", true))
+                .unwrap();
+            assert!(machine.no_login);
+            let missing = store.write_blocking(|w| w.activate_user_devices("bob", 1));
+            assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+        });
     }
 
     #[test]
     fn create_and_read_users() {
-        let (_dir, store) = temp_store();
-        let alice = store
-            .write_blocking(|w| {
-                w.create_user(NewUser {
-                    name: "alice".into(),
-                    groups: vec!["b".into(), "a".into(), "b".into()],
-                    created_at: 5,
-                    expires_at: Some(10),
-                    no_login: false,
+        on_each_backend(|_db, store| {
+            let alice = store
+                .write_blocking(|w| {
+                    w.create_user(NewUser {
+                        name: "alice".into(),
+                        groups: vec!["b".into(), "a".into(), "b".into()],
+                        created_at: 5,
+                        expires_at: Some(10),
+                        no_login: false,
+                    })
                 })
-            })
-            .unwrap();
-        assert_eq!(alice.state, UserState::Pending);
-        assert_eq!(alice.groups, ["a", "b"]);
-        assert!(!alice.is_expired(9));
-        assert!(alice.is_expired(10));
-        add_user(&store, "carol");
-        add_user(&store, "bob");
-        let names: Vec<String> = store
-            .read_blocking(|r| r.users())
-            .unwrap()
-            .into_iter()
-            .map(|u| u.name)
-            .collect();
-        assert_eq!(names, ["alice", "bob", "carol"]);
-        let err = store
-            .write_blocking(|w| w.create_user(new_user("bob")))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { what: "user", .. }));
-        assert_eq!(err.to_string(), "user \"bob\" already exists");
+                .unwrap();
+            assert_eq!(alice.state, UserState::Pending);
+            assert_eq!(alice.groups, ["a", "b"]);
+            assert!(!alice.is_expired(9));
+            assert!(alice.is_expired(10));
+            add_user(&store, "carol");
+            add_user(&store, "bob");
+            let names: Vec<String> = store
+                .read_blocking(|r| r.users())
+                .unwrap()
+                .into_iter()
+                .map(|u| u.name)
+                .collect();
+            assert_eq!(names, ["alice", "bob", "carol"]);
+            let err = store
+                .write_blocking(|w| w.create_user(new_user("bob")))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Conflict { what: "user", .. }));
+            assert_eq!(err.to_string(), "user \"bob\" already exists");
+        });
     }
 
     #[test]
     fn updates_and_not_found() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        let user = store
-            .write_blocking(|w| {
-                w.set_user_state("alice", UserState::Disabled)?;
-                w.set_user_groups("alice", vec!["ops".into()])?;
-                w.touch_last_seen("alice", 77)?;
-                w.set_password_hash(
-                    "alice",
-                    Some("$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA".into()),
-                )?;
-                w.set_totp_secret("alice", Some("JBSWY3DPEHPK3PXP".into()))?;
-                Ok(w.user("alice")?.unwrap())
-            })
-            .unwrap();
-        assert_eq!(user.state, UserState::Disabled);
-        assert_eq!(user.groups, ["ops"]);
-        assert_eq!(user.last_seen, Some(77));
-        assert!(user.password_hash.is_some());
-        let debug = format!("{user:?}");
-        assert!(!debug.contains("JBSWY3DPEHPK3PXP"), "{debug}");
-        assert!(!debug.contains("argon2id"), "{debug}");
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            let user = store
+                .write_blocking(|w| {
+                    w.set_user_state("alice", UserState::Disabled)?;
+                    w.set_user_groups("alice", vec!["ops".into()])?;
+                    w.touch_last_seen("alice", 77)?;
+                    w.set_password_hash(
+                        "alice",
+                        Some("$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA".into()),
+                    )?;
+                    w.set_totp_secret("alice", Some("JBSWY3DPEHPK3PXP".into()))?;
+                    Ok(w.user("alice")?.unwrap())
+                })
+                .unwrap();
+            assert_eq!(user.state, UserState::Disabled);
+            assert_eq!(user.groups, ["ops"]);
+            assert_eq!(user.last_seen, Some(77));
+            assert!(user.password_hash.is_some());
+            let debug = format!("{user:?}");
+            assert!(!debug.contains("JBSWY3DPEHPK3PXP"), "{debug}");
+            assert!(!debug.contains("argon2id"), "{debug}");
 
-        let err = store
-            .write_blocking(|w| w.set_user_state("nobody", UserState::Active))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound { what: "user", .. }));
-        let err = store
-            .write_blocking(|w| w.touch_last_seen("nobody", 1))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound { .. }));
-        assert!(store.read_blocking(|r| r.ssh_keys("nobody")).is_err());
+            let err = store
+                .write_blocking(|w| w.set_user_state("nobody", UserState::Active))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound { what: "user", .. }));
+            let err = store
+                .write_blocking(|w| w.touch_last_seen("nobody", 1))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotFound { .. }));
+            assert!(store.read_blocking(|r| r.ssh_keys("nobody")).is_err());
+        });
     }
 
     #[test]
     fn ssh_keys_add_conflict_remove() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        add_user(&store, "bob");
-        store
-            .write_blocking(|w| {
-                w.add_ssh_key("alice", key("SHA256:one"))?;
-                w.add_ssh_key("alice", key("SHA256:two"))?;
-                w.add_ssh_key("bob", key("SHA256:one"))
-            })
-            .unwrap();
-        let err = store
-            .write_blocking(|w| w.add_ssh_key("alice", key("SHA256:one")))
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::Conflict {
-                what: "SSH key",
-                ..
-            }
-        ));
-        assert_eq!(
-            store.read_blocking(|r| r.ssh_keys("alice")).unwrap().len(),
-            2
-        );
-        assert_eq!(store.read_blocking(|r| r.all_ssh_keys()).unwrap().len(), 3);
-        let removed = store
-            .write_blocking(|w| w.remove_ssh_key("alice", "SHA256:one"))
-            .unwrap();
-        assert_eq!(removed.fingerprint, "SHA256:one");
-        let err = store
-            .write_blocking(|w| w.remove_ssh_key("alice", "SHA256:one"))
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::NotFound {
-                what: "SSH key",
-                ..
-            }
-        ));
+        on_each_backend(|_db, store| {
+            add_user(&store, "alice");
+            add_user(&store, "bob");
+            store
+                .write_blocking(|w| {
+                    w.add_ssh_key("alice", key("SHA256:one"))?;
+                    w.add_ssh_key("alice", key("SHA256:two"))?;
+                    w.add_ssh_key("bob", key("SHA256:one"))
+                })
+                .unwrap();
+            let err = store
+                .write_blocking(|w| w.add_ssh_key("alice", key("SHA256:one")))
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                StoreError::Conflict {
+                    what: "SSH key",
+                    ..
+                }
+            ));
+            assert_eq!(
+                store.read_blocking(|r| r.ssh_keys("alice")).unwrap().len(),
+                2
+            );
+            assert_eq!(store.read_blocking(|r| r.all_ssh_keys()).unwrap().len(), 3);
+            let removed = store
+                .write_blocking(|w| w.remove_ssh_key("alice", "SHA256:one"))
+                .unwrap();
+            assert_eq!(removed.fingerprint, "SHA256:one");
+            let err = store
+                .write_blocking(|w| w.remove_ssh_key("alice", "SHA256:one"))
+                .unwrap_err();
+            assert!(matches!(
+                err,
+                StoreError::NotFound {
+                    what: "SSH key",
+                    ..
+                }
+            ));
+        });
     }
 
     #[test]
     fn delete_cascades() {
-        let (_dir, store) = temp_store();
-        add_user(&store, "alice");
-        add_user(&store, "bob");
-        let pool = "10.9.0.0/24".parse().unwrap();
-        store
-            .write_blocking(|w| {
-                for user in ["alice", "bob"] {
-                    w.add_ssh_key(user, key("SHA256:k"))?;
-                    w.create_device(
-                        NewDevice {
-                            user: user.into(),
-                            name: "phone".into(),
-                            public_key: format!("pk-{user}"),
-                            created_at: 1,
-                        },
-                        pool,
-                        &[],
-                    )?;
-                    w.create_enrollment_token(user, &hash_token(user), 1, 100)?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        let gone = store.write_blocking(|w| w.delete_user("alice")).unwrap();
-        assert_eq!(gone.name, "alice");
-        assert_eq!(gone.groups, ["research"]);
-        let (keys, devices, user) = store
-            .read_blocking(|r| Ok((r.all_ssh_keys()?, r.devices(None)?, r.user("alice")?)))
-            .unwrap();
-        assert!(user.is_none());
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].0, "bob");
-        assert_eq!(devices.len(), 1);
-        assert_eq!(devices[0].user, "bob");
-        let conn = raw(&store);
-        let rows: i64 = conn
-            .query_row(
-                "SELECT (SELECT count(*) FROM enrollment_tokens WHERE user = 'alice') \
-                 + (SELECT count(*) FROM user_groups WHERE user = 'alice')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(rows, 0);
-        let err = store
-            .write_blocking(|w| w.consume_enrollment_token(&hash_token("alice"), 2))
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TokenNotFound));
-        assert!(store.write_blocking(|w| w.delete_user("alice")).is_err());
+        on_each_backend(|db, store| {
+            add_user(&store, "alice");
+            add_user(&store, "bob");
+            let pool = "10.9.0.0/24".parse().unwrap();
+            store
+                .write_blocking(|w| {
+                    for user in ["alice", "bob"] {
+                        w.add_ssh_key(user, key("SHA256:k"))?;
+                        w.create_device(
+                            NewDevice {
+                                user: user.into(),
+                                name: "phone".into(),
+                                public_key: format!("pk-{user}"),
+                                created_at: 1,
+                            },
+                            pool,
+                            &[],
+                        )?;
+                        w.create_enrollment_token(user, &hash_token(user), 1, 100)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            let gone = store.write_blocking(|w| w.delete_user("alice")).unwrap();
+            assert_eq!(gone.name, "alice");
+            assert_eq!(gone.groups, ["research"]);
+            let (keys, devices, user) = store
+                .read_blocking(|r| Ok((r.all_ssh_keys()?, r.devices(None)?, r.user("alice")?)))
+                .unwrap();
+            assert!(user.is_none());
+            assert_eq!(keys.len(), 1);
+            assert_eq!(keys[0].0, "bob");
+            assert_eq!(devices.len(), 1);
+            assert_eq!(devices[0].user, "bob");
+            let rows: Vec<i64> = db.raw_column(
+                r#"SELECT (SELECT count(*) FROM enrollment_tokens WHERE "user" = 'alice')
+                   + (SELECT count(*) FROM user_groups WHERE "user" = 'alice')"#,
+            );
+            assert_eq!(rows, [0]);
+            let err = store
+                .write_blocking(|w| w.consume_enrollment_token(&hash_token("alice"), 2))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::TokenNotFound));
+            assert!(store.write_blocking(|w| w.delete_user("alice")).is_err());
+        });
     }
 }

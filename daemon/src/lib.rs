@@ -119,7 +119,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let config = source.load()?;
     let state_dir = config.gateway.state_dir.clone();
-    let store_options = StoreOptions::from_config(&config);
+    let store_options = StoreOptions::from_config(&config)?;
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
     // With [aws], the key's home is SSM; without, no AWS call is ever made.
     let (wireguard, aws_session) =

@@ -196,9 +196,22 @@ fn print_manpage() -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            // [store]'s TLS rules and password file, without connecting.
+            let store = match config.store.as_ref().map(accessd::store::postgres::check) {
+                Some(Err(err)) => {
+                    eprintln!("{}: {err}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                Some(Ok(db)) => format!(", shared store {db}"),
+                None => String::new(),
+            };
             #[expect(clippy::print_stdout, reason = "check-config reports to the terminal")]
             {
-                println!("{}: ok ({} groups)", path.display(), config.groups.len());
+                println!(
+                    "{}: ok ({} groups{store})",
+                    path.display(),
+                    config.groups.len()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -225,7 +238,10 @@ fn options_with_accessd_stopped(
         );
         return Err(ExitCode::FAILURE);
     }
-    Ok(accessd::store::StoreOptions::from_config(&config))
+    accessd::store::StoreOptions::from_config(&config).map_err(|err| {
+        eprintln!("{err}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn audit_anchor(source: &ConfigSource) -> ExitCode {

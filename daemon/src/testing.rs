@@ -105,7 +105,13 @@ impl TestGateway {
         };
         let source = ConfigSource { path, overrides };
         let config = source.load().expect("the test config is valid");
-        let store = Store::open(&StoreOptions::from_config(&config)).unwrap();
+        // The embedded database even when the text has [store]: the test
+        // gateway never needs a server.
+        let embedded = gatehouse_config::Config {
+            store: None,
+            ..config.clone()
+        };
+        let store = Store::open(&StoreOptions::from_config(&embedded).unwrap()).unwrap();
         let state_dir = config.gateway.state_dir.clone();
         let keys = Keys {
             wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),

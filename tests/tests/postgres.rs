@@ -46,3 +46,72 @@ fn a_private_server_starts_authenticates_and_stops() {
         "the server still listens after drop"
     );
 }
+
+/// `[store] url` with the password in a 0600 file (the server's own
+/// password, as a deployment would give it).
+fn shared_store_config(pg: &PgServer, dir: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let password_file = dir.join("pg-password");
+    std::fs::write(&password_file, format!("{}\n", pg.password())).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "{}\n[store]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+        gatehouse_tests::host_sample_config(),
+        pg.url(),
+        password_file.display()
+    )
+}
+
+/// Two gateways given one `[store]` keep one set of users and one audit
+/// chain in PostgreSQL: what one adds, the other lists; both verify the
+/// whole chain, and neither has an SQLite file. The password is never in
+/// their logs. A wrong password stops the start with a clear error.
+#[test]
+fn two_gateways_on_one_postgres_share_users_and_one_audit_chain() {
+    use gatehouse_tests::{Daemon, stderr};
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = shared_store_config(&pg, dir.path());
+    let mut a = Daemon::start_with(&config);
+    let b = Daemon::start_with(&config);
+    let added = a.ctl_json(&["user", "add", "alice", "--group", "research"]);
+    assert_eq!(added["user"]["name"], "alice", "{added}");
+    b.ctl_json(&["user", "add", "bob", "--group", "research", "--no-login"]);
+    for gw in [&a, &b] {
+        let users = gw.ctl_json(&["user", "list"]);
+        let names: Vec<&str> = users
+            .as_array()
+            .or_else(|| users["users"].as_array())
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["name"].as_str())
+            .collect();
+        assert_eq!(names, ["alice", "bob"], "{users}");
+        let verified = gw.ctl_json(&["audit", "verify"]);
+        assert_eq!(verified["intact"], true, "{verified}");
+        assert!(
+            !gw.db_path().exists(),
+            "no SQLite file beside a shared store"
+        );
+        assert!(
+            !gw.log_text().contains(pg.password()),
+            "the password is in the log"
+        );
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM users").trim(), "2");
+    let kinds = pg.psql("SELECT string_agg(kind, ',' ORDER BY seq) FROM audit_log");
+    assert!(kinds.contains("user.add"), "{kinds}");
+
+    let stopped = a.stop();
+    assert!(stopped.success(), "{stopped}: {}", a.log_tail(400));
+    std::fs::write(dir.path().join("pg-password"), "not-the-password\n").unwrap();
+    let refused = a.offline(&[]);
+    let said = stderr(&refused);
+    assert!(!refused.status.success(), "started with a wrong password");
+    assert!(
+        said.contains("PostgreSQL store 127.0.0.1:") && said.contains("password"),
+        "{said}"
+    );
+}

@@ -49,6 +49,11 @@ pub struct Config {
     pub groups: Vec<GroupConfig>,
     /// `None`: no AWS call is ever made.
     pub aws: Option<AwsConfig>,
+    /// `[store]`: the shared PostgreSQL database; `None` is SQLite under
+    /// `gateway.state_dir`.
+    pub store: Option<StoreConfig>,
+    /// `[ha]`: one gateway of an active/standby pair (needs `[store]`).
+    pub ha: Option<HaConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +174,33 @@ pub struct GroupConfig {
     pub subnets: Vec<IpNet>,
     pub ports: Option<Vec<u16>>,
 }
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `postgresql://USER@HOST:PORT/DB?sslmode=...`, never with a password.
+    pub url: String,
+    /// A file holding the password (else `PGPASSWORD`).
+    pub password_file: Option<PathBuf>,
+    /// PEM certificates that sign the server's, for TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[ha]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// This gateway's name in the pair, unique per instance.
+    pub node: String,
+    /// How long the lease lasts unrenewed: the standby takes over this long
+    /// after the active stops renewing.
+    pub lease_ttl: Duration,
+}
+
+/// The shortest and longest `ha.lease_ttl`: renewals run every second, so
+/// a shorter lease would be lost to one slow round trip; a longer one makes
+/// failover slow for nothing.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {

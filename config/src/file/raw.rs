@@ -22,6 +22,37 @@ pub(crate) struct RawConfig {
     #[serde(rename = "group")]
     pub groups: Vec<RawGroup>,
     pub aws: Option<RawAws>,
+    pub store: Option<RawStore>,
+    pub ha: Option<RawHa>,
+}
+
+/// `[store]`: the shared PostgreSQL database (without it, SQLite under
+/// `state_dir`).
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawStore {
+    pub url: String,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+/// `[ha]`: this gateway is one of a pair.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawHa {
+    pub node: String,
+    pub lease_ttl: String,
+}
+
+impl Default for RawHa {
+    fn default() -> Self {
+        Self {
+            node: String::new(),
+            lease_ttl: "5s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -223,6 +223,14 @@ static KEYS: &[ReloadKey] = &[
     live("aws.availability_zone", |a, b| {
         aws(a, b, |c| &c.discovery.availability_zone)
     }),
+    // The store is opened, and the lease's timing set, at start-up.
+    restart("store.url", |a, b| store(a, b, |s| &s.url)),
+    restart("store.password_file", |a, b| {
+        store(a, b, |s| &s.password_file)
+    }),
+    restart("store.ca_file", |a, b| store(a, b, |s| &s.ca_file)),
+    restart("ha.node", |a, b| ha(a, b, |h| &h.node)),
+    restart("ha.lease_ttl", |a, b| ha(a, b, |h| &h.lease_ttl)),
 ];
 
 const fn live(key: &'static str, changed: fn(&Config, &Config) -> bool) -> ReloadKey {
@@ -255,6 +263,16 @@ fn groups<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&GroupConfig) -> 
 /// A field of `[aws]` (adding or removing the section changes every one).
 fn aws<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&AwsConfig) -> &T) -> bool {
     a.aws.as_ref().map(&field) != b.aws.as_ref().map(&field)
+}
+
+/// A field of `[store]` (adding or removing the section changes every one).
+fn store<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::StoreConfig) -> &T) -> bool {
+    a.store.as_ref().map(&field) != b.store.as_ref().map(&field)
+}
+
+/// A field of `[ha]` (adding or removing the section changes every one).
+fn ha<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::HaConfig) -> &T) -> bool {
+    a.ha.as_ref().map(&field) != b.ha.as_ref().map(&field)
 }
 
 #[cfg(any(test, feature = "test-support"))]

@@ -429,3 +429,68 @@ fn durations_that_would_overflow_are_refused_with_their_key() {
     let text = format!("{MINIMAL}\n[portal]\nlogin_lockout = \"36500d\"\n");
     assert!(parse(&text, "t.toml").is_ok());
 }
+
+#[test]
+fn a_shared_store_and_a_pair_are_checked() {
+    let with = |extra: &str| format!("{MINIMAL}{extra}");
+    let ok = with(
+        "[store]\nurl = \"postgresql://gatehouse@db.internal/gh?sslmode=verify-full\"\n\
+         password_file = \"/etc/gatehouse/pg-password\"\nca_file = \"/etc/gatehouse/ca.pem\"\n\
+         [ha]\nnode = \"gw-a\"\n",
+    );
+    let config = parse(&ok, "t.toml").unwrap();
+    let store = config.store.unwrap();
+    assert_eq!(
+        store.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/gatehouse/pg-password"))
+    );
+    let ha = config.ha.unwrap();
+    assert_eq!((ha.node.as_str(), ha.lease_ttl.as_secs()), ("gw-a", 5));
+    assert!(parse(MINIMAL, "t.toml").unwrap().store.is_none());
+
+    assert_one(
+        &with("[store]\nurl = \"postgresql://gatehouse:hunter2@db/gh\"\n"),
+        "store.url",
+        10,
+        "must not carry the password",
+    );
+    assert!(
+        !problems(&with("[store]\nurl = \"postgresql://g:hunter2@db/gh\"\n"))[0]
+            .to_string()
+            .contains("hunter2"),
+        "the password is not echoed"
+    );
+    assert_one(
+        &with("[store]\nurl = \"mysql://db/gh\"\n"),
+        "store.url",
+        10,
+        "not a PostgreSQL URL",
+    );
+    assert_one(
+        &with("[store]\nurl = \"postgresql://g@db/gh\"\npassword_file = \"pw\"\n"),
+        "store.password_file",
+        11,
+        "absolute",
+    );
+    assert_one(
+        &with("[ha]\nnode = \"gw-a\"\n"),
+        "ha.node",
+        10,
+        "needs [store]",
+    );
+    let store = "[store]\nurl = \"postgresql://g@127.0.0.1/gh\"\n";
+    assert_one(
+        &with(&format!("{store}[ha]\nnode = \"gw a\"\n")),
+        "ha.node",
+        12,
+        "not a node name",
+    );
+    assert_one(
+        &with(&format!(
+            "{store}[ha]\nnode = \"gw-a\"\nlease_ttl = \"1s\"\n"
+        )),
+        "ha.lease_ttl",
+        13,
+        "outside 3s..60s",
+    );
+}

@@ -92,6 +92,8 @@ impl Checker<'_> {
             );
         }
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
+        let store = raw.store.map(|store| self.store(store));
+        let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
         if let (Some(ssh), Some(portal), Some(metrics)) = (&ssh, &portal, &metrics) {
             let mut listeners = Vec::with_capacity(3);
             if ssh.enabled {
@@ -115,6 +117,76 @@ impl Checker<'_> {
             },
             groups,
             aws: aws.flatten(),
+            store: present_and_valid(store)?,
+            ha: present_and_valid(ha)?,
+        })
+    }
+
+    fn store(&mut self, raw: raw::RawStore) -> Option<StoreConfig> {
+        let url = raw.url.trim();
+        if url.is_empty() {
+            self.problem(
+                "store.url",
+                "is required in [store]: postgresql://USER@HOST:5432/DB?sslmode=verify-full (remove [store] to keep the embedded SQLite database)",
+            );
+        } else if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+            self.problem(
+                "store.url",
+                format!("{url:?} is not a PostgreSQL URL: write postgresql://USER@HOST:5432/DB"),
+            );
+        } else if url_has_password(url) {
+            self.problem(
+                "store.url",
+                "must not carry the password: put it in store.password_file (mode 0600) or the PGPASSWORD environment",
+            );
+        }
+        let password_file = match &raw.password_file {
+            Some(text) => Some(self.absolute_path("store.password_file", text)?),
+            None => None,
+        };
+        let ca_file = match &raw.ca_file {
+            Some(text) => Some(self.absolute_path("store.ca_file", text)?),
+            None => None,
+        };
+        if !self.problems.iter().any(|p| p.key.starts_with("store.")) {
+            return Some(StoreConfig {
+                url: url.to_string(),
+                password_file,
+                ca_file,
+            });
+        }
+        None
+    }
+
+    fn ha(&mut self, raw: raw::RawHa, has_store: bool) -> Option<HaConfig> {
+        if !has_store {
+            self.problem(
+                "ha.node",
+                "[ha] needs [store]: the two gateways of a pair share their state and the lease through one PostgreSQL database",
+            );
+        }
+        if !is_valid_name(&raw.node) {
+            self.problem(
+                "ha.node",
+                format!("{:?} is not a node name ({NAME_RULE}); give each gateway of the pair its own, e.g. \"gw-a\"", raw.node),
+            );
+        }
+        let lease_ttl = self.duration("ha.lease_ttl", &raw.lease_ttl)?;
+        if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&lease_ttl) {
+            self.problem(
+                "ha.lease_ttl",
+                format!(
+                    "{:?} is outside {}s..{}s (the lease is renewed every second)",
+                    raw.lease_ttl,
+                    MIN_LEASE_TTL.as_secs(),
+                    MAX_LEASE_TTL.as_secs()
+                ),
+            );
+            return None;
+        }
+        (has_store && is_valid_name(&raw.node)).then_some(HaConfig {
+            node: raw.node,
+            lease_ttl,
         })
     }
 
@@ -600,6 +672,24 @@ fn is_interface_name(name: &str) -> bool {
 }
 
 /// `prefix` followed by at least one lowercase hex digit, and nothing else.
+/// An optional section: `Some(None)` when absent, `None` when present but
+/// invalid (its problems are recorded).
+fn present_and_valid<T>(section: Option<Option<T>>) -> Option<Option<T>> {
+    match section {
+        None => Some(None),
+        Some(valid) => valid.map(Some),
+    }
+}
+
+/// True when a `postgresql://user:password@...` URL carries a password.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
 fn aws_id(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix).is_some_and(|rest| {
         !rest.is_empty()

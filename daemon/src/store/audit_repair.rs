@@ -359,6 +359,17 @@ mod tests {
             fs::remove_file(&opts.audit_mirror).unwrap();
             let head_path = opts.state_dir.join(mirror::HEAD_FILE);
             fs::remove_file(&head_path).unwrap();
+            if db.backend() == "postgres" {
+                // A node joining the shared store anchors itself at once (the
+                // other node's anchor guards the records before).
+                let store = Store::open(&opts).unwrap();
+                assert_eq!(mirror::read_all(store.mirror_path()).unwrap(), records);
+                assert_eq!(
+                    mirror::read_head(&head_path).unwrap(),
+                    Some(Head::of(&records[2]))
+                );
+                return;
+            }
             // A cut tail would go unseen with a new anchor: refused, naming the
             // file and the repair.
             let err = Store::open(&opts).err().unwrap();

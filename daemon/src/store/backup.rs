@@ -146,6 +146,9 @@ pub fn inspect(path: &Path) -> Result<BackupSummary, BackupError> {
 /// Replaces the store under `opts` with the backup at `backup` (accessd must
 /// be stopped); see the module doc. `now` names the moved-aside files.
 pub fn restore(opts: &StoreOptions, backup: &Path, now: i64) -> Result<RestoreReport, BackupError> {
+    if let Some(pg) = &opts.postgres {
+        return Err(BackupError::Shared(pg.url.clone()));
+    }
     let restored = inspect(backup)?;
     fs::create_dir_all(&opts.state_dir).map_err(io("create", &opts.state_dir))?;
     let db = opts.state_dir.join(DB_FILE);

@@ -80,9 +80,10 @@ pub enum DbError {
     #[error("{}", postgres_message(.0))]
     Postgres(#[from] postgres::Error),
     /// No connection could be had from the pool in time (the server is
-    /// down or unreachable, or every connection is busy).
-    #[error("no database connection: {0}")]
-    Pool(#[from] r2d2::Error),
+    /// down or unreachable, or every connection is busy); says the last
+    /// connection error.
+    #[error("no database connection within {}s: {reason}", crate::store::postgres::CONNECT_TIMEOUT.as_secs())]
+    NoConnection { reason: String },
     /// A column holds another type than the code reads.
     #[error("column {column} is {found}, not {expected}")]
     Type {
@@ -113,7 +114,7 @@ impl DbError {
     /// once the server is back (`store_unavailable`).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Pool(_) => true,
+            DbError::NoConnection { .. } => true,
             DbError::Postgres(error) => {
                 error.is_closed()
                     || error.as_db_error().is_none()

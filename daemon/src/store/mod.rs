@@ -57,7 +57,7 @@ pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};
 
 use crate::audit::mirror;
-use db::{Conn, DbError};
+use db::Conn;
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "gatehouse.db";
@@ -77,18 +77,21 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    /// The options the config file sets; `postgres` is filled in by the
-    /// caller, which reads the password.
-    pub fn from_config(config: &gatehouse_config::Config) -> Self {
-        Self {
+    /// The options the config file sets (reading `[store]`'s password).
+    pub fn from_config(config: &gatehouse_config::Config) -> Result<Self, StoreError> {
+        Ok(Self {
             state_dir: config.gateway.state_dir.clone(),
             audit_mirror: config.audit.mirror.clone(),
             mirror_rotation: mirror::Rotation {
                 max_bytes: config.audit.mirror_max_bytes,
                 keep: config.audit.mirror_keep,
             },
-            postgres: None,
-        }
+            postgres: config
+                .store
+                .as_ref()
+                .map(PgOptions::from_config)
+                .transpose()?,
+        })
     }
 }
 
@@ -147,12 +150,12 @@ impl Store {
                     postgres::PgConfigOrConnect::Config(e) => StoreError::from(e),
                     postgres::PgConfigOrConnect::Connect(source) => StoreError::Connect {
                         target: described.clone(),
-                        source: DbError::Pool(source),
+                        source,
                     },
                 })?;
                 let mut client = pool.get().map_err(|source| StoreError::Connect {
                     target: described.clone(),
-                    source: DbError::Pool(source),
+                    source,
                 })?;
                 let name = format!("postgresql://{described}");
                 schema::migrate_postgres(&mut client, &name)?;
@@ -176,6 +179,13 @@ impl Store {
             paths,
             gate: Semaphore::new(MAX_WAITING_THREADS),
             changes: tokio::sync::watch::Sender::new(0),
+        };
+        // A node that joins a shared store has no anchor of its own yet: it
+        // anchors at the last record once the whole chain verifies (the
+        // other node's anchor keeps guarding what came before).
+        let missing = match &inner.backend {
+            Backend::Postgres(_) => audit_repair::MissingAnchor::Recreate,
+            Backend::Sqlite(_) => missing,
         };
         let reconciled =
             inner.with_conn(|conn| audit_repair::reconcile(conn, &inner.paths, missing))?;
@@ -648,7 +658,7 @@ pub(crate) mod fixtures {
                     );
                     pg.client()
                         .batch_execute(&sql)
-                        .map_err(|e| DbError::from(e).to_string())
+                        .map_err(|e| db::DbError::from(e).to_string())
                 }
             }
         }

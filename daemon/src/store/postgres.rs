@@ -17,18 +17,70 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::config::{Host, SslMode};
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::db::DbError;
+
 /// The pool's connection manager.
 pub(crate) type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 
-/// A bounded pool of connections.
-pub(crate) type Pool = r2d2::Pool<Manager>;
+/// A bounded pool of connections. A `postgres::Client` runs a small
+/// runtime of its own and blocks on it when dropped, which tokio forbids on
+/// a runtime thread; so when the last handle goes away on one (at shutdown),
+/// the connections are closed on a thread of their own.
+pub(crate) struct Pool {
+    pool: Option<r2d2::Pool<Manager>>,
+    last_error: LastError,
+}
+
+/// The last failed connection attempt's message (r2d2's own error says only
+/// that it timed out).
+type LastError = Arc<Mutex<String>>;
+
+impl Pool {
+    /// A connection, or the reason none could be had in time.
+    pub(crate) fn get(&self) -> Result<r2d2::PooledConnection<Manager>, DbError> {
+        match &self.pool {
+            Some(pool) => pool.get().map_err(|_| self.no_connection()),
+            // Only during drop, when nothing can call.
+            None => unreachable!("the pool is taken only by drop"),
+        }
+    }
+
+    fn no_connection(&self) -> DbError {
+        let last = self
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        DbError::NoConnection {
+            reason: if last.is_empty() {
+                "every connection is busy".into()
+            } else {
+                last
+            },
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let closing = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(pool));
+            if let Err(error) = closing {
+                tracing::warn!(%error, "cannot close the PostgreSQL connections");
+            }
+        }
+    }
+}
 
 /// How long connecting (TCP, TLS, authentication) or getting a pooled
 /// connection may take.
@@ -65,9 +117,64 @@ impl std::fmt::Debug for PgOptions {
     }
 }
 
+impl PgOptions {
+    /// The options `[store]` sets, with the password read from
+    /// `password_file` (which group and others must not be able to read),
+    /// else from `PGPASSWORD`.
+    pub fn from_config(
+        store: &gatehouse_config::file::StoreConfig,
+    ) -> Result<PgOptions, PgConfigError> {
+        let password = match &store.password_file {
+            Some(path) => Some(read_password_file(path)?),
+            None => std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+        Ok(PgOptions {
+            url: store.url.clone(),
+            password,
+            ca_file: store.ca_file.clone(),
+        })
+    }
+}
+
+fn read_password_file(path: &Path) -> Result<String, PgConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |reason: String| PgConfigError::PasswordFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(bad(format!(
+            "mode {:o} lets others read it: chmod 600 {}",
+            mode & 0o777,
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    Ok(password.to_string())
+}
+
+/// Checks `[store]` offline (the URL, TLS settings, password file and CA
+/// file) and names the database: what `accessd check-config` reports.
+pub fn check(store: &gatehouse_config::file::StoreConfig) -> Result<String, PgConfigError> {
+    let opts = PgOptions::from_config(store)?;
+    let target = Target::parse(&opts)?;
+    client_config(&target.tls)?;
+    Ok(format!("postgresql://{}", target.describe()))
+}
+
 /// What is wrong with `[store]`, or why connecting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PgConfigError {
+    #[error("[store] password_file {path}: {reason}")]
+    PasswordFile { path: PathBuf, reason: String },
     #[error("[store] url {url:?} is not a PostgreSQL URL: {reason}")]
     Url { url: String, reason: String },
     #[error(
@@ -162,7 +269,8 @@ impl Target {
             .keepalives_idle(Duration::from_secs(5))
             .application_name("accessd")
             .options(&format!(
-                "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+                "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} \
+                 -c client_min_messages=warning",
                 STATEMENT_TIMEOUT.as_millis(),
                 STATEMENT_TIMEOUT.as_millis(),
                 IDLE_IN_TRANSACTION.as_millis()
@@ -190,13 +298,23 @@ impl Target {
     pub(crate) fn pool(&self) -> Result<Pool, PgConfigOrConnect> {
         let tls = MakeRustlsConnect::new(client_config(&self.tls)?);
         let manager = PostgresConnectionManager::new(self.config.clone(), tls);
-        r2d2::Pool::builder()
+        let last_error = LastError::default();
+        let built = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
-            .error_handler(Box::new(QuietErrors))
-            .build(manager)
-            .map_err(PgConfigOrConnect::Connect)
+            .error_handler(Box::new(RememberErrors(last_error.clone())))
+            .build(manager);
+        let built = built.ok();
+        let failed = built.is_none();
+        let pool = Pool {
+            pool: built,
+            last_error,
+        };
+        if failed {
+            return Err(PgConfigOrConnect::Connect(pool.no_connection()));
+        }
+        Ok(pool)
     }
 }
 
@@ -206,17 +324,21 @@ pub(crate) enum PgConfigOrConnect {
     #[error(transparent)]
     Config(#[from] PgConfigError),
     #[error("{0}")]
-    Connect(r2d2::Error),
+    Connect(DbError),
 }
 
-/// r2d2 logs every failed connection attempt through `log`; the store
-/// reports the failures of its own calls instead.
+/// r2d2 logs every failed connection attempt through `log`; here the last
+/// one is kept for the error the store's caller gets.
 #[derive(Debug)]
-struct QuietErrors;
+struct RememberErrors(LastError);
 
-impl r2d2::HandleError<postgres::Error> for QuietErrors {
+impl r2d2::HandleError<postgres::Error> for RememberErrors {
     fn handle_error(&self, error: postgres::Error) {
-        tracing::debug!(%error, "PostgreSQL connection attempt failed");
+        let message = DbError::from(error).to_string();
+        tracing::debug!(%message, "PostgreSQL connection attempt failed");
+        if let Ok(mut last) = self.0.lock() {
+            *last = message;
+        }
     }
 }
 
@@ -354,6 +476,31 @@ mod tests {
             split_sslmode("postgresql://g@h/d"),
             ("postgresql://g@h/d".to_string(), None)
         );
+    }
+
+    #[test]
+    fn the_password_file_must_be_private_and_not_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = gatehouse_config::file::StoreConfig {
+            url: "postgresql://g@127.0.0.1/gh".into(),
+            password_file: Some(file.clone()),
+            ca_file: None,
+        };
+        assert_eq!(
+            PgOptions::from_config(&config).unwrap().password.as_deref(),
+            Some("s3cret")
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = PgOptions::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::write(&file, "\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = PgOptions::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
     }
 
     #[test]

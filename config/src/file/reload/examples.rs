@@ -85,6 +85,15 @@ network_interface_id = "eni-0123456789abcdef0"
 vpc_id = "vpc-0123456789abcdef0"
 subnet_id = "subnet-0123456789abcdef0"
 availability_zone = "eu-west-3a"
+
+[store]
+url = "postgresql://gatehouse@db.internal:5432/gatehouse?sslmode=verify-full"
+password_file = "/etc/gatehouse/pg-password"
+ca_file = "/etc/gatehouse/rds-ca.pem"
+
+[ha]
+node = "gw-a"
+lease_ttl = "5s"
 "#;
 
 /// A different valid value for every key (the first `[[group]]`'s for
@@ -151,6 +160,14 @@ pub const OTHER: &[(&str, &str)] = &[
     ("aws.vpc_id", r#""vpc-0fedcba987654321""#),
     ("aws.subnet_id", r#""subnet-0fedcba987654321""#),
     ("aws.availability_zone", r#""eu-west-3b""#),
+    (
+        "store.url",
+        r#""postgresql://gatehouse@db2.internal:5432/gatehouse?sslmode=verify-full""#,
+    ),
+    ("store.password_file", r#""/etc/gatehouse/pg-password-2""#),
+    ("store.ca_file", r#""/etc/gatehouse/rds-ca-2.pem""#),
+    ("ha.node", r#""gw-b""#),
+    ("ha.lease_ttl", r#""8s""#),
 ];
 
 /// `text` with `key`'s line in its table (the first `[[group]]` for

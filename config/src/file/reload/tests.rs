@@ -28,6 +28,8 @@ fn table_keys() -> BTreeSet<&'static str> {
 fn schema_keys() -> BTreeSet<String> {
     let raw = RawConfig {
         aws: Some(RawAws::default()),
+        store: Some(Default::default()),
+        ha: Some(Default::default()),
         groups: vec![RawGroup::default()],
         ..RawConfig::default()
     };
@@ -154,6 +156,11 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "audit.mirror",
             "audit.mirror_max_mib",
             "audit.mirror_keep",
+            "store.url",
+            "store.password_file",
+            "store.ca_file",
+            "ha.node",
+            "ha.lease_ttl",
         ]
     );
 }
@@ -174,7 +181,7 @@ fn the_default_mirror_moves_with_the_state_dir() {
 }
 
 #[test]
-fn adding_tls_files_or_aws_is_seen_as_their_keys() {
+fn adding_tls_files_aws_or_a_shared_store_is_seen_as_their_keys() {
     let bare = FULL
         .replace("tls_cert = \"/etc/gatehouse/tls/fullchain.pem\"\n", "")
         .replace("tls_key = \"/etc/gatehouse/tls/privkey.pem\"\n", "");
@@ -182,13 +189,26 @@ fn adding_tls_files_or_aws_is_seen_as_their_keys() {
     let (old, new) = (parse(bare), parse(FULL));
     assert_eq!(
         restart_required(&old, &new),
-        ["portal.tls_cert", "portal.tls_key"]
+        [
+            "portal.tls_cert",
+            "portal.tls_key",
+            "store.url",
+            "store.password_file",
+            "store.ca_file",
+            "ha.node",
+            "ha.lease_ttl"
+        ]
     );
     let aws: Vec<&str> = changed_keys(&old, &new)
         .into_iter()
         .filter(|k| k.starts_with("aws."))
         .collect();
     assert_eq!(aws.len(), 13, "{aws:?}");
+    let shared: Vec<&str> = changed_keys(&old, &new)
+        .into_iter()
+        .filter(|k| k.starts_with("store.") || k.starts_with("ha."))
+        .collect();
+    assert_eq!(shared.len(), 5, "{shared:?}");
 }
 
 #[test]

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS, V5_HA];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -121,7 +121,7 @@ fn steps_to_run(found: i64, db: &str) -> Result<Option<usize>, StoreError> {
 }
 
 /// The PostgreSQL steps, one per SQLite step (the same tables and columns).
-pub const POSTGRES_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3_PORTAL, PG_V4_ENDPOINTS];
+pub const POSTGRES_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3_PORTAL, PG_V4_ENDPOINTS, PG_V5_HA];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
 /// not own the table: row triggers refuse UPDATE and DELETE, a statement
@@ -225,9 +225,55 @@ CREATE TABLE portal_sessions (
 CREATE INDEX portal_sessions_by_user ON portal_sessions ("user");
 "#;
 
+/// [`V5_HA`] on PostgreSQL.
+const PG_V5_HA: &str = r#"
+CREATE TABLE ha_lease (
+    id          BIGINT PRIMARY KEY CHECK (id = 1),
+    holder      TEXT,
+    generation  BIGINT NOT NULL,
+    acquired_ms BIGINT,
+    renewed_ms  BIGINT,
+    expires_ms  BIGINT NOT NULL
+);
+INSERT INTO ha_lease (id, holder, generation, expires_ms) VALUES (1, NULL, 0, 0);
+
+CREATE TABLE ha_nodes (
+    node        TEXT PRIMARY KEY NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('active', 'standby', 'stopped')),
+    generation  BIGINT NOT NULL,
+    seen_ms     BIGINT NOT NULL,
+    detail      TEXT NOT NULL
+);
+"#;
+
 /// [`V4_ENDPOINTS`] on PostgreSQL.
 const PG_V4_ENDPOINTS: &str = r#"
 ALTER TABLE devices ADD COLUMN last_endpoint TEXT;
+"#;
+
+/// The active/standby pair (`[ha]`, which needs the shared store; the
+/// tables exist in SQLite too so both schemas stay the same): one lease row
+/// (who is active, its fencing generation, until when, in the database's
+/// clock, as unix milliseconds), and one row per node for `accessctl ha
+/// status`.
+const V5_HA: &str = r#"
+CREATE TABLE ha_lease (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    holder      TEXT,
+    generation  INTEGER NOT NULL,
+    acquired_ms INTEGER,
+    renewed_ms  INTEGER,
+    expires_ms  INTEGER NOT NULL
+) STRICT;
+INSERT INTO ha_lease (id, holder, generation, expires_ms) VALUES (1, NULL, 0, 0);
+
+CREATE TABLE ha_nodes (
+    node        TEXT PRIMARY KEY NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('active', 'standby', 'stopped')),
+    generation  INTEGER NOT NULL,
+    seen_ms     INTEGER NOT NULL,
+    detail      TEXT NOT NULL
+) STRICT;
 "#;
 
 /// Where each device was last heard from (`ip:port`), stored with its last
@@ -413,9 +459,15 @@ mod tests {
             .unwrap();
         assert_eq!(no_login, 1, "rows of the previous version are kept");
         // What the newest step added is there and usable.
+        let generation: i64 = conn
+            .query_row("SELECT generation FROM ha_lease WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(generation, 0, "the lease starts unheld");
         conn.execute(
-            "INSERT INTO devices (user, name, public_key, address, created_at, last_endpoint) \
-             VALUES ('bob', 'laptop', 'k', '10.200.0.2', 1, '198.51.100.7:51820')",
+            "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail) \
+             VALUES ('gw-a', 'standby', 0, 1, '{}')",
             [],
         )
         .unwrap();

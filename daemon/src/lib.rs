@@ -42,6 +42,7 @@ pub mod audit;
 pub mod aws;
 pub mod capped_listener;
 pub mod gateway;
+pub mod ha;
 pub mod host_addrs;
 pub mod metrics;
 pub mod portal;

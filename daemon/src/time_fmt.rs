@@ -19,6 +19,11 @@ pub fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// RFC 3339, UTC, with milliseconds (what the audit log stamps records with).
+pub fn rfc3339_millis(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 pub fn rfc3339_opt(unix: Option<i64>) -> Option<String> {
     unix.map(rfc3339)
 }

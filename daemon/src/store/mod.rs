@@ -355,6 +355,15 @@ impl Store {
         matches!(self.inner.backend, Backend::Postgres(_))
     }
 
+    /// Where the shared database is, for connections of their own (the HA
+    /// lease, change notifications); `None` on SQLite.
+    pub(crate) fn postgres_target(&self) -> Option<&postgres::Target> {
+        match &self.inner.backend {
+            Backend::Postgres(pool) => Some(&pool.target),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
     /// The audit head file.
     pub fn head_path(&self) -> &Path {
         &self.inner.paths.head

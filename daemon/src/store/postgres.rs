@@ -20,8 +20,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::config::{Host, SslMode};
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::db::DbError;
@@ -36,6 +36,8 @@ pub(crate) type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 pub(crate) struct Pool {
     pool: Option<r2d2::Pool<Manager>>,
     last_error: LastError,
+    /// Where the pool connects, for connections of its own (the lease).
+    pub(crate) target: Target,
 }
 
 /// The last failed connection attempt's message (r2d2's own error says only
@@ -209,8 +211,9 @@ enum Tls {
 }
 
 /// The parsed URL and TLS choice; no connection is made.
+#[derive(Clone)]
 pub(crate) struct Target {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     tls: Tls,
 }
 
@@ -222,7 +225,8 @@ impl Target {
             reason,
         };
         let (base, sslmode) = split_sslmode(&opts.url);
-        let mut config = postgres::Config::from_str(&base).map_err(|e| bad_url(e.to_string()))?;
+        let mut config =
+            tokio_postgres::Config::from_str(&base).map_err(|e| bad_url(e.to_string()))?;
         if config.get_password().is_some() {
             return Err(PgConfigError::PasswordInUrl);
         }
@@ -268,7 +272,7 @@ impl Target {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
             .application_name("accessd")
-            .options(&format!(
+            .options(format!(
                 "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={} \
                  -c client_min_messages=warning",
                 STATEMENT_TIMEOUT.as_millis(),
@@ -297,7 +301,8 @@ impl Target {
     /// A pool with its first connection made (an error when none can be).
     pub(crate) fn pool(&self) -> Result<Pool, PgConfigOrConnect> {
         let tls = MakeRustlsConnect::new(client_config(&self.tls)?);
-        let manager = PostgresConnectionManager::new(self.config.clone(), tls);
+        let manager =
+            PostgresConnectionManager::new(postgres::Config::from(self.config.clone()), tls);
         let last_error = LastError::default();
         let built = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -310,11 +315,48 @@ impl Target {
         let pool = Pool {
             pool: built,
             last_error,
+            target: self.clone(),
         };
         if failed {
             return Err(PgConfigOrConnect::Connect(pool.no_connection()));
         }
         Ok(pool)
+    }
+}
+
+impl Target {
+    /// One connection of its own, outside the pool, for the lease and the
+    /// change notifications: async, driven by a task that ends when the
+    /// client is dropped or the connection breaks, and that hands each
+    /// `NOTIFY` (its channel name) to `notices`.
+    pub(crate) async fn connect(
+        &self,
+        notices: Option<tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), DbError> {
+        let tls = MakeRustlsConnect::new(client_config(&self.tls).map_err(|e| {
+            DbError::NoConnection {
+                reason: e.to_string(),
+            }
+        })?);
+        let (client, mut connection) =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(tls))
+                .await
+                .map_err(|_| DbError::NoConnection {
+                    reason: format!("connecting took more than {}s", CONNECT_TIMEOUT.as_secs()),
+                })??;
+        let driver = tokio::spawn(async move {
+            while let Some(Ok(message)) =
+                std::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let (tokio_postgres::AsyncMessage::Notification(n), Some(notices)) =
+                    (message, &notices)
+                    && notices.send(n.channel().to_string()).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok((client, driver))
     }
 }
 

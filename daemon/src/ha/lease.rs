@@ -1,0 +1,500 @@
+//! The HA lease in the shared database: one row (`ha_lease`) saying which
+//! node is active, under an ever-increasing generation (the fencing token),
+//! until when. Every time is the database's clock (`clock_timestamp()`, unix
+//! milliseconds), so the two nodes' clocks never have to agree.
+//!
+//! - [`LeaseDb::acquire`] takes the lease when nobody holds it, when it ran
+//!   out, or when this node's previous run held it; each take is a new
+//!   generation.
+//! - [`LeaseDb::renew`] extends it only for the holder of that generation
+//!   while it has not run out: a node that was paused past its expiry finds
+//!   it lost, even if nobody has taken it yet.
+//! - [`LeaseDb::release`] ends it at once (a planned stop or handover), so
+//!   the other node takes over on its next attempt.
+//!
+//! Uses a connection of its own (not the store's pool, where a long write
+//! could make a renewal wait), and bounds every call with a timeout.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::store::db::DbError;
+use crate::store::postgres::Target;
+
+/// The database's clock, in unix milliseconds.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The lease as it was before an [`LeaseDb::acquire`] took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Previous {
+    /// `None`: released (or never held).
+    pub holder: Option<String>,
+    pub generation: i64,
+    pub renewed_ms: Option<i64>,
+    pub expires_ms: i64,
+}
+
+/// A lease this node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub generation: i64,
+    /// When it runs out, and the database's time when it was granted.
+    pub expires_ms: i64,
+    pub granted_ms: i64,
+}
+
+impl Held {
+    /// How long it lasts from the moment it was granted.
+    pub fn lasts(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.expires_ms - self.granted_ms).unwrap_or(0))
+    }
+}
+
+/// What an acquire found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// This node holds the lease now.
+    Won { held: Held, previous: Previous },
+    /// Another node holds a live lease.
+    Held { holder: String, expires_in_ms: i64 },
+}
+
+/// The lease row and each node's last report, for `accessctl ha status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseView {
+    pub holder: Option<String>,
+    pub generation: i64,
+    pub acquired_ms: Option<i64>,
+    pub renewed_ms: Option<i64>,
+    pub expires_ms: i64,
+    pub now_ms: i64,
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub role: String,
+    pub generation: i64,
+    pub seen_ms: i64,
+    pub detail: serde_json::Value,
+}
+
+/// A connection to the lease, reconnected on the next call after it broke.
+pub struct LeaseDb {
+    target: Target,
+    node: String,
+    ttl: Duration,
+    conn: Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for LeaseDb {
+    fn drop(&mut self) {
+        if let Some((_, driver)) = self.conn.take() {
+            driver.abort();
+        }
+    }
+}
+
+impl LeaseDb {
+    /// No connection is made until the first call.
+    pub(crate) fn new(target: Target, node: &str, ttl: Duration) -> LeaseDb {
+        LeaseDb {
+            target,
+            node: node.to_string(),
+            ttl,
+            conn: None,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn client(&mut self, within: Duration) -> Result<&mut tokio_postgres::Client, DbError> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|(client, _)| client.is_closed())
+            && let Some((_, driver)) = self.conn.take()
+        {
+            driver.abort();
+        }
+        if self.conn.is_none() {
+            let connected = tokio::time::timeout(within, self.target.connect(None))
+                .await
+                .map_err(|_| timed_out("connect", within))??;
+            self.conn = Some(connected);
+        }
+        match &mut self.conn {
+            Some((client, _)) => Ok(client),
+            None => Err(DbError::NoRow),
+        }
+    }
+
+    /// Takes the lease if it is free, ran out, or was this node's; answers
+    /// within `within`.
+    pub async fn acquire(&mut self, within: Duration) -> Result<Acquire, DbError> {
+        let node = self.node.clone();
+        let ttl_ms = millis(self.ttl);
+        let client = self.client(within).await?;
+        let work = async move {
+            let tx = client.transaction().await?;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "SELECT holder, generation, renewed_ms, expires_ms, {NOW_MS} \
+                         FROM ha_lease WHERE id = 1 FOR UPDATE"
+                    ),
+                    &[],
+                )
+                .await?;
+            let previous = Previous {
+                holder: row.try_get(0)?,
+                generation: row.try_get(1)?,
+                renewed_ms: row.try_get(2)?,
+                expires_ms: row.try_get(3)?,
+            };
+            let now_ms: i64 = row.try_get(4)?;
+            let live = previous.expires_ms > now_ms;
+            match &previous.holder {
+                Some(holder) if live && *holder != node => {
+                    return Ok(Acquire::Held {
+                        holder: holder.clone(),
+                        expires_in_ms: previous.expires_ms - now_ms,
+                    });
+                }
+                _ => {}
+            }
+            let generation = previous.generation + 1;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE ha_lease SET holder = $1, generation = $2, acquired_ms = {NOW_MS}, \
+                         renewed_ms = {NOW_MS}, expires_ms = {NOW_MS} + $3 WHERE id = 1 \
+                         RETURNING expires_ms, renewed_ms"
+                    ),
+                    &[&node, &generation, &ttl_ms],
+                )
+                .await?;
+            let held = Held {
+                generation,
+                expires_ms: row.try_get(0)?,
+                granted_ms: row.try_get(1)?,
+            };
+            tx.commit().await?;
+            Ok(Acquire::Won { held, previous })
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("acquire the lease", within))?
+    }
+
+    /// Extends the lease of `generation`; `None` when this node no longer
+    /// holds it (taken over, released, or run out).
+    pub async fn renew(
+        &mut self,
+        generation: i64,
+        within: Duration,
+    ) -> Result<Option<Held>, DbError> {
+        let node = self.node.clone();
+        let ttl_ms = millis(self.ttl);
+        let client = self.client(within).await?;
+        let work = async move {
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE ha_lease SET renewed_ms = {NOW_MS}, expires_ms = {NOW_MS} + $3 \
+                         WHERE id = 1 AND holder = $1 AND generation = $2 AND expires_ms > {NOW_MS} \
+                         RETURNING expires_ms, renewed_ms"
+                    ),
+                    &[&node, &generation, &ttl_ms],
+                )
+                .await?;
+            row.map(|row| {
+                Ok(Held {
+                    generation,
+                    expires_ms: row.try_get(0)?,
+                    granted_ms: row.try_get(1)?,
+                })
+            })
+            .transpose()
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("renew the lease", within))?
+    }
+
+    /// True while this node holds a live lease of `generation` (the
+    /// re-check before acting on AWS).
+    pub async fn holds(&mut self, generation: i64, within: Duration) -> Result<bool, DbError> {
+        let node = self.node.clone();
+        let client = self.client(within).await?;
+        let work = async move {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT holder = $1 AND generation = $2 AND expires_ms > {NOW_MS} \
+                         FROM ha_lease WHERE id = 1"
+                    ),
+                    &[&node, &generation],
+                )
+                .await?;
+            Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(false))
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("check the lease", within))?
+    }
+
+    /// Ends the lease of `generation` now; false when this node did not
+    /// hold it.
+    pub async fn release(&mut self, generation: i64, within: Duration) -> Result<bool, DbError> {
+        let node = self.node.clone();
+        let client = self.client(within).await?;
+        let work = async move {
+            let changed = client
+                .execute(
+                    &format!(
+                        "UPDATE ha_lease SET holder = NULL, expires_ms = {NOW_MS} \
+                         WHERE id = 1 AND holder = $1 AND generation = $2"
+                    ),
+                    &[&node, &generation],
+                )
+                .await?;
+            Ok(changed == 1)
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("release the lease", within))?
+    }
+
+    /// Records this node's role for `accessctl ha status`.
+    pub async fn report(
+        &mut self,
+        role: &str,
+        generation: i64,
+        detail: &serde_json::Value,
+        within: Duration,
+    ) -> Result<(), DbError> {
+        let node = self.node.clone();
+        let detail = detail.to_string();
+        let role = role.to_string();
+        let client = self.client(within).await?;
+        let work = async move {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail) \
+                         VALUES ($1, $2, $3, {NOW_MS}, $4) ON CONFLICT (node) DO UPDATE SET \
+                         role = excluded.role, generation = excluded.generation, \
+                         seen_ms = excluded.seen_ms, detail = excluded.detail"
+                    ),
+                    &[&node, &role, &generation, &detail],
+                )
+                .await?;
+            Ok(())
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("report the node's role", within))?
+    }
+
+    /// The lease and every node's last report.
+    pub async fn view(&mut self, within: Duration) -> Result<LeaseView, DbError> {
+        let client = self.client(within).await?;
+        let work = async move {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT holder, generation, acquired_ms, renewed_ms, expires_ms, {NOW_MS} \
+                         FROM ha_lease WHERE id = 1"
+                    ),
+                    &[],
+                )
+                .await?;
+            let nodes = client
+                .query(
+                    "SELECT node, role, generation, seen_ms, detail FROM ha_nodes ORDER BY node",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|n| {
+                    let detail: String = n.try_get(4)?;
+                    Ok(NodeView {
+                        node: n.try_get(0)?,
+                        role: n.try_get(1)?,
+                        generation: n.try_get(2)?,
+                        seen_ms: n.try_get(3)?,
+                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .collect::<Result<Vec<_>, DbError>>()?;
+            Ok(LeaseView {
+                holder: row.try_get(0)?,
+                generation: row.try_get(1)?,
+                acquired_ms: row.try_get(2)?,
+                renewed_ms: row.try_get(3)?,
+                expires_ms: row.try_get(4)?,
+                now_ms: row.try_get(5)?,
+                nodes,
+            })
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("read the lease", within))?
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn timed_out(what: &str, within: Duration) -> DbError {
+    DbError::NoConnection {
+        reason: format!("could not {what} within {} ms", within.as_millis()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::TestStore;
+
+    const WITHIN: Duration = Duration::from_secs(5);
+
+    fn lease(db: &TestStore, store: &crate::store::Store, node: &str, ttl_ms: u64) -> LeaseDb {
+        let _ = db;
+        LeaseDb::new(
+            store.postgres_target().unwrap().clone(),
+            node,
+            Duration::from_millis(ttl_ms),
+        )
+    }
+
+    fn won(acquired: Acquire) -> (Held, Previous) {
+        match acquired {
+            Acquire::Won { held, previous } => (held, previous),
+            other => panic!("not won: {other:?}"),
+        }
+    }
+
+    /// One node takes the free lease; the other sees it held; the holder
+    /// renews; once it stops renewing, the lease runs out and the other
+    /// takes it with the next generation; the old holder's renewal then
+    /// fails (the fencing token is stale) and so does its release.
+    #[test]
+    fn one_holder_at_a_time_and_a_stale_generation_is_fenced_off() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        let rt = crate::store::fixtures::multi_thread_runtime();
+        rt.block_on(async {
+            let mut a = lease(&db, &store, "gw-a", 600);
+            let mut b = lease(&db, &store, "gw-b", 600);
+            let (held_a, previous) = won(a.acquire(WITHIN).await.unwrap());
+            assert_eq!(held_a.generation, 1);
+            assert_eq!(previous.holder, None);
+            assert_eq!(held_a.lasts(), Duration::from_millis(600));
+            match b.acquire(WITHIN).await.unwrap() {
+                Acquire::Held {
+                    holder,
+                    expires_in_ms,
+                } => {
+                    assert_eq!(holder, "gw-a");
+                    assert!((1..=600).contains(&expires_in_ms), "{expires_in_ms}");
+                }
+                other => panic!("{other:?}"),
+            }
+            let renewed = a.renew(1, WITHIN).await.unwrap().unwrap();
+            assert!(renewed.expires_ms >= held_a.expires_ms);
+            assert!(a.holds(1, WITHIN).await.unwrap());
+            assert!(!b.holds(1, WITHIN).await.unwrap());
+
+            // gw-a stops renewing (paused): past the TTL its lease is gone
+            // even before anyone takes it.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert!(!a.holds(1, WITHIN).await.unwrap());
+            assert_eq!(
+                a.renew(1, WITHIN).await.unwrap(),
+                None,
+                "renewed a lease that ran out"
+            );
+            let (held_b, previous) = won(b.acquire(WITHIN).await.unwrap());
+            assert_eq!(held_b.generation, 2);
+            assert_eq!(previous.holder.as_deref(), Some("gw-a"));
+            assert!(previous.renewed_ms.unwrap() <= previous.expires_ms);
+            assert_eq!(
+                a.renew(1, WITHIN).await.unwrap(),
+                None,
+                "the stale generation renewed"
+            );
+            assert!(
+                !a.release(1, WITHIN).await.unwrap(),
+                "the stale generation released"
+            );
+            assert!(b.holds(2, WITHIN).await.unwrap());
+
+            // A planned stop: released, so gw-a takes it at once.
+            assert!(b.release(2, WITHIN).await.unwrap());
+            let (held_a, previous) = won(a.acquire(WITHIN).await.unwrap());
+            assert_eq!(held_a.generation, 3);
+            assert_eq!(previous.holder, None, "a release leaves no holder");
+
+            // A restarted node takes back its own live lease at once.
+            let mut a_again = lease(&db, &store, "gw-a", 600);
+            let (held, _) = won(a_again.acquire(WITHIN).await.unwrap());
+            assert_eq!(held.generation, 4);
+            assert_eq!(a.renew(3, WITHIN).await.unwrap(), None);
+
+            a_again
+                .report("active", 4, &serde_json::json!({"x": 1}), WITHIN)
+                .await
+                .unwrap();
+            b.report("standby", 0, &serde_json::json!({}), WITHIN)
+                .await
+                .unwrap();
+            let view = b.view(WITHIN).await.unwrap();
+            assert_eq!(view.holder.as_deref(), Some("gw-a"));
+            assert_eq!(view.generation, 4);
+            let roles: Vec<(&str, &str)> = view
+                .nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.role.as_str()))
+                .collect();
+            assert_eq!(roles, [("gw-a", "active"), ("gw-b", "standby")]);
+        });
+        drop(rt);
+    }
+
+    /// Two nodes racing for a free lease: exactly one wins each generation.
+    #[test]
+    fn racing_nodes_never_both_win() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        let rt = crate::store::fixtures::multi_thread_runtime();
+        rt.block_on(async {
+            for round in 0..20 {
+                let mut a = lease(&db, &store, "gw-a", 60_000);
+                let mut b = lease(&db, &store, "gw-b", 60_000);
+                let (ra, rb) = tokio::join!(a.acquire(WITHIN), b.acquire(WITHIN));
+                let winners = [ra.unwrap(), rb.unwrap()]
+                    .iter()
+                    .filter(|r| matches!(r, Acquire::Won { .. }))
+                    .count();
+                assert_eq!(winners, 1, "round {round}");
+                let view = a.view(WITHIN).await.unwrap();
+                let holder = view.holder.clone().unwrap();
+                let mut owner = if holder == "gw-a" { a } else { b };
+                assert!(owner.release(view.generation, WITHIN).await.unwrap());
+            }
+        });
+        drop(rt);
+    }
+}

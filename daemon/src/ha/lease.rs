@@ -28,10 +28,12 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 /// The lease as it was before an [`LeaseDb::acquire`] took it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Previous {
-    /// `None`: released (or never held).
+    /// `None`: never held.
     pub holder: Option<String>,
     pub generation: i64,
     pub renewed_ms: Option<i64>,
+    /// Set when its holder released it (a planned stop or handover).
+    pub released_ms: Option<i64>,
     pub expires_ms: i64,
 }
 
@@ -63,6 +65,7 @@ pub enum Acquire {
 /// The lease row and each node's last report, for `accessctl ha status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseView {
+    /// Who holds it (`None` once released or run out).
     pub holder: Option<String>,
     pub generation: i64,
     pub acquired_ms: Option<i64>,
@@ -144,7 +147,7 @@ impl LeaseDb {
             let row = tx
                 .query_one(
                     &format!(
-                        "SELECT holder, generation, renewed_ms, expires_ms, {NOW_MS} \
+                        "SELECT holder, generation, renewed_ms, released_ms, expires_ms, {NOW_MS} \
                          FROM ha_lease WHERE id = 1 FOR UPDATE"
                     ),
                     &[],
@@ -154,9 +157,10 @@ impl LeaseDb {
                 holder: row.try_get(0)?,
                 generation: row.try_get(1)?,
                 renewed_ms: row.try_get(2)?,
-                expires_ms: row.try_get(3)?,
+                released_ms: row.try_get(3)?,
+                expires_ms: row.try_get(4)?,
             };
-            let now_ms: i64 = row.try_get(4)?;
+            let now_ms: i64 = row.try_get(5)?;
             let live = previous.expires_ms > now_ms;
             match &previous.holder {
                 Some(holder) if live && *holder != node => {
@@ -172,8 +176,8 @@ impl LeaseDb {
                 .query_one(
                     &format!(
                         "UPDATE ha_lease SET holder = $1, generation = $2, acquired_ms = {NOW_MS}, \
-                         renewed_ms = {NOW_MS}, expires_ms = {NOW_MS} + $3 WHERE id = 1 \
-                         RETURNING expires_ms, renewed_ms"
+                         renewed_ms = {NOW_MS}, released_ms = NULL, expires_ms = {NOW_MS} + $3 \
+                         WHERE id = 1 RETURNING expires_ms, renewed_ms"
                     ),
                     &[&node, &generation, &ttl_ms],
                 )
@@ -206,8 +210,8 @@ impl LeaseDb {
                 .query_opt(
                     &format!(
                         "UPDATE ha_lease SET renewed_ms = {NOW_MS}, expires_ms = {NOW_MS} + $3 \
-                         WHERE id = 1 AND holder = $1 AND generation = $2 AND expires_ms > {NOW_MS} \
-                         RETURNING expires_ms, renewed_ms"
+                         WHERE id = 1 AND holder = $1 AND generation = $2 AND released_ms IS NULL \
+                         AND expires_ms > {NOW_MS} RETURNING expires_ms, renewed_ms"
                     ),
                     &[&node, &generation, &ttl_ms],
                 )
@@ -235,8 +239,8 @@ impl LeaseDb {
             let row = client
                 .query_one(
                     &format!(
-                        "SELECT holder = $1 AND generation = $2 AND expires_ms > {NOW_MS} \
-                         FROM ha_lease WHERE id = 1"
+                        "SELECT holder = $1 AND generation = $2 AND released_ms IS NULL \
+                         AND expires_ms > {NOW_MS} FROM ha_lease WHERE id = 1"
                     ),
                     &[&node, &generation],
                 )
@@ -257,8 +261,8 @@ impl LeaseDb {
             let changed = client
                 .execute(
                     &format!(
-                        "UPDATE ha_lease SET holder = NULL, expires_ms = {NOW_MS} \
-                         WHERE id = 1 AND holder = $1 AND generation = $2"
+                        "UPDATE ha_lease SET released_ms = {NOW_MS}, expires_ms = {NOW_MS} \
+                         WHERE id = 1 AND holder = $1 AND generation = $2 AND released_ms IS NULL"
                     ),
                     &[&node, &generation],
                 )
@@ -308,7 +312,8 @@ impl LeaseDb {
             let row = client
                 .query_one(
                     &format!(
-                        "SELECT holder, generation, acquired_ms, renewed_ms, expires_ms, {NOW_MS} \
+                        "SELECT CASE WHEN released_ms IS NULL AND expires_ms > {NOW_MS} \
+                         THEN holder END, generation, acquired_ms, renewed_ms, expires_ms, {NOW_MS} \
                          FROM ha_lease WHERE id = 1"
                     ),
                     &[],
@@ -441,9 +446,11 @@ mod tests {
 
             // A planned stop: released, so gw-a takes it at once.
             assert!(b.release(2, WITHIN).await.unwrap());
+            assert!(!b.holds(2, WITHIN).await.unwrap(), "released is not held");
             let (held_a, previous) = won(a.acquire(WITHIN).await.unwrap());
             assert_eq!(held_a.generation, 3);
-            assert_eq!(previous.holder, None, "a release leaves no holder");
+            assert_eq!(previous.holder.as_deref(), Some("gw-b"));
+            assert!(previous.released_ms.is_some(), "a release is told apart");
 
             // A restarted node takes back its own live lease at once.
             let mut a_again = lease(&db, &store, "gw-a", 600);

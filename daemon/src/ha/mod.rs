@@ -342,8 +342,8 @@ impl Loop {
         let now = SystemTime::now();
         let node = self.state.borrow().node.clone();
         let cause = match &previous.holder {
-            None if previous.generation == 0 => "free",
-            None => "released",
+            None => "free",
+            Some(_) if previous.released_ms.is_some() => "released",
             Some(holder) if *holder == node => "restart",
             Some(_) => "expired",
         };
@@ -375,7 +375,7 @@ impl Loop {
         // A release ends the lease then (its expiry is the release time);
         // an expired lease's holder was last heard at its last renewal.
         let without_active_ms = match cause {
-            "released" => Some(held.granted_ms - previous.expires_ms),
+            "released" => previous.released_ms.map(|at| held.granted_ms - at),
             "expired" | "restart" => previous.renewed_ms.map(|at| held.granted_ms - at),
             _ => None,
         };
@@ -503,6 +503,134 @@ fn local_deadline(sent: Instant, lasts: Duration) -> Instant {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::AuditFilter;
+    use crate::store::fixtures::{TestStore, multi_thread_runtime, options};
+
+    /// A take-over that records its fence's generation.
+    fn recorder() -> (TakeOver, Arc<std::sync::Mutex<Vec<i64>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let take_over: TakeOver = Arc::new(move |fence: Fence| {
+            let log = log.clone();
+            Box::pin(async move {
+                assert!(fence.holds(), "the take-over runs fenced in");
+                log.lock().unwrap().push(fence.generation());
+                json!({ "recorded": fence.generation() })
+            })
+        });
+        (take_over, seen)
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Two nodes in one process on one database: the first to start is
+    /// active and takes over; a planned stop releases, so the standby takes
+    /// over within a tick or two; a handover moves it back; each node's
+    /// take-over runs once per generation, and every step is audited.
+    #[test]
+    fn a_pair_takes_turns_and_a_planned_stop_hands_over_at_once() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store_a = db.open();
+        let b_dir = tempfile::tempdir().unwrap();
+        let mut b_opts = options(b_dir.path());
+        b_opts.postgres = db.opts.postgres.clone();
+        let store_b = crate::store::Store::open(&b_opts).unwrap();
+        let config = |node: &str| gatehouse_config::file::HaConfig {
+            node: node.into(),
+            lease_ttl: Duration::from_secs(3),
+        };
+        let rt = multi_thread_runtime();
+        rt.block_on(async {
+            let tracker = TaskTracker::new();
+            let stop_a = CancellationToken::new();
+            let (take_a, seen_a) = recorder();
+            let a = start(&store_a, &config("gw-a"), take_a, &tracker, stop_a.clone()).unwrap();
+            until("gw-a active", || a.is_active()).await;
+            let (take_b, seen_b) = recorder();
+            let stop_b = CancellationToken::new();
+            let b = start(&store_b, &config("gw-b"), take_b, &tracker, stop_b.clone()).unwrap();
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            assert!(a.is_active() && !b.is_active(), "one active at a time");
+            assert_eq!(*seen_a.lock().unwrap(), [1]);
+
+            // gw-a stops (SIGTERM): it releases; gw-b takes over at its next
+            // tick, long before the 3 s lease would have run out.
+            stop_a.cancel();
+            let released = Instant::now();
+            until("gw-b active", || b.is_active()).await;
+            assert!(
+                released.elapsed() < Duration::from_millis(2500),
+                "{:?}",
+                released.elapsed()
+            );
+            assert_eq!(*seen_b.lock().unwrap(), [2]);
+            let takeover = b.state().last_takeover.unwrap();
+            assert_eq!(
+                (takeover.cause, takeover.from.as_deref()),
+                ("released", Some("gw-a"))
+            );
+
+            // gw-a back as standby; a handover on gw-b moves the lease to it.
+            let stop_a = CancellationToken::new();
+            let (take_a, seen_a) = recorder();
+            let a = start(&store_a, &config("gw-a"), take_a, &tracker, stop_a.clone()).unwrap();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(!a.is_active());
+            let err = a.handover().await.unwrap_err();
+            assert!(err.to_string().contains("standby"), "{err}");
+            assert_eq!(b.handover().await.unwrap(), 2);
+            assert!(!b.is_active(), "inactive as soon as it released");
+            until("gw-a active again", || a.is_active()).await;
+            assert_eq!(*seen_a.lock().unwrap(), [3]);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(
+                !b.is_active(),
+                "the handed-over node waits before trying again"
+            );
+
+            let view = b.view().await.unwrap();
+            assert_eq!((view.holder.as_deref(), view.generation), (Some("gw-a"), 3));
+            let roles: Vec<(&str, &str)> = view
+                .nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.role.as_str()))
+                .collect();
+            assert_eq!(roles, [("gw-a", "active"), ("gw-b", "standby")]);
+
+            stop_a.cancel();
+            stop_b.cancel();
+            tracker.close();
+            tracker.wait().await;
+            let kinds: Vec<String> = store_a
+                .read(|r| r.audit_records(&AuditFilter::default()))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| format!("{} {}", r.kind, r.target))
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    "ha.acquire gw-a",
+                    "ha.release gw-a",
+                    "ha.acquire gw-b",
+                    "ha.release gw-b",
+                    "ha.acquire gw-a",
+                    "ha.release gw-a",
+                ],
+                "{kinds:?}"
+            );
+        });
+        drop(rt);
+    }
 
     #[test]
     fn the_deadline_falls_before_the_lease_runs_out() {

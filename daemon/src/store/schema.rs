@@ -233,6 +233,7 @@ CREATE TABLE ha_lease (
     generation  BIGINT NOT NULL,
     acquired_ms BIGINT,
     renewed_ms  BIGINT,
+    released_ms BIGINT,
     expires_ms  BIGINT NOT NULL
 );
 INSERT INTO ha_lease (id, holder, generation, expires_ms) VALUES (1, NULL, 0, 0);
@@ -253,9 +254,9 @@ ALTER TABLE devices ADD COLUMN last_endpoint TEXT;
 
 /// The active/standby pair (`[ha]`, which needs the shared store; the
 /// tables exist in SQLite too so both schemas stay the same): one lease row
-/// (who is active, its fencing generation, until when, in the database's
-/// clock, as unix milliseconds), and one row per node for `accessctl ha
-/// status`.
+/// (who is or was last active, its fencing generation, until when, and when
+/// it was released if it was, in the database's clock, as unix
+/// milliseconds), and one row per node for `accessctl ha status`.
 const V5_HA: &str = r#"
 CREATE TABLE ha_lease (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
@@ -263,6 +264,7 @@ CREATE TABLE ha_lease (
     generation  INTEGER NOT NULL,
     acquired_ms INTEGER,
     renewed_ms  INTEGER,
+    released_ms INTEGER,
     expires_ms  INTEGER NOT NULL
 ) STRICT;
 INSERT INTO ha_lease (id, holder, generation, expires_ms) VALUES (1, NULL, 0, 0);

@@ -22,6 +22,7 @@ mod backup;
 mod client;
 mod device;
 mod group;
+mod ha;
 mod keys;
 mod output;
 mod ssh;
@@ -123,6 +124,9 @@ pub enum Command {
     /// Plan and apply the gateway's AWS resources (elastic IP, security groups, routes, SSM key).
     #[command(subcommand)]
     Aws(aws::AwsCommand),
+    /// The HA pair: each node's role, the lease, the last failover; hand over.
+    #[command(subcommand)]
+    Ha(ha::HaCommand),
 }
 
 /// What every command needs: the client and the output format.
@@ -200,6 +204,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Backup(args) => backup::run(args, ctx).await?,
         Command::Completions { .. } | Command::Manpage => {}
         Command::Aws(cmd) => aws::run(cmd, ctx).await?,
+        Command::Ha(cmd) => ha::run(cmd, ctx).await?,
     }
     Ok(())
 }

@@ -621,3 +621,75 @@ pub struct AwsParameterStatus {
     pub present: bool,
     pub secure_string: bool,
 }
+
+/// `GET /v1/ha`: an HA pair as this node and the shared database see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaStatusResponse {
+    /// This node (`ha.node`).
+    pub node: String,
+    /// This node's role: `active` or `standby`.
+    pub role: String,
+    /// The lease generation this node holds or last held (0: never).
+    pub generation: i64,
+    pub lease_ttl_secs: u64,
+    /// The lease in the database; absent when it cannot be read.
+    pub lease: Option<HaLease>,
+    /// Each node's last report.
+    pub nodes: Vec<HaNode>,
+    /// The last failover (`ha.failover` in the audit log), if any.
+    pub last_failover: Option<HaFailover>,
+    /// Why the database could not be read, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_error: Option<String>,
+}
+
+/// The lease row. Times are RFC 3339 with milliseconds, by the database's clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaLease {
+    /// Who holds a live lease (none: released or run out).
+    pub holder: Option<String>,
+    pub generation: i64,
+    pub acquired_at: Option<String>,
+    pub renewed_at: Option<String>,
+    pub expires_at: String,
+    /// Until expiry, from the database's now (negative: run out).
+    pub expires_in_ms: i64,
+}
+
+/// One node of the pair, as it last reported itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaNode {
+    pub node: String,
+    /// `active`, `standby` or `stopped`.
+    pub role: String,
+    pub generation: i64,
+    pub seen_at: String,
+    pub seen_ago_ms: i64,
+    /// Its last renewal of the lease (RFC 3339), if it was active.
+    pub last_renewal: Option<String>,
+    pub failovers: u64,
+}
+
+/// A failover: the standby took over from an active whose lease ran out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaFailover {
+    /// When it was recorded (RFC 3339).
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub generation: i64,
+    /// `expired` for a failover.
+    pub cause: String,
+    /// From the old active's last renewal to the take-over (ms).
+    pub without_active_ms: Option<i64>,
+    /// How long moving the traffic took (ms).
+    pub takeover_ms: Option<u64>,
+}
+
+/// `POST /v1/ha/handover`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HaHandoverResponse {
+    pub node: String,
+    /// The generation released; the other node takes over with the next.
+    pub released_generation: i64,
+}

@@ -148,10 +148,13 @@ pub async fn run(
     );
 
     let tracker = TaskTracker::new();
+    store::changes::spawn_listener(core.store(), &tracker, shutdown.child_token());
+    let aws_session = aws_session.map(std::sync::Arc::new);
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {
-        aws::startup::apply_on_start(&core, aws_session.as_ref()).await?;
-        let running = start_subsystems(&core, &tracker, &shutdown).await?;
+        aws::startup::apply_on_start(&core, aws_session.as_deref()).await?;
+        let mut running = start_subsystems(&core, &tracker, &shutdown).await?;
+        running.0.ha = start_ha(&core, &running.0, aws_session.clone(), &tracker, &shutdown);
         let config = core.config();
         let listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
         Ok::<_, RunError>((running, listener))
@@ -240,6 +243,66 @@ async fn start_subsystems(
         running.portal = Some(handle);
     }
     Ok((running, access))
+}
+
+/// Starts the HA role with `[ha]`: on becoming the active gateway it moves
+/// the pair's traffic here (the elastic IP and pool routes, with `[aws]`)
+/// and resumes the devices' tunnels, each step fenced by the lease.
+fn start_ha(
+    core: &Core,
+    running: &Running,
+    aws_session: Option<std::sync::Arc<aws::Session>>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<ha::Ha> {
+    let config = core.config();
+    let ha_config = config.ha.as_ref()?;
+    let (core_for, engine) = (core.clone(), running.vpn.clone());
+    let take_over: ha::TakeOver = std::sync::Arc::new(move |fence: ha::Fence| {
+        let (core, engine, session) = (core_for.clone(), engine.clone(), aws_session.clone());
+        Box::pin(async move {
+            let mut outcome = serde_json::Map::new();
+            if let Some(session) = session {
+                let may_act = move || fence.holds();
+                let moved = aws::apply::apply_scoped(
+                    &core,
+                    &session,
+                    Actor::Gateway,
+                    Source::Setting("ha"),
+                    aws::apply::Scope::Traffic,
+                    &may_act,
+                )
+                .await;
+                outcome.insert(
+                    "aws".into(),
+                    match moved {
+                        Ok(applied) => json!({
+                            "changes": applied.actions.iter().map(|a| a.change.clone()).collect::<Vec<_>>(),
+                            "elastic_ip": applied.elastic_ip,
+                        }),
+                        Err(failure) => json!({ "error": failure.to_string() }),
+                    },
+                );
+            }
+            if let Some(engine) = engine {
+                outcome.insert(
+                    "resumed".into(),
+                    match vpn::sync::resume_after_takeover(&core, &engine).await {
+                        Ok(n) => json!(n),
+                        Err(error) => json!({ "error": error.to_string() }),
+                    },
+                );
+            }
+            serde_json::Value::Object(outcome)
+        })
+    });
+    ha::start(
+        core.store(),
+        ha_config,
+        take_over,
+        tracker,
+        shutdown.child_token(),
+    )
 }
 
 async fn lifecycle_event(core: &Core, kind: Kind) -> Result<(), store::StoreError> {

@@ -1,9 +1,11 @@
-//! What start-up started: the data plane, the jump host and the portal.
+//! What start-up started: the data plane, the jump host, the portal and the
+//! HA role.
 //! Built once by [`crate::run`] and handed only to those that report on them
 //! (the admin API's status and SSH channel handlers). Nothing looks it up.
 
 use std::sync::Arc;
 
+use crate::ha::Ha;
 use crate::portal::PortalHandle;
 use crate::ssh::SshHandle;
 use crate::vpn::engine::Engine;
@@ -14,4 +16,6 @@ pub struct Running {
     pub vpn: Option<Arc<Engine>>,
     pub ssh: Option<SshHandle>,
     pub portal: Option<PortalHandle>,
+    /// One of an HA pair (`[ha]`).
+    pub ha: Option<Ha>,
 }

@@ -283,6 +283,14 @@ impl Daemon {
         }
     }
 
+    /// Kills the process at once (SIGKILL, as a crashed instance) and reaps
+    /// it; [`Daemon::spawn`] starts it again on the same state.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Sends a signal to the running daemon.
     pub fn signal(&self, signal: Signal) {
         let child = self.child.as_ref().expect("running");
@@ -318,6 +326,17 @@ impl Daemon {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         serde_json::from_str(&self.ctl_ok(&all)).unwrap()
+    }
+
+    /// `accessctl --json audit <args>`: one record per line, parsed.
+    pub fn audit_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["--json", "audit"];
+        all.extend_from_slice(args);
+        self.ctl_ok(&all)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// The process id while it runs (for CPU and memory readings).

@@ -186,6 +186,22 @@ impl PgServer {
         stdout(&out)
     }
 
+    /// The sample config as [`crate::Daemon::start`] runs it, on this
+    /// server (`[store]`, the password in a 0600 file in `dir`), plus
+    /// `extra` (e.g. an `[ha]` section).
+    pub fn gateway_config(&self, dir: &Path, extra: &str) -> String {
+        let password_file = dir.join("pg-password");
+        std::fs::write(&password_file, format!("{}\n", self.password)).expect("password file");
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        format!(
+            "{}\n[store]\nurl = \"{}\"\npassword_file = \"{}\"\n{extra}",
+            crate::host_sample_config(),
+            self.url(),
+            password_file.display()
+        )
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

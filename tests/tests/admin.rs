@@ -15,14 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 fn audit_lines(daemon: &Daemon, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["--json", "audit"];
-    all.extend_from_slice(args);
-    daemon
-        .ctl_ok(&all)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    daemon.audit_json(args)
 }
 
 fn my_uid() -> String {

@@ -47,21 +47,6 @@ fn a_private_server_starts_authenticates_and_stops() {
     );
 }
 
-/// `[store] url` with the password in a 0600 file (the server's own
-/// password, as a deployment would give it).
-fn shared_store_config(pg: &PgServer, dir: &std::path::Path) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let password_file = dir.join("pg-password");
-    std::fs::write(&password_file, format!("{}\n", pg.password())).unwrap();
-    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    format!(
-        "{}\n[store]\nurl = \"{}\"\npassword_file = \"{}\"\n",
-        gatehouse_tests::host_sample_config(),
-        pg.url(),
-        password_file.display()
-    )
-}
-
 /// Two gateways given one `[store]` keep one set of users and one audit
 /// chain in PostgreSQL: what one adds, the other lists; both verify the
 /// whole chain, and neither has an SQLite file. The password is never in
@@ -73,7 +58,7 @@ fn two_gateways_on_one_postgres_share_users_and_one_audit_chain() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = shared_store_config(&pg, dir.path());
+    let config = pg.gateway_config(dir.path(), "");
     let mut a = Daemon::start_with(&config);
     let b = Daemon::start_with(&config);
     let added = a.ctl_json(&["user", "add", "alice", "--group", "research"]);

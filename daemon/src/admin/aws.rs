@@ -13,7 +13,7 @@ use gatehouse_config::api::{
 
 use super::error::ApiFailure;
 use super::{AdminState, Caller};
-use crate::aws::apply::{ApplyFailure, apply as run_apply, plan_only};
+use crate::aws::apply::{ApplyFailure, Scope, apply as run_apply, apply_scoped, plan_only};
 use crate::aws::desired::GroupRole;
 use crate::aws::observed::RouteState;
 use crate::aws::plan::warnings;
@@ -39,9 +39,22 @@ pub async fn apply(
     let gw = &admin.core;
     let session = connect(gw).await?;
     let by = caller.requester();
-    let applied = run_apply(gw, &session, by.actor, by.source)
-        .await
-        .map_err(apply_failure)?;
+    // One of an HA pair: the elastic IP and the pool routes are the active
+    // gateway's alone, and it changes them only while it holds the lease.
+    let applied = match &admin.running.ha {
+        None => run_apply(gw, &session, by.actor, by.source).await,
+        Some(ha) => {
+            let scope = if ha.is_active() {
+                Scope::All
+            } else {
+                Scope::Shared
+            };
+            let ha = ha.clone();
+            let may_act = move || scope == Scope::Shared || ha.is_active();
+            apply_scoped(gw, &session, by.actor, by.source, scope, &may_act).await
+        }
+    }
+    .map_err(apply_failure)?;
     Ok(Json(AwsApplyResponse {
         gateway: gw.config().gateway.name.clone(),
         facts: session.facts.to_api(),

@@ -11,6 +11,7 @@ mod backup;
 mod devices;
 mod error;
 mod extract;
+mod ha;
 mod ssh;
 mod system;
 mod users;
@@ -195,6 +196,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/aws/plan", get(aws::plan))
         .route("/v1/aws/apply", post(aws::apply))
         .route("/v1/aws/status", get(aws::status))
+        .route("/v1/ha", get(ha::status))
+        .route("/v1/ha/handover", post(ha::handover))
         .fallback(|| async {
             ApiFailure::not_found("no such admin API path; see `accessctl --help`")
         })

@@ -40,12 +40,54 @@ pub struct ApplyFailure {
     pub error: AwsError,
 }
 
-/// Describes, plans and applies under the gateway's apply lock.
+/// Which part of the footprint an apply changes. The elastic IP's
+/// association and the pool routes belong to the active gateway of an HA
+/// pair alone; everything else is shared and either node may apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: a single gateway, or the active one of a pair.
+    All,
+    /// All but the active gateway's part: a standby.
+    Shared,
+    /// Only the active gateway's part: an HA take-over.
+    Traffic,
+}
+
+impl Scope {
+    /// Whether this scope carries `step` out.
+    pub fn covers(self, step: &Step) -> bool {
+        let holders = matches!(
+            step,
+            Step::AssociateAddress | Step::CreateRoute { .. } | Step::ReplaceRoute { .. }
+        );
+        match self {
+            Scope::All => true,
+            Scope::Shared => !holders,
+            Scope::Traffic => holders,
+        }
+    }
+}
+
+/// Describes, plans and applies everything under the gateway's apply lock.
 pub async fn apply(
     core: &Core,
     session: &Session,
     actor: Actor,
     source: AuditSource,
+) -> Result<Applied, ApplyFailure> {
+    apply_scoped(core, session, actor, source, Scope::All, &|| true).await
+}
+
+/// As [`apply`], for the steps `scope` covers, each made only while
+/// `may_act()` still says yes (an HA take-over's fence: a node that lost the
+/// lease changes nothing more).
+pub async fn apply_scoped(
+    core: &Core,
+    session: &Session,
+    actor: Actor,
+    source: AuditSource,
+    scope: Scope,
+    may_act: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<Applied, ApplyFailure> {
     let _one_at_a_time = core.aws().lock().await;
     let stop = |applied: Vec<Action>, failed, error| ApplyFailure {
@@ -60,7 +102,10 @@ pub async fn apply(
     let mut ids = Ids::from(&before);
     let actions = plan(&want, &before, &session.facts);
     let mut applied = Vec::new();
-    for action in actions {
+    for action in actions.into_iter().filter(|a| scope.covers(&a.step)) {
+        if !may_act() {
+            return Err(stop(applied, Some(action), AwsError::NotActive));
+        }
         match execute(core, session, &want, &mut ids, &action.step).await {
             Ok(outcome) => {
                 let record = event(Kind::AwsChange, actor.clone(), source.clone())
@@ -98,7 +143,10 @@ pub async fn apply(
     remember_elastic_ip(core, &after);
     Ok(Applied {
         elastic_ip: after.elastic_ip.as_ref().map(|a| a.public_ip.clone()),
-        remaining: plan(&want, &after, &session.facts),
+        remaining: plan(&want, &after, &session.facts)
+            .into_iter()
+            .filter(|a| scope.covers(&a.step))
+            .collect(),
         actions: applied,
     })
 }

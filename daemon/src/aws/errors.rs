@@ -70,6 +70,10 @@ pub enum AwsError {
     MalformedKey { name: String },
     #[error("cannot keep the SSM key in the state dir: {0}")]
     LocalKey(#[from] crate::wg_key::KeyError),
+    #[error(
+        "this gateway is no longer the active one of its HA pair (its lease ran out or was taken over), so it changes nothing that belongs to the active one"
+    )]
+    NotActive,
     #[error("the change was made but could not be audited, so apply stopped: {0}")]
     Audit(#[from] crate::store::StoreError),
 }

@@ -90,11 +90,19 @@ pub async fn apply_on_start(core: &Core, session: Option<&Session>) -> Result<()
     if !aws.apply_on_start {
         return Ok(());
     }
-    let applied = apply::apply(
+    // One of an HA pair starts as the standby: the elastic IP and the pool
+    // routes are the active gateway's, moved on taking the lease.
+    let scope = match config.ha {
+        Some(_) => apply::Scope::Shared,
+        None => apply::Scope::All,
+    };
+    let applied = apply::apply_scoped(
         core,
         session,
         Actor::Gateway,
         Source::Setting("apply_on_start"),
+        scope,
+        &|| true,
     )
     .await?;
     tracing::info!(

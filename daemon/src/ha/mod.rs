@@ -419,7 +419,7 @@ impl Loop {
     /// Releases the lease (planned): shutdown or handover.
     async fn give_up(&mut self, reason: &'static str) {
         let generation = self.state.borrow().generation;
-        self.to_standby();
+        self.become_standby();
         let released = self.lease.release(generation, CALL_LIMIT).await;
         if let Err(error) = &released {
             tracing::warn!(%error, "cannot release the HA lease; the standby takes over when it runs out");
@@ -442,7 +442,7 @@ impl Loop {
     /// Not renewed in time, or taken over: stop acting as active at once.
     async fn step_down(&mut self, reason: &'static str) {
         let generation = self.state.borrow().generation;
-        self.to_standby();
+        self.become_standby();
         tracing::warn!(generation, reason, "stepped down to standby");
         let node = self.state.borrow().node.clone();
         self.audit(
@@ -453,7 +453,7 @@ impl Loop {
         .await;
     }
 
-    fn to_standby(&mut self) {
+    fn become_standby(&mut self) {
         let now = SystemTime::now();
         self.state.send_modify(|s| {
             s.role = Role::Standby;

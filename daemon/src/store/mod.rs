@@ -28,6 +28,7 @@
 pub mod audit_log;
 mod audit_repair;
 pub mod backup;
+pub mod changes;
 pub mod db;
 pub mod devices;
 pub mod error;
@@ -333,10 +334,18 @@ impl Store {
         Ok(value)
     }
 
-    /// Ticks after every committed write, so subsystems that mirror the
-    /// store (the WireGuard peer table) can catch up at once.
+    /// Ticks after every committed write (this node's, and on the shared
+    /// store the other node's too, see [`changes`]), so subsystems that
+    /// mirror the store (the WireGuard peer table) can catch up at once.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.changes.subscribe()
+    }
+
+    /// Something changed the database (the other node wrote).
+    pub(crate) fn note_change(&self) {
+        self.inner
+            .changes
+            .send_modify(|generation| *generation += 1);
     }
 
     /// The SQLite database file; `None` for the shared store.
@@ -472,8 +481,12 @@ fn write_postgres<T>(
     let mut tx = client
         .transaction()
         .map_err(StoreError::db("begin a write transaction"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-        .map_err(StoreError::db("take the store's write lock"))?;
+    // The notice reaches the other node's listener if and when this commits.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1), pg_notify($2, '')",
+        &[&WRITE_LOCK, &changes::CHANNEL],
+    )
+    .map_err(StoreError::db("take the store's write lock"))?;
     let mut writer = Writer::new(Conn::Postgres(RefCell::new(tx)), paths);
     let value = f(&mut writer)?;
     let Writer { reader, appended } = writer;

@@ -64,6 +64,9 @@ pub struct Engine {
     /// Peers taken out of the table since the monitor last looked: their
     /// held-back denials still go to the audit log.
     retired: Mutex<Vec<Arc<Peer>>>,
+    /// False on the standby of an HA pair: it sends no resuming handshakes
+    /// until it is the active one (the devices would follow them to it).
+    resume_allowed: std::sync::atomic::AtomicBool,
     pub counters: EngineCounters,
 }
 
@@ -82,8 +85,40 @@ impl Engine {
             table: ArcSwap::from_pointee(PeerTable::default()),
             next_index: AtomicU32::new(1),
             retired: Mutex::new(Vec::new()),
+            resume_allowed: std::sync::atomic::AtomicBool::new(true),
             counters: EngineCounters::default(),
         }
+    }
+
+    /// Whether the timer tick sends the handshakes that resume tunnels
+    /// (true unless this is the standby of an HA pair).
+    pub fn set_resume_allowed(&self, allowed: bool) {
+        self.resume_allowed.store(allowed, Ordering::Relaxed);
+    }
+
+    /// Marks for a resuming handshake every peer of `specs` that has a
+    /// recent endpoint and has not been heard from by this gateway: what a
+    /// new active gateway does, with the endpoints the old one stored, so
+    /// the devices' tunnels resume with no change on the devices. Returns
+    /// how many were marked; the timer tick sends them, a budget per tick.
+    pub fn resume_from(&self, specs: &[PeerSpec]) -> usize {
+        let table = self.table.load();
+        let mut marked = 0;
+        for spec in specs {
+            let (Some(endpoint), Some(entry)) =
+                (spec.resume_endpoint, table.by_key.get(&spec.public_key))
+            else {
+                continue;
+            };
+            let mut state = entry.peer.lock();
+            if state.tunn().is_some() {
+                continue; // heard from here already
+            }
+            state.endpoint = Some(endpoint);
+            state.resume = true;
+            marked += 1;
+        }
+        marked
     }
 
     /// The live peers, as of now.
@@ -292,6 +327,7 @@ impl Engine {
             }
             if state.resume
                 && resume_budget > 0
+                && self.resume_allowed.load(Ordering::Relaxed)
                 && std::mem::take(&mut state.resume)
                 && let Some(to) = endpoint
                 && let TunnResult::WriteToNetwork(init) = peer

@@ -59,6 +59,8 @@ pub async fn start(
     let config = core.config();
     let vpn = &config.vpn;
     let engine = Arc::new(Engine::new(core.key().secret().clone()));
+    // One of an HA pair: tunnels resume on whichever node becomes active.
+    engine.set_resume_allowed(config.ha.is_none());
     let devices = io::open(
         &vpn.interface,
         vpn.gateway_address(),

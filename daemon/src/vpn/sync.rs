@@ -102,6 +102,25 @@ pub fn expired_sessions(
         .collect()
 }
 
+/// What a gateway that just became the active one of an HA pair does for
+/// the data plane: the peers catch up with the store, then each recently
+/// active device (by the endpoint the previous active stored) gets a
+/// handshake, so its tunnel resumes with the same config. Returns how many
+/// were sent a handshake.
+pub async fn resume_after_takeover(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
+    let (users, devices) = core
+        .store()
+        .read(|r| Ok((r.users()?, r.devices(None)?)))
+        .await?;
+    let config = core.config();
+    let now = now_unix();
+    let specs = desired_peers(&config, &core.host_addrs().current(), &users, &devices, now);
+    engine.set_peers(&specs);
+    let marked = engine.resume_from(&specs);
+    engine.set_resume_allowed(true);
+    Ok(marked)
+}
+
 /// Loads the desired peers from the store and applies them, then ends and
 /// audits the VPN sessions that have run out.
 pub async fn apply(core: &Core, engine: &Engine) -> Result<usize, StoreError> {

@@ -1,0 +1,170 @@
+//! Two gateways of an HA pair on one real PostgreSQL server (issue 14):
+//! the lease moves as a pair's operators rely on it. These run the real
+//! accessd and accessctl on the host, without the data plane or AWS (the
+//! failover with stock WireGuard clients and moto is tests/ha_failover.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::postgres::PgServer;
+use gatehouse_tests::{Daemon, stderr};
+use nix::sys::signal::Signal;
+
+/// `[ha]` for `node`, with a 3 s lease.
+fn ha(node: &str) -> String {
+    format!("\n[ha]\nnode = \"{node}\"\nlease_ttl = \"3s\"\n")
+}
+
+fn role(gw: &Daemon) -> String {
+    let status = gw.ctl_json(&["ha", "status"]);
+    status["role"].as_str().unwrap_or("?").to_string()
+}
+
+/// Waits (at most `limit`) until `gw` reports `want`; returns how long.
+fn until_role(gw: &Daemon, want: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if role(gw) == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not {want} within {limit:?}:\n{}",
+            gw.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kinds(gw: &Daemon) -> Vec<String> {
+    gw.audit_json(&["--kind", "ha"])
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap(),
+                r["target"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The first gateway takes the lease; the second stays standby and shares
+/// its users. A planned stop (SIGTERM) hands over within 2 s; a killed
+/// active (SIGKILL) fails over once its lease runs out, recorded as
+/// `ha.failover` with how long the pair had no active gateway; `accessctl
+/// ha handover` moves it back; the standby refuses a handover; the audit
+/// chain verifies on both.
+#[test]
+fn planned_stop_kill_and_handover_move_the_lease() {
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-a")));
+    until_role(&a, "active", Duration::from_secs(5));
+    let mut b = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-b")));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(role(&b), "standby");
+    let status = b.ctl_json(&["ha", "status"]);
+    assert_eq!(status["lease"]["holder"], "gw-a", "{status}");
+    let refused = b.ctl(&["ha", "handover"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("standby"), "{}", stderr(&refused));
+
+    a.ctl_json(&["user", "add", "alice", "--group", "research"]);
+    let users = b.ctl_json(&["user", "list"]);
+    assert!(users.to_string().contains("alice"), "{users}");
+
+    // Planned: SIGTERM releases the lease; b takes over within 2 s.
+    let stopped = Instant::now();
+    assert!(a.stop().success());
+    until_role(&b, "active", Duration::from_secs(5));
+    let planned = stopped.elapsed();
+    assert!(
+        planned <= Duration::from_secs(2),
+        "planned handover took {planned:?}"
+    );
+
+    a.spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(role(&a), "standby");
+
+    // Unplanned: b is killed; a takes over once b's 3 s lease runs out.
+    b.kill9();
+    let failover = until_role(&a, "active", Duration::from_secs(10));
+    assert!(
+        failover >= Duration::from_millis(1500) && failover <= Duration::from_secs(6),
+        "failover took {failover:?} with a 3 s lease"
+    );
+    let status = a.ctl_json(&["ha", "status"]);
+    let last = &status["last_failover"];
+    assert_eq!(
+        (last["from"].as_str(), last["to"].as_str()),
+        (Some("gw-b"), Some("gw-a")),
+        "{status}"
+    );
+    assert!(
+        last["without_active_ms"].as_i64().unwrap() >= 2000,
+        "{status}"
+    );
+
+    // Back to b by a handover.
+    b.spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(role(&b), "standby");
+    let handed = a.ctl_json(&["ha", "handover"]);
+    assert_eq!(handed["node"], "gw-a", "{handed}");
+    until_role(&b, "active", Duration::from_secs(3));
+    assert_eq!(role(&a), "standby");
+
+    let ha_kinds = kinds(&b);
+    for expected in [
+        "ha.acquire gw-a",
+        "ha.release gw-a",
+        "ha.acquire gw-b",
+        "ha.failover gw-a",
+    ] {
+        assert!(
+            ha_kinds.iter().any(|k| k == expected),
+            "{expected} missing: {ha_kinds:?}"
+        );
+    }
+    for gw in [&a, &b] {
+        let verified = gw.ctl_json(&["audit", "verify"]);
+        assert_eq!(verified["intact"], true, "{verified}");
+    }
+}
+
+/// A paused active (SIGSTOP past its lease) finds on waking (SIGCONT) that
+/// it lost the lease and steps down; the standby took over meanwhile, and
+/// from then on exactly one of them is active.
+#[test]
+fn a_paused_active_steps_down_when_it_wakes() {
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-a")));
+    until_role(&a, "active", Duration::from_secs(5));
+    let b = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-b")));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(role(&b), "standby");
+
+    a.signal(Signal::SIGSTOP);
+    until_role(&b, "active", Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(1));
+    a.signal(Signal::SIGCONT);
+    until_role(&a, "standby", Duration::from_secs(3));
+    for _ in 0..10 {
+        let roles = (role(&a), role(&b));
+        assert_eq!(roles, ("standby".to_string(), "active".to_string()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let records = b.audit_json(&["--kind", "ha.release"]);
+    let stepped_down = records
+        .iter()
+        .any(|r| r["target"] == "gw-a" && r["detail"]["released"] == false);
+    assert!(stepped_down, "no step-down of gw-a recorded: {records:?}");
+}

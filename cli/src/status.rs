@@ -85,6 +85,17 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
         ("groups", s.groups.to_string()),
         ("audit records", s.audit_records.to_string()),
         ("vpn", vpn_summary(s.vpn.as_ref())),
+        ("store", s.store.clone()),
+        (
+            "ha",
+            s.ha.as_ref()
+                .map_or("no (a single gateway)".to_owned(), |ha| {
+                    format!(
+                        "{} is {} (lease generation {})",
+                        ha.node, ha.role, ha.generation
+                    )
+                }),
+        ),
     ];
     let mut out = String::new();
     for (label, value) in rows {
@@ -164,6 +175,8 @@ mod tests {
             vpn,
             ssh: None,
             portal: None,
+            store: "/var/lib/gatehouse/gatehouse.db".into(),
+            ha: None,
         }
     }
 
@@ -207,6 +220,8 @@ devices        7
 groups         2
 audit records  1234
 vpn            not running
+store          /var/lib/gatehouse/gatehouse.db
+ha             no (a single gateway)
 "
         );
     }
@@ -248,6 +263,8 @@ vpn            not running
                 "\
 audit records  1234
 vpn            gatehouse0 on UDP 0.0.0.0:51820: 2 peer(s), 1 connected
+store          /var/lib/gatehouse/gatehouse.db
+ha             no (a single gateway)
 
 Peers (2)
   USER   DEVICE  ADDRESS     STATE      ENDPOINT             HANDSHAKE  RX       TX

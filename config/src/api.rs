@@ -102,6 +102,21 @@ pub struct StatusResponse {
     /// The HTTPS portal; absent while it is not running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal: Option<PortalStatus>,
+    /// Where the store is: the SQLite file or `postgresql://host:port/db`.
+    #[serde(default)]
+    pub store: String,
+    /// One of an HA pair: this node and its role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaRole>,
+}
+
+/// The HA part of [`StatusResponse`] (`accessctl ha status` says more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaRole {
+    pub node: String,
+    /// `active` or `standby`.
+    pub role: String,
+    pub generation: i64,
 }
 
 /// The portal part of [`StatusResponse`].

@@ -153,8 +153,23 @@ pub async fn run(
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {
         aws::startup::apply_on_start(&core, aws_session.as_deref()).await?;
-        let mut running = start_subsystems(&core, &tracker, &shutdown).await?;
-        running.0.ha = start_ha(&core, &running.0, aws_session.clone(), &tracker, &shutdown);
+        let pending_ha = core
+            .config()
+            .ha
+            .as_ref()
+            .and_then(|config| ha::prepare(core.store(), config));
+        let ha = pending_ha.as_ref().map(ha::Pending::handle);
+        let mut running = start_subsystems(&core, ha, &tracker, &shutdown).await?;
+        if let Some(pending) = pending_ha {
+            running.0.ha = Some(start_ha(
+                &core,
+                pending,
+                &running.0,
+                aws_session.clone(),
+                &tracker,
+                &shutdown,
+            ));
+        }
         let config = core.config();
         let listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
         Ok::<_, RunError>((running, listener))
@@ -209,6 +224,7 @@ pub async fn run(
 /// own child token. Returns what runs, and the access service over it.
 async fn start_subsystems(
     core: &Core,
+    ha: Option<ha::Ha>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(Running, Access), RunError> {
@@ -229,7 +245,13 @@ async fn start_subsystems(
     if config.vpn.enabled {
         let engine = vpn::start(core, tracker, shutdown.child_token()).await?;
         if let Some(listener) = metrics_listener {
-            metrics::serve_metrics(listener, engine.clone(), tracker, shutdown.child_token());
+            metrics::serve_metrics(
+                listener,
+                engine.clone(),
+                ha,
+                tracker,
+                shutdown.child_token(),
+            );
         }
         running.vpn = Some(engine);
     }
@@ -245,18 +267,17 @@ async fn start_subsystems(
     Ok((running, access))
 }
 
-/// Starts the HA role with `[ha]`: on becoming the active gateway it moves
-/// the pair's traffic here (the elastic IP and pool routes, with `[aws]`)
-/// and resumes the devices' tunnels, each step fenced by the lease.
+/// Starts the HA role's loop: on becoming the active gateway it moves the
+/// pair's traffic here (the elastic IP and pool routes, with `[aws]`) and
+/// resumes the devices' tunnels, each step fenced by the lease.
 fn start_ha(
     core: &Core,
+    pending: ha::Pending,
     running: &Running,
     aws_session: Option<std::sync::Arc<aws::Session>>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Option<ha::Ha> {
-    let config = core.config();
-    let ha_config = config.ha.as_ref()?;
+) -> ha::Ha {
     let (core_for, engine) = (core.clone(), running.vpn.clone());
     let take_over: ha::TakeOver = std::sync::Arc::new(move |fence: ha::Fence| {
         let (core, engine, session) = (core_for.clone(), engine.clone(), aws_session.clone());
@@ -296,13 +317,7 @@ fn start_ha(
             serde_json::Value::Object(outcome)
         })
     });
-    ha::start(
-        core.store(),
-        ha_config,
-        take_over,
-        tracker,
-        shutdown.child_token(),
-    )
+    pending.start(take_over, tracker, shutdown.child_token())
 }
 
 async fn lifecycle_event(core: &Core, kind: Kind) -> Result<(), store::StoreError> {

@@ -69,6 +69,15 @@ fn planned_stop_kill_and_handover_move_the_lease() {
     assert_eq!(role(&b), "standby");
     let status = b.ctl_json(&["ha", "status"]);
     assert_eq!(status["lease"]["holder"], "gw-a", "{status}");
+    let summary = b.ctl_json(&["status"]);
+    assert_eq!(summary["ha"]["role"], "standby", "{summary}");
+    assert!(
+        summary["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgresql://127.0.0.1:"),
+        "{summary}"
+    );
     let refused = b.ctl(&["ha", "handover"]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("standby"), "{}", stderr(&refused));

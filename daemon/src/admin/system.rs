@@ -66,6 +66,15 @@ pub async fn status(State(admin): State<AdminState>) -> Result<Json<StatusRespon
             .portal
             .as_ref()
             .map(|p| p.status(admin.access.portal_url())),
+        store: gw.store().db_name().to_string(),
+        ha: admin.running.ha.as_ref().map(|ha| {
+            let state = ha.state();
+            gatehouse_config::api::HaRole {
+                node: state.node,
+                role: if ha.is_active() { "active" } else { "standby" }.into(),
+                generation: state.generation,
+            }
+        }),
     }))
 }
 

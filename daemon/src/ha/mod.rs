@@ -184,15 +184,19 @@ impl Ha {
     }
 }
 
-/// Starts the HA loop under `shutdown`: `None` without `[ha]` or without
-/// the shared store (the config check refuses `[ha]` without `[store]`).
-pub fn start(
-    store: &Store,
-    config: &gatehouse_config::file::HaConfig,
-    take_over: TakeOver,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) -> Option<Ha> {
+/// The HA role before its loop runs: the [`Ha`] handle exists first (the
+/// metrics and admin API take it), the loop starts once the subsystems its
+/// take-over needs are up.
+pub struct Pending {
+    ha: Ha,
+    state: watch::Sender<HaState>,
+    inbox: mpsc::Receiver<Request>,
+    lease: LeaseDb,
+}
+
+/// The HA role of `[ha]` on the shared store: `None` without either (the
+/// config check refuses `[ha]` without `[store]`). It starts as the standby.
+pub fn prepare(store: &Store, config: &gatehouse_config::file::HaConfig) -> Option<Pending> {
     let target = store.postgres_target()?.clone();
     let now = SystemTime::now();
     let (state_tx, state) = watch::channel(HaState {
@@ -208,23 +212,56 @@ pub fn start(
         acquisitions: 0,
     });
     let (requests, inbox) = mpsc::channel(4);
-    let lease = LeaseDb::new(target, &config.node, config.lease_ttl);
-    let looper = Loop {
-        lease,
-        store: store.clone(),
-        ttl: config.lease_ttl,
+    Some(Pending {
+        ha: Ha {
+            state,
+            requests,
+            store: store.clone(),
+            lease_ttl: config.lease_ttl,
+        },
         state: state_tx,
-        take_over,
         inbox,
-        hold_off_until: None,
-    };
-    tracker.spawn(looper.run(shutdown));
-    Some(Ha {
-        state,
-        requests,
-        store: store.clone(),
-        lease_ttl: config.lease_ttl,
+        lease: LeaseDb::new(target, &config.node, config.lease_ttl),
     })
+}
+
+impl Pending {
+    /// The handle, before the loop runs.
+    pub fn handle(&self) -> Ha {
+        self.ha.clone()
+    }
+
+    /// Starts the loop under `shutdown`; `take_over` runs on each
+    /// acquisition.
+    pub fn start(
+        self,
+        take_over: TakeOver,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Ha {
+        let looper = Loop {
+            lease: self.lease,
+            store: self.ha.store.clone(),
+            ttl: self.ha.lease_ttl,
+            state: self.state,
+            take_over,
+            inbox: self.inbox,
+            hold_off_until: None,
+        };
+        tracker.spawn(looper.run(shutdown));
+        self.ha
+    }
+}
+
+/// [`prepare`] and [`Pending::start`] at once.
+pub fn start(
+    store: &Store,
+    config: &gatehouse_config::file::HaConfig,
+    take_over: TakeOver,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Option<Ha> {
+    Some(prepare(store, config)?.start(take_over, tracker, shutdown))
 }
 
 struct Loop {

@@ -20,6 +20,52 @@ use crate::vpn::engine::{EngineCounters, PeerStatus};
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The exposition for one snapshot of the data plane.
+/// An HA node's figures, for the `gatehouse_ha_*` families.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaFigures {
+    pub node: String,
+    pub active: bool,
+    pub generation: i64,
+    pub acquisitions: u64,
+    pub failovers: u64,
+}
+
+/// The `gatehouse_ha_*` families: the role (1 on the active gateway), the
+/// lease generation, and how often this node took the lease (all causes,
+/// and after the other node's lease ran out).
+pub fn render_ha(out: &mut String, ha: &HaFigures) {
+    let labels = format!("node=\"{}\"", escape_label(&ha.node));
+    for (name, kind, help, value) in [
+        (
+            "gatehouse_ha_active",
+            "gauge",
+            "1 while this gateway is the active one of its HA pair, else 0.",
+            u64::from(ha.active).to_string(),
+        ),
+        (
+            "gatehouse_ha_lease_generation",
+            "gauge",
+            "The HA lease generation this gateway holds or last held.",
+            ha.generation.to_string(),
+        ),
+        (
+            "gatehouse_ha_acquisitions_total",
+            "counter",
+            "Times this gateway took the HA lease since it started.",
+            ha.acquisitions.to_string(),
+        ),
+        (
+            "gatehouse_ha_failovers_total",
+            "counter",
+            "Times this gateway took over after the other one's lease ran out.",
+            ha.failovers.to_string(),
+        ),
+    ] {
+        family(out, name, kind, help);
+        out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+    }
+}
+
 pub fn render(peers: &[PeerStatus], counters: &EngineCounters, now: SystemTime) -> String {
     let mut out = String::with_capacity(1024 + peers.len() * 1024);
     let labels: Vec<String> = peers.iter().map(peer_labels).collect();
@@ -445,5 +491,30 @@ mod tests {
                 .iter()
                 .any(|s| s.name.starts_with("gatehouse_peer_"))
         );
+    }
+
+    #[test]
+    fn the_ha_families_name_the_node_and_its_role() {
+        let mut out = String::new();
+        render_ha(
+            &mut out,
+            &HaFigures {
+                node: "gw-b".into(),
+                active: true,
+                generation: 7,
+                acquisitions: 2,
+                failovers: 1,
+            },
+        );
+        for line in [
+            "# TYPE gatehouse_ha_active gauge",
+            r#"gatehouse_ha_active{node="gw-b"} 1"#,
+            r#"gatehouse_ha_lease_generation{node="gw-b"} 7"#,
+            "# TYPE gatehouse_ha_failovers_total counter",
+            r#"gatehouse_ha_failovers_total{node="gw-b"} 1"#,
+            r#"gatehouse_ha_acquisitions_total{node="gw-b"} 2"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+        }
     }
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capped_listener::CappedListener;
+use crate::ha::Ha;
 use crate::vpn::engine::Engine;
 pub use exposition::{is_connected, render};
 
@@ -55,6 +56,7 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
 pub fn serve_metrics(
     listener: TcpListener,
     engine: Arc<Engine>,
+    ha: Option<Ha>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -63,7 +65,7 @@ pub fn serve_metrics(
         Err(err) => tracing::warn!(error = %err, "metrics listening on an unknown address"),
     }
     let listener = CappedListener::new(listener, MAX_CONNECTIONS, Some(IDLE_TIMEOUT));
-    let app = router(engine);
+    let app = router(engine, ha);
     tracker.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -74,16 +76,37 @@ pub fn serve_metrics(
     });
 }
 
+/// What a scrape reads: the data plane, and the HA role of one of a pair.
+#[derive(Clone)]
+struct Sources {
+    engine: Arc<Engine>,
+    ha: Option<Ha>,
+}
+
 /// The metrics routes.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(engine: Arc<Engine>, ha: Option<Ha>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(engine)
+        .with_state(Sources { engine, ha })
 }
 
-async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
-    let text = render(&engine.peer_status(), &engine.counters, SystemTime::now());
+async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
+    let engine = &sources.engine;
+    let mut text = render(&engine.peer_status(), &engine.counters, SystemTime::now());
+    if let Some(ha) = &sources.ha {
+        let state = ha.state();
+        exposition::render_ha(
+            &mut text,
+            &exposition::HaFigures {
+                node: state.node,
+                active: ha.is_active(),
+                generation: state.generation,
+                acquisitions: state.acquisitions,
+                failovers: state.failovers,
+            },
+        );
+    }
     ([(CONTENT_TYPE, exposition::TEXT_FORMAT)], text)
 }
 
@@ -118,7 +141,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        serve_metrics(listener, engine, &tracker, shutdown.clone());
+        serve_metrics(listener, engine, None, &tracker, shutdown.clone());
 
         let reply = get(addr, "/metrics").await;
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();

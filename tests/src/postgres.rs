@@ -31,6 +31,8 @@ pub struct PgServer {
     bin: PathBuf,
     port: u16,
     password: String,
+    /// The server's command-line options (for a restart).
+    options: String,
 }
 
 /// The newest installed server's `bin` directory (`/usr/lib/postgresql/<v>/bin`).
@@ -112,36 +114,14 @@ impl PgServer {
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off",
             path.display()
         );
-        let pg_ctl = bin.join("pg_ctl");
-        let out = output_within(
-            as_postgres(&[
-                pg_ctl.to_str().unwrap(),
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                path.join("server.log").to_str().unwrap(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "30",
-                "start",
-            ]),
-            STEP_LIMIT,
-        );
         let server = PgServer {
             dir,
             bin,
             port,
             password,
+            options,
         };
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed:\n{}{}\n{}",
-            stdout(&out),
-            stderr(&out),
-            server.log()
-        );
+        server.pg_ctl_start();
         server.psql_in("postgres", &format!("CREATE DATABASE {ROLE} OWNER {ROLE}"));
         Some(server)
     }
@@ -200,6 +180,52 @@ impl PgServer {
             self.url(),
             password_file.display()
         )
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(args);
+        output_within(cmd, STEP_LIMIT)
+    }
+
+    fn pg_ctl_start(&self) {
+        let log = self.dir.path().join("server.log");
+        let out = self.pg_ctl(&[
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &self.options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed:\n{}{}\n{}",
+            stdout(&out),
+            stderr(&out),
+            self.log()
+        );
+    }
+
+    /// Stops the server (fast: connections are cut), as an outage would.
+    pub fn stop(&self) {
+        let out = self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed:\n{}",
+            stderr(&out)
+        );
+    }
+
+    /// Starts it again after [`PgServer::stop`], on the same port and data.
+    pub fn restart(&self) {
+        self.pg_ctl_start();
     }
 
     /// The server's log so far.

@@ -177,3 +177,65 @@ fn a_paused_active_steps_down_when_it_wakes() {
         .any(|r| r["target"] == "gw-a" && r["detail"]["released"] == false);
     assert!(stepped_down, "no step-down of gw-a recorded: {records:?}");
 }
+
+/// PostgreSQL stops for 10 s under a running pair: an action that needs the
+/// store is refused at once with `store_unavailable` (and a sentence that
+/// says so), the active steps down when it cannot renew, nothing panics; once
+/// the database is back, both nodes recover by themselves: one is active
+/// again, actions work, and the chain verifies on both.
+#[test]
+fn a_lost_database_refuses_actions_clearly_and_both_nodes_recover() {
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-a")));
+    until_role(&a, "active", Duration::from_secs(5));
+    let b = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-b")));
+    a.ctl_json(&["user", "add", "alice", "--group", "research"]);
+
+    pg.stop();
+    let asked = Instant::now();
+    let refused = a.ctl(&["--json", "user", "add", "bob", "--group", "research"]);
+    assert!(
+        !refused.status.success(),
+        "an action succeeded without its store"
+    );
+    let said = format!("{}{}", gatehouse_tests::stdout(&refused), stderr(&refused));
+    assert!(said.contains("store_unavailable"), "{said}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "refused only after {:?}",
+        asked.elapsed()
+    );
+    // Nobody can renew: the active steps down within its 3 s lease.
+    until_role(&a, "standby", Duration::from_secs(6));
+    assert_eq!(role(&b), "standby");
+    std::thread::sleep(Duration::from_secs(6));
+    pg.restart();
+
+    let back = Instant::now();
+    loop {
+        let roles = [role(&a), role(&b)];
+        if roles.iter().any(|r| r == "active") {
+            assert!(
+                roles.iter().any(|r| r == "standby"),
+                "both active: {roles:?}"
+            );
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "no active gateway after the database came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.ctl_json(&["user", "add", "bob", "--group", "research"]);
+    let users = a.ctl_json(&["user", "list"]).to_string();
+    assert!(users.contains("alice") && users.contains("bob"), "{users}");
+    for gw in [&a, &b] {
+        let verified = gw.ctl_json(&["audit", "verify"]);
+        assert_eq!(verified["intact"], true, "{verified}");
+        assert!(!gw.log_text().contains("panicked"), "{}", gw.log_tail(40));
+    }
+}

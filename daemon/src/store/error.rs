@@ -61,6 +61,17 @@ pub enum StoreError {
         source: DbError,
     },
 
+    /// The database cannot be reached (the shared server is down or cut
+    /// off, or too slow): nothing was done; the same request works once it
+    /// is back.
+    #[error(
+        "the database cannot be reached, so nothing was done (store_unavailable; try again once it is back): could not {context}: {source}"
+    )]
+    Unavailable {
+        context: &'static str,
+        source: DbError,
+    },
+
     /// Inserting an audit record failed, so the action it records is refused.
     #[error("cannot write the audit record, so the action was refused: {source}")]
     AuditWrite { source: DbError },
@@ -164,7 +175,7 @@ impl StoreError {
             | Self::PoolExhausted { .. } => ErrorCode::Conflict,
             Self::TokenUsed { .. } | Self::TokenExpired { .. } => ErrorCode::InvalidValue,
             Self::InvalidTokenHash { .. } | Self::AuditDetail { .. } => ErrorCode::InvalidValue,
-            Self::Connect { .. } => ErrorCode::StoreUnavailable,
+            Self::Connect { .. } | Self::Unavailable { .. } => ErrorCode::StoreUnavailable,
             Self::Database { source, .. } | Self::AuditWrite { source }
                 if source.is_unavailable() =>
             {
@@ -208,9 +219,13 @@ impl StoreError {
 
     /// A closure for `map_err` that wraps a database error with `context`.
     pub(crate) fn db<E: Into<DbError>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
-        move |source| StoreError::Database {
-            context,
-            source: source.into(),
+        move |source| {
+            let source = source.into();
+            if source.is_unavailable() {
+                StoreError::Unavailable { context, source }
+            } else {
+                StoreError::Database { context, source }
+            }
         }
     }
 }
@@ -286,9 +301,19 @@ mod tests {
                 },
                 500,
             ),
+            (
+                StoreError::db("write")(DbError::NoConnection {
+                    reason: "connection refused".into(),
+                }),
+                503,
+            ),
         ];
         for (err, status) in cases {
             assert_eq!(err.http_status(), status, "{err}");
+            if status == 503 && !matches!(err, StoreError::AuditWrite { .. }) {
+                assert_eq!(err.api_code(), ErrorCode::StoreUnavailable, "{err}");
+                assert!(err.to_string().contains("store_unavailable"), "{err}");
+            }
         }
     }
 }

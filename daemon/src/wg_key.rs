@@ -42,12 +42,39 @@ pub enum KeyError {
         "the WireGuard key {path} is readable by others (mode {mode:o}); run: chmod 600 {path}"
     )]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "vpn.private_key_file {path} does not exist; accessd never creates it (both gateways of a pair must read the same key): make one with `wg genkey > {path} && chmod 600 {path}` and copy it to the other gateway"
+    )]
+    MissingShared { path: PathBuf },
 }
 
 impl GatewayKey {
+    /// The key in `vpn.private_key_file`, which the operator shares between
+    /// the gateways of a pair: never created here, refused when group or
+    /// others can read it.
+    pub fn load_shared(path: &Path) -> Result<Self, KeyError> {
+        if !path.exists() {
+            return Err(KeyError::MissingShared {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::load_existing(path)
+    }
+
     /// Loads the key from `state_dir`, generating and saving it on first start.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
         let path = state_dir.join(KEY_FILE);
+        if path.exists() {
+            return Self::load_existing(&path);
+        }
+        let key = Self::generate();
+        key.save(&path)?;
+        tracing::info!(path = %path.display(), public_key = %key.public_base64(), "generated the gateway's WireGuard key");
+        Ok(key)
+    }
+
+    fn load_existing(path: &Path) -> Result<Self, KeyError> {
+        let path = path.to_path_buf();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let mode = std::fs::metadata(&path)
@@ -64,12 +91,6 @@ impl GatewayKey {
                     });
                 }
                 Self::from_base64(text.trim()).ok_or(KeyError::Malformed { path })
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::generate();
-                key.save(&path)?;
-                tracing::info!(path = %path.display(), public_key = %key.public_base64(), "generated the gateway's WireGuard key");
-                Ok(key)
             }
             Err(source) => Err(KeyError::Read { path, source }),
         }
@@ -147,6 +168,26 @@ pub fn is_public_key(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_key_file_is_never_created_and_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wireguard.key");
+        let err = GatewayKey::load_shared(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("wg genkey") && err.contains("never creates"),
+            "{err}"
+        );
+        assert!(!path.exists());
+        let key = GatewayKey::generate();
+        std::fs::write(&path, format!("{}\n", key.private_base64())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = GatewayKey::load_shared(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let loaded = GatewayKey::load_shared(&path).unwrap();
+        assert_eq!(loaded.public_base64(), key.public_base64());
+    }
 
     #[test]
     fn generated_once_then_reloaded_with_mode_0600() {

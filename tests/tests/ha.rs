@@ -11,9 +11,32 @@ use gatehouse_tests::postgres::PgServer;
 use gatehouse_tests::{Daemon, stderr};
 use nix::sys::signal::Signal;
 
-/// `[ha]` for `node`, with a 3 s lease.
-fn ha(node: &str) -> String {
-    format!("\n[ha]\nnode = \"{node}\"\nlease_ttl = \"3s\"\n")
+/// The gateway config of `node` on `pg`, one of a pair with a 3 s lease:
+/// the sample's, on the shared store, with the SSH host key file the pair
+/// shares (made in `dir` once) and the portal off (a pair shares its
+/// certificate files, which these tests need not make).
+fn pair_config(pg: &PgServer, dir: &std::path::Path, node: &str) -> String {
+    let key = dir.join("ssh_host_ed25519_key");
+    if !key.exists() {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", stderr(&made));
+    }
+    let ha = format!("\n[ha]\nnode = \"{node}\"\nlease_ttl = \"3s\"\n");
+    let text = pg.gateway_config(dir, &ha).replacen(
+        "\n[ssh]\n",
+        &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
+        1,
+    );
+    let portal = text.find("\n[portal]\n").expect("a [portal] section");
+    let (before, after) = text.split_at(portal);
+    format!(
+        "{before}{}",
+        after.replacen("\nenabled = true\n", "\nenabled = false\n", 1)
+    )
 }
 
 fn role(gw: &Daemon) -> String {
@@ -62,9 +85,9 @@ fn planned_stop_kill_and_handover_move_the_lease() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-a")));
+    let mut a = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-a"));
     until_role(&a, "active", Duration::from_secs(5));
-    let mut b = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-b")));
+    let mut b = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-b"));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(role(&b), "standby");
     let status = b.ctl_json(&["ha", "status"]);
@@ -155,9 +178,9 @@ fn a_paused_active_steps_down_when_it_wakes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-a")));
+    let a = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-a"));
     until_role(&a, "active", Duration::from_secs(5));
-    let b = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-b")));
+    let b = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-b"));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(role(&b), "standby");
 
@@ -189,9 +212,9 @@ fn a_lost_database_refuses_actions_clearly_and_both_nodes_recover() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-a")));
+    let a = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-a"));
     until_role(&a, "active", Duration::from_secs(5));
-    let b = Daemon::start_with(&pg.gateway_config(dir.path(), &ha("gw-b")));
+    let b = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-b"));
     a.ctl_json(&["user", "add", "alice", "--group", "research"]);
 
     pg.stop();

@@ -87,6 +87,10 @@ pub struct VpnConfig {
     pub session_lifetime: Duration,
     pub require_login: bool,
     pub nat: NatMode,
+    /// A WireGuard private key file the gateways of a pair share (never
+    /// created; without it the key is under `state_dir`, or in SSM with
+    /// `[aws]`).
+    pub private_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

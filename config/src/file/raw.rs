@@ -88,6 +88,7 @@ pub(crate) struct RawVpn {
     pub session_lifetime: String,
     pub require_login: bool,
     pub nat: String,
+    pub private_key_file: Option<String>,
 }
 
 impl Default for RawVpn {
@@ -103,6 +104,7 @@ impl Default for RawVpn {
             session_lifetime: "12h".into(),
             require_login: true,
             nat: "route".into(),
+            private_key_file: None,
         }
     }
 }

@@ -115,6 +115,10 @@ static KEYS: &[ReloadKey] = &[
     }),
     // The masquerade rule is installed with the interface.
     restart("vpn.nat", |a, b| a.vpn.nat != b.vpn.nat),
+    // The data plane serves the key it loaded at start.
+    restart("vpn.private_key_file", |a, b| {
+        a.vpn.private_key_file != b.vpn.private_key_file
+    }),
     restart("ssh.enabled", |a, b| a.ssh.enabled != b.ssh.enabled),
     restart("ssh.listen", |a, b| a.ssh.listen != b.ssh.listen),
     live("ssh.allowed_ports", |a, b| {

@@ -433,11 +433,14 @@ fn durations_that_would_overflow_are_refused_with_their_key() {
 #[test]
 fn a_shared_store_and_a_pair_are_checked() {
     let with = |extra: &str| format!("{MINIMAL}{extra}");
-    let ok = with(
-        "[store]\nurl = \"postgresql://gatehouse@db.internal/gh?sslmode=verify-full\"\n\
+    let identity = "[vpn]\nprivate_key_file = \"/etc/gatehouse/wg.key\"\n\
+         [ssh]\nhost_key_file = \"/etc/gatehouse/host_key\"\n\
+         [portal]\ntls_cert = \"/etc/gatehouse/cert.pem\"\ntls_key = \"/etc/gatehouse/key.pem\"\n";
+    let ok = with(&format!(
+        "{identity}[store]\nurl = \"postgresql://gatehouse@db.internal/gh?sslmode=verify-full\"\n\
          password_file = \"/etc/gatehouse/pg-password\"\nca_file = \"/etc/gatehouse/ca.pem\"\n\
-         [ha]\nnode = \"gw-a\"\n",
-    );
+         [ha]\nnode = \"gw-a\"\n"
+    ));
     let config = parse(&ok, "t.toml").unwrap();
     let store = config.store.unwrap();
     assert_eq!(
@@ -447,6 +450,29 @@ fn a_shared_store_and_a_pair_are_checked() {
     let ha = config.ha.unwrap();
     assert_eq!((ha.node.as_str(), ha.lease_ttl.as_secs()), ("gw-a", 5));
     assert!(parse(MINIMAL, "t.toml").unwrap().store.is_none());
+    assert_eq!(
+        config.vpn.private_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/gatehouse/wg.key"))
+    );
+
+    // A pair whose nodes would each show clients their own keys.
+    let lonely = with("[store]\nurl = \"postgresql://g@127.0.0.1/gh\"\n[ha]\nnode = \"gw-a\"\n");
+    let found = problems(&lonely);
+    let said: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(found.len(), 3, "{said:?}");
+    for needle in [
+        "vpn.private_key_file",
+        "ssh.host_key_file",
+        "portal.tls_cert",
+    ] {
+        assert!(
+            said.iter().any(|m| m.contains(needle)),
+            "{needle}: {said:?}"
+        );
+    }
+    // With [aws] the WireGuard key lives in SSM; the others still need files.
+    let found = problems(&format!("{lonely}[aws]\nregion = \"eu-west-3\"\n"));
+    assert_eq!(found.len(), 2, "{found:#?}");
 
     assert_one(
         &with("[store]\nurl = \"postgresql://gatehouse:hunter2@db/gh\"\n"),

@@ -94,6 +94,9 @@ impl Checker<'_> {
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
         let store = raw.store.map(|store| self.store(store));
         let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
+        if let (Some(Some(_)), Some(vpn), Some(ssh), Some(portal)) = (&ha, &vpn, &ssh, &portal) {
+            self.pair_identity(vpn, ssh, portal, aws.as_ref().is_some_and(Option::is_some));
+        }
         if let (Some(ssh), Some(portal), Some(metrics)) = (&ssh, &portal, &metrics) {
             let mut listeners = Vec::with_capacity(3);
             if ssh.enabled {
@@ -156,6 +159,36 @@ impl Checker<'_> {
             });
         }
         None
+    }
+
+    /// The two gateways of a pair must look like one to clients: the same
+    /// WireGuard key (a shared file, or SSM with `[aws]`), the same SSH host
+    /// key and the same portal certificate (shared files).
+    fn pair_identity(
+        &mut self,
+        vpn: &VpnConfig,
+        ssh: &SshConfig,
+        portal: &PortalConfig,
+        has_aws: bool,
+    ) {
+        if vpn.enabled && vpn.private_key_file.is_none() && !has_aws {
+            self.problem(
+                "ha.node",
+                "the gateways of a pair must share their WireGuard key, or devices stop working after a failover: set vpn.private_key_file to a key file both read (or add [aws], which keeps the key in SSM)",
+            );
+        }
+        if ssh.enabled && ssh.host_key_file.is_none() {
+            self.problem(
+                "ha.node",
+                "the gateways of a pair must share their SSH host key, or `ssh -J` warns of a changed host key after a failover: set ssh.host_key_file to a key file both read",
+            );
+        }
+        if portal.enabled && portal.tls.is_none() {
+            self.problem(
+                "ha.node",
+                "the gateways of a pair must serve one portal certificate: set portal.tls_cert and portal.tls_key to files both read",
+            );
+        }
     }
 
     fn ha(&mut self, raw: raw::RawHa, has_store: bool) -> Option<HaConfig> {
@@ -282,6 +315,10 @@ impl Checker<'_> {
             session_lifetime: session_lifetime?,
             require_login: raw.require_login,
             nat: nat?,
+            private_key_file: match &raw.private_key_file {
+                Some(text) => Some(self.absolute_path("vpn.private_key_file", text)?),
+                None => None,
+            },
         })
     }
 

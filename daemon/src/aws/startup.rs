@@ -42,6 +42,15 @@ pub async fn key_and_session(
         let dir = state_dir.to_path_buf();
         tokio::task::spawn_blocking(move || GatewayKey::load_or_create(&dir))
     };
+    // A key file the operator shares between the gateways of a pair wins.
+    if let Some(file) = config.vpn.private_key_file.clone() {
+        let key = tokio::task::spawn_blocking(move || GatewayKey::load_shared(&file)).await??;
+        let session = match &config.aws {
+            Some(aws) => Some(Session::connect(aws).await.map_err(StartError::Connect)?),
+            None => None,
+        };
+        return Ok((key, session));
+    }
     let Some(aws) = &config.aws else {
         return Ok((local().await??, None));
     };

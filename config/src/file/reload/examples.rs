@@ -22,6 +22,7 @@ max_devices_per_user = 10
 session_lifetime = "12h"
 require_login = true
 nat = "route"
+private_key_file = "/etc/gatehouse/wireguard.key"
 
 [ssh]
 enabled = true
@@ -112,6 +113,10 @@ pub const OTHER: &[(&str, &str)] = &[
     ("vpn.session_lifetime", r#""8h""#),
     ("vpn.require_login", "false"),
     ("vpn.nat", r#""masquerade""#),
+    (
+        "vpn.private_key_file",
+        r#""/etc/gatehouse/other-wireguard.key""#,
+    ),
     ("ssh.enabled", "false"),
     ("ssh.listen", r#""0.0.0.0:2223""#),
     ("ssh.allowed_ports", "[22, 2022]"),

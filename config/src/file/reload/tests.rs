@@ -141,6 +141,7 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "vpn.pool",
             "vpn.mtu",
             "vpn.nat",
+            "vpn.private_key_file",
             "ssh.enabled",
             "ssh.listen",
             "ssh.host_key_file",

@@ -26,9 +26,10 @@
 //! 5. **Foundations** — [`store`] (SQLite; every change commits with its
 //!    audit record), [`audit`] (the hash chain, the mirror, and the one
 //!    vocabulary of kinds, actors and sources), [`wg_key`] and
-//!    [`ssh_host_key`] (the identity keys), [`ssh_keys`] (users' OpenSSH
-//!    keys), [`totp`], [`host_addrs`] (the host's own addresses, always
-//!    refused), [`time_fmt`].
+//!    [`ssh_host_key`] (the identity keys), [`secrets_key`] (seals the
+//!    secrets the store keeps), [`ssh_keys`] (users' OpenSSH keys),
+//!    [`totp`], [`host_addrs`] (the host's own addresses, always refused),
+//!    [`time_fmt`].
 //!
 //! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
 //! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
@@ -46,6 +47,7 @@ pub mod host_addrs;
 pub mod metrics;
 pub mod portal;
 pub mod running;
+pub mod secrets_key;
 pub mod ssh;
 pub mod ssh_host_key;
 pub mod ssh_keys;

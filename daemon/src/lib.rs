@@ -26,9 +26,10 @@
 //! 5. **Foundations** — [`store`] (SQLite; every change commits with its
 //!    audit record), [`audit`] (the hash chain, the mirror, and the one
 //!    vocabulary of kinds, actors and sources), [`wg_key`] and
-//!    [`ssh_host_key`] (the identity keys), [`ssh_keys`] (users' OpenSSH
-//!    keys), [`totp`], [`host_addrs`] (the host's own addresses, always
-//!    refused), [`time_fmt`].
+//!    [`ssh_host_key`] (the identity keys), [`secrets_key`] (seals the
+//!    secrets the store keeps), [`ssh_keys`] (users' OpenSSH keys),
+//!    [`totp`], [`host_addrs`] (the host's own addresses, always refused),
+//!    [`time_fmt`].
 //!
 //! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
 //! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
@@ -47,6 +48,7 @@ pub mod host_addrs;
 pub mod metrics;
 pub mod portal;
 pub mod running;
+pub mod secrets_key;
 pub mod ssh;
 pub mod ssh_host_key;
 pub mod ssh_keys;
@@ -96,7 +98,9 @@ pub enum RunError {
     Metrics(#[from] metrics::MetricsError),
     #[error("cannot start the SSH jump host: {0}")]
     Ssh(#[from] ssh::SshError),
-    #[error("AWS at start: {0}")]
+    /// The keys (from SSM with `[aws]`) and `aws.apply_on_start`; each
+    /// message says which.
+    #[error(transparent)]
     Aws(#[from] aws::startup::StartError),
     #[error("cannot start the portal: {0}")]
     Portal(#[from] portal::PortalError),
@@ -120,11 +124,16 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let config = source.load()?;
     let state_dir = config.gateway.state_dir.clone();
-    let store_options = StoreOptions::from_config(&config)?;
+    store::create_state_dir(&state_dir)?;
+    // With [aws], the keys' home is SSM; without, no AWS call is ever made.
+    // The store opens its sealed secrets with the secrets key.
+    let aws = aws::startup::connect(&config).await?;
+    let (secrets, stored) = aws::startup::secrets_key(&config, &aws, &state_dir).await?;
+    let store_options = StoreOptions::from_config(&config, std::sync::Arc::new(secrets))?;
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
-    // With [aws], the key's home is SSM; without, no AWS call is ever made.
+    aws::startup::audit_stored_key(&store, stored).await;
     let (wireguard, aws_session) =
-        aws::startup::key_and_session(&config, &store, &state_dir).await?;
+        aws::startup::key_and_session(&config, aws, &store, &state_dir).await?;
     let dir = state_dir.clone();
     let shared_key = config.ssh.host_key_file.clone();
     let ssh_host = tokio::task::spawn_blocking(move || {

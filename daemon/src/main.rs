@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use accessd::aws::startup;
 use accessd::gateway::{ConfigSource, Overrides};
+use accessd::secrets_key::SecretsKey;
+use accessd::store::NewAuditEvent;
 use accessd::{RunError, Signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use gatehouse_config::Config;
@@ -205,6 +210,16 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 Some(Ok(db)) => format!(", shared store {db}"),
                 None => String::new(),
             };
+            // The shared secrets key file: there, private, 32 bytes.
+            if let Some(Err(err)) = config
+                .gateway
+                .secrets_key_file
+                .as_deref()
+                .map(SecretsKey::load_file)
+            {
+                eprintln!("{}: {err}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
             #[expect(clippy::print_stdout, reason = "check-config reports to the terminal")]
             {
                 println!(
@@ -223,10 +238,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 /// The store options of the config, for a command that needs accessd
-/// stopped; the exit code to return when it cannot go on.
+/// stopped, with the secrets key loaded as accessd loads it (from SSM with
+/// `[aws]`), and the audit record to write when it was stored in SSM now;
+/// the exit code to return when it cannot go on.
 fn options_with_accessd_stopped(
     source: &ConfigSource,
-) -> Result<accessd::store::StoreOptions, ExitCode> {
+) -> Result<(accessd::store::StoreOptions, Option<NewAuditEvent>), ExitCode> {
     let config = source.load().map_err(|err| {
         eprintln!("{err}");
         ExitCode::from(EXIT_CONFIG)
@@ -238,14 +255,50 @@ fn options_with_accessd_stopped(
         );
         return Err(ExitCode::FAILURE);
     }
-    accessd::store::StoreOptions::from_config(&config).map_err(|err| {
-        eprintln!("{err}");
-        ExitCode::from(EXIT_CONFIG)
+    let (secrets, stored) = secrets_key(&config).map_err(|err| {
+        eprintln!("cannot load the secrets key: {err:#}");
+        ExitCode::FAILURE
+    })?;
+    let options =
+        accessd::store::StoreOptions::from_config(&config, Arc::new(secrets)).map_err(|err| {
+            eprintln!("{err}");
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+    Ok((options, stored))
+}
+
+/// The secrets key, as `accessd` loads it at start. Nothing is applied
+/// offline, so AWS out of reach falls back on the local copy even with
+/// `aws.apply_on_start`.
+fn secrets_key(config: &Config) -> anyhow::Result<(SecretsKey, Option<NewAuditEvent>)> {
+    use anyhow::Context as _;
+    let mut config = config.clone();
+    if let Some(aws) = &mut config.aws {
+        aws.apply_on_start = false;
+    }
+    let state_dir = config.gateway.state_dir.clone();
+    accessd::store::create_state_dir(&state_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let aws = startup::connect(&config).await?;
+        Ok(startup::secrets_key(&config, &aws, &state_dir).await?)
     })
 }
 
+/// Writes the record of a secrets key stored in SSM by an offline command.
+fn audit_stored_key(store: &accessd::store::Store, stored: Option<NewAuditEvent>) {
+    if let Some(record) = stored
+        && let Err(err) = store.write_blocking(|w| w.audit(record).map(drop))
+    {
+        eprintln!("warning: cannot audit storing the secrets key in SSM: {err}");
+    }
+}
+
 fn audit_anchor(source: &ConfigSource) -> ExitCode {
-    let options = match options_with_accessd_stopped(source) {
+    let (options, stored) = match options_with_accessd_stopped(source) {
         Ok(options) => options,
         Err(code) => return code,
     };
@@ -256,6 +309,7 @@ fn audit_anchor(source: &ConfigSource) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    audit_stored_key(&store, stored);
     let report = store.read_blocking(|r| r.verify_audit());
     match report {
         Ok(report) if report.intact => {
@@ -285,12 +339,20 @@ fn audit_anchor(source: &ConfigSource) -> ExitCode {
 }
 
 fn restore(source: &ConfigSource, file: &std::path::Path) -> ExitCode {
-    let options = match options_with_accessd_stopped(source) {
+    let (options, stored) = match options_with_accessd_stopped(source) {
         Ok(options) => options,
         Err(code) => return code,
     };
     match accessd::store::backup::restore(&options, file, accessd::time_fmt::now_unix()) {
         Ok(report) => {
+            if stored.is_some() {
+                match accessd::store::Store::open(&options) {
+                    Ok(store) => audit_stored_key(&store, stored),
+                    Err(err) => {
+                        eprintln!("warning: cannot audit storing the secrets key in SSM: {err}")
+                    }
+                }
+            }
             let restored = &report.restored;
             #[expect(clippy::print_stdout, reason = "restore reports to the terminal")]
             {

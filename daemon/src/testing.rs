@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test fixture")]
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -21,6 +22,7 @@ use crate::gateway::{ConfigSource, Core, Keys, Overrides};
 use crate::portal::PortalState;
 use crate::portal::sessions::{SESSION_COOKIE, Source};
 use crate::running::Running;
+use crate::secrets_key::SecretsKey;
 use crate::store::{Store, StoreOptions};
 use crate::wg_key::GatewayKey;
 
@@ -111,8 +113,15 @@ impl TestGateway {
             store: None,
             ..config.clone()
         };
-        let store = Store::open(&StoreOptions::from_config(&embedded).unwrap()).unwrap();
         let state_dir = config.gateway.state_dir.clone();
+        // As accessd without [aws]: the shared file, or one made in the state dir.
+        crate::store::create_state_dir(&state_dir).unwrap();
+        let secrets = match &config.gateway.secrets_key_file {
+            Some(path) => SecretsKey::load_file(path).unwrap(),
+            None => SecretsKey::load_or_create(&state_dir).unwrap(),
+        };
+        let options = StoreOptions::from_config(&embedded, Arc::new(secrets)).unwrap();
+        let store = Store::open(&options).unwrap();
         let keys = Keys {
             wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),
             ssh_host: crate::ssh_host_key::load_host_key(

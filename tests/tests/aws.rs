@@ -265,19 +265,22 @@ fn fresh_apply_creates_exactly_the_footprint_and_a_second_plan_is_empty() {
     );
     assert_eq!(footprint(&lab), found);
 
-    // Each change audited as aws.change (plus the key stored at start).
+    // Each change audited as aws.change (plus the two keys stored at start:
+    // the WireGuard key and the secrets key).
     let audited = aws_changes(&gw);
-    assert_eq!(audited.len(), planned.len() + 1, "{audited:#?}");
+    assert_eq!(audited.len(), planned.len() + 2, "{audited:#?}");
     let text = serde_json::to_string(&audited).unwrap();
-    let secret = lab.python("out = ssm.get_parameter(Name='/gatehouse/gh-aws/wireguard-key', WithDecryption=True)['Parameter']['Value']");
-    assert!(
-        !text.contains(secret.as_str().unwrap()),
-        "the audit log never holds the key"
-    );
-    assert!(
-        !gw.log_text().contains(secret.as_str().unwrap()),
-        "nor does accessd's log"
-    );
+    for parameter in ["wireguard-key", "secrets-key"] {
+        let secret = lab.python(&format!("out = ssm.get_parameter(Name='/gatehouse/gh-aws/{parameter}', WithDecryption=True)['Parameter']['Value']"));
+        assert!(
+            !text.contains(secret.as_str().unwrap()),
+            "the audit log never holds the {parameter}"
+        );
+        assert!(
+            !gw.log_text().contains(secret.as_str().unwrap()),
+            "nor does accessd's log"
+        );
+    }
 
     // public_endpoint = "auto": device configs point at the elastic IP.
     gw.ctl_ok(&["user", "add", "alice", "--group", "research"]);

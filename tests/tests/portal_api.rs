@@ -92,6 +92,16 @@ fn enrollment_rules_single_use_and_expiry() {
 
     let r = attempt(PASSWORD, &code);
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    // The TOTP secret is kept sealed: no file of the database holds it.
+    for suffix in ["", "-wal"] {
+        let mut file = daemon.db_path().into_os_string();
+        file.push(suffix);
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&secret),
+            "{file:?} holds the TOTP secret"
+        );
+    }
     let shown = daemon.ctl_json(&["user", "show", "carol"]);
     assert_eq!(
         shown["user"]["state"].as_str().or(shown["state"].as_str()),

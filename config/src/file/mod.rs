@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     pub name: String,
     pub public_endpoint: PublicEndpoint,
     pub state_dir: PathBuf,
+    /// The key that seals the store's secrets (32 bytes base64, 0600),
+    /// shared by both gateways of a pair; `None`: with `[aws]` in SSM,
+    /// otherwise made once under `state_dir`.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// The host name or address that device configs and links point at.

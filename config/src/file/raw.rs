@@ -62,6 +62,7 @@ pub(crate) struct RawGateway {
     pub name: Option<String>,
     pub public_endpoint: String,
     pub state_dir: String,
+    pub secrets_key_file: Option<String>,
 }
 
 impl Default for RawGateway {
@@ -70,6 +71,7 @@ impl Default for RawGateway {
             name: None,
             public_endpoint: "auto".into(),
             state_dir: "/var/lib/gatehouse".into(),
+            secrets_key_file: None,
         }
     }
 }

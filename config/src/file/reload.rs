@@ -96,6 +96,10 @@ static KEYS: &[ReloadKey] = &[
     restart("gateway.state_dir", |a, b| {
         a.gateway.state_dir != b.gateway.state_dir
     }),
+    // The store opens its secrets with the key loaded at start.
+    restart("gateway.secrets_key_file", |a, b| {
+        a.gateway.secrets_key_file != b.gateway.secrets_key_file
+    }),
     restart("vpn.enabled", |a, b| a.vpn.enabled != b.vpn.enabled),
     restart("vpn.listen", |a, b| a.vpn.listen != b.vpn.listen),
     restart("vpn.interface", |a, b| a.vpn.interface != b.vpn.interface),

@@ -432,7 +432,14 @@ fn durations_that_would_overflow_are_refused_with_their_key() {
 
 #[test]
 fn a_shared_store_and_a_pair_are_checked() {
-    let with = |extra: &str| format!("{MINIMAL}{extra}");
+    // The pair shares its secrets key: a file given to both (or SSM).
+    let with = |extra: &str| {
+        format!("{MINIMAL}{extra}").replacen(
+            "[gateway]\n",
+            "[gateway]\nsecrets_key_file = \"/etc/gatehouse/secrets.key\"\n",
+            1,
+        )
+    };
     let identity = "[vpn]\nprivate_key_file = \"/etc/gatehouse/wg.key\"\n\
          [ssh]\nhost_key_file = \"/etc/gatehouse/host_key\"\n\
          [portal]\ntls_cert = \"/etc/gatehouse/cert.pem\"\ntls_key = \"/etc/gatehouse/key.pem\"\n";
@@ -477,7 +484,7 @@ fn a_shared_store_and_a_pair_are_checked() {
     assert_one(
         &with("[store]\nurl = \"postgresql://gatehouse:hunter2@db/gh\"\n"),
         "store.url",
-        10,
+        11,
         "must not carry the password",
     );
     assert!(
@@ -489,26 +496,26 @@ fn a_shared_store_and_a_pair_are_checked() {
     assert_one(
         &with("[store]\nurl = \"mysql://db/gh\"\n"),
         "store.url",
-        10,
+        11,
         "not a PostgreSQL URL",
     );
     assert_one(
         &with("[store]\nurl = \"postgresql://g@db/gh\"\npassword_file = \"pw\"\n"),
         "store.password_file",
-        11,
+        12,
         "absolute",
     );
     assert_one(
         &with("[ha]\nnode = \"gw-a\"\n"),
         "ha.node",
-        10,
+        11,
         "needs [store]",
     );
-    let store = "[store]\nurl = \"postgresql://g@127.0.0.1/gh\"\n";
+    let store = format!("{identity}[store]\nurl = \"postgresql://g@127.0.0.1/gh\"\n");
     assert_one(
         &with(&format!("{store}[ha]\nnode = \"gw a\"\n")),
         "ha.node",
-        12,
+        20,
         "not a node name",
     );
     assert_one(
@@ -516,7 +523,17 @@ fn a_shared_store_and_a_pair_are_checked() {
             "{store}[ha]\nnode = \"gw-a\"\nlease_ttl = \"1s\"\n"
         )),
         "ha.lease_ttl",
-        13,
+        21,
         "outside 3s..60s",
+    );
+    // Without the shared file (and without [aws]) each node would make its
+    // own secrets key.
+    let unshared = format!("{MINIMAL}{store}[ha]\nnode = \"gw-a\"\n");
+    assert_one(&unshared, "ha.node", 19, "gateway.secrets_key_file");
+    assert_one(
+        &with("").replacen("\"/etc/gatehouse/secrets.key\"", "\"secrets.key\"", 1),
+        "gateway.secrets_key_file",
+        3,
+        "absolute",
     );
 }

@@ -70,6 +70,7 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
         let aws = raw.aws.map(|aws| self.aws(aws));
+        let shared_secrets_key = aws.is_some() || raw.gateway.secrets_key_file.is_some();
         let gateway = self.gateway(raw.gateway, aws.is_some());
         let vpn = self.vpn(raw.vpn);
         let ssh = self.ssh(raw.ssh);
@@ -96,6 +97,12 @@ impl Checker<'_> {
         let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
         if let (Some(Some(_)), Some(vpn), Some(ssh), Some(portal)) = (&ha, &vpn, &ssh, &portal) {
             self.pair_identity(vpn, ssh, portal, aws.as_ref().is_some_and(Option::is_some));
+        }
+        if ha.is_some() && !shared_secrets_key {
+            self.problem(
+                "ha.node",
+                "[ha] needs a secrets key both gateways share: set gateway.secrets_key_file to one 0600 file given to both (or use [aws], which keeps it in SSM); each would otherwise make its own, and neither could open the TOTP secrets the other sealed",
+            );
         }
         if let (Some(ssh), Some(portal), Some(metrics)) = (&ssh, &portal, &metrics) {
             let mut listeners = Vec::with_capacity(3);
@@ -247,10 +254,15 @@ impl Checker<'_> {
             host => self.endpoint_host(host).map(PublicEndpoint::Host),
         };
         let state_dir = self.absolute_path("gateway.state_dir", &raw.state_dir);
+        let secrets_key_file = match &raw.secrets_key_file {
+            Some(text) => Some(self.absolute_path("gateway.secrets_key_file", text)?),
+            None => None,
+        };
         Some(GatewayConfig {
             name: name?,
             public_endpoint: endpoint?,
             state_dir: state_dir?,
+            secrets_key_file,
         })
     }
 

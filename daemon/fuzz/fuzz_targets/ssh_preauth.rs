@@ -92,7 +92,10 @@ fn gateway() -> &'static Gateway {
             },
         };
         let config = source.load().expect("valid config");
-        let store = Store::open(&StoreOptions::from_config(&config)).expect("store");
+        let secrets = accessd::secrets_key::SecretsKey::generate().expect("secrets key");
+        let options =
+            StoreOptions::from_config(&config, std::sync::Arc::new(secrets)).expect("options");
+        let store = Store::open(&options).expect("store");
         let state_dir = config.gateway.state_dir.clone();
         let keys = Keys {
             wireguard: accessd::wg_key::GatewayKey::load_or_create(&state_dir).expect("wg key"),

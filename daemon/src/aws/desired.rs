@@ -195,6 +195,12 @@ pub fn ssm_parameter_name(gateway: &str) -> String {
     format!("/gatehouse/{gateway}/wireguard-key")
 }
 
+/// `/gatehouse/<name>/secrets-key`: the key that seals the store's secrets
+/// (read or created at start, not part of the plan).
+pub fn secrets_key_parameter_name(gateway: &str) -> String {
+    format!("/gatehouse/{gateway}/secrets-key")
+}
+
 impl GroupRole {
     pub const ALL: [GroupRole; 2] = [GroupRole::Gateway, GroupRole::Targets];
 

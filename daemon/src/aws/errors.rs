@@ -64,18 +64,29 @@ pub enum AwsError {
         gateway: String,
         ids: String,
     },
-    #[error(
-        "the SSM parameter {name} does not hold a WireGuard private key (32 bytes, base64); restore it, or delete it to store this gateway's key there (every device config then needs re-issuing)"
-    )]
-    MalformedKey { name: String },
+    #[error("the SSM parameter {name} does not hold {what} (32 bytes, base64); {remedy}")]
+    MalformedKey {
+        name: String,
+        what: &'static str,
+        remedy: &'static str,
+    },
     #[error("cannot keep the SSM key in the state dir: {0}")]
-    LocalKey(#[from] crate::wg_key::KeyError),
+    LocalKey(#[from] LocalKeyError),
     #[error(
         "this gateway is no longer the active one of its HA pair (its lease ran out or was taken over), so it changes nothing that belongs to the active one"
     )]
     NotActive,
     #[error("the change was made but could not be audited, so apply stopped: {0}")]
     Audit(#[from] crate::store::StoreError),
+}
+
+/// A key whose home is SSM could not be read or kept in the state dir.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalKeyError {
+    #[error(transparent)]
+    WireGuard(#[from] crate::wg_key::KeyError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets_key::SecretsKeyError),
 }
 
 impl AwsError {

@@ -227,9 +227,13 @@ fn every_mutating_action_is_narrowed_to_this_gateway_on_every_resource() {
             );
         }
     }
-    // The parameter the gateway uses lies under that prefix.
+    // The parameters the gateway uses lie under that prefix.
     assert!(
         super::desired::ssm_parameter_name("GATEWAY_NAME").starts_with("/gatehouse/GATEWAY_NAME/")
+    );
+    assert!(
+        super::desired::secrets_key_parameter_name("GATEWAY_NAME")
+            .starts_with("/gatehouse/GATEWAY_NAME/")
     );
 }
 

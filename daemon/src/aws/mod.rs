@@ -1,5 +1,6 @@
 //! The AWS provisioner: the gateway's elastic IP, its two security groups,
-//! source/dest check, the VPN pool's routes, and its WireGuard key in SSM.
+//! source/dest check, the VPN pool's routes, and its keys in SSM (the
+//! WireGuard key, and the secrets key that seals the store's TOTP secrets).
 //! `plan` shows what differs from the config, `apply` changes it (ordered,
 //! idempotent, safe to re-run after a failure); every change is audited as
 //! `aws.change`. Without an `[aws]` section nothing here is ever called.
@@ -10,13 +11,14 @@
 //! - [`exposure`]: other groups on the instance that open guarded ports wider (pure).
 //! - [`plan`]: the difference, as ordered actions with reasons (pure).
 //! - [`apply`]: carries the actions out and audits each.
-//! - [`ssm_key`]: the WireGuard key's home in SSM Parameter Store.
-//! - [`startup`]: the key from SSM, and `apply_on_start`, before listeners open.
+//! - [`ssm_key`]: the keys' home in SSM Parameter Store.
+//! - [`startup`]: the keys from SSM, and `apply_on_start`, before listeners open.
 //! - [`errors`]: errors an operator can act on.
 //!
-//! Does not own the WireGuard key file ([`crate::wg_key`]), the audit log, or
-//! the elastic IP's use in configs and links ([`crate::access::public`]); it
-//! records what it sees in [`crate::gateway::AwsFacts`].
+//! Does not own the key files ([`crate::wg_key`], [`crate::secrets_key`]),
+//! the audit log, or the elastic IP's use in configs and links
+//! ([`crate::access::public`]); it records what it sees in
+//! [`crate::gateway::AwsFacts`].
 
 pub mod apply;
 pub mod desired;
@@ -40,7 +42,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use gatehouse_config::api::{AwsAction, AwsFacts};
 use gatehouse_config::file::AwsConfig;
 
-pub use errors::AwsError;
+pub use errors::{AwsError, LocalKeyError};
 
 use discovery::Facts;
 

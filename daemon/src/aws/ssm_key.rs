@@ -1,16 +1,21 @@
-//! The gateway's WireGuard key in SSM Parameter Store, as the SecureString
-//! `/gatehouse/<name>/wireguard-key`: read at start when present (a replaced
-//! instance keeps its public key, so every device config keeps working),
-//! created from the local key when missing. The key is never logged.
+//! The gateway's keys in SSM Parameter Store, each a SecureString under
+//! `/gatehouse/<name>/`: the WireGuard key (`wireguard-key`: a replaced
+//! instance keeps its public key, so every device config keeps working) and
+//! the secrets key (`secrets-key`: every node and every replaced instance
+//! opens the TOTP secrets the store keeps sealed). Each is read at start
+//! when present and written to its 0600 local copy under `state_dir`;
+//! when missing, the local key (made now if new) is stored there. A key is
+//! never logged: only its public half or fingerprint.
 
 use std::path::Path;
 
 use aws_sdk_ssm::types::{ParameterType, Tag};
 
 use super::Session;
-use super::desired::{TAG_GATEWAY, ssm_parameter_name};
-use super::errors::{AwsError, classify};
-use crate::wg_key::GatewayKey;
+use super::desired::{TAG_GATEWAY, secrets_key_parameter_name, ssm_parameter_name};
+use super::errors::{AwsError, LocalKeyError, classify};
+use crate::secrets_key::{self, SecretsKey};
+use crate::wg_key::{self, GatewayKey};
 
 /// Where the running key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,36 +26,121 @@ pub enum KeyOrigin {
     StoredInSsm,
 }
 
+/// A key whose home is an SSM SecureString, with a local copy under
+/// `state_dir` (the same 0600 file accessd uses without `[aws]`).
+pub trait SsmKey: Sized + Send + 'static {
+    /// What it is, for the parameter's description, logs and audit records.
+    const WHAT: &'static str;
+    /// What the operator can do when the parameter holds something else.
+    const IF_MALFORMED: &'static str;
+    /// Why a new key is no answer when SSM is out of reach on a first start.
+    const WHY_NOT_NEW: &'static str;
+    /// The local copy's file name under `state_dir`.
+    const LOCAL_FILE: &'static str;
+    /// `/gatehouse/<gateway>/...`.
+    fn parameter_name(gateway: &str) -> String;
+    fn from_base64(text: &str) -> Option<Self>;
+    /// The parameter's value. Never log it.
+    fn secret_base64(&self) -> String;
+    /// What may be logged and audited to tell two keys apart.
+    fn label(&self) -> String;
+    /// The local copy, if there is one.
+    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError>;
+    /// The local copy, made now (0600) if there is none.
+    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError>;
+    /// Makes this the local copy, replacing another atomically.
+    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError>;
+}
+
+impl SsmKey for GatewayKey {
+    const WHAT: &'static str = "the gateway's WireGuard private key";
+    const IF_MALFORMED: &'static str = "restore it, or delete it to store this gateway's key there (every device config then needs re-issuing)";
+    const WHY_NOT_NEW: &'static str = "making a new key would break every device config";
+    const LOCAL_FILE: &'static str = wg_key::KEY_FILE;
+    fn parameter_name(gateway: &str) -> String {
+        ssm_parameter_name(gateway)
+    }
+    fn from_base64(text: &str) -> Option<Self> {
+        GatewayKey::from_base64(text)
+    }
+    fn secret_base64(&self) -> String {
+        self.private_base64()
+    }
+    fn label(&self) -> String {
+        format!("public key {}", self.public_base64())
+    }
+    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
+        if !state_dir.join(wg_key::KEY_FILE).exists() {
+            return Ok(None);
+        }
+        Ok(Some(GatewayKey::load_or_create(state_dir)?))
+    }
+    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
+        Ok(GatewayKey::load_or_create(state_dir)?)
+    }
+    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
+        Ok(self.store(state_dir)?)
+    }
+}
+
+impl SsmKey for SecretsKey {
+    const WHAT: &'static str = "the key that seals the store's secrets";
+    const IF_MALFORMED: &'static str =
+        "restore it from a backup: the stored TOTP secrets open only with the key that sealed them";
+    const WHY_NOT_NEW: &'static str =
+        "a new key would not open the TOTP secrets the store already holds";
+    const LOCAL_FILE: &'static str = secrets_key::KEY_FILE;
+    fn parameter_name(gateway: &str) -> String {
+        secrets_key_parameter_name(gateway)
+    }
+    fn from_base64(text: &str) -> Option<Self> {
+        SecretsKey::from_base64(text)
+    }
+    fn secret_base64(&self) -> String {
+        self.to_base64()
+    }
+    fn label(&self) -> String {
+        format!("fingerprint {}", self.fingerprint())
+    }
+    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
+        Ok(SecretsKey::load_local(state_dir)?)
+    }
+    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
+        Ok(SecretsKey::load_or_create(state_dir)?)
+    }
+    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
+        Ok(self.store(state_dir)?)
+    }
+}
+
 /// The key accessd runs with when `[aws]` is configured.
-pub async fn load_or_store(
+pub async fn load_or_store<K: SsmKey>(
     session: &Session,
     gateway: &str,
     state_dir: &Path,
-) -> Result<(GatewayKey, KeyOrigin), AwsError> {
-    let name = ssm_parameter_name(gateway);
+) -> Result<(K, KeyOrigin), AwsError> {
+    let name = K::parameter_name(gateway);
     // Two rounds: another instance may store its key between our read and write.
     for _ in 0..2 {
-        if let Some(key) = get(session, &name).await? {
-            let local = state_dir
-                .join(crate::wg_key::KEY_FILE)
-                .exists()
-                .then(|| GatewayKey::load_or_create(state_dir).ok())
-                .flatten();
-            if local.as_ref().map(GatewayKey::public_base64) != Some(key.public_base64()) {
+        if let Some(key) = get::<K>(session, &name).await? {
+            // An unreadable local copy is replaced by SSM's.
+            let local = K::load_local(state_dir).ok().flatten();
+            if local.as_ref().map(K::label) != Some(key.label()) {
                 if let Some(local) = &local {
                     tracing::warn!(
                         parameter = %name,
-                        local_public_key = %local.public_base64(),
-                        ssm_public_key = %key.public_base64(),
-                        "the local WireGuard key differs from the one in SSM; SSM wins"
+                        local = %local.label(),
+                        ssm = %key.label(),
+                        "the local copy of {} differs from the one in SSM; SSM wins",
+                        K::WHAT
                     );
                 }
-                key.store(state_dir)?;
+                key.store_local(state_dir)?;
             }
             return Ok((key, KeyOrigin::Ssm));
         }
         let dir = state_dir.to_path_buf();
-        let local = tokio::task::spawn_blocking(move || GatewayKey::load_or_create(&dir))
+        let local = tokio::task::spawn_blocking(move || K::load_or_create_local(&dir))
             .await
             .map_err(|join| AwsError::Other {
                 action: "ssm:PutParameter",
@@ -58,7 +148,7 @@ pub async fn load_or_store(
             })??;
         match put(session, &name, gateway, &local, false).await {
             Ok(()) => {
-                tracing::info!(parameter = %name, public_key = %local.public_base64(), "stored the gateway's WireGuard key in SSM");
+                tracing::info!(parameter = %name, key = %local.label(), "stored {} in SSM", K::WHAT);
                 return Ok((local, KeyOrigin::StoredInSsm));
             }
             Err(AwsError::Service { code, .. }) if code == "ParameterAlreadyExists" => continue,
@@ -72,7 +162,7 @@ pub async fn load_or_store(
 }
 
 /// Reads and decrypts the key; `None` when there is no parameter.
-async fn get(session: &Session, name: &str) -> Result<Option<GatewayKey>, AwsError> {
+async fn get<K: SsmKey>(session: &Session, name: &str) -> Result<Option<K>, AwsError> {
     const ACTION: &str = "ssm:GetParameter";
     let out = match session
         .ssm
@@ -93,19 +183,21 @@ async fn get(session: &Session, name: &str) -> Result<Option<GatewayKey>, AwsErr
         Err(err) => return Err(classify(ACTION, err)),
     };
     let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-    GatewayKey::from_base64(value.trim())
+    K::from_base64(value.trim())
         .map(Some)
         .ok_or_else(|| AwsError::MalformedKey {
             name: name.to_string(),
+            what: K::WHAT,
+            remedy: K::IF_MALFORMED,
         })
 }
 
 /// Stores `key` as a SecureString (`overwrite`: replace what is there).
-pub async fn put(
+pub async fn put<K: SsmKey>(
     session: &Session,
     name: &str,
     gateway: &str,
-    key: &GatewayKey,
+    key: &K,
     overwrite: bool,
 ) -> Result<(), AwsError> {
     const ACTION: &str = "ssm:PutParameter";
@@ -114,10 +206,11 @@ pub async fn put(
         .put_parameter()
         .name(name)
         .description(format!(
-            "gatehouse {gateway}: the gateway's WireGuard private key (public {})",
-            key.public_base64()
+            "gatehouse {gateway}: {} ({})",
+            K::WHAT,
+            key.label()
         ))
-        .value(key.private_base64())
+        .value(key.secret_base64())
         .r#type(ParameterType::SecureString)
         .overwrite(overwrite);
     // AWS refuses tags together with overwrite.

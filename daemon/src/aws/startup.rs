@@ -1,92 +1,167 @@
 //! What the provisioner does while accessd starts, before any listener
-//! opens: take the WireGuard key from SSM (or put it there), then, with
+//! opens: connect, take the secrets key (before the store opens) and the
+//! WireGuard key from SSM (or put them there), then, with
 //! `aws.apply_on_start`, apply the plan.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use gatehouse_config::Config;
 use serde_json::json;
 
-use super::desired::ssm_parameter_name;
-use super::ssm_key::{self, KeyOrigin};
-use super::{AwsError, Session, apply};
+use super::ssm_key::{self, KeyOrigin, SsmKey};
+use super::{AwsError, LocalKeyError, Session, apply};
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
-use crate::store::Store;
-use crate::wg_key::{GatewayKey, KEY_FILE, KeyError};
+use crate::secrets_key::{SecretsKey, SecretsKeyError};
+use crate::store::{NewAuditEvent, Store};
+use crate::wg_key::GatewayKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
-        "cannot get the gateway's WireGuard key from SSM, and there is no local copy to fall back on (making a new key would break every device config): {0}"
+        "cannot get {what} from SSM, and there is no local copy to fall back on ({why_not_new}): {source}"
     )]
-    NoKey(AwsError),
+    NoKey {
+        what: &'static str,
+        why_not_new: &'static str,
+        source: Arc<AwsError>,
+    },
     #[error("aws.apply_on_start is set, but AWS cannot be reached: {0}")]
     Connect(AwsError),
     #[error("aws.apply_on_start: {0}")]
     Apply(#[from] apply::ApplyFailure),
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] LocalKeyError),
+    #[error(transparent)]
+    SecretsKey(#[from] SecretsKeyError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
-/// The gateway's key, and with `[aws]` a connected session. Without `[aws]`
-/// this is the local key and no AWS call is made.
+/// AWS at start.
+pub enum Connection {
+    /// No `[aws]`: no AWS call is ever made.
+    Off,
+    Up(Session),
+    /// Unreachable; each key falls back on its local copy.
+    Down(Arc<AwsError>),
+}
+
+impl Connection {
+    /// The session, when AWS answered.
+    pub fn into_session(self) -> Option<Session> {
+        match self {
+            Connection::Up(session) => Some(session),
+            Connection::Off | Connection::Down(_) => None,
+        }
+    }
+}
+
+/// Connects when `[aws]` is set. AWS out of reach is an error only with
+/// `aws.apply_on_start`; otherwise the keys' local copies carry the start.
+pub async fn connect(config: &Config) -> Result<Connection, StartError> {
+    let Some(aws) = &config.aws else {
+        return Ok(Connection::Off);
+    };
+    match Session::connect(aws).await {
+        Ok(session) => Ok(Connection::Up(session)),
+        Err(err) if aws.apply_on_start => Err(StartError::Connect(err)),
+        Err(err) => Ok(Connection::Down(Arc::new(err))),
+    }
+}
+
+/// The key that seals the store's secrets, needed before the store opens:
+/// `gateway.secrets_key_file` when set (never an AWS call), else from SSM
+/// with `[aws]`, else `state_dir/secrets.key`. With the record to audit
+/// once the store is open, when the key was stored in SSM now.
+pub async fn secrets_key(
+    config: &Config,
+    aws: &Connection,
+    state_dir: &Path,
+) -> Result<(SecretsKey, Option<NewAuditEvent>), StartError> {
+    if let Some(path) = config.gateway.secrets_key_file.clone() {
+        let key = tokio::task::spawn_blocking(move || SecretsKey::load_file(&path)).await??;
+        return Ok((key, None));
+    }
+    ssm_or_local(config, aws, state_dir).await
+}
+
+/// The gateway's WireGuard key, and the session when AWS answered. Without
+/// `[aws]` this is the local key and no AWS call is made.
 pub async fn key_and_session(
     config: &Config,
+    aws: Connection,
     store: &Store,
     state_dir: &Path,
 ) -> Result<(GatewayKey, Option<Session>), StartError> {
-    let local = || {
-        let dir = state_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || GatewayKey::load_or_create(&dir))
-    };
     // A key file the operator shares between the gateways of a pair wins.
     if let Some(file) = config.vpn.private_key_file.clone() {
-        let key = tokio::task::spawn_blocking(move || GatewayKey::load_shared(&file)).await??;
-        let session = match &config.aws {
-            Some(aws) => Some(Session::connect(aws).await.map_err(StartError::Connect)?),
-            None => None,
-        };
-        return Ok((key, session));
+        let key = tokio::task::spawn_blocking(move || GatewayKey::load_shared(&file))
+            .await?
+            .map_err(LocalKeyError::from)?;
+        return Ok((key, aws.into_session()));
     }
-    let Some(aws) = &config.aws else {
-        return Ok((local().await??, None));
+    let (key, stored) = ssm_or_local::<GatewayKey>(config, &aws, state_dir).await?;
+    audit_stored_key(store, stored).await;
+    Ok((key, aws.into_session()))
+}
+
+/// Writes the record of a key stored in SSM at start; a failure is logged
+/// (the key is stored either way).
+pub async fn audit_stored_key(store: &Store, record: Option<NewAuditEvent>) {
+    let Some(record) = record else { return };
+    if let Err(err) = store.write(move |w| w.audit(record).map(drop)).await {
+        tracing::warn!(error = %err, "cannot audit storing a key in SSM");
+    }
+}
+
+/// `K` from SSM (stored there when missing), or its local copy when AWS
+/// is off, or out of reach and a copy exists.
+async fn ssm_or_local<K: SsmKey>(
+    config: &Config,
+    aws: &Connection,
+    state_dir: &Path,
+) -> Result<(K, Option<NewAuditEvent>), StartError> {
+    let local = || {
+        let dir = state_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || K::load_or_create_local(&dir))
     };
-    let has_local_copy = state_dir.join(KEY_FILE).exists();
-    let session = match Session::connect(aws).await {
-        Ok(session) => session,
-        Err(err) if aws.apply_on_start => return Err(StartError::Connect(err)),
-        Err(err) if has_local_copy => {
-            tracing::warn!(error = %err, "AWS unreachable at start; running with the local copy of the WireGuard key");
+    let has_local_copy = state_dir.join(K::LOCAL_FILE).exists();
+    let no_key = |source| StartError::NoKey {
+        what: K::WHAT,
+        why_not_new: K::WHY_NOT_NEW,
+        source,
+    };
+    let session = match aws {
+        Connection::Off => return Ok((local().await??, None)),
+        Connection::Up(session) => session,
+        Connection::Down(err) if has_local_copy => {
+            tracing::warn!(error = %err, "AWS unreachable at start; running with the local copy of {}", K::WHAT);
             return Ok((local().await??, None));
         }
-        Err(err) => return Err(StartError::NoKey(err)),
+        Connection::Down(err) => return Err(no_key(err.clone())),
     };
-    let name = &config.gateway.name;
-    match ssm_key::load_or_store(&session, name, state_dir).await {
-        Ok((key, origin)) => {
-            if origin == KeyOrigin::StoredInSsm {
-                let record = event(Kind::AwsChange, Actor::Gateway, Source::Local)
-                    .on(format!("ssm parameter {}", ssm_parameter_name(name)))
-                    .detail(json!({
-                        "kind": "create",
-                        "change": "store the gateway's WireGuard private key (SecureString)",
-                        "reason": "no key in SSM at start",
-                        "result": format!("public key {}", key.public_base64()),
-                    }));
-                if let Err(err) = store.write(move |w| w.audit(record).map(drop)).await {
-                    tracing::warn!(error = %err, "cannot audit storing the key in SSM");
-                }
-            }
-            Ok((key, Some(session)))
+    let apply_on_start = config.aws.as_ref().is_some_and(|aws| aws.apply_on_start);
+    let gateway = &config.gateway.name;
+    match ssm_key::load_or_store::<K>(session, gateway, state_dir).await {
+        Ok((key, KeyOrigin::StoredInSsm)) => {
+            let record = event(Kind::AwsChange, Actor::Gateway, Source::Local)
+                .on(format!("ssm parameter {}", K::parameter_name(gateway)))
+                .detail(json!({
+                    "kind": "create",
+                    "change": format!("store {} (SecureString)", K::WHAT),
+                    "reason": "no key in SSM at start",
+                    "result": key.label(),
+                }));
+            Ok((key, Some(record)))
         }
-        Err(err) if has_local_copy && !aws.apply_on_start => {
-            tracing::warn!(error = %err, "cannot use SSM for the WireGuard key; running with the local copy");
-            Ok((local().await??, Some(session)))
+        Ok((key, KeyOrigin::Ssm)) => Ok((key, None)),
+        Err(err) if has_local_copy && !apply_on_start => {
+            tracing::warn!(error = %err, "cannot use SSM for {}; running with the local copy", K::WHAT);
+            Ok((local().await??, None))
         }
-        Err(err) => Err(StartError::NoKey(err)),
+        Err(err) => Err(no_key(Arc::new(err))),
     }
 }
 

@@ -112,6 +112,12 @@ mod tests {
             "\"/etc/gatehouse/ssh_host_ed25519_key\"",
             &format!("{:?}", keys.join(crate::ssh_host_key::HOST_KEY_FILE)),
         );
+        // So must gateway.secrets_key_file.
+        crate::secrets_key::SecretsKey::load_or_create(&keys).unwrap();
+        let base = base.replace(
+            "\"/etc/gatehouse/secrets.key\"",
+            &format!("{:?}", keys.join(crate::secrets_key::KEY_FILE)),
+        );
         for (key, value) in OTHER {
             let gw = TestGateway::new_as_written(&base).await;
             let changed = with_value(&base, key, value);

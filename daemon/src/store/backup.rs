@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::audit_log::{RECORD_COLUMNS, last_head, query_records};
 use super::db::Conn;
-use super::{DB_FILE, Store, StoreError, StoreOptions, schema};
+use super::{DB_FILE, Store, StoreError, StoreOptions, schema, users};
 use crate::audit::chain::{self, Head};
 use crate::audit::mirror;
 
@@ -150,6 +150,7 @@ pub fn restore(opts: &StoreOptions, backup: &Path, now: i64) -> Result<RestoreRe
         return Err(BackupError::Shared(pg.url.clone()));
     }
     let restored = inspect(backup)?;
+    check_secrets(opts, backup)?;
     fs::create_dir_all(&opts.state_dir).map_err(io("create", &opts.state_dir))?;
     let db = opts.state_dir.join(DB_FILE);
     let head = opts.state_dir.join(mirror::HEAD_FILE);
@@ -180,6 +181,21 @@ pub fn restore(opts: &StoreOptions, backup: &Path, now: i64) -> Result<RestoreRe
         restored,
         moved_aside,
     })
+}
+
+/// Refuses a backup whose TOTP secrets do not open with the secrets key
+/// the store would run with, before anything is moved.
+fn check_secrets(opts: &StoreOptions, backup: &Path) -> Result<(), BackupError> {
+    let conn =
+        Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
+            BackupError::NotABackup {
+                path: backup.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?;
+    let name = backup.display().to_string();
+    users::check_totp_secrets(&Conn::Sqlite(&conn), &opts.secrets, &name)?;
+    Ok(())
 }
 
 /// Copies `from` to the new file `to` with mode 0600 and fsyncs it.
@@ -214,8 +230,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_backup_restores_users_and_the_chain_and_keeps_what_it_replaced() {
-        let (dir, store) = temp_store();
+        let dir = tempfile::TempDir::new().unwrap();
+        let opts = options(dir.path());
+        let store = Store::open(&opts).unwrap();
         add_user(&store, "alice");
+        store
+            .write_blocking(|w| w.set_totp_secret("alice", Some("JBSWY3DPEHPK3PXP".into())))
+            .unwrap();
         store
             .write(|w| w.audit(test_event("admin.backup", "uid:0", "local", "-")))
             .await
@@ -233,7 +254,16 @@ mod tests {
             .unwrap();
         drop(store);
 
-        let opts = options(dir.path());
+        // Without the key that sealed its TOTP secrets, nothing moves.
+        let mut other = opts.clone();
+        other.secrets = std::sync::Arc::new(crate::secrets_key::SecretsKey::generate().unwrap());
+        let err = restore(&other, &file, 41).unwrap_err();
+        assert!(
+            err.to_string().contains("sealed with another secrets key"),
+            "{err}"
+        );
+        assert!(!opts.state_dir.join("gatehouse.db.replaced-41").exists());
+
         let report = restore(&opts, &file, 42).unwrap();
         assert_eq!(report.restored, summary);
         assert!(
@@ -250,6 +280,8 @@ mod tests {
             .map(|u| u.name)
             .collect();
         assert_eq!(names, ["alice"]);
+        let alice = store.read_blocking(|r| r.existing_user("alice")).unwrap();
+        assert_eq!(alice.totp_secret.as_deref(), Some("JBSWY3DPEHPK3PXP"));
         let verified = store.read_blocking(|r| r.verify_audit()).unwrap();
         assert!(verified.intact, "{verified:?}");
         // The chain goes on from the restored head.

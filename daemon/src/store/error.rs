@@ -136,6 +136,32 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A TOTP secret could not be sealed (no randomness).
+    #[error("cannot seal the TOTP secret of user {user:?}: {source}")]
+    SecretSeal {
+        user: String,
+        source: crate::secrets_key::SealError,
+    },
+
+    /// A stored TOTP secret does not open with this gateway's secrets key.
+    #[error(
+        "the stored TOTP secret of user {user:?} does not open: {source}. It was sealed with another secrets key, or changed behind the gateway's back (a sealed secret only opens in its own user's row)"
+    )]
+    SecretOpen {
+        user: String,
+        source: crate::secrets_key::SealError,
+    },
+
+    /// No stored TOTP secret opens: the key is not the one that sealed them.
+    #[error(
+        "the TOTP secrets in {db} were sealed with another secrets key: none of the {sealed} stored opens with this gateway's key ({fingerprint}). Give accessd the key that sealed them (the state directory's secrets.key, gateway.secrets_key_file, or with [aws] the SSM parameter /gatehouse/<name>/secrets-key, from the node or the backup the database came from); if that key is lost, the TOTP secrets are too, and members must enroll TOTP again"
+    )]
+    WrongSecretsKey {
+        db: String,
+        sealed: usize,
+        fingerprint: String,
+    },
+
     /// A stored VPN address cannot be parsed.
     #[error("stored device address {value:?} is invalid: {source}")]
     CorruptAddress {
@@ -192,6 +218,9 @@ impl StoreError {
             | Self::AuditEncode { .. }
             | Self::Corrupt { .. }
             | Self::CorruptAddress { .. }
+            | Self::SecretSeal { .. }
+            | Self::SecretOpen { .. }
+            | Self::WrongSecretsKey { .. }
             | Self::Mirror(_)
             | Self::AnchorMissing { .. }
             | Self::Task { .. }

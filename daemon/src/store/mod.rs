@@ -11,6 +11,11 @@
 //! the head file (see [`crate::audit`]); a failure there is logged and repaired
 //! on the next write or start, never lost, because the database has it.
 //!
+//! TOTP secrets are kept sealed with the secrets key the options carry
+//! ([`crate::secrets_key`], never in the database) and opened as they are
+//! read; opening refuses a database whose secrets that key does not open,
+//! and seals any left in plaintext by an older accessd.
+//!
 //! Does not own validation of names, keys or policy (the callers check those
 //! with `gatehouse_config`), nor the clock: callers pass unix times in, except
 //! for audit records, which are stamped when written.
@@ -58,6 +63,7 @@ pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};
 
 use crate::audit::mirror;
+use crate::secrets_key::SecretsKey;
 use db::Conn;
 
 /// File name of the database inside the state directory.
@@ -75,12 +81,19 @@ pub struct StoreOptions {
     pub mirror_rotation: mirror::Rotation,
     /// The shared PostgreSQL database instead of `state_dir/gatehouse.db`.
     pub postgres: Option<PgOptions>,
+    /// Seals the TOTP secrets at rest; never stored in the database.
+    pub secrets: Arc<SecretsKey>,
 }
 
 impl StoreOptions {
-    /// The options the config file sets (reading `[store]`'s password).
-    pub fn from_config(config: &gatehouse_config::Config) -> Result<Self, StoreError> {
+    /// The options the config file sets (reading `[store]`'s password),
+    /// with the secrets key the caller loaded.
+    pub fn from_config(
+        config: &gatehouse_config::Config,
+        secrets: Arc<SecretsKey>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
+            secrets,
             state_dir: config.gateway.state_dir.clone(),
             audit_mirror: config.audit.mirror.clone(),
             mirror_rotation: mirror::Rotation {
@@ -107,6 +120,7 @@ pub struct Store {
 pub struct Reader<'a> {
     conn: Conn<'a>,
     paths: &'a Paths,
+    secrets: &'a SecretsKey,
 }
 
 /// Read and write access inside one transaction. Derefs to [`Reader`].
@@ -120,7 +134,9 @@ pub struct Writer<'a> {
 impl Store {
     /// Opens (creating when missing) the store and brings its schema up to
     /// date, then reconciles the audit head file and mirror with the database.
-    /// A missing head file next to a non-empty log is refused. Blocking.
+    /// A missing head file next to a non-empty log is refused. Every TOTP
+    /// secret must open with the options' secrets key; plaintext ones (from
+    /// before sealing) are sealed now, in one transaction. Blocking.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
         Self::open_with(opts, audit_repair::MissingAnchor::Refuse)
     }
@@ -178,6 +194,7 @@ impl Store {
                 head_frozen: false,
             }),
             paths,
+            secrets: Arc::clone(&opts.secrets),
             gate: Semaphore::new(MAX_WAITING_THREADS),
             changes: tokio::sync::watch::Sender::new(0),
         };
@@ -194,9 +211,17 @@ impl Store {
             mirror_in_sync: reconciled.mirror_in_sync,
             head_frozen: reconciled.head_frozen,
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(inner),
-        })
+        };
+        let sealed = store.write_blocking(|w| w.seal_plaintext_totp_secrets())?;
+        if sealed > 0 {
+            tracing::info!(
+                users = sealed,
+                "sealed the TOTP secrets stored in plaintext with the secrets key"
+            );
+        }
+        Ok(store)
     }
 
     /// Runs `f` with read access on a blocking thread.
@@ -244,6 +269,7 @@ impl Store {
         f: impl FnOnce(&Reader<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let paths = &self.inner.paths;
+        let secrets = &*self.inner.secrets;
         match &self.inner.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = lock(conn);
@@ -253,6 +279,7 @@ impl Store {
                 f(&Reader {
                     conn: Conn::Sqlite(&tx),
                     paths,
+                    secrets,
                 })
                 // Dropping `tx` rolls the (read-only) transaction back.
             }
@@ -262,6 +289,7 @@ impl Store {
                 f(&Reader {
                     conn: Conn::Postgres(RefCell::new(tx)),
                     paths,
+                    secrets,
                 })
             }
         }
@@ -282,13 +310,14 @@ impl Store {
         f: impl FnOnce(&mut Writer<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let paths = &self.inner.paths;
+        let secrets = &*self.inner.secrets;
         let value = match &self.inner.backend {
             Backend::Sqlite(conn) => {
                 let mut conn = lock(conn);
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(StoreError::db("begin a write transaction"))?;
-                let mut writer = Writer::new(Conn::Sqlite(&tx), paths);
+                let mut writer = Writer::new(Conn::Sqlite(&tx), paths, secrets);
                 let value = f(&mut writer)?;
                 let appended = std::mem::take(&mut writer.appended);
                 drop(writer);
@@ -308,7 +337,7 @@ impl Store {
             }
             Backend::Postgres(pool) => {
                 let mut client = pool.get().map_err(StoreError::db("connect for a write"))?;
-                let (value, appended) = write_postgres(&mut client, paths, f)?;
+                let (value, appended) = write_postgres(&mut client, paths, secrets, f)?;
                 // Another node's records may sit between ours: the files
                 // catch up from the database.
                 if appended {
@@ -385,9 +414,13 @@ impl Store {
 }
 
 impl<'a> Writer<'a> {
-    fn new(conn: Conn<'a>, paths: &'a Paths) -> Writer<'a> {
+    fn new(conn: Conn<'a>, paths: &'a Paths, secrets: &'a SecretsKey) -> Writer<'a> {
         Writer {
-            reader: Reader { conn, paths },
+            reader: Reader {
+                conn,
+                paths,
+                secrets,
+            },
             appended: Vec::new(),
         }
     }
@@ -417,6 +450,7 @@ struct Inner {
     backend: Backend,
     files: Mutex<AuditFiles>,
     paths: Paths,
+    secrets: Arc<SecretsKey>,
     gate: Semaphore,
     /// Generation counter, bumped after each commit.
     changes: tokio::sync::watch::Sender<u64>,
@@ -476,6 +510,7 @@ impl Inner {
 fn write_postgres<T>(
     client: &mut ::postgres::Client,
     paths: &Paths,
+    secrets: &SecretsKey,
     f: impl FnOnce(&mut Writer<'_>) -> Result<T, StoreError>,
 ) -> Result<(T, bool), StoreError> {
     let mut tx = client
@@ -487,7 +522,7 @@ fn write_postgres<T>(
         &[&WRITE_LOCK, &changes::CHANNEL],
     )
     .map_err(StoreError::db("take the store's write lock"))?;
-    let mut writer = Writer::new(Conn::Postgres(RefCell::new(tx)), paths);
+    let mut writer = Writer::new(Conn::Postgres(RefCell::new(tx)), paths, secrets);
     let value = f(&mut writer)?;
     let Writer { reader, appended } = writer;
     if let Conn::Postgres(tx) = reader.conn {
@@ -516,7 +551,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
+/// Creates the state directory (0700) when missing: [`Store::open`] does,
+/// and start-up does first, since the keys live there too.
+pub fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -594,12 +631,14 @@ pub(crate) mod fixtures {
         (dir, store)
     }
 
+    /// Options for a store under `dir`, with a fresh secrets key.
     pub(crate) fn options(dir: &Path) -> StoreOptions {
         StoreOptions {
             state_dir: dir.join("state"),
             audit_mirror: dir.join("log/audit.jsonl"),
             mirror_rotation: mirror::Rotation::default(),
             postgres: None,
+            secrets: Arc::new(SecretsKey::generate().unwrap()),
         }
     }
 
@@ -992,6 +1031,7 @@ mod tests {
         let node_b_dir = tempfile::TempDir::new().unwrap();
         let mut b_opts = options(node_b_dir.path());
         b_opts.postgres = a.opts.postgres.clone();
+        b_opts.secrets = Arc::clone(&a.opts.secrets);
         let node_a = a.open();
         let node_b = Store::open(&b_opts).unwrap();
         add_user(&node_a, "alice");

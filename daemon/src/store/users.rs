@@ -2,15 +2,20 @@
 //! user cascades to their keys, devices and enrollment tokens (foreign keys
 //! with `ON DELETE CASCADE`).
 //!
+//! A user's TOTP secret is stored sealed with the secrets key
+//! ([`crate::secrets_key`]), bound to the user's name; callers see it
+//! opened. A row that does not open is an error, never a missing secret.
+//!
 //! Names are validated by the caller (`gatehouse_config::names`); this module
 //! stores what it is given.
 
 use std::collections::BTreeMap;
 
-use super::db::{DbError, Row, Value, values};
+use super::db::{Conn, DbError, Row, Value, values};
 use gatehouse_config::api::UserState;
 
 use super::{Reader, StoreError, Writer};
+use crate::secrets_key::{SEALED_PREFIX, SecretsKey};
 
 /// A user row. `Debug` never prints the password hash or TOTP secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -24,6 +29,7 @@ pub struct User {
     pub last_seen: Option<i64>,
     /// argon2id PHC string, set by the portal.
     pub password_hash: Option<String>,
+    /// Base32, opened (the column holds it sealed).
     pub totp_secret: Option<String>,
     /// A machine that cannot log in to the portal: its devices stay live
     /// while the user is enabled, whatever `vpn.require_login` says.
@@ -95,7 +101,7 @@ impl Reader<'_> {
         let Some(row) = row else {
             return Ok(None);
         };
-        let mut user = user_from_row(&row)?;
+        let mut user = user_from_row(&row, self.secrets)?;
         user.groups = self.groups_of(name)?;
         Ok(Some(user))
     }
@@ -124,7 +130,7 @@ impl Reader<'_> {
             .map_err(StoreError::db("list users"))?;
         let mut users = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut user = user_from_row(&row)?;
+            let mut user = user_from_row(&row, self.secrets)?;
             user.groups = groups.remove(&user.name).unwrap_or_default();
             users.push(user);
         }
@@ -301,17 +307,50 @@ impl Writer<'_> {
         )
     }
 
-    /// Sets or clears the user's TOTP secret.
+    /// Sets (sealed) or clears the user's TOTP secret.
     pub fn set_totp_secret(
         &mut self,
         name: &str,
         secret: Option<String>,
     ) -> Result<(), StoreError> {
+        let sealed =
+            match secret {
+                Some(secret) => Some(self.secrets.seal(&secret, name).map_err(|source| {
+                    StoreError::SecretSeal {
+                        user: name.to_string(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         self.update_user(
             name,
             "UPDATE users SET totp_secret = ?2 WHERE name = ?1",
-            secret,
+            sealed,
         )
+    }
+
+    /// Seals every TOTP secret still stored in plaintext (from before
+    /// sealing) and returns how many; first checks that the sealed ones
+    /// open with this key, so nothing is sealed under a wrong one.
+    pub(super) fn seal_plaintext_totp_secrets(&mut self) -> Result<usize, StoreError> {
+        let plaintext = check_totp_secrets(&self.conn, self.secrets, &self.paths.db_name)?;
+        for (name, secret) in &plaintext {
+            let sealed =
+                self.secrets
+                    .seal(secret, name)
+                    .map_err(|source| StoreError::SecretSeal {
+                        user: name.clone(),
+                        source,
+                    })?;
+            self.conn
+                .execute(
+                    "UPDATE users SET totp_secret = ?2 WHERE name = ?1 AND totp_secret = ?3",
+                    values![name, sealed, secret],
+                )
+                .map_err(StoreError::db("seal a TOTP secret"))?;
+        }
+        Ok(plaintext.len())
     }
 
     /// Registers an SSH key to `user`. `Conflict` when that user already has a
@@ -423,9 +462,50 @@ fn not_found(name: &str) -> StoreError {
     }
 }
 
-/// Decodes a `USER_COLUMNS` row; a state string this code does not know (the
-/// CHECK constraint makes that a hand-edited database) is `Corrupt`.
-fn user_from_row(row: &Row) -> Result<User, StoreError> {
+/// Checks every stored TOTP secret of `db` against `key`: a sealed one must
+/// open (`WrongSecretsKey` when none does, `SecretOpen` naming the first
+/// user whose does not). Returns the ones still in plaintext, by user.
+pub(super) fn check_totp_secrets(
+    conn: &Conn<'_>,
+    key: &SecretsKey,
+    db: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    const CONTEXT: &str = "read the TOTP secrets";
+    let rows = conn
+        .query(
+            "SELECT name, totp_secret FROM users WHERE totp_secret IS NOT NULL ORDER BY name",
+            &[],
+        )
+        .map_err(StoreError::db(CONTEXT))?;
+    let mut plaintext = Vec::new();
+    let (mut sealed, mut refused) = (0, None);
+    for row in rows {
+        let name: String = row.get(0).map_err(StoreError::db(CONTEXT))?;
+        let secret: String = row.get(1).map_err(StoreError::db(CONTEXT))?;
+        if !secret.starts_with(SEALED_PREFIX) {
+            plaintext.push((name, secret));
+            continue;
+        }
+        sealed += 1;
+        if let Err(source) = key.open(&secret, &name) {
+            refused.get_or_insert((name, source, 0)).2 += 1;
+        }
+    }
+    match refused {
+        None => Ok(plaintext),
+        Some((_, _, count)) if count == sealed => Err(StoreError::WrongSecretsKey {
+            db: db.to_string(),
+            sealed,
+            fingerprint: key.fingerprint(),
+        }),
+        Some((user, source, _)) => Err(StoreError::SecretOpen { user, source }),
+    }
+}
+
+/// Decodes a `USER_COLUMNS` row, opening its TOTP secret with `key`; a
+/// state string this code does not know (the CHECK constraint makes that a
+/// hand-edited database) is `Corrupt`.
+fn user_from_row(row: &Row, key: &SecretsKey) -> Result<User, StoreError> {
     let decode = || -> Result<(String, User), DbError> {
         Ok((
             row.get(1)?,
@@ -444,8 +524,21 @@ fn user_from_row(row: &Row) -> Result<User, StoreError> {
         ))
     };
     let (state, user) = decode().map_err(StoreError::db("read a user"))?;
+    let totp_secret = match &user.totp_secret {
+        Some(sealed) => {
+            Some(
+                key.open(sealed, &user.name)
+                    .map_err(|source| StoreError::SecretOpen {
+                        user: user.name.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     Ok(User {
         state: parse_state(&state)?,
+        totp_secret,
         ..user
     })
 }
@@ -478,8 +571,9 @@ fn key_from_row(row: &Row) -> Result<(String, SshKey), DbError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::secrets_key::SecretsKey;
     use crate::store::fixtures::*;
-    use crate::store::{NewDevice, hash_token};
+    use crate::store::{NewDevice, Store, hash_token};
 
     fn key(fingerprint: &str) -> SshKey {
         SshKey {
@@ -606,6 +700,117 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, StoreError::NotFound { .. }));
             assert!(store.read_blocking(|r| r.ssh_keys("nobody")).is_err());
+        });
+    }
+
+    const SECRET: &str = "JBSWY3DPEHPK3PXP";
+
+    fn stored_secrets(db: &TestStore) -> Vec<Option<String>> {
+        db.raw_column("SELECT totp_secret FROM users ORDER BY name")
+    }
+
+    #[test]
+    fn totp_secrets_are_sealed_at_rest_and_read_back_open() {
+        on_each_backend(|db, store| {
+            add_user(&store, "alice");
+            store
+                .write_blocking(|w| w.set_totp_secret("alice", Some(SECRET.into())))
+                .unwrap();
+            let stored = stored_secrets(db);
+            let sealed = stored[0].as_deref().unwrap();
+            assert!(sealed.starts_with(SEALED_PREFIX), "{sealed}");
+            assert!(!sealed.contains(SECRET), "{sealed}");
+            let user = store.read_blocking(|r| r.existing_user("alice")).unwrap();
+            assert_eq!(user.totp_secret.as_deref(), Some(SECRET));
+            let listed = store.read_blocking(|r| r.users()).unwrap();
+            assert_eq!(listed[0].totp_secret.as_deref(), Some(SECRET));
+            store
+                .write_blocking(|w| w.set_totp_secret("alice", None))
+                .unwrap();
+            assert_eq!(stored_secrets(db), [None]);
+        });
+    }
+
+    #[test]
+    fn plaintext_secrets_are_sealed_by_the_next_open() {
+        on_each_test_db(|db| {
+            let store = db.open();
+            add_user(&store, "alice");
+            add_user(&store, "bob");
+            add_user(&store, "carol");
+            store
+                .write_blocking(|w| w.set_totp_secret("carol", Some("CAROLSECRET23456".into())))
+                .unwrap();
+            drop(store);
+            // As a store from before sealing left them.
+            db.raw_batch(&format!(
+                "UPDATE users SET totp_secret = '{SECRET}' WHERE name = 'alice'"
+            ));
+            let store = db.open();
+            let stored = stored_secrets(db);
+            assert!(
+                stored[0].as_deref().unwrap().starts_with(SEALED_PREFIX),
+                "{stored:?}"
+            );
+            assert_eq!(stored[1], None, "bob has none");
+            let (alice, carol) = store
+                .read_blocking(|r| Ok((r.existing_user("alice")?, r.existing_user("carol")?)))
+                .unwrap();
+            assert_eq!(alice.totp_secret.as_deref(), Some(SECRET));
+            assert_eq!(carol.totp_secret.as_deref(), Some("CAROLSECRET23456"));
+            drop(store);
+            db.open();
+            assert_eq!(stored_secrets(db), stored, "sealed once");
+        });
+    }
+
+    #[test]
+    fn another_secrets_key_or_a_moved_secret_is_refused_clearly() {
+        on_each_test_db(|db| {
+            let store = db.open();
+            add_user(&store, "alice");
+            add_user(&store, "bob");
+            store
+                .write_blocking(|w| w.set_totp_secret("alice", Some(SECRET.into())))
+                .unwrap();
+            drop(store);
+            db.raw_batch(&format!(
+                "UPDATE users SET totp_secret = '{SECRET}' WHERE name = 'bob'"
+            ));
+            let before = stored_secrets(db);
+
+            let mut other = db.opts.clone();
+            other.secrets = std::sync::Arc::new(SecretsKey::generate().unwrap());
+            let err = match Store::open(&other) {
+                Err(err) => err,
+                Ok(_) => panic!("opened with another key"),
+            };
+            assert!(
+                matches!(err, StoreError::WrongSecretsKey { sealed: 1, .. }),
+                "{err}"
+            );
+            let said = err.to_string();
+            assert!(said.contains("sealed with another secrets key"), "{said}");
+            assert!(!said.contains(SECRET), "{said}");
+            assert_eq!(
+                stored_secrets(db),
+                before,
+                "nothing sealed with the wrong key"
+            );
+
+            // Alice's sealed secret copied into bob's row opens for no one.
+            let alice_sealed = before[0].clone().unwrap();
+            db.raw_batch(&format!(
+                "UPDATE users SET totp_secret = '{alice_sealed}' WHERE name = 'bob'"
+            ));
+            let err = match Store::open(&db.opts) {
+                Err(err) => err,
+                Ok(_) => panic!("opened with a moved secret"),
+            };
+            assert!(
+                matches!(&err, StoreError::SecretOpen { user, .. } if user == "bob"),
+                "{err}"
+            );
         });
     }
 

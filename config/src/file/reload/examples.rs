@@ -10,6 +10,7 @@ pub const FULL: &str = r#"
 name = "gw"
 public_endpoint = "vpn.example.com"
 state_dir = "/var/lib/gatehouse"
+secrets_key_file = "/etc/gatehouse/secrets.key"
 
 [vpn]
 enabled = true
@@ -103,6 +104,10 @@ pub const OTHER: &[(&str, &str)] = &[
     ("gateway.name", r#""gw2""#),
     ("gateway.public_endpoint", r#""gw.example.org""#),
     ("gateway.state_dir", r#""/srv/gatehouse""#),
+    (
+        "gateway.secrets_key_file",
+        r#""/etc/gatehouse/other-secrets.key""#,
+    ),
     ("vpn.enabled", "false"),
     ("vpn.listen", r#""0.0.0.0:51821""#),
     ("vpn.interface", r#""gatehouse1""#),

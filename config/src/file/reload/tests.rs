@@ -135,6 +135,7 @@ fn keys_read_only_at_start_up_need_a_restart() {
         [
             "gateway.name",
             "gateway.state_dir",
+            "gateway.secrets_key_file",
             "vpn.enabled",
             "vpn.listen",
             "vpn.interface",

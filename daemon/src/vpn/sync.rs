@@ -108,30 +108,40 @@ pub fn expired_sessions(
 /// handshake, so its tunnel resumes with the same config. Returns how many
 /// were sent a handshake.
 pub async fn resume_after_takeover(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
-    let (users, devices) = core
-        .store()
-        .read(|r| Ok((r.users()?, r.devices(None)?)))
-        .await?;
-    let config = core.config();
-    let now = now_unix();
-    let specs = desired_peers(&config, &core.host_addrs().current(), &users, &devices, now);
-    engine.set_peers(&specs);
+    let (specs, _) = set_desired_peers(core, engine).await?;
     let marked = engine.resume_from(&specs);
     engine.set_resume_allowed(true);
     Ok(marked)
 }
 
-/// Loads the desired peers from the store and applies them, then ends and
-/// audits the VPN sessions that have run out.
-pub async fn apply(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
+/// Reads the store and gives the engine the peers that should be live now;
+/// returns them, and the users as read.
+async fn set_desired_peers(
+    core: &Core,
+    engine: &Engine,
+) -> Result<(Vec<PeerSpec>, Vec<User>), StoreError> {
     let (users, devices) = core
         .store()
         .read(|r| Ok((r.users()?, r.devices(None)?)))
         .await?;
     let config = core.config();
-    let now = now_unix();
-    let specs = desired_peers(&config, &core.host_addrs().current(), &users, &devices, now);
+    let specs = desired_peers(
+        &config,
+        &core.host_addrs().current(),
+        &users,
+        &devices,
+        now_unix(),
+    );
     engine.set_peers(&specs);
+    Ok((specs, users))
+}
+
+/// Loads the desired peers from the store and applies them, then ends and
+/// audits the VPN sessions that have run out.
+pub async fn apply(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
+    let (specs, users) = set_desired_peers(core, engine).await?;
+    let config = core.config();
+    let now = now_unix();
     let expired = expired_sessions(&config, &users, now);
     if !expired.is_empty() {
         core.store()

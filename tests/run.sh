@@ -27,6 +27,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
 command -v zbarimg >/dev/null 2>&1 || need_pkgs+=(zbar-tools)
+# The pair's cloud-init check verifies against a CA bundle (tests/packaging.rs).
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
 # The shared store's tests start their own PostgreSQL server (tests/src/postgres.rs).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)

@@ -101,12 +101,10 @@ fn systemd_analyze_scores_the_unit_below_3() {
     assert!(score < 3.0, "{line}");
 }
 
-/// The cloud-init user data is valid YAML, writes a config that accessd
-/// accepts (with `aws.apply_on_start` and the elastic IP as endpoint), and
-/// starts accessd after installing the package.
-#[test]
-fn cloud_init_installs_and_starts_accessd_with_apply_on_start() {
-    let path = packaging("cloud-init.yaml");
+/// A cloud-init file of `packaging/`, parsed, and the gatehouse.toml it
+/// writes; `None` (printed) without PyYAML.
+fn cloud_init(name: &str) -> Option<(serde_json::Value, String)> {
+    let path = packaging(name);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
         text.starts_with("#cloud-config\n"),
@@ -120,7 +118,7 @@ fn cloud_init_installs_and_starts_accessd_with_apply_on_start() {
         have_yaml,
         "python3 with PyYAML (Debian package python3-yaml)",
     ) {
-        return;
+        return None;
     }
     let out = Command::new("python3")
         .args([
@@ -141,16 +139,32 @@ fn cloud_init_installs_and_starts_accessd_with_apply_on_start() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(config.contains("apply_on_start = true"), "{config}");
-    assert!(config.contains("public_endpoint = \"auto\""), "{config}");
+    Some((data, config))
+}
+
+/// `accessd check-config` on `config`; the output.
+fn check_config(config: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gatehouse.toml");
-    std::fs::write(&file, &config).unwrap();
-    let checked = Command::new(gatehouse_tests::bin("accessd"))
+    std::fs::write(&file, config).unwrap();
+    Command::new(gatehouse_tests::bin("accessd"))
         .arg("check-config")
         .arg(&file)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The cloud-init user data is valid YAML, writes a config that accessd
+/// accepts (with `aws.apply_on_start` and the elastic IP as endpoint), and
+/// starts accessd after installing the package.
+#[test]
+fn cloud_init_installs_and_starts_accessd_with_apply_on_start() {
+    let Some((data, config)) = cloud_init("cloud-init.yaml") else {
+        return;
+    };
+    assert!(config.contains("apply_on_start = true"), "{config}");
+    assert!(config.contains("public_endpoint = \"auto\""), "{config}");
+    let checked = check_config(&config);
     assert!(
         checked.status.success(),
         "the cloud-init config is refused: {}",
@@ -162,4 +176,71 @@ fn cloud_init_installs_and_starts_accessd_with_apply_on_start() {
         "{runcmd}"
     );
     assert!(runcmd.contains("--force-confold"), "{runcmd}");
+}
+
+/// The pair's cloud-init: valid YAML; its config is one of an HA pair on
+/// the shared store, which accessd accepts once the shared files it names
+/// are in place (the node name set at boot, the files fetched from SSM);
+/// it fetches those files and names the node before accessd starts.
+#[test]
+fn the_pair_cloud_init_writes_a_pair_config_and_fetches_the_shared_files() {
+    let Some((data, config)) = cloud_init("cloud-init-pair.yaml") else {
+        return;
+    };
+    for needle in [
+        "[store]",
+        "[ha]",
+        "sslmode=verify-full",
+        "host_key_file",
+        "tls_cert",
+    ] {
+        assert!(config.contains(needle), "{needle}: {config}");
+    }
+    let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if !require(
+        bundle.exists(),
+        "a CA bundle (Debian package ca-certificates)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let place = |name: &str, content: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let booted = config
+        .replace("node = \"NODE\"", "node = \"i-0123456789abcdef0\"")
+        .replace("/etc/gatehouse/pg-password", &place("pg-password", "pw\n"))
+        .replace("/etc/gatehouse/rds-ca.pem", &bundle.display().to_string());
+    let checked = check_config(&booted);
+    assert!(
+        checked.status.success(),
+        "the pair's config is refused: {}",
+        gatehouse_tests::stderr(&checked)
+    );
+    assert!(
+        stdout(&checked).contains("shared store postgresql://gatehouse-db."),
+        "{}",
+        stdout(&checked)
+    );
+    let runcmd = data["runcmd"].to_string();
+    for needle in [
+        "instance-id",
+        "pg-password",
+        "ssh-host-key",
+        "portal-cert",
+        "portal-key",
+        "umask 077",
+    ] {
+        assert!(runcmd.contains(needle), "{needle}: {runcmd}");
+    }
+    let fetched = runcmd.find("ssh-host-key").unwrap();
+    let started = runcmd.find("\"enable\",\"--now\",\"accessd\"").unwrap();
+    assert!(
+        fetched < started,
+        "the shared files come before accessd starts"
+    );
 }

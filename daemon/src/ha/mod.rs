@@ -247,6 +247,7 @@ impl Pending {
             take_over,
             inbox: self.inbox,
             hold_off_until: None,
+            takeover: None,
         };
         tracker.spawn(looper.run(shutdown));
         self.ha
@@ -273,6 +274,31 @@ struct Loop {
     inbox: mpsc::Receiver<Request>,
     /// After a handover: no acquiring before this.
     hold_off_until: Option<Instant>,
+    /// The take-over of the last acquisition, while it runs.
+    takeover: Option<RunningTakeover>,
+}
+
+/// A take-over running beside the loop, with what its record will say.
+struct RunningTakeover {
+    task: tokio::task::JoinHandle<serde_json::Value>,
+    started: Instant,
+    node: String,
+    generation: i64,
+    previous: lease::Previous,
+    cause: &'static str,
+    without_active_ms: Option<i64>,
+    at: SystemTime,
+}
+
+/// What the running take-over returned; never ready without one.
+async fn takeover_done(running: &mut Option<RunningTakeover>) -> serde_json::Value {
+    match running {
+        Some(running) => match (&mut running.task).await {
+            Ok(outcome) => outcome,
+            Err(error) => json!({ "error": format!("the take-over task failed: {error}") }),
+        },
+        None => std::future::pending().await,
+    }
 }
 
 impl Loop {
@@ -283,6 +309,7 @@ impl Loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(request) = self.inbox.recv() => self.serve(request).await,
+                outcome = takeover_done(&mut self.takeover) => self.finish_takeover(outcome).await,
                 _ = tick.tick() => self.step().await,
             }
         }
@@ -401,14 +428,18 @@ impl Loop {
             state: self.state.subscribe(),
             generation: held.generation,
         };
-        let started = Instant::now();
-        // The take-over re-checks the lease in the database before acting.
-        let outcome = match self.lease.holds(held.generation, CALL_LIMIT).await {
-            Ok(true) if fence.holds() => (self.take_over)(fence.clone()).await,
-            Ok(_) => json!({ "skipped": "the lease was lost before the take-over began" }),
-            Err(error) => json!({ "skipped": format!("cannot re-check the lease: {error}") }),
+        // The take-over re-checks the lease in the database before acting,
+        // then runs beside this loop, which goes on renewing the lease.
+        let task = match self.lease.holds(held.generation, CALL_LIMIT).await {
+            Ok(true) if fence.holds() => tokio::spawn((self.take_over)(fence)),
+            Ok(_) => tokio::spawn(async {
+                json!({ "skipped": "the lease was lost before the take-over began" })
+            }),
+            Err(error) => {
+                let reason = format!("cannot re-check the lease: {error}");
+                tokio::spawn(async move { json!({ "skipped": reason }) })
+            }
         };
-        let takeover_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // A release ends the lease then (its expiry is the release time);
         // an expired lease's holder was last heard at its last renewal.
         let without_active_ms = match cause {
@@ -416,45 +447,83 @@ impl Loop {
             "expired" | "restart" => previous.renewed_ms.map(|at| held.granted_ms - at),
             _ => None,
         };
-        let takeover = Takeover {
+        if let Some(old) = self.takeover.take() {
+            old.task.abort();
+        }
+        self.takeover = Some(RunningTakeover {
+            task,
+            started: Instant::now(),
+            node,
             generation: held.generation,
+            previous,
             cause,
-            from: previous.holder.clone(),
             without_active_ms,
+            at: now,
+        });
+    }
+
+    /// The take-over finished: record and audit what it did.
+    async fn finish_takeover(&mut self, outcome: serde_json::Value) {
+        let Some(done) = self.takeover.take() else {
+            return;
+        };
+        let takeover_ms = u64::try_from(done.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let takeover = Takeover {
+            generation: done.generation,
+            cause: done.cause,
+            from: done.previous.holder.clone(),
+            without_active_ms: done.without_active_ms,
             takeover_ms,
-            at: crate::time_fmt::rfc3339_millis(now),
+            at: crate::time_fmt::rfc3339_millis(done.at),
             outcome: outcome.clone(),
         };
+        tracing::info!(generation = done.generation, takeover_ms, %outcome, "take-over done");
         self.state
             .send_modify(|s| s.last_takeover = Some(takeover.clone()));
         let detail = json!({
-            "generation": held.generation,
-            "cause": cause,
-            "from": previous.holder,
-            "previous_generation": previous.generation,
+            "generation": done.generation,
+            "cause": done.cause,
+            "from": done.previous.holder,
+            "previous_generation": done.previous.generation,
             "without_active_ms": takeover.without_active_ms,
             "takeover_ms": takeover_ms,
             "outcome": outcome,
         });
         self.audit(
             event(Kind::HaAcquire, Actor::Gateway, Source::Local)
-                .on(node.clone())
+                .on(done.node.clone())
                 .detail(detail.clone()),
         )
         .await;
-        if cause == "expired" {
+        if done.cause == "expired" {
             self.audit(
                 event(Kind::HaFailover, Actor::Gateway, Source::Local)
-                    .on(node)
+                    .on(done.node)
                     .detail(detail),
             )
             .await;
         }
-        self.report("active", held.generation).await;
+        let generation = self.state.borrow().generation;
+        let role = if self.state.borrow().role == Role::Active {
+            "active"
+        } else {
+            "standby"
+        };
+        self.report(role, generation).await;
+    }
+
+    /// Stops a take-over still running (the node stops or steps down) and
+    /// records what it got to.
+    async fn interrupt_takeover(&mut self, reason: &'static str) {
+        if let Some(running) = &self.takeover {
+            running.task.abort();
+            self.finish_takeover(json!({ "interrupted": reason })).await;
+        }
     }
 
     /// Releases the lease (planned): shutdown or handover.
     async fn give_up(&mut self, reason: &'static str) {
+        self.interrupt_takeover(reason).await;
         let generation = self.state.borrow().generation;
         self.become_standby();
         let released = self.lease.release(generation, CALL_LIMIT).await;
@@ -478,6 +547,7 @@ impl Loop {
 
     /// Not renewed in time, or taken over: stop acting as active at once.
     async fn step_down(&mut self, reason: &'static str) {
+        self.interrupt_takeover(reason).await;
         let generation = self.state.borrow().generation;
         self.become_standby();
         tracing::warn!(generation, reason, "stepped down to standby");

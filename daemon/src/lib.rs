@@ -19,12 +19,14 @@
 //!    - [`ssh`]: the SSH jump host (russh): direct-tcpip only, same policy;
 //!    - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle
 //!      without `[aws]`;
+//!    - [`ha`]: which gateway of an HA pair is active (the lease in the
+//!      shared database); idle without `[ha]`;
 //!    - [`metrics`]: Prometheus metrics of the data plane;
 //!    - [`systemd`]: readiness, stopping and watchdog notifications.
 //! 4. **Core** — [`gateway`]: the running config and its reload, the store,
 //!    the identity keys, the AWS facts. Imports no subsystem.
-//! 5. **Foundations** — [`store`] (SQLite; every change commits with its
-//!    audit record), [`audit`] (the hash chain, the mirror, and the one
+//! 5. **Foundations** — [`store`] (SQLite, or PostgreSQL shared by an HA
+//!    pair; every change commits with its audit record), [`audit`] (the hash chain, the mirror, and the one
 //!    vocabulary of kinds, actors and sources), [`wg_key`] and
 //!    [`ssh_host_key`] (the identity keys), [`secrets_key`] (seals the
 //!    secrets the store keeps), [`ssh_keys`] (users' OpenSSH keys),

@@ -146,6 +146,7 @@ fn planned_stop_kill_and_handover_move_the_lease() {
     // Unplanned: b is killed; a takes over once b's 3 s lease runs out.
     b.kill9();
     let failover = until_role(&a, "active", Duration::from_secs(10));
+    eprintln!("failover (SIGKILL until the standby is active, 3 s lease): {failover:?}");
     assert!(
         failover >= Duration::from_millis(1500) && failover <= Duration::from_secs(6),
         "failover took {failover:?} with a 3 s lease"

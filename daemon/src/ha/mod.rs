@@ -4,7 +4,7 @@
 //! itself (the start-up layer hands in that work as a [`TakeOver`]: the
 //! elastic IP, the pool routes, handshakes to recently active devices).
 //!
-//! The rules, in [`run`]'s loop (one tick a second):
+//! The rules, in its loop (one tick a second):
 //! - the standby tries to acquire; it wins once the lease is free or ran
 //!   out;
 //! - the active renews; it keeps a local deadline a little before the
@@ -15,7 +15,8 @@
 //!   made by a node that might no longer hold the lease;
 //! - a planned stop (SIGTERM) or `accessctl ha handover` releases the lease,
 //!   so the other node takes over on its next tick; after a handover this
-//!   node waits one lease TTL before trying again.
+//!   node waits one lease TTL before trying again;
+//! - the take-over runs beside the loop, which goes on renewing meanwhile.
 //!
 //! Audited as `ha.acquire`, `ha.release` and `ha.failover` (the standby took
 //! over from an active whose lease ran out, with how long the pair had no

@@ -1,9 +1,14 @@
-//! The SQLite store: users, their SSH keys, devices with their VPN addresses,
-//! enrollment tokens, and the audit log's records. It is the source of truth
-//! for all of them and survives restarts (security invariant 7).
+//! The store: users, their SSH keys, devices with their VPN addresses,
+//! enrollment tokens, portal sessions, and the audit log's records. It is the
+//! source of truth for all of them and survives restarts (security invariant
+//! 7).
 //!
-//! Owns the database file (`state_dir/gatehouse.db`, mode 0600, WAL,
-//! `synchronous=FULL`), its schema migrations ([`schema`]), and the
+//! Two databases behind one API ([`db`] is the SQL both run): the embedded
+//! SQLite file by default (`state_dir/gatehouse.db`, mode 0600, WAL,
+//! `synchronous=FULL`), or with `[store] url` a PostgreSQL server that the
+//! two gateways of an HA pair share ([`postgres`]: TLS, a bounded pool,
+//! timeouts; [`changes`]: the other node's writes, seen at once). The store
+//! owns the schema migrations ([`schema`]), and the
 //! transaction discipline: every mutation runs through [`Store::write`] in ONE
 //! transaction, and audit events appended with [`Writer::audit`] are part of
 //! that transaction, so an action and its audit record commit together or not
@@ -26,7 +31,11 @@
 //! verify), `audit_repair` (keeping the mirror and head file in step with the
 //! table, after each commit and on start-up).
 //!
-//! Concurrency: one connection behind a mutex; async callers go through a
+//! Concurrency: on PostgreSQL, writers take one advisory lock, so writes
+//! on both nodes run one at a time as they do on SQLite (the audit chain has
+//! one writer at a time), and reads are snapshots; after a commit this
+//! node's mirror and head file catch up from the database, the other node's
+//! records included. On SQLite: one connection behind a mutex; async callers go through a
 //! small semaphore so at most a few blocking threads wait on it. A cancelled
 //! `write` future may still commit: the blocking work is not interrupted.
 

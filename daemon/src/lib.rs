@@ -290,8 +290,10 @@ fn start_ha(
     shutdown: &CancellationToken,
 ) -> ha::Ha {
     let (core_for, engine) = (core.clone(), running.vpn.clone());
+    let (tasks, stop) = (tracker.clone(), shutdown.child_token());
     let take_over: ha::TakeOver = std::sync::Arc::new(move |fence: ha::Fence| {
         let (core, engine, session) = (core_for.clone(), engine.clone(), aws_session.clone());
+        let (tasks, stop) = (tasks.clone(), stop.clone());
         Box::pin(async move {
             let mut outcome = serde_json::Map::new();
             if let Some(session) = session {
@@ -324,6 +326,7 @@ fn start_ha(
                         Err(error) => json!({ "error": error.to_string() }),
                     },
                 );
+                tasks.spawn(vpn::sync::resume_again(core.clone(), engine, stop));
             }
             serde_json::Value::Object(outcome)
         })

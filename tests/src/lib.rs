@@ -19,6 +19,7 @@
 
 pub mod aws;
 pub mod browser;
+pub mod ha_lab;
 pub mod netns;
 pub mod portal;
 pub mod postgres;

@@ -33,6 +33,10 @@ pub struct PgServer {
     password: String,
     /// The server's command-line options (for a restart).
     options: String,
+    /// The namespace it runs in (`None`: the host's).
+    netns: Option<String>,
+    /// The address it listens on there.
+    listen: String,
 }
 
 /// The newest installed server's `bin` directory (`/usr/lib/postgresql/<v>/bin`).
@@ -62,6 +66,13 @@ impl PgServer {
     /// Starts a server, or returns `None` (printing `SKIPPED: ...`) when the
     /// binaries or root are missing; with `GATEHOUSE_E2E=1` that fails.
     pub fn start() -> Option<PgServer> {
+        Self::start_in(None)
+    }
+
+    /// Like [`PgServer::start`], inside the network namespace `netns`
+    /// (`(name, address)`), listening on `address` there: for gateways in
+    /// namespaces of their own. [`PgServer::psql`] runs there too.
+    pub fn start_in(netns: Option<(&str, &str)>) -> Option<PgServer> {
         let bin = server_bin();
         if !require(
             bin.is_some(),
@@ -84,6 +95,10 @@ impl PgServer {
             let mut cmd = Command::new("runuser");
             cmd.args(["-u", "postgres", "--"]).args(argv);
             cmd
+        };
+        let (netns, listen) = match netns {
+            Some((ns, addr)) => (Some(ns.to_string()), addr.to_string()),
+            None => (None, "127.0.0.1".to_string()),
         };
         let chown = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -109,9 +124,18 @@ impl PgServer {
             STEP_LIMIT,
         );
         assert!(out.status.success(), "initdb failed:\n{}", stderr(&out));
+        if netns.is_some() {
+            // Gateways in other namespaces connect over veths, not loopback.
+            use std::io::Write as _;
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .expect("pg_hba.conf");
+            writeln!(hba, "host all all 0.0.0.0/0 scram-sha-256").expect("pg_hba.conf");
+        }
         let port = free_port();
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off",
+            "-c listen_addresses={listen} -p {port} -k {} -c fsync=off -c synchronous_commit=off",
             path.display()
         );
         let server = PgServer {
@@ -120,6 +144,8 @@ impl PgServer {
             port,
             password,
             options,
+            netns,
+            listen,
         };
         server.pg_ctl_start();
         server.psql_in("postgres", &format!("CREATE DATABASE {ROLE} OWNER {ROLE}"));
@@ -129,7 +155,7 @@ impl PgServer {
     /// `postgresql://gatehouse@127.0.0.1:<port>/gatehouse` (the password is
     /// [`PgServer::password`], given apart, as the gateway's config does).
     pub fn url(&self) -> String {
-        format!("postgresql://{ROLE}@127.0.0.1:{}/{ROLE}", self.port)
+        format!("postgresql://{ROLE}@{}:{}/{ROLE}", self.listen, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -152,8 +178,8 @@ impl PgServer {
     }
 
     fn psql_in(&self, database: &str, sql: &str) -> String {
-        let mut cmd = Command::new(self.bin.join("psql"));
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", ROLE])
+        let mut cmd = self.in_netns(&self.bin.join("psql"));
+        cmd.args(["-h", &self.listen, "-p", &self.port.to_string(), "-U", ROLE])
             .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
             .env("PGPASSWORD", &self.password);
         let out = output_within(cmd, STEP_LIMIT);
@@ -182,8 +208,20 @@ impl PgServer {
         )
     }
 
+    /// `program`, run in the server's namespace.
+    fn in_netns(&self, program: &Path) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new("runuser");
+        let mut cmd = self.in_netns(Path::new("runuser"));
         cmd.args(["-u", "postgres", "--"])
             .arg(self.bin.join("pg_ctl"))
             .arg("-D")

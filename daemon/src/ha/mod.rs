@@ -451,6 +451,7 @@ impl Loop {
         if let Some(old) = self.takeover.take() {
             old.task.abort();
         }
+        self.report("active", held.generation).await;
         self.takeover = Some(RunningTakeover {
             task,
             started: Instant::now(),

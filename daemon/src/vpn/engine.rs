@@ -97,9 +97,11 @@ impl Engine {
     }
 
     /// Marks for a resuming handshake every peer of `specs` that has a
-    /// recent endpoint and has not been heard from by this gateway: what a
-    /// new active gateway does, with the endpoints the old one stored, so
-    /// the devices' tunnels resume with no change on the devices. Returns
+    /// recent endpoint and no session with this gateway yet: what a new
+    /// active gateway does, with the endpoints the old one stored, so the
+    /// devices' tunnels resume with no change on the devices. Called again a
+    /// moment later, it sends another initiation to those still without a
+    /// session (the first can be lost while the elastic IP moves). Returns
     /// how many were marked; the timer tick sends them, a budget per tick.
     pub fn resume_from(&self, specs: &[PeerSpec]) -> usize {
         let table = self.table.load();
@@ -111,8 +113,8 @@ impl Engine {
                 continue;
             };
             let mut state = entry.peer.lock();
-            if state.tunn().is_some() {
-                continue; // heard from here already
+            if state.tunn().is_some_and(|t| t.stats().0.is_some()) {
+                continue; // a session with this gateway already
             }
             state.endpoint = Some(endpoint);
             state.resume = true;
@@ -321,8 +323,8 @@ impl Engine {
         for peer in table.peers() {
             let mut state = peer.lock();
             let endpoint = state.endpoint;
-            // A device heard from since the start has resumed by itself.
-            if state.resume && state.tunn().is_some() {
+            // A device with a session since has resumed by itself.
+            if state.resume && state.tunn().is_some_and(|t| t.stats().0.is_some()) {
                 state.resume = false;
             }
             if state.resume
@@ -330,9 +332,11 @@ impl Engine {
                 && self.resume_allowed.load(Ordering::Relaxed)
                 && std::mem::take(&mut state.resume)
                 && let Some(to) = endpoint
+                // A fresh initiation even if one is under way: the resume is
+                // asked for again when an answer may have been lost.
                 && let TunnResult::WriteToNetwork(init) = peer
                     .tunn(&mut state)
-                    .format_handshake_initiation(buf, false)
+                    .format_handshake_initiation(buf, true)
             {
                 // Unanswered, boringtun's timers resend it for 90 s, then
                 // give up; an answer makes a session as any handshake does.

@@ -106,13 +106,40 @@ pub fn expired_sessions(
 /// the data plane: the peers catch up with the store, then each recently
 /// active device (by the endpoint the previous active stored) gets a
 /// handshake, so its tunnel resumes with the same config. Returns how many
-/// were sent a handshake.
+/// were sent one. [`resume_again`] follows up.
 pub async fn resume_after_takeover(core: &Core, engine: &Engine) -> Result<usize, StoreError> {
     let (specs, _) = set_desired_peers(core, engine).await?;
     let marked = engine.resume_from(&specs);
     engine.set_resume_allowed(true);
     Ok(marked)
 }
+
+/// After [`resume_after_takeover`]: the handshake again, after each of
+/// [`RESUME_AGAIN_AFTER`], to the devices still without a session. An
+/// answer to the first can be lost while the elastic IP moves to this
+/// gateway, and the device would otherwise wait for its own rekey (some
+/// 15 s). Stops early on `shutdown`.
+pub async fn resume_again(core: Core, engine: Arc<Engine>, shutdown: CancellationToken) {
+    for pause in RESUME_AGAIN_AFTER {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        match set_desired_peers(&core, &engine).await {
+            Ok((specs, _)) => {
+                engine.resume_from(&specs);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the devices to resume"),
+        }
+    }
+}
+
+/// When a new active gateway sends the resuming handshakes again.
+const RESUME_AGAIN_AFTER: [Duration; 3] = [
+    Duration::from_millis(700),
+    Duration::from_millis(1500),
+    Duration::from_secs(3),
+];
 
 /// Reads the store and gives the engine the peers that should be live now;
 /// returns them, and the users as read.

@@ -331,7 +331,28 @@ fn start_ha(
             serde_json::Value::Object(outcome)
         })
     });
-    pending.start(take_over, tracker, shutdown.child_token())
+    let ha = pending.start(take_over, tracker, shutdown.child_token());
+    // A node that steps down sends no more resuming handshakes: the devices
+    // would follow them away from the active one.
+    if let Some(engine) = running.vpn.clone() {
+        let (mut state, stop) = (ha.subscribe(), shutdown.child_token());
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = state.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        if state.borrow().role == ha::Role::Standby {
+                            engine.set_resume_allowed(false);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    ha
 }
 
 async fn lifecycle_event(core: &Core, kind: Kind) -> Result<(), store::StoreError> {

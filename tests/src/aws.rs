@@ -184,25 +184,7 @@ impl AwsLab {
     /// Runs Python with boto3 clients `ec2` and `ssm` on moto (directly, not
     /// through the proxy) and returns the JSON of the variable `out`.
     pub fn python(&self, code: &str) -> Value {
-        let script = format!(
-            "import json, base64, boto3\n\
-             kw = dict(endpoint_url='http://127.0.0.1:{MOTO_PORT}', region_name='{REGION}', \
-             aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-             ec2 = boto3.client('ec2', **kw)\nssm = boto3.client('ssm', **kw)\nout = None\n\
-             {code}\nprint(json.dumps(out, default=str))\n"
-        );
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns])
-            .arg(moto_venv().join("bin/python"))
-            .args(["-c", &script]);
-        let out = output_within(cmd, Duration::from_secs(60));
-        assert!(
-            out.status.success(),
-            "python failed:\n{code}\n{}",
-            stderr(&out)
-        );
-        serde_json::from_str(stdout(&out).trim())
-            .unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+        boto3_in(&self.ns, &format!("http://127.0.0.1:{MOTO_PORT}"), code)
     }
 
     /// A new gateway instance in the same subnet (the old one is terminated),
@@ -353,6 +335,38 @@ impl Drop for NsGuard {
     fn drop(&mut self) {
         Self::remove(&self.0);
     }
+}
+
+/// Runs Python with boto3 clients `ec2` and `ssm` on the moto at
+/// `endpoint`, in the namespace `ns`, and returns the JSON of the variable
+/// `out` the code sets.
+pub fn boto3_in(ns: &str, endpoint: &str, code: &str) -> Value {
+    let script = format!(
+        "{}{code}\nprint(json.dumps(out, default=str))\n",
+        boto3_prelude(endpoint)
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(moto_venv().join("bin/python"))
+        .args(["-c", &script]);
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "python failed:\n{code}\n{}",
+        stderr(&out)
+    );
+    serde_json::from_str(stdout(&out).trim()).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+/// Python that makes boto3 clients `ec2` and `ssm` on the moto at
+/// `endpoint` and sets `out = None`.
+pub fn boto3_prelude(endpoint: &str) -> String {
+    format!(
+        "import json, base64, boto3\n\
+         kw = dict(endpoint_url='{endpoint}', region_name='{REGION}', \
+         aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+         ec2 = boto3.client('ec2', **kw)\nssm = boto3.client('ssm', **kw)\nout = None\n"
+    )
 }
 
 /// Static test credentials for accessd (moto accepts any).

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::aws::{REGION, aws_env, moto_venv};
+use crate::aws::{REGION, aws_env, boto3_in, boto3_prelude, moto_venv};
 use crate::netns::{Host, POOL, RESEARCH_SUBNET, Topology};
 use crate::postgres::PgServer;
 use crate::{Daemon, output_within, require, stderr, stdout};
@@ -204,24 +204,7 @@ impl PairLab {
     /// Runs Python with boto3 clients `ec2` and `ssm` on moto, in the edge
     /// namespace, and returns the JSON of the variable `out`.
     pub fn python(&self, code: &str) -> Value {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.topo.ns(Host::Gateway)])
-            .arg(moto_venv().join("bin/python"))
-            .args([
-                "-c",
-                &format!(
-                    "{}{code}\nprint(json.dumps(out, default=str))\n",
-                    boto3_prelude()
-                ),
-            ]);
-        let out = output_within(cmd, Duration::from_secs(60));
-        assert!(
-            out.status.success(),
-            "python failed:\n{code}\n{}",
-            stderr(&out)
-        );
-        serde_json::from_str(stdout(&out).trim())
-            .unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+        boto3_in(self.topo.ns(Host::Gateway), &moto_url(), code)
     }
 
     fn build_world(&mut self) {
@@ -276,7 +259,7 @@ impl PairLab {
              \x20   except Exception as e:\n\
              \x20       print('error', e, flush=True)\n\
              \x20   time.sleep(0.1)\n",
-            prelude = boto3_prelude(),
+            prelude = boto3_prelude(&moto_url()),
             eni_a = a.eni,
             eni_b = b.eni,
             addr_a = a.addr,
@@ -356,7 +339,7 @@ subnets = ["{RESEARCH_SUBNET}"]
 
 [aws]
 region = "{REGION}"
-endpoint_url = "http://{SERVICES}:{MOTO_PORT}"
+endpoint_url = "{moto}"
 apply_on_start = true
 private_route_tables = ["{rtb}"]
 admin_cidrs = []
@@ -375,6 +358,7 @@ node = "{name}"
 lease_ttl = "{lease_ttl}"
 "#,
             dir = self.dir.display(),
+            moto = moto_url(),
             rtb = self.world.route_table,
             instance = node.instance,
             eni = node.eni,
@@ -431,13 +415,9 @@ impl Drop for PairLab {
     }
 }
 
-fn boto3_prelude() -> String {
-    format!(
-        "import json, boto3\n\
-         kw = dict(endpoint_url='http://{SERVICES}:{MOTO_PORT}', region_name='{REGION}', \
-         aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-         ec2 = boto3.client('ec2', **kw)\nssm = boto3.client('ssm', **kw)\nout = None\n"
-    )
+/// moto, as both gateways and the edge reach it.
+fn moto_url() -> String {
+    format!("http://{SERVICES}:{MOTO_PORT}")
 }
 
 fn text(value: &Value) -> String {

@@ -80,6 +80,14 @@ fn until_role(gw: &Daemon, want: &str, limit: Duration) -> Duration {
     }
 }
 
+/// gw-a started and active, then gw-b started.
+fn start_pair(pg: &PgServer, dir: &std::path::Path) -> (Daemon, Daemon) {
+    let a = Daemon::start_with(&pair_config(pg, dir, "gw-a"));
+    until_role(&a, "active", Duration::from_secs(5));
+    let b = Daemon::start_with(&pair_config(pg, dir, "gw-b"));
+    (a, b)
+}
+
 fn kinds(gw: &Daemon) -> Vec<String> {
     gw.audit_json(&["--kind", "ha"])
         .iter()
@@ -105,9 +113,7 @@ fn planned_stop_kill_and_handover_move_the_lease() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-a"));
-    until_role(&a, "active", Duration::from_secs(5));
-    let mut b = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-b"));
+    let (mut a, mut b) = start_pair(&pg, dir.path());
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(role(&b), "standby");
     let status = b.ctl_json(&["ha", "status"]);
@@ -199,9 +205,7 @@ fn a_paused_active_steps_down_when_it_wakes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-a"));
-    until_role(&a, "active", Duration::from_secs(5));
-    let b = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-b"));
+    let (a, b) = start_pair(&pg, dir.path());
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(role(&b), "standby");
 
@@ -233,9 +237,7 @@ fn a_lost_database_refuses_actions_clearly_and_both_nodes_recover() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let a = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-a"));
-    until_role(&a, "active", Duration::from_secs(5));
-    let b = Daemon::start_with(&pair_config(&pg, dir.path(), "gw-b"));
+    let (a, b) = start_pair(&pg, dir.path());
     a.ctl_json(&["user", "add", "alice", "--group", "research"]);
 
     pg.stop();

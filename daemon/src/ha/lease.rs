@@ -5,7 +5,11 @@
 //!
 //! - [`LeaseDb::acquire`] takes the lease when nobody holds it, when it ran
 //!   out, or when this node's previous run held it; each take is a new
-//!   generation.
+//!   generation. Just after the database came back from an outage the
+//!   caller can [`Defer::ToLastHolder`]: a lease that ran out (and was not
+//!   released) is left to its last holder, which most likely ran out only
+//!   because nobody could reach the database, so the pair does not move the
+//!   elastic IP for nothing.
 //! - [`LeaseDb::renew`] extends it only for the holder of that generation
 //!   while it has not run out: a node that was paused past its expiry finds
 //!   it lost, even if nobody has taken it yet.
@@ -58,8 +62,19 @@ impl Held {
 pub enum Acquire {
     /// This node holds the lease now.
     Won { held: Held, previous: Previous },
-    /// Another node holds a live lease.
+    /// Another node holds a live lease, or (deferred to) the lease that ran
+    /// out under it: then `expires_in_ms` is 0 or less.
     Held { holder: String, expires_in_ms: i64 },
+}
+
+/// Whether an acquire takes a lease that ran out under another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defer {
+    /// Yes: its holder stopped renewing (the usual failover).
+    No,
+    /// Not yet (unless it was released): the database was out of reach, so
+    /// its holder may be alive and about to take it back.
+    ToLastHolder,
 }
 
 /// The lease row and each node's last report, for `accessctl ha status`.
@@ -136,9 +151,9 @@ impl LeaseDb {
         }
     }
 
-    /// Takes the lease if it is free, ran out, or was this node's; answers
-    /// within `within`.
-    pub async fn acquire(&mut self, within: Duration) -> Result<Acquire, DbError> {
+    /// Takes the lease if it is free, ran out (see [`Defer`]), or was this
+    /// node's; answers within `within`.
+    pub async fn acquire(&mut self, within: Duration, defer: Defer) -> Result<Acquire, DbError> {
         let node = self.node.clone();
         let ttl_ms = millis(self.ttl);
         let client = self.client(within).await?;
@@ -162,8 +177,9 @@ impl LeaseDb {
             };
             let now_ms: i64 = row.try_get(5)?;
             let live = previous.expires_ms > now_ms;
+            let deferred = defer == Defer::ToLastHolder && previous.released_ms.is_none();
             match &previous.holder {
-                Some(holder) if live && *holder != node => {
+                Some(holder) if (live || deferred) && *holder != node => {
                     return Ok(Acquire::Held {
                         holder: holder.clone(),
                         expires_in_ms: previous.expires_ms - now_ms,
@@ -401,11 +417,11 @@ mod tests {
         rt.block_on(async {
             let mut a = lease(&db, &store, "gw-a", 600);
             let mut b = lease(&db, &store, "gw-b", 600);
-            let (held_a, previous) = won(a.acquire(WITHIN).await.unwrap());
+            let (held_a, previous) = won(a.acquire(WITHIN, Defer::No).await.unwrap());
             assert_eq!(held_a.generation, 1);
             assert_eq!(previous.holder, None);
             assert_eq!(held_a.lasts(), Duration::from_millis(600));
-            match b.acquire(WITHIN).await.unwrap() {
+            match b.acquire(WITHIN, Defer::No).await.unwrap() {
                 Acquire::Held {
                     holder,
                     expires_in_ms,
@@ -429,7 +445,7 @@ mod tests {
                 None,
                 "renewed a lease that ran out"
             );
-            let (held_b, previous) = won(b.acquire(WITHIN).await.unwrap());
+            let (held_b, previous) = won(b.acquire(WITHIN, Defer::No).await.unwrap());
             assert_eq!(held_b.generation, 2);
             assert_eq!(previous.holder.as_deref(), Some("gw-a"));
             assert!(previous.renewed_ms.unwrap() <= previous.expires_ms);
@@ -447,14 +463,14 @@ mod tests {
             // A planned stop: released, so gw-a takes it at once.
             assert!(b.release(2, WITHIN).await.unwrap());
             assert!(!b.holds(2, WITHIN).await.unwrap(), "released is not held");
-            let (held_a, previous) = won(a.acquire(WITHIN).await.unwrap());
+            let (held_a, previous) = won(a.acquire(WITHIN, Defer::No).await.unwrap());
             assert_eq!(held_a.generation, 3);
             assert_eq!(previous.holder.as_deref(), Some("gw-b"));
             assert!(previous.released_ms.is_some(), "a release is told apart");
 
             // A restarted node takes back its own live lease at once.
             let mut a_again = lease(&db, &store, "gw-a", 600);
-            let (held, _) = won(a_again.acquire(WITHIN).await.unwrap());
+            let (held, _) = won(a_again.acquire(WITHIN, Defer::No).await.unwrap());
             assert_eq!(held.generation, 4);
             assert_eq!(a.renew(3, WITHIN).await.unwrap(), None);
 
@@ -478,6 +494,46 @@ mod tests {
         drop(rt);
     }
 
+    /// Deferring (just after an outage), a node leaves a lease that ran out
+    /// to its last holder, which takes it back; a released lease is taken
+    /// at once even so; without deferring, the run-out lease is taken.
+    #[test]
+    fn deferring_leaves_a_run_out_lease_to_its_last_holder() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        let rt = crate::store::fixtures::multi_thread_runtime();
+        rt.block_on(async {
+            let mut a = lease(&db, &store, "gw-a", 300);
+            let mut b = lease(&db, &store, "gw-b", 300);
+            won(a.acquire(WITHIN, Defer::No).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            match b.acquire(WITHIN, Defer::ToLastHolder).await.unwrap() {
+                Acquire::Held {
+                    holder,
+                    expires_in_ms,
+                } => {
+                    assert_eq!(holder, "gw-a");
+                    assert!(expires_in_ms <= 0, "{expires_in_ms}");
+                }
+                other => panic!("took the lease from its last holder: {other:?}"),
+            }
+            let (held, _) = won(a.acquire(WITHIN, Defer::ToLastHolder).await.unwrap());
+            assert_eq!(held.generation, 2);
+            assert!(a.release(2, WITHIN).await.unwrap());
+            let (held, _) = won(b.acquire(WITHIN, Defer::ToLastHolder).await.unwrap());
+            assert_eq!(held.generation, 3, "a released lease is not deferred");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let (held, previous) = won(a.acquire(WITHIN, Defer::No).await.unwrap());
+            assert_eq!(
+                (held.generation, previous.holder.as_deref()),
+                (4, Some("gw-b"))
+            );
+        });
+        drop(rt);
+    }
+
     /// Two nodes racing for a free lease: exactly one wins each generation.
     #[test]
     fn racing_nodes_never_both_win() {
@@ -490,7 +546,8 @@ mod tests {
             for round in 0..20 {
                 let mut a = lease(&db, &store, "gw-a", 60_000);
                 let mut b = lease(&db, &store, "gw-b", 60_000);
-                let (ra, rb) = tokio::join!(a.acquire(WITHIN), b.acquire(WITHIN));
+                let (ra, rb) =
+                    tokio::join!(a.acquire(WITHIN, Defer::No), b.acquire(WITHIN, Defer::No));
                 let winners = [ra.unwrap(), rb.unwrap()]
                     .iter()
                     .filter(|r| matches!(r, Acquire::Won { .. }))

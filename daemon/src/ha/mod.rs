@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::event::{Actor, Kind, NewAuditEvent, Source, event};
 use crate::store::Store;
-use lease::{Acquire, Held, LeaseDb, LeaseView};
+use lease::{Acquire, Defer, Held, LeaseDb, LeaseView};
 
 /// How often the active renews and the standby tries to acquire.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -248,6 +248,7 @@ impl Pending {
             take_over,
             inbox: self.inbox,
             hold_off_until: None,
+            reach: Reach::Answering,
             takeover: None,
         };
         tracker.spawn(looper.run(shutdown));
@@ -275,8 +276,44 @@ struct Loop {
     inbox: mpsc::Receiver<Request>,
     /// After a handover: no acquiring before this.
     hold_off_until: Option<Instant>,
+    /// Whether the lease's database answered lately.
+    reach: Reach,
     /// The take-over of the last acquisition, while it runs.
     takeover: Option<RunningTakeover>,
+}
+
+/// The lease's database as this node saw it lately. Just after an outage
+/// a lease that ran out is left to its last holder for one TTL
+/// ([`Defer::ToLastHolder`]): it most likely ran out only because nobody
+/// could renew, and taking it over would move the elastic IP for nothing.
+/// (Should that holder really be gone too, the failover waits one TTL
+/// more.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Answering,
+    /// The last call failed.
+    Lost,
+    /// Answering again since then.
+    BackSince(Instant),
+}
+
+impl Reach {
+    fn after(self, answered: bool, ttl: Duration) -> Reach {
+        match (self, answered) {
+            (_, false) => Reach::Lost,
+            (Reach::Lost, true) => Reach::BackSince(Instant::now()),
+            (Reach::BackSince(since), true) if since.elapsed() >= ttl => Reach::Answering,
+            (reach, true) => reach,
+        }
+    }
+
+    fn defer(self, ttl: Duration) -> Defer {
+        match self {
+            Reach::Lost => Defer::ToLastHolder,
+            Reach::BackSince(since) if since.elapsed() < ttl => Defer::ToLastHolder,
+            Reach::BackSince(_) | Reach::Answering => Defer::No,
+        }
+    }
 }
 
 /// A take-over running beside the loop, with what its record will say.
@@ -359,7 +396,9 @@ impl Loop {
                 };
                 let sent = Instant::now();
                 let within = CALL_LIMIT.min(deadline - sent);
-                match self.lease.renew(generation, within).await {
+                let renewed = self.lease.renew(generation, within).await;
+                self.reach = self.reach.after(renewed.is_ok(), self.ttl);
+                match renewed {
                     Ok(Some(held)) => self.renewed(sent, held),
                     Ok(None) => {
                         self.step_down("another node holds the lease now").await;
@@ -380,7 +419,12 @@ impl Loop {
                 }
                 self.hold_off_until = None;
                 let sent = Instant::now();
-                match self.lease.acquire(CALL_LIMIT).await {
+                let acquired = self
+                    .lease
+                    .acquire(CALL_LIMIT, self.reach.defer(self.ttl))
+                    .await;
+                self.reach = self.reach.after(acquired.is_ok(), self.ttl);
+                match acquired {
                     Ok(Acquire::Won { held, previous }) => {
                         self.became_active(sent, held, previous).await;
                     }

@@ -134,14 +134,8 @@ pub async fn run(
     let store_options = StoreOptions::from_config(&config, std::sync::Arc::new(secrets))?;
     let store = tokio::task::spawn_blocking(move || Store::open(&store_options)).await??;
     aws::startup::audit_stored_key(&store, stored).await;
-    let (wireguard, aws_session) =
-        aws::startup::key_and_session(&config, aws, &store, &state_dir).await?;
-    let dir = state_dir.clone();
-    let shared_key = config.ssh.host_key_file.clone();
-    let ssh_host = tokio::task::spawn_blocking(move || {
-        ssh_host_key::load_host_key(shared_key.as_deref(), &dir)
-    })
-    .await??;
+    let wireguard = aws::startup::wireguard_key(&config, &aws, &store, &state_dir).await?;
+    let ssh_host = aws::startup::ssh_host_key(&config, &aws, &store, &state_dir).await?;
     // No list of its own addresses, no start: policy must refuse them.
     let host_addrs = host_addrs::HostAddrs::load()?;
     let keys = Keys {
@@ -160,10 +154,12 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     store::changes::spawn_listener(core.store(), &tracker, shutdown.child_token());
-    let aws_session = aws_session.map(std::sync::Arc::new);
+    let aws_session = aws.session();
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {
         aws::startup::apply_on_start(&core, aws_session.as_deref()).await?;
+        // After apply: the certificate is made for the elastic IP too.
+        aws::startup::portal_certificate(&core, &aws, portal::certificate_hosts(&core)).await?;
         let pending_ha = core
             .config()
             .ha

@@ -1,9 +1,10 @@
 //! The jump host's SSH host key: ed25519, generated once, kept 0600 under
 //! `state_dir`, so clients' `known_hosts` stay valid across restarts; or,
 //! with `ssh.host_key_file`, a key file the operator gives every gateway of
-//! a pair, so clients see one host key whichever of them answers. Loaded at
-//! start-up; the jump host serves it, the portal and `accessctl status` show
-//! it.
+//! a pair, so clients see one host key whichever of them answers. With
+//! `[aws]` (and no file) its home is SSM (`aws::ssm_key`), the file under
+//! `state_dir` its local copy. Loaded at start-up; the jump host serves it,
+//! the portal and `accessctl status` show it.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -98,9 +99,7 @@ pub fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, HostKeyEr
                 },
             )?;
             let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let text = key
-                .to_openssh(LineEnding::LF)
-                .map_err(|source| HostKeyError::Encode { source })?;
+            let text = host_key_to_openssh(&key)?;
             let write_error = |source| HostKeyError::Write {
                 path: path.clone(),
                 source,
@@ -119,6 +118,50 @@ pub fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, HostKeyEr
         }
         Err(source) => Err(HostKeyError::Read { path, source }),
     }
+}
+
+/// The local copy under `state_dir`, if there is one.
+pub fn load_local_host_key(state_dir: &Path) -> Result<Option<PrivateKey>, HostKeyError> {
+    if !state_dir.join(HOST_KEY_FILE).exists() {
+        return Ok(None);
+    }
+    load_or_create_host_key(state_dir).map(Some)
+}
+
+/// An unencrypted OpenSSH private key, from its text (as SSM keeps it).
+pub fn host_key_from_openssh(text: &str) -> Option<PrivateKey> {
+    PrivateKey::from_openssh(text.as_bytes())
+        .ok()
+        .filter(|key| !key.is_encrypted())
+}
+
+/// The key's OpenSSH text. Never log it.
+pub fn host_key_to_openssh(key: &PrivateKey) -> Result<String, HostKeyError> {
+    key.to_openssh(LineEnding::LF)
+        .map(|text| text.to_string())
+        .map_err(|source| HostKeyError::Encode { source })
+}
+
+/// Makes `key` the one under `state_dir`, replacing another atomically (a
+/// new 0600 file renamed over the old): used when SSM holds the key.
+pub fn store_host_key(key: &PrivateKey, state_dir: &Path) -> Result<(), HostKeyError> {
+    let path = state_dir.join(HOST_KEY_FILE);
+    let fresh = state_dir.join(format!("{HOST_KEY_FILE}.new"));
+    let text = host_key_to_openssh(key)?;
+    let write_error = |source| HostKeyError::Write {
+        path: path.clone(),
+        source,
+    };
+    let _ = std::fs::remove_file(&fresh);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&fresh)
+        .map_err(write_error)?;
+    file.write_all(text.as_bytes()).map_err(write_error)?;
+    file.sync_all().map_err(write_error)?;
+    std::fs::rename(&fresh, &path).map_err(write_error)
 }
 
 /// `SHA256:...`, as `ssh-keygen -lf` prints it.
@@ -172,6 +215,29 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    /// SSM's copy replaces the local one (0600), and its trimmed text (as
+    /// SSM hands it back) parses to the same key.
+    #[test]
+    fn a_key_from_ssm_replaces_the_local_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_local_host_key(dir.path()).unwrap().is_none());
+        let local = load_or_create_host_key(dir.path()).unwrap();
+        let theirs = PrivateKey::from(Ed25519Keypair::from_seed(&[9; 32]));
+        let text = host_key_to_openssh(&theirs).unwrap();
+        let parsed = host_key_from_openssh(text.trim()).unwrap();
+        assert_eq!(parsed.public_key(), theirs.public_key());
+        assert!(host_key_from_openssh("not a key").is_none());
+        store_host_key(&parsed, dir.path()).unwrap();
+        let now = load_local_host_key(dir.path()).unwrap().unwrap();
+        assert_eq!(now.public_key(), theirs.public_key());
+        assert_ne!(now.public_key(), local.public_key());
+        let mode = std::fs::metadata(dir.path().join(HOST_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //!  research ns 10.0.3.140 ────────┘  "EIP router"
 //! ```
 //!
+//! The gateways keep their shared identity (WireGuard key, SSH host key,
+//! secrets key, portal certificate) in moto's SSM, as on AWS: the first to
+//! start stores it, the other reads it.
+//!
 //! Both gateways hold the elastic IP (198.51.100.10) on their loopback and
 //! answer from it; the edge routes it, and the VPN pool, to whichever
 //! gateway moto says: the EIP router (a Python loop in the edge namespace,
@@ -36,6 +40,8 @@ use crate::{Daemon, output_within, require, stderr, stdout};
 
 /// The pair's elastic IP, as the clients and the edge see it.
 pub const ELASTIC_IP: &str = "198.51.100.10";
+/// The portal's port on the elastic IP.
+pub const PORTAL_PORT: u16 = 8443;
 /// The pair's name (`gateway.name`, the AWS tag).
 pub const PAIR: &str = "gh-pair";
 /// Where the edge serves moto and PostgreSQL to both gateways.
@@ -281,17 +287,11 @@ impl PairLab {
         self.topo.process_log("eip-router")
     }
 
-    /// The files both gateways share: the SSH host key, the password of the
-    /// database.
+    /// The file both gateways are given: the password of the database. (The
+    /// WireGuard key, the SSH host key, the secrets key and the portal's
+    /// certificate they share through SSM, as on AWS.)
     fn make_shared_files(&self) {
         use std::os::unix::fs::PermissionsExt;
-        let key = self.dir.join("ssh_host_ed25519_key");
-        let made = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{}", stderr(&made));
         let password = self.dir.join("pg-password");
         std::fs::write(&password, format!("{}\n", self.pg.password())).unwrap();
         std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -302,7 +302,9 @@ impl PairLab {
     }
 
     /// The config of gateway `i` (0: gw-a, 1: gw-b), with a lease of
-    /// `lease_ttl`.
+    /// `lease_ttl`: the VPN gated by a portal login (`vpn.require_login`,
+    /// the default), the portal (no TOTP) and the jump host on every
+    /// address, every key from SSM.
     pub fn config(&self, i: usize, lease_ttl: &str) -> String {
         let node = &self.world.nodes[i];
         let iface = format!(
@@ -320,15 +322,15 @@ public_endpoint = "{ELASTIC_IP}"
 listen = "0.0.0.0:51820"
 interface = "{iface}"
 pool = "{POOL}"
-require_login = false
 nat = "route"
 
 [ssh]
 listen = "0.0.0.0:2222"
-host_key_file = "{dir}/ssh_host_ed25519_key"
 
 [portal]
-enabled = false
+listen = "0.0.0.0:{PORTAL_PORT}"
+url = "https://{ELASTIC_IP}:{PORTAL_PORT}"
+require_totp = false
 
 [metrics]
 listen = "127.0.0.1:0"

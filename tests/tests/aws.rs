@@ -265,21 +265,24 @@ fn fresh_apply_creates_exactly_the_footprint_and_a_second_plan_is_empty() {
     );
     assert_eq!(footprint(&lab), found);
 
-    // Each change audited as aws.change (plus the two keys stored at start:
-    // the WireGuard key and the secrets key).
+    // Each change audited as aws.change (plus the four keys stored at
+    // start: the WireGuard key, the secrets key, the SSH host key and the
+    // portal's self-signed certificate).
     let audited = aws_changes(&gw);
-    assert_eq!(audited.len(), planned.len() + 2, "{audited:#?}");
+    assert_eq!(audited.len(), planned.len() + 4, "{audited:#?}");
     let text = serde_json::to_string(&audited).unwrap();
-    for parameter in ["wireguard-key", "secrets-key"] {
-        let secret = lab.python(&format!("out = ssm.get_parameter(Name='/gatehouse/gh-aws/{parameter}', WithDecryption=True)['Parameter']['Value']"));
+    for parameter in ["wireguard-key", "secrets-key", "ssh-host-key", "portal-tls"] {
+        let value = lab.python(&format!("out = ssm.get_parameter(Name='/gatehouse/gh-aws/{parameter}', WithDecryption=True)['Parameter']['Value']"));
+        // The secret part (of the portal's: its key, after the certificate).
+        let value = value.as_str().unwrap();
+        let secret = value
+            .find("-----BEGIN PRIVATE KEY-----")
+            .map_or(value, |at| &value[at..]);
         assert!(
-            !text.contains(secret.as_str().unwrap()),
+            !text.contains(secret),
             "the audit log never holds the {parameter}"
         );
-        assert!(
-            !gw.log_text().contains(secret.as_str().unwrap()),
-            "nor does accessd's log"
-        );
+        assert!(!gw.log_text().contains(secret), "nor does accessd's log");
     }
 
     // public_endpoint = "auto": device configs point at the elastic IP.
@@ -518,15 +521,21 @@ fn other_groups_opening_port_22_wider_are_warned_of_and_detached_only_when_exclu
 }
 
 #[test]
-fn the_ssm_key_survives_instance_replacement_and_apply_on_start_moves_the_elastic_ip() {
+fn the_ssm_keys_survive_instance_replacement_and_apply_on_start_moves_the_elastic_ip() {
     let Some(mut lab) = AwsLab::create() else {
         return;
     };
     let mut first = lab.start_gateway(&lab.config(""));
-    let key = first.ctl_json(&["status"])["wireguard_public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let identity = |status: &Value| {
+        [
+            &status["wireguard_public_key"],
+            &status["ssh"]["host_key_fingerprint"],
+            &status["portal"]["tls_fingerprint"],
+        ]
+        .map(|v| v.as_str().unwrap().to_string())
+    };
+    let before = identity(&first.ctl_json(&["status"]));
+    let key = before[0].clone();
     first.ctl_ok(&["aws", "apply"]);
     let eip = footprint(&lab).elastic_ip.unwrap().0;
     assert!(first.stop().success());
@@ -537,9 +546,9 @@ fn the_ssm_key_survives_instance_replacement_and_apply_on_start_moves_the_elasti
     assert_ne!(second.state_dir, first.state_dir);
     let status = second.ctl_json(&["status"]);
     assert_eq!(
-        status["wireguard_public_key"].as_str().unwrap(),
-        key,
-        "same public key: client configs keep working"
+        identity(&status),
+        before,
+        "same WireGuard key, SSH host key and portal certificate: client configs, known_hosts and pinned fingerprints keep working"
     );
     // apply_on_start ran before the admin socket opened: the elastic IP
     // already follows the new instance, and device configs use it.

@@ -187,15 +187,11 @@ fn the_pair_cloud_init_writes_a_pair_config_and_fetches_the_shared_files() {
     let Some((data, config)) = cloud_init("cloud-init-pair.yaml") else {
         return;
     };
-    for needle in [
-        "[store]",
-        "[ha]",
-        "sslmode=verify-full",
-        "host_key_file",
-        "tls_cert",
-    ] {
+    for needle in ["[store]", "[ha]", "sslmode=verify-full", "tls_cert"] {
         assert!(config.contains(needle), "{needle}: {config}");
     }
+    // The SSH host key is accessd's to keep in SSM (with [aws]).
+    assert!(!config.contains("host_key_file"), "{config}");
     let bundle = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
     if !require(
         bundle.exists(),
@@ -230,14 +226,13 @@ fn the_pair_cloud_init_writes_a_pair_config_and_fetches_the_shared_files() {
     for needle in [
         "instance-id",
         "pg-password",
-        "ssh-host-key",
         "portal-cert",
         "portal-key",
         "umask 077",
     ] {
         assert!(runcmd.contains(needle), "{needle}: {runcmd}");
     }
-    let fetched = runcmd.find("ssh-host-key").unwrap();
+    let fetched = runcmd.find("get pg-password").unwrap();
     let started = runcmd.find("\"enable\",\"--now\",\"accessd\"").unwrap();
     assert!(
         fetched < started,

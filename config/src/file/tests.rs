@@ -477,9 +477,12 @@ fn a_shared_store_and_a_pair_are_checked() {
             "{needle}: {said:?}"
         );
     }
-    // With [aws] the WireGuard key lives in SSM; the others still need files.
-    let found = problems(&format!("{lonely}[aws]\nregion = \"eu-west-3\"\n"));
-    assert_eq!(found.len(), 2, "{found:#?}");
+    // With [aws] accessd keeps all three in SSM.
+    let paired = parse(
+        &format!("{lonely}[aws]\nregion = \"eu-west-3\"\n"),
+        "t.toml",
+    );
+    assert!(paired.is_ok(), "{paired:#?}");
 
     assert_one(
         &with("[store]\nurl = \"postgresql://gatehouse:hunter2@db/gh\"\n"),

@@ -169,8 +169,8 @@ impl Checker<'_> {
     }
 
     /// The two gateways of a pair must look like one to clients: the same
-    /// WireGuard key (a shared file, or SSM with `[aws]`), the same SSH host
-    /// key and the same portal certificate (shared files).
+    /// WireGuard key, SSH host key and portal certificate, from SSM with
+    /// `[aws]` (accessd keeps them there) or from files both read.
     fn pair_identity(
         &mut self,
         vpn: &VpnConfig,
@@ -178,7 +178,10 @@ impl Checker<'_> {
         portal: &PortalConfig,
         has_aws: bool,
     ) {
-        if vpn.enabled && vpn.private_key_file.is_none() && !has_aws {
+        if has_aws {
+            return;
+        }
+        if vpn.enabled && vpn.private_key_file.is_none() {
             self.problem(
                 "ha.node",
                 "the gateways of a pair must share their WireGuard key, or devices stop working after a failover: set vpn.private_key_file to a key file both read (or add [aws], which keeps the key in SSM)",
@@ -187,13 +190,13 @@ impl Checker<'_> {
         if ssh.enabled && ssh.host_key_file.is_none() {
             self.problem(
                 "ha.node",
-                "the gateways of a pair must share their SSH host key, or `ssh -J` warns of a changed host key after a failover: set ssh.host_key_file to a key file both read",
+                "the gateways of a pair must share their SSH host key, or `ssh -J` warns of a changed host key after a failover: set ssh.host_key_file to a key file both read (or add [aws], which keeps the key in SSM)",
             );
         }
         if portal.enabled && portal.tls.is_none() {
             self.problem(
                 "ha.node",
-                "the gateways of a pair must serve one portal certificate: set portal.tls_cert and portal.tls_key to files both read",
+                "the gateways of a pair must serve one portal certificate: set portal.tls_cert and portal.tls_key to files both read (or add [aws], which keeps a self-signed one in SSM)",
             );
         }
     }

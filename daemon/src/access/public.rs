@@ -88,7 +88,7 @@ fn vpn_endpoint(config: &Config, aws: &AwsFacts) -> Option<String> {
 }
 
 /// See [`Access::portal_url`].
-fn portal_url(config: &Config, aws: &AwsFacts) -> Option<String> {
+pub(crate) fn portal_url(config: &Config, aws: &AwsFacts) -> Option<String> {
     if let Some(url) = config.portal_url() {
         return Some(url);
     }

@@ -201,6 +201,18 @@ pub fn secrets_key_parameter_name(gateway: &str) -> String {
     format!("/gatehouse/{gateway}/secrets-key")
 }
 
+/// `/gatehouse/<name>/ssh-host-key`: the jump host's SSH host key (an
+/// OpenSSH private key), when no `ssh.host_key_file` is set.
+pub fn ssh_host_key_parameter_name(gateway: &str) -> String {
+    format!("/gatehouse/{gateway}/ssh-host-key")
+}
+
+/// `/gatehouse/<name>/portal-tls`: the portal's self-signed certificate and
+/// its key (PEM, one after the other), when no `portal.tls_cert` is set.
+pub fn portal_tls_parameter_name(gateway: &str) -> String {
+    format!("/gatehouse/{gateway}/portal-tls")
+}
+
 impl GroupRole {
     pub const ALL: [GroupRole; 2] = [GroupRole::Gateway, GroupRole::Targets];
 

@@ -87,6 +87,10 @@ pub enum LocalKeyError {
     WireGuard(#[from] crate::wg_key::KeyError),
     #[error(transparent)]
     Secrets(#[from] crate::secrets_key::SecretsKeyError),
+    #[error(transparent)]
+    HostKey(#[from] crate::ssh_host_key::HostKeyError),
+    #[error(transparent)]
+    PortalTls(#[from] crate::portal::tls::TlsError),
 }
 
 impl AwsError {

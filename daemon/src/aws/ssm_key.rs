@@ -1,8 +1,15 @@
 //! The gateway's keys in SSM Parameter Store, each a SecureString under
-//! `/gatehouse/<name>/`: the WireGuard key (`wireguard-key`: a replaced
-//! instance keeps its public key, so every device config keeps working) and
-//! the secrets key (`secrets-key`: every node and every replaced instance
-//! opens the TOTP secrets the store keeps sealed). Each is read at start
+//! `/gatehouse/<name>/`, so every node of a pair and every replaced
+//! instance looks like one gateway:
+//! - the WireGuard key (`wireguard-key`: every device config keeps working);
+//! - the secrets key (`secrets-key`: it opens the TOTP secrets the store
+//!   keeps sealed);
+//! - the SSH host key (`ssh-host-key`: `ssh -J` never warns of a changed
+//!   host key), unless `ssh.host_key_file` names one;
+//! - the portal's self-signed certificate and key (`portal-tls`: one
+//!   fingerprint), unless `portal.tls_cert` names a certificate.
+//!
+//! Each is read at start
 //! when present and written to its 0600 local copy under `state_dir`;
 //! when missing, the local key (made now if new) is stored there. A key is
 //! never logged: only its public half or fingerprint.
@@ -12,9 +19,16 @@ use std::path::Path;
 use aws_sdk_ssm::types::{ParameterType, Tag};
 
 use super::Session;
-use super::desired::{TAG_GATEWAY, secrets_key_parameter_name, ssm_parameter_name};
+use russh::keys::PrivateKey;
+
+use super::desired::{
+    TAG_GATEWAY, portal_tls_parameter_name, secrets_key_parameter_name,
+    ssh_host_key_parameter_name, ssm_parameter_name,
+};
 use super::errors::{AwsError, LocalKeyError, classify};
+use crate::portal::tls::SelfSigned;
 use crate::secrets_key::{self, SecretsKey};
+use crate::ssh_host_key;
 use crate::wg_key::{self, GatewayKey};
 
 /// Where the running key came from.
@@ -39,9 +53,10 @@ pub trait SsmKey: Sized + Send + 'static {
     const LOCAL_FILE: &'static str;
     /// `/gatehouse/<gateway>/...`.
     fn parameter_name(gateway: &str) -> String;
-    fn from_base64(text: &str) -> Option<Self>;
+    /// From the parameter's value (trimmed); `None` when it is not one.
+    fn from_parameter(text: &str) -> Option<Self>;
     /// The parameter's value. Never log it.
-    fn secret_base64(&self) -> String;
+    fn parameter_value(&self) -> String;
     /// What may be logged and audited to tell two keys apart.
     fn label(&self) -> String;
     /// The local copy, if there is one.
@@ -60,10 +75,10 @@ impl SsmKey for GatewayKey {
     fn parameter_name(gateway: &str) -> String {
         ssm_parameter_name(gateway)
     }
-    fn from_base64(text: &str) -> Option<Self> {
+    fn from_parameter(text: &str) -> Option<Self> {
         GatewayKey::from_base64(text)
     }
-    fn secret_base64(&self) -> String {
+    fn parameter_value(&self) -> String {
         self.private_base64()
     }
     fn label(&self) -> String {
@@ -93,10 +108,10 @@ impl SsmKey for SecretsKey {
     fn parameter_name(gateway: &str) -> String {
         secrets_key_parameter_name(gateway)
     }
-    fn from_base64(text: &str) -> Option<Self> {
+    fn from_parameter(text: &str) -> Option<Self> {
         SecretsKey::from_base64(text)
     }
-    fn secret_base64(&self) -> String {
+    fn parameter_value(&self) -> String {
         self.to_base64()
     }
     fn label(&self) -> String {
@@ -107,6 +122,75 @@ impl SsmKey for SecretsKey {
     }
     fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
         Ok(SecretsKey::load_or_create(state_dir)?)
+    }
+    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
+        Ok(self.store(state_dir)?)
+    }
+}
+
+impl SsmKey for PrivateKey {
+    const WHAT: &'static str = "the jump host's SSH host key";
+    const IF_MALFORMED: &'static str = "put an unencrypted OpenSSH private key there, or delete it to store this gateway's host key (clients then see a changed host key)";
+    const WHY_NOT_NEW: &'static str =
+        "a new host key would make every `ssh -J` warn of a changed host key";
+    const LOCAL_FILE: &'static str = ssh_host_key::HOST_KEY_FILE;
+    fn parameter_name(gateway: &str) -> String {
+        ssh_host_key_parameter_name(gateway)
+    }
+    fn from_parameter(text: &str) -> Option<Self> {
+        ssh_host_key::host_key_from_openssh(text)
+    }
+    fn parameter_value(&self) -> String {
+        // An ed25519 key made or checked at load always encodes.
+        ssh_host_key::host_key_to_openssh(self).unwrap_or_default()
+    }
+    fn label(&self) -> String {
+        format!(
+            "fingerprint {}",
+            ssh_host_key::fingerprint(self.public_key())
+        )
+    }
+    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
+        Ok(ssh_host_key::load_local_host_key(state_dir)?)
+    }
+    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
+        Ok(ssh_host_key::load_or_create_host_key(state_dir)?)
+    }
+    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
+        Ok(ssh_host_key::store_host_key(self, state_dir)?)
+    }
+}
+
+impl SsmKey for SelfSigned {
+    const WHAT: &'static str = "the portal's self-signed certificate and key";
+    const IF_MALFORMED: &'static str = "put a PEM certificate followed by its PEM private key there, or delete it to store this gateway's (browsers then see a new certificate)";
+    const WHY_NOT_NEW: &'static str =
+        "a new certificate would greet every member with a changed fingerprint";
+    const LOCAL_FILE: &'static str = "portal-tls/cert.pem";
+    fn parameter_name(gateway: &str) -> String {
+        portal_tls_parameter_name(gateway)
+    }
+    fn from_parameter(text: &str) -> Option<Self> {
+        SelfSigned::from_pem_bundle(text)
+    }
+    fn parameter_value(&self) -> String {
+        self.pem_bundle()
+    }
+    fn label(&self) -> String {
+        format!("fingerprint {}", self.fingerprint())
+    }
+    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
+        Ok(SelfSigned::load(state_dir)?)
+    }
+    /// The portal's start generates the pair first (it knows the names it
+    /// is for), so the local copy is there by now.
+    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
+        SelfSigned::load(state_dir)?.ok_or_else(|| {
+            LocalKeyError::PortalTls(crate::portal::tls::TlsError::NoCertificate {
+                path: state_dir.join(Self::LOCAL_FILE),
+                reason: "the file is missing".into(),
+            })
+        })
     }
     fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
         Ok(self.store(state_dir)?)
@@ -183,7 +267,7 @@ async fn get<K: SsmKey>(session: &Session, name: &str) -> Result<Option<K>, AwsE
         Err(err) => return Err(classify(ACTION, err)),
     };
     let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-    K::from_base64(value.trim())
+    K::from_parameter(value.trim())
         .map(Some)
         .ok_or_else(|| AwsError::MalformedKey {
             name: name.to_string(),
@@ -210,7 +294,7 @@ pub async fn put<K: SsmKey>(
             K::WHAT,
             key.label()
         ))
-        .value(key.secret_base64())
+        .value(key.parameter_value())
         .r#type(ParameterType::SecureString)
         .overwrite(overwrite);
     // AWS refuses tags together with overwrite.

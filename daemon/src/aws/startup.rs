@@ -1,19 +1,23 @@
 //! What the provisioner does while accessd starts, before any listener
-//! opens: connect, take the secrets key (before the store opens) and the
-//! WireGuard key from SSM (or put them there), then, with
-//! `aws.apply_on_start`, apply the plan.
+//! opens: connect, take the secrets key (before the store opens), the
+//! WireGuard key, the SSH host key and the portal's self-signed certificate
+//! from SSM (or put them there), then, with `aws.apply_on_start`, apply the
+//! plan.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use gatehouse_config::Config;
+use russh::keys::PrivateKey;
 use serde_json::json;
 
 use super::ssm_key::{self, KeyOrigin, SsmKey};
 use super::{AwsError, LocalKeyError, Session, apply};
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
+use crate::portal::tls::{self, SelfSigned};
 use crate::secrets_key::{SecretsKey, SecretsKeyError};
+use crate::ssh_host_key;
 use crate::store::{NewAuditEvent, Store};
 use crate::wg_key::GatewayKey;
 
@@ -43,16 +47,16 @@ pub enum StartError {
 pub enum Connection {
     /// No `[aws]`: no AWS call is ever made.
     Off,
-    Up(Session),
+    Up(Arc<Session>),
     /// Unreachable; each key falls back on its local copy.
     Down(Arc<AwsError>),
 }
 
 impl Connection {
     /// The session, when AWS answered.
-    pub fn into_session(self) -> Option<Session> {
+    pub fn session(&self) -> Option<Arc<Session>> {
         match self {
-            Connection::Up(session) => Some(session),
+            Connection::Up(session) => Some(session.clone()),
             Connection::Off | Connection::Down(_) => None,
         }
     }
@@ -65,7 +69,7 @@ pub async fn connect(config: &Config) -> Result<Connection, StartError> {
         return Ok(Connection::Off);
     };
     match Session::connect(aws).await {
-        Ok(session) => Ok(Connection::Up(session)),
+        Ok(session) => Ok(Connection::Up(Arc::new(session))),
         Err(err) if aws.apply_on_start => Err(StartError::Connect(err)),
         Err(err) => Ok(Connection::Down(Arc::new(err))),
     }
@@ -87,24 +91,67 @@ pub async fn secrets_key(
     ssm_or_local(config, aws, state_dir).await
 }
 
-/// The gateway's WireGuard key, and the session when AWS answered. Without
-/// `[aws]` this is the local key and no AWS call is made.
-pub async fn key_and_session(
+/// The gateway's WireGuard key: `vpn.private_key_file` when set (the file
+/// the gateways of a pair share), else from SSM with `[aws]`, else the
+/// local key.
+pub async fn wireguard_key(
     config: &Config,
-    aws: Connection,
+    aws: &Connection,
     store: &Store,
     state_dir: &Path,
-) -> Result<(GatewayKey, Option<Session>), StartError> {
-    // A key file the operator shares between the gateways of a pair wins.
+) -> Result<GatewayKey, StartError> {
     if let Some(file) = config.vpn.private_key_file.clone() {
         let key = tokio::task::spawn_blocking(move || GatewayKey::load_shared(&file))
             .await?
             .map_err(LocalKeyError::from)?;
-        return Ok((key, aws.into_session()));
+        return Ok(key);
     }
-    let (key, stored) = ssm_or_local::<GatewayKey>(config, &aws, state_dir).await?;
+    let (key, stored) = ssm_or_local::<GatewayKey>(config, aws, state_dir).await?;
     audit_stored_key(store, stored).await;
-    Ok((key, aws.into_session()))
+    Ok(key)
+}
+
+/// The jump host's SSH host key: `ssh.host_key_file` when set (never
+/// created), else from SSM with `[aws]`, else the local key.
+pub async fn ssh_host_key(
+    config: &Config,
+    aws: &Connection,
+    store: &Store,
+    state_dir: &Path,
+) -> Result<PrivateKey, StartError> {
+    if let Some(file) = config.ssh.host_key_file.clone() {
+        let dir = state_dir.to_path_buf();
+        let key =
+            tokio::task::spawn_blocking(move || ssh_host_key::load_host_key(Some(&file), &dir))
+                .await?
+                .map_err(LocalKeyError::from)?;
+        return Ok(key);
+    }
+    let (key, stored) = ssm_or_local::<PrivateKey>(config, aws, state_dir).await?;
+    audit_stored_key(store, stored).await;
+    Ok(key)
+}
+
+/// With `[aws]`, an enabled portal and no `portal.tls_cert`: the portal's
+/// self-signed pair from SSM (or this gateway's, made now for `hosts` if
+/// new, stored there), as the local copy the portal then serves.
+pub async fn portal_certificate(
+    core: &Core,
+    aws: &Connection,
+    hosts: Vec<String>,
+) -> Result<(), StartError> {
+    let config = core.config();
+    if !config.portal.enabled || config.portal.tls.is_some() || config.aws.is_none() {
+        return Ok(());
+    }
+    let state_dir = config.gateway.state_dir.clone();
+    let dir = state_dir.clone();
+    tokio::task::spawn_blocking(move || tls::ensure_self_signed(&dir, hosts))
+        .await?
+        .map_err(LocalKeyError::from)?;
+    let (_, stored) = ssm_or_local::<SelfSigned>(&config, aws, &state_dir).await?;
+    audit_stored_key(core.store(), stored).await;
+    Ok(())
 }
 
 /// Writes the record of a key stored in SSM at start; a failure is logged

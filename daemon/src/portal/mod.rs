@@ -37,7 +37,6 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use gatehouse_config::Config;
 use gatehouse_config::api::PortalStatus;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -151,7 +150,7 @@ pub async fn serve(
     let config = core.config();
     let files = config.portal.tls.clone();
     let state_dir = config.gateway.state_dir.clone();
-    let hosts = certificate_hosts(&config, access.portal_url());
+    let hosts = certificate_hosts(core);
     let tls =
         tokio::task::spawn_blocking(move || tls::load_or_create(files.as_ref(), &state_dir, hosts))
             .await??;
@@ -262,7 +261,9 @@ async fn guard(State(state): State<PortalState>, request: Request, next: Next) -
 }
 
 /// Names and addresses the self-signed certificate is for.
-fn certificate_hosts(config: &Config, portal_url: Option<String>) -> Vec<String> {
+pub fn certificate_hosts(core: &Core) -> Vec<String> {
+    let config = core.config();
+    let portal_url = crate::access::public::portal_url(&config, core.aws());
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     if let gatehouse_config::file::PublicEndpoint::Host(host) = &config.gateway.public_endpoint {
         hosts.push(host.clone());

@@ -1,6 +1,9 @@
 //! The portal's TLS: the certificate and key from the config, or a
 //! self-signed pair generated once and kept under `state_dir/portal-tls/`
 //! (key file mode 0600), so its fingerprint stays the same across restarts.
+//! With `[aws]` the self-signed pair's home is SSM ([`SelfSigned`], see
+//! `aws::ssm_key`), so every gateway of a pair and every replaced instance
+//! serves the same one.
 //! Serves TLS 1.2 and 1.3 only (rustls), with ring as the crypto provider.
 
 use std::fs;
@@ -55,12 +58,8 @@ pub fn load_or_create(
     let (cert_path, key_path, self_signed) = match files {
         Some(files) => (files.cert.clone(), files.key.clone(), false),
         None => {
-            let dir = state_dir.join(TLS_DIR);
-            let cert = dir.join("cert.pem");
-            let key = dir.join("key.pem");
-            if !cert.exists() || !key.exists() {
-                generate(&dir, &cert, &key, hosts)?;
-            }
+            ensure_self_signed(state_dir, hosts)?;
+            let (cert, key) = self_signed_paths(state_dir);
             (cert, key, true)
         }
     };
@@ -92,6 +91,114 @@ pub fn load_or_create(
     })
 }
 
+/// The generated pair as files hold it: the certificate's PEM and the
+/// key's. Its SSM value is the two one after the other. Never log the key.
+#[derive(Clone)]
+pub struct SelfSigned {
+    cert_pem: String,
+    key_pem: String,
+    fingerprint: String,
+}
+
+impl SelfSigned {
+    /// From the certificate's PEM followed by the key's; `None` unless both
+    /// parse.
+    pub fn from_pem_bundle(text: &str) -> Option<SelfSigned> {
+        let split = text.find("-----BEGIN PRIVATE KEY-----")?;
+        let (cert, key) = text.split_at(split);
+        SelfSigned::from_pems(
+            cert.trim().to_string() + "\n",
+            key.trim().to_string() + "\n",
+        )
+    }
+
+    fn from_pems(cert_pem: String, key_pem: String) -> Option<SelfSigned> {
+        let leaf = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .next()?
+            .ok()?;
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).ok()?;
+        Some(SelfSigned {
+            fingerprint: fingerprint(&leaf),
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// The certificate's PEM, then the key's. Never log it.
+    pub fn pem_bundle(&self) -> String {
+        format!("{}{}", self.cert_pem, self.key_pem)
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The pair under `state_dir`, if both files are there.
+    pub fn load(state_dir: &Path) -> Result<Option<SelfSigned>, TlsError> {
+        let (cert, key) = self_signed_paths(state_dir);
+        if !cert.exists() || !key.exists() {
+            return Ok(None);
+        }
+        let read = |path: &Path| {
+            fs::read_to_string(path).map_err(|source| TlsError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        SelfSigned::from_pems(read(&cert)?, read(&key)?)
+            .map(Some)
+            .ok_or_else(|| TlsError::NoCertificate {
+                path: cert,
+                reason: "the generated certificate or its key does not parse".into(),
+            })
+    }
+
+    /// Makes this the pair under `state_dir`, replacing another (each file
+    /// written new, the key 0600, then renamed over the old).
+    pub fn store(&self, state_dir: &Path) -> Result<(), TlsError> {
+        let dir = state_dir.join(TLS_DIR);
+        let (cert, key) = self_signed_paths(state_dir);
+        secure_dir(&dir)?;
+        for (path, text, mode) in [(&key, &self.key_pem, 0o600), (&cert, &self.cert_pem, 0o644)] {
+            let fresh = path.with_extension("pem.new");
+            let io = |op| {
+                let path = path.clone();
+                move |source| TlsError::Io { op, path, source }
+            };
+            let _ = fs::remove_file(&fresh);
+            write_new(&fresh, text.as_bytes(), mode).map_err(io("write"))?;
+            fs::rename(&fresh, path).map_err(io("replace"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The generated pair's certificate and key files.
+fn self_signed_paths(state_dir: &Path) -> (PathBuf, PathBuf) {
+    let dir = state_dir.join(TLS_DIR);
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Generates the self-signed pair under `state_dir` for `hosts` unless it
+/// is there. Blocking.
+pub fn ensure_self_signed(state_dir: &Path, hosts: Vec<String>) -> Result<(), TlsError> {
+    let (cert, key) = self_signed_paths(state_dir);
+    if !cert.exists() || !key.exists() {
+        generate(&state_dir.join(TLS_DIR), &cert, &key, hosts)?;
+    }
+    Ok(())
+}
+
+fn secure_dir(dir: &Path) -> Result<(), TlsError> {
+    let io = |op| {
+        let path = dir.to_path_buf();
+        move |source| TlsError::Io { op, path, source }
+    };
+    fs::create_dir_all(dir).map_err(io("create"))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("secure"))
+}
+
 /// `SHA256:` + hex of a DER certificate.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
@@ -104,8 +211,7 @@ fn generate(dir: &Path, cert: &Path, key: &Path, hosts: Vec<String>) -> Result<(
         let path = path.to_path_buf();
         move |source| TlsError::Io { op, path, source }
     };
-    fs::create_dir_all(dir).map_err(io("create", dir))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("secure", dir))?;
+    secure_dir(dir)?;
     let pair = rcgen::generate_simple_self_signed(hosts)?;
     // The key first, created 0600 before a byte is written.
     write_new(key, pair.signing_key.serialize_pem().as_bytes(), 0o600).map_err(io("write", key))?;
@@ -142,6 +248,36 @@ mod tests {
         assert_eq!(mode, 0o600);
         let again = load_or_create(None, dir.path(), hosts).unwrap();
         assert_eq!(first.fingerprint, again.fingerprint, "kept across restarts");
+    }
+
+    /// The pair as SSM keeps it (both PEMs in one value, trimmed) replaces
+    /// the local one, which the portal then serves.
+    #[test]
+    fn a_pair_from_ssm_replaces_the_generated_one() {
+        let theirs = tempfile::tempdir().unwrap();
+        let ours = tempfile::tempdir().unwrap();
+        let hosts = vec!["localhost".to_string()];
+        ensure_self_signed(theirs.path(), hosts.clone()).unwrap();
+        ensure_self_signed(ours.path(), hosts.clone()).unwrap();
+        let pair = SelfSigned::load(theirs.path()).unwrap().unwrap();
+        let parsed = SelfSigned::from_pem_bundle(pair.pem_bundle().trim()).unwrap();
+        assert_eq!(parsed.fingerprint(), pair.fingerprint());
+        assert!(SelfSigned::from_pem_bundle("-----BEGIN PRIVATE KEY-----\nx").is_none());
+        assert_ne!(
+            SelfSigned::load(ours.path())
+                .unwrap()
+                .unwrap()
+                .fingerprint(),
+            pair.fingerprint()
+        );
+        parsed.store(ours.path()).unwrap();
+        let served = load_or_create(None, ours.path(), hosts).unwrap();
+        assert_eq!(served.fingerprint, pair.fingerprint());
+        let key = ours.path().join(TLS_DIR).join("key.pem");
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

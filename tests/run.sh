@@ -32,6 +32,8 @@ command -v zbarimg >/dev/null 2>&1 || need_pkgs+=(zbar-tools)
 # The shared store's tests start their own PostgreSQL server (tests/src/postgres.rs).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# The SSO tests' identity provider runs on Node.js (tests/oidc).
+command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "==> installing ${need_pkgs[*]}"
@@ -61,6 +63,15 @@ if ! "$GATEHOUSE_PARAMIKO_VENV/bin/python" -c 'import paramiko' >/dev/null 2>&1;
   python3 -m venv "$GATEHOUSE_PARAMIKO_VENV" &&
     "$GATEHOUSE_PARAMIKO_VENV/bin/pip" install -q 'paramiko==5.1.0' ||
     echo "==> cannot install paramiko: its test will skip (or fail with GATEHOUSE_E2E=1)"
+fi
+
+# The SSO tests' identity provider: panva's oidc-provider (npm), pinned by
+# tests/oidc/package-lock.json, installed into tests/oidc/node_modules.
+command -v npm >/dev/null 2>&1 || echo "==> no npm (Node.js): the SSO tests will skip (or fail with GATEHOUSE_E2E=1)"
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+  echo "==> installing oidc-provider into tests/oidc/node_modules"
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error ||
+    echo "==> cannot install oidc-provider: the SSO tests will skip (or fail with GATEHOUSE_E2E=1)"
 fi
 
 echo "==> cargo fmt --check"

@@ -54,6 +54,32 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// `[ha]`: one gateway of an active/standby pair (needs `[store]`).
     pub ha: Option<HaConfig>,
+    /// `[oidc]`: sign-in with the team's OpenID Connect provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[oidc]`. The redirect URI is `<portal url>/oidc/callback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// `https://...` (plain `http://` only on loopback), without a trailing
+    /// slash; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret (0600); `None`: a public client (PKCE only).
+    pub client_secret_file: Option<PathBuf>,
+    /// The button says "Sign in with <display_name>".
+    pub display_name: String,
+    /// Always includes `openid`.
+    pub scopes: Vec<String>,
+    pub groups_claim: String,
+    pub username_claim: String,
+    /// Lowercase; empty: any.
+    pub allowed_email_domains: Vec<String>,
+    /// A first login whose groups map to gatehouse groups creates an
+    /// active member.
+    pub auto_provision: bool,
+    /// Extra roots (PEM) for the provider's TLS, beside the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +163,8 @@ pub struct PortalConfig {
     pub url: Option<String>,
     pub tls: Option<TlsFiles>,
     pub require_totp: bool,
+    /// false: SSO only (the password form is hidden and its API refused).
+    pub password_login: bool,
     pub enrollment_ttl: Duration,
     /// A session ends after this long without a request ...
     pub session_idle: Duration,
@@ -181,6 +209,9 @@ pub struct GroupConfig {
     pub name: String,
     pub subnets: Vec<IpNet>,
     pub ports: Option<Vec<u16>>,
+    /// The identity provider's group names (or ids) that grant this group
+    /// at an SSO login.
+    pub oidc_groups: Vec<String>,
 }
 
 /// `[store]`.

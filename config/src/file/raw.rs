@@ -24,6 +24,43 @@ pub(crate) struct RawConfig {
     pub aws: Option<RawAws>,
     pub store: Option<RawStore>,
     pub ha: Option<RawHa>,
+    pub oidc: Option<RawOidc>,
+}
+
+/// `[oidc]`: members sign in with the team's OpenID Connect provider.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawOidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: Option<String>,
+    pub display_name: Option<String>,
+    pub scopes: Vec<String>,
+    pub groups_claim: String,
+    pub username_claim: String,
+    pub allowed_email_domains: Vec<String>,
+    pub auto_provision: bool,
+    pub ca_file: Option<String>,
+}
+
+impl Default for RawOidc {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret_file: None,
+            display_name: None,
+            scopes: ["openid", "email", "profile", "groups"]
+                .map(String::from)
+                .to_vec(),
+            groups_claim: "groups".into(),
+            username_claim: "preferred_username".into(),
+            allowed_email_domains: Vec::new(),
+            auto_provision: false,
+            ca_file: None,
+        }
+    }
 }
 
 /// `[store]`: the shared PostgreSQL database (without it, SQLite under
@@ -158,6 +195,7 @@ pub(crate) struct RawPortal {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub require_totp: bool,
+    pub password_login: bool,
     pub enrollment_ttl: String,
     pub session_idle: String,
     pub session_max: String,
@@ -174,6 +212,7 @@ impl Default for RawPortal {
             tls_cert: None,
             tls_key: None,
             require_totp: true,
+            password_login: true,
             enrollment_ttl: "24h".into(),
             session_idle: "30m".into(),
             session_max: "12h".into(),
@@ -241,6 +280,7 @@ pub(crate) struct RawGroup {
     pub name: Option<String>,
     pub subnets: Option<Vec<String>>,
     pub ports: Option<Vec<u16>>,
+    pub oidc_groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

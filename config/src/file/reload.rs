@@ -165,6 +165,9 @@ static KEYS: &[ReloadKey] = &[
     // The certificate and key are loaded when the portal starts.
     restart("portal.tls_cert", |a, b| tls(a, b, |t| &t.cert)),
     restart("portal.tls_key", |a, b| tls(a, b, |t| &t.key)),
+    live("portal.password_login", |a, b| {
+        a.portal.password_login != b.portal.password_login
+    }),
     live("portal.require_totp", |a, b| {
         a.portal.require_totp != b.portal.require_totp
     }),
@@ -202,6 +205,7 @@ static KEYS: &[ReloadKey] = &[
     live("group.name", |a, b| groups(a, b, |g| &g.name)),
     live("group.subnets", |a, b| groups(a, b, |g| &g.subnets)),
     live("group.ports", |a, b| groups(a, b, |g| &g.ports)),
+    live("group.oidc_groups", |a, b| groups(a, b, |g| &g.oidc_groups)),
     // Each `accessctl aws` call connects afresh from the running config;
     // `apply_on_start` only ever matters at a start, so it waits for none.
     live("aws.region", |a, b| aws(a, b, |c| &c.region)),
@@ -239,6 +243,26 @@ static KEYS: &[ReloadKey] = &[
     restart("store.ca_file", |a, b| store(a, b, |s| &s.ca_file)),
     restart("ha.node", |a, b| ha(a, b, |h| &h.node)),
     restart("ha.lease_ttl", |a, b| ha(a, b, |h| &h.lease_ttl)),
+    // The provider's client is built at start (discovery, its TLS roots);
+    // the rest is read at each login.
+    restart("oidc.issuer", |a, b| oidc(a, b, |o| &o.issuer)),
+    restart("oidc.client_id", |a, b| oidc(a, b, |o| &o.client_id)),
+    restart("oidc.client_secret_file", |a, b| {
+        oidc(a, b, |o| &o.client_secret_file)
+    }),
+    restart("oidc.ca_file", |a, b| oidc(a, b, |o| &o.ca_file)),
+    live("oidc.display_name", |a, b| oidc(a, b, |o| &o.display_name)),
+    live("oidc.scopes", |a, b| oidc(a, b, |o| &o.scopes)),
+    live("oidc.groups_claim", |a, b| oidc(a, b, |o| &o.groups_claim)),
+    live("oidc.username_claim", |a, b| {
+        oidc(a, b, |o| &o.username_claim)
+    }),
+    live("oidc.allowed_email_domains", |a, b| {
+        oidc(a, b, |o| &o.allowed_email_domains)
+    }),
+    live("oidc.auto_provision", |a, b| {
+        oidc(a, b, |o| &o.auto_provision)
+    }),
 ];
 
 const fn live(key: &'static str, changed: fn(&Config, &Config) -> bool) -> ReloadKey {
@@ -281,6 +305,11 @@ fn store<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::StoreConfi
 /// A field of `[ha]` (adding or removing the section changes every one).
 fn ha<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::HaConfig) -> &T) -> bool {
     a.ha.as_ref().map(&field) != b.ha.as_ref().map(&field)
+}
+
+/// A field of `[oidc]` (adding or removing the section changes every one).
+fn oidc<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::OidcConfig) -> &T) -> bool {
+    a.oidc.as_ref().map(&field) != b.oidc.as_ref().map(&field)
 }
 
 #[cfg(any(test, feature = "test-support"))]

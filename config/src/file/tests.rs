@@ -540,3 +540,97 @@ fn a_shared_store_and_a_pair_are_checked() {
         "absolute",
     );
 }
+
+#[test]
+fn an_oidc_section_is_checked_offline_with_file_line_and_key() {
+    let oidc = |body: &str| format!("{MINIMAL}\n[oidc]\n{body}");
+    let config = parse(
+        &oidc("issuer = \"https://accounts.example.org/\"\nclient_id = \"gatehouse\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let sso = config.oidc.unwrap();
+    assert_eq!(
+        sso.issuer, "https://accounts.example.org",
+        "no trailing slash"
+    );
+    assert_eq!(sso.display_name, "accounts.example.org");
+    assert_eq!(sso.scopes, ["openid", "email", "profile", "groups"]);
+    assert_eq!(
+        (sso.groups_claim.as_str(), sso.username_claim.as_str()),
+        ("groups", "preferred_username")
+    );
+    assert!(!sso.auto_provision && sso.client_secret_file.is_none());
+    assert!(
+        config.portal.password_login,
+        "password login stays on by default"
+    );
+    // A provider on loopback may be plain http (a test or a sidecar).
+    assert!(
+        parse(
+            &oidc("issuer = \"http://127.0.0.1:9000\"\nclient_id = \"g\"\n"),
+            "t.toml"
+        )
+        .is_ok()
+    );
+
+    let found = problems(&oidc(
+        "issuer = \"http://idp.example.org\"\nclient_id = \"\"\nclient_secret_file = \"secret\"\n\
+         scopes = [\"email\"]\nallowed_email_domains = [\"example\"]\n",
+    ));
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["oidc.issuer", "oidc.client_id", "oidc.client_secret_file",],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("must be https://"), "{found:#?}");
+    let issuer_line = MINIMAL.lines().count() + 3;
+    assert_eq!(found[0].line, issuer_line, "{found:#?}");
+    let found = problems(&oidc(
+        "issuer = \"https://idp.example.org?x=1\"\nclient_id = \"g\"\n\
+         scopes = [\"email\"]\nallowed_email_domains = [\"example\"]\n",
+    ));
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "oidc.issuer",
+            "oidc.scopes",
+            "oidc.allowed_email_domains[0]"
+        ],
+        "{found:#?}"
+    );
+    assert_one(
+        &oidc("client_id = \"g\"\n"),
+        "oidc.issuer",
+        issuer_line - 1,
+        "is required",
+    );
+
+    // Every member must keep a way in, and IdP groups need a provider.
+    assert_one(
+        &MINIMAL.replacen(
+            "[[group]]",
+            "[portal]\npassword_login = false\n\n[[group]]",
+            1,
+        ),
+        "portal.password_login",
+        7,
+        "no way to sign in",
+    );
+    assert_one(
+        &format!("{MINIMAL}oidc_groups = [\"research-team\"]\n"),
+        "group[0].oidc_groups",
+        9,
+        "without [oidc]",
+    );
+    let mapped = parse(
+        &format!(
+            "{MINIMAL}oidc_groups = [\"research-team\"]\n\n[oidc]\nissuer = \"https://idp.example.org\"\nclient_id = \"g\"\n"
+        ),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(mapped.groups[0].oidc_groups, ["research-team"]);
+}

@@ -95,6 +95,10 @@ impl Checker<'_> {
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
         let store = raw.store.map(|store| self.store(store));
         let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
+        let oidc = raw.oidc.map(|oidc| self.oidc(oidc));
+        if let Some(portal) = &portal {
+            self.sign_in(portal, oidc.is_some(), &groups);
+        }
         if let (Some(Some(_)), Some(vpn), Some(ssh), Some(portal)) = (&ha, &vpn, &ssh, &portal) {
             self.pair_identity(vpn, ssh, portal, aws.as_ref().is_some_and(Option::is_some));
         }
@@ -129,7 +133,103 @@ impl Checker<'_> {
             aws: aws.flatten(),
             store: present_and_valid(store)?,
             ha: present_and_valid(ha)?,
+            oidc: present_and_valid(oidc)?,
         })
+    }
+
+    fn oidc(&mut self, raw: raw::RawOidc) -> Option<OidcConfig> {
+        let issuer = raw.issuer.trim().trim_end_matches('/').to_string();
+        if issuer.is_empty() {
+            self.problem(
+                "oidc.issuer",
+                "is required in [oidc]: the provider's issuer URL, e.g. https://accounts.example.org (discovery is read from <issuer>/.well-known/openid-configuration)",
+            );
+        } else if let Some(why) = issuer_problem(&issuer) {
+            self.problem("oidc.issuer", format!("{issuer:?} {why}"));
+        }
+        if raw.client_id.trim().is_empty() {
+            self.problem(
+                "oidc.client_id",
+                "is required in [oidc]: the client id the provider gave gatehouse",
+            );
+        }
+        let client_secret_file = match &raw.client_secret_file {
+            Some(text) => Some(self.absolute_path("oidc.client_secret_file", text)?),
+            None => None,
+        };
+        let ca_file = match &raw.ca_file {
+            Some(text) => Some(self.absolute_path("oidc.ca_file", text)?),
+            None => None,
+        };
+        if !raw.scopes.iter().any(|s| s == "openid") {
+            self.problem(
+                "oidc.scopes",
+                "must include \"openid\" (without it the provider issues no ID token)",
+            );
+        }
+        for (key, claim) in [
+            ("oidc.groups_claim", &raw.groups_claim),
+            ("oidc.username_claim", &raw.username_claim),
+        ] {
+            if claim.trim().is_empty() {
+                self.problem(key, "is empty: name the ID token claim to read");
+            }
+        }
+        let mut domains = Vec::new();
+        for (i, domain) in raw.allowed_email_domains.iter().enumerate() {
+            let domain = domain.trim().to_ascii_lowercase();
+            let valid = !domain.is_empty()
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && domain.contains('.')
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if valid {
+                domains.push(domain);
+            } else {
+                self.problem(
+                    &format!("oidc.allowed_email_domains[{i}]"),
+                    format!("{domain:?} is not a domain name, e.g. \"example.org\""),
+                );
+            }
+        }
+        let display_name = raw
+            .display_name
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| issuer_host(&issuer).unwrap_or("SSO").to_string());
+        Some(OidcConfig {
+            issuer,
+            client_id: raw.client_id.trim().to_string(),
+            client_secret_file,
+            display_name,
+            scopes: raw.scopes,
+            groups_claim: raw.groups_claim.trim().to_string(),
+            username_claim: raw.username_claim.trim().to_string(),
+            allowed_email_domains: domains,
+            auto_provision: raw.auto_provision,
+            ca_file,
+        })
+    }
+
+    /// How members sign in must leave them a way to: SSO only needs
+    /// `[oidc]`, and a group that names IdP groups needs `[oidc]` to read
+    /// them from. (With the portal off, `[oidc]` simply has no door: the
+    /// daemon says so at start.)
+    fn sign_in(&mut self, portal: &PortalConfig, has_oidc: bool, groups: &[GroupConfig]) {
+        if !portal.password_login && !has_oidc {
+            self.problem(
+                "portal.password_login",
+                "is false without [oidc]: members would have no way to sign in to the portal; add [oidc], or keep password_login = true",
+            );
+        }
+        if !has_oidc && let Some(i) = groups.iter().position(|g| !g.oidc_groups.is_empty()) {
+            self.problem(
+                &format!("group[{i}].oidc_groups"),
+                "is set without [oidc]: the identity provider's groups are read at an SSO login; add [oidc] or remove oidc_groups",
+            );
+        }
     }
 
     fn store(&mut self, raw: raw::RawStore) -> Option<StoreConfig> {
@@ -429,6 +529,7 @@ impl Checker<'_> {
             url: raw.url,
             tls: tls?,
             require_totp: raw.require_totp,
+            password_login: raw.password_login,
             enrollment_ttl: enrollment_ttl?,
             session_idle: session_idle?,
             session_max: session_max?,
@@ -503,10 +604,19 @@ impl Checker<'_> {
                 self.ports(&format!("{key}.ports"), ports);
             }
             if let Some(name) = name {
+                for (j, idp_group) in group.oidc_groups.iter().enumerate() {
+                    if idp_group.trim().is_empty() {
+                        self.problem(
+                            &format!("{key}.oidc_groups[{j}]"),
+                            "is empty: give the identity provider's group name or id",
+                        );
+                    }
+                }
                 groups.push(GroupConfig {
                     name,
                     subnets,
                     ports: group.ports,
+                    oidc_groups: group.oidc_groups,
                 });
             }
         }
@@ -734,6 +844,40 @@ fn present_and_valid<T>(section: Option<Option<T>>) -> Option<Option<T>> {
 }
 
 /// True when a `postgresql://user:password@...` URL carries a password.
+/// Why `issuer` cannot be an issuer URL, if it cannot: it must be https
+/// (plain http only on loopback, for a provider on the same host), with a
+/// host, and no query or fragment.
+fn issuer_problem(issuer: &str) -> Option<&'static str> {
+    let rest = match issuer.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some(("http", rest)) => {
+            let host = rest.split(['/', ':']).next().unwrap_or("");
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Some("must be https:// (plain http only for a provider on loopback)");
+            }
+            rest
+        }
+        _ => return Some("is not an https:// URL"),
+    };
+    if rest.split(['/', ':']).next().unwrap_or("").is_empty() {
+        return Some("has no host");
+    }
+    if rest.contains(['?', '#']) {
+        return Some("must not carry a query or a fragment");
+    }
+    None
+}
+
+/// The issuer's host, for the default button label.
+fn issuer_host(issuer: &str) -> Option<&str> {
+    let rest = issuer.split_once("://")?.1;
+    rest.split(['/', ':']).next().filter(|h| !h.is_empty())
+}
+
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or("");

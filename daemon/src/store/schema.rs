@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS, V5_HA];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS, V5_HA, V6_SSO];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -121,7 +121,14 @@ fn steps_to_run(found: i64, db: &str) -> Result<Option<usize>, StoreError> {
 }
 
 /// The PostgreSQL steps, one per SQLite step (the same tables and columns).
-pub const POSTGRES_MIGRATIONS: &[&str] = &[PG_V1, PG_V2, PG_V3_PORTAL, PG_V4_ENDPOINTS, PG_V5_HA];
+pub const POSTGRES_MIGRATIONS: &[&str] = &[
+    PG_V1,
+    PG_V2,
+    PG_V3_PORTAL,
+    PG_V4_ENDPOINTS,
+    PG_V5_HA,
+    PG_V6_SSO,
+];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
 /// not own the table: row triggers refuse UPDATE and DELETE, a statement
@@ -225,6 +232,28 @@ CREATE TABLE portal_sessions (
 CREATE INDEX portal_sessions_by_user ON portal_sessions ("user");
 "#;
 
+/// [`V6_SSO`] on PostgreSQL.
+const PG_V6_SSO: &str = r#"
+CREATE TABLE sso_identities (
+    issuer    TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    "user"    TEXT NOT NULL UNIQUE REFERENCES users (name) ON DELETE CASCADE,
+    linked_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, subject)
+);
+
+CREATE TABLE sso_pending (
+    state_hash   TEXT PRIMARY KEY NOT NULL CHECK (length(state_hash) = 64),
+    binding_hash TEXT NOT NULL CHECK (length(binding_hash) = 64),
+    nonce        TEXT NOT NULL,
+    verifier     TEXT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+
+ALTER TABLE portal_sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password'
+    CHECK (method IN ('password', 'oidc'));
+"#;
+
 /// [`V5_HA`] on PostgreSQL.
 const PG_V5_HA: &str = r#"
 CREATE TABLE ha_lease (
@@ -276,6 +305,35 @@ CREATE TABLE ha_nodes (
     seen_ms     INTEGER NOT NULL,
     detail      TEXT NOT NULL
 ) STRICT;
+"#;
+
+/// Sign-in with the team's identity provider (`[oidc]`):
+/// - each member is linked to at most one provider identity, found by the
+///   issuer and the subject (`iss` + `sub`), never by a mutable claim;
+/// - the logins under way between the redirect to the provider and its
+///   callback, each under the SHA-256 of its `state` and used once: the
+///   SHA-256 of the pre-login cookie it is bound to, its `nonce`, and its
+///   PKCE verifier sealed under the secrets key;
+/// - how each portal session was opened.
+const V6_SSO: &str = r#"
+CREATE TABLE sso_identities (
+    issuer    TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    user      TEXT NOT NULL UNIQUE REFERENCES users (name) ON DELETE CASCADE,
+    linked_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, subject)
+) STRICT;
+
+CREATE TABLE sso_pending (
+    state_hash   TEXT PRIMARY KEY NOT NULL CHECK (length(state_hash) = 64),
+    binding_hash TEXT NOT NULL CHECK (length(binding_hash) = 64),
+    nonce        TEXT NOT NULL,
+    verifier     TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE portal_sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password'
+    CHECK (method IN ('password', 'oidc'));
 "#;
 
 /// Where each device was last heard from (`ip:port`), stored with its last
@@ -461,18 +519,38 @@ mod tests {
             .unwrap();
         assert_eq!(no_login, 1, "rows of the previous version are kept");
         // What the newest step added is there and usable.
-        let generation: i64 = conn
-            .query_row("SELECT generation FROM ha_lease WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(generation, 0, "the lease starts unheld");
         conn.execute(
-            "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail) \
-             VALUES ('gw-a', 'standby', 0, 1, '{}')",
+            "INSERT INTO sso_identities (issuer, subject, user, linked_at) \
+             VALUES ('https://idp.example.org', 'sub-1', 'bob', 10)",
             [],
         )
         .unwrap();
+        let session = |token: char, method: &str| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO portal_sessions (token_hash, user, created_at, last_seen, source{}) \
+                     VALUES (?1, 'bob', 1, 1, 'x'{})",
+                    if method.is_empty() { "" } else { ", method" },
+                    if method.is_empty() { String::new() } else { format!(", '{method}'") }
+                ),
+                [token.to_string().repeat(64)],
+            )
+        };
+        session('a', "").unwrap();
+        session('b', "oidc").unwrap();
+        assert!(session('c', "magic").is_err(), "only the two methods");
+        let methods: Vec<String> = conn
+            .prepare("SELECT method FROM portal_sessions ORDER BY token_hash")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            methods,
+            ["password", "oidc"],
+            "a session is a password one by default"
+        );
     }
 
     #[test]

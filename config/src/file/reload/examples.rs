@@ -45,6 +45,7 @@ listen = "0.0.0.0:443"
 url = "https://vpn.example.com"
 tls_cert = "/etc/gatehouse/tls/fullchain.pem"
 tls_key = "/etc/gatehouse/tls/privkey.pem"
+password_login = true
 require_totp = true
 enrollment_ttl = "24h"
 session_idle = "30m"
@@ -68,10 +69,23 @@ mirror_keep = 10
 name = "research"
 subnets = ["10.0.3.0/24"]
 ports = [22]
+oidc_groups = ["research-team"]
 
 [[group]]
 name = "ops"
 subnets = ["10.0.2.0/24"]
+
+[oidc]
+issuer = "https://accounts.example.org"
+client_id = "gatehouse"
+client_secret_file = "/etc/gatehouse/oidc-secret"
+ca_file = "/etc/gatehouse/idp-ca.pem"
+display_name = "Example SSO"
+scopes = ["openid", "email", "profile", "groups"]
+groups_claim = "groups"
+username_claim = "preferred_username"
+allowed_email_domains = ["example.org"]
+auto_provision = true
 
 [aws]
 region = "eu-west-3"
@@ -142,6 +156,7 @@ pub const OTHER: &[(&str, &str)] = &[
         r#""/etc/gatehouse/tls/new-fullchain.pem""#,
     ),
     ("portal.tls_key", r#""/etc/gatehouse/tls/new-privkey.pem""#),
+    ("portal.password_login", "false"),
     ("portal.require_totp", "false"),
     ("portal.enrollment_ttl", r#""48h""#),
     ("portal.session_idle", r#""10m""#),
@@ -157,6 +172,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("group.name", r#""science""#),
     ("group.subnets", r#"["10.0.4.0/24"]"#),
     ("group.ports", "[22, 443]"),
+    ("group.oidc_groups", r#"["scientists", "00gabc123"]"#),
     ("aws.region", r#""eu-west-1""#),
     ("aws.apply_on_start", "true"),
     ("aws.exclusive_groups", "true"),
@@ -178,6 +194,19 @@ pub const OTHER: &[(&str, &str)] = &[
     ("store.ca_file", r#""/etc/gatehouse/rds-ca-2.pem""#),
     ("ha.node", r#""gw-b""#),
     ("ha.lease_ttl", r#""8s""#),
+    ("oidc.issuer", r#""https://login.example.org/realms/team""#),
+    ("oidc.client_id", r#""gatehouse-2""#),
+    (
+        "oidc.client_secret_file",
+        r#""/etc/gatehouse/oidc-secret-2""#,
+    ),
+    ("oidc.ca_file", r#""/etc/gatehouse/idp-ca-2.pem""#),
+    ("oidc.display_name", r#""Team login""#),
+    ("oidc.scopes", r#"["openid", "email"]"#),
+    ("oidc.groups_claim", r#""roles""#),
+    ("oidc.username_claim", r#""email""#),
+    ("oidc.allowed_email_domains", r#"["example.com"]"#),
+    ("oidc.auto_provision", "false"),
 ];
 
 /// `text` with `key`'s line in its table (the first `[[group]]` for

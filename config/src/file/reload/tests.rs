@@ -30,6 +30,7 @@ fn schema_keys() -> BTreeSet<String> {
         aws: Some(RawAws::default()),
         store: Some(Default::default()),
         ha: Some(Default::default()),
+        oidc: Some(Default::default()),
         groups: vec![RawGroup::default()],
         ..RawConfig::default()
     };
@@ -163,6 +164,10 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "store.ca_file",
             "ha.node",
             "ha.lease_ttl",
+            "oidc.issuer",
+            "oidc.client_id",
+            "oidc.client_secret_file",
+            "oidc.ca_file",
         ]
     );
 }
@@ -220,7 +225,12 @@ fn a_group_added_changes_the_group_keys_only() {
     let new = parse(&text);
     assert_eq!(
         changed_keys(&old, &new),
-        ["group.name", "group.subnets", "group.ports"]
+        [
+            "group.name",
+            "group.subnets",
+            "group.ports",
+            "group.oidc_groups"
+        ]
     );
     assert!(restart_required(&old, &new).is_empty());
 }

@@ -49,11 +49,11 @@ macro_rules! audit_kinds {
 }
 
 audit_kinds! {
-    UserAdd = "user.add": "An admin created a user (with groups, and an enrollment link unless it is a machine account).",
+    UserAdd = "user.add": "An admin created a user (with groups, and an enrollment link unless it is a machine account), or an SSO login did (actor oidc, with oidc.auto_provision).",
     UserRemove = "user.remove": "An admin removed a user, with their devices and keys.",
     UserEnable = "user.enable": "An admin enabled a user again.",
     UserDisable = "user.disable": "An admin disabled a user.",
-    UserSetGroups = "user.set_groups": "An admin replaced a user's groups.",
+    UserSetGroups = "user.set_groups": "An admin replaced a user's groups, or an SSO login did (actor oidc: the groups mapped from the provider's at that login).",
     UserSetNoLogin = "user.set_no_login": "An admin set or cleared a user's no-login mark (a machine that never logs in to the portal).",
     UserEnrollmentLink = "user.enrollment_link": "An admin issued a new enrollment link for a pending user (their older unused links stop working).",
     UserKeyAdd = "user.key.add": "An admin added an SSH public key to a user.",
@@ -61,8 +61,8 @@ audit_kinds! {
     DeviceCreate = "device.create": "A WireGuard device was created, by an admin or by its user in the portal.",
     DeviceRevoke = "device.revoke": "A WireGuard device was revoked, by an admin or by its user in the portal.",
     PortalEnroll = "portal.enroll": "A user finished enrolling in the portal (password, TOTP); this logs them in.",
-    PortalLoginOk = "portal.login.ok": "A user logged in to the portal; with vpn.require_login this starts their VPN session.",
-    PortalLoginFail = "portal.login.fail": "A portal login was refused (wrong password or TOTP code, or locked out).",
+    PortalLoginOk = "portal.login.ok": "A user logged in to the portal (method password or oidc); with vpn.require_login this starts their VPN session.",
+    PortalLoginFail = "portal.login.fail": "A portal login was refused (wrong password or TOTP code, locked out; or for SSO: state, nonce, signature, audience, expired, unmapped, domain, provider error), with the reason.",
     PortalLogout = "portal.logout": "A user logged out of the portal.",
     VpnConnect = "vpn.connect": "A device's tunnel came up: its first handshake, or one after none for 3 minutes.",
     VpnDisconnect = "vpn.disconnect": "A device's tunnel went down: no handshake for 3 minutes, or accessd stopped.",

@@ -54,6 +54,7 @@ pub mod secrets_key;
 pub mod ssh;
 pub mod ssh_host_key;
 pub mod ssh_keys;
+pub mod sso;
 pub mod store;
 pub mod systemd;
 #[cfg(test)]

@@ -139,7 +139,7 @@ impl TestGateway {
             access: access.clone(),
             running: Running::default(),
         });
-        let portal = crate::portal::router(PortalState::new(&access).await.unwrap());
+        let portal = crate::portal::router(PortalState::new(&access, None).await.unwrap());
         Self {
             dir,
             core,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// The modules the core must not import.
 const SUBSYSTEMS: &[&str] = &[
-    "access", "admin", "aws", "ha", "metrics", "portal", "running", "ssh", "systemd", "vpn",
+    "access", "admin", "aws", "ha", "metrics", "portal", "running", "ssh", "sso", "systemd", "vpn",
 ];
 
 #[test]

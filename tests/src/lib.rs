@@ -24,6 +24,7 @@ pub mod netns;
 pub mod portal;
 pub mod postgres;
 pub mod ssh;
+pub mod sso;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;

@@ -7,6 +7,8 @@
 //!   DNS/MTU/keepalive) — the one place a device is created;
 //! - [`users`]: create, change and remove users and their SSH keys, a
 //!   user's detail and VPN access state;
+//! - [`sso`]: who an SSO login is: the identity link, the groups mapped
+//!   from the provider's at every login, provisioning;
 //! - [`public`]: what clients are told to connect to: the VPN endpoint, the
 //!   portal URL (with the elastic IP standing in for `"auto"`), enrollment
 //!   links and the jump host's `known_hosts` line.
@@ -17,6 +19,7 @@
 
 pub mod devices;
 pub mod public;
+pub mod sso;
 #[cfg(test)]
 mod tests;
 pub mod users;

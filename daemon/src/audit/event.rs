@@ -42,6 +42,9 @@ pub enum Actor {
     Gateway,
     /// A signal to accessd (SIGHUP: reload).
     Signal(&'static str),
+    /// A login through the team's identity provider (`[oidc]`): members it
+    /// created, groups it re-evaluated.
+    Sso,
 }
 
 /// Where the actor came from.
@@ -143,6 +146,7 @@ impl fmt::Display for Actor {
             Self::Admin { uid: None } => f.write_str("uid:unknown"),
             Self::Gateway => f.write_str("accessd"),
             Self::Signal(name) => write!(f, "signal:{name}"),
+            Self::Sso => f.write_str("oidc"),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::passwords::check_rules;
 use super::sessions::{Session, csrf_for, new_token};
 use crate::access::{Door, Requester};
 use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
-use crate::store::{StoreError, hash_token};
+use crate::store::{LoginMethod, StoreError, Writer, hash_token};
 use crate::time_fmt::now_unix;
 use crate::totp::{self, TotpReject};
 
@@ -131,7 +131,7 @@ pub async fn enroll(
     let session_hash = hash_token(&session);
     let token_hash = hash_token(token);
     let now = now_unix();
-    let source_text = source.to_string();
+    let opening = Opening::new(&config, now, source, LoginMethod::Password);
     let with_totp = totp.is_some();
     let enrolled = user.clone();
     state
@@ -162,10 +162,8 @@ pub async fn enroll(
             w.set_user_state(&user, UserState::Active)?;
             // A new link resets the account: old sessions end.
             w.delete_user_portal_sessions(&user)?;
-            w.create_portal_session(&session_hash, &user, now, &source_text)?;
             // Enrollment ends logged in, so it opens the VPN session too.
-            w.activate_user_devices(&user, now)?;
-            w.touch_last_seen(&user, now)?;
+            opening.open(w, &user, &session_hash)?;
             w.audit(
                 event(
                     Kind::PortalEnroll,
@@ -202,6 +200,14 @@ pub async fn login(
     source: IpAddr,
     input: LoginInput,
 ) -> Result<LoggedIn, Failure> {
+    let config = state.core.config();
+    if !config.portal.password_login {
+        return Err(Failure::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "password_login_disabled",
+            "This gateway signs members in with their identity provider only: use the sign-in button on the login page.",
+        ));
+    }
     let name = input.user.trim().to_string();
     // The audit target is the name tried, when it could be a user name.
     let target = if check_name("user", &name).is_ok() {
@@ -237,7 +243,7 @@ pub async fn login(
     let stored_hash = found.as_ref().and_then(|(u, _)| u.password_hash.clone());
     let password_ok = state.passwords.verify(stored_hash, input.password).await;
     let now = now_unix();
-    let config = state.core.config();
+
     let outcome: Result<(String, Option<u64>), &'static str> = match found {
         None => Err("unknown_user"),
         Some((user, last_step)) => {
@@ -273,10 +279,8 @@ pub async fn login(
     };
     let session = new_token();
     let session_hash = hash_token(&session);
-    let source_text = source.to_string();
     let who = user.clone();
-    let idle_before = now - i64::try_from(config.portal.session_idle.as_secs()).unwrap_or(0);
-    let created_before = now - i64::try_from(config.portal.session_max.as_secs()).unwrap_or(0);
+    let opening = Opening::new(&config, now, source, LoginMethod::Password);
     let committed = state
         .core
         .store()
@@ -290,11 +294,7 @@ pub async fn login(
                 }
                 w.set_totp_last_step(&who, step)?;
             }
-            w.prune_portal_sessions(idle_before, created_before)?;
-            w.create_portal_session(&session_hash, &who, now, &source_text)?;
-            w.touch_last_seen(&who, now)?;
-            // A login (re)opens the user's VPN session (vpn.require_login).
-            w.activate_user_devices(&who, now)?;
+            opening.open(w, &who, &session_hash)?;
             w.audit(
                 event(
                     Kind::PortalLoginOk,
@@ -302,7 +302,7 @@ pub async fn login(
                     AuditSource::Addr(source),
                 )
                 .on(who.clone())
-                .detail(json!({ "totp": step.is_some() })),
+                .detail(json!({ "method": "password", "totp": step.is_some() })),
             )?;
             Ok(true)
         })
@@ -317,6 +317,125 @@ pub async fn login(
         token: session,
         max_age_secs: config.portal.session_max.as_secs(),
     })
+}
+
+/// What every login (password, enrollment, SSO) does once it knows who:
+/// sessions past their limits are pruned, the new one is stored (its hash
+/// only), the member is seen, and their VPN session (re)opens
+/// (`vpn.require_login`), in the caller's transaction.
+pub struct Opening {
+    now: i64,
+    source: String,
+    method: LoginMethod,
+    idle_before: i64,
+    created_before: i64,
+}
+
+impl Opening {
+    pub fn new(
+        config: &gatehouse_config::Config,
+        now: i64,
+        source: IpAddr,
+        method: LoginMethod,
+    ) -> Opening {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(0);
+        Opening {
+            now,
+            source: source.to_string(),
+            method,
+            idle_before: now - secs(config.portal.session_idle),
+            created_before: now - secs(config.portal.session_max),
+        }
+    }
+
+    pub fn open(
+        &self,
+        w: &mut Writer<'_>,
+        who: &str,
+        session_hash: &str,
+    ) -> Result<(), StoreError> {
+        w.prune_portal_sessions(self.idle_before, self.created_before)?;
+        w.create_portal_session(session_hash, who, self.now, &self.source, self.method)?;
+        w.touch_last_seen(who, self.now)?;
+        w.activate_user_devices(who, self.now)
+    }
+}
+
+/// An SSO login the provider and the access service both accepted: opens
+/// the session as a password login does (`portal.login.ok` with `method:
+/// "oidc"`, the subject and the groups as they were mapped now).
+pub async fn sso_login(
+    state: &PortalState,
+    source: IpAddr,
+    login: &crate::sso::Verified,
+    member: &crate::access::sso::SsoMember,
+) -> Result<LoggedIn, Failure> {
+    let config = state.core.config();
+    let now = now_unix();
+    let session = new_token();
+    let session_hash = hash_token(&session);
+    let who = member.user.clone();
+    let opening = Opening::new(&config, now, source, LoginMethod::Oidc);
+    let record = event(
+        Kind::PortalLoginOk,
+        Actor::User(who.clone()),
+        AuditSource::Addr(source),
+    )
+    .on(who.clone())
+    .detail(json!({
+        "method": "oidc",
+        "issuer": login.issuer,
+        "subject": login.subject,
+        "idp_groups": login.groups,
+        "groups": member.groups,
+        "provisioned": member.created,
+    }));
+    state
+        .core
+        .store()
+        .write(move |w| {
+            opening.open(w, &who, &session_hash)?;
+            w.audit(record).map(drop)
+        })
+        .await?;
+    Ok(LoggedIn {
+        user: member.user.clone(),
+        csrf: csrf_for(&session),
+        token: session,
+        max_age_secs: config.portal.session_max.as_secs(),
+    })
+}
+
+/// Audits a refused SSO login (`portal.login.fail`, `method: "oidc"`) with
+/// its reason and what happened; `user` when the login concerned one.
+pub async fn sso_refused(
+    state: &PortalState,
+    source: IpAddr,
+    user: Option<&str>,
+    reason: &'static str,
+    detail: &str,
+) -> Result<(), Failure> {
+    let record = event(
+        Kind::PortalLoginFail,
+        match user {
+            Some(user) => Actor::Claimed(user.to_string()),
+            None => Actor::Anonymous,
+        },
+        AuditSource::Addr(source),
+    )
+    .on(user.unwrap_or("(sso)"))
+    .detail(json!({
+        "method": "oidc",
+        "reason": reason,
+        "detail": detail,
+        "source": source.to_string(),
+    }));
+    state
+        .core
+        .store()
+        .write(move |w| w.audit(record).map(drop))
+        .await?;
+    Ok(())
 }
 
 /// Ends the session.

@@ -9,7 +9,8 @@
 //! [`flows`] (enroll, login, logout: the actions, each audited; devices go
 //! through [`crate::access`]),
 //! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
-//! HTML), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
+//! HTML), [`sso_pages`] (`/oidc/start` and `/oidc/callback`: sign-in with
+//! the team's identity provider), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
 //! [`error`] (the one failure type).
 //!
 //! Owns the portal's listener and its connection tasks. Does not own users,
@@ -25,6 +26,7 @@ pub mod passwords;
 mod server;
 pub mod sessions;
 pub mod ssh_config;
+pub mod sso_pages;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -72,6 +74,8 @@ pub enum PortalError {
     Passwords(#[from] passwords::PasswordError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("[oidc]: {0}")]
+    Sso(#[from] crate::sso::SetupError),
 }
 
 /// What the rest of the daemon sees of a running portal.
@@ -112,12 +116,17 @@ pub struct PortalState {
     pub passwords: Passwords,
     pub login_limits: Arc<LoginLimits>,
     pub request_limits: Arc<RequestLimits>,
+    /// The team's identity provider (`[oidc]`), when configured.
+    pub sso: Option<Arc<crate::sso::Provider>>,
 }
 
 impl PortalState {
     /// The handlers' state over `access`: the password hashing pool and
     /// the limits, sized by the running config.
-    pub async fn new(access: &Access) -> Result<Self, PortalError> {
+    pub async fn new(
+        access: &Access,
+        sso: Option<Arc<crate::sso::Provider>>,
+    ) -> Result<Self, PortalError> {
         let config = access.core().config();
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(threads)).await??;
@@ -127,6 +136,7 @@ impl PortalState {
             passwords,
             login_limits: Arc::new(LoginLimits::new(config.portal.login_lockout)),
             request_limits: Arc::new(RequestLimits::new(config.portal.requests_per_minute)),
+            sso,
         })
     }
 }
@@ -154,7 +164,17 @@ pub async fn serve(
     let tls =
         tokio::task::spawn_blocking(move || tls::load_or_create(files.as_ref(), &state_dir, hosts))
             .await??;
-    let state = PortalState::new(access).await?;
+    let sso = match access.portal_url() {
+        Some(url) => crate::sso::start(&config, &url, tracker, shutdown.child_token()).await?,
+        None if config.oidc.is_some() => {
+            tracing::warn!(
+                "[oidc] is set but the portal's URL is not known (set portal.url): SSO is off"
+            );
+            None
+        }
+        None => None,
+    };
+    let state = PortalState::new(access, sso).await?;
     let listen = listener.local_addr().map_err(|source| PortalError::Bind {
         addr: config.portal.listen,
         source,
@@ -189,6 +209,8 @@ pub fn router(state: PortalState) -> Router {
             get(pages::enroll_page).post(pages::enroll_submit),
         )
         .route("/static/{file}", get(assets::serve))
+        .route("/oidc/start", get(sso_pages::start))
+        .route("/oidc/callback", get(sso_pages::callback))
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/logout", post(api::logout))
         .route("/api/v1/whoami", get(api::whoami))

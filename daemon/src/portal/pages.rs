@@ -64,9 +64,33 @@ pub async fn home(session: Result<Session, Failure>) -> Response {
     }
 }
 
-pub async fn login_page(headers: HeaderMap) -> Response {
+pub async fn login_page(State(state): State<PortalState>, headers: HeaderMap) -> Response {
     let pre = pre_token(&headers);
-    page_with_pre(StatusCode::OK, &pre, login_markup(&pre, None, ""))
+    let ways = SignIn::of(&state).await;
+    page_with_pre(StatusCode::OK, &pre, login_markup(&ways, &pre, None, ""))
+}
+
+/// The ways the login page offers to sign in.
+pub(super) struct SignIn {
+    password: bool,
+    /// The SSO button's name, and whether the provider answers now.
+    sso: Option<(String, bool)>,
+}
+
+impl SignIn {
+    pub(super) async fn of(state: &PortalState) -> SignIn {
+        let config = state.core.config();
+        let sso = match (&state.sso, &config.oidc) {
+            (Some(provider), Some(oidc)) => {
+                Some((oidc.display_name.clone(), provider.available().await))
+            }
+            _ => None,
+        };
+        SignIn {
+            password: config.portal.password_login,
+            sso,
+        }
+    }
 }
 
 pub async fn login_submit(
@@ -76,15 +100,20 @@ pub async fn login_submit(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let pre = pre_token(&headers);
+    let ways = SignIn::of(&state).await;
     let Ok(Form(form)) = form else {
         let error = Failure::bad_request("The form was incomplete; try again.");
-        return page_with_pre(error.status, &pre, login_markup(&pre, Some(&error), ""));
+        return page_with_pre(
+            error.status,
+            &pre,
+            login_markup(&ways, &pre, Some(&error), ""),
+        );
     };
     if let Err(error) = check_pre_csrf(&headers, &form.csrf) {
         return page_with_pre(
             error.status,
             &pre,
-            login_markup(&pre, Some(&error), &form.user),
+            login_markup(&ways, &pre, Some(&error), &form.user),
         );
     }
     let input = LoginInput {
@@ -97,7 +126,7 @@ pub async fn login_submit(
         Err(error) => page_with_pre(
             error.status,
             &pre,
-            login_markup(&pre, Some(&error), &form.user),
+            login_markup(&ways, &pre, Some(&error), &form.user),
         ),
     }
 }
@@ -383,24 +412,35 @@ fn device_row(d: &DeviceInfo, csrf: &str) -> Markup {
     }
 }
 
-fn login_markup(pre: &str, error: Option<&Failure>, user: &str) -> Markup {
+fn login_markup(ways: &SignIn, pre: &str, error: Option<&Failure>, user: &str) -> Markup {
     layout(
         "Log in",
         None,
         html! {
             h1 { "Log in" }
             @if let Some(error) = error { p .error role="alert" { (error.message) } }
-            section {
-                form method="post" action="/login" {
-                    input type="hidden" name="csrf" value=(pre);
-                    label for="user" { "User name" }
-                    input #user type="text" name="user" value=(user) required autocomplete="username" autocapitalize="none";
-                    label for="password" { "Password" }
-                    input #password type="password" name="password" required autocomplete="current-password";
-                    label for="totp_code" { "Code from your authenticator app" }
-                    input #totp_code type="text" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" autocomplete="one-time-code" aria-describedby="totp-hint";
-                    p #totp-hint .hint { "Six digits. Leave empty only if you did not set up an app." }
-                    button type="submit" { "Log in" }
+            @if let Some((name, available)) = &ways.sso {
+                section .sso {
+                    @if *available {
+                        a .button #sso href="/oidc/start" { "Sign in with " (name) }
+                    } @else {
+                        p .error role="status" { "Sign in with " (name) " is unavailable right now: the identity provider cannot be reached. Try again in a minute." }
+                    }
+                }
+            }
+            @if ways.password {
+                section {
+                    form method="post" action="/login" {
+                        input type="hidden" name="csrf" value=(pre);
+                        label for="user" { "User name" }
+                        input #user type="text" name="user" value=(user) required autocomplete="username" autocapitalize="none";
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" required autocomplete="current-password";
+                        label for="totp_code" { "Code from your authenticator app" }
+                        input #totp_code type="text" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" autocomplete="one-time-code" aria-describedby="totp-hint";
+                        p #totp-hint .hint { "Six digits. Leave empty only if you did not set up an app." }
+                        button type="submit" { "Log in" }
+                    }
                 }
             }
         },
@@ -449,7 +489,7 @@ fn enroll_markup(
     )
 }
 
-fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -477,7 +517,7 @@ fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
     }
 }
 
-fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
+pub(super) fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
     page(
         status,
         layout(
@@ -555,7 +595,12 @@ mod tests {
 
     #[test]
     fn pages_escape_values() {
-        let html = login_markup("tok", None, "<script>x</script>").into_string();
+        let ways = SignIn {
+            password: true,
+            sso: Some(("<b>SSO</b>".into(), true)),
+        };
+        let html = login_markup(&ways, "tok", None, "<script>x</script>").into_string();
+        assert!(!html.contains("<b>SSO"));
         assert!(!html.contains("<script>x"));
         assert!(html.contains("&lt;script&gt;"));
     }

@@ -67,7 +67,7 @@ use tokio::sync::Semaphore;
 pub use audit_log::{AuditFilter, NewAuditEvent};
 pub use devices::{Device, NewDevice};
 pub use error::StoreError;
-pub use portal::PortalSession;
+pub use portal::{LoginMethod, PortalSession};
 pub use postgres::PgOptions;
 pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};

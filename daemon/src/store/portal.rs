@@ -14,6 +14,38 @@ pub struct PortalSession {
     pub created_at: i64,
     pub last_seen: i64,
     pub source: String,
+    pub method: LoginMethod,
+}
+
+/// How a portal session's login proved who it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginMethod {
+    /// Password (and TOTP), or enrollment.
+    Password,
+    /// The team's identity provider (`[oidc]`).
+    Oidc,
+}
+
+impl LoginMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginMethod::Password => "password",
+            LoginMethod::Oidc => "oidc",
+        }
+    }
+
+    fn parse(text: &str) -> Result<LoginMethod, DbError> {
+        match text {
+            "password" => Ok(LoginMethod::Password),
+            "oidc" => Ok(LoginMethod::Oidc),
+            // The column's CHECK allows no other value.
+            _ => Err(DbError::Type {
+                column: 4,
+                expected: "a login method",
+                found: "another text",
+            }),
+        }
+    }
 }
 
 impl Reader<'_> {
@@ -21,7 +53,7 @@ impl Reader<'_> {
     pub fn portal_session(&self, token_hash: &str) -> Result<Option<PortalSession>, StoreError> {
         self.conn
             .query_opt(
-                r#"SELECT "user", created_at, last_seen, source FROM portal_sessions
+                r#"SELECT "user", created_at, last_seen, source, method FROM portal_sessions
                    WHERE token_hash = ?1"#,
                 values![token_hash],
             )
@@ -32,6 +64,7 @@ impl Reader<'_> {
                         created_at: row.get(1)?,
                         last_seen: row.get(2)?,
                         source: row.get(3)?,
+                        method: LoginMethod::parse(&row.get::<String>(4)?)?,
                     })
                 })
                 .transpose()
@@ -60,13 +93,14 @@ impl Writer<'_> {
         user: &str,
         now: i64,
         source: &str,
+        method: LoginMethod,
     ) -> Result<(), StoreError> {
         self.require_user(user)?;
         self.conn
             .execute(
-                r#"INSERT INTO portal_sessions (token_hash, "user", created_at, last_seen, source)
-                   VALUES (?1, ?2, ?3, ?3, ?4)"#,
-                values![token_hash, user, now, source],
+                r#"INSERT INTO portal_sessions (token_hash, "user", created_at, last_seen, source, method)
+                   VALUES (?1, ?2, ?3, ?3, ?4, ?5)"#,
+                values![token_hash, user, now, source, method.as_str()],
             )
             .map_err(StoreError::db("insert a portal session"))?;
         Ok(())
@@ -143,6 +177,7 @@ impl Writer<'_> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::LoginMethod;
     use crate::store::fixtures::*;
     use crate::store::hash_token;
 
@@ -152,7 +187,9 @@ mod tests {
             add_user(&store, "alice");
             let h = hash_token("session-1");
             store
-                .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
+                .write_blocking(|w| {
+                    w.create_portal_session(&h, "alice", 100, "127.0.0.1", LoginMethod::Oidc)
+                })
                 .unwrap();
             store
                 .write_blocking(|w| w.touch_portal_session(&h, 150))
@@ -162,8 +199,8 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(
-                (s.user.as_str(), s.created_at, s.last_seen),
-                ("alice", 100, 150)
+                (s.user.as_str(), s.created_at, s.last_seen, s.method),
+                ("alice", 100, 150, LoginMethod::Oidc)
             );
             // Only the hash is stored.
             let raw: Vec<String> = db.raw_column("SELECT token_hash FROM portal_sessions");
@@ -181,7 +218,9 @@ mod tests {
                 1
             );
             store
-                .write_blocking(|w| w.create_portal_session(&h, "alice", 100, "127.0.0.1"))
+                .write_blocking(|w| {
+                    w.create_portal_session(&h, "alice", 100, "127.0.0.1", LoginMethod::Oidc)
+                })
                 .unwrap();
             store.write_blocking(|w| w.delete_user("alice")).unwrap();
             assert!(

@@ -1,0 +1,255 @@
+//! Who an SSO login is (`[oidc]`): the rules that turn an identity the
+//! provider vouched for into a gatehouse member, written once.
+//!
+//! - A member is found by the provider identity they are linked to (`iss` +
+//!   `sub`), never by a mutable claim. A member is linked when an admin
+//!   creates them with `--oidc-subject`, or when `auto_provision` creates
+//!   them at their first login.
+//! - The email domain must be allowed (`oidc.allowed_email_domains`).
+//! - Groups are re-evaluated at every login from the groups claim
+//!   (`group.oidc_groups`): someone removed from an IdP group loses that
+//!   group now, and a login that maps to no group is refused (their groups
+//!   emptied first, so nothing is left to them).
+//! - With `auto_provision`, an unknown identity whose groups map to at least
+//!   one group becomes an active member named by `oidc.username_claim`
+//!   (refused when that is not a valid user name or is taken).
+//! - A disabled or expired member is refused whatever the provider says.
+//!
+//! Each change commits with its audit record (`user.add` and
+//! `user.set_groups` by `oidc`); refusals are returned for the portal to
+//! audit as `portal.login.fail`.
+
+use gatehouse_config::Config;
+use gatehouse_config::api::UserState;
+use gatehouse_config::names::check_name;
+use serde_json::json;
+
+use super::Access;
+use crate::audit::event::{Actor, Kind, Source, event};
+use crate::sso::Verified;
+use crate::store::{NewUser, StoreError};
+use crate::time_fmt::now_unix;
+
+/// Why an SSO login does not make a member; [`SsoRefusal::reason`] is the
+/// audit record's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsoRefusal {
+    /// The email is missing or not in an allowed domain.
+    Domain,
+    /// The provider's groups grant no gatehouse group.
+    Unmapped,
+    /// Unknown identity, and `auto_provision` is off.
+    UnknownIdentity,
+    /// `auto_provision` could not name the member (the claim is missing,
+    /// not a valid user name, or the name is another member's).
+    Unnamed(String),
+    Disabled,
+    Expired,
+    /// A machine account never logs in.
+    NoLogin,
+}
+
+impl SsoRefusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SsoRefusal::Domain => "domain",
+            SsoRefusal::Unmapped => "unmapped",
+            SsoRefusal::UnknownIdentity => "unknown_identity",
+            SsoRefusal::Unnamed(_) => "unnamed",
+            SsoRefusal::Disabled => "disabled",
+            SsoRefusal::Expired => "account_expired",
+            SsoRefusal::NoLogin => "no_login",
+        }
+    }
+
+    /// What the member is told (a page, not a secret).
+    pub fn message(&self) -> String {
+        match self {
+            SsoRefusal::Domain => "Your account's email address is not in a domain this gateway admits.".into(),
+            SsoRefusal::Unmapped => "Your account is in no group that grants access through this gateway. Ask your administrator to add you to one.".into(),
+            SsoRefusal::UnknownIdentity => "Your account is not registered on this gateway. Ask your administrator to add you.".into(),
+            SsoRefusal::Unnamed(why) => format!("Your account cannot be registered here: {why}. Ask your administrator to add you."),
+            SsoRefusal::Disabled => "Your access through this gateway is disabled.".into(),
+            SsoRefusal::Expired => "Your access through this gateway has expired.".into(),
+            SsoRefusal::NoLogin => "This account does not log in.".into(),
+        }
+    }
+}
+
+/// The member an SSO login is, after the rules above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoMember {
+    pub user: String,
+    /// Their groups, as re-evaluated now.
+    pub groups: Vec<String>,
+    /// Made by this login (`auto_provision`).
+    pub created: bool,
+}
+
+/// The outcome: the member, or why not (with the user it concerns, when
+/// there is one, for the audit record).
+pub type SsoOutcome = Result<SsoMember, (SsoRefusal, Option<String>)>;
+
+impl Access {
+    /// Applies the rules to `login`, committing what they change.
+    pub async fn sso_member(&self, login: &Verified) -> Result<SsoOutcome, StoreError> {
+        let config = self.core.config();
+        let Some(oidc) = config.oidc.as_ref() else {
+            return Ok(Err((SsoRefusal::UnknownIdentity, None)));
+        };
+        if !oidc.allowed_email_domains.is_empty() {
+            let domain = login
+                .email
+                .as_deref()
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_ascii_lowercase());
+            if !domain.is_some_and(|d| oidc.allowed_email_domains.contains(&d)) {
+                return Ok(Err((SsoRefusal::Domain, None)));
+            }
+        }
+        let groups = mapped_groups(&config, &login.groups);
+        let auto_provision = oidc.auto_provision;
+        let login = login.clone();
+        let now = now_unix();
+        self.core
+            .store()
+            .write(move |w| {
+                let linked = w.user_by_sso_identity(&login.issuer, &login.subject)?;
+                let Some(name) = linked else {
+                    if !auto_provision {
+                        return Ok(Err((SsoRefusal::UnknownIdentity, None)));
+                    }
+                    if groups.is_empty() {
+                        return Ok(Err((SsoRefusal::Unmapped, None)));
+                    }
+                    let name = match provisioned_name(login.username.as_deref()) {
+                        Ok(name) => name,
+                        Err(why) => return Ok(Err((SsoRefusal::Unnamed(why), None))),
+                    };
+                    if w.user(&name)?.is_some() {
+                        let why = format!("the user name {name:?} is taken");
+                        return Ok(Err((SsoRefusal::Unnamed(why), Some(name))));
+                    }
+                    w.create_user(NewUser {
+                        name: name.clone(),
+                        groups: groups.clone(),
+                        created_at: now,
+                        expires_at: None,
+                        no_login: false,
+                    })?;
+                    w.set_user_state(&name, UserState::Active)?;
+                    w.link_sso_identity(&name, &login.issuer, &login.subject, now)?;
+                    w.audit(
+                        event(Kind::UserAdd, Actor::Sso, Source::Local)
+                            .on(name.clone())
+                            .detail(json!({
+                                "groups": groups,
+                                "state": "active",
+                                "issuer": login.issuer,
+                                "subject": login.subject,
+                                "auto_provision": true,
+                            })),
+                    )?;
+                    return Ok(Ok(SsoMember {
+                        user: name,
+                        groups,
+                        created: true,
+                    }));
+                };
+                let user = w.existing_user(&name)?;
+                if user.groups != groups {
+                    w.set_user_groups(&name, groups.clone())?;
+                    w.audit(
+                        event(Kind::UserSetGroups, Actor::Sso, Source::Local)
+                            .on(name.clone())
+                            .detail(json!({
+                                "from": user.groups,
+                                "to": groups,
+                                "reason": "the provider's groups at login",
+                            })),
+                    )?;
+                }
+                let refusal = if groups.is_empty() {
+                    Some(SsoRefusal::Unmapped)
+                } else if user.no_login {
+                    Some(SsoRefusal::NoLogin)
+                } else if user.state == UserState::Disabled {
+                    Some(SsoRefusal::Disabled)
+                } else if user.is_expired(now) {
+                    Some(SsoRefusal::Expired)
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    return Ok(Err((refusal, Some(name))));
+                }
+                // A member an admin created for SSO signs in without
+                // enrolling a password: the provider vouched for them.
+                if user.state == UserState::Pending {
+                    w.set_user_state(&name, UserState::Active)?;
+                }
+                Ok(Ok(SsoMember {
+                    user: name,
+                    groups,
+                    created: false,
+                }))
+            })
+            .await
+    }
+}
+
+/// The gatehouse groups whose `oidc_groups` name one of `idp_groups`, in
+/// config order.
+pub fn mapped_groups(config: &Config, idp_groups: &[String]) -> Vec<String> {
+    config
+        .groups
+        .iter()
+        .filter(|g| g.oidc_groups.iter().any(|name| idp_groups.contains(name)))
+        .map(|g| g.name.clone())
+        .collect()
+}
+
+/// The user name `auto_provision` gives: the claim as it is, if it is a
+/// valid user name (never changed to fit: two people must not end up as
+/// one).
+fn provisioned_name(claim: Option<&str>) -> Result<String, String> {
+    let claim = claim.ok_or("the provider sent no user name claim")?;
+    check_name("user", claim).map_err(|e| e.to_string())?;
+    Ok(claim.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_map_through_oidc_groups_only() {
+        let config = gatehouse_config::Config::parse(
+            "[gateway]\nname = \"gw\"\npublic_endpoint = \"vpn.example.com\"\n\
+             [[group]]\nname = \"research\"\nsubnets = [\"10.0.3.0/24\"]\noidc_groups = [\"research-team\"]\n\
+             [[group]]\nname = \"ops\"\nsubnets = [\"10.0.2.0/24\"]\noidc_groups = [\"ops\", \"sre\"]\n\
+             [[group]]\nname = \"db\"\nsubnets = [\"10.0.4.0/24\"]\n\
+             [oidc]\nissuer = \"https://idp.example.org\"\nclient_id = \"g\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let idp = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            mapped_groups(&config, &idp(&["sre", "research-team"])),
+            ["research", "ops"]
+        );
+        assert!(
+            mapped_groups(&config, &idp(&["db", "research"])).is_empty(),
+            "by IdP name only"
+        );
+        assert!(mapped_groups(&config, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_provisioned_name_is_the_claim_or_nothing() {
+        assert_eq!(provisioned_name(Some("alice")).unwrap(), "alice");
+        assert!(provisioned_name(Some("Alice Smith")).is_err());
+        assert!(provisioned_name(None).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! Harness for the SSO tests: the identity provider (panva's oidc-provider,
+//! `tests/oidc/provider.mjs`, on loopback), a gateway configured for it, and
+//! a scripted browser (reqwest with a cookie store, following redirects)
+//! that signs in through the provider's own login and consent pages.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+use crate::{Daemon, host_sample_config, require};
+
+/// The client id and secret the gateway is registered with.
+pub const CLIENT_ID: &str = "gatehouse";
+pub const CLIENT_SECRET: &str = "test-only-client-secret-6c1d";
+
+/// A port nobody listens on now (the kernel's pick).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// `tests/oidc`, where the provider's script and node_modules live.
+pub fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
+}
+
+/// The running provider; stopped (stdin closed, then killed) on drop.
+pub struct OidcProvider {
+    pub issuer: String,
+    accounts: PathBuf,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    _dir: tempfile::TempDir,
+}
+
+impl OidcProvider {
+    /// Starts it with `accounts` (`{"<sub>": {claims}}`) and the gateway's
+    /// client for `redirect_uri`; `None` (printed) when Node.js or the
+    /// package is missing, which fails under `GATEHOUSE_E2E=1`.
+    pub fn start(accounts: &Value, redirect_uri: &str) -> Option<OidcProvider> {
+        let installed = oidc_dir().join("node_modules/oidc-provider").exists();
+        if !require(
+            installed && Command::new("node").arg("--version").output().is_ok(),
+            "the SSO tests need Node.js and tests/oidc/node_modules (tests/run.sh installs them)",
+        ) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("accounts.json");
+        std::fs::write(&file, accounts.to_string()).unwrap();
+        let port = free_port();
+        let clients = json!([{
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [redirect_uri],
+        }]);
+        let mut child = Command::new("node")
+            .arg(oidc_dir().join("provider.mjs"))
+            .env("OIDC_PORT", port.to_string())
+            .env("OIDC_ACCOUNTS", &file)
+            .env("OIDC_CLIENTS", clients.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("ready ") {
+                    let _ = tx.send(issuer.to_string());
+                }
+            }
+        });
+        let issuer = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the OpenID provider did not start within 30 s");
+        Some(OidcProvider {
+            issuer,
+            accounts: file,
+            child,
+            stdin,
+            _dir: dir,
+        })
+    }
+
+    /// Replaces the accounts (read again at the next login).
+    pub fn set_accounts(&self, accounts: &Value) {
+        std::fs::write(&self.accounts, accounts.to_string()).unwrap();
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway on the host for `provider`: the host sample config with the
+/// portal on `port` (its URL `https://127.0.0.1:<port>`), the client secret
+/// in a 0600 file in `dir`, and `extra` added to `[oidc]` (e.g.
+/// `auto_provision = true`). Group `research` maps from the IdP group
+/// `research-team`.
+pub fn sso_config(issuer: &str, port: u16, dir: &Path, extra: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.join("oidc-secret");
+    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = host_sample_config()
+        .replacen(
+            "listen = \"127.0.0.1:0\"\n# The URL people open",
+            &format!("listen = \"127.0.0.1:{port}\"\nurl = \"https://127.0.0.1:{port}\"\n# The URL people open"),
+            1,
+        )
+        .replacen(
+            "subnets = [\"10.0.3.0/24\"]\n",
+            "subnets = [\"10.0.3.0/24\"]\noidc_groups = [\"research-team\"]\n",
+            1,
+        );
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}")),
+        "the sample's [portal] changed shape"
+    );
+    format!(
+        "{text}\n[oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\ndisplay_name = \"Test IdP\"\n{extra}\n",
+        secret.display()
+    )
+}
+
+/// A browser: cookies kept per site, redirects followed, the portal's
+/// certificate trusted (and nothing else).
+pub struct Browser {
+    pub client: Client,
+}
+
+impl Browser {
+    pub fn new(portal_cert_pem: &[u8]) -> Browser {
+        let cert = reqwest::Certificate::from_pem(portal_cert_pem).unwrap();
+        let client = Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .timeout(Duration::from_secs(20))
+            .no_proxy()
+            .build()
+            .unwrap();
+        Browser { client }
+    }
+
+    pub fn get(&self, url: &str) -> Response {
+        self.client.get(url).send().unwrap()
+    }
+
+    /// Submits the first form of `page` (HTML from `base`) with `fields`.
+    pub fn submit(&self, base: &str, page: &str, fields: &[(&str, &str)]) -> Response {
+        let action = form_action(page).unwrap_or_else(|| panic!("no form in:\n{page}"));
+        let url = if action.starts_with("http") {
+            action
+        } else {
+            format!("{base}{action}")
+        };
+        self.client.post(url).form(fields).send().unwrap()
+    }
+
+    /// Signs in with the portal's SSO button as `account` at the provider
+    /// (its login page, then its consent page when it asks); returns the
+    /// last answer (the portal's callback page, or its refusal).
+    pub fn sso_login(&self, portal: &str, issuer: &str, account: &str) -> (u16, String, String) {
+        let mut response = self.get(&format!("{portal}/oidc/start"));
+        for _ in 0..4 {
+            let url = response.url().to_string();
+            let status = response.status().as_u16();
+            let body = response.text().unwrap();
+            if !url.starts_with(issuer) {
+                return (status, url, body);
+            }
+            response = if body.contains("name=\"prompt\" value=\"login\"") {
+                self.submit(
+                    issuer,
+                    &body,
+                    &[("prompt", "login"), ("login", account), ("password", "any")],
+                )
+            } else if body.contains("name=\"prompt\" value=\"consent\"") {
+                self.submit(issuer, &body, &[("prompt", "consent")])
+            } else {
+                return (status, url, body);
+            };
+        }
+        let url = response.url().to_string();
+        let status = response.status().as_u16();
+        (status, url, response.text().unwrap())
+    }
+}
+
+/// The `action` of the first `<form>` in `html`.
+fn form_action(html: &str) -> Option<String> {
+    let form = html.find("<form")?;
+    let rest = &html[form..];
+    let at = rest.find("action=\"")? + "action=\"".len();
+    let end = rest[at..].find('"')?;
+    Some(rest[at..at + end].replace("&amp;", "&"))
+}
+
+/// Starts a gateway for `provider` with `extra` in `[oidc]`, on a fresh
+/// portal port; returns it with its portal base URL.
+pub fn start_gateway(issuer: &str, port: u16, extra: &str) -> (Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Daemon::start_with(&sso_config(issuer, port, dir.path(), extra));
+    (gw, dir)
+}

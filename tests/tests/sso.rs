@@ -1,0 +1,323 @@
+//! Sign-in with the team's identity provider (issue 15), against a real,
+//! certified OpenID provider (panva's oidc-provider on loopback), through
+//! its own login and consent pages, with the real accessd: the code flow
+//! with PKCE, the identity link, groups mapped from the provider's at every
+//! login, auto-provisioning, and the refusals, each audited.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use gatehouse_tests::Daemon;
+use gatehouse_tests::portal::Portal;
+use gatehouse_tests::sso::{Browser, OidcProvider, free_port, start_gateway};
+use serde_json::{Value, json};
+
+fn accounts(groups: &[&str]) -> Value {
+    json!({
+        "alice-sub-0001": {
+            "preferred_username": "alice",
+            "email": "alice@example.org",
+            "groups": groups,
+        },
+        "mallory-sub-0002": {
+            "preferred_username": "mallory",
+            "email": "mallory@evil.example",
+            "groups": ["research-team"],
+        },
+    })
+}
+
+fn records(gw: &Daemon, kind: &str) -> Vec<Value> {
+    gw.audit_json(&["--kind", kind])
+}
+
+/// A provider and a gateway for it (`extra` in `[oidc]`), or `None` when
+/// the provider cannot run here (skipped, or failed under GATEHOUSE_E2E=1).
+fn lab(
+    extra: &str,
+    groups: &[&str],
+) -> Option<(OidcProvider, Daemon, tempfile::TempDir, Portal, u16)> {
+    let port = free_port();
+    let provider = OidcProvider::start(
+        &accounts(groups),
+        &format!("https://127.0.0.1:{port}/oidc/callback"),
+    )?;
+    let (gw, dir) = start_gateway(&provider.issuer, port, extra);
+    let portal = Portal::of(&gw);
+    Some((provider, gw, dir, portal, port))
+}
+
+/// The whole journey: the login page offers "Sign in with Test IdP"; the
+/// provider's login and consent pages; back on the portal, signed in as an
+/// active member created from the provider's claims, in the group its
+/// groups map to; `whoami` says so; audited `user.add` by oidc and
+/// `portal.login.ok` with `method: "oidc"`, the subject and the groups,
+/// never a token or the client secret. A second login finds the same
+/// member by the identity link.
+#[test]
+fn a_member_signs_in_through_the_provider_and_is_provisioned_once() {
+    let Some((provider, gw, _dir, portal, _)) = lab("auto_provision = true", &["research-team"])
+    else {
+        return;
+    };
+    let page = portal.get("/login", None).text().unwrap();
+    assert!(page.contains("Sign in with Test IdP"), "{page}");
+    assert!(page.contains("href=\"/oidc/start\""), "{page}");
+
+    let browser = Browser::new(&portal.cert_pem);
+    let (status, url, body) = browser.sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 200, "{url}\n{body}\n{}", gw.log_tail(30));
+    assert!(
+        url.starts_with(&format!("{}/oidc/callback", portal.base)),
+        "{url}"
+    );
+    assert!(
+        body.contains("Signed in") && body.contains("alice"),
+        "{body}"
+    );
+    let whoami = browser.get(&format!("{}/api/v1/whoami", portal.base));
+    assert_eq!(whoami.status(), 200);
+    let whoami: Value = whoami.json().unwrap();
+    assert_eq!(whoami["user"], "alice", "{whoami}");
+    let devices = browser
+        .get(&format!("{}/devices", portal.base))
+        .text()
+        .unwrap();
+    assert!(
+        devices.contains("alice"),
+        "the devices page opens: {devices}"
+    );
+
+    let user = gw.ctl_json(&["user", "show", "alice"]);
+    assert_eq!(user["state"], "active", "{user}");
+    assert_eq!(user["groups"], json!(["research"]), "{user}");
+    let added = records(&gw, "user.add");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0]["actor"], "oidc");
+    assert_eq!(added[0]["detail"]["subject"], "alice-sub-0001");
+    let logins = records(&gw, "portal.login.ok");
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    let detail = &logins[0]["detail"];
+    assert_eq!(detail["method"], "oidc", "{detail}");
+    assert_eq!(detail["subject"], "alice-sub-0001");
+    assert_eq!(detail["groups"], json!(["research"]));
+    let log = gw.log_text();
+    let audit = serde_json::to_string(&gw.audit_json(&[])).unwrap();
+    for text in [&log, &audit] {
+        assert!(
+            !text.contains(gatehouse_tests::sso::CLIENT_SECRET),
+            "the client secret leaked"
+        );
+        assert!(!text.contains("eyJ"), "a token (JWT) leaked");
+    }
+
+    // Again, from a new browser: the same member, found by the link.
+    let again = Browser::new(&portal.cert_pem);
+    let (status, _, body) = again.sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(records(&gw, "user.add").len(), 1, "provisioned once");
+    assert_eq!(records(&gw, "portal.login.ok").len(), 2);
+}
+
+/// Someone removed from the IdP group loses that group at their next
+/// login, which is refused (nothing maps), with a clear page and an
+/// audited reason; back in the group, they sign in again.
+#[test]
+fn a_member_removed_from_the_idp_group_keeps_nothing_at_the_next_login() {
+    let Some((provider, gw, _dir, portal, _)) = lab("auto_provision = true", &["research-team"])
+    else {
+        return;
+    };
+    let (status, _, _) =
+        Browser::new(&portal.cert_pem).sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 200);
+    provider.set_accounts(&accounts(&["marketing"]));
+    let (status, _, body) =
+        Browser::new(&portal.cert_pem).sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("no group that grants access"), "{body}");
+    let user = gw.ctl_json(&["user", "show", "alice"]);
+    assert_eq!(user["groups"], json!([]), "{user}");
+    let failed = records(&gw, "portal.login.fail");
+    assert_eq!(
+        failed.last().unwrap()["detail"]["reason"],
+        "unmapped",
+        "{failed:?}"
+    );
+    let changed = records(&gw, "user.set_groups");
+    assert_eq!(changed.last().unwrap()["actor"], "oidc", "{changed:?}");
+
+    provider.set_accounts(&accounts(&["research-team"]));
+    let (status, _, _) =
+        Browser::new(&portal.cert_pem).sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 200);
+    assert_eq!(
+        gw.ctl_json(&["user", "show", "alice"])["groups"],
+        json!(["research"])
+    );
+}
+
+/// The callback's own checks: an unknown `state`, the same callback twice
+/// (a state is used once), a code used twice (the provider refuses it),
+/// another browser's callback; each refused, audited with its reason.
+#[test]
+fn state_and_code_are_used_once_and_bound_to_the_browser() {
+    let Some((provider, gw, _dir, portal, _)) = lab("auto_provision = true", &["research-team"])
+    else {
+        return;
+    };
+    let reason = |gw: &Daemon| {
+        records(gw, "portal.login.fail")
+            .last()
+            .map(|r| r["detail"]["reason"].as_str().unwrap_or("").to_string())
+    };
+    let browser = Browser::new(&portal.cert_pem);
+    let forged = browser.get(&format!(
+        "{}/oidc/callback?code=abc&state=not-a-state",
+        portal.base
+    ));
+    assert_eq!(forged.status(), 403);
+    assert_eq!(reason(&gw).as_deref(), Some("state"));
+
+    // A login whose callback is kept, not followed.
+    let manual = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&portal.cert_pem).unwrap())
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().path() == "/oidc/callback" {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let stopped = Browser { client: manual };
+    let callback = last_callback(&stopped, &portal.base, &provider.issuer);
+    // Another browser presents it: refused, and the login is used up.
+    let other = Browser::new(&portal.cert_pem);
+    assert_eq!(other.get(&callback).status(), 403);
+    assert_eq!(reason(&gw).as_deref(), Some("state"));
+    assert_eq!(stopped.get(&callback).status(), 403, "used once");
+    assert_eq!(reason(&gw).as_deref(), Some("state"));
+
+    // The code of a completed login, replayed in a new login's callback.
+    let callback = last_callback(&stopped, &portal.base, &provider.issuer);
+    let (code, _) = query_pair(&callback);
+    let used = stopped.get(&callback);
+    assert_eq!(used.status(), 200, "the first use signs in");
+    let fresh = last_callback(&stopped, &portal.base, &provider.issuer);
+    let (_, state) = query_pair(&fresh);
+    let replayed = stopped.get(&format!(
+        "{}/oidc/callback?code={code}&state={state}",
+        portal.base
+    ));
+    assert_eq!(replayed.status(), 403);
+    assert_eq!(reason(&gw).as_deref(), Some("provider_error"));
+}
+
+/// With `auto_provision` off an unknown identity is refused; a domain not
+/// allowed is refused; `password_login = false` hides the form and refuses
+/// the API.
+#[test]
+fn unknown_identities_and_other_domains_are_refused_and_password_login_can_be_off() {
+    let Some((provider, gw, _dir, portal, _)) = lab(
+        "allowed_email_domains = [\"example.org\"]",
+        &["research-team"],
+    ) else {
+        return;
+    };
+    let (status, _, body) =
+        Browser::new(&portal.cert_pem).sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not registered"), "{body}");
+    let (status, _, body) = Browser::new(&portal.cert_pem).sso_login(
+        &portal.base,
+        &provider.issuer,
+        "mallory-sub-0002",
+    );
+    assert_eq!(status, 403, "{body}");
+    let reasons: Vec<String> = records(&gw, "portal.login.fail")
+        .iter()
+        .map(|r| r["detail"]["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["unknown_identity", "domain"]);
+    assert!(
+        gw.ctl_json(&["user", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    drop(gw);
+
+    let port = free_port();
+    let provider = OidcProvider::start(
+        &accounts(&["research-team"]),
+        &format!("https://127.0.0.1:{port}/oidc/callback"),
+    )
+    .unwrap();
+    let (gw, _dir) = start_gateway(&provider.issuer, port, "auto_provision = true");
+    let text = std::fs::read_to_string(&gw.config).unwrap().replacen(
+        "password_login = true\n",
+        "password_login = false\n",
+        1,
+    );
+    drop(gw);
+    let gw = Daemon::start_with(&text);
+    let portal = Portal::of(&gw);
+    let page = portal.get("/login", None).text().unwrap();
+    assert!(page.contains("Sign in with Test IdP"), "{page}");
+    assert!(
+        !page.contains("name=\"password\""),
+        "the password form is hidden: {page}"
+    );
+    let refused = portal.login("alice", "whatever password", "");
+    assert_eq!(refused.status(), 403);
+    let said: Value = refused.json().unwrap();
+    assert_eq!(said["code"], "password_login_disabled", "{said}");
+}
+
+/// Starts a login with `browser` (which stops before the portal's
+/// callback) and returns the callback URL the provider sent it to.
+fn last_callback(browser: &Browser, portal: &str, issuer: &str) -> String {
+    let mut response = browser.get(&format!("{portal}/oidc/start"));
+    for _ in 0..4 {
+        if response.status().as_u16() == 303 {
+            let location = response.headers()["location"].to_str().unwrap().to_string();
+            assert!(
+                location.starts_with(&format!("{portal}/oidc/callback")),
+                "{location}"
+            );
+            return location;
+        }
+        let body = response.text().unwrap();
+        response = if body.contains("value=\"login\"") {
+            browser.submit(
+                issuer,
+                &body,
+                &[
+                    ("prompt", "login"),
+                    ("login", "alice-sub-0001"),
+                    ("password", "x"),
+                ],
+            )
+        } else {
+            browser.submit(issuer, &body, &[("prompt", "consent")])
+        };
+    }
+    panic!("the provider never sent the browser back");
+}
+
+/// The `code` and `state` of a callback URL.
+fn query_pair(url: &str) -> (String, String) {
+    let query = url.split_once('?').unwrap().1;
+    let get = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    (get("code"), get("state"))
+}

@@ -121,6 +121,14 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
             "configured"
         };
         let _ = writeln!(out, "  certificate  {} ({kind})", portal.tls_fingerprint);
+        if let Some(sso) = &portal.sso {
+            let seen = match (&sso.last_discovery, &sso.last_error) {
+                (_, Some(error)) => format!("unavailable: {error}"),
+                (Some(at), None) => format!("discovered {}", output::short_time(at)),
+                (None, None) => "not discovered yet".to_owned(),
+            };
+            let _ = writeln!(out, "  sso          {} ({seen})", sso.issuer);
+        }
     }
     if let Some(ssh) = &s.ssh {
         let _ = writeln!(
@@ -188,11 +196,25 @@ mod tests {
             url: Some("https://vpn.example.com".into()),
             tls_fingerprint: "SHA256:ab12".into(),
             self_signed: true,
+            sso: None,
         });
         let text = render_status(&status, now());
         assert!(
             text.ends_with(
                 "\nPortal on 0.0.0.0:443 (https://vpn.example.com)\n  certificate  SHA256:ab12 (self-signed)\n"
+            ),
+            "{text}"
+        );
+        let portal = status.portal.as_mut().unwrap();
+        portal.sso = Some(gatehouse_config::api::SsoStatus {
+            issuer: "https://idp.example.org".into(),
+            last_discovery: None,
+            last_error: Some("discovery failed: connection refused".into()),
+        });
+        let text = render_status(&status, now());
+        assert!(
+            text.ends_with(
+                "  sso          https://idp.example.org (unavailable: discovery failed: connection refused)\n"
             ),
             "{text}"
         );

@@ -26,12 +26,15 @@ pub enum UserCommand {
         gateway requires it) and can then download device configs. The link works \
         once and expires; the token is shown only now (`user enrollment-link` makes \
         a new one). A machine account (--no-login) is active at once and gets no \
-        link: it never logs in to the portal.\n\n\
+        link: it never logs in to the portal. With --oidc-subject the user signs in \
+        with the gateway's identity provider ([oidc]) instead: no link, and the \
+        first SSO login activates them.\n\n\
         Examples:\n  \
         accessctl user add alice --group research --ssh-key ~/keys/alice.pub\n  \
         accessctl user add bob --group research,app-admins --expires 30d\n  \
         curl -s https://github.com/carol.keys | accessctl user add carol --group research --ssh-key -\n  \
-        accessctl user add ci-runner --group research --no-login"
+        accessctl user add ci-runner --group research --no-login\n  \
+        accessctl user add dana --group research --oidc-subject 00u1a2b3c4d5e6f7g8h9"
     )]
     Add(AddArgs),
     /// List all users.
@@ -147,6 +150,11 @@ pub struct AddArgs {
     /// vpn.require_login otherwise asks for.
     #[arg(long)]
     pub no_login: bool,
+    /// Link the user to this subject (the `sub` claim of their ID token) at
+    /// the identity provider of [oidc]: they sign in with SSO, and get no
+    /// enrollment link.
+    #[arg(long, value_name = "SUB", conflicts_with = "no_login")]
+    pub oidc_subject: Option<String>,
 }
 
 /// Why a `user` command failed.
@@ -266,6 +274,7 @@ async fn add(args: AddArgs, ctx: &Ctx) -> Result<(), UserError> {
         ssh_keys,
         expires_in_secs: args.expires.map(|d| d.as_secs()),
         no_login: args.no_login,
+        oidc_subject: args.oidc_subject,
     };
     let reply = ctx
         .client
@@ -388,6 +397,20 @@ fn render_detail(user: &UserDetail) -> String {
             output::opt_time(user.last_seen.as_deref(), "never"),
         ),
         ("vpn", vpn_access(user)),
+        (
+            "sso",
+            user.sso.as_ref().map_or_else(
+                || "not linked".to_owned(),
+                |sso| {
+                    format!(
+                        "{} at {} (since {})",
+                        sso.subject,
+                        sso.issuer,
+                        output::short_time(&sso.linked_at)
+                    )
+                },
+            ),
+        ),
     ];
     for (label, value) in rows {
         let _ = writeln!(out, "{label:<10} {value}");
@@ -471,6 +494,13 @@ fn render_created(created: &CreateUserResponse) -> String {
     let _ = writeln!(out);
     match link {
         Some(link) => out.push_str(&render_link(&user.name, link)),
+        None if user.sso.is_some() => {
+            let _ = writeln!(
+                out,
+                "{0} signs in with the identity provider (no enrollment link); their first SSO login activates them.",
+                user.name
+            );
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -540,6 +570,7 @@ mod tests {
                 last_handshake: None,
                 ..DeviceInfo::default()
             }],
+            sso: None,
         }
     }
 
@@ -686,6 +717,7 @@ bob    disabled  -             0        0     2026-01-01T00:00:00Z (expired)  -
                 ssh_keys: vec![key_file],
                 expires: Some(Duration::from_secs(30 * 86_400)),
                 no_login: false,
+                oidc_subject: None,
             },
             &ctx,
         )

@@ -131,6 +131,20 @@ pub struct PortalStatus {
     pub tls_fingerprint: String,
     /// True when accessd generated the certificate (no `portal.tls_cert`).
     pub self_signed: bool,
+    /// Sign-in with the `[oidc]` provider, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoStatus>,
+}
+
+/// The portal's identity provider as the gateway last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoStatus {
+    pub issuer: String,
+    /// RFC 3339: when discovery (and the JWKS) last succeeded; `None`: not
+    /// yet, and the login page says SSO is unavailable.
+    pub last_discovery: Option<String>,
+    /// Why the last attempt failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// The jump host part of [`StatusResponse`].
@@ -290,6 +304,19 @@ pub struct UserDetail {
     pub vpn_access_until: Option<String>,
     pub ssh_keys: Vec<SshKeyInfo>,
     pub devices: Vec<DeviceInfo>,
+    /// The identity at the `[oidc]` provider the user signs in as, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoIdentityInfo>,
+}
+
+/// A user's link to their identity at the provider: found by issuer and
+/// subject at every SSO login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsoIdentityInfo {
+    pub issuer: String,
+    pub subject: String,
+    /// RFC 3339.
+    pub linked_at: String,
 }
 
 /// A user's VPN access under `vpn.require_login` and `vpn.session_lifetime`.
@@ -371,6 +398,10 @@ pub struct CreateUserRequest {
     /// A machine that cannot log in to the portal (see [`UserDetail::no_login`]).
     #[serde(default)]
     pub no_login: bool,
+    /// Link the user to this subject (`sub`) at the `[oidc]` provider: they
+    /// sign in with SSO, without an enrollment link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,9 @@
 // The identity provider of gatehouse's SSO tests: panva's certified
 // oidc-provider, configured by the test through the environment:
-//   OIDC_PORT      the port to listen on (loopback)
+//   OIDC_PORT      the port to listen on
+//   OIDC_HOST      the address to listen on (default 127.0.0.1)
+//   OIDC_TLS_CERT, OIDC_TLS_KEY  PEM files: serve https (the issuer is then
+//                  https://<host>:<port>), else plain http
 //   OIDC_CLIENTS   JSON list of clients ({client_id, client_secret, redirect_uris})
 //   OIDC_ACCOUNTS  a JSON file {"<sub>": {"preferred_username", "email", "groups"}},
 //                  read again at every login, so a test can change someone's
@@ -10,10 +13,15 @@
 // Keycloak, Okta and Entra ID can be set to do. Prints "ready <issuer>" once
 // it listens; exits when its stdin closes or after an hour at most.
 import { readFileSync } from 'node:fs';
+import https from 'node:https';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.OIDC_PORT ?? '0');
-const issuer = `http://127.0.0.1:${port}`;
+const host = process.env.OIDC_HOST ?? '127.0.0.1';
+const tls = process.env.OIDC_TLS_CERT
+  ? { cert: readFileSync(process.env.OIDC_TLS_CERT), key: readFileSync(process.env.OIDC_TLS_KEY) }
+  : undefined;
+const issuer = `${tls ? 'https' : 'http'}://${host}:${port}`;
 const clients = JSON.parse(process.env.OIDC_CLIENTS ?? '[]');
 const accountsFile = process.env.OIDC_ACCOUNTS;
 
@@ -51,12 +59,12 @@ const provider = new Provider(issuer, {
   cookies: { keys: ['gatehouse-test-only-cookie-key'] },
   ttl: { Session: 600, Interaction: 600, Grant: 600, AccessToken: 600, IdToken: 600 },
 });
-// The tests talk to it over plain http on loopback.
 provider.proxy = false;
 
-const server = provider.listen(port, '127.0.0.1', () => {
-  console.log(`ready ${issuer}`);
-});
+const ready = () => console.log(`ready ${issuer}`);
+const server = tls
+  ? https.createServer(tls, provider.callback()).listen(port, host, ready)
+  : provider.listen(port, host, ready);
 const stop = () => server.close(() => process.exit(0));
 process.stdin.on('end', stop);
 process.stdin.on('close', stop);

@@ -205,6 +205,41 @@ impl Browser {
         self.wait_for_page(path).await;
     }
 
+    /// Clicks the login page's "Sign in with ..." button and signs in at the
+    /// identity provider (`tests/oidc/provider.mjs`: its own login page,
+    /// then its consent page) as `account`; lands on the devices page,
+    /// logged in. A screenshot of each page.
+    pub async fn sso_login(&self, account: &str) {
+        self.goto("/login").await;
+        self.shot("login-with-sso").await;
+        self.click("#sso").await;
+        let login = self.wait_css("input[name=login]").await;
+        self.shot("provider-login").await;
+        login.send_keys(account).await.unwrap();
+        self.fill("input[name=password]", "any").await;
+        self.click("button[type=submit]").await;
+        self.wait_css("button[autofocus][type=submit]").await;
+        self.shot("provider-consent").await;
+        self.click("button[autofocus][type=submit]").await;
+        self.wait_for_page("/devices").await;
+        self.shot("devices-after-sso").await;
+    }
+
+    /// Waits (bounded) for an element matching `css` on whatever page is
+    /// open.
+    async fn wait_css(&self, css: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(STEP_TIMEOUT)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => panic!("no {css} at {}: {e}", self.url_now().await),
+        }
+    }
+
     /// Opens the enrollment link of `token`, sets [`PASSWORD`], enrolls the
     /// authenticator with a code computed here, and lands on the devices
     /// page, logged in. Returns the account and the TOTP QR code as Chromium

@@ -31,20 +31,22 @@ pub fn oidc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
 }
 
-/// The running provider; stopped (stdin closed, then killed) on drop.
-pub struct OidcProvider {
-    pub issuer: String,
-    accounts: PathBuf,
+/// A Node.js script of `tests/oidc` serving on loopback; stopped (stdin
+/// closed, then killed) on drop.
+struct NodeServer {
     child: Child,
     stdin: Option<ChildStdin>,
-    _dir: tempfile::TempDir,
 }
 
-impl OidcProvider {
-    /// Starts it with `accounts` (`{"<sub>": {claims}}`) and the gateway's
-    /// client for `redirect_uri`; `None` (printed) when Node.js or the
-    /// package is missing, which fails under `GATEHOUSE_E2E=1`.
-    pub fn start(accounts: &Value, redirect_uri: &str) -> Option<OidcProvider> {
+impl NodeServer {
+    /// Runs `script` with `env`; returns it and the issuer it prints once it
+    /// listens. `None` (printed) when Node.js or the packages are missing,
+    /// which fails under `GATEHOUSE_E2E=1`.
+    fn start(
+        netns: Option<&str>,
+        script: &str,
+        env: &[(&str, String)],
+    ) -> Option<(NodeServer, String)> {
         let installed = oidc_dir().join("node_modules/oidc-provider").exists();
         if !require(
             installed && Command::new("node").arg("--version").output().is_ok(),
@@ -52,20 +54,17 @@ impl OidcProvider {
         ) {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("accounts.json");
-        std::fs::write(&file, accounts.to_string()).unwrap();
-        let port = free_port();
-        let clients = json!([{
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "redirect_uris": [redirect_uri],
-        }]);
-        let mut child = Command::new("node")
-            .arg(oidc_dir().join("provider.mjs"))
-            .env("OIDC_PORT", port.to_string())
-            .env("OIDC_ACCOUNTS", &file)
-            .env("OIDC_CLIENTS", clients.to_string())
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "node"]);
+                c
+            }
+            None => Command::new("node"),
+        };
+        let mut child = command
+            .arg(oidc_dir().join(script))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -81,25 +80,15 @@ impl OidcProvider {
                 }
             }
         });
+        let server = NodeServer { child, stdin };
         let issuer = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("the OpenID provider did not start within 30 s");
-        Some(OidcProvider {
-            issuer,
-            accounts: file,
-            child,
-            stdin,
-            _dir: dir,
-        })
-    }
-
-    /// Replaces the accounts (read again at the next login).
-    pub fn set_accounts(&self, accounts: &Value) {
-        std::fs::write(&self.accounts, accounts.to_string()).unwrap();
+            .unwrap_or_else(|_| panic!("{script} did not start within 30 s"));
+        Some((server, issuer))
     }
 }
 
-impl Drop for OidcProvider {
+impl Drop for NodeServer {
     fn drop(&mut self) {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -111,6 +100,94 @@ impl Drop for OidcProvider {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The certified provider (`provider.mjs`).
+pub struct OidcProvider {
+    pub issuer: String,
+    accounts: PathBuf,
+    _server: NodeServer,
+    _dir: tempfile::TempDir,
+}
+
+impl OidcProvider {
+    /// Starts it on loopback (plain http) with `accounts` (`{"<sub>":
+    /// {claims}}`) and the gateway's client for `redirect_uri`.
+    pub fn start(accounts: &Value, redirect_uri: &str) -> Option<OidcProvider> {
+        Self::start_at(None, accounts, redirect_uri)
+    }
+
+    /// Like [`OidcProvider::start`], at `at`: in network namespace `ns`, on
+    /// `host`, serving https with the PEM files `tls` (certificate, key).
+    pub fn start_at(
+        at: Option<(&str, &str, (&Path, &Path))>,
+        accounts: &Value,
+        redirect_uri: &str,
+    ) -> Option<OidcProvider> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("accounts.json");
+        std::fs::write(&file, accounts.to_string()).unwrap();
+        let clients = json!([{
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [redirect_uri],
+        }]);
+        let mut env = vec![
+            ("OIDC_PORT", free_port().to_string()),
+            ("OIDC_ACCOUNTS", file.display().to_string()),
+            ("OIDC_CLIENTS", clients.to_string()),
+        ];
+        if let Some((_, host, (cert, key))) = at {
+            env.push(("OIDC_HOST", host.to_string()));
+            env.push(("OIDC_TLS_CERT", cert.display().to_string()));
+            env.push(("OIDC_TLS_KEY", key.display().to_string()));
+        }
+        let (server, issuer) = NodeServer::start(at.map(|(ns, _, _)| ns), "provider.mjs", &env)?;
+        Some(OidcProvider {
+            issuer,
+            accounts: file,
+            _server: server,
+            _dir: dir,
+        })
+    }
+
+    /// Replaces the accounts (read again at the next login).
+    pub fn set_accounts(&self, accounts: &Value) {
+        std::fs::write(&self.accounts, accounts.to_string()).unwrap();
+    }
+}
+
+/// The rogue issuer (`rogue.mjs`): valid protocol, broken tokens.
+pub struct RogueIssuer {
+    pub issuer: String,
+    _server: NodeServer,
+}
+
+impl RogueIssuer {
+    pub fn start() -> Option<RogueIssuer> {
+        let (server, issuer) = NodeServer::start(
+            None,
+            "rogue.mjs",
+            &[
+                ("ROGUE_PORT", free_port().to_string()),
+                ("ROGUE_CLIENT_ID", CLIENT_ID.to_string()),
+            ],
+        )?;
+        Some(RogueIssuer {
+            issuer,
+            _server: server,
+        })
+    }
+
+    /// How the next tokens are broken (see `tests/oidc/rogue.mjs`).
+    pub fn set_mode(&self, mode: &str) {
+        let answer = Client::new()
+            .post(format!("{}/_mode", self.issuer))
+            .body(mode.to_string())
+            .send()
+            .unwrap();
+        assert!(answer.status().is_success());
     }
 }
 

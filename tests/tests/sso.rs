@@ -8,7 +8,7 @@
 
 use gatehouse_tests::Daemon;
 use gatehouse_tests::portal::Portal;
-use gatehouse_tests::sso::{Browser, OidcProvider, free_port, start_gateway};
+use gatehouse_tests::sso::{Browser, OidcProvider, RogueIssuer, free_port, start_gateway};
 use serde_json::{Value, json};
 
 fn accounts(groups: &[&str]) -> Value {
@@ -320,4 +320,228 @@ fn query_pair(url: &str) -> (String, String) {
             .to_string()
     };
     (get("code"), get("state"))
+}
+
+/// Against a rogue issuer the test controls: a token signed by a key not
+/// in the JWKS, an unsigned one (`alg: none`), one for another audience,
+/// from another issuer, expired, or carrying another login's nonce is
+/// refused, with the reason audited, and nobody is provisioned; the same
+/// issuer's valid token signs in (the setup itself works).
+#[test]
+fn forged_and_misdirected_id_tokens_are_refused() {
+    let Some(rogue) = RogueIssuer::start() else {
+        return;
+    };
+    let port = free_port();
+    let (gw, _dir) = start_gateway(&rogue.issuer, port, "auto_provision = true");
+    let portal = Portal::of(&gw);
+    let login = || {
+        let browser = Browser::new(&portal.cert_pem);
+        let response = browser.get(&format!("{}/oidc/start", portal.base));
+        let status = response.status().as_u16();
+        (status, response.text().unwrap())
+    };
+    // One login first, so that replay_nonce has a previous nonce to replay.
+    rogue.set_mode("wrong_aud");
+    assert_eq!(login().0, 403);
+    for (mode, reason) in [
+        ("wrong_key", "signature"),
+        ("alg_none", "signature"),
+        ("wrong_aud", "audience"),
+        ("wrong_iss", "issuer"),
+        ("expired", "expired"),
+        ("replay_nonce", "nonce"),
+    ] {
+        rogue.set_mode(mode);
+        let (status, body) = login();
+        assert_eq!(status, 403, "{mode}: {body}\n{}", gw.log_tail(20));
+        let failed = records(&gw, "portal.login.fail");
+        let last = failed.last().unwrap();
+        assert_eq!(last["detail"]["reason"], reason, "{mode}: {last}");
+        assert_eq!(last["detail"]["method"], "oidc");
+    }
+    assert!(
+        gw.ctl_json(&["user", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a refused token provisioned someone"
+    );
+    rogue.set_mode("good");
+    let (status, body) = login();
+    assert_eq!(
+        status,
+        200,
+        "the rogue issuer's valid token: {body}\n{}",
+        gw.log_tail(20)
+    );
+    assert_eq!(gw.ctl_json(&["user", "show", "eve"])["state"], "active");
+}
+
+/// An issuer out of reach at start does not stop the gateway: the login
+/// page says SSO is unavailable, `/oidc/start` answers 503 with a page, and
+/// the log says why.
+#[test]
+fn an_unreachable_issuer_leaves_the_gateway_running_and_says_so() {
+    if !gatehouse_tests::sso::oidc_dir().exists() {
+        return;
+    }
+    let port = free_port();
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let (gw, _dir) = start_gateway(&nobody, port, "");
+    let portal = Portal::of(&gw);
+    let page = portal.get("/login", None).text().unwrap();
+    assert!(page.contains("is unavailable right now"), "{page}");
+    assert!(
+        page.contains("name=\"password\""),
+        "password login still works"
+    );
+    let start = portal.get("/oidc/start", None);
+    assert_eq!(start.status(), 503);
+    assert!(
+        gw.log_text().contains("SSO is unavailable"),
+        "{}",
+        gw.log_tail(20)
+    );
+}
+
+/// The admin and member sides: `accessctl user add --oidc-subject` links a
+/// member (no enrollment link), whose first SSO login activates them;
+/// `user show` shows the link, `status` the issuer and its discovery;
+/// `whoami` and the devices page say the login was SSO; the member adds
+/// and removes an SSH key for the jump host on the portal, through the
+/// service `accessctl user add-key` uses, audited via the portal.
+#[test]
+fn an_admin_links_a_member_who_then_signs_in_and_manages_ssh_keys() {
+    let Some((provider, gw, dir, portal, _)) = lab("", &["research-team"]) else {
+        return;
+    };
+    let created = gw.ctl_json(&[
+        "user",
+        "add",
+        "alice",
+        "--group",
+        "research",
+        "--oidc-subject",
+        "alice-sub-0001",
+    ]);
+    assert!(created["enrollment"].is_null(), "{created}");
+    assert_eq!(created["user"]["state"], "pending");
+    assert_eq!(created["user"]["sso"]["subject"], "alice-sub-0001");
+    let shown = gw.ctl_ok(&["user", "show", "alice"]);
+    assert!(
+        shown.contains(&format!("alice-sub-0001 at {}", provider.issuer)),
+        "{shown}"
+    );
+    let status = gw.ctl_json(&["status"]);
+    assert_eq!(
+        status["portal"]["sso"]["issuer"],
+        provider.issuer.as_str(),
+        "{status}"
+    );
+    assert!(
+        status["portal"]["sso"]["last_discovery"].is_string(),
+        "{status}"
+    );
+    let text = gw.ctl_ok(&["status"]);
+    assert!(
+        text.contains("sso") && text.contains("discovered"),
+        "{text}"
+    );
+
+    let browser = Browser::new(&portal.cert_pem);
+    let (status, _, body) = browser.sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.ctl_json(&["user", "show", "alice"])["state"], "active");
+    let whoami: Value = browser
+        .get(&format!("{}/api/v1/whoami", portal.base))
+        .json()
+        .unwrap();
+    assert_eq!(whoami["login_method"], "oidc", "{whoami}");
+    let page = browser
+        .get(&format!("{}/devices", portal.base))
+        .text()
+        .unwrap();
+    assert!(page.contains("Signed in with Test IdP"), "{page}");
+
+    // An SSH key of the member's own, through the portal's API.
+    let key = dir.path().join("id_alice");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let csrf = whoami["csrf_token"].as_str().unwrap();
+    let added = browser
+        .client
+        .post(format!("{}/api/v1/ssh-keys", portal.base))
+        .header("x-csrf-token", csrf)
+        .json(&json!({ "public_key": line.trim() }))
+        .send()
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let added: Value = added.json().unwrap();
+    let fingerprint = added["fingerprint"].as_str().unwrap().to_string();
+    let user = gw.ctl_json(&["user", "show", "alice"]);
+    assert_eq!(
+        user["ssh_keys"][0]["fingerprint"],
+        fingerprint.as_str(),
+        "{user}"
+    );
+    let audited = records(&gw, "user.key.add");
+    assert_eq!(audited.last().unwrap()["actor"], "alice");
+    assert_eq!(audited.last().unwrap()["detail"]["via"], "portal");
+    let without_csrf = browser
+        .client
+        .post(format!("{}/api/v1/ssh-keys", portal.base))
+        .json(&json!({ "public_key": line.trim() }))
+        .send()
+        .unwrap();
+    assert_eq!(
+        without_csrf.status(),
+        403,
+        "a cross-site request is refused"
+    );
+    let removed = browser
+        .client
+        .delete(format!("{}/api/v1/ssh-keys", portal.base))
+        .query(&[("fingerprint", fingerprint.as_str())])
+        .header("x-csrf-token", csrf)
+        .send()
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    let user = gw.ctl_json(&["user", "show", "alice"]);
+    assert_eq!(user["ssh_keys"], json!([]), "{user}");
+}
+
+/// The provider rotates its signing key: a token naming the new key is
+/// refused while the cached JWKS is fresh (fetched again at most every
+/// 30 s, so a flood of unknown keys cannot flood the provider), and
+/// accepted once the gateway fetches the JWKS again.
+#[test]
+fn a_rotated_signing_key_is_fetched_again_at_most_every_thirty_seconds() {
+    let Some(rogue) = RogueIssuer::start() else {
+        return;
+    };
+    let port = free_port();
+    let started = std::time::Instant::now();
+    let (gw, _dir) = start_gateway(&rogue.issuer, port, "auto_provision = true");
+    let portal = Portal::of(&gw);
+    let login = || {
+        Browser::new(&portal.cert_pem)
+            .get(&format!("{}/oidc/start", portal.base))
+            .status()
+            .as_u16()
+    };
+    rogue.set_mode("good");
+    assert_eq!(login(), 200);
+    rogue.set_mode("rotate");
+    assert_eq!(login(), 403, "the cached JWKS does not know k2 yet");
+    let failed = records(&gw, "portal.login.fail");
+    assert_eq!(failed.last().unwrap()["detail"]["reason"], "signature");
+    let wait = std::time::Duration::from_secs(32).saturating_sub(started.elapsed());
+    std::thread::sleep(wait);
+    assert_eq!(login(), 200, "k2 fetched again: {}", gw.log_tail(20));
 }

@@ -4,7 +4,7 @@
 
 use gatehouse_config::Config;
 use gatehouse_config::api::{
-    Enrollment, SshKeyInfo, UserDetail, UserState, UserSummary, VpnAccessState,
+    Enrollment, SshKeyInfo, SsoIdentityInfo, UserDetail, UserState, UserSummary, VpnAccessState,
 };
 use gatehouse_config::names::check_name;
 use rand_core::{OsRng, RngCore};
@@ -54,6 +54,9 @@ pub struct NewMember {
     pub ssh_keys: Vec<String>,
     pub expires_in_secs: Option<u64>,
     pub no_login: bool,
+    /// Link to this subject at the `[oidc]` provider (no enrollment link:
+    /// they sign in with SSO, which activates them).
+    pub oidc_subject: Option<String>,
 }
 
 impl Access {
@@ -94,7 +97,33 @@ impl Access {
             }
             None => None,
         };
-        let link = (!new.no_login).then(|| NewLink::new(&config, now));
+        let sso = match (new.oidc_subject.as_deref().map(str::trim), &config.oidc) {
+            (None, _) => None,
+            (Some(""), _) => {
+                return Err(UserError::InvalidValue(
+                    "the OIDC subject is empty: give the `sub` of the user's ID token".into(),
+                ));
+            }
+            (Some(subject), Some(oidc)) if subject.len() <= 255 => {
+                Some((oidc.issuer.clone(), subject.to_string()))
+            }
+            (Some(_), Some(_)) => {
+                return Err(UserError::InvalidValue(
+                    "the OIDC subject is longer than 255 characters".into(),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(UserError::InvalidValue(
+                    "an OIDC subject needs the [oidc] section in the gateway's config".into(),
+                ));
+            }
+        };
+        if sso.is_some() && new.no_login {
+            return Err(UserError::InvalidValue(
+                "a machine account (no_login) never signs in, with SSO or otherwise".into(),
+            ));
+        }
+        let link = (!new.no_login && sso.is_none()).then(|| NewLink::new(&config, now));
         let state = if new.no_login {
             UserState::Active
         } else {
@@ -109,6 +138,7 @@ impl Access {
                 "no_login": new.no_login,
                 "state": state.as_str(),
                 "enrollment_expires_at": link.as_ref().map(|l| rfc3339(l.expires_at)),
+                "oidc_subject": sso.as_ref().map(|(_, subject)| subject),
             }));
         let row = NewUser {
             name: new.name.clone(),
@@ -132,6 +162,9 @@ impl Access {
                 }
                 if let Some((hash, expires_at)) = stored {
                     w.create_enrollment_token(&name, &hash, now, expires_at)?;
+                }
+                if let Some((issuer, subject)) = &sso {
+                    w.link_sso_identity(&name, issuer, subject, now)?;
                 }
                 w.audit(audit)?;
                 Ok(())
@@ -208,17 +241,23 @@ impl Access {
     /// Everything `user show` prints, with live device fields.
     pub async fn user_detail(&self, name: &str) -> Result<UserDetail, StoreError> {
         let name = name.to_string();
-        let (user, keys, devices) = self
+        let (user, keys, devices, sso) = self
             .core
             .store()
             .read(move |r| {
                 let user = r.user(&name)?.ok_or_else(|| not_found_user(&name))?;
                 let keys = r.ssh_keys(&name)?;
                 let devices = r.devices(Some(&name))?;
-                Ok((user, keys, devices))
+                let sso = r.sso_identity_of(&name)?;
+                Ok((user, keys, devices, sso))
             })
             .await?;
         let mut detail = user_detail(&self.core.config(), user, &keys, &devices, now_unix());
+        detail.sso = sso.map(|link| SsoIdentityInfo {
+            issuer: link.issuer,
+            subject: link.subject,
+            linked_at: rfc3339(link.linked_at),
+        });
         let live = self.live_peers();
         detail.devices = detail.devices.into_iter().map(|d| live.merge(d)).collect();
         Ok(detail)
@@ -414,6 +453,7 @@ fn user_detail(
         devices: devices.iter().map(device_info).collect(),
         groups: user.groups,
         name: user.name,
+        sso: None,
     }
 }
 

@@ -37,6 +37,7 @@ pub async fn create(
         ssh_keys: req.ssh_keys,
         expires_in_secs: req.expires_in_secs,
         no_login: req.no_login,
+        oidc_subject: req.oidc_subject,
     };
     let (user, enrollment) = admin.access.create_user(&caller.requester(), new).await?;
     Ok(Json(CreateUserResponse { user, enrollment }))

@@ -18,13 +18,13 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gatehouse_config::api::{DeviceConfigResponse, DeviceInfo, VpnAccessState};
+use gatehouse_config::api::{DeviceConfigResponse, DeviceInfo, SshKeyInfo, VpnAccessState};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -54,12 +54,27 @@ pub struct WhoAmI {
     pub account_expires_at: Option<String>,
     /// RFC 3339; when this session ends at the latest.
     pub session_expires_at: String,
+    /// How this session's login was made: `password` or `oidc`.
+    pub login_method: &'static str,
     /// Whether this user's devices are peers now, and why.
     pub vpn_access: VpnAccessState,
     /// RFC 3339; when VPN access from the last login ends (a login
     /// session under `vpn.require_login` only).
     pub vpn_access_until: Option<String>,
     pub csrf_token: String,
+}
+
+/// `POST /api/v1/ssh-keys`.
+#[derive(Debug, Deserialize)]
+pub struct NewSshKey {
+    /// One OpenSSH public key line.
+    pub public_key: String,
+}
+
+/// `DELETE /api/v1/ssh-keys?fingerprint=SHA256:...`.
+#[derive(Debug, Deserialize)]
+pub struct KeyQuery {
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +139,7 @@ pub async fn whoami(State(state): State<PortalState>, session: Session) -> Json<
         subnets: access.subnets,
         account_expires_at: session.user.expires_at.map(rfc3339),
         session_expires_at: rfc3339(session.created_at.saturating_add(max)),
+        login_method: session.method.as_str(),
         vpn_access: access.vpn,
         vpn_access_until: rfc3339_opt(access.vpn_until),
         csrf_token: session.csrf.clone(),
@@ -186,6 +202,53 @@ pub async fn add_device_gateway_keyed(
         config,
         private_key,
     }))
+}
+
+/// The member's SSH keys for the jump host.
+pub async fn ssh_keys(
+    State(state): State<PortalState>,
+    session: Session,
+) -> Result<Json<Vec<SshKeyInfo>>, Failure> {
+    let detail = state.access.user_detail(&session.user.name).await?;
+    Ok(Json(detail.ssh_keys))
+}
+
+/// Adds one of the member's own SSH keys (the service `accessctl user
+/// add-key` uses; audited `user.key.add` via portal).
+pub async fn add_ssh_key(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    session: Session,
+    body: Result<Json<NewSshKey>, JsonRejection>,
+) -> Result<Json<SshKeyInfo>, Failure> {
+    session.check_csrf(Session::header_csrf(&headers))?;
+    let Json(req) = body.map_err(json_failure)?;
+    let by = flows::requester(source, &session);
+    Ok(Json(
+        state
+            .access
+            .add_ssh_key(&by, &session.user.name, &req.public_key)
+            .await?,
+    ))
+}
+
+/// Removes one of the member's SSH keys.
+pub async fn remove_ssh_key(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    session: Session,
+    Query(query): Query<KeyQuery>,
+) -> Result<Json<SshKeyInfo>, Failure> {
+    session.check_csrf(Session::header_csrf(&headers))?;
+    let by = flows::requester(source, &session);
+    Ok(Json(
+        state
+            .access
+            .remove_ssh_key(&by, &session.user.name, &query.fingerprint)
+            .await?,
+    ))
 }
 
 pub async fn revoke_device(

@@ -109,6 +109,21 @@ impl From<DeviceError> for Failure {
     }
 }
 
+impl From<crate::access::users::UserError> for Failure {
+    fn from(err: crate::access::users::UserError) -> Self {
+        use crate::access::users::UserError;
+        match err {
+            UserError::InvalidName(message) | UserError::InvalidValue(message) => {
+                Failure::invalid_value(message)
+            }
+            UserError::WrongState(message) => {
+                Failure::new(StatusCode::CONFLICT, "wrong_state", message)
+            }
+            UserError::Store(store) => store.into(),
+        }
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
         match &err {

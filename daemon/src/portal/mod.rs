@@ -84,6 +84,7 @@ pub struct PortalHandle {
     listen: SocketAddr,
     fingerprint: String,
     self_signed: bool,
+    sso: Option<Arc<crate::sso::Provider>>,
 }
 
 impl PortalHandle {
@@ -104,6 +105,14 @@ impl PortalHandle {
             url,
             tls_fingerprint: self.fingerprint.clone(),
             self_signed: self.self_signed,
+            sso: self.sso.as_ref().map(|provider| {
+                let seen = provider.status();
+                gatehouse_config::api::SsoStatus {
+                    issuer: provider.issuer().to_string(),
+                    last_discovery: seen.last_discovery.map(crate::time_fmt::rfc3339_millis),
+                    last_error: seen.last_error,
+                }
+            }),
         }
     }
 }
@@ -174,7 +183,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let state = PortalState::new(access, sso).await?;
+    let state = PortalState::new(access, sso.clone()).await?;
     let listen = listener.local_addr().map_err(|source| PortalError::Bind {
         addr: config.portal.listen,
         source,
@@ -191,6 +200,7 @@ pub async fn serve(
         listen,
         fingerprint: tls.fingerprint,
         self_signed: tls.self_signed,
+        sso,
     })
 }
 
@@ -215,6 +225,14 @@ pub fn router(state: PortalState) -> Router {
         .route("/api/v1/logout", post(api::logout))
         .route("/api/v1/whoami", get(api::whoami))
         .route("/api/v1/devices", get(api::devices).post(api::add_device))
+        .route(
+            "/api/v1/ssh-keys",
+            get(api::ssh_keys)
+                .post(api::add_ssh_key)
+                .delete(api::remove_ssh_key),
+        )
+        .route("/ssh-keys", post(pages::add_key_submit))
+        .route("/ssh-keys/remove", post(pages::remove_key_submit))
         .route("/api/v1/devices/{name}", delete(api::revoke_device))
         .route(
             "/api/v1/devices/gateway-keyed",

@@ -56,6 +56,16 @@ pub struct CsrfForm {
     csrf: String,
 }
 
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    public_key: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
 /// `/`: the devices page when logged in, else the login page.
 pub async fn home(session: Result<Session, Failure>) -> Response {
     match session {
@@ -172,6 +182,13 @@ pub async fn devices_page(
             return message_page(error.status, "Devices", &error.message);
         }
     };
+    let keys = match state.access.user_detail(&session.user.name).await {
+        Ok(detail) => detail.ssh_keys,
+        Err(error) => {
+            let error = Failure::from(error);
+            return message_page(error.status, "Devices", &error.message);
+        }
+    };
     let config = state.core.config();
     let max = i64::try_from(config.portal.session_max.as_secs()).unwrap_or(i64::MAX);
     let access = state
@@ -193,7 +210,15 @@ pub async fn devices_page(
                     }
                 }
             }
-            p .hint { "This login lasts until " (rfc3339(session.created_at.saturating_add(max))) "." }
+            p .hint #login-method {
+                @match session.method {
+                    crate::store::LoginMethod::Oidc => {
+                        "Signed in with " (config.oidc.as_ref().map_or("your identity provider", |o| o.display_name.as_str())) "; "
+                    }
+                    crate::store::LoginMethod::Password => { "Logged in with your password; " }
+                }
+                "this login lasts until " (rfc3339(session.created_at.saturating_add(max))) "."
+            }
         }
         section aria-labelledby="list" {
             h2 #list { "Devices" }
@@ -226,6 +251,40 @@ pub async fn devices_page(
                 p { "Or scan this QR code with the WireGuard app:" }
                 img #conf-qr .qr alt="QR code of the WireGuard config";
                 details { summary { "Show the config text" } pre #conf-text {} }
+            }
+        }
+        section aria-labelledby="keys" {
+            h2 #keys { "SSH keys for the jump host" }
+            p .hint { "ssh -J uses these keys; add the public key (the .pub file) of each computer you connect from." }
+            @if keys.is_empty() {
+                p #no-keys { "No SSH keys yet." }
+            } @else {
+                table #key-list {
+                    thead { tr { th { "Fingerprint" } th { "Type" } th { "Comment" } th { "Added" } th { span .hint { "Action" } } } }
+                    tbody {
+                        @for key in &keys {
+                            tr {
+                                td { code { (key.fingerprint) } }
+                                td { (key.algorithm) }
+                                td { (key.comment) }
+                                td { (key.added_at) }
+                                td {
+                                    form method="post" action="/ssh-keys/remove" {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="fingerprint" value=(key.fingerprint);
+                                        button .link type="submit" { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form #add-key method="post" action="/ssh-keys" {
+                input type="hidden" name="csrf" value=(session.csrf);
+                label for="public_key" { "Public key" }
+                textarea #public_key name="public_key" rows="2" required placeholder="ssh-ed25519 AAAA... you@laptop" {}
+                button type="submit" { "Add key" }
             }
         }
         section aria-labelledby="ssh" {
@@ -269,6 +328,74 @@ pub async fn revoke_submit(
         Err(error) => {
             let error = Failure::from(error);
             message_page(error.status, "Not revoked", &error.message)
+        }
+    }
+}
+
+/// Adds one of the member's SSH keys from the devices page's form.
+pub async fn add_key_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    session: Result<Session, Failure>,
+    form: Result<Form<KeyForm>, FormRejection>,
+) -> Response {
+    let Ok(session) = session else {
+        return see_other("/login");
+    };
+    let Ok(Form(form)) = form else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Key not added",
+            "The form was incomplete; try again.",
+        );
+    };
+    if let Err(error) = session.check_csrf(Some(&form.csrf)) {
+        return message_page(error.status, "Key not added", &error.message);
+    }
+    let by = flows::requester(source, &session);
+    match state
+        .access
+        .add_ssh_key(&by, &session.user.name, form.public_key.trim())
+        .await
+    {
+        Ok(_) => see_other("/devices"),
+        Err(error) => {
+            let error = Failure::from(error);
+            message_page(error.status, "Key not added", &error.message)
+        }
+    }
+}
+
+/// Removes one of the member's SSH keys from the devices page's form.
+pub async fn remove_key_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    session: Result<Session, Failure>,
+    form: Result<Form<KeyForm>, FormRejection>,
+) -> Response {
+    let Ok(session) = session else {
+        return see_other("/login");
+    };
+    let Ok(Form(form)) = form else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Key not removed",
+            "The form was incomplete; try again.",
+        );
+    };
+    if let Err(error) = session.check_csrf(Some(&form.csrf)) {
+        return message_page(error.status, "Key not removed", &error.message);
+    }
+    let by = flows::requester(source, &session);
+    match state
+        .access
+        .remove_ssh_key(&by, &session.user.name, &form.fingerprint)
+        .await
+    {
+        Ok(_) => see_other("/devices"),
+        Err(error) => {
+            let error = Failure::from(error);
+            message_page(error.status, "Key not removed", &error.message)
         }
     }
 }

@@ -26,7 +26,7 @@ use rand_core::{OsRng, RngCore};
 use super::PortalState;
 use super::error::Failure;
 use crate::audit::chain::sha256_hex;
-use crate::store::{User, hash_token};
+use crate::store::{LoginMethod, User, hash_token};
 use crate::time_fmt::now_unix;
 use gatehouse_config::api::UserState;
 
@@ -102,6 +102,8 @@ pub struct Session {
     pub csrf: String,
     pub created_at: i64,
     pub last_seen: i64,
+    /// How its login proved who it was.
+    pub method: LoginMethod,
 }
 
 impl Session {
@@ -172,6 +174,7 @@ impl FromRequestParts<PortalState> for Session {
             token_hash,
             created_at: session.created_at,
             last_seen: now,
+            method: session.method,
         })
     }
 }

@@ -199,6 +199,16 @@ struct Discovered {
     at: Instant,
 }
 
+impl std::fmt::Debug for Provider {
+    /// The issuer and client id only: never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The provider, discovered lazily and kept.
 pub struct Provider {
     issuer: String,
@@ -284,20 +294,20 @@ impl Provider {
     /// naming unknown keys) from becoming a flood of requests to the
     /// provider.
     pub async fn refresh(&self) -> Result<(), Refused> {
-        {
-            let mut last = self.last_try.lock().await;
-            if last.is_some_and(|t| t.elapsed() < REFRESH_GAP) {
-                return match self.discovered.read().await.is_some() {
-                    true => Ok(()),
-                    false => Err(Refused::Unavailable(
-                        self.status()
-                            .last_error
-                            .unwrap_or_else(|| "discovery has not succeeded yet".into()),
-                    )),
-                };
-            }
-            *last = Some(Instant::now());
+        // Held across the attempt: a caller arriving meanwhile waits for it
+        // (bounded by the request timeouts) instead of failing early.
+        let mut last = self.last_try.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFRESH_GAP) {
+            return match self.discovered.read().await.is_some() {
+                true => Ok(()),
+                false => Err(Refused::Unavailable(
+                    self.status()
+                        .last_error
+                        .unwrap_or_else(|| "discovery has not succeeded yet".into()),
+                )),
+            };
         }
+        *last = Some(Instant::now());
         let issuer =
             IssuerUrl::new(self.issuer.clone()).map_err(|e| Refused::Unavailable(e.to_string()))?;
         let found = CoreProviderMetadata::discover_async(issuer, &self.http).await;

@@ -8,6 +8,8 @@
 //   alg_none      an unsigned token (alg "none")
 //   wrong_aud     for another client
 //   wrong_iss     from another issuer
+//   wrong_azp     for this client among others, but authorized for another party
+//   future_nbf    not valid before an hour from now
 //   expired       expired an hour ago
 //   replay_nonce  carrying the nonce of the previous login, not this one's
 //   rotate        the provider rotated its key: the JWKS now holds only a
@@ -50,6 +52,8 @@ async function idToken(login) {
   if (mode === 'wrong_iss') iss = 'https://evil.example';
   if (mode === 'expired') { exp = now - 3600; iat = now - 3700; }
   if (mode === 'replay_nonce') claims.nonce = login.previousNonce;
+  if (mode === 'wrong_azp') { aud = [clientId, 'someone-else']; claims.azp = 'someone-else'; }
+  if (mode === 'future_nbf') claims.nbf = now + 3600;
   if (mode === 'alg_none') {
     return `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, iss, aud, exp, iat })}.`;
   }

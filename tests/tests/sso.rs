@@ -324,7 +324,8 @@ fn query_pair(url: &str) -> (String, String) {
 
 /// Against a rogue issuer the test controls: a token signed by a key not
 /// in the JWKS, an unsigned one (`alg: none`), one for another audience,
-/// from another issuer, expired, or carrying another login's nonce is
+/// from another issuer, authorized for another party (`azp`), not valid
+/// yet (`nbf`), expired, or carrying another login's nonce is
 /// refused, with the reason audited, and nobody is provisioned; the same
 /// issuer's valid token signs in (the setup itself works).
 #[test]
@@ -349,6 +350,8 @@ fn forged_and_misdirected_id_tokens_are_refused() {
         ("alg_none", "signature"),
         ("wrong_aud", "audience"),
         ("wrong_iss", "issuer"),
+        ("wrong_azp", "audience"),
+        ("future_nbf", "expired"),
         ("expired", "expired"),
         ("replay_nonce", "nonce"),
     ] {
@@ -514,6 +517,34 @@ fn an_admin_links_a_member_who_then_signs_in_and_manages_ssh_keys() {
     assert_eq!(removed.status(), 200);
     let user = gw.ctl_json(&["user", "show", "alice"]);
     assert_eq!(user["ssh_keys"], json!([]), "{user}");
+
+    // The same through the devices page's forms.
+    let form = |path: &str, fields: &[(&str, &str)]| {
+        browser
+            .client
+            .post(format!("{}{path}", portal.base))
+            .form(fields)
+            .send()
+            .unwrap()
+    };
+    let added = form("/ssh-keys", &[("csrf", csrf), ("public_key", line.trim())]);
+    assert!(added.url().path() == "/devices", "{}", added.url());
+    let page = added.text().unwrap();
+    assert!(
+        page.contains(&fingerprint) && page.contains("alice@laptop"),
+        "{page}"
+    );
+    let refused = form(
+        "/ssh-keys",
+        &[("csrf", "forged"), ("public_key", line.trim())],
+    );
+    assert_eq!(refused.status(), 403);
+    let removed = form(
+        "/ssh-keys/remove",
+        &[("csrf", csrf), ("fingerprint", &fingerprint)],
+    );
+    assert!(removed.text().unwrap().contains("No SSH keys yet."));
+    assert_eq!(records(&gw, "user.key.remove").len(), 2);
 }
 
 /// The provider rotates its signing key: a token naming the new key is

@@ -19,7 +19,7 @@ use super::passwords::check_rules;
 use super::sessions::{Session, csrf_for, new_token};
 use crate::access::{Door, Requester};
 use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
-use crate::store::{LoginMethod, StoreError, Writer, hash_token};
+use crate::store::{LoginMethod, NewAuditEvent, StoreError, Writer, hash_token};
 use crate::time_fmt::now_unix;
 use crate::totp::{self, TotpReject};
 
@@ -430,12 +430,7 @@ pub async fn sso_refused(
         "detail": detail,
         "source": source.to_string(),
     }));
-    state
-        .core
-        .store()
-        .write(move |w| w.audit(record).map(drop))
-        .await?;
-    Ok(())
+    write_record(state, record).await
 }
 
 /// Ends the session.
@@ -511,6 +506,11 @@ async fn audit_failure(
     )
     .on(target)
     .detail(json!({ "reason": reason, "source": source.to_string() }));
+    write_record(state, record).await
+}
+
+/// Writes one audit record on its own.
+async fn write_record(state: &PortalState, record: NewAuditEvent) -> Result<(), Failure> {
     state
         .core
         .store()

@@ -339,31 +339,16 @@ pub async fn add_key_submit(
     session: Result<Session, Failure>,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
-    let Ok(session) = session else {
-        return see_other("/login");
-    };
-    let Ok(Form(form)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            "Key not added",
-            "The form was incomplete; try again.",
-        );
-    };
-    if let Err(error) = session.check_csrf(Some(&form.csrf)) {
-        return message_page(error.status, "Key not added", &error.message);
-    }
-    let by = flows::requester(source, &session);
-    match state
-        .access
-        .add_ssh_key(&by, &session.user.name, form.public_key.trim())
-        .await
-    {
-        Ok(_) => see_other("/devices"),
-        Err(error) => {
-            let error = Failure::from(error);
-            message_page(error.status, "Key not added", &error.message)
-        }
-    }
+    key_submit(session, form, "Key not added", |session, form| async move {
+        let by = flows::requester(source, &session);
+        state
+            .access
+            .add_ssh_key(&by, &session.user.name, form.public_key.trim())
+            .await
+            .map(drop)
+            .map_err(Failure::from)
+    })
+    .await
 }
 
 /// Removes one of the member's SSH keys from the devices page's form.
@@ -373,30 +358,51 @@ pub async fn remove_key_submit(
     session: Result<Session, Failure>,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
+    key_submit(
+        session,
+        form,
+        "Key not removed",
+        |session, form| async move {
+            let by = flows::requester(source, &session);
+            state
+                .access
+                .remove_ssh_key(&by, &session.user.name, &form.fingerprint)
+                .await
+                .map(drop)
+                .map_err(Failure::from)
+        },
+    )
+    .await
+}
+
+/// A key form's checks (session, form, CSRF), then `change`; back to the
+/// devices page, or a page titled `refused` that says why.
+async fn key_submit<F, Fut>(
+    session: Result<Session, Failure>,
+    form: Result<Form<KeyForm>, FormRejection>,
+    refused: &str,
+    change: F,
+) -> Response
+where
+    F: FnOnce(Session, KeyForm) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
     let Ok(session) = session else {
         return see_other("/login");
     };
     let Ok(Form(form)) = form else {
         return message_page(
             StatusCode::BAD_REQUEST,
-            "Key not removed",
+            refused,
             "The form was incomplete; try again.",
         );
     };
     if let Err(error) = session.check_csrf(Some(&form.csrf)) {
-        return message_page(error.status, "Key not removed", &error.message);
+        return message_page(error.status, refused, &error.message);
     }
-    let by = flows::requester(source, &session);
-    match state
-        .access
-        .remove_ssh_key(&by, &session.user.name, &form.fingerprint)
-        .await
-    {
-        Ok(_) => see_other("/devices"),
-        Err(error) => {
-            let error = Failure::from(error);
-            message_page(error.status, "Key not removed", &error.message)
-        }
+    match change(session, form).await {
+        Ok(()) => see_other("/devices"),
+        Err(error) => message_page(error.status, refused, &error.message),
     }
 }
 

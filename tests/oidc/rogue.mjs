@@ -10,6 +10,7 @@
 //   wrong_iss     from another issuer
 //   wrong_azp     for this client among others, but authorized for another party
 //   future_nbf    not valid before an hour from now
+//   unverified_email  a valid token whose email the provider has not verified
 //   expired       expired an hour ago
 //   replay_nonce  carrying the nonce of the previous login, not this one's
 //   rotate        the provider rotated its key: the JWKS now holds only a
@@ -54,6 +55,7 @@ async function idToken(login) {
   if (mode === 'replay_nonce') claims.nonce = login.previousNonce;
   if (mode === 'wrong_azp') { aud = [clientId, 'someone-else']; claims.azp = 'someone-else'; }
   if (mode === 'future_nbf') claims.nbf = now + 3600;
+  if (mode === 'unverified_email') claims.email_verified = false;
   if (mode === 'alg_none') {
     return `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, iss, aud, exp, iat })}.`;
   }

@@ -576,3 +576,31 @@ fn a_rotated_signing_key_is_fetched_again_at_most_every_thirty_seconds() {
     std::thread::sleep(wait);
     assert_eq!(login(), 200, "k2 fetched again: {}", gw.log_tail(20));
 }
+
+/// With `allowed_email_domains`, an email the provider marks unverified
+/// does not count: anyone who may type an address there would otherwise
+/// choose their domain. The same token with the email unmarked passes.
+#[test]
+fn an_unverified_email_does_not_pass_the_domain_check() {
+    let Some(rogue) = RogueIssuer::start() else {
+        return;
+    };
+    let (gw, _dir) = start_gateway(
+        &rogue.issuer,
+        free_port(),
+        "auto_provision = true\nallowed_email_domains = [\"example.org\"]",
+    );
+    let portal = Portal::of(&gw);
+    let login = || {
+        Browser::new(&portal.cert_pem)
+            .get(&format!("{}/oidc/start", portal.base))
+            .status()
+            .as_u16()
+    };
+    rogue.set_mode("unverified_email");
+    assert_eq!(login(), 403);
+    let failed = records(&gw, "portal.login.fail");
+    assert_eq!(failed.last().unwrap()["detail"]["reason"], "domain");
+    rogue.set_mode("good");
+    assert_eq!(login(), 200, "{}", gw.log_tail(20));
+}

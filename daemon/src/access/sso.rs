@@ -5,7 +5,9 @@
 //!   `sub`), never by a mutable claim. A member is linked when an admin
 //!   creates them with `--oidc-subject`, or when `auto_provision` creates
 //!   them at their first login.
-//! - The email domain must be allowed (`oidc.allowed_email_domains`).
+//! - The email domain must be allowed (`oidc.allowed_email_domains`), and
+//!   the email not marked unverified (`email_verified: false`): otherwise
+//!   anyone who may type an address at the provider picks their domain.
 //! - Groups are re-evaluated at every login from the groups claim
 //!   (`group.oidc_groups`): someone removed from an IdP group loses that
 //!   group now, and a login that maps to no group is refused (their groups
@@ -103,7 +105,8 @@ impl Access {
                 .as_deref()
                 .and_then(|e| e.rsplit_once('@'))
                 .map(|(_, d)| d.to_ascii_lowercase());
-            if !domain.is_some_and(|d| oidc.allowed_email_domains.contains(&d)) {
+            let unverified = login.email_verified == Some(false);
+            if unverified || !domain.is_some_and(|d| oidc.allowed_email_domains.contains(&d)) {
                 return Ok(Err((SsoRefusal::Domain, None)));
             }
         }

@@ -181,6 +181,8 @@ pub struct Verified {
     pub issuer: String,
     pub subject: String,
     pub email: Option<String>,
+    /// The token's `email_verified`, when it says.
+    pub email_verified: Option<bool>,
     /// The value of `oidc.username_claim`, if the token has it.
     pub username: Option<String>,
     /// The values of `oidc.groups_claim` (none when absent).
@@ -446,6 +448,7 @@ impl Provider {
             issuer,
             subject,
             email,
+            email_verified: claims.email_verified,
             username,
             groups: list_claim(&claims.extra, groups_claim),
         })
@@ -517,6 +520,7 @@ impl Provider {
                 .name()
                 .and_then(|n| n.get(None))
                 .map(|n| n.to_string()),
+            email_verified: claims.email_verified(),
         };
         Ok((
             claims.issuer().to_string(),
@@ -533,6 +537,7 @@ struct ReadClaims {
     preferred_username: Option<String>,
     nickname: Option<String>,
     name: Option<String>,
+    email_verified: Option<bool>,
 }
 
 impl ReadClaims {

@@ -49,6 +49,7 @@ pub mod ha;
 pub mod host_addrs;
 pub mod metrics;
 pub mod portal;
+pub mod private_file;
 pub mod running;
 pub mod secrets_key;
 pub mod ssh;

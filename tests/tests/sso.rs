@@ -560,12 +560,7 @@ fn a_rotated_signing_key_is_fetched_again_at_most_every_thirty_seconds() {
     let started = std::time::Instant::now();
     let (gw, _dir) = start_gateway(&rogue.issuer, port, "auto_provision = true");
     let portal = Portal::of(&gw);
-    let login = || {
-        Browser::new(&portal.cert_pem)
-            .get(&format!("{}/oidc/start", portal.base))
-            .status()
-            .as_u16()
-    };
+    let login = || start_login(&portal);
     rogue.set_mode("good");
     assert_eq!(login(), 200);
     rogue.set_mode("rotate");
@@ -591,16 +586,20 @@ fn an_unverified_email_does_not_pass_the_domain_check() {
         "auto_provision = true\nallowed_email_domains = [\"example.org\"]",
     );
     let portal = Portal::of(&gw);
-    let login = || {
-        Browser::new(&portal.cert_pem)
-            .get(&format!("{}/oidc/start", portal.base))
-            .status()
-            .as_u16()
-    };
+    let login = || start_login(&portal);
     rogue.set_mode("unverified_email");
     assert_eq!(login(), 403);
     let failed = records(&gw, "portal.login.fail");
     assert_eq!(failed.last().unwrap()["detail"]["reason"], "domain");
     rogue.set_mode("good");
     assert_eq!(login(), 200, "{}", gw.log_tail(20));
+}
+
+/// One SSO login from a fresh browser against an issuer that sends the
+/// browser straight back (the rogue issuer); the portal's final status.
+fn start_login(portal: &Portal) -> u16 {
+    Browser::new(&portal.cert_pem)
+        .get(&format!("{}/oidc/start", portal.base))
+        .status()
+        .as_u16()
 }

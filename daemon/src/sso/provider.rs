@@ -95,17 +95,11 @@ const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
 /// without SSO and says why).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot read oidc.client_secret_file {path}: {source}")]
+    #[error("cannot use oidc.client_secret_file {path}: {reason}")]
     Secret {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        reason: crate::private_file::PrivateFileError,
     },
-    #[error(
-        "oidc.client_secret_file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
-    )]
-    SecretUnprotected { path: std::path::PathBuf, mode: u32 },
-    #[error("oidc.client_secret_file {path} is empty")]
-    SecretEmpty { path: std::path::PathBuf },
     #[error("cannot read oidc.ca_file {path}: {reason}")]
     Ca {
         path: std::path::PathBuf,
@@ -600,26 +594,12 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// The client secret: a 0600 file, trimmed.
 fn read_secret(path: &Path) -> Result<ClientSecret, SetupError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |source| SetupError::Secret {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(SetupError::SecretUnprotected {
+    crate::private_file::read_private_text(path, true)
+        .map(ClientSecret::new)
+        .map_err(|reason| SetupError::Secret {
             path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(SetupError::SecretEmpty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(ClientSecret::new(secret.to_string()))
+            reason,
+        })
 }
 
 #[cfg(test)]

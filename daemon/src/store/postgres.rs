@@ -139,28 +139,10 @@ impl PgOptions {
 }
 
 fn read_password_file(path: &Path) -> Result<String, PgConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let bad = |reason: String| PgConfigError::PasswordFile {
+    crate::private_file::read_private_text(path, false).map_err(|err| PgConfigError::PasswordFile {
         path: path.to_path_buf(),
-        reason,
-    };
-    let mode = std::fs::metadata(path)
-        .map_err(|e| bad(e.to_string()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(bad(format!(
-            "mode {:o} lets others read it: chmod 600 {}",
-            mode & 0o777,
-            path.display()
-        )));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let password = text.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err(bad("it is empty".into()));
-    }
-    Ok(password.to_string())
+        reason: err.to_string(),
+    })
 }
 
 /// Checks `[store]` offline (the URL, TLS settings, password file and CA

@@ -100,6 +100,10 @@ fn a_member_signs_in_through_the_provider_and_is_provisioned_once() {
     assert_eq!(detail["method"], "oidc", "{detail}");
     assert_eq!(detail["subject"], "alice-sub-0001");
     assert_eq!(detail["groups"], json!(["research"]));
+    assert_eq!(
+        detail["totp"], false,
+        "no TOTP step unless oidc.require_totp"
+    );
     let log = gw.log_text();
     let audit = serde_json::to_string(&gw.audit_json(&[])).unwrap();
     for text in [&log, &audit] {
@@ -602,4 +606,142 @@ fn start_login(portal: &Portal) -> u16 {
         .get(&format!("{}/oidc/start", portal.base))
         .status()
         .as_u16()
+}
+
+/// The value between `start` and the next `"` or `<` in `html`.
+fn between(html: &str, start: &str) -> String {
+    let at = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in:\n{html}"))
+        + start.len();
+    let end = html[at..].find(['"', '<']).unwrap();
+    html[at..at + end].to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// With `require_totp = true` the provider's word is not enough: the first
+/// login sets up an authenticator app (the page shows its secret) and
+/// opens no session until a right code; later logins ask for a code only.
+/// A wrong code is asked again and audited; a used step, a forged form and
+/// a step after three wrong codes get nowhere.
+#[test]
+fn require_totp_adds_a_code_step_after_the_provider() {
+    let Some((provider, gw, _dir, portal, _)) = lab(
+        "auto_provision = true\nrequire_totp = true",
+        &["research-team"],
+    ) else {
+        return;
+    };
+    let code_page = |browser: &Browser| {
+        let (status, _, body) = browser.sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
+        assert_eq!(status, 200, "{body}\n{}", gw.log_tail(20));
+        assert!(body.contains("One more step"), "{body}");
+        let whoami = browser.get(&format!("{}/api/v1/whoami", portal.base));
+        assert_eq!(whoami.status(), 401, "no session before the code");
+        body
+    };
+    let post = |browser: &Browser, page: &str, csrf: &str, code: &str| {
+        let response = browser.submit(&portal.base, page, &[("csrf", csrf), ("totp_code", code)]);
+        let status = response.status().as_u16();
+        (status, response.text().unwrap())
+    };
+    // A code no step near now has (the gateway accepts a step either side).
+    let wrong = |secret: &str| {
+        let near: Vec<String> = [0, 30, 60, 90]
+            .iter()
+            .map(|d| gatehouse_tests::portal::totp_code(secret, unix_now() + d - 30))
+            .collect();
+        ["000000", "111111", "222222", "333333", "444444"]
+            .into_iter()
+            .find(|c| !near.iter().any(|n| n == c))
+            .unwrap()
+            .to_string()
+    };
+
+    // First login: set up the app.
+    let first = Browser::new(&portal.cert_pem);
+    let page = code_page(&first);
+    let secret = between(&page, "id=\"totp-secret\">");
+    let csrf = between(&page, "name=\"csrf\" value=\"");
+    let (status, again) = post(&first, &page, &csrf, &wrong(&secret));
+    assert_eq!(status, 403, "{again}");
+    assert!(
+        again.contains("does not match") && again.contains(&secret),
+        "{again}"
+    );
+    let failed = records(&gw, "portal.login.fail");
+    let last = &failed.last().unwrap()["detail"];
+    assert_eq!(
+        (last["method"].as_str(), last["reason"].as_str()),
+        (Some("oidc"), Some("totp_mismatch")),
+        "{last}"
+    );
+    let code = gatehouse_tests::portal::totp_code(&secret, unix_now());
+    let (status, body) = post(&first, &again, &csrf, &code);
+    assert_eq!(status, 200, "{body}\n{}", gw.log_tail(20));
+    assert!(body.contains("Signed in"), "{body}");
+    let whoami: Value = first
+        .get(&format!("{}/api/v1/whoami", portal.base))
+        .json()
+        .unwrap();
+    assert_eq!(
+        (whoami["user"].as_str(), whoami["login_method"].as_str()),
+        (Some("alice"), Some("oidc")),
+        "{whoami}"
+    );
+    let logins = records(&gw, "portal.login.ok");
+    let detail = &logins.last().unwrap()["detail"];
+    assert_eq!(
+        (detail["totp"].as_bool(), detail["totp_enrolled"].as_bool()),
+        (Some(true), Some(true)),
+        "{detail}"
+    );
+    assert_eq!(detail["subject"], "alice-sub-0001");
+    // The step is used: the same form again starts nothing.
+    let (status, body) = post(&first, &again, &csrf, &code);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Start again"), "{body}");
+
+    // Next login: a code only, from the app set up above.
+    let second = Browser::new(&portal.cert_pem);
+    let page = code_page(&second);
+    assert!(
+        !page.contains("totp-secret"),
+        "no new secret is offered: {page}"
+    );
+    let csrf = between(&page, "name=\"csrf\" value=\"");
+    let (status, body) = post(&second, &page, &"0".repeat(64), &code);
+    assert_eq!(status, 403, "a forged form is refused: {body}");
+    let next = gatehouse_tests::portal::totp_code(&secret, unix_now() + 30);
+    let (status, body) = post(&second, &page, &csrf, &next);
+    assert_eq!(status, 200, "{body}\n{}", gw.log_tail(20));
+    let logins = records(&gw, "portal.login.ok");
+    assert_eq!(logins.last().unwrap()["detail"]["totp_enrolled"], false);
+
+    // Three wrong codes end the step.
+    let third = Browser::new(&portal.cert_pem);
+    let page = code_page(&third);
+    let csrf = between(&page, "name=\"csrf\" value=\"");
+    let bad = wrong(&secret);
+    let statuses: Vec<(u16, bool)> = (0..3)
+        .map(|_| {
+            let (status, body) = post(&third, &page, &csrf, &bad);
+            (status, body.contains("One more step"))
+        })
+        .collect();
+    assert_eq!(statuses, [(403, true), (403, true), (403, false)]);
+    let right = gatehouse_tests::portal::totp_code(&secret, unix_now() + 60);
+    let (status, body) = post(&third, &page, &csrf, &right);
+    assert_eq!(status, 403, "the step is over: {body}");
+    let log = gw.log_text();
+    let audit = serde_json::to_string(&gw.audit_json(&[])).unwrap();
+    for text in [&log, &audit] {
+        assert!(!text.contains(&secret), "the TOTP secret leaked");
+    }
 }

@@ -78,6 +78,9 @@ pub struct OidcConfig {
     /// A first login whose groups map to gatehouse groups creates an
     /// active member.
     pub auto_provision: bool,
+    /// After the provider, members also give a TOTP code (enrolling an
+    /// authenticator app at their first such login).
+    pub require_totp: bool,
     /// Extra roots (PEM) for the provider's TLS, beside the system's.
     pub ca_file: Option<PathBuf>,
 }

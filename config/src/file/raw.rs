@@ -41,6 +41,7 @@ pub(crate) struct RawOidc {
     pub username_claim: String,
     pub allowed_email_domains: Vec<String>,
     pub auto_provision: bool,
+    pub require_totp: bool,
     pub ca_file: Option<String>,
 }
 
@@ -58,6 +59,7 @@ impl Default for RawOidc {
             username_claim: "preferred_username".into(),
             allowed_email_domains: Vec::new(),
             auto_provision: false,
+            require_totp: false,
             ca_file: None,
         }
     }

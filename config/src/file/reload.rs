@@ -263,6 +263,7 @@ static KEYS: &[ReloadKey] = &[
     live("oidc.auto_provision", |a, b| {
         oidc(a, b, |o| &o.auto_provision)
     }),
+    live("oidc.require_totp", |a, b| oidc(a, b, |o| &o.require_totp)),
 ];
 
 const fn live(key: &'static str, changed: fn(&Config, &Config) -> bool) -> ReloadKey {

@@ -209,6 +209,7 @@ impl Checker<'_> {
             username_claim: raw.username_claim.trim().to_string(),
             allowed_email_domains: domains,
             auto_provision: raw.auto_provision,
+            require_totp: raw.require_totp,
             ca_file,
         })
     }

@@ -361,9 +361,25 @@ impl Opening {
     }
 }
 
-/// An SSO login the provider and the access service both accepted: opens
-/// the session as a password login does (`portal.login.ok` with `method:
-/// "oidc"`, the subject and the groups as they were mapped now).
+/// The audit detail of an accepted SSO login: the subject and the groups
+/// as they were mapped now.
+pub fn sso_login_detail(
+    login: &crate::sso::Verified,
+    member: &crate::access::sso::SsoMember,
+) -> serde_json::Value {
+    json!({
+        "method": "oidc",
+        "issuer": login.issuer,
+        "subject": login.subject,
+        "idp_groups": login.groups,
+        "groups": member.groups,
+        "provisioned": member.created,
+    })
+}
+
+/// An SSO login the provider and the access service both accepted, when no
+/// TOTP step is asked: opens the session as a password login does
+/// (`portal.login.ok` with [`sso_login_detail`] and `totp: false`).
 pub async fn sso_login(
     state: &PortalState,
     source: IpAddr,
@@ -376,20 +392,15 @@ pub async fn sso_login(
     let session_hash = hash_token(&session);
     let who = member.user.clone();
     let opening = Opening::new(&config, now, source, LoginMethod::Oidc);
+    let mut detail = sso_login_detail(login, member);
+    detail["totp"] = json!(false);
     let record = event(
         Kind::PortalLoginOk,
         Actor::User(who.clone()),
         AuditSource::Addr(source),
     )
     .on(who.clone())
-    .detail(json!({
-        "method": "oidc",
-        "issuer": login.issuer,
-        "subject": login.subject,
-        "idp_groups": login.groups,
-        "groups": member.groups,
-        "provisioned": member.created,
-    }));
+    .detail(detail);
     state
         .core
         .store()
@@ -519,6 +530,6 @@ async fn write_record(state: &PortalState, record: NewAuditEvent) -> Result<(), 
     Ok(())
 }
 
-fn unix_now_u64() -> u64 {
+pub(super) fn unix_now_u64() -> u64 {
     u64::try_from(now_unix()).unwrap_or(0)
 }

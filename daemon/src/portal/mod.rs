@@ -9,8 +9,9 @@
 //! [`flows`] (enroll, login, logout: the actions, each audited; devices go
 //! through [`crate::access`]),
 //! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
-//! HTML), [`sso_pages`] (`/oidc/start` and `/oidc/callback`: sign-in with
-//! the team's identity provider), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
+//! HTML), [`sso_pages`] (`/oidc/start`, `/oidc/callback` and `/oidc/totp`: sign-in
+//! with the team's identity provider), [`sso_totp`] (the TOTP step of SSO
+//! logins), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
 //! [`error`] (the one failure type).
 //!
 //! Owns the portal's listener and its connection tasks. Does not own users,
@@ -27,6 +28,7 @@ mod server;
 pub mod sessions;
 pub mod ssh_config;
 pub mod sso_pages;
+pub mod sso_totp;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -221,6 +223,7 @@ pub fn router(state: PortalState) -> Router {
         .route("/static/{file}", get(assets::serve))
         .route("/oidc/start", get(sso_pages::start))
         .route("/oidc/callback", get(sso_pages::callback))
+        .route("/oidc/totp", post(sso_pages::totp_submit))
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/logout", post(api::logout))
         .route("/api/v1/whoami", get(api::whoami))

@@ -665,7 +665,7 @@ pub(super) fn message_page(status: StatusCode, title: &str, message: &str) -> Re
     )
 }
 
-fn page(status: StatusCode, markup: Markup) -> Response {
+pub(super) fn page(status: StatusCode, markup: Markup) -> Response {
     (
         status,
         [(CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -709,7 +709,7 @@ fn pre_token(headers: &HeaderMap) -> String {
     cookie(headers, PRE_COOKIE).unwrap_or_else(new_token)
 }
 
-fn totp_qr_data_uri(uri: &str) -> Option<String> {
+pub(super) fn totp_qr_data_uri(uri: &str) -> Option<String> {
     let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
     let svg = code
         .render::<qrcode::render::svg::Color<'_>>()

@@ -13,22 +13,29 @@
 //!   a page that moves on to `/devices` itself: a redirect would still be
 //!   part of the provider's cross-site navigation, which does not carry a
 //!   `SameSite=Strict` cookie.
+//! - With `oidc.require_totp`, the callback instead asks for a TOTP code (or
+//!   sets up the app), and `POST /oidc/totp` checks it ([`super::sso_totp`]).
+//!   The waiting login's token replaces the pre-login one in the same
+//!   `SameSite=Lax` cookie, which a cross-site POST does not carry; the form
+//!   also carries a value derived from it (double submit).
 //!
 //! Every refusal is audited (`portal.login.fail`, `method: "oidc"`, with
 //! its reason) and answered with a page that says what to do.
 
-use axum::extract::rejection::QueryRejection;
+use axum::Form;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::PortalState;
-use super::flows;
-use super::pages::{layout, message_page};
-use super::sessions::{Source, cookie, new_token, session_cookie};
+use super::flows::{self, LoggedIn};
+use super::pages::{layout, message_page, page, totp_qr_data_uri};
+use super::sessions::{Source, cookie, csrf_for, new_token, same_token, session_cookie};
+use super::sso_totp::{self, Ask, Outcome, STEP_LIFETIME, Waiting};
 use crate::store::hash_token;
 use crate::store::sso::{PendingLogin, TakenLogin};
 use crate::time_fmt::now_unix;
@@ -45,6 +52,13 @@ pub struct Callback {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+}
+
+/// The TOTP step's form.
+#[derive(Debug, Deserialize)]
+pub struct TotpForm {
+    csrf: String,
+    totp_code: String,
 }
 
 /// `GET /oidc/start`.
@@ -257,36 +271,125 @@ pub async fn callback(
             return message_page(failure.status, "Not signed in", &failure.message);
         }
     };
+    if oidc.require_totp {
+        let detail = flows::sso_login_detail(&verified, &member);
+        return match sso_totp::begin(&state, &member.user, detail).await {
+            Ok(waiting) => totp_page(StatusCode::OK, &waiting, None),
+            Err(failure) => message_page(failure.status, "Not signed in", &failure.message),
+        };
+    }
     match flows::sso_login(&state, source, &verified, &member).await {
-        Ok(logged_in) => {
-            let body = layout(
-                "Signed in",
-                None,
-                html! {
-                    h1 { "Signed in" }
-                    p { "Welcome, " (logged_in.user) ". " a #continue href="/devices" { "Continue to your devices" } }
-                    meta http-equiv="refresh" content="0;url=/devices";
-                },
-            );
-            let mut response = (
-                StatusCode::OK,
-                [(CONTENT_TYPE, "text/html; charset=utf-8")],
-                body.into_string(),
-            )
-                .into_response();
-            let headers = response.headers_mut();
-            for value in [
-                session_cookie(&logged_in.token, logged_in.max_age_secs),
-                clear_sso_cookie(),
-            ] {
-                if let Ok(value) = HeaderValue::from_str(&value) {
-                    headers.append(SET_COOKIE, value);
-                }
-            }
-            response
-        }
+        Ok(logged_in) => signed_in(&logged_in),
         Err(failure) => message_page(failure.status, "Not signed in", &failure.message),
     }
+}
+
+/// `POST /oidc/totp`: the code of an SSO login that waits for one.
+pub async fn totp_submit(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    form: Result<Form<TotpForm>, FormRejection>,
+) -> Response {
+    let start_again = "Your sign-in could not be completed. Start again from the login page.";
+    let Some(token) = cookie(&headers, SSO_COOKIE) else {
+        return message_page(StatusCode::FORBIDDEN, "Not signed in", start_again);
+    };
+    let Ok(Form(form)) = form else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Not signed in",
+            "The form was incomplete; start again from the login page.",
+        );
+    };
+    if !same_token(&csrf_for(&token), &form.csrf) {
+        let failure = super::error::Failure::csrf();
+        return message_page(failure.status, "Not signed in", &failure.message);
+    }
+    match sso_totp::finish(&state, source, &token, form.totp_code.trim()).await {
+        Ok(Outcome::LoggedIn(logged_in)) => signed_in(&logged_in),
+        Ok(Outcome::Again(waiting, message)) => {
+            totp_page(StatusCode::FORBIDDEN, &waiting, Some(message))
+        }
+        Ok(Outcome::Over(message)) => with_cleared_cookie(message_page(
+            StatusCode::FORBIDDEN,
+            "Not signed in",
+            &message,
+        )),
+        Err(failure) => message_page(failure.status, "Not signed in", &failure.message),
+    }
+}
+
+/// The page that ends a login: it sets the session cookie and moves on to
+/// `/devices` itself.
+fn signed_in(logged_in: &LoggedIn) -> Response {
+    let body = layout(
+        "Signed in",
+        None,
+        html! {
+            h1 { "Signed in" }
+            p { "Welcome, " (logged_in.user) ". " a #continue href="/devices" { "Continue to your devices" } }
+            meta http-equiv="refresh" content="0;url=/devices";
+        },
+    );
+    let mut response = (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "text/html; charset=utf-8")],
+        body.into_string(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    for value in [
+        session_cookie(&logged_in.token, logged_in.max_age_secs),
+        clear_sso_cookie(),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// The TOTP step's page (the waiting login's token in the cookie).
+fn totp_page(status: StatusCode, waiting: &Waiting, error: Option<&str>) -> Response {
+    let mut response = page(status, totp_markup(waiting, error));
+    let cookie = format!(
+        "{SSO_COOKIE}={}; Path=/; Max-Age={STEP_LIFETIME}; HttpOnly; Secure; SameSite=Lax",
+        waiting.token
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+fn totp_markup(waiting: &Waiting, error: Option<&str>) -> Markup {
+    let csrf = csrf_for(&waiting.token);
+    layout(
+        "One more step",
+        None,
+        html! {
+            h1 { "One more step, " (waiting.user) }
+            @if let Some(error) = error { p .error role="alert" { (error) } }
+            form method="post" action="/oidc/totp" {
+                input type="hidden" name="csrf" value=(csrf);
+                @match &waiting.ask {
+                    Ask::Code => {
+                        p { "This gateway also asks for a code from your authenticator app." }
+                    }
+                    Ask::Enroll { secret, otpauth_uri } => {
+                        p { "This gateway also asks for a code from an authenticator app. Set one up now: scan this code with it (for example Aegis, FreeOTP or Google Authenticator)." }
+                        @if let Some(qr) = totp_qr_data_uri(otpauth_uri) { img .qr src=(qr) alt="QR code to add this account to an authenticator app" width="240" height="240"; }
+                        p { "Or type this key into the app: " }
+                        p { code .secret #totp-secret { (secret) } }
+                    }
+                }
+                label for="totp_code" { "Code the app shows now" }
+                input #totp_code type="text" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" autocomplete="one-time-code" required autofocus;
+                button type="submit" { "Continue" }
+            }
+        },
+    )
 }
 
 fn unavailable(state: &PortalState) -> Response {

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS, V5_HA, V6_SSO];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS, V5_HA, V6_SSO, V7_SSO_TOTP];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -128,6 +128,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     PG_V4_ENDPOINTS,
     PG_V5_HA,
     PG_V6_SSO,
+    PG_V7_SSO_TOTP,
 ];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
@@ -232,6 +233,18 @@ CREATE TABLE portal_sessions (
 CREATE INDEX portal_sessions_by_user ON portal_sessions ("user");
 "#;
 
+/// [`V7_SSO_TOTP`] on PostgreSQL.
+const PG_V7_SSO_TOTP: &str = r#"
+CREATE TABLE sso_second_steps (
+    token_hash TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    "user"     TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    new_secret TEXT,
+    login      TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    failures   BIGINT NOT NULL DEFAULT 0
+);
+"#;
+
 /// [`V6_SSO`] on PostgreSQL.
 const PG_V6_SSO: &str = r#"
 CREATE TABLE sso_identities (
@@ -334,6 +347,22 @@ CREATE TABLE sso_pending (
 
 ALTER TABLE portal_sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password'
     CHECK (method IN ('password', 'oidc'));
+"#;
+
+/// The TOTP step of SSO logins (`oidc.require_totp`): a login the provider
+/// and the access service accepted waits here for the member's code, under
+/// the SHA-256 of a token that only the browser's cookie holds, with the
+/// login's audit detail (JSON), the TOTP secret offered when the member has
+/// none yet (sealed under the secrets key), and how many codes failed.
+const V7_SSO_TOTP: &str = r#"
+CREATE TABLE sso_second_steps (
+    token_hash TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    user       TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    new_secret TEXT,
+    login      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    failures   INTEGER NOT NULL DEFAULT 0
+) STRICT;
 "#;
 
 /// Where each device was last heard from (`ip:port`), stored with its last

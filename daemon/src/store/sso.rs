@@ -9,6 +9,10 @@
 //!   outcome: a `state` is used once. Its PKCE verifier is sealed under the
 //!   secrets key; the raw `state` and cookie exist only in the browser.
 //!
+//! - the SSO logins waiting for the member's TOTP code (`oidc.require_totp`),
+//!   each under the SHA-256 of a token only the browser's cookie holds, with
+//!   the TOTP secret offered for enrollment (if any) sealed.
+//!
 //! Rules (who may link, how old a pending login may be) are the caller's.
 
 use super::db::{DbError, values};
@@ -47,7 +51,65 @@ pub enum TakenLogin {
     Expired,
 }
 
+/// An SSO login waiting for the member's TOTP code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondStep {
+    pub user: String,
+    /// The secret offered for enrollment, opened, when the member had none.
+    /// Never log it.
+    pub new_secret: Option<String>,
+    /// The login's audit detail (JSON text), for the record that ends it.
+    pub login: String,
+    pub created_at: i64,
+    /// Codes refused so far.
+    pub failures: i64,
+}
+
 impl Reader<'_> {
+    /// The SSO login waiting under `token_hash`, if any.
+    pub fn second_step(&self, token_hash: &str) -> Result<Option<SecondStep>, StoreError> {
+        let row = self
+            .conn
+            .query_opt(
+                r#"SELECT "user", new_secret, login, created_at, failures
+                   FROM sso_second_steps WHERE token_hash = ?1"#,
+                values![token_hash],
+            )
+            .and_then(|row| {
+                row.map(|row| {
+                    Ok::<_, DbError>((
+                        row.get::<String>(0)?,
+                        row.get::<Option<String>>(1)?,
+                        row.get::<String>(2)?,
+                        row.get::<i64>(3)?,
+                        row.get::<i64>(4)?,
+                    ))
+                })
+                .transpose()
+            })
+            .map_err(StoreError::db("read an SSO login's TOTP step"))?;
+        let Some((user, sealed, login, created_at, failures)) = row else {
+            return Ok(None);
+        };
+        let new_secret = sealed
+            .map(|sealed| {
+                self.secrets
+                    .open(&sealed, token_hash)
+                    .map_err(|source| StoreError::SecretOpen {
+                        user: user.clone(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        Ok(Some(SecondStep {
+            user,
+            new_secret,
+            login,
+            created_at,
+            failures,
+        }))
+    }
+
     /// The member linked to `issuer` + `subject`, if any.
     pub fn user_by_sso_identity(
         &self,
@@ -213,6 +275,79 @@ impl Writer<'_> {
         }))
     }
 
+    /// Stores an SSO login waiting for its TOTP code (the offered secret
+    /// sealed), and deletes those started before `prune_before`.
+    pub fn put_second_step(
+        &mut self,
+        token_hash: &str,
+        step: &SecondStep,
+        prune_before: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM sso_second_steps WHERE created_at < ?1",
+                values![prune_before],
+            )
+            .map_err(StoreError::db("prune SSO logins' TOTP steps"))?;
+        let sealed = step
+            .new_secret
+            .as_deref()
+            .map(|secret| {
+                self.secrets
+                    .seal(secret, token_hash)
+                    .map_err(|source| StoreError::SecretSeal {
+                        user: step.user.clone(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        self.conn
+            .execute(
+                r#"INSERT INTO sso_second_steps (token_hash, "user", new_secret, login, created_at, failures)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6)"#,
+                values![
+                    token_hash,
+                    step.user.as_str(),
+                    sealed,
+                    step.login.as_str(),
+                    step.created_at,
+                    step.failures
+                ],
+            )
+            .map_err(StoreError::db("store an SSO login's TOTP step"))?;
+        Ok(())
+    }
+
+    /// Counts a refused code; at `max` refusals the step is deleted. Whether
+    /// it is still there.
+    pub fn fail_second_step(&mut self, token_hash: &str, max: i64) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sso_second_steps SET failures = failures + 1 WHERE token_hash = ?1",
+                values![token_hash],
+            )
+            .map_err(StoreError::db("count a refused TOTP code"))?;
+        let gone = self
+            .conn
+            .execute(
+                "DELETE FROM sso_second_steps WHERE token_hash = ?1 AND failures >= ?2",
+                values![token_hash, max],
+            )
+            .map_err(StoreError::db("end an SSO login's TOTP step"))?;
+        Ok(gone == 0)
+    }
+
+    /// Deletes the step under `token_hash`; whether it was there (used once).
+    pub fn take_second_step(&mut self, token_hash: &str) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM sso_second_steps WHERE token_hash = ?1",
+                values![token_hash],
+            )
+            .map(|n| n > 0)
+            .map_err(StoreError::db("end an SSO login's TOTP step"))
+    }
+
     /// Deletes the logins under way started before `before`; how many.
     pub fn prune_pending_logins(&mut self, before: i64) -> Result<usize, StoreError> {
         self.conn
@@ -357,6 +492,89 @@ mod tests {
                     .write_blocking(|w| w.prune_pending_logins(150))
                     .unwrap(),
                 1
+            );
+        });
+    }
+
+    /// A TOTP step keeps its offered secret sealed, counts refused codes
+    /// up to its limit, is used once, goes with its user, and old ones are
+    /// pruned by the next.
+    #[test]
+    fn a_second_step_is_sealed_counted_and_used_once() {
+        on_each_backend(|db, store| {
+            add_user(&store, "alice");
+            let step = |created_at| SecondStep {
+                user: "alice".into(),
+                new_secret: Some("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into()),
+                login: r#"{"method":"oidc"}"#.into(),
+                created_at,
+                failures: 0,
+            };
+            let token = hash_token("step-token");
+            store
+                .write_blocking(|w| w.put_second_step(&token, &step(100), 0))
+                .unwrap();
+            let stored: Vec<String> = db.raw_column("SELECT new_secret FROM sso_second_steps");
+            assert!(
+                !stored[0].contains("JBSWY3DPEHPK3PXP"),
+                "the offered secret is sealed: {stored:?}"
+            );
+            let read = store.read_blocking(|r| r.second_step(&token)).unwrap();
+            assert_eq!(read, Some(step(100)));
+            assert!(
+                store
+                    .write_blocking(|w| w.fail_second_step(&token, 3))
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .write_blocking(|w| w.fail_second_step(&token, 3))
+                    .unwrap()
+            );
+            let read = store.read_blocking(|r| r.second_step(&token)).unwrap();
+            assert_eq!(read.map(|s| s.failures), Some(2));
+            assert!(
+                !store
+                    .write_blocking(|w| w.fail_second_step(&token, 3))
+                    .unwrap(),
+                "the third refusal ends it"
+            );
+            assert_eq!(
+                store.read_blocking(|r| r.second_step(&token)).unwrap(),
+                None
+            );
+
+            store
+                .write_blocking(|w| w.put_second_step(&token, &step(100), 0))
+                .unwrap();
+            assert!(
+                store
+                    .write_blocking(|w| w.take_second_step(&token))
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .write_blocking(|w| w.take_second_step(&token))
+                    .unwrap(),
+                "used once"
+            );
+
+            store
+                .write_blocking(|w| w.put_second_step(&token, &step(100), 0))
+                .unwrap();
+            let later = hash_token("later");
+            store
+                .write_blocking(|w| w.put_second_step(&later, &step(300), 200))
+                .unwrap();
+            assert_eq!(
+                store.read_blocking(|r| r.second_step(&token)).unwrap(),
+                None,
+                "pruned"
+            );
+            store.write_blocking(|w| w.delete_user("alice")).unwrap();
+            assert_eq!(
+                store.read_blocking(|r| r.second_step(&later)).unwrap(),
+                None
             );
         });
     }

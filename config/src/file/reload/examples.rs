@@ -86,6 +86,7 @@ groups_claim = "groups"
 username_claim = "preferred_username"
 allowed_email_domains = ["example.org"]
 auto_provision = true
+require_totp = false
 
 [aws]
 region = "eu-west-3"
@@ -207,6 +208,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("oidc.username_claim", r#""email""#),
     ("oidc.allowed_email_domains", r#"["example.com"]"#),
     ("oidc.auto_provision", "false"),
+    ("oidc.require_totp", "true"),
 ];
 
 /// `text` with `key`'s line in its table (the first `[[group]]` for

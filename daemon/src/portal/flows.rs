@@ -295,15 +295,11 @@ pub async fn login(
                 w.set_totp_last_step(&who, step)?;
             }
             opening.open(w, &who, &session_hash)?;
-            w.audit(
-                event(
-                    Kind::PortalLoginOk,
-                    Actor::User(who.clone()),
-                    AuditSource::Addr(source),
-                )
-                .on(who.clone())
-                .detail(json!({ "method": "password", "totp": step.is_some() })),
-            )?;
+            w.audit(login_ok(
+                &who,
+                source,
+                json!({ "method": "password", "totp": step.is_some() }),
+            ))?;
             Ok(true)
         })
         .await?;
@@ -394,13 +390,7 @@ pub async fn sso_login(
     let opening = Opening::new(&config, now, source, LoginMethod::Oidc);
     let mut detail = sso_login_detail(login, member);
     detail["totp"] = json!(false);
-    let record = event(
-        Kind::PortalLoginOk,
-        Actor::User(who.clone()),
-        AuditSource::Addr(source),
-    )
-    .on(who.clone())
-    .detail(detail);
+    let record = login_ok(&who, source, detail);
     state
         .core
         .store()
@@ -415,6 +405,17 @@ pub async fn sso_login(
         token: session,
         max_age_secs: config.portal.session_max.as_secs(),
     })
+}
+
+/// The `portal.login.ok` record of `who`'s login.
+pub(super) fn login_ok(who: &str, source: IpAddr, detail: serde_json::Value) -> NewAuditEvent {
+    event(
+        Kind::PortalLoginOk,
+        Actor::User(who.to_string()),
+        AuditSource::Addr(source),
+    )
+    .on(who.to_string())
+    .detail(detail)
 }
 
 /// Audits a refused SSO login (`portal.login.fail`, `method: "oidc"`) with

@@ -25,7 +25,6 @@ use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
-use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
 use crate::store::sso::SecondStep;
 use crate::store::{LoginMethod, StoreError, hash_token};
 use crate::time_fmt::now_unix;
@@ -176,13 +175,7 @@ pub async fn finish(
         map.insert("totp".into(), Value::Bool(true));
         map.insert("totp_enrolled".into(), Value::Bool(enrolling.is_some()));
     }
-    let record = event(
-        Kind::PortalLoginOk,
-        Actor::User(who.clone()),
-        AuditSource::Addr(source),
-    )
-    .on(who.clone())
-    .detail(detail);
+    let record = flows::login_ok(&who, source, detail);
     let name = who.clone();
     let committed = state
         .core

@@ -5,7 +5,9 @@
 //! gateway's namespace), lands on the devices page, adds a device with a
 //! key pair the page makes, and downloads its config; a stock wireguard-go
 //! client with that config then reaches the research host: the SSO login
-//! opened the VPN session (`vpn.require_login`). Screenshots go to
+//! opened the VPN session (`vpn.require_login`), which ends, as a password
+//! login's does, at `vpn.session_lifetime` (audited `vpn.session.expire`).
+//! Screenshots go to
 //! `<target dir>/test-artifacts/sso/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +19,10 @@ use gatehouse_tests::browser::{self, Browser};
 use gatehouse_tests::netns::{Host, POOL, Topology, WgClient};
 use gatehouse_tests::sso::{CLIENT_SECRET, OidcProvider, oidc_dir};
 use serde_json::json;
+
+/// The VPN session an SSO login opens here: long enough for the browser
+/// journey, short enough to watch it end.
+const SESSION_SECS: u64 = 45;
 
 #[test]
 fn sign_in_with_the_provider_in_chromium_then_the_tunnel_reaches_the_research_host() {
@@ -73,7 +79,11 @@ fn sign_in_with_the_provider_in_chromium_then_the_tunnel_reaches_the_research_ho
                 cert.display()
             ),
         )
-        .replacen("require_login = false", "require_login = true", 1)
+        .replacen(
+            "require_login = false",
+            &format!("require_login = true\nsession_lifetime = \"{SESSION_SECS}s\""),
+            1,
+        )
         .replacen(
             "listen = \"127.0.0.1:8443\"",
             &format!("listen = \"{gw_addr}:8443\"\nurl = \"{portal}\""),
@@ -118,5 +128,26 @@ fn sign_in_with_the_provider_in_chromium_then_the_tunnel_reaches_the_research_ho
     assert_eq!(fetched.trim(), "research");
     let logins = gw.audit_json(&["--kind", "portal.login.ok"]);
     assert_eq!(logins.last().unwrap()["detail"]["method"], "oidc");
+    let signed_in = std::time::Instant::now();
+
+    // The session ends at vpn.session_lifetime: the peer goes, audited.
+    let deadline = Duration::from_secs(SESSION_SECS + 30);
+    let expired = loop {
+        let expired = gw.audit_json(&["--kind", "vpn.session.expire"]);
+        if !expired.is_empty() || signed_in.elapsed() > deadline {
+            break expired;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        expired
+            .first()
+            .and_then(|r| r["target"].as_str())
+            .is_some_and(|t| t.starts_with("alice")),
+        "no vpn.session.expire within {deadline:?}: {expired:?}\n{}",
+        gw.log_tail(30)
+    );
+    let devices = gw.ctl_json(&["device", "list"]);
+    assert_eq!(devices[0]["live"], false, "{devices}");
     drop(client);
 }

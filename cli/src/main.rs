@@ -93,7 +93,7 @@ pub enum Command {
     /// Show the groups of the running config.
     #[command(subcommand)]
     Group(group::GroupCommand),
-    /// List and close the live channels of the SSH jump host.
+    /// The SSH jump host's live channels; the user CA, certificates and KRL.
     #[command(subcommand)]
     Ssh(ssh::SshCommand),
     /// Show the gateway's state: version, uptime, keys, counts.

@@ -186,6 +186,73 @@ pub struct SshChannelInfo {
     pub bytes_down: u64,
 }
 
+/// `GET /v1/ssh/ca` (and the portal's `GET /api/v1/ssh/ca`): the user CA
+/// that signs members' SSH certificates (`ssh.certificates`), for the
+/// private hosts' `TrustedUserCAKeys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshCaInfo {
+    /// The CA's public line (`ssh-ed25519 AAAA... <comment>`).
+    pub public_key: String,
+    /// `SHA256:...` of the CA key.
+    pub fingerprint: String,
+    /// A ready `sshd_config` snippet for a private host.
+    pub sshd_snippet: String,
+    /// Whether the gateway issues certificates now (`ssh.certificates`).
+    pub enabled: bool,
+}
+
+/// `POST /v1/ssh/certificates`: a certificate for one of `user`'s keys
+/// (the admin side; the portal's takes only `public_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueCertRequest {
+    pub user: String,
+    /// An OpenSSH public key line that is one of the user's keys.
+    pub public_key: String,
+    /// Shorter than `ssh.cert_lifetime` if given; never longer.
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+/// An issued SSH user certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// The `ssh-...-cert-v01@openssh.com` line, for `~/.ssh/id_<type>-cert.pub`.
+    pub certificate: String,
+    pub serial: u64,
+    /// `<user>@<gateway name>`.
+    pub key_id: String,
+    /// The login names it is valid for.
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: i64,
+    /// Unix seconds.
+    pub valid_before: i64,
+    /// `SHA256:...` of the certified key.
+    pub key_fingerprint: String,
+    /// The `source-address` critical option (CIDRs, comma-separated).
+    pub source_address: String,
+}
+
+/// `GET /v1/ssh/krl`: an OpenSSH KRL of every unexpired certificate issued
+/// to a disabled or removed member, for the private hosts' `RevokedKeys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KrlResponse {
+    /// The KRL file, base64 (standard, padded).
+    pub krl_base64: String,
+    pub revoked: Vec<RevokedCert>,
+}
+
+/// One certificate a KRL revokes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCert {
+    pub serial: u64,
+    pub user: String,
+    /// Unix seconds.
+    pub valid_before: i64,
+    /// `disabled` or `removed`.
+    pub why: String,
+}
+
 /// The response header of `GET /v1/backup` that carries [`BackupInfo`] as JSON.
 pub const BACKUP_INFO_HEADER: &str = "x-gatehouse-backup";
 

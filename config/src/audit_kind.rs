@@ -73,6 +73,7 @@ audit_kinds! {
     SshSessionEnd = "ssh.session.end": "A forwarded connection through the jump host closed (bytes, duration, reason).",
     SshForwardDeny = "ssh.forward.deny": "The jump host refused a channel or request (target not allowed or unreachable, not direct-tcpip).",
     SshChannelKill = "ssh.channel.kill": "An admin closed a live jump host channel.",
+    SshCertIssue = "ssh.cert.issue": "The SSH user CA issued a certificate (serial, principals, validity, key fingerprint, who asked: the member on the portal or an admin).",
     AwsChange = "aws.change": "The AWS provisioner changed a resource (elastic IP, security group, route, SSM key).",
     AwsChangeFail = "aws.change.fail": "An AWS change failed.",
     ConfigReload = "config.reload": "The config file was re-read and applied (with the keys that need a restart).",

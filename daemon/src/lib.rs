@@ -28,7 +28,7 @@
 //! 5. **Foundations** — [`store`] (SQLite, or PostgreSQL shared by an HA
 //!    pair; every change commits with its audit record), [`audit`] (the hash chain, the mirror, and the one
 //!    vocabulary of kinds, actors and sources), [`wg_key`] and
-//!    [`ssh_host_key`] (the identity keys), [`secrets_key`] (seals the
+//!    [`ssh_host_key`] (the identity keys), [`ssh_ca`] (the SSH user CA), [`secrets_key`] (seals the
 //!    secrets the store keeps), [`ssh_keys`] (users' OpenSSH keys),
 //!    [`totp`], [`host_addrs`] (the host's own addresses, always refused),
 //!    [`time_fmt`].
@@ -53,6 +53,7 @@ pub mod private_file;
 pub mod running;
 pub mod secrets_key;
 pub mod ssh;
+pub mod ssh_ca;
 pub mod ssh_host_key;
 pub mod ssh_keys;
 pub mod sso;
@@ -138,11 +139,13 @@ pub async fn run(
     aws::startup::audit_stored_key(&store, stored).await;
     let wireguard = aws::startup::wireguard_key(&config, &aws, &store, &state_dir).await?;
     let ssh_host = aws::startup::ssh_host_key(&config, &aws, &store, &state_dir).await?;
+    let user_ca = aws::startup::ssh_user_ca(&config, &aws, &store, &state_dir).await?;
     // No list of its own addresses, no start: policy must refuse them.
     let host_addrs = host_addrs::HostAddrs::load()?;
     let keys = Keys {
         wireguard,
         ssh_host,
+        user_ca,
     };
     let core = Core::new(source, config, store, keys, host_addrs);
 

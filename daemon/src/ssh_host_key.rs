@@ -19,24 +19,24 @@ pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostKeyError {
-    #[error("cannot read the SSH host key {path}: {source}")]
+    #[error("cannot read the SSH key {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the SSH host key {path} is not an OpenSSH private key: {source}")]
+    #[error("the SSH key {path} is not an OpenSSH private key: {source}")]
     Parse {
         path: PathBuf,
         source: russh::keys::ssh_key::Error,
     },
-    #[error("cannot write the SSH host key {path}: {source}")]
+    #[error("cannot write the SSH key {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot encode the SSH host key: {source}")]
+    #[error("cannot encode an SSH key: {source}")]
     Encode { source: russh::keys::ssh_key::Error },
-    #[error("no randomness for the SSH host key: {message}")]
+    #[error("no randomness for a new SSH key: {message}")]
     Random { message: String },
     #[error(
         "ssh.host_key_file {path} does not exist: make it with `ssh-keygen -t ed25519 -N '' -f {path}` and give every gateway the same file (mode 0600)"
@@ -87,7 +87,18 @@ pub fn load_host_key(file: Option<&Path>, state_dir: &Path) -> Result<PrivateKey
 
 /// Loads the host key, creating it (mode 0600) on first start.
 pub fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, HostKeyError> {
-    let path = state_dir.join(HOST_KEY_FILE);
+    load_or_create_key(state_dir, HOST_KEY_FILE, "the SSH host key")
+}
+
+/// Loads the ed25519 key `file` under `state_dir` (`what` it is, for the
+/// log), creating it (mode 0600) if there is none: the host key's and the
+/// user CA's (`ssh_ca`) way.
+pub fn load_or_create_key(
+    state_dir: &Path,
+    file: &str,
+    what: &str,
+) -> Result<PrivateKey, HostKeyError> {
+    let path = state_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => PrivateKey::from_openssh(text.as_bytes())
             .map_err(|source| HostKeyError::Parse { path, source }),
@@ -113,7 +124,7 @@ pub fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, HostKeyEr
                 .map_err(write_error)?;
             file.write_all(text.as_bytes()).map_err(write_error)?;
             file.sync_all().map_err(write_error)?;
-            tracing::info!(path = %path.display(), fingerprint = %fingerprint(key.public_key()), "created the SSH host key");
+            tracing::info!(path = %path.display(), fingerprint = %fingerprint(key.public_key()), "created {what}");
             Ok(key)
         }
         Err(source) => Err(HostKeyError::Read { path, source }),
@@ -145,8 +156,13 @@ pub fn host_key_to_openssh(key: &PrivateKey) -> Result<String, HostKeyError> {
 /// Makes `key` the one under `state_dir`, replacing another atomically (a
 /// new 0600 file renamed over the old): used when SSM holds the key.
 pub fn store_host_key(key: &PrivateKey, state_dir: &Path) -> Result<(), HostKeyError> {
-    let path = state_dir.join(HOST_KEY_FILE);
-    let fresh = state_dir.join(format!("{HOST_KEY_FILE}.new"));
+    store_key(key, state_dir, HOST_KEY_FILE)
+}
+
+/// Makes `key` the file `file` under `state_dir`, as [`store_host_key`].
+pub fn store_key(key: &PrivateKey, state_dir: &Path, file: &str) -> Result<(), HostKeyError> {
+    let path = state_dir.join(file);
+    let fresh = state_dir.join(format!("{file}.new"));
     let text = host_key_to_openssh(key)?;
     let write_error = |source| HostKeyError::Write {
         path: path.clone(),

@@ -129,6 +129,10 @@ impl TestGateway {
                 &state_dir,
             )
             .unwrap(),
+            user_ca: config
+                .ssh
+                .certificates
+                .then(|| crate::ssh_ca::UserCa::load_or_create_local(&state_dir).unwrap()),
         };
         let host_addrs = crate::host_addrs::HostAddrs::load().unwrap();
         let core = Core::new(source, config, store, keys, host_addrs);

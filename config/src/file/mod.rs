@@ -155,6 +155,11 @@ pub struct SshConfig {
     /// The host key shared by every gateway of a pair (OpenSSH format,
     /// 0600); `None`: generated once under `gateway.state_dir`.
     pub host_key_file: Option<PathBuf>,
+    /// The gateway is the team's SSH user CA: it issues members short-lived
+    /// OpenSSH certificates (key under `state_dir`, or SSM with `[aws]`).
+    pub certificates: bool,
+    /// The longest a certificate is valid (never past the member's expiry).
+    pub cert_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,6 +220,9 @@ pub struct GroupConfig {
     /// The identity provider's group names (or ids) that grant this group
     /// at an SSO login.
     pub oidc_groups: Vec<String>,
+    /// The login names this group's members may use on its hosts: the
+    /// principals of their SSH certificates.
+    pub ssh_principals: Vec<String>,
 }
 
 /// `[store]`.

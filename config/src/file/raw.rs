@@ -166,6 +166,8 @@ pub(crate) struct RawSsh {
     pub max_startups_per_source: u32,
     pub login_grace_time: String,
     pub host_key_file: Option<String>,
+    pub certificates: bool,
+    pub cert_lifetime: String,
 }
 
 impl Default for RawSsh {
@@ -183,6 +185,8 @@ impl Default for RawSsh {
             max_startups_per_source: 8,
             login_grace_time: "30s".into(),
             host_key_file: None,
+            certificates: false,
+            cert_lifetime: "12h".into(),
         }
     }
 }
@@ -283,6 +287,7 @@ pub(crate) struct RawGroup {
     pub subnets: Option<Vec<String>>,
     pub ports: Option<Vec<u16>>,
     pub oidc_groups: Vec<String>,
+    pub ssh_principals: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

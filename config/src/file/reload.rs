@@ -157,6 +157,13 @@ static KEYS: &[ReloadKey] = &[
     live("ssh.login_grace_time", |a, b| {
         a.ssh.login_grace_time != b.ssh.login_grace_time
     }),
+    // The CA key is loaded at start when certificates are on.
+    restart("ssh.certificates", |a, b| {
+        a.ssh.certificates != b.ssh.certificates
+    }),
+    live("ssh.cert_lifetime", |a, b| {
+        a.ssh.cert_lifetime != b.ssh.cert_lifetime
+    }),
     restart("portal.enabled", |a, b| {
         a.portal.enabled != b.portal.enabled
     }),
@@ -206,6 +213,9 @@ static KEYS: &[ReloadKey] = &[
     live("group.subnets", |a, b| groups(a, b, |g| &g.subnets)),
     live("group.ports", |a, b| groups(a, b, |g| &g.ports)),
     live("group.oidc_groups", |a, b| groups(a, b, |g| &g.oidc_groups)),
+    live("group.ssh_principals", |a, b| {
+        groups(a, b, |g| &g.ssh_principals)
+    }),
     // Each `accessctl aws` call connects afresh from the running config;
     // `apply_on_start` only ever matters at a start, so it waits for none.
     live("aws.region", |a, b| aws(a, b, |c| &c.region)),

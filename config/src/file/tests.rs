@@ -634,3 +634,28 @@ fn an_oidc_section_is_checked_offline_with_file_line_and_key() {
     .unwrap();
     assert_eq!(mapped.groups[0].oidc_groups, ["research-team"]);
 }
+
+#[test]
+fn ssh_certificate_settings_are_checked() {
+    let text = MINIMAL.replace(
+        "subnets = [\"10.0.3.0/24\"]",
+        "subnets = [\"10.0.3.0/24\"]\nssh_principals = [\"ec2-user\", \"-oops\"]",
+    );
+    assert_one(&text, "group[0].ssh_principals[1]", 9, "not a login name");
+    let text = format!("{MINIMAL}\n[ssh]\ncertificates = true\ncert_lifetime = \"90d\"\n");
+    assert_one(&text, "ssh.cert_lifetime", 12, "between 1m and 30d");
+    let config = parse(
+        &MINIMAL.replace(
+            "subnets = [\"10.0.3.0/24\"]",
+            "subnets = [\"10.0.3.0/24\"]\nssh_principals = [\"ec2-user\", \"ubuntu\"]",
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    assert!(!config.ssh.certificates);
+    assert_eq!(
+        config.ssh.cert_lifetime,
+        std::time::Duration::from_secs(12 * 3600)
+    );
+    assert_eq!(config.groups[0].ssh_principals, ["ec2-user", "ubuntu"]);
+}

@@ -470,6 +470,15 @@ impl Checker<'_> {
             );
         }
         let login_grace_time = self.duration("ssh.login_grace_time", &raw.login_grace_time);
+        let cert_lifetime = self.duration("ssh.cert_lifetime", &raw.cert_lifetime);
+        if let Some(lifetime) = cert_lifetime
+            && !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&lifetime)
+        {
+            self.problem(
+                "ssh.cert_lifetime",
+                "must be between 1m and 30d: certificates are meant to be short-lived (12h is a working day)",
+            );
+        }
         let host_key_file = match &raw.host_key_file {
             Some(text) => Some(self.absolute_path("ssh.host_key_file", text)?),
             None => None,
@@ -487,6 +496,8 @@ impl Checker<'_> {
             max_startups_per_source: raw.max_startups_per_source,
             login_grace_time: login_grace_time?,
             host_key_file,
+            certificates: raw.certificates,
+            cert_lifetime: cert_lifetime?,
         })
     }
 
@@ -613,11 +624,20 @@ impl Checker<'_> {
                         );
                     }
                 }
+                for (j, principal) in group.ssh_principals.iter().enumerate() {
+                    if !is_login_name(principal) {
+                        self.problem(
+                            &format!("{key}.ssh_principals[{j}]"),
+                            format!("{principal:?} is not a login name: letters, digits, '.', '_', '-', at most 32, not starting with '-'"),
+                        );
+                    }
+                }
                 groups.push(GroupConfig {
                     name,
                     subnets,
                     ports: group.ports,
                     oidc_groups: group.oidc_groups,
+                    ssh_principals: group.ssh_principals,
                 });
             }
         }
@@ -894,4 +914,15 @@ fn aws_id(id: &str, prefix: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     })
+}
+
+/// A POSIX-ish login name, as a certificate principal: letters, digits,
+/// `.`, `_`, `-`, at most 32, not starting with `-`.
+fn is_login_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

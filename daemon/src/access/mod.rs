@@ -1,5 +1,5 @@
 //! The access service: every operation that more than one front door
-//! performs (the admin API, the portal, and later SSO and SSH certificates),
+//! performs (the admin API, the portal, SSO, the SSH certificates),
 //! written once with its checks, its audit record and its error cases.
 //!
 //! - [`devices`]: create and revoke a device, list devices with their live
@@ -9,6 +9,8 @@
 //!   user's detail and VPN access state;
 //! - [`sso`]: who an SSO login is: the identity link, the groups mapped
 //!   from the provider's at every login, provisioning;
+//! - [`certs`]: members' SSH certificates (who, which key, principals,
+//!   lifetime, `source-address`), the CA's public side, the KRL;
 //! - [`public`]: what clients are told to connect to: the VPN endpoint, the
 //!   portal URL (with the elastic IP standing in for `"auto"`), enrollment
 //!   links and the jump host's `known_hosts` line.
@@ -17,6 +19,7 @@
 //! policy or audit detail. Does not own the data (the store) or the policy
 //! rules (`gatehouse_config::policy`).
 
+pub mod certs;
 pub mod devices;
 pub mod public;
 pub mod sso;

@@ -8,6 +8,7 @@
 
 mod aws;
 mod backup;
+mod certs;
 mod devices;
 mod error;
 mod extract;
@@ -192,6 +193,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/devices", get(devices::list))
         .route("/v1/backup", get(backup::backup))
         .route("/v1/ssh/channels", get(ssh::list))
+        .route("/v1/ssh/ca", get(certs::ca))
+        .route("/v1/ssh/certificates", post(certs::issue))
+        .route("/v1/ssh/krl", get(certs::krl))
         .route("/v1/ssh/channels/{id}", delete(ssh::kill))
         .route("/v1/aws/plan", get(aws::plan))
         .route("/v1/aws/apply", post(aws::apply))

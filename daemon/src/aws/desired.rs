@@ -207,6 +207,11 @@ pub fn ssh_host_key_parameter_name(gateway: &str) -> String {
     format!("/gatehouse/{gateway}/ssh-host-key")
 }
 
+/// `/gatehouse/<name>/ssh-user-ca`: the SSH user CA key (`ssh.certificates`).
+pub fn ssh_user_ca_parameter_name(gateway: &str) -> String {
+    format!("/gatehouse/{gateway}/ssh-user-ca")
+}
+
 /// `/gatehouse/<name>/portal-tls`: the portal's self-signed certificate and
 /// its key (PEM, one after the other), when no `portal.tls_cert` is set.
 pub fn portal_tls_parameter_name(gateway: &str) -> String {

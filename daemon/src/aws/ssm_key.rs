@@ -6,6 +6,8 @@
 //!   keeps sealed);
 //! - the SSH host key (`ssh-host-key`: `ssh -J` never warns of a changed
 //!   host key), unless `ssh.host_key_file` names one;
+//! - the SSH user CA key (`ssh-user-ca`, with `ssh.certificates`: both nodes
+//!   sign members' certificates with the CA the private hosts trust);
 //! - the portal's self-signed certificate and key (`portal-tls`: one
 //!   fingerprint), unless `portal.tls_cert` names a certificate.
 //!
@@ -23,11 +25,12 @@ use russh::keys::PrivateKey;
 
 use super::desired::{
     TAG_GATEWAY, portal_tls_parameter_name, secrets_key_parameter_name,
-    ssh_host_key_parameter_name, ssm_parameter_name,
+    ssh_host_key_parameter_name, ssh_user_ca_parameter_name, ssm_parameter_name,
 };
 use super::errors::{AwsError, LocalKeyError, classify};
 use crate::portal::tls::SelfSigned;
 use crate::secrets_key::{self, SecretsKey};
+use crate::ssh_ca::UserCa;
 use crate::ssh_host_key;
 use crate::wg_key::{self, GatewayKey};
 
@@ -158,6 +161,35 @@ impl SsmKey for PrivateKey {
     }
     fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
         Ok(ssh_host_key::store_host_key(self, state_dir)?)
+    }
+}
+
+impl SsmKey for UserCa {
+    const WHAT: &'static str = "the SSH user CA key";
+    const IF_MALFORMED: &'static str = "put an unencrypted OpenSSH private key there, or delete it to store this gateway's CA key (every private host then needs the new CA line)";
+    const WHY_NOT_NEW: &'static str =
+        "a new CA key would not be trusted by the private hosts, which trust the old one";
+    const LOCAL_FILE: &'static str = crate::ssh_ca::CA_KEY_FILE;
+    fn parameter_name(gateway: &str) -> String {
+        ssh_user_ca_parameter_name(gateway)
+    }
+    fn from_parameter(text: &str) -> Option<Self> {
+        ssh_host_key::host_key_from_openssh(text).map(UserCa::new)
+    }
+    fn parameter_value(&self) -> String {
+        ssh_host_key::host_key_to_openssh(self.private_key()).unwrap_or_default()
+    }
+    fn label(&self) -> String {
+        format!("fingerprint {}", self.fingerprint())
+    }
+    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
+        Ok(UserCa::load_local(state_dir)?)
+    }
+    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
+        Ok(UserCa::load_or_create_local(state_dir)?)
+    }
+    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
+        Ok(self.store_local(state_dir)?)
     }
 }
 

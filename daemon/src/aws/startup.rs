@@ -17,6 +17,7 @@ use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
 use crate::portal::tls::{self, SelfSigned};
 use crate::secrets_key::{SecretsKey, SecretsKeyError};
+use crate::ssh_ca::UserCa;
 use crate::ssh_host_key;
 use crate::store::{NewAuditEvent, Store};
 use crate::wg_key::GatewayKey;
@@ -130,6 +131,22 @@ pub async fn ssh_host_key(
     let (key, stored) = ssm_or_local::<PrivateKey>(config, aws, state_dir).await?;
     audit_stored_key(store, stored).await;
     Ok(key)
+}
+
+/// With `ssh.certificates`: the SSH user CA key, from SSM with `[aws]`,
+/// else the local key (made now if new).
+pub async fn ssh_user_ca(
+    config: &Config,
+    aws: &Connection,
+    store: &Store,
+    state_dir: &Path,
+) -> Result<Option<UserCa>, StartError> {
+    if !config.ssh.certificates {
+        return Ok(None);
+    }
+    let (key, stored) = ssm_or_local::<UserCa>(config, aws, state_dir).await?;
+    audit_stored_key(store, stored).await;
+    Ok(Some(key))
 }
 
 /// With `[aws]`, an enabled portal and no `portal.tls_cert`: the portal's

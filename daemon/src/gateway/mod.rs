@@ -24,6 +24,7 @@ pub use config_source::{ConfigSource, Overrides};
 pub use reload::{ReloadError, Reloaded};
 
 use crate::host_addrs::HostAddrs;
+use crate::ssh_ca::UserCa;
 use crate::store::Store;
 use crate::wg_key::GatewayKey;
 
@@ -33,6 +34,8 @@ pub struct Keys {
     pub wireguard: GatewayKey,
     /// The jump host's SSH host key (`known_hosts` pins its public half).
     pub ssh_host: PrivateKey,
+    /// The SSH user CA (`ssh.certificates` at start).
+    pub user_ca: Option<UserCa>,
 }
 
 /// Shared by every subsystem; cheap to clone.
@@ -98,6 +101,11 @@ impl Core {
     /// The jump host's SSH host key.
     pub fn ssh_host_key(&self) -> &PrivateKey {
         &self.inner.keys.ssh_host
+    }
+
+    /// The SSH user CA, when `ssh.certificates` was on at start.
+    pub fn user_ca(&self) -> Option<&UserCa> {
+        self.inner.keys.user_ca.as_ref()
     }
 
     /// The host's own addresses (always refused by policy).

@@ -13,6 +13,8 @@
 //! | POST | `/api/v1/devices` | `{name, public_key}` → `DeviceConfigResponse` |
 //! | DELETE | `/api/v1/devices/{name}` | → `DeviceInfo` (as it was) |
 //! | POST | `/api/v1/devices/gateway-keyed` | `{name}` → [`GatewayKeyed`]: for browsers without X25519 |
+//! | GET | `/api/v1/ssh/ca` | → `SshCaInfo` (with `ssh.certificates`) |
+//! | POST | `/api/v1/ssh/certificates` | `{public_key}` → `IssuedCert` (a new key is added to the member's first) |
 //! | GET | `/api/v1/enroll/{token}` | → [`EnrollOfferAnswer`] |
 //! | POST | `/api/v1/enroll/{token}` | `{password, totp_secret, totp_code}` → [`LoginAnswer`] + cookie |
 
@@ -24,7 +26,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gatehouse_config::api::{DeviceConfigResponse, DeviceInfo, SshKeyInfo, VpnAccessState};
+use gatehouse_config::api::{
+    DeviceConfigResponse, DeviceInfo, IssuedCert, SshCaInfo, SshKeyInfo, VpnAccessState,
+};
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -229,6 +233,34 @@ pub async fn add_ssh_key(
         state
             .access
             .add_ssh_key(&by, &session.user.name, &req.public_key)
+            .await?,
+    ))
+}
+
+/// The SSH user CA's public side (`ssh.certificates`).
+pub async fn ssh_ca(
+    State(state): State<PortalState>,
+    _session: Session,
+) -> Result<Json<SshCaInfo>, Failure> {
+    Ok(Json(state.access.ssh_ca_info()?))
+}
+
+/// A certificate for one of the member's SSH keys (a new key becomes
+/// one of theirs first), valid for `ssh.cert_lifetime`.
+pub async fn issue_certificate(
+    State(state): State<PortalState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    session: Session,
+    body: Result<Json<NewSshKey>, JsonRejection>,
+) -> Result<Json<IssuedCert>, Failure> {
+    session.check_csrf(Session::header_csrf(&headers))?;
+    let Json(req) = body.map_err(json_failure)?;
+    let by = flows::requester(source, &session);
+    Ok(Json(
+        state
+            .access
+            .issue_certificate(&by, &session.user.name, &req.public_key, None)
             .await?,
     ))
 }

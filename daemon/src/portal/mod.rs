@@ -234,6 +234,8 @@ pub fn router(state: PortalState) -> Router {
                 .post(api::add_ssh_key)
                 .delete(api::remove_ssh_key),
         )
+        .route("/api/v1/ssh/ca", get(api::ssh_ca))
+        .route("/api/v1/ssh/certificates", post(api::issue_certificate))
         .route("/ssh-keys", post(pages::add_key_submit))
         .route("/ssh-keys/remove", post(pages::remove_key_submit))
         .route("/api/v1/devices/{name}", delete(api::revoke_device))

@@ -34,6 +34,8 @@ pub enum AuthRefused {
     StoreUnavailable,
     /// The user holds `ssh.max_connections_per_user` logins already.
     TooManyConnections,
+    /// A certificate this gateway's CA did not issue to this user now.
+    Certificate(crate::ssh_ca::CertRefusal),
 }
 
 impl AuthRefused {
@@ -50,6 +52,7 @@ impl AuthRefused {
             Self::Totp(reject) => reject.reason(),
             Self::StoreUnavailable => "store_unavailable",
             Self::TooManyConnections => "too_many_connections",
+            Self::Certificate(refusal) => refusal.code(),
         }
     }
 }

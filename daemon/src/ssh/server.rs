@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use russh::keys::Certificate;
 use russh::server::{Auth, Handler, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use serde_json::json;
@@ -24,6 +25,7 @@ use super::Shared;
 use super::auth::{self, AuthRefused};
 use super::conn_state::ConnState;
 use crate::audit::event::{Actor, Kind, Source, event};
+use crate::ssh_ca::CertRefusal;
 use crate::ssh_host_key::fingerprint;
 
 /// The reason of every refusal that is not a direct-tcpip channel.
@@ -104,6 +106,70 @@ impl Connection {
         }
         let has_totp = user_row.is_some_and(|u| u.totp_secret.is_some());
         Ok((fingerprint, has_totp))
+    }
+
+    /// A key (plain, or a certificate's) whose signature russh verified:
+    /// the user's key checks, then the TOTP step of `ssh.require_totp`.
+    async fn key_passed(
+        &mut self,
+        user: &str,
+        key: &russh::keys::PublicKey,
+    ) -> Result<Auth, russh::Error> {
+        let (fingerprint, has_totp) = match self.check_key(user, key).await {
+            Ok(passed) => passed,
+            Err(refusal) => return Ok(self.refuse(user, refusal)),
+        };
+        if self.shared.core.config().ssh.require_totp {
+            // Told at the key, before any prompt.
+            if !has_totp {
+                return Ok(self.refuse(user, AuthRefused::TotpNotEnrolled));
+            }
+            // Until a code passes, a connection that ends failed for this.
+            self.state().key_accepted(user, fingerprint, true);
+            return Ok(Auth::Reject {
+                proceed_with_methods: Some(totp_method()),
+                partial_success: true,
+            });
+        }
+        self.state().key_accepted(user, fingerprint, false);
+        Ok(Auth::Accept)
+    }
+
+    /// A certificate shown by `user`: signed by this gateway's CA, theirs
+    /// (key id), a serial this CA issued to them for this very key, and
+    /// not of a member removed since. Fails closed when the store cannot
+    /// be read.
+    async fn check_certificate(
+        &self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<(), CertRefusal> {
+        let core = &self.shared.core;
+        let config = core.config();
+        let Some(ca) = core.user_ca().filter(|_| config.ssh.certificates) else {
+            return Err(CertRefusal::Off);
+        };
+        let now = u64::try_from(crate::time_fmt::now_unix()).unwrap_or(0);
+        ca.check(certificate, &format!("{user}@{}", config.gateway.name), now)?;
+        let serial = certificate.serial();
+        let key = russh::keys::PublicKey::new(certificate.public_key().clone(), "");
+        let key_fingerprint = fingerprint(&key);
+        let issued = core
+            .store()
+            .read(move |r| r.issued_cert(serial))
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "cannot read the store for an SSH certificate");
+                CertRefusal::Unknown
+            })?;
+        match issued {
+            Some(row)
+                if row.user == user && row.key_fingerprint == key_fingerprint && !row.removed =>
+            {
+                Ok(())
+            }
+            _ => Err(CertRefusal::Unknown),
+        }
     }
 
     /// True while `user` serves a penalty for failed logins.
@@ -203,24 +269,22 @@ impl Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let (fingerprint, has_totp) = match self.check_key(user, key.public_key).await {
-            Ok(passed) => passed,
-            Err(refusal) => return Ok(self.refuse(user, refusal)),
-        };
-        if self.shared.core.config().ssh.require_totp {
-            // Told at the key, before any prompt.
-            if !has_totp {
-                return Ok(self.refuse(user, AuthRefused::TotpNotEnrolled));
-            }
-            // Until a code passes, a connection that ends failed for this.
-            self.state().key_accepted(user, fingerprint, true);
-            return Ok(Auth::Reject {
-                proceed_with_methods: Some(totp_method()),
-                partial_success: true,
-            });
+        self.key_passed(user, key.public_key).await
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        // russh checked the window and that the CA's signature is sound;
+        // whose CA, and whose certificate, are checked here. Its key then
+        // passes the same checks as a plain key.
+        if let Err(refusal) = self.check_certificate(user, certificate).await {
+            return Ok(self.refuse(user, AuthRefused::Certificate(refusal)));
         }
-        self.state().key_accepted(user, fingerprint, false);
-        Ok(Auth::Accept)
+        let key = russh::keys::PublicKey::new(certificate.public_key().clone(), "");
+        self.key_passed(user, &key).await
     }
 
     async fn auth_keyboard_interactive<'a>(

@@ -49,6 +49,7 @@ pub mod error;
 pub mod portal;
 pub mod postgres;
 pub mod schema;
+pub mod ssh_certs;
 pub mod sso;
 pub mod tokens;
 pub mod users;

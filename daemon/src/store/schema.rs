@@ -19,7 +19,16 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Schema steps; step `i` moves the database from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3_PORTAL, V4_ENDPOINTS, V5_HA, V6_SSO, V7_SSO_TOTP];
+pub const MIGRATIONS: &[&str] = &[
+    V1,
+    V2,
+    V3_PORTAL,
+    V4_ENDPOINTS,
+    V5_HA,
+    V6_SSO,
+    V7_SSO_TOTP,
+    V8_SSH_CERTS,
+];
 
 /// The schema version this code writes.
 pub fn current_version() -> i64 {
@@ -129,6 +138,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     PG_V5_HA,
     PG_V6_SSO,
     PG_V7_SSO_TOTP,
+    PG_V8_SSH_CERTS,
 ];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
@@ -231,6 +241,22 @@ CREATE TABLE portal_sessions (
     source     TEXT NOT NULL
 );
 CREATE INDEX portal_sessions_by_user ON portal_sessions ("user");
+"#;
+
+/// [`V8_SSH_CERTS`] on PostgreSQL.
+const PG_V8_SSH_CERTS: &str = r#"
+CREATE TABLE ssh_certificates (
+    serial          BIGINT PRIMARY KEY NOT NULL CHECK (serial > 0),
+    "user"          TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    principals      TEXT NOT NULL,
+    valid_after     BIGINT NOT NULL,
+    valid_before    BIGINT NOT NULL,
+    issued_at       BIGINT NOT NULL,
+    issued_by       TEXT NOT NULL,
+    removed         BIGINT NOT NULL DEFAULT 0 CHECK (removed IN (0, 1))
+);
+CREATE INDEX ssh_certificates_by_user ON ssh_certificates ("user");
 "#;
 
 /// [`V7_SSO_TOTP`] on PostgreSQL.
@@ -347,6 +373,25 @@ CREATE TABLE sso_pending (
 
 ALTER TABLE portal_sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password'
     CHECK (method IN ('password', 'oidc'));
+"#;
+
+/// The SSH certificates the user CA issued (`ssh.certificates`), one row
+/// each under its serial: whose (no foreign key: a removed member's
+/// certificates stay listed, `removed`, for the KRL until they expire),
+/// for which key, its principals (JSON), its window, and who asked.
+const V8_SSH_CERTS: &str = r#"
+CREATE TABLE ssh_certificates (
+    serial          INTEGER PRIMARY KEY NOT NULL CHECK (serial > 0),
+    user            TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    principals      TEXT NOT NULL,
+    valid_after     INTEGER NOT NULL,
+    valid_before    INTEGER NOT NULL,
+    issued_at       INTEGER NOT NULL,
+    issued_by       TEXT NOT NULL,
+    removed         INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1))
+) STRICT;
+CREATE INDEX ssh_certificates_by_user ON ssh_certificates (user);
 "#;
 
 /// The TOTP step of SSO logins (`oidc.require_totp`): a login the provider

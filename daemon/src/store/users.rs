@@ -245,6 +245,14 @@ impl Writer<'_> {
         self.conn
             .execute("DELETE FROM users WHERE name = ?1", values![name])
             .map_err(StoreError::db("delete a user"))?;
+        // Their certificates stay listed for the KRL until they expire, and
+        // never pass again, even for a new user of the same name.
+        self.conn
+            .execute(
+                r#"UPDATE ssh_certificates SET removed = 1 WHERE "user" = ?1"#,
+                values![name],
+            )
+            .map_err(StoreError::db("mark a removed user's certificates"))?;
         Ok(user)
     }
 

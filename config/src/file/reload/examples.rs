@@ -38,6 +38,8 @@ max_startups = 64
 max_startups_per_source = 8
 login_grace_time = "30s"
 host_key_file = "/etc/gatehouse/ssh_host_ed25519_key"
+certificates = true
+cert_lifetime = "12h"
 
 [portal]
 enabled = true
@@ -70,6 +72,7 @@ name = "research"
 subnets = ["10.0.3.0/24"]
 ports = [22]
 oidc_groups = ["research-team"]
+ssh_principals = ["ec2-user", "ubuntu"]
 
 [[group]]
 name = "ops"
@@ -149,6 +152,8 @@ pub const OTHER: &[(&str, &str)] = &[
     ("ssh.max_startups_per_source", "9"),
     ("ssh.login_grace_time", r#""20s""#),
     ("ssh.host_key_file", r#""/etc/gatehouse/other_host_key""#),
+    ("ssh.certificates", "false"),
+    ("ssh.cert_lifetime", r#""1h""#),
     ("portal.enabled", "false"),
     ("portal.listen", r#""0.0.0.0:8443""#),
     ("portal.url", r#""https://portal.example.org""#),
@@ -174,6 +179,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("group.subnets", r#"["10.0.4.0/24"]"#),
     ("group.ports", "[22, 443]"),
     ("group.oidc_groups", r#"["scientists", "00gabc123"]"#),
+    ("group.ssh_principals", r#"["admin"]"#),
     ("aws.region", r#""eu-west-1""#),
     ("aws.apply_on_start", "true"),
     ("aws.exclusive_groups", "true"),

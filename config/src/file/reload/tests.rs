@@ -147,6 +147,7 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "ssh.enabled",
             "ssh.listen",
             "ssh.host_key_file",
+            "ssh.certificates",
             "portal.enabled",
             "portal.listen",
             "portal.tls_cert",
@@ -229,7 +230,8 @@ fn a_group_added_changes_the_group_keys_only() {
             "group.name",
             "group.subnets",
             "group.ports",
-            "group.oidc_groups"
+            "group.oidc_groups",
+            "group.ssh_principals"
         ]
     );
     assert!(restart_required(&old, &new).is_empty());

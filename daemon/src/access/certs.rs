@@ -1,0 +1,255 @@
+//! SSH certificates for members (`ssh.certificates`), written once for the
+//! portal and the admin API: who may have one (an active member, not
+//! expired), for which key (one of theirs; on the portal a new key is
+//! added to their keys first, audited), with which principals (their
+//! groups' `ssh_principals`), for how long (`ssh.cert_lifetime` at most,
+//! never past the account's expiry), usable from where (`source-address`:
+//! the gateway's own addresses and the VPN pool). Each issue is recorded
+//! under its serial and audited (`ssh.cert.issue`) in one transaction.
+//! Also the CA's public side and the KRL for the private hosts.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo, UserState};
+use rand_core::{OsRng, RngCore};
+use russh::keys::{HashAlg, PublicKey};
+use serde_json::json;
+
+use super::users::UserError;
+use super::{Access, Door, Requester};
+use crate::audit::event::{Kind, event};
+use crate::ssh_ca::{BACKDATE_SECS, CertSpec, UserCa, krl, sshd_snippet};
+use crate::store::StoreError;
+use crate::store::ssh_certs::IssuedCertRow;
+use crate::time_fmt::now_unix;
+
+impl Access {
+    /// The CA's public side, when certificates are on.
+    pub fn ssh_ca_info(&self) -> Result<SshCaInfo, UserError> {
+        let ca = self.user_ca()?;
+        let gateway = self.core.config().gateway.name.clone();
+        Ok(SshCaInfo {
+            public_key: ca.public_line(&gateway),
+            fingerprint: ca.fingerprint(),
+            sshd_snippet: sshd_snippet(&gateway),
+            enabled: true,
+        })
+    }
+
+    /// Issues `user` a certificate for `public_key` (an OpenSSH line),
+    /// valid for `lifetime` or `ssh.cert_lifetime`, whichever is shorter.
+    pub async fn issue_certificate(
+        &self,
+        by: &Requester,
+        user: &str,
+        public_key: &str,
+        lifetime: Option<Duration>,
+    ) -> Result<IssuedCert, UserError> {
+        let ca = self.user_ca()?.clone();
+        let config = self.core.config();
+        let key = PublicKey::from_openssh(public_key.trim()).map_err(|err| {
+            UserError::InvalidValue(format!("SSH key: not an OpenSSH public key line: {err}"))
+        })?;
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let name = user.to_string();
+        let (row, keys) = self
+            .core
+            .store()
+            .read(move |r| {
+                let row = r.user(&name)?.ok_or_else(|| StoreError::NotFound {
+                    what: "user",
+                    name: name.clone(),
+                })?;
+                Ok((row, r.ssh_keys(&name)?))
+            })
+            .await?;
+        let now = now_unix();
+        if row.state != UserState::Active {
+            return Err(UserError::WrongState(format!(
+                "{user} is {}: certificates are issued to active members only",
+                row.state.as_str()
+            )));
+        }
+        if row.is_expired(now) {
+            return Err(UserError::WrongState(format!(
+                "{user}'s account has expired: no certificate"
+            )));
+        }
+        let mut principals: Vec<String> = config
+            .groups
+            .iter()
+            .filter(|g| row.groups.contains(&g.name))
+            .flat_map(|g| g.ssh_principals.iter().cloned())
+            .collect();
+        principals.sort();
+        principals.dedup();
+        if principals.is_empty() {
+            return Err(UserError::WrongState(format!(
+                "none of {user}'s groups lists ssh_principals: there is no login name to certify"
+            )));
+        }
+        let theirs = keys.iter().any(|k| k.fingerprint == fingerprint);
+        if !theirs {
+            if by.door != Door::Portal {
+                return Err(UserError::InvalidValue(format!(
+                    "{fingerprint} is not one of {user}'s SSH keys: add it first (`accessctl user add-key`)"
+                )));
+            }
+            // On the portal, the member's own new key becomes one of theirs.
+            self.add_ssh_key(by, user, public_key).await?;
+        }
+        let most = config.ssh.cert_lifetime;
+        let lifetime = match lifetime {
+            Some(asked) if asked.is_zero() => {
+                return Err(UserError::InvalidValue("lifetime must be positive".into()));
+            }
+            Some(asked) => asked.min(most),
+            None => most,
+        };
+        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        let mut valid_before = now.saturating_add(secs);
+        if let Some(expires) = row.expires_at {
+            valid_before = valid_before.min(expires);
+        }
+        let valid_after = now - i64::try_from(BACKDATE_SECS).unwrap_or(0);
+        let source_address = self.source_address();
+        let serial = new_serial();
+        let key_id = format!("{user}@{}", config.gateway.name);
+        let cert = ca
+            .sign(&CertSpec {
+                key: &key,
+                serial,
+                key_id: key_id.clone(),
+                principals: &principals,
+                valid_after: u64::try_from(valid_after).unwrap_or(0),
+                valid_before: u64::try_from(valid_before).unwrap_or(0),
+                source_address: source_address.clone(),
+            })
+            .map_err(|err| UserError::WrongState(err.to_string()))?;
+        let line = cert.to_openssh().map_err(|err| {
+            UserError::WrongState(format!("cannot encode the certificate: {err}"))
+        })?;
+        let record = IssuedCertRow {
+            serial,
+            user: user.to_string(),
+            key_fingerprint: fingerprint.clone(),
+            principals: principals.clone(),
+            valid_after,
+            valid_before,
+            issued_at: now,
+            issued_by: by.actor.to_string(),
+            removed: false,
+        };
+        let audit = event(Kind::SshCertIssue, by.actor.clone(), by.source.clone())
+            .on(user)
+            .detail(json!({
+                "serial": serial.to_string(),
+                "key_id": key_id,
+                "principals": principals,
+                "valid_after": valid_after,
+                "valid_before": valid_before,
+                "key_fingerprint": fingerprint,
+                "source_address": source_address,
+                "via": by.door.as_str(),
+            }));
+        self.core
+            .store()
+            .write(move |w| {
+                w.record_issued_cert(&record)?;
+                w.audit(audit).map(drop)
+            })
+            .await?;
+        Ok(IssuedCert {
+            certificate: line,
+            serial,
+            key_id,
+            principals,
+            valid_after,
+            valid_before,
+            key_fingerprint: fingerprint,
+            source_address,
+        })
+    }
+
+    /// The KRL of every unexpired certificate of a disabled or removed
+    /// member, for the private hosts' `RevokedKeys`.
+    pub async fn revocation_list(&self) -> Result<KrlResponse, UserError> {
+        let ca = self.user_ca()?.clone();
+        let now = now_unix();
+        let revoked = self
+            .core
+            .store()
+            .read(move |r| r.revoked_certs(now))
+            .await?;
+        let serials: Vec<u64> = revoked.iter().map(|(c, _)| c.serial).collect();
+        let generated = u64::try_from(now).unwrap_or(0);
+        let comment = format!("gatehouse {}", self.core.config().gateway.name);
+        let bytes =
+            krl::certificate_krl(&ca.public_blob(), &serials, generated, generated, &comment);
+        Ok(KrlResponse {
+            krl_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            revoked: revoked
+                .into_iter()
+                .map(|(cert, why)| RevokedCert {
+                    serial: cert.serial,
+                    user: cert.user,
+                    valid_before: cert.valid_before,
+                    why: why.as_str().to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The `source-address` of new certificates: the gateway's own
+    /// addresses (a private host sees the jump host's connections come
+    /// from them) and the VPN pool (members' tunnels), never loopback.
+    pub fn source_address(&self) -> String {
+        let config = self.core.config();
+        let mut nets: Vec<String> = self
+            .core
+            .host_addrs()
+            .current()
+            .into_iter()
+            .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+            .map(|ip| match ip {
+                IpAddr::V4(v4) => format!("{v4}/32"),
+                IpAddr::V6(v6) => format!("{v6}/128"),
+            })
+            .collect();
+        if config.vpn.enabled {
+            nets.push(config.vpn.pool.to_string());
+        }
+        nets.sort();
+        nets.dedup();
+        nets.join(",")
+    }
+
+    fn user_ca(&self) -> Result<&UserCa, UserError> {
+        match self.core.user_ca() {
+            Some(ca) if self.core.config().ssh.certificates => Ok(ca),
+            _ => Err(UserError::WrongState(
+                "this gateway issues no SSH certificates: set ssh.certificates = true and restart accessd".into(),
+            )),
+        }
+    }
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// A random serial in 1..2^63 (the store keeps it as a signed 64-bit
+/// integer; OpenSSH cannot revoke serial 0 by serial).
+fn new_serial() -> u64 {
+    loop {
+        let serial = OsRng.next_u64() >> 1;
+        if serial != 0 {
+            return serial;
+        }
+    }
+}

@@ -101,9 +101,9 @@ fn systemd_analyze_scores_the_unit_below_3() {
     assert!(score < 3.0, "{line}");
 }
 
-/// A cloud-init file of `packaging/`, parsed, and the gatehouse.toml it
-/// writes; `None` (printed) without PyYAML.
-fn cloud_init(name: &str) -> Option<(serde_json::Value, String)> {
+/// A cloud-init file of `packaging/`, parsed; `None` (printed) without
+/// PyYAML.
+fn cloud_init_files(name: &str) -> Option<serde_json::Value> {
     let path = packaging(name);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
@@ -129,7 +129,13 @@ fn cloud_init(name: &str) -> Option<(serde_json::Value, String)> {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", gatehouse_tests::stderr(&out));
-    let data: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    Some(serde_json::from_str(&stdout(&out)).unwrap())
+}
+
+/// A cloud-init file of `packaging/`, parsed, and the gatehouse.toml it
+/// writes; `None` (printed) without PyYAML.
+fn cloud_init(name: &str) -> Option<(serde_json::Value, String)> {
+    let data = cloud_init_files(name)?;
     let config = data["write_files"]
         .as_array()
         .unwrap()
@@ -237,5 +243,71 @@ fn the_pair_cloud_init_writes_a_pair_config_and_fetches_the_shared_files() {
     assert!(
         fetched < started,
         "the shared files come before accessd starts"
+    );
+}
+
+/// The private host's cloud-init fragment (SSH certificates) is valid YAML
+/// and its sshd_config.d file, with its paths moved into a scratch
+/// directory and a real CA line, passes `sshd -t`.
+#[test]
+fn the_private_host_fragment_trusts_the_ca_in_a_config_sshd_accepts() {
+    let Some(sshd) = gatehouse_tests::ssh::sshd_path() else {
+        require(false, "OpenSSH's sshd (Debian package openssh-server)");
+        return;
+    };
+    let Some(data) = cloud_init_files("cloud-init-private-host.yaml") else {
+        return;
+    };
+    let files = data["write_files"].as_array().unwrap();
+    let file = |path: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in the fragment"))["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let snippet = file("/etc/ssh/sshd_config.d/gatehouse.conf");
+    assert!(file("/etc/ssh/gatehouse_user_ca.pub").starts_with("ssh-ed25519 "));
+    assert_eq!(
+        file("/etc/ssh/gatehouse_principals/ec2-user").trim(),
+        "ec2-user"
+    );
+    for directive in [
+        "TrustedUserCAKeys /etc/ssh/gatehouse_user_ca.pub",
+        "AuthorizedPrincipalsFile /etc/ssh/gatehouse_principals/%u",
+    ] {
+        assert!(snippet.contains(directive), "{snippet}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host_key = dir.path().join("host_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let scratch = dir.path().display().to_string();
+    let config = dir.path().join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\nHostKey {}\nUsePAM no\n",
+            snippet.replace("/etc/ssh", &scratch),
+            host_key.display()
+        ),
+    )
+    .unwrap();
+    let checked = Command::new(sshd)
+        .arg("-t")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "sshd -t: {}",
+        gatehouse_tests::stderr(&checked)
     );
 }

@@ -66,6 +66,36 @@ fn portal(
     )
 }
 
+/// A form POST to the portal from the client namespace; (status, page).
+fn portal_form(topo: &Topology, jar: &Path, url: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    let jar = jar.to_str().unwrap();
+    let mut argv: Vec<String> = [
+        "curl",
+        "-sk",
+        "--max-time",
+        "20",
+        "-c",
+        jar,
+        "-b",
+        jar,
+        "-o",
+        "/dev/stdout",
+        "-w",
+        "\n%{http_code}",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (name, value) in fields {
+        argv.push("--data-urlencode".into());
+        argv.push(format!("{name}={value}"));
+    }
+    argv.push(url.into());
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let text = stdout(&topo.exec(Host::Client, &argv));
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// `ssh-keygen ARGS` on the test host; (success, stdout + stderr).
 fn keygen(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new("ssh-keygen")
@@ -208,6 +238,30 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
     assert_eq!(status, 200, "{issued}\n{}", gw.log_tail(20));
     assert_eq!(issued["principals"], json!(["ec2-user"]), "{issued}");
     let key_id = issued["key_id"].as_str().unwrap().to_string();
+    // The devices page offers the same, with the file to save it as.
+    let (status, devices) = portal_form(&topo, &jar, &format!("{base}/devices"), &[]);
+    assert!(devices.contains("Get a certificate"), "{status} {devices}");
+    let (status, shown_page) = portal_form(
+        &topo,
+        &jar,
+        &format!("{base}/ssh-keys/certificate"),
+        &[("csrf", &csrf), ("public_key", &alice.public_key)],
+    );
+    assert_eq!(status, 200, "{shown_page}");
+    for part in [
+        "~/.ssh/id_ed25519-cert.pub",
+        "CertificateFile",
+        "ssh-ed25519-cert-v01@openssh.com",
+    ] {
+        assert!(shown_page.contains(part), "no {part:?} in:\n{shown_page}");
+    }
+    let (status, _) = portal_form(
+        &topo,
+        &jar,
+        &format!("{base}/ssh-keys/certificate"),
+        &[("csrf", "forged"), ("public_key", &alice.public_key)],
+    );
+    assert_eq!(status, 403, "a forged form is refused");
     assert!(key_id.starts_with("alice@"), "{issued}");
     let cert_line = issued["certificate"].as_str().unwrap();
     std::fs::write(cert_path(&alice), format!("{cert_line}\n")).unwrap();
@@ -257,7 +311,7 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
         "{direct}"
     );
     let recorded = gw.audit_json(&["--kind", "ssh.cert.issue"]);
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded.len(), 2, "the API's and the page's: {recorded:?}");
     assert_eq!(recorded[0]["actor"], "alice");
     assert_eq!(recorded[0]["detail"]["serial"], serial.to_string());
     assert_eq!(recorded[0]["detail"]["key_fingerprint"], alice.fingerprint);
@@ -332,11 +386,11 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
         "an expired certificate"
     );
     let admin_issue = gw.audit_json(&["--kind", "ssh.cert.issue"]);
-    assert_eq!(admin_issue.len(), 2);
+    assert_eq!(admin_issue.len(), 3);
     assert_ne!(
-        admin_issue[1]["actor"], "alice",
+        admin_issue[2]["actor"], "alice",
         "an admin asked: {}",
-        admin_issue[1]
+        admin_issue[2]
     );
 
     // bob (private2) gets no principal of research.

@@ -101,6 +101,7 @@ fn gateway() -> &'static Gateway {
             wireguard: accessd::wg_key::GatewayKey::load_or_create(&state_dir).expect("wg key"),
             ssh_host: accessd::ssh_host_key::load_or_create_host_key(&state_dir)
                 .expect("host key"),
+            user_ca: None,
         };
         let host_addrs = accessd::host_addrs::HostAddrs::load().expect("host addresses");
         let core = Core::new(source, config, store, keys, host_addrs);

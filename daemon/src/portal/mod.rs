@@ -12,6 +12,7 @@
 //! HTML), [`sso_pages`] (`/oidc/start`, `/oidc/callback` and `/oidc/totp`: sign-in
 //! with the team's identity provider), [`sso_totp`] (the TOTP step of SSO
 //! logins), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
+//! [`cert_pages`] (the SSH certificate form),
 //! [`error`] (the one failure type).
 //!
 //! Owns the portal's listener and its connection tasks. Does not own users,
@@ -19,6 +20,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod cert_pages;
 pub mod error;
 pub mod flows;
 pub mod limits;
@@ -237,6 +239,10 @@ pub fn router(state: PortalState) -> Router {
         .route("/api/v1/ssh/ca", get(api::ssh_ca))
         .route("/api/v1/ssh/certificates", post(api::issue_certificate))
         .route("/ssh-keys", post(pages::add_key_submit))
+        .route(
+            "/ssh-keys/certificate",
+            post(cert_pages::certificate_submit),
+        )
         .route("/ssh-keys/remove", post(pages::remove_key_submit))
         .route("/api/v1/devices/{name}", delete(api::revoke_device))
         .route(

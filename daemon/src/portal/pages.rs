@@ -286,6 +286,16 @@ pub async fn devices_page(
                 textarea #public_key name="public_key" rows="2" required placeholder="ssh-ed25519 AAAA... you@laptop" {}
                 button type="submit" { "Add key" }
             }
+            @if config.ssh.certificates {
+                h3 #certs { "SSH certificate" }
+                p .hint { "Private hosts trust the gateway's certificates instead of your key: paste your public key (a new one is added above), and save the certificate beside the private key." }
+                form #get-cert method="post" action="/ssh-keys/certificate" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    label for="cert_public_key" { "Public key to certify" }
+                    textarea #cert_public_key name="public_key" rows="2" required placeholder="ssh-ed25519 AAAA... you@laptop" {}
+                    button type="submit" { "Get a certificate" }
+                }
+            }
         }
         section aria-labelledby="ssh" {
             h2 #ssh { "SSH" }
@@ -686,7 +696,7 @@ fn page_with_pre(status: StatusCode, pre: &str, markup: Markup) -> Response {
         .into_response()
 }
 
-fn see_other(path: &str) -> Response {
+pub(super) fn see_other(path: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, path.to_string())]).into_response()
 }
 

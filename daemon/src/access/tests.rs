@@ -499,3 +499,124 @@ async fn a_machine_account_is_active_at_once_and_the_states_say_what_they_mean()
         "the new link is audited"
     );
 }
+
+/// `CONFIG` with the user CA on and principals for research.
+fn cert_config() -> String {
+    CONFIG.replace(
+        "name = \"research\"\n",
+        "name = \"research\"\nssh_principals = [\"ec2-user\", \"ubuntu\"]\n",
+    ) + "\n[ssh]\ncertificates = true\ncert_lifetime = \"2h\"\n"
+}
+
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl new@laptop";
+
+/// Both doors issue through the one service: on the portal a member's new
+/// key becomes theirs (audited) and is certified; the admin door refuses a
+/// key that is not the user's; lifetimes are capped by ssh.cert_lifetime
+/// and by the account's expiry; a member of a group without principals
+/// gets nothing; with the CA off, both doors say how to turn it on.
+#[tokio::test]
+async fn certificates_are_issued_once_for_both_doors() {
+    let gw = TestGateway::new(&cert_config()).await;
+    let alice = member(&gw, "alice").await;
+    let body = json!({ "public_key": SSH_KEY });
+    let admin_req = json!({ "user": "alice", "public_key": SSH_KEY, "lifetime_secs": 999_999 });
+    let refused = gw
+        .admin(
+            Method::POST,
+            "/v1/ssh/certificates",
+            Some(admin_req.clone()),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused:?}"
+    );
+    assert!(
+        refused.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("not one of alice's SSH keys")
+    );
+
+    let issued = gw
+        .portal(
+            Method::POST,
+            "/api/v1/ssh/certificates",
+            Some(body.clone()),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
+    assert_eq!(issued.json["principals"], json!(["ec2-user", "ubuntu"]));
+    assert_eq!(issued.json["key_id"], "alice@test-gw");
+    let window = issued.json["valid_before"].as_i64().unwrap()
+        - issued.json["valid_after"].as_i64().unwrap();
+    assert_eq!(window, 2 * 3600 + 60, "cert_lifetime plus the minute back");
+    assert!(
+        issued.json["source_address"]
+            .as_str()
+            .unwrap()
+            .contains("10.200.0.0/24")
+    );
+    let keys = gw.admin(Method::GET, "/v1/users/alice", None).await;
+    assert_eq!(
+        keys.json["ssh_keys"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        keys.json
+    );
+
+    // Now the key is hers, the admin door issues too, capped at 2h.
+    let admin = gw
+        .admin(Method::POST, "/v1/ssh/certificates", Some(admin_req))
+        .await;
+    assert_eq!(admin.status, StatusCode::OK, "{admin:?}");
+    let window =
+        admin.json["valid_before"].as_i64().unwrap() - admin.json["valid_after"].as_i64().unwrap();
+    assert_eq!(window, 2 * 3600 + 60);
+    assert_ne!(admin.json["serial"], issued.json["serial"]);
+    let records = gw
+        .admin(Method::GET, "/v1/audit?kind=ssh.cert.issue", None)
+        .await;
+    let via: Vec<&str> = records
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["detail"]["via"].as_str().unwrap())
+        .collect();
+    assert_eq!(via, ["portal", "admin"], "{:?}", records.json);
+
+    // A member of a group without principals: nothing to certify.
+    let token = gw.add_user("bob", "app-admins").await;
+    let bob = gw.enroll("bob", &token).await;
+    let none = gw
+        .portal(
+            Method::POST,
+            "/api/v1/ssh/certificates",
+            Some(body),
+            Some(&bob),
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::CONFLICT, "{none:?}");
+    assert!(
+        none.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("ssh_principals")
+    );
+
+    // The CA off: a clear answer.
+    let off = TestGateway::new(CONFIG).await;
+    let ca = off.admin(Method::GET, "/v1/ssh/ca", None).await;
+    assert_eq!(ca.status, StatusCode::CONFLICT, "{ca:?}");
+    assert!(
+        ca.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("ssh.certificates = true")
+    );
+}

@@ -525,7 +525,12 @@ fn the_ssm_keys_survive_instance_replacement_and_apply_on_start_moves_the_elasti
     let Some(mut lab) = AwsLab::create() else {
         return;
     };
-    let mut first = lab.start_gateway(&lab.config(""));
+    // With the SSH user CA on: its key lives in SSM like the others.
+    let with_ca = |text: String| text.replacen("[ssh]\n", "[ssh]\ncertificates = true\n", 1);
+    let mut first = lab.start_gateway(&with_ca(lab.config("")));
+    let ca_of = |gw: &Daemon| gw.ctl_json(&["ssh", "ca"])["fingerprint"].clone();
+    let ca = ca_of(&first);
+    assert!(ca.as_str().unwrap().starts_with("SHA256:"), "{ca}");
     let identity = |status: &Value| {
         [
             &status["wireguard_public_key"],
@@ -542,8 +547,23 @@ fn the_ssm_keys_survive_instance_replacement_and_apply_on_start_moves_the_elasti
 
     // A new instance, a new (empty) state dir: only SSM remembers the key.
     lab.replace_instance();
-    let second = lab.start_gateway(&lab.config("apply_on_start = true"));
+    let second = lab.start_gateway(&with_ca(lab.config("apply_on_start = true")));
     assert_ne!(second.state_dir, first.state_dir);
+    assert_eq!(
+        ca_of(&second),
+        ca,
+        "the same SSH user CA: the private hosts keep trusting it"
+    );
+    let stored = lab.python("out = ssm.get_parameter(Name='/gatehouse/gh-aws/ssh-user-ca', WithDecryption=True)['Parameter']['Type']");
+    assert_eq!(stored, "SecureString");
+    let ca_key = lab.python("out = ssm.get_parameter(Name='/gatehouse/gh-aws/ssh-user-ca', WithDecryption=True)['Parameter']['Value']");
+    let ca_key = ca_key.as_str().unwrap().trim();
+    assert!(ca_key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let body = ca_key.lines().nth(1).unwrap();
+    let audit = serde_json::to_string(&second.audit_json(&[])).unwrap();
+    for text in [&audit, &second.log_text(), &first.log_text()] {
+        assert!(!text.contains(body), "the CA private key leaked");
+    }
     let status = second.ctl_json(&["status"]);
     assert_eq!(
         identity(&status),

@@ -590,6 +590,21 @@ async fn certificates_are_issued_once_for_both_doors() {
         .collect();
     assert_eq!(via, ["portal", "admin"], "{:?}", records.json);
 
+    // Disabled: no certificate, whoever asks.
+    gw.admin(Method::POST, "/v1/users/alice/disable", None)
+        .await;
+    let req = json!({ "user": "alice", "public_key": SSH_KEY });
+    let disabled = gw
+        .admin(Method::POST, "/v1/ssh/certificates", Some(req))
+        .await;
+    assert_eq!(disabled.status, StatusCode::CONFLICT, "{disabled:?}");
+    assert!(
+        disabled.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("disabled")
+    );
+
     // A member of a group without principals: nothing to certify.
     let token = gw.add_user("bob", "app-admins").await;
     let bob = gw.enroll("bob", &token).await;

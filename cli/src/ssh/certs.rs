@@ -1,10 +1,7 @@
-//! `accessctl ssh ...`: the live channels of the SSH jump host, and closing
-//! one of them (audited as `ssh.channel.kill`); the gateway's SSH user CA,
-//! certificates it signs for members' keys, and the KRL of the certificates
-//! it revoked, for the private hosts' sshd.
-//!
-//! The CA key, signing and building the KRL belong to accessd: this module
-//! reads a public key file, asks, and prints or writes what comes back.
+//! `accessctl ssh ca|cert|krl`: the public side of the gateway's SSH user
+//! CA, the certificates it signs for members' keys, and the KRL of those it
+//! revoked. accessd holds the CA key, signs and builds the KRL; this reads a
+//! public key file, asks, and prints or writes what comes back.
 
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -14,70 +11,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Subcommand;
-use gatehouse_config::api::{
-    IssueCertRequest, IssuedCert, KrlResponse, RevokedCert, SshCaInfo, SshChannelInfo,
-};
+use gatehouse_config::api::{IssueCertRequest, IssuedCert, KrlResponse, RevokedCert, SshCaInfo};
 
+use super::SshError;
 use crate::Ctx;
-use crate::client::ClientError;
 use crate::keys::{self, KeyError};
-use crate::output::{self, OutputError, Table};
-
-#[derive(Debug, Subcommand)]
-pub enum SshCommand {
-    /// List the live jump host channels: user, source, target, bytes.
-    #[command(
-        long_about = "List the live direct-tcpip channels of the SSH jump host: \
-        the id (for `accessctl ssh kill`), user, client address, the target as asked \
-        and the checked address relayed to, start time and bytes each way.\n\n\
-        Example:\n  accessctl ssh list"
-    )]
-    List,
-    /// Close one live channel now (audited).
-    #[command(
-        long_about = "Close one live channel of the SSH jump host now. The kill \
-        is written to the audit log (ssh.channel.kill) before it takes effect; the \
-        channel's ssh.session.end record follows with the reason.\n\n\
-        Example:\n  accessctl ssh kill 42"
-    )]
-    Kill {
-        /// The channel id from `accessctl ssh list`.
-        id: u64,
-    },
-    /// Print the SSH user CA: public key, fingerprint, sshd_config snippet.
-    #[command(long_about = "Print the gateway's SSH user CA, which signs members' \
-        certificates: its public line (for TrustedUserCAKeys on the private hosts), \
-        its fingerprint, and a ready sshd_config snippet for a private host. The \
-        gateway issues certificates only with `ssh.certificates = true`.\n\n\
-        Examples:\n  accessctl ssh ca\n  \
-        accessctl ssh ca --public-key-only > /etc/ssh/gatehouse_user_ca.pub")]
-    Ca {
-        /// Print only the CA's public line, to redirect into a file (even
-        /// with --json).
-        #[arg(long)]
-        public_key_only: bool,
-    },
-    /// Issue SSH user certificates signed by the gateway's user CA.
-    Cert {
-        #[command(subcommand)]
-        command: CertCommand,
-    },
-    /// Write the KRL (revoked certificates) for sshd's RevokedKeys.
-    #[command(
-        long_about = "Write the gateway's key revocation list to FILE: an OpenSSH \
-        KRL of every unexpired certificate the gateway issued to a member who is now \
-        disabled or removed, with the list of what it revokes. Install FILE as \
-        RevokedKeys on the private hosts and refresh it regularly: a certificate \
-        works until it expires unless its host has the KRL. FILE is written as \
-        FILE.tmp and renamed, so sshd never reads half of it.\n\n\
-        Example:\n  accessctl ssh krl --out /etc/ssh/gatehouse_revoked.krl"
-    )]
-    Krl {
-        /// Where to write the KRL (replaced atomically, mode 0644).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
-}
+use crate::output::{self, Table};
 
 /// `ssh cert ...`.
 #[derive(Debug, Subcommand)]
@@ -116,114 +55,22 @@ pub enum CertCommand {
     },
 }
 
-/// Why an `ssh` command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SshError {
-    #[error("{0}")]
-    Client(#[from] ClientError),
-    #[error("{0}")]
-    Output(#[from] OutputError),
-    #[error("{0}")]
-    Key(#[from] KeyError),
-    #[error(
-        "{} holds {count} keys; a certificate is for one key: give its .pub file",
-        path.display()
-    )]
-    SeveralKeys { path: PathBuf, count: usize },
-    #[error(
-        "certificate {serial} was issued but cannot be written to {}: {source}; \
-         issue it again once the file can be written",
-        path.display()
-    )]
-    WriteCert {
-        serial: u64,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("accessd's KRL is not valid base64: {0}")]
-    KrlBase64(#[source] base64::DecodeError),
-    #[error("accessd's answer is not an OpenSSH KRL (no SSHKRL header); nothing was written")]
-    NotAKrl,
-    #[error("cannot write the KRL to {}: {source}", path.display())]
-    WriteKrl { path: PathBuf, source: io::Error },
-}
-
-pub async fn run(cmd: SshCommand, ctx: &Ctx) -> Result<(), SshError> {
-    match cmd {
-        SshCommand::List => {
-            let reply = ctx
-                .client
-                .get::<Vec<SshChannelInfo>>("/v1/ssh/channels")
-                .await?;
-            if ctx.json {
-                ctx.out.emit_json(&reply.json)?;
-            } else if reply.body.is_empty() {
-                ctx.out.emit("no live SSH channels\n")?;
-            } else {
-                ctx.out.emit(&channel_table(&reply.body).render())?;
-            }
-        }
-        SshCommand::Kill { id } => {
-            let reply = ctx
-                .client
-                .delete::<SshChannelInfo>(&format!("/v1/ssh/channels/{id}"))
-                .await?;
-            if ctx.json {
-                ctx.out.emit_json(&reply.json)?;
-            } else {
-                let c = &reply.body;
-                ctx.out.emit(&format!(
-                    "closed SSH channel {} of {} ({} → {})\n",
-                    c.id, c.user, c.source, c.requested
-                ))?;
-            }
-        }
-        SshCommand::Ca { public_key_only } => {
-            let reply = ctx.client.get::<SshCaInfo>("/v1/ssh/ca").await?;
-            if public_key_only {
-                ctx.out
-                    .emit(&format!("{}\n", reply.body.public_key.trim()))?;
-            } else if ctx.json {
-                ctx.out.emit_json(&reply.json)?;
-            } else {
-                ctx.out.emit(&render_ca(&reply.body))?;
-            }
-        }
-        SshCommand::Cert { command } => cert(command, ctx).await?,
-        SshCommand::Krl { out } => krl(&out, ctx).await?,
+/// `ssh ca`: print the CA's public side, or only its public line.
+pub(super) async fn ca(public_key_only: bool, ctx: &Ctx) -> Result<(), SshError> {
+    let reply = ctx.client.get::<SshCaInfo>("/v1/ssh/ca").await?;
+    if public_key_only {
+        ctx.out
+            .emit(&format!("{}\n", reply.body.public_key.trim()))?;
+    } else if ctx.json {
+        ctx.out.emit_json(&reply.json)?;
+    } else {
+        ctx.out.emit(&render_ca(&reply.body))?;
     }
     Ok(())
 }
 
-/// One row per channel; also used by `accessctl status`.
-pub fn channel_table(channels: &[SshChannelInfo]) -> Table {
-    let mut table = Table::new(&[
-        "ID",
-        "USER",
-        "SOURCE",
-        "TARGET",
-        "RELAYED TO",
-        "STARTED",
-        "UP",
-        "DOWN",
-    ]);
-    for c in channels {
-        table.row(vec![
-            c.id.to_string(),
-            c.user.clone(),
-            c.source.clone(),
-            c.requested.clone(),
-            c.resolved.clone().unwrap_or_else(|| "connecting".into()),
-            output::short_time(&c.started_at),
-            c.bytes_up.to_string(),
-            c.bytes_down.to_string(),
-        ]);
-    }
-    table
-}
-
 /// `ssh cert ...`.
-async fn cert(cmd: CertCommand, ctx: &Ctx) -> Result<(), SshError> {
+pub(super) async fn cert(cmd: CertCommand, ctx: &Ctx) -> Result<(), SshError> {
     match cmd {
         CertCommand::Issue {
             user,
@@ -239,6 +86,30 @@ async fn cert(cmd: CertCommand, ctx: &Ctx) -> Result<(), SshError> {
             issue(&request, out.as_deref(), ctx).await
         }
     }
+}
+
+/// `ssh krl`: fetch, check, write atomically, then report.
+pub(super) async fn krl(out: &Path, ctx: &Ctx) -> Result<(), SshError> {
+    let reply = ctx.client.get::<KrlResponse>("/v1/ssh/krl").await?;
+    let bytes = BASE64
+        .decode(reply.body.krl_base64.trim())
+        .map_err(SshError::KrlBase64)?;
+    // sshd refuses every public key while RevokedKeys cannot be parsed, so
+    // never install something that is not a KRL. (An empty file is a valid,
+    // empty revocation list.)
+    if !bytes.is_empty() && !bytes.starts_with(KRL_MAGIC) {
+        return Err(SshError::NotAKrl);
+    }
+    write_public(out, &bytes).map_err(|source| SshError::WriteKrl {
+        path: out.to_owned(),
+        source,
+    })?;
+    if ctx.json {
+        ctx.out.emit_json(&reply.json)?;
+    } else {
+        ctx.out.emit(&render_krl(out, &reply.body.revoked))?;
+    }
+    Ok(())
 }
 
 /// `ssh cert issue` once the key file is read: ask, then write or print.
@@ -267,30 +138,6 @@ async fn issue(request: &IssueCertRequest, out: Option<&Path>, ctx: &Ctx) -> Res
         // stdout carries only the certificate, so `> FILE` captures just it.
         ctx.out.emit(&line)?;
         eprint!("{summary}");
-    }
-    Ok(())
-}
-
-/// `ssh krl`: fetch, check, write atomically, then report.
-async fn krl(out: &Path, ctx: &Ctx) -> Result<(), SshError> {
-    let reply = ctx.client.get::<KrlResponse>("/v1/ssh/krl").await?;
-    let bytes = BASE64
-        .decode(reply.body.krl_base64.trim())
-        .map_err(SshError::KrlBase64)?;
-    // sshd refuses every public key while RevokedKeys cannot be parsed, so
-    // never install something that is not a KRL. (An empty file is a valid,
-    // empty revocation list.)
-    if !bytes.is_empty() && !bytes.starts_with(KRL_MAGIC) {
-        return Err(SshError::NotAKrl);
-    }
-    write_public(out, &bytes).map_err(|source| SshError::WriteKrl {
-        path: out.to_owned(),
-        source,
-    })?;
-    if ctx.json {
-        ctx.out.emit_json(&reply.json)?;
-    } else {
-        ctx.out.emit(&render_krl(out, &reply.body.revoked))?;
     }
     Ok(())
 }
@@ -428,10 +275,10 @@ fn write_public(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Client;
+    use crate::client::{Client, ClientError};
     use crate::output::Out;
+    use crate::ssh::{SshCommand, run};
     use crate::testutil::{Canned, FakeServer};
-    use clap::Parser as _;
     use std::os::unix::fs::PermissionsExt as _;
 
     /// 2026-05-01T12:00:00Z.
@@ -443,11 +290,6 @@ mod tests {
             json,
             out: Out::capture(),
         }
-    }
-
-    /// Parses a command line given as one string (no quoting needed here).
-    fn parse(line: &str) -> Result<crate::Cli, clap::Error> {
-        crate::Cli::try_parse_from(std::iter::once("accessctl").chain(line.split_whitespace()))
     }
 
     fn issued() -> IssuedCert {
@@ -479,57 +321,6 @@ mod tests {
         let path = dir.join("id_ed25519.pub");
         std::fs::write(&path, text).expect("write key");
         path
-    }
-
-    #[test]
-    fn channel_table_columns() {
-        let channels = [SshChannelInfo {
-            id: 7,
-            user: "alice".into(),
-            key_fingerprint: "SHA256:k".into(),
-            source: "192.0.2.10:50000".into(),
-            requested: "db.internal:22".into(),
-            resolved: None,
-            started_at: "2026-05-01T10:00:00Z".into(),
-            bytes_up: 10,
-            bytes_down: 2048,
-        }];
-        let text = channel_table(&channels).render();
-        let row = text.lines().nth(1).expect("a row");
-        assert!(row.starts_with("7 "), "{text}");
-        assert!(
-            row.contains("alice") && row.contains("db.internal:22"),
-            "{text}"
-        );
-        assert!(
-            row.contains("connecting") && row.ends_with("2048"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn new_commands_parse_and_check_their_arguments() {
-        for line in [
-            "ssh ca",
-            "ssh ca --public-key-only",
-            "--json ssh ca --public-key-only",
-            "ssh cert issue alice --key a.pub",
-            "ssh cert issue alice --key a.pub --lifetime 1h --out c.pub",
-            "ssh krl --out revoked.krl --json",
-        ] {
-            parse(line).unwrap_or_else(|e| panic!("{line:?} should parse: {e}"));
-        }
-        for line in [
-            "ssh krl",
-            "ssh cert",
-            "ssh cert issue alice",
-            "ssh cert issue Alice --key a.pub",
-            "ssh cert issue alice --key a.pub --lifetime soon",
-            "ssh cert issue alice --key a.pub --lifetime 0s",
-        ] {
-            let err = parse(line).expect_err("a usage error");
-            assert_eq!(err.exit_code(), 2, "{line:?}: {err}");
-        }
     }
 
     #[tokio::test]

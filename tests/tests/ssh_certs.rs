@@ -22,54 +22,11 @@ mod ssh_common;
 
 use ssh_common::*;
 
-/// A portal call from the client namespace with a cookie jar; returns
-/// (status, body).
-fn portal(
-    topo: &Topology,
-    jar: &Path,
-    url: &str,
-    csrf: Option<&str>,
-    body: &Value,
-) -> (u16, Value) {
-    let body = body.to_string();
+/// curl from the client namespace with a cookie jar, `args` before the
+/// URL; (status, body).
+fn curl(topo: &Topology, jar: &Path, args: &[String], url: &str) -> (u16, String) {
     let jar = jar.to_str().unwrap();
-    let header = format!("x-csrf-token: {}", csrf.unwrap_or(""));
-    let out = topo.exec(
-        Host::Client,
-        &[
-            "curl",
-            "-sk",
-            "--max-time",
-            "20",
-            "-c",
-            jar,
-            "-b",
-            jar,
-            "-o",
-            "/dev/stdout",
-            "-w",
-            "\n%{http_code}",
-            "-H",
-            "content-type: application/json",
-            "-H",
-            &header,
-            "-d",
-            &body,
-            url,
-        ],
-    );
-    let text = stdout(&out);
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
-
-/// A form POST to the portal from the client namespace; (status, page).
-fn portal_form(topo: &Topology, jar: &Path, url: &str, fields: &[(&str, &str)]) -> (u16, String) {
-    let jar = jar.to_str().unwrap();
-    let mut argv: Vec<String> = [
+    let mut argv: Vec<&str> = vec![
         "curl",
         "-sk",
         "--max-time",
@@ -82,18 +39,41 @@ fn portal_form(topo: &Topology, jar: &Path, url: &str, fields: &[(&str, &str)]) 
         "/dev/stdout",
         "-w",
         "\n%{http_code}",
-    ]
-    .map(String::from)
-    .to_vec();
-    for (name, value) in fields {
-        argv.push("--data-urlencode".into());
-        argv.push(format!("{name}={value}"));
-    }
-    argv.push(url.into());
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    ];
+    argv.extend(args.iter().map(String::as_str));
+    argv.push(url);
     let text = stdout(&topo.exec(Host::Client, &argv));
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A JSON call to the portal API; (status, answer).
+fn portal(
+    topo: &Topology,
+    jar: &Path,
+    url: &str,
+    csrf: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let args = [
+        "-H".to_string(),
+        "content-type: application/json".into(),
+        "-H".into(),
+        format!("x-csrf-token: {}", csrf.unwrap_or("")),
+        "-d".into(),
+        body.to_string(),
+    ];
+    let (status, text) = curl(topo, jar, &args, url);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A form POST to the portal (a GET without fields); (status, page).
+fn portal_form(topo: &Topology, jar: &Path, url: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    let args: Vec<String> = fields
+        .iter()
+        .flat_map(|(name, value)| ["--data-urlencode".to_string(), format!("{name}={value}")])
+        .collect();
+    curl(topo, jar, &args, url)
 }
 
 /// `ssh-keygen ARGS` on the test host; (success, stdout + stderr).

@@ -483,6 +483,14 @@ fn a_shared_store_and_a_pair_are_checked() {
         "t.toml",
     );
     assert!(paired.is_ok(), "{paired:#?}");
+    // The SSH user CA too: a pair without [aws] would sign with two.
+    let signing = ok.replacen("[ssh]\n", "[ssh]\ncertificates = true\n", 1);
+    let found = problems(&signing);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].key, "ssh.certificates");
+    assert!(found[0].message.contains("one SSH user CA"), "{}", found[0]);
+    let with_aws = format!("{signing}[aws]\nregion = \"eu-west-3\"\n");
+    assert!(parse(&with_aws, "t.toml").is_ok());
 
     assert_one(
         &with("[store]\nurl = \"postgresql://gatehouse:hunter2@db/gh\"\n"),

@@ -300,6 +300,12 @@ impl Checker<'_> {
                 "the gateways of a pair must serve one portal certificate: set portal.tls_cert and portal.tls_key to files both read (or add [aws], which keeps a self-signed one in SSM)",
             );
         }
+        if ssh.certificates {
+            self.problem(
+                "ssh.certificates",
+                "the gateways of a pair must sign with one SSH user CA, or the private hosts refuse the certificates of the other: add [aws], which keeps the CA key in SSM",
+            );
+        }
     }
 
     fn ha(&mut self, raw: raw::RawHa, has_store: bool) -> Option<HaConfig> {

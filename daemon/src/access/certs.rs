@@ -26,15 +26,19 @@ use crate::store::ssh_certs::IssuedCertRow;
 use crate::time_fmt::now_unix;
 
 impl Access {
-    /// The CA's public side, when certificates are on.
+    /// The CA's public side, when its key was loaded at start; `enabled`
+    /// says whether it issues now (the running `ssh.certificates`).
     pub fn ssh_ca_info(&self) -> Result<SshCaInfo, UserError> {
-        let ca = self.user_ca()?;
-        let gateway = self.core.config().gateway.name.clone();
+        let Some(ca) = self.core.user_ca() else {
+            return Err(certificates_off());
+        };
+        let config = self.core.config();
+        let gateway = &config.gateway.name;
         Ok(SshCaInfo {
-            public_key: ca.public_line(&gateway),
+            public_key: ca.public_line(gateway),
             fingerprint: ca.fingerprint(),
-            sshd_snippet: sshd_snippet(&gateway),
-            enabled: true,
+            sshd_snippet: sshd_snippet(gateway),
+            enabled: config.ssh.certificates,
         })
     }
 
@@ -229,11 +233,16 @@ impl Access {
     fn user_ca(&self) -> Result<&UserCa, UserError> {
         match self.core.user_ca() {
             Some(ca) if self.core.config().ssh.certificates => Ok(ca),
-            _ => Err(UserError::WrongState(
-                "this gateway issues no SSH certificates: set ssh.certificates = true and restart accessd".into(),
-            )),
+            _ => Err(certificates_off()),
         }
     }
+}
+
+fn certificates_off() -> UserError {
+    UserError::WrongState(
+        "this gateway issues no SSH certificates: set ssh.certificates = true and restart accessd"
+            .into(),
+    )
 }
 
 fn is_link_local(ip: &IpAddr) -> bool {

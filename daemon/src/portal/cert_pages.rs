@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::PortalState;
 use super::error::Failure;
 use super::flows;
-use super::pages::{layout, message_page, page, see_other};
+use super::pages::{checked_form, layout, message_page, page};
 use super::sessions::{Session, Source};
 use crate::time_fmt::rfc3339;
 
@@ -39,19 +39,10 @@ pub async fn certificate_submit(
     form: Result<Form<CertForm>, FormRejection>,
 ) -> Response {
     let refused = "No certificate";
-    let Ok(session) = session else {
-        return see_other("/login");
+    let (session, form) = match checked_form(session, form, |f| &f.csrf, refused) {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    let Ok(Form(form)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            refused,
-            "The form was incomplete; try again.",
-        );
-    };
-    if let Err(error) = session.check_csrf(Some(&form.csrf)) {
-        return message_page(error.status, refused, &error.message);
-    }
     let by = flows::requester(source, &session);
     match state
         .access

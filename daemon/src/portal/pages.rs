@@ -385,7 +385,7 @@ pub async fn remove_key_submit(
     .await
 }
 
-/// A key form's checks (session, form, CSRF), then `change`; back to the
+/// A key form's checks ([`checked_form`]), then `change`; back to the
 /// devices page, or a page titled `refused` that says why.
 async fn key_submit<F, Fut>(
     session: Result<Session, Failure>,
@@ -397,23 +397,43 @@ where
     F: FnOnce(Session, KeyForm) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
-    let Ok(session) = session else {
-        return see_other("/login");
+    let (session, form) = match checked_form(session, form, |f| &f.csrf, refused) {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    let Ok(Form(form)) = form else {
-        return message_page(
-            StatusCode::BAD_REQUEST,
-            refused,
-            "The form was incomplete; try again.",
-        );
-    };
-    if let Err(error) = session.check_csrf(Some(&form.csrf)) {
-        return message_page(error.status, refused, &error.message);
-    }
     match change(session, form).await {
         Ok(()) => see_other("/devices"),
         Err(error) => message_page(error.status, refused, &error.message),
     }
+}
+
+/// What every form of a logged-in page checks first: the session (else to
+/// the login page), a complete form, and its CSRF field (`csrf_of`); the
+/// refusal is a page titled `refused`.
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the handler's answer, returned once"
+)]
+pub(super) fn checked_form<T>(
+    session: Result<Session, Failure>,
+    form: Result<Form<T>, FormRejection>,
+    csrf_of: impl Fn(&T) -> &str,
+    refused: &str,
+) -> Result<(Session, T), Response> {
+    let Ok(session) = session else {
+        return Err(see_other("/login"));
+    };
+    let Ok(Form(form)) = form else {
+        return Err(message_page(
+            StatusCode::BAD_REQUEST,
+            refused,
+            "The form was incomplete; try again.",
+        ));
+    };
+    if let Err(error) = session.check_csrf(Some(csrf_of(&form))) {
+        return Err(message_page(error.status, refused, &error.message));
+    }
+    Ok((session, form))
 }
 
 /// The ssh_config snippet: a pinned jump host and ProxyJump for each subnet.

@@ -42,6 +42,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod aws;
 pub mod capped_listener;
 pub mod gateway;

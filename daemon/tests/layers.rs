@@ -62,6 +62,63 @@ fn files_of_a_subsystem_have_no_import_cycle() {
     }
 }
 
+/// Where a member's standing may be read off their row: the
+/// authentication service that decides it, the store that keeps it, and the
+/// access service that changes it (add, enable, disable, enroll).
+const STANDING_OWNERS: &[&str] = &["auth", "access", "store"];
+
+#[test]
+fn nobody_else_decides_a_members_standing() {
+    let mut found = Vec::new();
+    for file in rust_files(&src()) {
+        let relative = file
+            .strip_prefix(src())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let top = relative.split(['/', '.']).next().unwrap().to_string();
+        if STANDING_OWNERS.contains(&top.as_str()) || top == "testing" {
+            continue;
+        }
+        for (line, hit) in standing_checks(&code_of(&file)) {
+            found.push(format!(
+                "{relative} (line {line} without comments and tests): {hit}"
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "ask crate::auth::Standing instead of comparing a user's state or expiry:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_standing_checker_sees_each_kind_of_comparison() {
+    let code = "if user.state == UserState::Active {}\nif u.state != UserState::Disabled {}\nmatch u.state { UserState::Pending => 1, _ => 2 }\nlet e = user.is_expired(now);\nw.set_user_state(&n, UserState::Active)?;\nStanding::of(&u, now)";
+    let hits: Vec<usize> = standing_checks(code)
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect();
+    assert_eq!(hits, [1, 2, 3, 4]);
+}
+
+/// Lines that compare a user's state or expiry: `== UserState::`,
+/// `!= UserState::`, a `UserState::` match arm, `is_expired(`.
+fn standing_checks(code: &str) -> Vec<(usize, String)> {
+    code.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let squeezed: String = line.split_whitespace().collect();
+            squeezed.contains("==UserState::")
+                || squeezed.contains("!=UserState::")
+                || (squeezed.contains("UserState::") && squeezed.contains("=>"))
+                || squeezed.contains("is_expired(")
+        })
+        .map(|(i, line)| (i + 1, line.trim().to_string()))
+        .collect()
+}
+
 #[test]
 fn the_checker_sees_a_cycle() {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

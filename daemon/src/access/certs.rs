@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo, UserState};
+use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo};
 use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::json;
@@ -20,6 +20,7 @@ use serde_json::json;
 use super::users::UserError;
 use super::{Access, Door, Requester};
 use crate::audit::event::{Kind, event};
+use crate::auth::Standing;
 use crate::ssh_ca::{BACKDATE_SECS, CertSpec, UserCa, krl, sshd_snippet};
 use crate::store::StoreError;
 use crate::store::ssh_certs::IssuedCertRow;
@@ -70,16 +71,19 @@ impl Access {
             })
             .await?;
         let now = now_unix();
-        if row.state != UserState::Active {
-            return Err(UserError::WrongState(format!(
-                "{user} is {}: certificates are issued to active members only",
-                row.state.as_str()
-            )));
-        }
-        if row.is_expired(now) {
-            return Err(UserError::WrongState(format!(
-                "{user}'s account has expired: no certificate"
-            )));
+        match Standing::of(&row, now) {
+            Standing::Active | Standing::Machine => {}
+            Standing::Expired => {
+                return Err(UserError::WrongState(format!(
+                    "{user}'s account has expired: no certificate"
+                )));
+            }
+            other => {
+                return Err(UserError::WrongState(format!(
+                    "{user} is {}: certificates are issued to active members only",
+                    other.as_str()
+                )));
+            }
         }
         let mut principals: Vec<String> = config
             .groups

@@ -8,12 +8,13 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use gatehouse_config::api::{CONNECTED_WITHIN_SECS, DeviceConfigResponse, DeviceInfo, UserState};
+use gatehouse_config::api::{CONNECTED_WITHIN_SECS, DeviceConfigResponse, DeviceInfo};
 use gatehouse_config::names::check_name;
 use serde_json::json;
 
 use super::{Access, Requester};
 use crate::audit::event::{Kind, event};
+use crate::auth::Standing;
 use crate::store::{Device, NewDevice, StoreError};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 use crate::vpn::engine::PeerStatus;
@@ -85,7 +86,7 @@ impl Access {
                     what: "user",
                     name: new.user.clone(),
                 })?;
-                if owner.state == UserState::Disabled {
+                if Standing::of(&owner, now_unix()) == Standing::Disabled {
                     return Err(StoreError::UserDisabled { name: owner.name });
                 }
                 // Counted in the transaction: racing adds cannot pass it.

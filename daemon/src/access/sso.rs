@@ -28,6 +28,7 @@ use serde_json::json;
 
 use super::Access;
 use crate::audit::event::{Actor, Kind, Source, event};
+use crate::auth::Standing;
 use crate::sso::Verified;
 use crate::store::{NewUser, StoreError};
 use crate::time_fmt::now_unix;
@@ -172,23 +173,19 @@ impl Access {
                             })),
                     )?;
                 }
-                let refusal = if groups.is_empty() {
-                    Some(SsoRefusal::Unmapped)
-                } else if user.no_login {
-                    Some(SsoRefusal::NoLogin)
-                } else if user.state == UserState::Disabled {
-                    Some(SsoRefusal::Disabled)
-                } else if user.is_expired(now) {
-                    Some(SsoRefusal::Expired)
-                } else {
-                    None
+                let refusal = match Standing::of(&user, now) {
+                    _ if groups.is_empty() => Some(SsoRefusal::Unmapped),
+                    Standing::Machine => Some(SsoRefusal::NoLogin),
+                    Standing::Disabled => Some(SsoRefusal::Disabled),
+                    Standing::Expired => Some(SsoRefusal::Expired),
+                    Standing::Active | Standing::Pending => None,
                 };
                 if let Some(refusal) = refusal {
                     return Ok(Err((refusal, Some(name))));
                 }
                 // A member an admin created for SSO signs in without
                 // enrolling a password: the provider vouched for them.
-                if user.state == UserState::Pending {
+                if Standing::of(&user, now) == Standing::Pending {
                     w.set_user_state(&name, UserState::Active)?;
                 }
                 Ok(Ok(SsoMember {

@@ -23,6 +23,7 @@ pub use aws_facts::{AwsFacts, ELASTIC_IP_FILE};
 pub use config_source::{ConfigSource, Overrides};
 pub use reload::{ReloadError, Reloaded};
 
+use crate::auth::LoginBudget;
 use crate::host_addrs::HostAddrs;
 use crate::ssh_ca::UserCa;
 use crate::store::Store;
@@ -51,6 +52,8 @@ struct Inner {
     keys: Keys,
     host_addrs: HostAddrs,
     aws: AwsFacts,
+    /// Every login's budget, shared by the portal and the jump host.
+    login_budget: Arc<LoginBudget>,
     started_at: i64,
     started: Instant,
 }
@@ -73,6 +76,7 @@ impl Core {
                 keys,
                 host_addrs,
                 aws,
+                login_budget: LoginBudget::new(),
                 started_at: crate::time_fmt::now_unix(),
                 started: Instant::now(),
             }),
@@ -116,6 +120,11 @@ impl Core {
     /// The AWS facts (apply lock, known elastic IP).
     pub fn aws(&self) -> &AwsFacts {
         &self.inner.aws
+    }
+
+    /// The login budgets of members and sources (portal and jump host).
+    pub fn login_budget(&self) -> &Arc<LoginBudget> {
+        &self.inner.login_budget
     }
 
     pub fn config_path(&self) -> &Path {

@@ -19,6 +19,7 @@ use super::passwords::check_rules;
 use super::sessions::{Session, csrf_for, new_token};
 use crate::access::{Door, Requester};
 use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
+use crate::auth::{self, Charge, LoginRefusal, Standing};
 use crate::store::{LoginMethod, NewAuditEvent, StoreError, Writer, hash_token};
 use crate::time_fmt::now_unix;
 use crate::totp::{self, TotpReject};
@@ -108,20 +109,13 @@ pub async fn enroll(
             ));
         }
         None => None,
-        Some(secret) => {
-            if secret.len() < 26 {
-                return Err(Failure::invalid_value("The TOTP secret is too short."));
-            }
-            let code = input.totp_code.as_deref().unwrap_or_default();
-            let step = totp::verify(secret, code, unix_now_u64(), None).map_err(|reject| {
-                Failure::invalid_value(match reject {
-                    TotpReject::BadSecret => "The TOTP secret is not valid base32.",
-                    TotpReject::Malformed => "Enter the six-digit code your app shows.",
-                    _ => "That code does not match: check the app's clock and try the next code.",
-                })
-            })?;
-            Some((secret.to_string(), step))
+        Some(secret) if secret.len() < 26 => {
+            return Err(Failure::invalid_value("The TOTP secret is too short."));
         }
+        Some(secret) => Some((
+            secret.to_string(),
+            input.totp_code.clone().unwrap_or_default(),
+        )),
     };
     let hash = state.passwords.hash(input.password).await.map_err(|err| {
         tracing::error!(error = %err, "portal: cannot hash a password");
@@ -134,31 +128,31 @@ pub async fn enroll(
     let opening = Opening::new(&config, now, source, LoginMethod::Password);
     let with_totp = totp.is_some();
     let enrolled = user.clone();
-    state
+    let enrolled_name = user;
+    let refused = state
         .core
         .store()
         .write(move |w| {
+            let row = w.existing_user(&enrolled_name)?;
+            if let Some((secret, code)) = &totp
+                && let Err(refusal) = auth::consume_totp(w, &row, code, now, Some(secret))?
+            {
+                return Ok(Some(refusal));
+            }
             // Using the token inside this transaction makes it single use
             // even when two requests race.
             let user = w.consume_enrollment_token(&token_hash, now)?;
-            let row = w.user(&user)?.ok_or_else(|| StoreError::NotFound {
-                what: "user",
-                name: user.clone(),
-            })?;
-            if row.state == UserState::Disabled {
+            if user != row.name {
+                return Err(StoreError::TokenNotFound);
+            }
+            if Standing::of(&row, now).is_barred() {
                 return Err(StoreError::Conflict {
                     what: "disabled user",
                     name: user,
                 });
             }
             w.set_password_hash(&user, Some(hash))?;
-            match totp {
-                Some((secret, step)) => {
-                    w.set_totp_secret(&user, Some(secret))?;
-                    w.set_totp_last_step(&user, i64::try_from(step).unwrap_or(i64::MAX))?;
-                }
-                None => w.set_totp_secret(&user, None)?,
-            }
+            w.set_totp_secret(&user, totp.map(|(secret, _)| secret))?;
             w.set_user_state(&user, UserState::Active)?;
             // A new link resets the account: old sessions end.
             w.delete_user_portal_sessions(&user)?;
@@ -173,17 +167,24 @@ pub async fn enroll(
                 .on(user.clone())
                 .detail(json!({ "totp": with_totp })),
             )?;
-            Ok(())
+            Ok(None)
         })
         .await
         .map_err(|err| match err {
             StoreError::Conflict { .. } => Failure::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "disabled",
-                "This account is disabled; ask an admin.",
+                "This account is disabled or expired; ask an admin.",
             ),
             other => other.into(),
         })?;
+    if let Some(refusal) = refused {
+        return Err(Failure::invalid_value(match refusal {
+            LoginRefusal::Totp(TotpReject::BadSecret) => "The TOTP secret is not valid base32.",
+            LoginRefusal::Totp(TotpReject::Malformed) => "Enter the six-digit code your app shows.",
+            _ => "That code does not match: check the app's clock and try the next code.",
+        }));
+    }
     Ok(LoggedIn {
         user: enrolled,
         csrf: csrf_for(&session),
@@ -192,9 +193,10 @@ pub async fn enroll(
     })
 }
 
-/// Checks name, password and TOTP code, under the login limits. Every
-/// failure looks the same to the client ([`Failure::login_failed`]) and is
-/// audited with its real reason.
+/// Checks name, password and TOTP code, charged against the member's and
+/// the source's login budgets before anything is judged. Every failure
+/// looks the same to the client ([`Failure::login_failed`]) and is audited
+/// with its real reason.
 pub async fn login(
     state: &PortalState,
     source: IpAddr,
@@ -215,100 +217,76 @@ pub async fn login(
     } else {
         "(not a user name)".to_string()
     };
-    if let Err(refused) = state.login_limits.check(&name, source, Instant::now()) {
-        // One record per lockout: refused attempts cannot flood the log.
-        if refused.first {
-            let reason = match refused.by {
-                super::limits::Locked::User => "locked_out",
-                super::limits::Locked::Source => "source_locked_out",
-            };
-            audit_failure(state, source, &target, reason).await?;
+    let budget = state.core.login_budget();
+    let charge = match budget
+        .charge(&name, source, config.portal.login_lockout)
+        .await
+    {
+        Ok(charge) => charge,
+        Err(refused) => {
+            // One record per lockout: refused attempts cannot flood the log.
+            if refused.first {
+                audit_failure(state, source, &target, refused.refusal, 0).await?;
+            }
+            return Err(Failure::locked_out());
         }
-        return Err(Failure::locked_out());
-    }
+    };
+    let refused_meanwhile = charge.refused_meanwhile();
     let lookup = name.clone();
     let found = if target == name {
-        state
-            .core
-            .store()
-            .read(move |r| {
-                let user = r.user(&lookup)?;
-                let last = r.totp_last_step(&lookup)?;
-                Ok(user.map(|u| (u, last)))
-            })
-            .await?
+        state.core.store().read(move |r| r.user(&lookup)).await?
     } else {
         None
     };
-    let stored_hash = found.as_ref().and_then(|(u, _)| u.password_hash.clone());
+    let stored_hash = found.as_ref().and_then(|u| u.password_hash.clone());
     let password_ok = state.passwords.verify(stored_hash, input.password).await;
     let now = now_unix();
-
-    let outcome: Result<(String, Option<u64>), &'static str> = match found {
-        None => Err("unknown_user"),
-        Some((user, last_step)) => {
-            if user.password_hash.is_none() {
-                Err("not_enrolled")
-            } else if !password_ok {
-                Err("bad_password")
-            } else if user.no_login {
-                // A machine account (set after the person enrolled).
-                Err("no_login")
-            } else if user.state != UserState::Active {
-                Err("disabled")
-            } else if user.is_expired(now) {
-                Err("account_expired")
-            } else {
-                match user.totp_secret.as_deref() {
-                    Some(secret) => {
-                        let code = input.totp_code.as_deref().unwrap_or_default();
-                        let last = last_step.and_then(|s| u64::try_from(s).ok());
-                        totp::verify(secret, code, unix_now_u64(), last)
-                            .map(|step| (user.name.clone(), Some(step)))
-                            .map_err(TotpReject::reason)
-                    }
-                    None if config.portal.require_totp => Err("totp_not_enrolled"),
-                    None => Ok((user.name.clone(), None)),
-                }
+    let judged = match found {
+        None => Err(LoginRefusal::UnknownUser),
+        Some(user) if user.password_hash.is_none() => Err(LoginRefusal::NotEnrolled),
+        Some(_) if !password_ok => Err(LoginRefusal::BadPassword),
+        Some(user) => match Standing::of(&user, now).portal_refusal() {
+            Some(refusal) => Err(refusal),
+            None if user.totp_secret.is_none() && config.portal.require_totp => {
+                Err(LoginRefusal::TotpNotEnrolled)
             }
-        }
+            None => Ok(user),
+        },
     };
-    let (user, step) = match outcome {
-        Ok(ok) => ok,
-        Err(reason) => return Err(fail(state, source, &name, &target, reason).await),
+    let user = match judged {
+        Ok(user) => user,
+        Err(refusal) => {
+            return Err(fail(state, source, &target, refusal, charge, refused_meanwhile).await);
+        }
     };
     let session = new_token();
     let session_hash = hash_token(&session);
-    let who = user.clone();
+    let who = user.name.clone();
     let opening = Opening::new(&config, now, source, LoginMethod::Password);
+    let code = input.totp_code.unwrap_or_default();
     let committed = state
         .core
         .store()
         .write(move |w| {
-            if let Some(step) = step {
-                // Checked again under the write lock: two logins racing with
-                // one code cannot both win.
-                let step = i64::try_from(step).unwrap_or(i64::MAX);
-                if w.totp_last_step(&who)?.is_some_and(|last| step <= last) {
-                    return Ok(false);
-                }
-                w.set_totp_last_step(&who, step)?;
+            let with_totp = user.totp_secret.is_some();
+            if with_totp && let Err(refusal) = auth::consume_totp(w, &user, &code, now, None)? {
+                return Ok(Err(refusal));
             }
-            opening.open(w, &who, &session_hash)?;
-            w.audit(login_ok(
-                &who,
-                source,
-                json!({ "method": "password", "totp": step.is_some() }),
-            ))?;
-            Ok(true)
+            opening.open(w, &user.name, &session_hash)?;
+            let mut detail = json!({ "method": "password", "totp": with_totp });
+            if refused_meanwhile > 0 {
+                detail["refused_while_locked_out"] = json!(refused_meanwhile);
+            }
+            w.audit(login_ok(&user.name, source, detail))?;
+            Ok(Ok(()))
         })
         .await?;
-    if !committed {
-        return Err(fail(state, source, &name, &target, TotpReject::Reused.reason()).await);
+    if let Err(refusal) = committed {
+        return Err(fail(state, source, &target, refusal, charge, refused_meanwhile).await);
     }
-    state.login_limits.succeeded(&name);
+    charge.succeeded();
     Ok(LoggedIn {
-        user,
+        user: who,
         csrf: csrf_for(&session),
         token: session,
         max_age_secs: config.portal.session_max.as_secs(),
@@ -355,56 +333,6 @@ impl Opening {
         w.touch_last_seen(who, self.now)?;
         w.activate_user_devices(who, self.now)
     }
-}
-
-/// The audit detail of an accepted SSO login: the subject and the groups
-/// as they were mapped now.
-pub fn sso_login_detail(
-    login: &crate::sso::Verified,
-    member: &crate::access::sso::SsoMember,
-) -> serde_json::Value {
-    json!({
-        "method": "oidc",
-        "issuer": login.issuer,
-        "subject": login.subject,
-        "idp_groups": login.groups,
-        "groups": member.groups,
-        "provisioned": member.created,
-    })
-}
-
-/// An SSO login the provider and the access service both accepted, when no
-/// TOTP step is asked: opens the session as a password login does
-/// (`portal.login.ok` with [`sso_login_detail`] and `totp: false`).
-pub async fn sso_login(
-    state: &PortalState,
-    source: IpAddr,
-    login: &crate::sso::Verified,
-    member: &crate::access::sso::SsoMember,
-) -> Result<LoggedIn, Failure> {
-    let config = state.core.config();
-    let now = now_unix();
-    let session = new_token();
-    let session_hash = hash_token(&session);
-    let who = member.user.clone();
-    let opening = Opening::new(&config, now, source, LoginMethod::Oidc);
-    let mut detail = sso_login_detail(login, member);
-    detail["totp"] = json!(false);
-    let record = login_ok(&who, source, detail);
-    state
-        .core
-        .store()
-        .write(move |w| {
-            opening.open(w, &who, &session_hash)?;
-            w.audit(record).map(drop)
-        })
-        .await?;
-    Ok(LoggedIn {
-        user: member.user.clone(),
-        csrf: csrf_for(&session),
-        token: session,
-        max_age_secs: config.portal.session_max.as_secs(),
-    })
 }
 
 /// The `portal.login.ok` record of `who`'s login.
@@ -489,19 +417,23 @@ async fn token_user(state: &PortalState, token: &str) -> Result<String, Failure>
         .await?)
 }
 
-/// Counts, audits and delays a failed login; returns the generic failure.
+/// Settles a failed login's charge, audits it and answers after the
+/// budget's delay (holding the member's turn until then); returns the
+/// generic failure.
 async fn fail(
     state: &PortalState,
     source: IpAddr,
-    name: &str,
     target: &str,
-    reason: &'static str,
+    refusal: LoginRefusal,
+    mut charge: Charge,
+    refused_meanwhile: u32,
 ) -> Failure {
-    let delay = state.login_limits.failed(name, source, Instant::now());
-    if let Err(err) = audit_failure(state, source, target, reason).await {
+    let delay = charge.failed(Instant::now());
+    if let Err(err) = audit_failure(state, source, target, refusal, refused_meanwhile).await {
         return err;
     }
     tokio::time::sleep(delay).await;
+    drop(charge);
     Failure::login_failed()
 }
 
@@ -509,15 +441,20 @@ async fn audit_failure(
     state: &PortalState,
     source: IpAddr,
     target: &str,
-    reason: &'static str,
+    refusal: LoginRefusal,
+    refused_meanwhile: u32,
 ) -> Result<(), Failure> {
+    let mut detail = json!({ "reason": refusal.code(), "source": source.to_string() });
+    if refused_meanwhile > 0 {
+        detail["refused_while_locked_out"] = json!(refused_meanwhile);
+    }
     let record = event(
         Kind::PortalLoginFail,
         Actor::Anonymous,
         AuditSource::Addr(source),
     )
     .on(target)
-    .detail(json!({ "reason": reason, "source": source.to_string() }));
+    .detail(detail);
     write_record(state, record).await
 }
 
@@ -529,8 +466,4 @@ async fn write_record(state: &PortalState, record: NewAuditEvent) -> Result<(), 
         .write(move |w| w.audit(record).map(drop))
         .await?;
     Ok(())
-}
-
-pub(super) fn unix_now_u64() -> u64 {
-    u64::try_from(now_unix()).unwrap_or(0)
 }

@@ -4,14 +4,14 @@
 //!
 //! Layout: [`tls`] (certificate: configured or self-signed, kept under
 //! state_dir), [`server`] (the TLS accept loop, per-connection limits and
-//! shutdown), [`sessions`] (cookies, timeouts, CSRF), [`limits`] (login and
-//! request rate limits), [`passwords`] (rules, argon2id on a bounded pool),
+//! shutdown), [`sessions`] (cookies, timeouts, CSRF), [`limits`] (the request
+//! rate limit; logins are budgeted by [`crate::auth`]), [`passwords`] (rules, argon2id on a bounded pool),
 //! [`flows`] (enroll, login, logout: the actions, each audited; devices go
 //! through [`crate::access`]),
 //! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
 //! HTML), [`sso_pages`] (`/oidc/start`, `/oidc/callback` and `/oidc/totp`: sign-in
-//! with the team's identity provider), [`sso_totp`] (the TOTP step of SSO
-//! logins), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
+//! with the team's identity provider; they render), [`sso_login`] (the SSO
+//! login's rules), [`sso_totp`] (the TOTP step of SSO logins), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
 //! [`cert_pages`] (the SSH certificate form),
 //! [`error`] (the one failure type).
 //!
@@ -29,6 +29,7 @@ pub mod passwords;
 mod server;
 pub mod sessions;
 pub mod ssh_config;
+pub mod sso_login;
 pub mod sso_pages;
 pub mod sso_totp;
 pub mod tls;
@@ -50,7 +51,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::gateway::Core;
 use error::Failure;
-use limits::{LoginLimits, RequestLimits};
+use limits::RequestLimits;
 use passwords::Passwords;
 use sessions::Source;
 
@@ -127,7 +128,6 @@ pub struct PortalState {
     pub core: Core,
     pub access: Access,
     pub passwords: Passwords,
-    pub login_limits: Arc<LoginLimits>,
     pub request_limits: Arc<RequestLimits>,
     /// The team's identity provider (`[oidc]`), when configured.
     pub sso: Option<Arc<crate::sso::Provider>>,
@@ -147,7 +147,6 @@ impl PortalState {
             core: access.core().clone(),
             access: access.clone(),
             passwords,
-            login_limits: Arc::new(LoginLimits::new(config.portal.login_lockout)),
             request_limits: Arc::new(RequestLimits::new(config.portal.requests_per_minute)),
             sso,
         })

@@ -26,9 +26,9 @@ use rand_core::{OsRng, RngCore};
 use super::PortalState;
 use super::error::Failure;
 use crate::audit::chain::sha256_hex;
+use crate::auth::Standing;
 use crate::store::{LoginMethod, User, hash_token};
 use crate::time_fmt::now_unix;
-use gatehouse_config::api::UserState;
 
 pub const SESSION_COOKIE: &str = "__Host-gh_session";
 pub const PRE_COOKIE: &str = "__Host-gh_pre";
@@ -150,7 +150,9 @@ impl FromRequestParts<PortalState> for Session {
         };
         let timed_out = now.saturating_sub(session.last_seen) >= idle
             || now.saturating_sub(session.created_at) >= max;
-        let usable = user.state == UserState::Active && !user.is_expired(now);
+        // A machine never signs in: a session left from before it became
+        // one ends too.
+        let usable = Standing::of(&user, now).portal_refusal().is_none();
         if timed_out || !usable {
             let hash = token_hash.clone();
             state

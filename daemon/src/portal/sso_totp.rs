@@ -16,15 +16,14 @@
 //! login is `portal.login.ok` with `totp: true`. Never a code or a secret.
 
 use std::net::IpAddr;
-use std::time::Instant;
 
-use gatehouse_config::api::UserState;
 use serde_json::Value;
 
 use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
+use crate::auth::{self, Charge, LoginRefusal, Standing};
 use crate::store::sso::SecondStep;
 use crate::store::{LoginMethod, StoreError, hash_token};
 use crate::time_fmt::now_unix;
@@ -93,7 +92,8 @@ pub async fn begin(state: &PortalState, user: &str, detail: Value) -> Result<Wai
     })
 }
 
-/// Checks `code` for the login waiting under `token`.
+/// Checks `code` for the login waiting under `token`, charged against the
+/// member's and the source's login budgets before it is judged.
 pub async fn finish(
     state: &PortalState,
     source: IpAddr,
@@ -106,17 +106,10 @@ pub async fn finish(
     let found = state
         .core
         .store()
-        .read(move |r| {
-            let Some(step) = r.second_step(&lookup)? else {
-                return Ok(None);
-            };
-            let user = r.user(&step.user)?;
-            let last = r.totp_last_step(&step.user)?;
-            Ok(user.map(|user| (step, user, last)))
-        })
+        .read(move |r| r.second_step(&lookup))
         .await?;
     let now = now_unix();
-    let Some((step, user, last_step)) = found else {
+    let Some(step) = found else {
         flows::sso_refused(state, source, None, "state", "no TOTP step has this token").await?;
         return Ok(Outcome::Over(start_again.into()));
     };
@@ -138,33 +131,30 @@ pub async fn finish(
         .await?;
         return Ok(Outcome::Over(start_again.into()));
     }
-    if state
-        .login_limits
-        .check(&who, source, Instant::now())
-        .is_err()
+    let lockout = state.core.config().portal.login_lockout;
+    let mut charge = match state
+        .core
+        .login_budget()
+        .charge(&who, source, lockout)
+        .await
     {
-        flows::sso_refused(
-            state,
-            source,
-            Some(&who),
-            "locked_out",
-            "too many failed logins",
-        )
-        .await?;
-        return Ok(Outcome::Over(
-            "Too many failed attempts: wait a few minutes, then start again from the login page."
-                .into(),
-        ));
-    }
-    let secret = step.new_secret.clone().or(user.totp_secret.clone());
-    let last = last_step.and_then(|s| u64::try_from(s).ok());
-    let checked = match secret.as_deref() {
-        Some(secret) => totp::verify(secret, code, flows::unix_now_u64(), last),
-        None => Err(TotpReject::BadSecret),
-    };
-    let step_no = match checked {
-        Ok(step_no) => step_no,
-        Err(reject) => return refused(state, source, token, step, reject).await,
+        Ok(charge) => charge,
+        Err(refused) => {
+            if refused.first {
+                flows::sso_refused(
+                    state,
+                    source,
+                    Some(&who),
+                    refused.refusal.code(),
+                    refused.refusal.reason(),
+                )
+                .await?;
+            }
+            return Ok(Outcome::Over(
+                "Too many failed attempts: wait a few minutes, then start again from the login page."
+                    .into(),
+            ));
+        }
     };
     let enrolling = step.new_secret.clone();
     let opening = Opening::new(&state.core.config(), now, source, LoginMethod::Oidc);
@@ -176,43 +166,50 @@ pub async fn finish(
         map.insert("totp_enrolled".into(), Value::Bool(enrolling.is_some()));
     }
     let record = flows::login_ok(&who, source, detail);
-    let name = who.clone();
+    let (name, code) = (who.clone(), code.to_string());
+    let take = token_hash.clone();
     let committed = state
         .core
         .store()
         .write(move |w| {
-            if !w.take_second_step(&token_hash)? {
-                return Ok(Err("the TOTP step was used already"));
+            if w.second_step(&take)?.is_none() {
+                return Ok(Judged::Over("the TOTP step was used already"));
             }
             let Some(row) = w.user(&name)? else {
-                return Ok(Err("the user is gone"));
+                return Ok(Judged::Over("the user is gone"));
             };
-            if row.state != UserState::Active || row.is_expired(now) {
-                return Ok(Err("the account was disabled or expired meanwhile"));
+            if !Standing::of(&row, now).in_good_standing() {
+                return Ok(Judged::Over(
+                    "the account was disabled or expired meanwhile",
+                ));
             }
-            let step_no = i64::try_from(step_no).unwrap_or(i64::MAX);
-            // Checked again under the write lock: two logins racing with one
-            // code cannot both win.
-            if w.totp_last_step(&name)?.is_some_and(|last| step_no <= last) {
-                return Ok(Err("the code was used already"));
+            if enrolling.is_some() && row.totp_secret.is_some() {
+                return Ok(Judged::Over("an authenticator app was set up meanwhile"));
             }
+            if let Err(refusal) = auth::consume_totp(w, &row, &code, now, enrolling.as_deref())? {
+                return Ok(Judged::Refused(refusal));
+            }
+            w.take_second_step(&take)?;
             if let Some(secret) = enrolling {
-                if row.totp_secret.is_some() {
-                    return Ok(Err("an authenticator app was set up meanwhile"));
-                }
                 w.set_totp_secret(&name, Some(secret))?;
             }
-            w.set_totp_last_step(&name, step_no)?;
             opening.open(w, &name, &session_hash)?;
             w.audit(record)?;
-            Ok::<_, StoreError>(Ok(()))
+            Ok::<_, StoreError>(Judged::LoggedIn)
         })
         .await?;
-    if let Err(why) = committed {
-        flows::sso_refused(state, source, Some(&who), "state", why).await?;
-        return Ok(Outcome::Over(start_again.into()));
+    match committed {
+        Judged::LoggedIn => {}
+        Judged::Refused(refusal) => {
+            return refused(state, source, token, step, refusal, charge).await;
+        }
+        Judged::Over(why) => {
+            charge.failed(std::time::Instant::now());
+            flows::sso_refused(state, source, Some(&who), "state", why).await?;
+            return Ok(Outcome::Over(start_again.into()));
+        }
     }
-    state.login_limits.succeeded(&who);
+    charge.succeeded();
     let config = state.core.config();
     Ok(Outcome::LoggedIn(LoggedIn {
         user: who,
@@ -222,16 +219,26 @@ pub async fn finish(
     }))
 }
 
-/// Counts, audits and delays a refused code.
+/// What the code's write transaction decided.
+enum Judged {
+    LoggedIn,
+    Refused(LoginRefusal),
+    /// The step cannot go on (start again at the provider).
+    Over(&'static str),
+}
+
+/// Settles, audits and delays a refused code (holding the member's turn
+/// until the answer).
 async fn refused(
     state: &PortalState,
     source: IpAddr,
     token: &str,
     step: SecondStep,
-    reject: TotpReject,
+    refusal: LoginRefusal,
+    mut charge: Charge,
 ) -> Result<Outcome, Failure> {
     let who = step.user.clone();
-    let delay = state.login_limits.failed(&who, source, Instant::now());
+    let delay = charge.failed(std::time::Instant::now());
     let hash = hash_token(token);
     let still = state
         .core
@@ -243,16 +250,19 @@ async fn refused(
     } else {
         "the TOTP code was refused; too many codes ended the login"
     };
-    flows::sso_refused(state, source, Some(&who), reject.reason(), detail).await?;
+    flows::sso_refused(state, source, Some(&who), refusal.code(), detail).await?;
     tokio::time::sleep(delay).await;
+    drop(charge);
     if !still {
         return Ok(Outcome::Over(
             "Too many wrong codes. Start again from the login page.".into(),
         ));
     }
-    let message = match reject {
-        TotpReject::Malformed => "Enter the six-digit code your app shows.",
-        TotpReject::Reused => "That code was used already: wait for the next one.",
+    let message = match refusal {
+        LoginRefusal::Totp(TotpReject::Malformed) => "Enter the six-digit code your app shows.",
+        LoginRefusal::Totp(TotpReject::Reused) => {
+            "That code was used already: wait for the next one."
+        }
         _ => "That code does not match: check the app's clock and try the next code.",
     };
     Ok(Outcome::Again(

@@ -1,61 +1,16 @@
 //! Who may log in to the jump host, and who must be thrown out: the user key check
-//! (an active, unexpired user and one of their registered keys), the TOTP
-//! second factor of `ssh.require_totp` (the secret the portal enrolled), and
-//! the revocation decision for live logins after a store change.
+//! (a member in good standing and one of their registered keys), and the
+//! revocation decision for live logins after a store change. The TOTP
+//! step of `ssh.require_totp` is the member-authentication service's
+//! ([`crate::auth::consume_totp`], charged against its login budget).
 
 use std::collections::HashMap;
 
-use gatehouse_config::api::UserState;
 use russh::keys::PublicKey;
 
 use super::registry::LiveLogin;
+use crate::auth::{LoginRefusal, Standing};
 use crate::store::{SshKey, User};
-use crate::totp::{self, TotpReject};
-
-/// Why a login is refused (the `reason` of `ssh.auth.fail`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthRefused {
-    UnknownUser,
-    NotActive,
-    Expired,
-    UnknownKey,
-    /// Too many failures lately, for this user.
-    Penalised,
-    /// `ssh.require_totp`, but the user has no TOTP secret.
-    TotpNotEnrolled,
-    /// `ssh.require_totp`: the key passed, no code followed.
-    TotpMissing,
-    /// A TOTP code without a key accepted for that same user in that same
-    /// connection first.
-    TotpBeforeKey,
-    /// `ssh.require_totp`: the code was refused.
-    Totp(TotpReject),
-    /// The store could not be read: refused, failing closed.
-    StoreUnavailable,
-    /// The user holds `ssh.max_connections_per_user` logins already.
-    TooManyConnections,
-    /// A certificate this gateway's CA did not issue to this user now.
-    Certificate(crate::ssh_ca::CertRefusal),
-}
-
-impl AuthRefused {
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::UnknownUser => "unknown_user",
-            Self::NotActive => "user_not_active",
-            Self::Expired => "user_expired",
-            Self::UnknownKey => "unknown_key",
-            Self::Penalised => "penalised",
-            Self::TotpNotEnrolled => "totp_not_enrolled",
-            Self::TotpMissing => "totp_missing",
-            Self::TotpBeforeKey => "totp_before_key",
-            Self::Totp(reject) => reject.reason(),
-            Self::StoreUnavailable => "store_unavailable",
-            Self::TooManyConnections => "too_many_connections",
-            Self::Certificate(refusal) => refusal.code(),
-        }
-    }
-}
 
 /// May `user` log in with `offered`? Returns the key's fingerprint.
 pub fn authorize(
@@ -63,50 +18,20 @@ pub fn authorize(
     keys: &[SshKey],
     offered: &PublicKey,
     now: i64,
-) -> Result<String, AuthRefused> {
-    let user = user.ok_or(AuthRefused::UnknownUser)?;
+) -> Result<String, LoginRefusal> {
+    let user = user.ok_or(LoginRefusal::UnknownUser)?;
     let registered = keys.iter().any(|k| {
         PublicKey::from_openssh(&k.openssh).is_ok_and(|pk| pk.key_data() == offered.key_data())
     });
     // The key is checked first so that a probe cannot tell a disabled user
     // from an unknown key without holding the user's private key.
     if !registered {
-        return Err(AuthRefused::UnknownKey);
+        return Err(LoginRefusal::UnknownKey);
     }
-    if user.state != UserState::Active {
-        return Err(AuthRefused::NotActive);
-    }
-    if user.is_expired(now) {
-        return Err(AuthRefused::Expired);
+    if let Some(refusal) = Standing::of(user, now).refusal() {
+        return Err(refusal);
     }
     Ok(crate::ssh_host_key::fingerprint(offered))
-}
-
-/// The second factor of `ssh.require_totp`: may `user`, whose key passed,
-/// log in with `code` at unix time `now`? The user is checked again (the
-/// key check was a moment ago, an admin may have acted since). `last_step`
-/// is the newest step accepted for the user, by the portal or here: a code
-/// works once across both. Returns the matched step, to be stored.
-pub fn check_totp(
-    user: Option<&User>,
-    last_step: Option<i64>,
-    code: &str,
-    now: i64,
-) -> Result<u64, AuthRefused> {
-    let user = user.ok_or(AuthRefused::UnknownUser)?;
-    if user.state != UserState::Active {
-        return Err(AuthRefused::NotActive);
-    }
-    if user.is_expired(now) {
-        return Err(AuthRefused::Expired);
-    }
-    let secret = user
-        .totp_secret
-        .as_deref()
-        .ok_or(AuthRefused::TotpNotEnrolled)?;
-    let now = u64::try_from(now).unwrap_or(0);
-    let last_step = last_step.and_then(|s| u64::try_from(s).ok());
-    totp::verify(secret, code, now, last_step).map_err(AuthRefused::Totp)
 }
 
 /// The live logins that must end after a store change, each with a reason:
@@ -121,10 +46,10 @@ pub fn revoked(
     logins
         .iter()
         .filter_map(|login| {
-            let reason = match users.get(login.user.as_str()) {
+            let reason = match users.get(login.user.as_str()).map(|u| Standing::of(u, now)) {
                 None => "user removed",
-                Some(u) if u.state != UserState::Active => "user disabled",
-                Some(u) if u.is_expired(now) => "user expired",
+                Some(Standing::Pending | Standing::Disabled) => "user disabled",
+                Some(Standing::Expired) => "user expired",
                 Some(_)
                     if !keys.iter().any(|(name, k)| {
                         *name == login.user && k.fingerprint == login.key_fingerprint
@@ -144,6 +69,8 @@ pub fn revoked(
 mod tests {
     use russh::keys::PrivateKey;
     use russh::keys::ssh_key::private::Ed25519Keypair;
+
+    use gatehouse_config::api::UserState;
 
     use super::*;
     use crate::ssh_keys::parse_public_key;
@@ -177,77 +104,26 @@ mod tests {
         );
         assert_eq!(
             authorize(Some(&alice), &keys, other.public_key(), 10),
-            Err(AuthRefused::UnknownKey)
+            Err(LoginRefusal::UnknownKey)
         );
         assert_eq!(
             authorize(None, &keys, &offered, 10),
-            Err(AuthRefused::UnknownUser)
+            Err(LoginRefusal::UnknownUser)
         );
         let pending = user("alice", UserState::Pending, None);
         assert_eq!(
             authorize(Some(&pending), &keys, &offered, 10),
-            Err(AuthRefused::NotActive)
+            Err(LoginRefusal::Pending)
         );
         let disabled = user("alice", UserState::Disabled, None);
         assert_eq!(
             authorize(Some(&disabled), &keys, &offered, 10),
-            Err(AuthRefused::NotActive)
+            Err(LoginRefusal::Disabled)
         );
         let expired = user("alice", UserState::Active, Some(5));
         assert_eq!(
             authorize(Some(&expired), &keys, &offered, 10),
-            Err(AuthRefused::Expired)
-        );
-    }
-
-    #[test]
-    fn the_totp_step_takes_a_current_unused_code_of_an_active_enrolled_user() {
-        let secret = crate::totp::new_secret();
-        let now = 1_800_000_000_i64;
-        let code = crate::totp::code_at(&secret, now as u64).unwrap();
-        let step = (now as u64) / crate::totp::STEP_SECS;
-        let mut alice = user("alice", UserState::Active, None);
-        assert_eq!(
-            check_totp(Some(&alice), None, &code, now),
-            Err(AuthRefused::TotpNotEnrolled)
-        );
-        alice.totp_secret = Some(secret.clone());
-        assert_eq!(check_totp(Some(&alice), None, &code, now), Ok(step));
-        // Used once (here or in the portal): refused.
-        let used = Some(i64::try_from(step).unwrap());
-        assert_eq!(
-            check_totp(Some(&alice), used, &code, now),
-            Err(AuthRefused::Totp(TotpReject::Reused))
-        );
-        let wrong = if code == "000000" { "111111" } else { "000000" };
-        assert_eq!(
-            check_totp(Some(&alice), None, wrong, now),
-            Err(AuthRefused::Totp(TotpReject::Mismatch))
-        );
-        assert_eq!(
-            check_totp(Some(&alice), None, "12 34", now),
-            Err(AuthRefused::Totp(TotpReject::Malformed))
-        );
-        assert_eq!(
-            AuthRefused::Totp(TotpReject::Mismatch).code(),
-            "totp_mismatch"
-        );
-        // A right code does not help a user who was disabled or expired
-        // after their key passed.
-        alice.state = UserState::Disabled;
-        assert_eq!(
-            check_totp(Some(&alice), None, &code, now),
-            Err(AuthRefused::NotActive)
-        );
-        alice.state = UserState::Active;
-        alice.expires_at = Some(now - 1);
-        assert_eq!(
-            check_totp(Some(&alice), None, &code, now),
-            Err(AuthRefused::Expired)
-        );
-        assert_eq!(
-            check_totp(None, None, &code, now),
-            Err(AuthRefused::UnknownUser)
+            Err(LoginRefusal::Expired)
         );
     }
 

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use gatehouse_config::api::UserState;
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelOpenFailure};
 use serde_json::json;
@@ -16,6 +15,7 @@ use super::policy::{Requested, TargetPolicy, parse_requested};
 use super::registry::{ChannelGuard, TooManyChannels};
 use super::relay::{self, ConnectError};
 use crate::audit::event::{Actor, Kind, Source, event};
+use crate::auth::Standing;
 
 /// Who opened the channel, and what they asked for.
 struct Ask {
@@ -117,8 +117,9 @@ async fn run(
     // The groups (and state) now, not at login: a change applies to the
     // next channel at once.
     let name = ask.user.clone();
+    let now = crate::time_fmt::now_unix();
     let user = match shared.core.store().read(move |r| r.user(&name)).await {
-        Ok(Some(user)) if user.state == UserState::Active => user,
+        Ok(Some(user)) if Standing::of(&user, now).in_good_standing() => user,
         Ok(_) => {
             return deny(
                 shared,

@@ -5,9 +5,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::auth::AuthRefused;
 use super::limits::StartupSlot;
 use super::registry::ConnGuard;
+use crate::auth::LoginRefusal;
 
 /// At most this many key fingerprints are kept for one attempt's
 /// `ssh.auth.fail` record.
@@ -51,7 +51,7 @@ pub struct Attempt {
     /// True when that user exists (only then is a per-user penalty counted).
     pub user_exists: bool,
     pub tried_keys: Vec<String>,
-    pub last_refusal: Option<AuthRefused>,
+    pub last_refusal: Option<LoginRefusal>,
     /// `last_refusal` was counted and audited when it happened (a wrong
     /// TOTP code), so the connection's end does not count it again.
     pub refusal_counted: bool,
@@ -98,14 +98,16 @@ impl ConnState {
     }
 
     /// A refusal of `user`'s attempt; any accepted key is forgotten.
-    pub fn refused(&mut self, user: &str, refusal: AuthRefused, counted: bool) {
+    pub fn refused(&mut self, user: &str, refusal: LoginRefusal, counted: bool) {
         if let Some(a) = self.attempt(user) {
             a.last_refusal = Some(refusal);
             a.refusal_counted = counted;
         }
-        // A wrong TOTP code keeps the key's acceptance (the client may try
-        // the next code); every other refusal drops it.
-        if !matches!(refusal, AuthRefused::Totp(_) | AuthRefused::Penalised)
+        // A wrong TOTP code (or a lockout of codes) keeps the key's
+        // acceptance (the client may try the next code); every other
+        // refusal drops it.
+        if !matches!(refusal, LoginRefusal::Totp(_) | LoginRefusal::Penalised)
+            && !refusal.is_lockout()
             && let Phase::KeyAccepted { attempt, .. } = &mut self.phase
         {
             self.phase = Phase::PreAuth(Some(std::mem::take(attempt)));
@@ -120,7 +122,7 @@ impl ConnState {
             };
             self.phase = Phase::KeyAccepted {
                 attempt: Attempt {
-                    last_refusal: Some(AuthRefused::TotpMissing),
+                    last_refusal: Some(LoginRefusal::TotpMissing),
                     refusal_counted: false,
                     ..attempt
                 },
@@ -258,13 +260,13 @@ mod tests {
         let mut s = state();
         assert!(!s.totp_passed("alice"), "no key yet");
         s.key_accepted("alice", "SHA256:a".into(), true);
-        s.refused("alice", AuthRefused::Totp(TotpReject::Mismatch), true);
+        s.refused("alice", LoginRefusal::Totp(TotpReject::Mismatch), true);
         assert_eq!(
             s.totp_due_for("alice"),
             Some("SHA256:a"),
             "a wrong code may be retried"
         );
-        s.refused("alice", AuthRefused::UnknownKey, false);
+        s.refused("alice", LoginRefusal::UnknownKey, false);
         assert_eq!(
             s.totp_due_for("alice"),
             None,
@@ -279,12 +281,12 @@ mod tests {
     fn a_login_needs_every_factor_and_the_end_reports_the_last_attempt() {
         let mut s = state();
         s.tried_key("bob", "SHA256:b1".into());
-        s.refused("bob", AuthRefused::UnknownKey, false);
+        s.refused("bob", LoginRefusal::UnknownKey, false);
         s.key_accepted("bob", "SHA256:b2".into(), true);
         let attempt = s.take_attempt().unwrap();
         assert_eq!(attempt.user, "bob");
         assert_eq!(attempt.tried_keys, ["SHA256:b1"]);
-        assert_eq!(attempt.last_refusal, Some(AuthRefused::TotpMissing));
+        assert_eq!(attempt.last_refusal, Some(LoginRefusal::TotpMissing));
         assert!(s.slot.is_none());
     }
 }

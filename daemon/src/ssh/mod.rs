@@ -457,9 +457,9 @@ async fn finish_unauthenticated(shared: &Shared, peer: SocketAddr, state: &Mutex
     }
     let reason = attempt
         .last_refusal
-        .map_or("no_valid_login", auth::AuthRefused::code);
+        .map_or("no_valid_login", crate::auth::LoginRefusal::code);
     // A login refused for the connection cap is no guess: no penalty.
-    if attempt.last_refusal != Some(auth::AuthRefused::TooManyConnections) {
+    if attempt.last_refusal != Some(crate::auth::LoginRefusal::TooManyConnections) {
         let counted_user = attempt.user_exists.then_some(attempt.user.as_str());
         shared
             .limiter

@@ -22,9 +22,10 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use serde_json::json;
 
 use super::Shared;
-use super::auth::{self, AuthRefused};
+use super::auth;
 use super::conn_state::ConnState;
 use crate::audit::event::{Actor, Kind, Source, event};
+use crate::auth::{LoginRefusal, Standing};
 use crate::ssh_ca::CertRefusal;
 use crate::ssh_host_key::fingerprint;
 
@@ -53,7 +54,7 @@ impl Connection {
         MethodSet::from(&[MethodKind::PublicKey][..])
     }
 
-    fn refuse(&self, user: &str, refusal: AuthRefused) -> Auth {
+    fn refuse(&self, user: &str, refusal: LoginRefusal) -> Auth {
         self.state().refused(user, refusal, false);
         Auth::Reject {
             proceed_with_methods: Some(self.methods()),
@@ -68,10 +69,10 @@ impl Connection {
         &self,
         user: &str,
         key: &russh::keys::PublicKey,
-    ) -> Result<(String, bool), AuthRefused> {
+    ) -> Result<(String, bool), LoginRefusal> {
         self.state().tried_key(user, fingerprint(key));
         if self.penalised(user) {
-            return Err(AuthRefused::Penalised);
+            return Err(LoginRefusal::Penalised);
         }
         let name = user.to_string();
         let found = self
@@ -91,7 +92,7 @@ impl Connection {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the store for an SSH login");
-                return Err(AuthRefused::StoreUnavailable);
+                return Err(LoginRefusal::StoreUnavailable);
             }
         };
         if let Some(attempt) = self.state().attempt(user) {
@@ -102,7 +103,7 @@ impl Connection {
         // Only a user whose key passed learns of the cap.
         let cap = self.shared.core.config().ssh.max_connections_per_user as usize;
         if self.shared.registry.connections_of(user) >= cap {
-            return Err(AuthRefused::TooManyConnections);
+            return Err(LoginRefusal::TooManyConnections);
         }
         let has_totp = user_row.is_some_and(|u| u.totp_secret.is_some());
         Ok((fingerprint, has_totp))
@@ -122,7 +123,7 @@ impl Connection {
         if self.shared.core.config().ssh.require_totp {
             // Told at the key, before any prompt.
             if !has_totp {
-                return Ok(self.refuse(user, AuthRefused::TotpNotEnrolled));
+                return Ok(self.refuse(user, LoginRefusal::TotpNotEnrolled));
             }
             // Until a code passes, a connection that ends failed for this.
             self.state().key_accepted(user, fingerprint, true);
@@ -180,41 +181,59 @@ impl Connection {
             .is_some()
     }
 
-    /// Checks a TOTP code and, when it passes, stores its step in the same
-    /// write transaction: two connections racing with one code cannot both
-    /// win, and the portal will not take it either.
-    async fn check_totp(&self, user: &str, code: String) -> Result<(), AuthRefused> {
+    /// Checks a TOTP code with the member-authentication service: charged
+    /// against the member's and the source's login budgets before it is
+    /// judged (one code per member judged at a time, across connections
+    /// and the portal), then checked and its step stored in one write, so
+    /// two connections racing with one code cannot both win, and the
+    /// portal will not take it either. A refusal is answered after the
+    /// budget's delay, the member's turn held until then.
+    async fn check_totp(&self, user: &str, code: String) -> Result<(), LoginRefusal> {
         if self.penalised(user) {
-            return Err(AuthRefused::Penalised);
+            return Err(LoginRefusal::Penalised);
         }
+        let core = &self.shared.core;
+        let lockout = core.config().portal.login_lockout;
+        let mut charge = core
+            .login_budget()
+            .charge(user, self.peer.ip(), lockout)
+            .await
+            .map_err(|refused| refused.refusal)?;
         let name = user.to_string();
         let now = crate::time_fmt::now_unix();
-        let checked = self
-            .shared
-            .core
+        let checked = core
             .store()
             .write(move |w| {
-                let found = w.user(&name)?;
-                let last = w.totp_last_step(&name)?;
-                let checked = auth::check_totp(found.as_ref(), last, &code, now);
-                if let Ok(step) = checked {
-                    w.set_totp_last_step(&name, i64::try_from(step).unwrap_or(i64::MAX))?;
+                let Some(found) = w.user(&name)? else {
+                    return Ok(Err(LoginRefusal::UnknownUser));
+                };
+                // Checked again: an admin may have acted since the key passed.
+                if let Some(refusal) = Standing::of(&found, now).refusal() {
+                    return Ok(Err(refusal));
                 }
-                Ok(checked)
+                crate::auth::consume_totp(w, &found, &code, now, None).map(|r| r.map(drop))
             })
             .await;
-        match checked {
-            Ok(checked) => checked.map(drop),
+        let refusal = match checked {
+            Ok(Ok(())) => {
+                charge.succeeded();
+                return Ok(());
+            }
+            Ok(Err(refusal)) => refusal,
             Err(err) => {
                 tracing::error!(error = %err, "cannot check an SSH login's TOTP code");
-                Err(AuthRefused::StoreUnavailable)
+                LoginRefusal::StoreUnavailable
             }
-        }
+        };
+        let delay = charge.failed(Instant::now());
+        tokio::time::sleep(delay).await;
+        drop(charge);
+        Err(refusal)
     }
 
     /// A refusal that must count at once, not when the connection ends: a
     /// wrong TOTP code is a guess at a six-digit secret.
-    async fn count_failure(&self, user: &str, refusal: AuthRefused) {
+    async fn count_failure(&self, user: &str, refusal: LoginRefusal) {
         let keys = {
             let mut state = self.state();
             state.refused(user, refusal, true);
@@ -249,7 +268,7 @@ impl Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        Ok(self.refuse(user, AuthRefused::UnknownKey))
+        Ok(self.refuse(user, LoginRefusal::UnknownKey))
     }
 
     async fn auth_publickey_offered(
@@ -281,7 +300,7 @@ impl Handler for Connection {
         // whose CA, and whose certificate, are checked here. Its key then
         // passes the same checks as a plain key.
         if let Err(refusal) = self.check_certificate(user, certificate).await {
-            return Ok(self.refuse(user, AuthRefused::Certificate(refusal)));
+            return Ok(self.refuse(user, LoginRefusal::Certificate(refusal)));
         }
         let key = russh::keys::PublicKey::new(certificate.public_key().clone(), "");
         self.key_passed(user, &key).await
@@ -296,10 +315,10 @@ impl Handler for Connection {
         // The TOTP step of `ssh.require_totp`: only after the key passed,
         // for the same user.
         if !self.shared.core.config().ssh.require_totp {
-            return Ok(self.refuse(user, AuthRefused::UnknownKey));
+            return Ok(self.refuse(user, LoginRefusal::UnknownKey));
         }
         if self.state().totp_due_for(user).is_none() {
-            return Ok(self.refuse(user, AuthRefused::TotpBeforeKey));
+            return Ok(self.refuse(user, LoginRefusal::TotpBeforeKey));
         }
         let Some(mut response) = response else {
             return Ok(Auth::Partial {
@@ -315,7 +334,7 @@ impl Handler for Connection {
         match self.check_totp(user, code).await {
             // Verified only if the key is still this user's here.
             Ok(()) if self.state().totp_passed(user) => Ok(Auth::Accept),
-            Ok(()) => Ok(self.refuse(user, AuthRefused::TotpBeforeKey)),
+            Ok(()) => Ok(self.refuse(user, LoginRefusal::TotpBeforeKey)),
             Err(refusal) => {
                 self.count_failure(user, refusal).await;
                 Ok(Auth::Reject {

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use gatehouse_config::api::UserState;
 use gatehouse_config::file::VpnConfig;
 
+use crate::auth::Standing;
 use crate::store::User;
 
 /// A user's VPN access as the session rule sees it.
@@ -27,11 +27,11 @@ pub enum VpnAccess {
 impl VpnAccess {
     /// The access of `user` at `now`, under `vpn`.
     pub fn of(user: &User, vpn: &VpnConfig, now: i64) -> Self {
-        if user.state == UserState::Disabled || user.is_expired(now) {
-            return Self::Refused;
-        }
-        if !vpn.require_login || user.no_login {
-            return Self::Always;
+        match Standing::of(user, now) {
+            Standing::Disabled | Standing::Expired => return Self::Refused,
+            Standing::Machine => return Self::Always,
+            Standing::Active | Standing::Pending if !vpn.require_login => return Self::Always,
+            Standing::Active | Standing::Pending => {}
         }
         match user.vpn_login_at {
             Some(login) => Self::Until(login.saturating_add(secs(vpn.session_lifetime))),
@@ -71,6 +71,7 @@ fn secs(d: Duration) -> i64 {
 mod tests {
     use super::*;
     use gatehouse_config::Config;
+    use gatehouse_config::api::UserState;
 
     fn vpn(require_login: bool) -> VpnConfig {
         let text = format!(

@@ -24,7 +24,7 @@
 //!    - [`metrics`]: Prometheus metrics of the data plane;
 //!    - [`systemd`]: readiness, stopping and watchdog notifications.
 //! 4. **Core** — [`gateway`]: the running config and its reload, the store,
-//!    the identity keys, the AWS facts. Imports no subsystem.
+//!    the identity keys, the AWS state it remembers. Imports no subsystem.
 //! 5. **Foundations** — [`store`] (SQLite, or PostgreSQL shared by an HA
 //!    pair; every change commits with its audit record), [`audit`] (the hash chain, the mirror, and the one
 //!    vocabulary of kinds, actors and sources), [`wg_key`] and
@@ -256,9 +256,9 @@ async fn start_subsystems(
     };
     let mut running = Running::default();
     if config.vpn.enabled {
-        let engine = vpn::start(core, tracker, shutdown.child_token()).await?;
+        let engine = vpn::spawn_data_plane(core, tracker, shutdown.child_token()).await?;
         if let Some(listener) = metrics_listener {
-            metrics::serve_metrics(
+            metrics::spawn_metrics(
                 listener,
                 engine.clone(),
                 ha,
@@ -269,12 +269,18 @@ async fn start_subsystems(
         running.vpn = Some(engine);
     }
     if let Some(listener) = ssh_listener {
-        running.ssh = Some(ssh::serve(core, listener, tracker, shutdown.child_token())?);
+        running.ssh = Some(ssh::spawn_jump_host(
+            core,
+            listener,
+            tracker,
+            shutdown.child_token(),
+        )?);
     }
     let jump_host = running.ssh.as_ref().map(ssh::SshHandle::listen);
     let access = Access::new(core.clone(), running.vpn.clone(), jump_host);
     if let Some(listener) = portal_listener {
-        let handle = portal::serve(&access, listener, tracker, shutdown.child_token()).await?;
+        let handle =
+            portal::spawn_portal(&access, listener, tracker, shutdown.child_token()).await?;
         running.portal = Some(handle);
     }
     Ok((running, access))

@@ -20,7 +20,7 @@ use crate::access::Access;
 use crate::admin::{AdminState, Caller};
 use crate::gateway::{ConfigSource, Core, Keys, Overrides};
 use crate::portal::PortalState;
-use crate::portal::sessions::{SESSION_COOKIE, Source};
+use crate::portal::sessions::{ClientAddr, SESSION_COOKIE};
 use crate::running::Running;
 use crate::secrets_key::SecretsKey;
 use crate::store::{Store, StoreOptions};
@@ -177,7 +177,7 @@ impl TestGateway {
         let mut request = json_request(method, path, body);
         request
             .extensions_mut()
-            .insert(Source(IpAddr::from(MEMBER_ADDR)));
+            .insert(ClientAddr(IpAddr::from(MEMBER_ADDR)));
         if let Some(login) = login {
             let headers = request.headers_mut();
             headers.insert(header::COOKIE, login.cookie.parse().unwrap());

@@ -1,6 +1,6 @@
 //! Fuzzes the jump host before authentication: the order, user names and
 //! answers of authentication requests a client may send, against the real
-//! SSH server (`accessd::ssh::serve` on loopback, `ssh.require_totp` on).
+//! SSH server (`accessd::ssh::spawn_jump_host` on loopback, `ssh.require_totp` on).
 //!
 //! A byte stream cannot get past the key exchange, so the input drives a
 //! russh client after a real handshake. Each 3-byte chunk is one request:
@@ -161,7 +161,7 @@ fn gateway() -> &'static Gateway {
             let listener = accessd::ssh::bind("127.0.0.1:0".parse().expect("addr"))
                 .await
                 .expect("bind");
-            let handle = accessd::ssh::serve(
+            let handle = accessd::ssh::spawn_jump_host(
                 &core,
                 listener,
                 &TaskTracker::new(),

@@ -10,7 +10,7 @@ use gatehouse_config::Config;
 use gatehouse_config::file::PublicEndpoint;
 
 use super::Access;
-use crate::gateway::AwsFacts;
+use crate::gateway::AwsState;
 
 /// The jump host as a client reaches and pins it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl Access {
 }
 
 /// See [`Access::vpn_endpoint`].
-fn vpn_endpoint(config: &Config, aws: &AwsFacts) -> Option<String> {
+fn vpn_endpoint(config: &Config, aws: &AwsState) -> Option<String> {
     match config.gateway.public_endpoint {
         PublicEndpoint::Host(_) => config.vpn_endpoint(),
         PublicEndpoint::Auto => {
@@ -88,7 +88,7 @@ fn vpn_endpoint(config: &Config, aws: &AwsFacts) -> Option<String> {
 }
 
 /// See [`Access::portal_url`].
-pub(crate) fn portal_url(config: &Config, aws: &AwsFacts) -> Option<String> {
+pub(crate) fn portal_url(config: &Config, aws: &AwsState) -> Option<String> {
     if let Some(url) = config.portal_url() {
         return Some(url);
     }
@@ -120,7 +120,7 @@ region = "eu-west-3"
     fn auto_uses_the_elastic_ip_once_known_and_a_configured_host_wins() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(AUTO, "t.toml").unwrap();
-        let aws = AwsFacts::load(dir.path());
+        let aws = AwsState::load(dir.path());
         assert_eq!(
             vpn_endpoint(&config, &aws),
             None,

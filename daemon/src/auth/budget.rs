@@ -54,7 +54,7 @@ pub struct LoginBudget {
 
 /// An attempt refused without being judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused {
+pub struct BudgetRefusal {
     /// [`LoginRefusal::LockedOut`], [`LoginRefusal::SourceLockedOut`] or
     /// [`LoginRefusal::Busy`].
     pub refusal: LoginRefusal,
@@ -68,7 +68,7 @@ pub enum Admission {
     Charged(Charge),
     /// Another attempt holds the turn: try again when it settles.
     Wait,
-    Refused(Refused),
+    Refused(BudgetRefusal),
 }
 
 /// One charged attempt. Settle it with [`Charge::failed`] or
@@ -199,7 +199,7 @@ impl LoginBudget {
         user: &str,
         source: IpAddr,
         lockout: Duration,
-    ) -> Result<Charge, Refused> {
+    ) -> Result<Charge, BudgetRefusal> {
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         loop {
             let changed = self.changed.notified();
@@ -237,7 +237,7 @@ impl LoginBudget {
                     if !first {
                         entry.refused += 1;
                     }
-                    return Admission::Refused(Refused {
+                    return Admission::Refused(BudgetRefusal {
                         refusal: key.locked_refusal(),
                         first,
                     });
@@ -275,7 +275,7 @@ impl LoginBudget {
     }
 
     /// Refuses an attempt that waited too long for its turn.
-    fn busy(&self, user: &str, now: Instant) -> Refused {
+    fn busy(&self, user: &str, now: Instant) -> BudgetRefusal {
         let mut table = self.lock();
         let entry = table
             .entry(Key::user(user))
@@ -285,7 +285,7 @@ impl LoginBudget {
         if !first {
             entry.refused += 1;
         }
-        Refused {
+        BudgetRefusal {
             refusal: LoginRefusal::Busy,
             first,
         }
@@ -416,7 +416,7 @@ mod tests {
         }
     }
 
-    fn refused(admission: Admission) -> Refused {
+    fn refused(admission: Admission) -> BudgetRefusal {
         match admission {
             Admission::Refused(r) => r,
             Admission::Wait => panic!("told to wait"),
@@ -460,7 +460,7 @@ mod tests {
                 true => assert!(matches!(next, Admission::Wait)),
                 false => assert!(matches!(
                     next,
-                    Admission::Refused(Refused {
+                    Admission::Refused(BudgetRefusal {
                         refusal: LoginRefusal::LockedOut,
                         first: true
                     })
@@ -472,7 +472,7 @@ mod tests {
         let again = refused(budget.try_charge("alice", ip(9), now, LOCKOUT));
         assert_eq!(
             again,
-            Refused {
+            BudgetRefusal {
                 refusal: LoginRefusal::LockedOut,
                 first: false
             },

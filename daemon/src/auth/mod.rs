@@ -24,7 +24,7 @@ pub mod standing;
 #[cfg(test)]
 mod tests;
 
-pub use budget::{Charge, LoginBudget, Refused};
+pub use budget::{BudgetRefusal, Charge, LoginBudget};
 pub use refusal::LoginRefusal;
 pub use standing::Standing;
 

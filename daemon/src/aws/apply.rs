@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
 use ipnet::IpNet;
 use serde_json::json;
 
-use super::desired::{Desired, GroupRole, Rule, Source, TAG_GATEWAY, TAG_ROLE, desired};
+use super::desired::{Desired, GroupRole, Rule, RuleSource, TAG_GATEWAY, TAG_ROLE, desired};
 use super::errors::{AwsError, classify};
 use super::observed::{Observed, observe};
 use super::plan::{Action, Step, plan};
@@ -233,28 +233,28 @@ fn permission(rule: &Rule, ids: &Ids, description: Option<&str>) -> Result<IpPer
     }
     let described = |text: &str| format!("gatehouse: {text}");
     p = match &rule.source {
-        Source::Cidr(IpNet::V4(net)) => p.ip_ranges(
+        RuleSource::Cidr(IpNet::V4(net)) => p.ip_ranges(
             IpRange::builder()
                 .cidr_ip(net.to_string())
                 .set_description(description.map(described))
                 .build(),
         ),
-        Source::Cidr(IpNet::V6(net)) => p.ipv6_ranges(
+        RuleSource::Cidr(IpNet::V6(net)) => p.ipv6_ranges(
             Ipv6Range::builder()
                 .cidr_ipv6(net.to_string())
                 .set_description(description.map(described))
                 .build(),
         ),
-        Source::GatewayGroup => p.user_id_group_pairs(
+        RuleSource::GatewayGroup => p.user_id_group_pairs(
             UserIdGroupPair::builder()
                 .group_id(ids.group(GroupRole::Gateway)?)
                 .set_description(description.map(described))
                 .build(),
         ),
-        Source::OtherGroup(id) => {
+        RuleSource::OtherGroup(id) => {
             p.user_id_group_pairs(UserIdGroupPair::builder().group_id(id).build())
         }
-        Source::PrefixList(id) => {
+        RuleSource::PrefixList(id) => {
             p.prefix_list_ids(PrefixListId::builder().prefix_list_id(id).build())
         }
     };

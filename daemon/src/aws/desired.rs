@@ -24,7 +24,7 @@ pub enum GroupRole {
 
 /// Where an ingress rule lets traffic in from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Source {
+pub enum RuleSource {
     Cidr(IpNet),
     /// gatehouse's gateway security group (a group reference).
     GatewayGroup,
@@ -41,7 +41,7 @@ pub struct Rule {
     pub protocol: String,
     pub from_port: i32,
     pub to_port: i32,
-    pub source: Source,
+    pub source: RuleSource,
 }
 
 /// The footprint the config asks for.
@@ -97,7 +97,7 @@ pub fn desired(config: &Config) -> Desired {
         for any in ["0.0.0.0/0", "::/0"] {
             if let Ok(net) = any.parse() {
                 gateway_rules.insert(
-                    rule("udp", port, Source::Cidr(net)),
+                    rule("udp", port, RuleSource::Cidr(net)),
                     format!("WireGuard (UDP {port}) from anywhere"),
                 );
             }
@@ -129,14 +129,14 @@ pub fn desired(config: &Config) -> Desired {
         });
         for net in &aws.public_cidrs {
             gateway_rules.insert(
-                rule("tcp", port, Source::Cidr(*net)),
+                rule("tcp", port, RuleSource::Cidr(*net)),
                 format!("{what} (TCP {port}) from aws.public_cidrs"),
             );
         }
     }
     for net in &aws.admin_cidrs {
         gateway_rules
-            .entry(rule("tcp", 22, Source::Cidr(*net)))
+            .entry(rule("tcp", 22, RuleSource::Cidr(*net)))
             .or_insert_with(|| "the gateway's own SSH (TCP 22) from aws.admin_cidrs".to_string());
     }
 
@@ -153,7 +153,7 @@ pub fn desired(config: &Config) -> Desired {
     for (protocol, ports) in [("tcp", &tcp), ("udp", &udp)] {
         for &port in ports {
             targets_rules.insert(
-                rule(protocol, port, Source::GatewayGroup),
+                rule(protocol, port, RuleSource::GatewayGroup),
                 format!(
                     "{} {port} from the gateway's security group",
                     protocol.to_uppercase()
@@ -163,7 +163,7 @@ pub fn desired(config: &Config) -> Desired {
                 // Routed VPN traffic keeps the devices' pool addresses as its
                 // source, so a group reference alone would not match it.
                 targets_rules.insert(
-                    rule(protocol, port, Source::Cidr(config.vpn.pool)),
+                    rule(protocol, port, RuleSource::Cidr(config.vpn.pool)),
                     format!(
                         "{} {port} from the VPN pool (vpn.nat = \"route\")",
                         protocol.to_uppercase()
@@ -254,7 +254,7 @@ impl Desired {
     }
 }
 
-fn rule(protocol: &str, port: u16, source: Source) -> Rule {
+fn rule(protocol: &str, port: u16, source: RuleSource) -> Rule {
     Rule {
         protocol: protocol.to_string(),
         from_port: i32::from(port),
@@ -263,7 +263,7 @@ fn rule(protocol: &str, port: u16, source: Source) -> Rule {
     }
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for RuleSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cidr(net) => write!(f, "{net}"),
@@ -373,7 +373,7 @@ private_route_tables = ["rtb-1"]
         assert!(
             want.targets_rules
                 .keys()
-                .all(|r| r.source == Source::GatewayGroup)
+                .all(|r| r.source == RuleSource::GatewayGroup)
         );
     }
 }

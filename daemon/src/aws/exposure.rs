@@ -3,7 +3,7 @@
 //! allows (pure, no I/O). `aws plan` warns of each; with
 //! `aws.exclusive_groups = true` the plan detaches those groups.
 
-use super::desired::{Desired, GuardedPort, Rule, Source};
+use super::desired::{Desired, GuardedPort, Rule, RuleSource};
 use super::observed::ObservedGroup;
 
 /// One rule of a foreign group that reaches past the config.
@@ -65,8 +65,8 @@ fn opens(rule: &Rule, port: u16) -> bool {
 }
 
 /// True when some guarded entry for `port` allows all of `source`.
-fn allowed_on(desired: &Desired, port: u16, source: &Source) -> bool {
-    let Source::Cidr(net) = source else {
+fn allowed_on(desired: &Desired, port: u16, source: &RuleSource) -> bool {
+    let RuleSource::Cidr(net) = source else {
         return false;
     };
     desired
@@ -132,7 +132,7 @@ public_cidrs = ["198.51.100.0/24"]
         desired(&config)
     }
 
-    fn rule(protocol: &str, from: i32, to: i32, source: Source) -> Rule {
+    fn rule(protocol: &str, from: i32, to: i32, source: RuleSource) -> Rule {
         Rule {
             protocol: protocol.into(),
             from_port: from,
@@ -141,8 +141,8 @@ public_cidrs = ["198.51.100.0/24"]
         }
     }
 
-    fn cidr(s: &str) -> Source {
-        Source::Cidr(s.parse().unwrap())
+    fn cidr(s: &str) -> RuleSource {
+        RuleSource::Cidr(s.parse().unwrap())
     }
 
     fn group(rules: Vec<Rule>) -> ObservedGroup {
@@ -176,8 +176,8 @@ public_cidrs = ["198.51.100.0/24"]
             rule("tcp", 8000, 9000, cidr("0.0.0.0/0")),
             rule("tcp", 2222, 2222, cidr("192.0.2.0/24")),
             rule("-1", -1, -1, cidr("0.0.0.0/0")),
-            rule("tcp", 22, 22, Source::OtherGroup("sg-else".into())),
-            rule("tcp", 8443, 8443, Source::PrefixList("pl-1".into())),
+            rule("tcp", 22, 22, RuleSource::OtherGroup("sg-else".into())),
+            rule("tcp", 8443, 8443, RuleSource::PrefixList("pl-1".into())),
         ];
         for case in cases {
             let found = exposures(&want(), &[group(vec![case.clone()])]);

@@ -18,7 +18,7 @@
 //! Does not own the key files ([`crate::wg_key`], [`crate::secrets_key`]),
 //! the audit log, or the elastic IP's use in configs and links
 //! ([`crate::access::public`]); it records what it sees in
-//! [`crate::gateway::AwsFacts`].
+//! [`crate::gateway::AwsState`].
 
 pub mod apply;
 pub mod desired;

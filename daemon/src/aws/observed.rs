@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::{Filter, IpPermission};
 
 use super::Session;
-use super::desired::{Desired, GroupRole, Rule, Source, TAG_GATEWAY, TAG_ROLE};
+use super::desired::{Desired, GroupRole, Rule, RuleSource, TAG_GATEWAY, TAG_ROLE};
 use super::errors::{AwsError, classify};
 
 /// The gateway's elastic IP as AWS describes it.
@@ -260,25 +260,25 @@ fn rules_of(permission: &IpPermission, gateway_group: Option<&str>) -> Vec<Rule>
     let mut sources = Vec::new();
     for range in permission.ip_ranges() {
         if let Some(net) = range.cidr_ip().and_then(|c| c.parse().ok()) {
-            sources.push(Source::Cidr(net));
+            sources.push(RuleSource::Cidr(net));
         }
     }
     for range in permission.ipv6_ranges() {
         if let Some(net) = range.cidr_ipv6().and_then(|c| c.parse().ok()) {
-            sources.push(Source::Cidr(net));
+            sources.push(RuleSource::Cidr(net));
         }
     }
     for list in permission.prefix_list_ids() {
         if let Some(id) = list.prefix_list_id() {
-            sources.push(Source::PrefixList(id.to_string()));
+            sources.push(RuleSource::PrefixList(id.to_string()));
         }
     }
     for pair in permission.user_id_group_pairs() {
         if let Some(id) = pair.group_id() {
             sources.push(if Some(id) == gateway_group {
-                Source::GatewayGroup
+                RuleSource::GatewayGroup
             } else {
-                Source::OtherGroup(id.to_string())
+                RuleSource::OtherGroup(id.to_string())
             });
         }
     }

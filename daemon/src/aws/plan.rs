@@ -297,7 +297,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::aws::desired::{Source, desired};
+    use crate::aws::desired::{RuleSource, desired};
     use crate::aws::observed::{ElasticIp, ObservedGroup};
 
     const CONFIG: &str = r#"
@@ -410,7 +410,7 @@ private_route_tables = ["rtb-1"]
             protocol: "tcp".into(),
             from_port: 22,
             to_port: 22,
-            source: Source::Cidr("0.0.0.0/0".parse().unwrap()),
+            source: RuleSource::Cidr("0.0.0.0/0".parse().unwrap()),
         };
         let gateway = drifted.groups.get_mut(&GroupRole::Gateway).unwrap();
         gateway.rules.insert(world_22.clone());
@@ -469,7 +469,7 @@ private_route_tables = ["rtb-1"]
                     protocol: "tcp".into(),
                     from_port: 22,
                     to_port: 22,
-                    source: Source::Cidr("0.0.0.0/0".parse().unwrap()),
+                    source: RuleSource::Cidr("0.0.0.0/0".parse().unwrap()),
                 }]),
             },
         ];
@@ -510,7 +510,7 @@ private_route_tables = ["rtb-1"]
                 protocol: "-1".into(),
                 from_port: -1,
                 to_port: -1,
-                source: Source::Cidr("0.0.0.0/0".parse().unwrap()),
+                source: RuleSource::Cidr("0.0.0.0/0".parse().unwrap()),
             }]),
         }];
         let warned = warnings(&want, &observed);

@@ -1,13 +1,14 @@
 //! The core every subsystem takes: the running config (swapped atomically on
 //! reload), the store, the gateway's identity keys, the host's own addresses,
-//! its AWS facts and its start time. It owns config reloading.
+//! the login budgets, what it remembers of AWS (the elastic IP, the apply
+//! lock) and its start time. It owns config reloading.
 //!
 //! It imports nothing from the subsystems (data plane, jump host, portal,
 //! admin API, provisioner): they take a [`Core`], never the other way round.
 //! What is running is recorded by start-up in [`crate::running::Running`]
 //! and handed only to those that need it. It owns no task.
 
-mod aws_facts;
+mod aws_state;
 mod config_source;
 mod reload;
 
@@ -19,7 +20,7 @@ use gatehouse_config::Config;
 use russh::keys::PrivateKey;
 use tokio::sync::watch;
 
-pub use aws_facts::{AwsFacts, ELASTIC_IP_FILE};
+pub use aws_state::{AwsState, ELASTIC_IP_FILE};
 pub use config_source::{ConfigSource, Overrides};
 pub use reload::{ReloadError, Reloaded};
 
@@ -51,7 +52,7 @@ struct Inner {
     store: Store,
     keys: Keys,
     host_addrs: HostAddrs,
-    aws: AwsFacts,
+    aws: AwsState,
     /// Every login's budget, shared by the portal and the jump host.
     login_budget: Arc<LoginBudget>,
     started_at: i64,
@@ -66,7 +67,7 @@ impl Core {
         keys: Keys,
         host_addrs: HostAddrs,
     ) -> Self {
-        let aws = AwsFacts::load(&config.gateway.state_dir);
+        let aws = AwsState::load(&config.gateway.state_dir);
         let (config, _) = watch::channel(Arc::new(config));
         Self {
             inner: Arc::new(Inner {
@@ -117,8 +118,8 @@ impl Core {
         &self.inner.host_addrs
     }
 
-    /// The AWS facts (apply lock, known elastic IP).
-    pub fn aws(&self) -> &AwsFacts {
+    /// What the gateway remembers of AWS (apply lock, known elastic IP).
+    pub fn aws(&self) -> &AwsState {
         &self.inner.aws
     }
 

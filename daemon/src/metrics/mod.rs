@@ -41,7 +41,7 @@ pub enum MetricsError {
     Bind { addr: SocketAddr, source: io::Error },
 }
 
-/// Binds `listen` for [`serve_metrics`].
+/// Binds `listen` for [`spawn_metrics`].
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
     TcpListener::bind(listen)
         .await
@@ -53,7 +53,7 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
 
 /// Serves the metrics routes on a listener the caller bound (tests bind
 /// `127.0.0.1:0`), until `shutdown` is cancelled.
-pub fn serve_metrics(
+pub fn spawn_metrics(
     listener: TcpListener,
     engine: Arc<Engine>,
     ha: Option<Ha>,
@@ -141,7 +141,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        serve_metrics(listener, engine, None, &tracker, shutdown.clone());
+        spawn_metrics(listener, engine, None, &tracker, shutdown.clone());
 
         let reply = get(addr, "/metrics").await;
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();

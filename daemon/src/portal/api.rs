@@ -36,7 +36,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, EnrollInput, LoggedIn, LoginInput};
-use super::sessions::{Session, Source, clear_session_cookie, session_cookie};
+use super::sessions::{ClientAddr, Session, clear_session_cookie, session_cookie};
 use crate::access::KeyOrigin;
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 
@@ -110,7 +110,7 @@ pub struct EnrollOfferAnswer {
 
 pub async fn login(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     body: Result<Json<LoginInput>, JsonRejection>,
 ) -> Result<Response, Failure> {
     let Json(input) = body.map_err(json_failure)?;
@@ -120,7 +120,7 @@ pub async fn login(
 
 pub async fn logout(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
 ) -> Result<Response, Failure> {
@@ -159,7 +159,7 @@ pub async fn devices(
 
 pub async fn add_device(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
     body: Result<Json<NewDevice>, JsonRejection>,
@@ -181,7 +181,7 @@ pub async fn add_device(
 
 pub async fn add_device_gateway_keyed(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
     body: Result<Json<NewGatewayKeyedDevice>, JsonRejection>,
@@ -221,7 +221,7 @@ pub async fn ssh_keys(
 /// add-key` uses; audited `user.key.add` via portal).
 pub async fn add_ssh_key(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
     body: Result<Json<NewSshKey>, JsonRejection>,
@@ -249,7 +249,7 @@ pub async fn ssh_ca(
 /// one of theirs first), valid for `ssh.cert_lifetime`.
 pub async fn issue_certificate(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
     body: Result<Json<NewSshKey>, JsonRejection>,
@@ -268,7 +268,7 @@ pub async fn issue_certificate(
 /// Removes one of the member's SSH keys.
 pub async fn remove_ssh_key(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
     Query(query): Query<KeyQuery>,
@@ -285,7 +285,7 @@ pub async fn remove_ssh_key(
 
 pub async fn revoke_device(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     session: Session,
     Path(name): Path<String>,
@@ -315,7 +315,7 @@ pub async fn enroll_offer(
 
 pub async fn enroll(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     Path(token): Path<String>,
     body: Result<Json<EnrollInput>, JsonRejection>,
 ) -> Result<Response, Failure> {

@@ -19,7 +19,7 @@ use super::PortalState;
 use super::error::Failure;
 use super::flows;
 use super::pages::{checked_form, layout, message_page, page};
-use super::sessions::{Session, Source};
+use super::sessions::{ClientAddr, Session};
 use crate::time_fmt::rfc3339;
 
 /// The form: one OpenSSH public key line.
@@ -34,7 +34,7 @@ pub struct CertForm {
 /// `POST /ssh-keys/certificate`.
 pub async fn certificate_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     session: Result<Session, Failure>,
     form: Result<Form<CertForm>, FormRejection>,
 ) -> Response {

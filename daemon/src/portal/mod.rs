@@ -53,7 +53,7 @@ use crate::gateway::Core;
 use error::Failure;
 use limits::RequestLimits;
 use passwords::Passwords;
-use sessions::Source;
+use sessions::ClientAddr;
 
 /// The largest request body the portal reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -153,7 +153,7 @@ impl PortalState {
     }
 }
 
-/// Binds `addr` for [`serve`].
+/// Binds `addr` for [`spawn_portal`].
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, PortalError> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -162,7 +162,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, PortalErr
 
 /// Loads (or makes) the certificate and serves on `listener` until
 /// `shutdown`.
-pub async fn serve(
+pub async fn spawn_portal(
     access: &Access,
     listener: tokio::net::TcpListener,
     tracker: &TaskTracker,
@@ -177,7 +177,9 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || tls::load_or_create(files.as_ref(), &state_dir, hosts))
             .await??;
     let sso = match access.portal_url() {
-        Some(url) => crate::sso::start(&config, &url, tracker, shutdown.child_token()).await?,
+        Some(url) => {
+            crate::sso::spawn_provider(&config, &url, tracker, shutdown.child_token()).await?
+        }
         None if config.oidc.is_some() => {
             tracing::warn!(
                 "[oidc] is set but the portal's URL is not known (set portal.url): SSO is off"
@@ -260,8 +262,9 @@ pub fn router(state: PortalState) -> Router {
 
 /// Per-source request rate limit, then security headers on every answer.
 async fn guard(State(state): State<PortalState>, request: Request, next: Next) -> Response {
-    let source = request.extensions().get::<Source>().copied();
-    let allowed = source.is_none_or(|Source(ip)| state.request_limits.allow(ip, Instant::now()));
+    let source = request.extensions().get::<ClientAddr>().copied();
+    let allowed =
+        source.is_none_or(|ClientAddr(ip)| state.request_limits.allow(ip, Instant::now()));
     let is_static = request.uri().path().starts_with("/static/");
     let mut response = if allowed {
         match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {

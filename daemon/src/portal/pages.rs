@@ -19,7 +19,7 @@ use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, EnrollInput, LoggedIn, LoginInput};
 use super::sessions::{
-    PRE_COOKIE, Session, Source, check_pre_csrf, clear_session_cookie, cookie, new_token,
+    ClientAddr, PRE_COOKIE, Session, check_pre_csrf, clear_session_cookie, cookie, new_token,
     pre_cookie, session_cookie,
 };
 use crate::time_fmt::rfc3339;
@@ -105,7 +105,7 @@ impl SignIn {
 
 pub async fn login_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -143,7 +143,7 @@ pub async fn login_submit(
 
 pub async fn logout_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     session: Result<Session, Failure>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
@@ -316,7 +316,7 @@ pub async fn devices_page(
 
 pub async fn revoke_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     Path(name): Path<String>,
     session: Result<Session, Failure>,
     form: Result<Form<CsrfForm>, FormRejection>,
@@ -345,7 +345,7 @@ pub async fn revoke_submit(
 /// Adds one of the member's SSH keys from the devices page's form.
 pub async fn add_key_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     session: Result<Session, Failure>,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
@@ -364,7 +364,7 @@ pub async fn add_key_submit(
 /// Removes one of the member's SSH keys from the devices page's form.
 pub async fn remove_key_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     session: Result<Session, Failure>,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
@@ -500,7 +500,7 @@ pub async fn enroll_page(
 
 pub async fn enroll_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     Path(token): Path<String>,
     headers: HeaderMap,
     form: Result<Form<EnrollForm>, FormRejection>,

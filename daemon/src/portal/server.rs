@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use super::sessions::Source;
+use super::sessions::ClientAddr;
 use crate::capped_listener::CappedListener;
 
 /// Open connections at most; more wait in the kernel's backlog.
@@ -61,7 +61,7 @@ pub fn spawn_server(
                         }
                         Err(_elapsed) => return,
                     };
-                let source = Source(peer.ip());
+                let source = ClientAddr(peer.ip());
                 let service =
                     hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                         request.extensions_mut().insert(source);

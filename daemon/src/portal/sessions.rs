@@ -183,15 +183,15 @@ impl FromRequestParts<PortalState> for Session {
 
 /// The client's address, as the accept loop recorded it.
 #[derive(Debug, Clone, Copy)]
-pub struct Source(pub IpAddr);
+pub struct ClientAddr(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for Source {
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
-            .get::<Source>()
+            .get::<ClientAddr>()
             .copied()
             .ok_or_else(Failure::internal)
     }

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use super::PortalState;
 use super::flows::LoggedIn;
 use super::pages::{layout, message_page, page, totp_qr_data_uri};
-use super::sessions::{Source, cookie, csrf_for, same_token, session_cookie};
+use super::sessions::{ClientAddr, cookie, csrf_for, same_token, session_cookie};
 use super::sso_login::{self, Callback, Finished, PENDING_LIFETIME, Started};
 use super::sso_totp::{self, Ask, Outcome, STEP_LIFETIME, Waiting};
 
@@ -69,7 +69,7 @@ pub async fn start(State(state): State<PortalState>) -> Response {
 /// `GET /oidc/callback`.
 pub async fn callback(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     query: Result<Query<Callback>, QueryRejection>,
 ) -> Response {
@@ -95,7 +95,7 @@ pub async fn callback(
 /// `POST /oidc/totp`: the code of an SSO login that waits for one.
 pub async fn totp_submit(
     State(state): State<PortalState>,
-    Source(source): Source,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<TotpForm>, FormRejection>,
 ) -> Response {

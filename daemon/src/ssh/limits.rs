@@ -35,7 +35,7 @@ pub const MAX_TRACKED: usize = 16_384;
 
 /// Why a new connection is refused before the SSH handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub enum StartupRefusal {
     /// `ssh.max_startups` unauthenticated connections are open.
     Startups,
     /// `ssh.max_startups_per_source` from this source are open.
@@ -86,21 +86,21 @@ impl PreAuth {
         max_startups: usize,
         max_per_source: usize,
         now: Instant,
-    ) -> Result<StartupSlot, Refused> {
+    ) -> Result<StartupSlot, StartupRefusal> {
         let source = source_key(source);
         let mut state = self.lock();
         if let Some(remaining) = remaining(state.sources.get(&source), now) {
-            return Err(Refused::SourcePenalty { remaining });
+            return Err(StartupRefusal::SourcePenalty { remaining });
         }
         if state.startups >= max_startups {
-            return Err(Refused::Startups);
+            return Err(StartupRefusal::Startups);
         }
         let from_source = state.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= max_per_source {
-            return Err(Refused::SourceStartups);
+            return Err(StartupRefusal::SourceStartups);
         }
         if from_source == 0 && state.per_source.len() >= MAX_TRACKED {
-            return Err(Refused::Startups);
+            return Err(StartupRefusal::Startups);
         }
         state.startups += 1;
         state.per_source.insert(source, from_source + 1);
@@ -237,12 +237,12 @@ mod tests {
         let _a2 = limiter.admit(ip("192.0.2.1"), 3, 2, now).unwrap();
         assert_eq!(
             limiter.admit(ip("192.0.2.1"), 3, 2, now).err(),
-            Some(Refused::SourceStartups)
+            Some(StartupRefusal::SourceStartups)
         );
         let _b = limiter.admit(ip("192.0.2.2"), 3, 2, now).unwrap();
         assert_eq!(
             limiter.admit(ip("192.0.2.3"), 3, 2, now).err(),
-            Some(Refused::Startups)
+            Some(StartupRefusal::Startups)
         );
         // Authenticating (or closing) frees the place.
         a1.release();
@@ -257,7 +257,7 @@ mod tests {
         let _a = limiter.admit(ip("2001:db8::1"), 9, 1, now).unwrap();
         assert_eq!(
             limiter.admit(ip("2001:db8::2"), 9, 1, now).err(),
-            Some(Refused::SourceStartups)
+            Some(StartupRefusal::SourceStartups)
         );
         let _b = limiter.admit(ip("2001:db8:0:1::1"), 9, 1, now).unwrap();
     }
@@ -288,7 +288,7 @@ mod tests {
         }
         assert!(matches!(
             limiter.admit(attacker, 64, 8, now).err(),
-            Some(Refused::SourcePenalty { .. })
+            Some(StartupRefusal::SourcePenalty { .. })
         ));
         assert!(limiter.admit(ip("198.51.100.8"), 64, 8, now).is_ok());
         // The penalty runs out.

@@ -55,7 +55,7 @@ use crate::audit::event::{Actor, Source};
 use crate::gateway::Core;
 use crate::store::NewAuditEvent;
 use conn_state::ConnState;
-use limits::{PreAuth, Refused};
+use limits::{PreAuth, StartupRefusal};
 use registry::Registry;
 use server::Connection;
 
@@ -105,7 +105,7 @@ pub(crate) struct Shared {
     listen: SocketAddr,
 }
 
-/// Binds `addr` for [`serve`].
+/// Binds `addr` for [`spawn_jump_host`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, SshError> {
     TcpListener::bind(addr)
         .await
@@ -114,7 +114,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, SshError> {
 
 /// Serves the jump host on `listener` with the core's host key, and starts
 /// the revocation watcher and the failure summaries, until `shutdown`.
-pub fn serve(
+pub fn spawn_jump_host(
     core: &Core,
     listener: TcpListener,
     tracker: &TaskTracker,
@@ -333,7 +333,7 @@ async fn accept_loop(
                 // Closed before the banner; the failures that earned a
                 // penalty were audited already.
                 tracing::debug!(%peer, ?refused, "SSH connection refused before authentication");
-                if let Refused::SourcePenalty { .. } = refused {
+                if let StartupRefusal::SourcePenalty { .. } = refused {
                     shared.note_failure(peer, None, "penalised", &[]).await;
                 }
                 drop(socket);

@@ -3,7 +3,7 @@
 //! - [`provider`]: the provider as the portal talks to it: discovery and
 //!   JWKS, the authorization URL (PKCE S256, `state`, `nonce`), the code
 //!   exchange and the ID token's checks (the `openidconnect` crate).
-//! - [`start`]: makes the provider at start-up and keeps trying discovery
+//! - [`spawn_provider`]: makes the provider at start-up and keeps trying discovery
 //!   in the background until it succeeds, so an issuer out of reach at
 //!   start never stops the gateway: the login page says SSO is unavailable
 //!   and the log says why.
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use provider::{Begun, Provider, ProviderStatus, Refused, SetupError, Verified};
+pub use provider::{Begun, Provider, ProviderRefusal, ProviderStatus, SetupError, Verified};
 
 /// How often discovery is retried while it has not succeeded.
 const RETRY: Duration = provider::REFRESH_GAP;
@@ -29,7 +29,7 @@ const RETRY: Duration = provider::REFRESH_GAP;
 /// discovery owned by `tracker` and stopped by `shutdown`. `portal_url` is
 /// the portal's public base URL: the redirect URI is
 /// `<portal_url>/oidc/callback`.
-pub async fn start(
+pub async fn spawn_provider(
     config: &gatehouse_config::Config,
     portal_url: &str,
     tracker: &TaskTracker,

@@ -111,10 +111,10 @@ pub enum SetupError {
     Http(String),
 }
 
-/// Why a login through the provider failed. [`Refused::reason`] is what
+/// Why a login through the provider failed. [`ProviderRefusal::reason`] is what
 /// the audit record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refused {
+pub enum ProviderRefusal {
     /// The provider's discovery or JWKS cannot be had now.
     Unavailable(String),
     /// The provider answered the login with an error (or a code that does
@@ -129,17 +129,17 @@ pub enum Refused {
     Claims(String),
 }
 
-impl Refused {
+impl ProviderRefusal {
     pub fn reason(&self) -> &'static str {
         match self {
-            Refused::Unavailable(_) => "provider_unavailable",
-            Refused::ProviderError(_) => "provider_error",
-            Refused::Signature(_) => "signature",
-            Refused::Issuer(_) => "issuer",
-            Refused::Audience(_) => "audience",
-            Refused::Expired(_) => "expired",
-            Refused::Nonce(_) => "nonce",
-            Refused::Claims(_) => "claims",
+            ProviderRefusal::Unavailable(_) => "provider_unavailable",
+            ProviderRefusal::ProviderError(_) => "provider_error",
+            ProviderRefusal::Signature(_) => "signature",
+            ProviderRefusal::Issuer(_) => "issuer",
+            ProviderRefusal::Audience(_) => "audience",
+            ProviderRefusal::Expired(_) => "expired",
+            ProviderRefusal::Nonce(_) => "nonce",
+            ProviderRefusal::Claims(_) => "claims",
         }
     }
 
@@ -147,14 +147,14 @@ impl Refused {
     /// token or code).
     pub fn detail(&self) -> &str {
         match self {
-            Refused::Unavailable(d)
-            | Refused::ProviderError(d)
-            | Refused::Signature(d)
-            | Refused::Issuer(d)
-            | Refused::Audience(d)
-            | Refused::Expired(d)
-            | Refused::Nonce(d)
-            | Refused::Claims(d) => d,
+            ProviderRefusal::Unavailable(d)
+            | ProviderRefusal::ProviderError(d)
+            | ProviderRefusal::Signature(d)
+            | ProviderRefusal::Issuer(d)
+            | ProviderRefusal::Audience(d)
+            | ProviderRefusal::Expired(d)
+            | ProviderRefusal::Nonce(d)
+            | ProviderRefusal::Claims(d) => d,
         }
     }
 }
@@ -289,14 +289,14 @@ impl Provider {
     /// [`REFRESH_GAP`] ago: the gate keeps a flood of logins (or of tokens
     /// naming unknown keys) from becoming a flood of requests to the
     /// provider.
-    pub async fn refresh(&self) -> Result<(), Refused> {
+    pub async fn refresh(&self) -> Result<(), ProviderRefusal> {
         // Held across the attempt: a caller arriving meanwhile waits for it
         // (bounded by the request timeouts) instead of failing early.
         let mut last = self.last_try.lock().await;
         if last.is_some_and(|t| t.elapsed() < REFRESH_GAP) {
             return match self.discovered.read().await.is_some() {
                 true => Ok(()),
-                false => Err(Refused::Unavailable(
+                false => Err(ProviderRefusal::Unavailable(
                     self.status()
                         .last_error
                         .unwrap_or_else(|| "discovery has not succeeded yet".into()),
@@ -304,8 +304,8 @@ impl Provider {
             };
         }
         *last = Some(Instant::now());
-        let issuer =
-            IssuerUrl::new(self.issuer.clone()).map_err(|e| Refused::Unavailable(e.to_string()))?;
+        let issuer = IssuerUrl::new(self.issuer.clone())
+            .map_err(|e| ProviderRefusal::Unavailable(e.to_string()))?;
         let found = CoreProviderMetadata::discover_async(issuer, &self.http).await;
         match found {
             Ok(metadata) => {
@@ -332,7 +332,7 @@ impl Provider {
                 if let Ok(mut status) = self.status.lock() {
                     status.last_error = Some(said.clone());
                 }
-                Err(Refused::Unavailable(said))
+                Err(ProviderRefusal::Unavailable(said))
             }
         }
     }
@@ -346,13 +346,15 @@ impl Provider {
     }
 
     /// The authorization URL for a new login (code flow, PKCE S256).
-    pub async fn begin(&self, scopes: &[String]) -> Result<Begun, Refused> {
+    pub async fn begin(&self, scopes: &[String]) -> Result<Begun, ProviderRefusal> {
         if self.discovered.read().await.is_none() {
             self.refresh().await?;
         }
         let guard = self.discovered.read().await;
         let Some(found) = guard.as_ref() else {
-            return Err(Refused::Unavailable("discovery has not succeeded".into()));
+            return Err(ProviderRefusal::Unavailable(
+                "discovery has not succeeded".into(),
+            ));
         };
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = found.client.authorize_url(
@@ -381,40 +383,43 @@ impl Provider {
         nonce: &str,
         username_claim: &str,
         groups_claim: &str,
-    ) -> Result<Verified, Refused> {
+    ) -> Result<Verified, ProviderRefusal> {
         let tokens = {
             let guard = self.discovered.read().await;
             let Some(found) = guard.as_ref() else {
-                return Err(Refused::Unavailable("discovery has not succeeded".into()));
+                return Err(ProviderRefusal::Unavailable(
+                    "discovery has not succeeded".into(),
+                ));
             };
             let request = found
                 .client
                 .exchange_code(AuthorizationCode::new(code.to_string()))
                 .map_err(|e| {
-                    Refused::Unavailable(format!("the provider has no token endpoint: {e}"))
+                    ProviderRefusal::Unavailable(format!("the provider has no token endpoint: {e}"))
                 })?
                 .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
             request
                 .request_async(&self.http)
                 .await
                 .map_err(|e| match e {
-                    RequestTokenError::ServerResponse(answer) => Refused::ProviderError(format!(
-                        "the token endpoint refused the code: {}",
-                        answer.error()
-                    )),
-                    other => Refused::ProviderError(format!(
+                    RequestTokenError::ServerResponse(answer) => ProviderRefusal::ProviderError(
+                        format!("the token endpoint refused the code: {}", answer.error()),
+                    ),
+                    other => ProviderRefusal::ProviderError(format!(
                         "the token endpoint failed: {}",
                         error_chain(&other)
                     )),
                 })?
         };
         let Some(id_token) = tokens.id_token().cloned() else {
-            return Err(Refused::Claims("the provider sent no ID token".into()));
+            return Err(ProviderRefusal::Claims(
+                "the provider sent no ID token".into(),
+            ));
         };
         let nonce = Nonce::new(nonce.to_string());
         // A key the cached JWKS does not know: fetch it again (gated), once.
         let verified = match self.check(&id_token, &nonce).await {
-            Err(Refused::Signature(why)) if why.contains("No matching key") => {
+            Err(ProviderRefusal::Signature(why)) if why.contains("No matching key") => {
                 let stale = self
                     .discovered
                     .read()
@@ -425,7 +430,7 @@ impl Provider {
                     self.refresh().await?;
                     self.check(&id_token, &nonce).await
                 } else {
-                    Err(Refused::Signature(why))
+                    Err(ProviderRefusal::Signature(why))
                 }
             }
             other => other,
@@ -457,10 +462,12 @@ impl Provider {
             CoreJwsSigningAlgorithm,
         >,
         nonce: &Nonce,
-    ) -> Result<(String, String, Option<String>, ReadClaims), Refused> {
+    ) -> Result<(String, String, Option<String>, ReadClaims), ProviderRefusal> {
         let guard = self.discovered.read().await;
         let Some(found) = guard.as_ref() else {
-            return Err(Refused::Unavailable("discovery has not succeeded".into()));
+            return Err(ProviderRefusal::Unavailable(
+                "discovery has not succeeded".into(),
+            ));
         };
         let now = chrono::Utc::now();
         let skew = chrono::Duration::from_std(SKEW).unwrap_or_default();
@@ -489,19 +496,21 @@ impl Provider {
         // when the token has other audiences too.
         match extra.get("azp").and_then(|v| v.as_str()) {
             Some(azp) if azp != self.client_id => {
-                return Err(Refused::Audience(format!(
+                return Err(ProviderRefusal::Audience(format!(
                     "the token is for another party (azp {azp:?})"
                 )));
             }
             None if claims.audiences().len() > 1 => {
-                return Err(Refused::Audience("several audiences and no azp".into()));
+                return Err(ProviderRefusal::Audience(
+                    "several audiences and no azp".into(),
+                ));
             }
             _ => {}
         }
         if let Some(nbf) = extra.get("nbf").and_then(serde_json::Value::as_i64)
             && nbf > (now + skew).timestamp()
         {
-            return Err(Refused::Expired(format!("not valid before {nbf}")));
+            return Err(ProviderRefusal::Expired(format!("not valid before {nbf}")));
         }
         let read = ReadClaims {
             extra: extra.clone(),
@@ -562,21 +571,21 @@ fn list_claim(extra: &serde_json::Map<String, serde_json::Value>, name: &str) ->
     }
 }
 
-fn classify(err: &ClaimsVerificationError) -> Refused {
+fn classify(err: &ClaimsVerificationError) -> ProviderRefusal {
     let said = err.to_string();
     match err {
-        ClaimsVerificationError::Expired(_) => Refused::Expired(said),
-        ClaimsVerificationError::InvalidAudience(_) => Refused::Audience(said),
-        ClaimsVerificationError::InvalidIssuer(_) => Refused::Issuer(said),
-        ClaimsVerificationError::InvalidNonce(_) => Refused::Nonce(said),
+        ClaimsVerificationError::Expired(_) => ProviderRefusal::Expired(said),
+        ClaimsVerificationError::InvalidAudience(_) => ProviderRefusal::Audience(said),
+        ClaimsVerificationError::InvalidIssuer(_) => ProviderRefusal::Issuer(said),
+        ClaimsVerificationError::InvalidNonce(_) => ProviderRefusal::Nonce(said),
         ClaimsVerificationError::SignatureVerification(inner) => {
             let detail = match inner {
                 SignatureVerificationError::NoMatchingKey => "No matching key".to_string(),
                 other => other.to_string(),
             };
-            Refused::Signature(detail)
+            ProviderRefusal::Signature(detail)
         }
-        _ => Refused::Claims(said),
+        _ => ProviderRefusal::Claims(said),
     }
 }
 

@@ -51,7 +51,7 @@ pub enum VpnError {
 
 /// Opens the TUN interface and UDP socket, loads the peers, and starts the
 /// packet threads, peer sync and monitor. Returns the engine for status.
-pub async fn start(
+pub async fn spawn_data_plane(
     core: &Core,
     tracker: &TaskTracker,
     shutdown: CancellationToken,

@@ -12,13 +12,13 @@ use std::sync::{PoisonError, RwLock};
 pub const ELASTIC_IP_FILE: &str = "aws-elastic-ip";
 
 /// One apply at a time, and the elastic IP last seen.
-pub struct AwsFacts {
+pub struct AwsState {
     apply: tokio::sync::Mutex<()>,
     elastic_ip: RwLock<Option<IpAddr>>,
     file: PathBuf,
 }
 
-impl AwsFacts {
+impl AwsState {
     /// Reads the remembered elastic IP, if any, from `state_dir`.
     pub fn load(state_dir: &Path) -> Self {
         let file = state_dir.join(ELASTIC_IP_FILE);
@@ -77,18 +77,18 @@ mod tests {
     #[test]
     fn the_elastic_ip_is_remembered_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let facts = AwsFacts::load(dir.path());
+        let facts = AwsState::load(dir.path());
         assert_eq!(
             facts.elastic_ip(),
             None,
             "unknown before the first describe"
         );
         facts.set_elastic_ip(Some("198.51.100.9".parse().unwrap()));
-        let restarted = AwsFacts::load(dir.path());
+        let restarted = AwsState::load(dir.path());
         assert_eq!(restarted.elastic_ip(), facts.elastic_ip());
         restarted.set_elastic_ip(None);
         assert_eq!(
-            AwsFacts::load(dir.path()).elastic_ip(),
+            AwsState::load(dir.path()).elastic_ip(),
             None,
             "a released address is forgotten"
         );

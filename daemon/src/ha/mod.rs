@@ -36,10 +36,9 @@ use tokio_util::task::TaskTracker;
 use crate::audit::event::{Actor, Source, event};
 use crate::store::Store;
 use lease::{LeaseDb, LeaseView};
-pub use record::{Cause, TakeoverOutcome, TakeoverRecord};
+pub use record::{Cause, HaState, RoleKind, TakeoverOutcome, TakeoverRecord};
 use record::{HaAudit, NodeReport};
 use role::{Action, CALL_LIMIT, LeaseAnswer, Now, Role};
-pub use role::{HaState, RoleKind};
 
 /// How often the active renews and the standby tries to acquire.
 pub const TICK: Duration = Duration::from_secs(1);

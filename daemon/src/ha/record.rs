@@ -1,5 +1,6 @@
-//! What the HA role says about itself: the record of a take-over (`ha
-//! status`, the node's report in the database), the audit details of
+//! What the HA role says about itself: its state as the rest of the
+//! gateway sees it ([`HaState`]), the record of a take-over (`ha status`,
+//! the node's report in the database), the audit details of
 //! `ha.acquire`, `ha.failover` and `ha.release`, and the words they use
 //! ([`Cause`], [`Reason`]). Typed here, serialized to the JSON the admin
 //! API, `accessctl ha status` and the audit log have always read.
@@ -7,9 +8,62 @@
 //! Owns no rule and no I/O: the role ([`super::role`]) decides, the loop
 //! ([`super`]) writes.
 
+use std::time::{Instant, SystemTime};
+
 use serde::Serialize;
 
 use crate::audit::event::Kind;
+
+/// Whether this node is the active one of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleKind {
+    Active,
+    Standby,
+}
+
+impl RoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Active => "active",
+            RoleKind::Standby => "standby",
+        }
+    }
+}
+
+/// What the rest of the gateway may know of the role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaState {
+    pub node: String,
+    pub role: RoleKind,
+    /// The lease generation held (active) or last held (0: never).
+    pub generation: i64,
+    /// Until when this node may act as the active one (`None`: standby).
+    pub deadline: Option<Instant>,
+    /// The database's expiry of the lease held (unix ms).
+    pub expires_ms: Option<i64>,
+    /// The last successful renewal (or acquisition).
+    pub last_renewal: Option<SystemTime>,
+    pub since: SystemTime,
+    /// The last take-over this node made.
+    pub last_takeover: Option<TakeoverRecord>,
+    pub failovers: u64,
+    pub acquisitions: u64,
+}
+
+impl HaState {
+    /// True while this node is active and its local deadline has not
+    /// passed at `now`.
+    pub fn is_active_at(&self, now: Instant) -> bool {
+        self.role == RoleKind::Active && self.deadline.is_some_and(|d| now < d)
+    }
+
+    /// True while this node holds the lease of `generation` at `now` (by
+    /// its local deadline, which passes before the lease's expiry does).
+    pub fn holds_at(&self, generation: i64, now: Instant) -> bool {
+        self.generation == generation && self.is_active_at(now)
+    }
+}
 
 /// Why this node got the lease, by what the lease said before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

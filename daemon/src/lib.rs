@@ -19,8 +19,11 @@
 //!    - [`ssh`]: the SSH jump host (russh): direct-tcpip only, same policy;
 //!    - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle
 //!      without `[aws]`;
-//!    - [`ha`]: which gateway of an HA pair is active (the lease in the
-//!      shared database); idle without `[ha]`;
+//!    - [`ha`]: which gateway of an HA pair is active: the role's rules
+//!      without I/O, its loop, the lease in the shared database; idle
+//!      without `[ha]`;
+//!    - [`takeover`]: what becoming active does (the elastic IP and pool
+//!      routes, fenced by the lease; resuming the devices' tunnels);
 //!    - [`metrics`]: Prometheus metrics of the data plane;
 //!    - [`systemd`]: readiness, stopping and watchdog notifications.
 //! 4. **Core** — [`gateway`]: the running config and its reload, the store,
@@ -60,6 +63,7 @@ pub mod ssh_keys;
 pub mod sso;
 pub mod store;
 pub mod systemd;
+pub mod takeover;
 #[cfg(test)]
 pub mod testing;
 pub mod time_fmt;
@@ -174,7 +178,7 @@ pub async fn run(
         let ha = pending_ha.as_ref().map(ha::Pending::handle);
         let mut running = start_subsystems(&core, ha, &tracker, &shutdown).await?;
         if let Some(pending) = pending_ha {
-            running.0.ha = Some(start_ha(
+            running.0.ha = Some(spawn_ha(
                 &core,
                 pending,
                 &running.0,
@@ -286,10 +290,9 @@ async fn start_subsystems(
     Ok((running, access))
 }
 
-/// Starts the HA role's loop: on becoming the active gateway it moves the
-/// pair's traffic here (the elastic IP and pool routes, with `[aws]`) and
-/// resumes the devices' tunnels, each step fenced by the lease.
-fn start_ha(
+/// Starts the HA role's loop, handing it the take-over: on becoming the
+/// active gateway it moves the pair's traffic here ([`takeover`]).
+fn spawn_ha(
     core: &Core,
     pending: ha::Pending,
     running: &Running,
@@ -297,68 +300,17 @@ fn start_ha(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> ha::Ha {
-    let (core_for, engine) = (core.clone(), running.vpn.clone());
-    let (tasks, stop) = (tracker.clone(), shutdown.child_token());
-    let take_over: ha::TakeOver = std::sync::Arc::new(move |fence: ha::Fence| {
-        let (core, engine, session) = (core_for.clone(), engine.clone(), aws_session.clone());
-        let (tasks, stop) = (tasks.clone(), stop.clone());
-        Box::pin(async move {
-            let mut outcome = serde_json::Map::new();
-            if let Some(session) = session {
-                let may_act = move || fence.holds();
-                let moved = aws::apply::apply_scoped(
-                    &core,
-                    &session,
-                    Actor::Gateway,
-                    Source::Setting("ha"),
-                    aws::apply::Scope::Traffic,
-                    &may_act,
-                )
-                .await;
-                outcome.insert(
-                    "aws".into(),
-                    match moved {
-                        Ok(applied) => json!({
-                            "changes": applied.actions.iter().map(|a| a.change.clone()).collect::<Vec<_>>(),
-                            "elastic_ip": applied.elastic_ip,
-                        }),
-                        Err(failure) => json!({ "error": failure.to_string() }),
-                    },
-                );
-            }
-            if let Some(engine) = engine {
-                outcome.insert(
-                    "resumed".into(),
-                    match vpn::sync::resume_after_takeover(&core, &engine).await {
-                        Ok(n) => json!(n),
-                        Err(error) => json!({ "error": error.to_string() }),
-                    },
-                );
-                tasks.spawn(vpn::sync::resume_again(core.clone(), engine, stop));
-            }
-            serde_json::Value::Object(outcome)
-        })
-    });
-    let ha = pending.start(take_over, tracker, shutdown.child_token());
-    // A node that steps down sends no more resuming handshakes: the devices
-    // would follow them away from the active one.
-    if let Some(engine) = running.vpn.clone() {
-        let (mut state, stop) = (ha.subscribe(), shutdown.child_token());
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    changed = state.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        if state.borrow().role == ha::Role::Standby {
-                            engine.set_resume_allowed(false);
-                        }
-                    }
-                }
-            }
-        });
+    let engine = running.vpn.clone();
+    let work = takeover::TrafficTakeover::new(
+        core,
+        engine.clone(),
+        aws_session,
+        tracker,
+        shutdown.child_token(),
+    );
+    let ha = pending.spawn(std::sync::Arc::new(work), tracker, shutdown.child_token());
+    if let Some(engine) = engine {
+        takeover::spawn_resume_stopper(&ha, engine, tracker, shutdown.child_token());
     }
     ha
 }

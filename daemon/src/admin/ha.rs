@@ -12,7 +12,7 @@ use gatehouse_config::api::{
 use super::AdminState;
 use super::error::ApiFailure;
 use crate::audit::event::Kind;
-use crate::ha::{Ha, HaError, Role};
+use crate::ha::{Ha, HaError, RoleKind};
 use crate::store::AuditFilter;
 
 fn ha_of(admin: &AdminState) -> Result<&Ha, ApiFailure> {
@@ -82,7 +82,7 @@ pub async fn status(State(admin): State<AdminState>) -> Result<Json<HaStatusResp
     Ok(Json(HaStatusResponse {
         node: state.node,
         role: match (state.role, ha.is_active()) {
-            (Role::Active, true) => "active",
+            (RoleKind::Active, true) => "active",
             _ => "standby",
         }
         .into(),

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 /// The modules the core must not import.
 const SUBSYSTEMS: &[&str] = &[
-    "access", "admin", "aws", "ha", "metrics", "portal", "running", "ssh", "sso", "systemd", "vpn",
+    "access", "admin", "aws", "ha", "metrics", "portal", "running", "ssh", "sso", "systemd",
+    "takeover", "vpn",
 ];
 
 #[test]

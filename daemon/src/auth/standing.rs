@@ -25,13 +25,15 @@ pub enum Standing {
 
 impl Standing {
     /// The standing of `user` at unix time `now`. Disabled wins over
-    /// expired, expired over pending: the strongest "no" is the one told.
+    /// expired, expired over the rest: the strongest "no" is the one told.
+    /// A machine account is never pending (marking a pending member as a
+    /// machine activates it), so `no_login` wins over the pending state.
     pub fn of(user: &User, now: i64) -> Standing {
         match user.state {
             UserState::Disabled => Standing::Disabled,
             _ if user.is_expired(now) => Standing::Expired,
+            _ if user.no_login => Standing::Machine,
             UserState::Pending => Standing::Pending,
-            UserState::Active if user.no_login => Standing::Machine,
             UserState::Active => Standing::Active,
         }
     }
@@ -140,6 +142,8 @@ pub(crate) mod tests {
         assert_eq!(Standing::of(&pending_and_expired, 10), Standing::Expired);
         let disabled_machine = user(UserState::Disabled, true, None);
         assert_eq!(Standing::of(&disabled_machine, 10), Standing::Disabled);
+        let pending_machine = user(UserState::Pending, true, None);
+        assert_eq!(Standing::of(&pending_machine, 10), Standing::Machine);
     }
 
     #[test]

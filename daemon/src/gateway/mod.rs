@@ -24,9 +24,9 @@ pub use config_source::{ConfigSource, Overrides};
 pub use reload::{ReloadError, Reloaded};
 
 use crate::host_addrs::HostAddrs;
-use crate::ssh_ca::UserCa;
+use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::wireguard::GatewayKey;
 use crate::store::Store;
-use crate::wg_key::GatewayKey;
 
 /// The keys that are the gateway's identity to clients.
 pub struct Keys {

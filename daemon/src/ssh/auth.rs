@@ -79,7 +79,7 @@ pub fn authorize(
     if user.is_expired(now) {
         return Err(AuthRefused::Expired);
     }
-    Ok(crate::ssh_host_key::fingerprint(offered))
+    Ok(crate::keys::ssh_host::fingerprint(offered))
 }
 
 /// The second factor of `ssh.require_totp`: may `user`, whose key passed,

@@ -30,11 +30,13 @@
 //!    the identity keys, the AWS state it remembers. Imports no subsystem.
 //! 5. **Foundations** — [`store`] (SQLite, or PostgreSQL shared by an HA
 //!    pair; every change commits with its audit record), [`audit`] (the hash chain, the mirror, and the one
-//!    vocabulary of kinds, actors and sources), [`wg_key`] and
-//!    [`ssh_host_key`] (the identity keys), [`ssh_ca`] (the SSH user CA), [`secrets_key`] (seals the
-//!    secrets the store keeps), [`ssh_keys`] (users' OpenSSH keys),
-//!    [`totp`], [`host_addrs`] (the host's own addresses, always refused),
-//!    [`time_fmt`].
+//!    vocabulary of kinds, actors and sources), [`keys`] (the identity
+//!    keys: WireGuard, SSH host, SSH user CA, the secrets key that seals
+//!    what the store keeps, the portal's TLS pair; their files, their home
+//!    in SSM, and which home wins at start), [`ssh_ca`] (signing and
+//!    checking SSH certificates with the CA key), [`ssh_keys`] (users'
+//!    OpenSSH keys), [`totp`], [`host_addrs`] (the host's own addresses,
+//!    always refused), [`time_fmt`].
 //!
 //! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
 //! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
@@ -51,14 +53,12 @@ pub mod capped_listener;
 pub mod gateway;
 pub mod ha;
 pub mod host_addrs;
+pub mod keys;
 pub mod metrics;
 pub mod portal;
-pub mod private_file;
 pub mod running;
-pub mod secrets_key;
 pub mod ssh;
 pub mod ssh_ca;
-pub mod ssh_host_key;
 pub mod ssh_keys;
 pub mod sso;
 pub mod store;
@@ -69,7 +69,6 @@ pub mod testing;
 pub mod time_fmt;
 pub mod totp;
 pub mod vpn;
-pub mod wg_key;
 
 use std::time::Duration;
 
@@ -95,9 +94,9 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Key(#[from] wg_key::KeyError),
+    Key(#[from] keys::wireguard::WireGuardKeyError),
     #[error(transparent)]
-    HostKey(#[from] ssh_host_key::HostKeyError),
+    HostKey(#[from] keys::ssh_host::HostKeyError),
     #[error(transparent)]
     HostAddrs(#[from] host_addrs::HostAddrsError),
     #[error(transparent)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use accessd::aws::startup;
 use accessd::gateway::{ConfigSource, Overrides};
-use accessd::secrets_key::SecretsKey;
+use accessd::keys::secrets::SecretsKey;
 use accessd::store::NewAuditEvent;
 use accessd::{RunError, Signals};
 use clap::{Parser, Subcommand, ValueEnum};

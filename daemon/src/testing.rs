@@ -19,12 +19,12 @@ use tower::ServiceExt as _;
 use crate::access::Access;
 use crate::admin::{AdminState, Caller};
 use crate::gateway::{ConfigSource, Core, Keys, Overrides};
+use crate::keys::secrets::SecretsKey;
+use crate::keys::wireguard::GatewayKey;
 use crate::portal::PortalState;
 use crate::portal::sessions::{ClientAddr, SESSION_COOKIE};
 use crate::running::Running;
-use crate::secrets_key::SecretsKey;
 use crate::store::{Store, StoreOptions};
-use crate::wg_key::GatewayKey;
 
 /// A config a test can start from: one research group, a named endpoint.
 pub const CONFIG: &str = r#"
@@ -124,15 +124,14 @@ impl TestGateway {
         let store = Store::open(&options).unwrap();
         let keys = Keys {
             wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),
-            ssh_host: crate::ssh_host_key::load_host_key(
+            ssh_host: crate::keys::ssh_host::load_host_key(
                 config.ssh.host_key_file.as_deref(),
                 &state_dir,
             )
             .unwrap(),
-            user_ca: config
-                .ssh
-                .certificates
-                .then(|| crate::ssh_ca::UserCa::load_or_create_local(&state_dir).unwrap()),
+            user_ca: config.ssh.certificates.then(|| {
+                crate::keys::ssh_user_ca::UserCa::load_or_create_local(&state_dir).unwrap()
+            }),
         };
         let host_addrs = crate::host_addrs::HostAddrs::load().unwrap();
         let core = Core::new(source, config, store, keys, host_addrs);

@@ -3,6 +3,8 @@
 //!   (`crate::X`), nor between the files of one subsystem folder
 //!   (`super::X`).
 //! - The core (`gateway`) imports no subsystem.
+//! - The identity keys (`keys`) import nothing of the daemon's, and only
+//!   start-up names the portal.
 //!
 //! Start-up (`lib.rs`, `main.rs`) and the test fixture (`testing.rs`) wire
 //! everything together and are left out; so are unit-test modules.
@@ -42,6 +44,25 @@ fn the_core_imports_no_subsystem() {
         .filter(|m| SUBSYSTEMS.contains(&m.as_str()))
         .collect();
     assert!(used.is_empty(), "gateway (the core) imports {used:?}");
+}
+
+/// The identity keys are a foundation: `keys` imports nothing of the
+/// daemon's, and no subsystem reaches up into the portal (a front door)
+/// for them; only `running` (what start-up started) names it.
+#[test]
+fn the_keys_stand_alone_and_nothing_below_reaches_up_into_the_portal() {
+    let graph = crate_graph();
+    assert!(
+        graph["keys"].is_empty(),
+        "keys (a foundation) imports {:?}",
+        graph["keys"]
+    );
+    let reaching_up: Vec<&String> = graph
+        .iter()
+        .filter(|(module, uses)| uses.contains("portal") && module.as_str() != "running")
+        .map(|(module, _)| module)
+        .collect();
+    assert!(reaching_up.is_empty(), "{reaching_up:?} import the portal");
 }
 
 #[test]

@@ -92,14 +92,14 @@ fn gateway() -> &'static Gateway {
             },
         };
         let config = source.load().expect("valid config");
-        let secrets = accessd::secrets_key::SecretsKey::generate().expect("secrets key");
+        let secrets = accessd::keys::secrets::SecretsKey::generate().expect("secrets key");
         let options =
             StoreOptions::from_config(&config, std::sync::Arc::new(secrets)).expect("options");
         let store = Store::open(&options).expect("store");
         let state_dir = config.gateway.state_dir.clone();
         let keys = Keys {
-            wireguard: accessd::wg_key::GatewayKey::load_or_create(&state_dir).expect("wg key"),
-            ssh_host: accessd::ssh_host_key::load_or_create_host_key(&state_dir)
+            wireguard: accessd::keys::wireguard::GatewayKey::load_or_create(&state_dir).expect("wg key"),
+            ssh_host: accessd::keys::ssh_host::load_or_create_host_key(&state_dir)
                 .expect("host key"),
             user_ca: None,
         };

@@ -15,10 +15,10 @@ use serde_json::json;
 use super::{Access, Requester};
 use crate::audit::event::{Kind, event};
 use crate::auth::Standing;
+use crate::keys::wireguard::is_public_key;
 use crate::store::{Device, NewDevice, StoreError};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 use crate::vpn::engine::PeerStatus;
-use crate::wg_key::is_public_key;
 
 /// Where a device's key pair was made (audited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

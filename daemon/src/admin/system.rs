@@ -85,7 +85,7 @@ fn ssh_status(admin: &AdminState) -> Option<SshStatus> {
     let jump = admin.access.jump_host()?;
     Some(SshStatus {
         listen: ssh.listen().to_string(),
-        host_key_fingerprint: crate::ssh_host_key::fingerprint(
+        host_key_fingerprint: crate::keys::ssh_host::fingerprint(
             admin.core.ssh_host_key().public_key(),
         ),
         known_hosts: jump.known_hosts,

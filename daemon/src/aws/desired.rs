@@ -8,6 +8,8 @@ use gatehouse_config::Config;
 use gatehouse_config::file::NatMode;
 use ipnet::IpNet;
 
+use crate::keys::ssm::wireguard_key_parameter_name;
+
 /// The tag on everything gatehouse creates; its value is `gateway.name`.
 pub const TAG_GATEWAY: &str = "gatehouse:gateway";
 /// The tag that tells gatehouse's two security groups apart.
@@ -184,38 +186,10 @@ pub fn desired(config: &Config) -> Desired {
         } else {
             Vec::new()
         },
-        ssm_parameter: ssm_parameter_name(&config.gateway.name),
+        ssm_parameter: wireguard_key_parameter_name(&config.gateway.name),
         guarded,
         exclusive_groups: aws.exclusive_groups,
     }
-}
-
-/// `/gatehouse/<name>/wireguard-key`.
-pub fn ssm_parameter_name(gateway: &str) -> String {
-    format!("/gatehouse/{gateway}/wireguard-key")
-}
-
-/// `/gatehouse/<name>/secrets-key`: the key that seals the store's secrets
-/// (read or created at start, not part of the plan).
-pub fn secrets_key_parameter_name(gateway: &str) -> String {
-    format!("/gatehouse/{gateway}/secrets-key")
-}
-
-/// `/gatehouse/<name>/ssh-host-key`: the jump host's SSH host key (an
-/// OpenSSH private key), when no `ssh.host_key_file` is set.
-pub fn ssh_host_key_parameter_name(gateway: &str) -> String {
-    format!("/gatehouse/{gateway}/ssh-host-key")
-}
-
-/// `/gatehouse/<name>/ssh-user-ca`: the SSH user CA key (`ssh.certificates`).
-pub fn ssh_user_ca_parameter_name(gateway: &str) -> String {
-    format!("/gatehouse/{gateway}/ssh-user-ca")
-}
-
-/// `/gatehouse/<name>/portal-tls`: the portal's self-signed certificate and
-/// its key (PEM, one after the other), when no `portal.tls_cert` is set.
-pub fn portal_tls_parameter_name(gateway: &str) -> String {
-    format!("/gatehouse/{gateway}/portal-tls")
 }
 
 impl GroupRole {

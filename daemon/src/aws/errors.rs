@@ -6,6 +6,8 @@ use std::error::Error as StdError;
 
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use crate::keys::LocalKeyError;
+
 /// Boxed cause kept for `source()`.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -78,19 +80,6 @@ pub enum AwsError {
     NotActive,
     #[error("the change was made but could not be audited, so apply stopped: {0}")]
     Audit(#[from] crate::store::StoreError),
-}
-
-/// A key whose home is SSM could not be read or kept in the state dir.
-#[derive(Debug, thiserror::Error)]
-pub enum LocalKeyError {
-    #[error(transparent)]
-    WireGuard(#[from] crate::wg_key::KeyError),
-    #[error(transparent)]
-    Secrets(#[from] crate::secrets_key::SecretsKeyError),
-    #[error(transparent)]
-    HostKey(#[from] crate::ssh_host_key::HostKeyError),
-    #[error(transparent)]
-    PortalTls(#[from] crate::portal::tls::TlsError),
 }
 
 impl AwsError {

@@ -229,10 +229,11 @@ fn every_mutating_action_is_narrowed_to_this_gateway_on_every_resource() {
     }
     // The parameters the gateway uses lie under that prefix.
     assert!(
-        super::desired::ssm_parameter_name("GATEWAY_NAME").starts_with("/gatehouse/GATEWAY_NAME/")
+        crate::keys::ssm::wireguard_key_parameter_name("GATEWAY_NAME")
+            .starts_with("/gatehouse/GATEWAY_NAME/")
     );
     assert!(
-        super::desired::secrets_key_parameter_name("GATEWAY_NAME")
+        crate::keys::ssm::secrets_key_parameter_name("GATEWAY_NAME")
             .starts_with("/gatehouse/GATEWAY_NAME/")
     );
 }

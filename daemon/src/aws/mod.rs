@@ -11,11 +11,12 @@
 //! - [`exposure`]: other groups on the instance that open guarded ports wider (pure).
 //! - [`plan`]: the difference, as ordered actions with reasons (pure).
 //! - [`apply`]: carries the actions out and audits each.
-//! - [`ssm_key`]: the keys' home in SSM Parameter Store.
-//! - [`startup`]: the keys from SSM, and `apply_on_start`, before listeners open.
+//! - [`ssm_key`]: the SSM calls behind the keys' home in Parameter Store.
+//! - [`startup`]: connecting, the keys (resolved by [`crate::keys::resolve`],
+//!   audited when stored in SSM), and `apply_on_start`, before listeners open.
 //! - [`errors`]: errors an operator can act on.
 //!
-//! Does not own the key files ([`crate::wg_key`], [`crate::secrets_key`]),
+//! Does not own the keys, their files or which home wins ([`crate::keys`]),
 //! the audit log, or the elastic IP's use in configs and links
 //! ([`crate::access::public`]); it records what it sees in
 //! [`crate::gateway::AwsState`].
@@ -42,7 +43,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use gatehouse_config::api::{AwsAction, AwsFacts};
 use gatehouse_config::file::AwsConfig;
 
-pub use errors::{AwsError, LocalKeyError};
+pub use errors::AwsError;
 
 use discovery::Facts;
 

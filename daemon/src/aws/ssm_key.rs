@@ -1,236 +1,35 @@
-//! The gateway's keys in SSM Parameter Store, each a SecureString under
-//! `/gatehouse/<name>/`, so every node of a pair and every replaced
-//! instance looks like one gateway:
-//! - the WireGuard key (`wireguard-key`: every device config keeps working);
-//! - the secrets key (`secrets-key`: it opens the TOTP secrets the store
-//!   keeps sealed);
-//! - the SSH host key (`ssh-host-key`: `ssh -J` never warns of a changed
-//!   host key), unless `ssh.host_key_file` names one;
-//! - the SSH user CA key (`ssh-user-ca`, with `ssh.certificates`: both nodes
-//!   sign members' certificates with the CA the private hosts trust);
-//! - the portal's self-signed certificate and key (`portal-tls`: one
-//!   fingerprint), unless `portal.tls_cert` names a certificate.
+//! The SSM calls behind the identity keys' home in Parameter Store
+//! ([`crate::keys::ssm`] says what each key is as a parameter): read and
+//! decrypt a key, store one as a SecureString. [`Session`] is the
+//! [`ParameterStore`] the keys' resolution at start asks.
 //!
-//! Each is read at start
-//! when present and written to its 0600 local copy under `state_dir`;
-//! when missing, the local key (made now if new) is stored there. A key is
-//! never logged: only its public half or fingerprint.
+//! Each key is read at start when present and written to its 0600 local
+//! copy under `state_dir`; when missing, the local key (made now if new) is
+//! stored there. A key is never logged: only its public half or fingerprint.
 
 use std::path::Path;
 
 use aws_sdk_ssm::types::{ParameterType, Tag};
 
 use super::Session;
-use russh::keys::PrivateKey;
+use super::desired::TAG_GATEWAY;
+use super::errors::{AwsError, classify};
+use crate::keys::ssm::{KeyOrigin, ParameterStore, SsmKey};
 
-use super::desired::{
-    TAG_GATEWAY, portal_tls_parameter_name, secrets_key_parameter_name,
-    ssh_host_key_parameter_name, ssh_user_ca_parameter_name, ssm_parameter_name,
-};
-use super::errors::{AwsError, LocalKeyError, classify};
-use crate::portal::tls::SelfSigned;
-use crate::secrets_key::{self, SecretsKey};
-use crate::ssh_ca::UserCa;
-use crate::ssh_host_key;
-use crate::wg_key::{self, GatewayKey};
+impl ParameterStore for Session {
+    type Error = AwsError;
 
-/// Where the running key came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyOrigin {
-    /// SSM held it (the local copy now matches).
-    Ssm,
-    /// SSM had none: the local key (made now if new) was stored there.
-    StoredInSsm,
-}
-
-/// A key whose home is an SSM SecureString, with a local copy under
-/// `state_dir` (the same 0600 file accessd uses without `[aws]`).
-pub trait SsmKey: Sized + Send + 'static {
-    /// What it is, for the parameter's description, logs and audit records.
-    const WHAT: &'static str;
-    /// What the operator can do when the parameter holds something else.
-    const IF_MALFORMED: &'static str;
-    /// Why a new key is no answer when SSM is out of reach on a first start.
-    const WHY_NOT_NEW: &'static str;
-    /// The local copy's file name under `state_dir`.
-    const LOCAL_FILE: &'static str;
-    /// `/gatehouse/<gateway>/...`.
-    fn parameter_name(gateway: &str) -> String;
-    /// From the parameter's value (trimmed); `None` when it is not one.
-    fn from_parameter(text: &str) -> Option<Self>;
-    /// The parameter's value. Never log it.
-    fn parameter_value(&self) -> String;
-    /// What may be logged and audited to tell two keys apart.
-    fn label(&self) -> String;
-    /// The local copy, if there is one.
-    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError>;
-    /// The local copy, made now (0600) if there is none.
-    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError>;
-    /// Makes this the local copy, replacing another atomically.
-    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError>;
-}
-
-impl SsmKey for GatewayKey {
-    const WHAT: &'static str = "the gateway's WireGuard private key";
-    const IF_MALFORMED: &'static str = "restore it, or delete it to store this gateway's key there (every device config then needs re-issuing)";
-    const WHY_NOT_NEW: &'static str = "making a new key would break every device config";
-    const LOCAL_FILE: &'static str = wg_key::KEY_FILE;
-    fn parameter_name(gateway: &str) -> String {
-        ssm_parameter_name(gateway)
-    }
-    fn from_parameter(text: &str) -> Option<Self> {
-        GatewayKey::from_base64(text)
-    }
-    fn parameter_value(&self) -> String {
-        self.private_base64()
-    }
-    fn label(&self) -> String {
-        format!("public key {}", self.public_base64())
-    }
-    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
-        if !state_dir.join(wg_key::KEY_FILE).exists() {
-            return Ok(None);
-        }
-        Ok(Some(GatewayKey::load_or_create(state_dir)?))
-    }
-    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
-        Ok(GatewayKey::load_or_create(state_dir)?)
-    }
-    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
-        Ok(self.store(state_dir)?)
-    }
-}
-
-impl SsmKey for SecretsKey {
-    const WHAT: &'static str = "the key that seals the store's secrets";
-    const IF_MALFORMED: &'static str =
-        "restore it from a backup: the stored TOTP secrets open only with the key that sealed them";
-    const WHY_NOT_NEW: &'static str =
-        "a new key would not open the TOTP secrets the store already holds";
-    const LOCAL_FILE: &'static str = secrets_key::KEY_FILE;
-    fn parameter_name(gateway: &str) -> String {
-        secrets_key_parameter_name(gateway)
-    }
-    fn from_parameter(text: &str) -> Option<Self> {
-        SecretsKey::from_base64(text)
-    }
-    fn parameter_value(&self) -> String {
-        self.to_base64()
-    }
-    fn label(&self) -> String {
-        format!("fingerprint {}", self.fingerprint())
-    }
-    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
-        Ok(SecretsKey::load_local(state_dir)?)
-    }
-    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
-        Ok(SecretsKey::load_or_create(state_dir)?)
-    }
-    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
-        Ok(self.store(state_dir)?)
-    }
-}
-
-impl SsmKey for PrivateKey {
-    const WHAT: &'static str = "the jump host's SSH host key";
-    const IF_MALFORMED: &'static str = "put an unencrypted OpenSSH private key there, or delete it to store this gateway's host key (clients then see a changed host key)";
-    const WHY_NOT_NEW: &'static str =
-        "a new host key would make every `ssh -J` warn of a changed host key";
-    const LOCAL_FILE: &'static str = ssh_host_key::HOST_KEY_FILE;
-    fn parameter_name(gateway: &str) -> String {
-        ssh_host_key_parameter_name(gateway)
-    }
-    fn from_parameter(text: &str) -> Option<Self> {
-        ssh_host_key::host_key_from_openssh(text)
-    }
-    fn parameter_value(&self) -> String {
-        // An ed25519 key made or checked at load always encodes.
-        ssh_host_key::host_key_to_openssh(self).unwrap_or_default()
-    }
-    fn label(&self) -> String {
-        format!(
-            "fingerprint {}",
-            ssh_host_key::fingerprint(self.public_key())
-        )
-    }
-    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
-        Ok(ssh_host_key::load_local_host_key(state_dir)?)
-    }
-    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
-        Ok(ssh_host_key::load_or_create_host_key(state_dir)?)
-    }
-    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
-        Ok(ssh_host_key::store_host_key(self, state_dir)?)
-    }
-}
-
-impl SsmKey for UserCa {
-    const WHAT: &'static str = "the SSH user CA key";
-    const IF_MALFORMED: &'static str = "put an unencrypted OpenSSH private key there, or delete it to store this gateway's CA key (every private host then needs the new CA line)";
-    const WHY_NOT_NEW: &'static str =
-        "a new CA key would not be trusted by the private hosts, which trust the old one";
-    const LOCAL_FILE: &'static str = crate::ssh_ca::CA_KEY_FILE;
-    fn parameter_name(gateway: &str) -> String {
-        ssh_user_ca_parameter_name(gateway)
-    }
-    fn from_parameter(text: &str) -> Option<Self> {
-        ssh_host_key::host_key_from_openssh(text).map(UserCa::new)
-    }
-    fn parameter_value(&self) -> String {
-        ssh_host_key::host_key_to_openssh(self.private_key()).unwrap_or_default()
-    }
-    fn label(&self) -> String {
-        format!("fingerprint {}", self.fingerprint())
-    }
-    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
-        Ok(UserCa::load_local(state_dir)?)
-    }
-    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
-        Ok(UserCa::load_or_create_local(state_dir)?)
-    }
-    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
-        Ok(self.store_local(state_dir)?)
-    }
-}
-
-impl SsmKey for SelfSigned {
-    const WHAT: &'static str = "the portal's self-signed certificate and key";
-    const IF_MALFORMED: &'static str = "put a PEM certificate followed by its PEM private key there, or delete it to store this gateway's (browsers then see a new certificate)";
-    const WHY_NOT_NEW: &'static str =
-        "a new certificate would greet every member with a changed fingerprint";
-    const LOCAL_FILE: &'static str = "portal-tls/cert.pem";
-    fn parameter_name(gateway: &str) -> String {
-        portal_tls_parameter_name(gateway)
-    }
-    fn from_parameter(text: &str) -> Option<Self> {
-        SelfSigned::from_pem_bundle(text)
-    }
-    fn parameter_value(&self) -> String {
-        self.pem_bundle()
-    }
-    fn label(&self) -> String {
-        format!("fingerprint {}", self.fingerprint())
-    }
-    fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
-        Ok(SelfSigned::load(state_dir)?)
-    }
-    /// The portal's start generates the pair first (it knows the names it
-    /// is for), so the local copy is there by now.
-    fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
-        SelfSigned::load(state_dir)?.ok_or_else(|| {
-            LocalKeyError::PortalTls(crate::portal::tls::TlsError::NoCertificate {
-                path: state_dir.join(Self::LOCAL_FILE),
-                reason: "the file is missing".into(),
-            })
-        })
-    }
-    fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
-        Ok(self.store(state_dir)?)
+    fn load_or_store<K: SsmKey>(
+        &self,
+        gateway: &str,
+        state_dir: &Path,
+    ) -> impl Future<Output = Result<(K, KeyOrigin), AwsError>> + Send {
+        load_or_store::<K>(self, gateway, state_dir)
     }
 }
 
 /// The key accessd runs with when `[aws]` is configured.
-pub async fn load_or_store<K: SsmKey>(
+async fn load_or_store<K: SsmKey>(
     session: &Session,
     gateway: &str,
     state_dir: &Path,

@@ -1,8 +1,10 @@
 //! What the provisioner does while accessd starts, before any listener
 //! opens: connect, take the secrets key (before the store opens), the
-//! WireGuard key, the SSH host key and the portal's self-signed certificate
-//! from SSM (or put them there), then, with `aws.apply_on_start`, apply the
-//! plan.
+//! WireGuard key, the SSH host key, the SSH user CA and the portal's
+//! self-signed certificate (where each comes from is
+//! [`crate::keys::resolve`]'s rule; SSM is this module's [`Session`]),
+//! audit each key stored in SSM now, then, with `aws.apply_on_start`,
+//! apply the plan.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,37 +13,25 @@ use gatehouse_config::Config;
 use russh::keys::PrivateKey;
 use serde_json::json;
 
-use super::ssm_key::{self, KeyOrigin, SsmKey};
-use super::{AwsError, LocalKeyError, Session, apply};
+use super::{AwsError, Session, apply};
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
-use crate::portal::tls::{self, SelfSigned};
-use crate::secrets_key::{SecretsKey, SecretsKeyError};
-use crate::ssh_ca::UserCa;
-use crate::ssh_host_key;
+use crate::keys::resolve::{self, Remote, ResolveError, Resolved};
+use crate::keys::secrets::SecretsKey;
+use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::ssm::SsmKey;
+use crate::keys::wireguard::GatewayKey;
 use crate::store::{NewAuditEvent, Store};
-use crate::wg_key::GatewayKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "cannot get {what} from SSM, and there is no local copy to fall back on ({why_not_new}): {source}"
-    )]
-    NoKey {
-        what: &'static str,
-        why_not_new: &'static str,
-        source: Arc<AwsError>,
-    },
     #[error("aws.apply_on_start is set, but AWS cannot be reached: {0}")]
     Connect(AwsError),
     #[error("aws.apply_on_start: {0}")]
     Apply(#[from] apply::ApplyFailure),
+    /// No key, or a key file that cannot be used; the message says which.
     #[error(transparent)]
-    Key(#[from] LocalKeyError),
-    #[error(transparent)]
-    SecretsKey(#[from] SecretsKeyError),
-    #[error("start-up task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Key(#[from] ResolveError),
 }
 
 /// AWS at start.
@@ -61,6 +51,15 @@ impl Connection {
             Connection::Off | Connection::Down(_) => None,
         }
     }
+
+    /// SSM as the keys' resolution sees it.
+    fn remote(&self) -> Remote<'_, Session> {
+        match self {
+            Connection::Off => Remote::Off,
+            Connection::Up(session) => Remote::Up(session),
+            Connection::Down(err) => Remote::Down(err.clone()),
+        }
+    }
 }
 
 /// Connects when `[aws]` is set. AWS out of reach is an error only with
@@ -76,98 +75,65 @@ pub async fn connect(config: &Config) -> Result<Connection, StartError> {
     }
 }
 
-/// The key that seals the store's secrets, needed before the store opens:
-/// `gateway.secrets_key_file` when set (never an AWS call), else from SSM
-/// with `[aws]`, else `state_dir/secrets.key`. With the record to audit
-/// once the store is open, when the key was stored in SSM now.
+/// The key that seals the store's secrets, needed before the store opens
+/// ([`resolve::secrets_key`]). With the record to audit once the store is
+/// open, when the key was stored in SSM now.
 pub async fn secrets_key(
     config: &Config,
     aws: &Connection,
     state_dir: &Path,
 ) -> Result<(SecretsKey, Option<NewAuditEvent>), StartError> {
-    if let Some(path) = config.gateway.secrets_key_file.clone() {
-        let key = tokio::task::spawn_blocking(move || SecretsKey::load_file(&path)).await??;
-        return Ok((key, None));
-    }
-    ssm_or_local(config, aws, state_dir).await
+    let resolved = resolve::secrets_key(config, &aws.remote(), state_dir).await?;
+    Ok(stored_record(config, resolved))
 }
 
-/// The gateway's WireGuard key: `vpn.private_key_file` when set (the file
-/// the gateways of a pair share), else from SSM with `[aws]`, else the
-/// local key.
+/// The gateway's WireGuard key ([`resolve::wireguard_key`]).
 pub async fn wireguard_key(
     config: &Config,
     aws: &Connection,
     store: &Store,
     state_dir: &Path,
 ) -> Result<GatewayKey, StartError> {
-    if let Some(file) = config.vpn.private_key_file.clone() {
-        let key = tokio::task::spawn_blocking(move || GatewayKey::load_shared(&file))
-            .await?
-            .map_err(LocalKeyError::from)?;
-        return Ok(key);
-    }
-    let (key, stored) = ssm_or_local::<GatewayKey>(config, aws, state_dir).await?;
-    audit_stored_key(store, stored).await;
-    Ok(key)
+    let resolved = resolve::wireguard_key(config, &aws.remote(), state_dir).await?;
+    Ok(audited(config, store, resolved).await)
 }
 
-/// The jump host's SSH host key: `ssh.host_key_file` when set (never
-/// created), else from SSM with `[aws]`, else the local key.
+/// The jump host's SSH host key ([`resolve::ssh_host_key`]).
 pub async fn ssh_host_key(
     config: &Config,
     aws: &Connection,
     store: &Store,
     state_dir: &Path,
 ) -> Result<PrivateKey, StartError> {
-    if let Some(file) = config.ssh.host_key_file.clone() {
-        let dir = state_dir.to_path_buf();
-        let key =
-            tokio::task::spawn_blocking(move || ssh_host_key::load_host_key(Some(&file), &dir))
-                .await?
-                .map_err(LocalKeyError::from)?;
-        return Ok(key);
-    }
-    let (key, stored) = ssm_or_local::<PrivateKey>(config, aws, state_dir).await?;
-    audit_stored_key(store, stored).await;
-    Ok(key)
+    let resolved = resolve::ssh_host_key(config, &aws.remote(), state_dir).await?;
+    Ok(audited(config, store, resolved).await)
 }
 
-/// With `ssh.certificates`: the SSH user CA key, from SSM with `[aws]`,
-/// else the local key (made now if new).
+/// With `ssh.certificates`: the SSH user CA key ([`resolve::ssh_user_ca`]).
 pub async fn ssh_user_ca(
     config: &Config,
     aws: &Connection,
     store: &Store,
     state_dir: &Path,
 ) -> Result<Option<UserCa>, StartError> {
-    if !config.ssh.certificates {
-        return Ok(None);
+    match resolve::ssh_user_ca(config, &aws.remote(), state_dir).await? {
+        Some(resolved) => Ok(Some(audited(config, store, resolved).await)),
+        None => Ok(None),
     }
-    let (key, stored) = ssm_or_local::<UserCa>(config, aws, state_dir).await?;
-    audit_stored_key(store, stored).await;
-    Ok(Some(key))
 }
 
 /// With `[aws]`, an enabled portal and no `portal.tls_cert`: the portal's
-/// self-signed pair from SSM (or this gateway's, made now for `hosts` if
-/// new, stored there), as the local copy the portal then serves.
+/// self-signed pair from SSM, as the local copy the portal then serves
+/// ([`resolve::portal_certificate`]).
 pub async fn portal_certificate(
     core: &Core,
     aws: &Connection,
     hosts: Vec<String>,
 ) -> Result<(), StartError> {
     let config = core.config();
-    if !config.portal.enabled || config.portal.tls.is_some() || config.aws.is_none() {
-        return Ok(());
+    if let Some(resolved) = resolve::portal_certificate(&config, &aws.remote(), hosts).await? {
+        audited(&config, core.store(), resolved).await;
     }
-    let state_dir = config.gateway.state_dir.clone();
-    let dir = state_dir.clone();
-    tokio::task::spawn_blocking(move || tls::ensure_self_signed(&dir, hosts))
-        .await?
-        .map_err(LocalKeyError::from)?;
-    let (_, stored) = ssm_or_local::<SelfSigned>(&config, aws, &state_dir).await?;
-    audit_stored_key(core.store(), stored).await;
     Ok(())
 }
 
@@ -180,53 +146,29 @@ pub async fn audit_stored_key(store: &Store, record: Option<NewAuditEvent>) {
     }
 }
 
-/// `K` from SSM (stored there when missing), or its local copy when AWS
-/// is off, or out of reach and a copy exists.
-async fn ssm_or_local<K: SsmKey>(
-    config: &Config,
-    aws: &Connection,
-    state_dir: &Path,
-) -> Result<(K, Option<NewAuditEvent>), StartError> {
-    let local = || {
-        let dir = state_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || K::load_or_create_local(&dir))
-    };
-    let has_local_copy = state_dir.join(K::LOCAL_FILE).exists();
-    let no_key = |source| StartError::NoKey {
-        what: K::WHAT,
-        why_not_new: K::WHY_NOT_NEW,
-        source,
-    };
-    let session = match aws {
-        Connection::Off => return Ok((local().await??, None)),
-        Connection::Up(session) => session,
-        Connection::Down(err) if has_local_copy => {
-            tracing::warn!(error = %err, "AWS unreachable at start; running with the local copy of {}", K::WHAT);
-            return Ok((local().await??, None));
-        }
-        Connection::Down(err) => return Err(no_key(err.clone())),
-    };
-    let apply_on_start = config.aws.as_ref().is_some_and(|aws| aws.apply_on_start);
-    let gateway = &config.gateway.name;
-    match ssm_key::load_or_store::<K>(session, gateway, state_dir).await {
-        Ok((key, KeyOrigin::StoredInSsm)) => {
-            let record = event(Kind::AwsChange, Actor::Gateway, Source::Local)
-                .on(format!("ssm parameter {}", K::parameter_name(gateway)))
-                .detail(json!({
-                    "kind": "create",
-                    "change": format!("store {} (SecureString)", K::WHAT),
-                    "reason": "no key in SSM at start",
-                    "result": key.label(),
-                }));
-            Ok((key, Some(record)))
-        }
-        Ok((key, KeyOrigin::Ssm)) => Ok((key, None)),
-        Err(err) if has_local_copy && !apply_on_start => {
-            tracing::warn!(error = %err, "cannot use SSM for {}; running with the local copy", K::WHAT);
-            Ok((local().await??, None))
-        }
-        Err(err) => Err(no_key(Arc::new(err))),
+/// The key, once the record of storing it in SSM (if it was) is written.
+async fn audited<K: SsmKey>(config: &Config, store: &Store, resolved: Resolved<K>) -> K {
+    let (key, record) = stored_record(config, resolved);
+    audit_stored_key(store, record).await;
+    key
+}
+
+/// The key, and the record to audit when it was stored in SSM now.
+fn stored_record<K: SsmKey>(config: &Config, resolved: Resolved<K>) -> (K, Option<NewAuditEvent>) {
+    let Resolved { key, stored_in_ssm } = resolved;
+    if !stored_in_ssm {
+        return (key, None);
     }
+    let gateway = &config.gateway.name;
+    let record = event(Kind::AwsChange, Actor::Gateway, Source::Local)
+        .on(format!("ssm parameter {}", K::parameter_name(gateway)))
+        .detail(json!({
+            "kind": "create",
+            "change": format!("store {} (SecureString)", K::WHAT),
+            "reason": "no key in SSM at start",
+            "result": key.label(),
+        }));
+    (key, Some(record))
 }
 
 /// Applies the plan when `aws.apply_on_start` is set.

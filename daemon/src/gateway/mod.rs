@@ -26,9 +26,9 @@ pub use reload::{ReloadError, Reloaded};
 
 use crate::auth::LoginBudget;
 use crate::host_addrs::HostAddrs;
-use crate::ssh_ca::UserCa;
+use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::wireguard::GatewayKey;
 use crate::store::Store;
-use crate::wg_key::GatewayKey;
 
 /// The keys that are the gateway's identity to clients.
 pub struct Keys {

@@ -107,16 +107,16 @@ mod tests {
         // ssh.host_key_file must name a key that exists.
         let keys = state.path().join("keys");
         std::fs::create_dir(&keys).unwrap();
-        crate::ssh_host_key::load_or_create_host_key(&keys).unwrap();
+        crate::keys::ssh_host::load_or_create_host_key(&keys).unwrap();
         let base = base.replace(
             "\"/etc/gatehouse/ssh_host_ed25519_key\"",
-            &format!("{:?}", keys.join(crate::ssh_host_key::HOST_KEY_FILE)),
+            &format!("{:?}", keys.join(crate::keys::ssh_host::HOST_KEY_FILE)),
         );
         // So must gateway.secrets_key_file.
-        crate::secrets_key::SecretsKey::load_or_create(&keys).unwrap();
+        crate::keys::secrets::SecretsKey::load_or_create(&keys).unwrap();
         let base = base.replace(
             "\"/etc/gatehouse/secrets.key\"",
-            &format!("{:?}", keys.join(crate::secrets_key::KEY_FILE)),
+            &format!("{:?}", keys.join(crate::keys::secrets::KEY_FILE)),
         );
         for (key, value) in OTHER {
             let gw = TestGateway::new_as_written(&base).await;

@@ -2,8 +2,8 @@
 //! manage their own devices: keys are made in the browser, the gateway sees
 //! only public keys.
 //!
-//! Layout: [`tls`] (certificate: configured or self-signed, kept under
-//! state_dir), [`server`] (the TLS accept loop, per-connection limits and
+//! Layout: [`tls`] (the rustls config over the certificate and key that
+//! [`crate::keys::portal_tls`] loads or makes), [`server`] (the TLS accept loop, per-connection limits and
 //! shutdown), [`sessions`] (cookies, timeouts, CSRF), [`limits`] (the request
 //! rate limit; logins are budgeted by [`crate::auth`]), [`passwords`] (rules, argon2id on a bounded pool),
 //! [`flows`] (enroll, login, logout: the actions, each audited; devices go
@@ -173,9 +173,10 @@ pub async fn spawn_portal(
     let files = config.portal.tls.clone();
     let state_dir = config.gateway.state_dir.clone();
     let hosts = certificate_hosts(core);
-    let tls =
-        tokio::task::spawn_blocking(move || tls::load_or_create(files.as_ref(), &state_dir, hosts))
-            .await??;
+    let tls = tokio::task::spawn_blocking(move || {
+        tls::load_server_config(files.as_ref(), &state_dir, hosts)
+    })
+    .await??;
     let sso = match access.portal_url() {
         Some(url) => {
             crate::sso::spawn_provider(&config, &url, tracker, shutdown.child_token()).await?

@@ -31,7 +31,7 @@ pub fn authorize(
     if let Some(refusal) = Standing::of(user, now).refusal() {
         return Err(refusal);
     }
-    Ok(crate::ssh_host_key::fingerprint(offered))
+    Ok(crate::keys::ssh_host::fingerprint(offered))
 }
 
 /// The live logins that must end after a store change, each with a reason:

@@ -25,7 +25,7 @@
 //! cheaper with 64 KiB channel packets, buffered socket reads and a relay
 //! buffer of one whole packet (see [`russh_config`] and [`relay`]).
 //!
-//! Does not own users or keys (the store), the host key ([`crate::ssh_host_key`],
+//! Does not own users or keys (the store), the host key ([`crate::keys::ssh_host`],
 //! loaded at start-up), the policy rules (`gatehouse_config::policy`), or the
 //! host's addresses ([`crate::host_addrs`]). Its listener is bound by the caller.
 
@@ -129,7 +129,7 @@ pub fn spawn_jump_host(
     tracker.spawn(accept_loop(shared.clone(), listener, russh_config));
     tracker.spawn(watch_revocations(shared.clone()));
     tracker.spawn(flush_failure_summaries(shared.clone()));
-    tracing::info!(%listen, fingerprint = %crate::ssh_host_key::fingerprint(shared.host_key.public_key()), "SSH jump host up");
+    tracing::info!(%listen, fingerprint = %crate::keys::ssh_host::fingerprint(shared.host_key.public_key()), "SSH jump host up");
     Ok(SshHandle { shared })
 }
 

@@ -26,8 +26,8 @@ use super::auth;
 use super::conn_state::ConnState;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::auth::{LoginRefusal, Standing};
+use crate::keys::ssh_host::fingerprint;
 use crate::ssh_ca::CertRefusal;
-use crate::ssh_host_key::fingerprint;
 
 /// The reason of every refusal that is not a direct-tcpip channel.
 const NOT_DIRECT_TCPIP: &str = "not_direct_tcpip";

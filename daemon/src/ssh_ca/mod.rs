@@ -1,26 +1,23 @@
-//! The team's SSH user CA (`ssh.certificates`): one ed25519 key, made once
-//! under `state_dir` (mode 0600) or, with `[aws]`, kept in SSM
-//! (`/gatehouse/<name>/ssh-user-ca`, `aws::ssm_key`) so both gateways of a
-//! pair and a replaced instance sign with it. It signs members' short-lived
-//! OpenSSH user certificates, and checks the ones the jump host is shown.
-//! The private hosts trust its public line (`TrustedUserCAKeys`).
+//! The team's SSH user CA (`ssh.certificates`) at work: it signs members'
+//! short-lived OpenSSH user certificates, and checks the ones the jump host
+//! is shown. [`krl`] writes the revocation list for the hosts'
+//! `RevokedKeys`.
 //!
+//! The CA key itself ([`UserCa`]: where it lives, made, loaded, kept in
+//! SSM) is [`crate::keys::ssh_user_ca`]'s; this module adds
+//! [`UserCa::sign`] and [`UserCa::check`] to it, so a caller holds one CA.
 //! What a certificate says (who may have one, which principals) is the
 //! access service's rule (`access::certs`); this module only signs and
-//! checks. [`krl`] writes the revocation list for the hosts' `RevokedKeys`.
+//! checks.
 
 pub mod krl;
 
-use std::path::Path;
-
+use russh::keys::ssh_key;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::{Certificate, HashAlg, PublicKey};
-use russh::keys::{PrivateKey, ssh_key};
 
-use crate::ssh_host_key::{self, HostKeyError};
+use crate::keys::ssh_user_ca::UserCa;
 
-/// The CA key's file name under `state_dir`.
-pub const CA_KEY_FILE: &str = "ssh_user_ca_ed25519_key";
 /// The extension a login needs, and the only one certificates carry.
 pub const EXTENSIONS: &[&str] = &["permit-pty"];
 /// How far back a certificate's validity starts (clock skew).
@@ -69,13 +66,6 @@ impl CertRefusal {
     }
 }
 
-/// The CA: its key. Never log it: [`UserCa::public_line`] and
-/// [`UserCa::fingerprint`] are what may be shown.
-#[derive(Clone)]
-pub struct UserCa {
-    key: PrivateKey,
-}
-
 /// What a certificate is for; the access service fills it in.
 pub struct CertSpec<'a> {
     pub key: &'a PublicKey,
@@ -89,52 +79,6 @@ pub struct CertSpec<'a> {
 }
 
 impl UserCa {
-    pub fn new(key: PrivateKey) -> Self {
-        Self { key }
-    }
-
-    /// The local CA key, made now (0600) if there is none.
-    pub fn load_or_create_local(state_dir: &Path) -> Result<Self, HostKeyError> {
-        ssh_host_key::load_or_create_key(state_dir, CA_KEY_FILE, "the SSH user CA key")
-            .map(Self::new)
-    }
-
-    /// The local CA key, if there is one.
-    pub fn load_local(state_dir: &Path) -> Result<Option<Self>, HostKeyError> {
-        if !state_dir.join(CA_KEY_FILE).exists() {
-            return Ok(None);
-        }
-        Self::load_or_create_local(state_dir).map(Some)
-    }
-
-    /// Makes this the local copy, replacing another atomically.
-    pub fn store_local(&self, state_dir: &Path) -> Result<(), HostKeyError> {
-        ssh_host_key::store_key(&self.key, state_dir, CA_KEY_FILE)
-    }
-
-    /// The private key. Never log it.
-    pub fn private_key(&self) -> &PrivateKey {
-        &self.key
-    }
-
-    /// `ssh-ed25519 AAAA... gatehouse-user-ca@<gateway>`, for
-    /// `TrustedUserCAKeys`.
-    pub fn public_line(&self, gateway: &str) -> String {
-        let mut public = self.key.public_key().clone();
-        public.set_comment(format!("gatehouse-user-ca@{gateway}"));
-        public.to_openssh().unwrap_or_default()
-    }
-
-    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
-    pub fn fingerprint(&self) -> String {
-        ssh_host_key::fingerprint(self.key.public_key())
-    }
-
-    /// The CA's public key blob (SSH wire encoding), as a KRL names it.
-    pub fn public_blob(&self) -> Vec<u8> {
-        self.key.public_key().to_bytes().unwrap_or_default()
-    }
-
     /// Signs a user certificate for `spec`.
     pub fn sign(&self, spec: &CertSpec<'_>) -> Result<Certificate, CaError> {
         let mut nonce = [0u8; 32];
@@ -164,7 +108,7 @@ impl UserCa {
         builder
             .comment(spec.key_id.clone())
             .map_err(CaError::Sign)?;
-        builder.sign(&self.key).map_err(CaError::Sign)
+        builder.sign(self.private_key()).map_err(CaError::Sign)
     }
 
     /// Checks a certificate the jump host is shown by `user`: signed by
@@ -173,7 +117,7 @@ impl UserCa {
     /// enforce: it names the addresses a certificate is used *from* on its
     /// second hop, the jump host being the first).
     pub fn check(&self, cert: &Certificate, key_id: &str, now: u64) -> Result<(), CertRefusal> {
-        let ours = self.key.public_key().fingerprint(HashAlg::Sha256);
+        let ours = self.private_key().public_key().fingerprint(HashAlg::Sha256);
         if cert.signature_key().fingerprint(HashAlg::Sha256) != ours {
             return Err(CertRefusal::OtherCa);
         }
@@ -215,6 +159,7 @@ pub fn sshd_snippet(gateway: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use russh::keys::PrivateKey;
     use russh::keys::ssh_key::private::Ed25519Keypair;
 
     fn ca(seed: u8) -> UserCa {
@@ -273,21 +218,5 @@ mod tests {
             line.starts_with("ssh-ed25519 ") && line.ends_with(" gatehouse-user-ca@gw"),
             "{line}"
         );
-    }
-
-    /// The CA key is made once, 0600, and read back the same.
-    #[test]
-    fn the_local_ca_key_is_made_once_and_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        assert!(UserCa::load_local(dir.path()).unwrap().is_none());
-        let first = UserCa::load_or_create_local(dir.path()).unwrap();
-        let again = UserCa::load_local(dir.path()).unwrap().unwrap();
-        assert_eq!(first.fingerprint(), again.fingerprint());
-        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
     }
 }

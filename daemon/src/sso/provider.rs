@@ -98,7 +98,7 @@ pub enum SetupError {
     #[error("cannot use oidc.client_secret_file {path}: {reason}")]
     Secret {
         path: std::path::PathBuf,
-        reason: crate::private_file::PrivateFileError,
+        reason: crate::keys::private_file::PrivateFileError,
     },
     #[error("cannot read oidc.ca_file {path}: {reason}")]
     Ca {
@@ -603,7 +603,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// The client secret: a 0600 file, trimmed.
 fn read_secret(path: &Path) -> Result<ClientSecret, SetupError> {
-    crate::private_file::read_private_text(path, true)
+    crate::keys::private_file::PrivateFile::new(path)
+        .read_value(true)
         .map(ClientSecret::new)
         .map_err(|reason| SetupError::Secret {
             path: path.to_path_buf(),

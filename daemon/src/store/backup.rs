@@ -256,7 +256,7 @@ mod tests {
 
         // Without the key that sealed its TOTP secrets, nothing moves.
         let mut other = opts.clone();
-        other.secrets = std::sync::Arc::new(crate::secrets_key::SecretsKey::generate().unwrap());
+        other.secrets = std::sync::Arc::new(crate::keys::secrets::SecretsKey::generate().unwrap());
         let err = restore(&other, &file, 41).unwrap_err();
         assert!(
             err.to_string().contains("sealed with another secrets key"),

@@ -140,7 +140,7 @@ pub enum StoreError {
     #[error("cannot seal the TOTP secret of user {user:?}: {source}")]
     SecretSeal {
         user: String,
-        source: crate::secrets_key::SealError,
+        source: crate::keys::secrets::SealError,
     },
 
     /// A stored TOTP secret does not open with this gateway's secrets key.
@@ -149,7 +149,7 @@ pub enum StoreError {
     )]
     SecretOpen {
         user: String,
-        source: crate::secrets_key::SealError,
+        source: crate::keys::secrets::SealError,
     },
 
     /// No stored TOTP secret opens: the key is not the one that sealed them.

@@ -17,7 +17,7 @@
 //! on the next write or start, never lost, because the database has it.
 //!
 //! TOTP secrets are kept sealed with the secrets key the options carry
-//! ([`crate::secrets_key`], never in the database) and opened as they are
+//! ([`crate::keys::secrets`], never in the database) and opened as they are
 //! read; opening refuses a database whose secrets that key does not open,
 //! and seals any left in plaintext by an older accessd.
 //!
@@ -74,7 +74,8 @@ pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};
 
 use crate::audit::mirror;
-use crate::secrets_key::SecretsKey;
+use crate::keys::private_file::PrivateFile;
+use crate::keys::secrets::SecretsKey;
 use db::Conn;
 
 /// File name of the database inside the state directory.
@@ -604,7 +605,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(file_error("stat"))?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
+    if !PrivateFile::mode_is_private(mode) {
         tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "database file was readable by others; setting mode 0600");
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
             .map_err(file_error("set permissions of"))?;

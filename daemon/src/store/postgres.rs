@@ -139,10 +139,12 @@ impl PgOptions {
 }
 
 fn read_password_file(path: &Path) -> Result<String, PgConfigError> {
-    crate::private_file::read_private_text(path, false).map_err(|err| PgConfigError::PasswordFile {
-        path: path.to_path_buf(),
-        reason: err.to_string(),
-    })
+    crate::keys::private_file::PrivateFile::new(path)
+        .read_value(false)
+        .map_err(|err| PgConfigError::PasswordFile {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })
 }
 
 /// Checks `[store]` offline (the URL, TLS settings, password file and CA

@@ -3,7 +3,7 @@
 //! with `ON DELETE CASCADE`).
 //!
 //! A user's TOTP secret is stored sealed with the secrets key
-//! ([`crate::secrets_key`]), bound to the user's name; callers see it
+//! ([`crate::keys::secrets`]), bound to the user's name; callers see it
 //! opened. A row that does not open is an error, never a missing secret.
 //!
 //! Names are validated by the caller (`gatehouse_config::names`); this module
@@ -15,7 +15,7 @@ use super::db::{Conn, DbError, Row, Value, values};
 use gatehouse_config::api::UserState;
 
 use super::{Reader, StoreError, Writer};
-use crate::secrets_key::{SEALED_PREFIX, SecretsKey};
+use crate::keys::secrets::{SEALED_PREFIX, SecretsKey};
 
 /// A user row. `Debug` never prints the password hash or TOTP secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -579,7 +579,7 @@ fn key_from_row(row: &Row) -> Result<(String, SshKey), DbError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::secrets_key::SecretsKey;
+    use crate::keys::secrets::SecretsKey;
     use crate::store::fixtures::*;
     use crate::store::{NewDevice, Store, hash_token};
 

@@ -14,7 +14,7 @@
 //! - [`monitor`]: connect/disconnect and denial audit records;
 //! - [`uapi`]: the WireGuard UAPI socket, so `wg show` reads our peers.
 //!
-//! Does not own the gateway's key (see [`crate::wg_key`]) or the policy
+//! Does not own the gateway's key (see [`crate::keys::wireguard`]) or the policy
 //! rules (see `gatehouse_config::policy`).
 
 pub mod engine;

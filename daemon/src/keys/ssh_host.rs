@@ -2,17 +2,19 @@
 //! `state_dir`, so clients' `known_hosts` stay valid across restarts; or,
 //! with `ssh.host_key_file`, a key file the operator gives every gateway of
 //! a pair, so clients see one host key whichever of them answers. With
-//! `[aws]` (and no file) its home is SSM (`aws::ssm_key`), the file under
+//! `[aws]` (and no file) its home is SSM ([`super::ssm`]), the file under
 //! `state_dir` its local copy. Loaded at start-up; the jump host serves it,
-//! the portal and `accessctl status` show it.
+//! the portal and `accessctl status` show it. The ed25519 key files here
+//! ([`load_or_create_key`], [`store_key`]) serve the SSH user CA's key too
+//! ([`super::ssh_user_ca`]).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{HashAlg, PrivateKey, PublicKey};
+
+use super::private_file::{PrivateFile, PrivateFileError};
 
 /// File name of the host key inside the state directory.
 pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
@@ -50,6 +52,10 @@ pub enum HostKeyError {
         "ssh.host_key_file {path} is protected by a passphrase: the gateway needs it unencrypted (mode 0600)"
     )]
     Encrypted { path: PathBuf },
+    #[error(
+        "the SSH key {path} is empty: put an unencrypted OpenSSH private key there (mode 0600)"
+    )]
+    Empty { path: PathBuf },
 }
 
 /// The host key `ssh.host_key_file` names (never created: every gateway of
@@ -60,21 +66,9 @@ pub fn load_host_key(file: Option<&Path>, state_dir: &Path) -> Result<PrivateKey
         return load_or_create_host_key(state_dir);
     };
     let path = path.to_path_buf();
-    let meta = match std::fs::metadata(&path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(HostKeyError::Missing { path });
-        }
-        Err(source) => return Err(HostKeyError::Read { path, source }),
+    let Some(text) = PrivateFile::new(&path).read_if_exists()? else {
+        return Err(HostKeyError::Missing { path });
     };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(HostKeyError::Unprotected { path, mode });
-    }
-    let text = std::fs::read_to_string(&path).map_err(|source| HostKeyError::Read {
-        path: path.clone(),
-        source,
-    })?;
     let key = PrivateKey::from_openssh(text.as_bytes()).map_err(|source| HostKeyError::Parse {
         path: path.clone(),
         source,
@@ -92,7 +86,9 @@ pub fn load_or_create_host_key(state_dir: &Path) -> Result<PrivateKey, HostKeyEr
 
 /// Loads the ed25519 key `file` under `state_dir` (`what` it is, for the
 /// log), creating it (mode 0600) if there is none: the host key's and the
-/// user CA's (`ssh_ca`) way.
+/// user CA's ([`super::ssh_user_ca`]) way. Unlike a key file the operator
+/// gives, the copy accessd made is read without a mode check, as it always
+/// has been.
 pub fn load_or_create_key(
     state_dir: &Path,
     file: &str,
@@ -111,19 +107,8 @@ pub fn load_or_create_key(
             )?;
             let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
             let text = host_key_to_openssh(&key)?;
-            let write_error = |source| HostKeyError::Write {
-                path: path.clone(),
-                source,
-            };
             // create_new: never overwrite a key another process just wrote.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(write_error)?;
-            file.write_all(text.as_bytes()).map_err(write_error)?;
-            file.sync_all().map_err(write_error)?;
+            PrivateFile::new(&path).create_new(text.as_bytes())?;
             tracing::info!(path = %path.display(), fingerprint = %fingerprint(key.public_key()), "created {what}");
             Ok(key)
         }
@@ -161,28 +146,24 @@ pub fn store_host_key(key: &PrivateKey, state_dir: &Path) -> Result<(), HostKeyE
 
 /// Makes `key` the file `file` under `state_dir`, as [`store_host_key`].
 pub fn store_key(key: &PrivateKey, state_dir: &Path, file: &str) -> Result<(), HostKeyError> {
-    let path = state_dir.join(file);
-    let fresh = state_dir.join(format!("{file}.new"));
     let text = host_key_to_openssh(key)?;
-    let write_error = |source| HostKeyError::Write {
-        path: path.clone(),
-        source,
-    };
-    let _ = std::fs::remove_file(&fresh);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&fresh)
-        .map_err(write_error)?;
-    file.write_all(text.as_bytes()).map_err(write_error)?;
-    file.sync_all().map_err(write_error)?;
-    std::fs::rename(&fresh, &path).map_err(write_error)
+    Ok(PrivateFile::new(&state_dir.join(file)).replace(text.as_bytes())?)
 }
 
 /// `SHA256:...`, as `ssh-keygen -lf` prints it.
 pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+impl From<PrivateFileError> for HostKeyError {
+    fn from(err: PrivateFileError) -> Self {
+        match err {
+            PrivateFileError::Read { path, source } => Self::Read { path, source },
+            PrivateFileError::Write { path, source } => Self::Write { path, source },
+            PrivateFileError::Unprotected { path, mode } => Self::Unprotected { path, mode },
+            PrivateFileError::Empty { path } => Self::Empty { path },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //!
 //! Where the key lives: `gateway.secrets_key_file`, a 0600 file the operator
 //! makes and gives both gateways of a pair (never created here); with
-//! `[aws]` and no such file, an SSM SecureString (`crate::aws::ssm_key`)
+//! `[aws]` and no such file, an SSM SecureString ([`super::ssm`])
 //! with a local copy under `state_dir`; otherwise `state_dir/secrets.key`,
 //! made 0600 on first start. Does not own what is sealed, nor when (the
 //! store seals and opens).
@@ -15,9 +15,6 @@
 //! binds it to its row, so a sealed secret copied to another row does not
 //! open.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -25,6 +22,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
+
+use super::private_file::{PrivateFile, PrivateFileError};
 
 /// File name of the key (or of SSM's local copy) under `state_dir`.
 pub const KEY_FILE: &str = "secrets.key";
@@ -192,10 +191,7 @@ impl SecretsKey {
     /// atomically (a new 0600 file renamed over the old): SSM's local copy.
     pub fn store(&self, state_dir: &Path) -> Result<(), SecretsKeyError> {
         let path = state_dir.join(KEY_FILE);
-        let fresh = state_dir.join(format!("{KEY_FILE}.new"));
-        let _ = std::fs::remove_file(&fresh);
-        self.save(&fresh)?;
-        std::fs::rename(&fresh, &path).map_err(|source| SecretsKeyError::Write { path, source })
+        Ok(PrivateFile::new(&path).replace(self.file_text().as_bytes())?)
     }
 
     fn from_bytes(bytes: [u8; 32]) -> Self {
@@ -209,20 +205,12 @@ impl SecretsKey {
 
     /// Writes the key to a new file created 0600; never replaces one.
     fn save(&self, path: &Path) -> Result<(), SecretsKeyError> {
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
-            file.write_all(self.to_base64().as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()
-        };
-        write().map_err(|source| SecretsKeyError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(PrivateFile::new(path).create_new(self.file_text().as_bytes())?)
+    }
+
+    /// The key file's content. Never log it.
+    fn file_text(&self) -> String {
+        format!("{}\n", self.to_base64())
     }
 }
 
@@ -232,25 +220,22 @@ impl std::fmt::Debug for SecretsKey {
     }
 }
 
+impl From<PrivateFileError> for SecretsKeyError {
+    fn from(err: PrivateFileError) -> Self {
+        match err {
+            PrivateFileError::Read { path, source } => Self::Read { path, source },
+            PrivateFileError::Write { path, source } => Self::Write { path, source },
+            PrivateFileError::Unprotected { path, mode } => Self::Unprotected { path, mode },
+            PrivateFileError::Empty { path } => Self::Malformed { path },
+        }
+    }
+}
+
 /// The key in `path`; `None` when there is no such file.
 fn read_private(path: &Path) -> Result<Option<SecretsKey>, SecretsKeyError> {
-    let read_error = |source| SecretsKeyError::Read {
-        path: path.to_path_buf(),
-        source,
+    let Some(text) = PrivateFile::new(path).read_if_exists()? else {
+        return Ok(None);
     };
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(read_error(source)),
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(SecretsKeyError::Unprotected {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
     SecretsKey::from_base64(&text)
         .map(Some)
         .ok_or_else(|| SecretsKeyError::Malformed {
@@ -261,6 +246,8 @@ fn read_private(path: &Path) -> Result<Option<SecretsKey>, SecretsKeyError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const SECRET: &str = "JBSWY3DPEHPK3PXP";

@@ -1,16 +1,15 @@
 //! The gateway's WireGuard static key: generated once, kept in
 //! `state_dir/wireguard.key` (base64, mode 0600), so every client config
 //! stays valid across restarts. With an `[aws]` section its home is SSM
-//! (`crate::aws::ssm_key`) and this file is the local copy.
+//! ([`super::ssm`]) and this file is the local copy.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use x25519_dalek::{PublicKey, StaticSecret};
+
+use super::private_file::{PrivateFile, PrivateFileError};
 
 /// File name of the key under `state_dir`.
 pub const KEY_FILE: &str = "wireguard.key";
@@ -23,7 +22,7 @@ pub struct GatewayKey {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum WireGuardKeyError {
     #[error("cannot read the WireGuard key {path}: {source}")]
     Read {
         path: PathBuf,
@@ -52,9 +51,9 @@ impl GatewayKey {
     /// The key in `vpn.private_key_file`, which the operator shares between
     /// the gateways of a pair: never created here, refused when group or
     /// others can read it.
-    pub fn load_shared(path: &Path) -> Result<Self, KeyError> {
+    pub fn load_shared(path: &Path) -> Result<Self, WireGuardKeyError> {
         if !path.exists() {
-            return Err(KeyError::MissingShared {
+            return Err(WireGuardKeyError::MissingShared {
                 path: path.to_path_buf(),
             });
         }
@@ -62,7 +61,7 @@ impl GatewayKey {
     }
 
     /// Loads the key from `state_dir`, generating and saving it on first start.
-    pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
+    pub fn load_or_create(state_dir: &Path) -> Result<Self, WireGuardKeyError> {
         let path = state_dir.join(KEY_FILE);
         if path.exists() {
             return Self::load_existing(&path);
@@ -73,27 +72,11 @@ impl GatewayKey {
         Ok(key)
     }
 
-    fn load_existing(path: &Path) -> Result<Self, KeyError> {
-        let path = path.to_path_buf();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let mode = std::fs::metadata(&path)
-                    .map_err(|source| KeyError::Read {
-                        path: path.clone(),
-                        source,
-                    })?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::TooOpen {
-                        path,
-                        mode: mode & 0o777,
-                    });
-                }
-                Self::from_base64(text.trim()).ok_or(KeyError::Malformed { path })
-            }
-            Err(source) => Err(KeyError::Read { path, source }),
-        }
+    fn load_existing(path: &Path) -> Result<Self, WireGuardKeyError> {
+        let text = PrivateFile::new(path).read()?;
+        Self::from_base64(text.trim()).ok_or(WireGuardKeyError::Malformed {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn generate() -> Self {
@@ -124,30 +107,19 @@ impl GatewayKey {
 
     /// Makes this the key in `state_dir`, replacing another one atomically
     /// (a new 0600 file renamed over the old): used when SSM holds the key.
-    pub fn store(&self, state_dir: &Path) -> Result<(), KeyError> {
+    pub fn store(&self, state_dir: &Path) -> Result<(), WireGuardKeyError> {
         let path = state_dir.join(KEY_FILE);
-        let fresh = state_dir.join(format!("{KEY_FILE}.new"));
-        let _ = std::fs::remove_file(&fresh);
-        self.save(&fresh)?;
-        std::fs::rename(&fresh, &path).map_err(|source| KeyError::Write { path, source })
+        Ok(PrivateFile::new(&path).replace(self.file_text().as_bytes())?)
     }
 
     /// Writes the key to a new file created 0600; never replaces an existing one.
-    fn save(&self, path: &Path) -> Result<(), KeyError> {
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
-            file.write_all(BASE64.encode(self.secret.to_bytes()).as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()
-        };
-        write().map_err(|source| KeyError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    fn save(&self, path: &Path) -> Result<(), WireGuardKeyError> {
+        Ok(PrivateFile::new(path).create_new(self.file_text().as_bytes())?)
+    }
+
+    /// The key file's content. Never log it.
+    fn file_text(&self) -> String {
+        format!("{}\n", self.private_base64())
     }
 }
 
@@ -160,6 +132,17 @@ impl std::fmt::Debug for GatewayKey {
     }
 }
 
+impl From<PrivateFileError> for WireGuardKeyError {
+    fn from(err: PrivateFileError) -> Self {
+        match err {
+            PrivateFileError::Read { path, source } => Self::Read { path, source },
+            PrivateFileError::Write { path, source } => Self::Write { path, source },
+            PrivateFileError::Unprotected { path, mode } => Self::TooOpen { path, mode },
+            PrivateFileError::Empty { path } => Self::Malformed { path },
+        }
+    }
+}
+
 /// True when `text` is a WireGuard public key: 32 bytes of standard base64.
 pub fn is_public_key(text: &str) -> bool {
     BASE64.decode(text).is_ok_and(|bytes| bytes.len() == 32)
@@ -167,6 +150,8 @@ pub fn is_public_key(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -211,13 +196,13 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             GatewayKey::load_or_create(dir.path()),
-            Err(KeyError::TooOpen { .. })
+            Err(WireGuardKeyError::TooOpen { .. })
         ));
         std::fs::write(&path, "not base64").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             GatewayKey::load_or_create(dir.path()),
-            Err(KeyError::Malformed { .. })
+            Err(WireGuardKeyError::Malformed { .. })
         ));
     }
 

@@ -1,23 +1,29 @@
 //! accessd: the gatehouse access gateway daemon.
 //!
 //! Layout, in layers; a module imports only from its own layer or below,
-//! and no two subsystem folders import each other (`tests/layers.rs` in
-//! this crate checks it):
+//! and no two modules import each other, even through others.
+//! [`LAYERS`] is this map as data: `tests/layers.rs` in this crate fails on
+//! an import that goes up a layer, on a cycle, and on a `pub mod` the map
+//! does not name.
 //!
 //! 1. **Start-up** — [`run`] (this file) binds every listener, builds the
-//!    core, starts each subsystem under its own child token, records what
-//!    runs in [`running::Running`], and owns shutdown.
+//!    core, starts each subsystem under its own child token, and owns
+//!    shutdown.
 //! 2. **Front doors** — each parses, calls a service, renders:
 //!    - [`admin`]: the admin API on a Unix socket, for `accessctl`;
-//!    - [`portal`]: the HTTPS portal: enrollment, login (argon2id + TOTP),
-//!      a member's devices with keys made in the browser.
+//!    - [`portal`]: the HTTPS portal: enrollment, login (argon2id + TOTP,
+//!      or the team's identity provider), a member's devices with keys
+//!      made in the browser;
+//!    - [`running`]: what start-up started, handed to the admin API.
 //! 3. **Services and subsystems** — each takes a [`gateway::Core`]:
 //!    - [`access`]: every operation more than one door performs (devices,
-//!      device configs, users, a user's access, enrollment links, what
-//!      clients connect to) — written once;
+//!      device configs, users, a user's access, enrollment links, SSO
+//!      members, SSH certificates, what clients connect to) — written once;
 //!    - [`vpn`]: the WireGuard data plane (boringtun) with per-packet policy;
 //!    - [`ssh`]: the SSH jump host (russh): direct-tcpip only, same policy;
-//!    - [`aws`]: the AWS provisioner (plan/apply, the key in SSM); idle
+//!    - [`sso`]: the team's OpenID provider: discovery, the code flow, the
+//!      ID token's checks;
+//!    - [`aws`]: the AWS provisioner (plan/apply, the keys in SSM); idle
 //!      without `[aws]`;
 //!    - [`ha`]: which gateway of an HA pair is active: the role's rules
 //!      without I/O, its loop, the lease in the shared database; idle
@@ -27,22 +33,55 @@
 //!    - [`metrics`]: Prometheus metrics of the data plane;
 //!    - [`systemd`]: readiness, stopping and watchdog notifications.
 //! 4. **Core** — [`gateway`]: the running config and its reload, the store,
-//!    the identity keys, the AWS state it remembers. Imports no subsystem.
+//!    the identity keys, the login budgets, the AWS state it remembers.
+//!    Imports no subsystem.
 //! 5. **Foundations** — [`store`] (SQLite, or PostgreSQL shared by an HA
-//!    pair; every change commits with its audit record), [`audit`] (the hash chain, the mirror, and the one
-//!    vocabulary of kinds, actors and sources), [`keys`] (the identity
-//!    keys: WireGuard, SSH host, SSH user CA, the secrets key that seals
-//!    what the store keeps, the portal's TLS pair; their files, their home
-//!    in SSM, and which home wins at start), [`ssh_ca`] (signing and
-//!    checking SSH certificates with the CA key), [`ssh_keys`] (users'
+//!    pair; every change commits with its audit record), [`audit`] (the
+//!    hash chain, the mirror, and the one vocabulary of kinds, actors and
+//!    sources), [`auth`] (member authentication: a member's standing, login
+//!    budgets charged before judging, the TOTP step, refusals), [`keys`]
+//!    (the identity keys: WireGuard, SSH host, SSH user CA, the secrets key
+//!    that seals what the store keeps, the portal's TLS pair; their files,
+//!    their home in SSM, and which home wins at start), [`ssh_ca`] (signing
+//!    and checking SSH certificates with the CA key), [`ssh_keys`] (users'
 //!    OpenSSH keys), [`totp`], [`host_addrs`] (the host's own addresses,
-//!    always refused), [`time_fmt`].
+//!    always refused), [`capped_listener`] (connection caps per source),
+//!    [`time_fmt`].
 //!
 //! Tasks: one root [`CancellationToken`], one [`TaskTracker`]; nothing is
 //! spawned detached. Shutdown cancels, waits with a grace timeout, and writes
 //! the audit log's last record before the store is dropped.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+/// The layer map above, top first: each layer's modules. A module imports
+/// only from its own layer or below (`tests/layers.rs`). Start-up is this
+/// file and `main.rs`.
+pub const LAYERS: &[(&str, &[&str])] = &[
+    ("front doors", &["admin", "portal", "running"]),
+    (
+        "services and subsystems",
+        &[
+            "access", "vpn", "ssh", "sso", "aws", "ha", "takeover", "metrics", "systemd",
+        ],
+    ),
+    ("core", &["gateway"]),
+    (
+        "foundations",
+        &[
+            "store",
+            "audit",
+            "auth",
+            "keys",
+            "ssh_ca",
+            "ssh_keys",
+            "totp",
+            "host_addrs",
+            "capped_listener",
+            "time_fmt",
+        ],
+    ),
+];
 
 pub mod access;
 pub mod admin;

@@ -1,10 +1,14 @@
-//! An architectural rule, checked: the daemon's modules form layers.
-//! - No import cycle between the top-level modules of `daemon/src`
-//!   (`crate::X`), nor between the files of one subsystem folder
-//!   (`super::X`).
-//! - The core (`gateway`) imports no subsystem.
-//! - The identity keys (`keys`) import nothing of the daemon's, and only
-//!   start-up names the portal.
+//! An architectural rule, checked: the daemon's modules form the layers
+//! of the map in `lib.rs` ([`accessd::LAYERS`]).
+//! - Every `pub mod` of `lib.rs` is in exactly one layer, and every module
+//!   the map names exists.
+//! - No top-level module imports (`crate::X`) a module of a layer above
+//!   its own.
+//! - No import cycle between the top-level modules, nor between the files
+//!   of one subsystem folder (`super::X`).
+//! - The identity keys (`keys`) import nothing of the daemon's.
+//! - Nobody outside `auth`, `access` and `store` decides a member's
+//!   standing from their row.
 //!
 //! Start-up (`lib.rs`, `main.rs`) and the test fixture (`testing.rs`) wire
 //! everything together and are left out; so are unit-test modules.
@@ -15,19 +19,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The modules the core must not import.
-const SUBSYSTEMS: &[&str] = &[
-    "access", "admin", "aws", "ha", "metrics", "portal", "running", "ssh", "sso", "systemd",
-    "takeover", "vpn",
-];
+#[test]
+fn the_map_names_every_module_once() {
+    let problems = unmapped(
+        accessd::LAYERS,
+        &pub_mods(&fs::read_to_string(src().join("lib.rs")).unwrap()),
+    );
+    assert!(
+        problems.is_empty(),
+        "lib.rs's LAYERS and its pub mods differ:\n{}",
+        problems.join("\n")
+    );
+}
 
 #[test]
-fn top_level_modules_have_no_import_cycle() {
+fn no_module_imports_from_a_layer_above_its_own() {
     let graph = crate_graph();
     assert!(
         graph.contains_key("access") && graph.contains_key("gateway"),
         "{graph:?}"
     );
+    let upward = upward_imports(accessd::LAYERS, &graph);
+    assert!(
+        upward.is_empty(),
+        "imports that go up a layer:\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn top_level_modules_have_no_import_cycle() {
+    let graph = crate_graph();
     if let Some(cycle) = find_cycle(&graph) {
         panic!(
             "import cycle between daemon modules: {}",
@@ -36,33 +58,118 @@ fn top_level_modules_have_no_import_cycle() {
     }
 }
 
+/// The identity keys are the bottom of the foundations: `keys` imports
+/// nothing of the daemon's.
 #[test]
-fn the_core_imports_no_subsystem() {
-    let graph = crate_graph();
-    let used: Vec<&String> = graph["gateway"]
-        .iter()
-        .filter(|m| SUBSYSTEMS.contains(&m.as_str()))
-        .collect();
-    assert!(used.is_empty(), "gateway (the core) imports {used:?}");
-}
-
-/// The identity keys are a foundation: `keys` imports nothing of the
-/// daemon's, and no subsystem reaches up into the portal (a front door)
-/// for them; only `running` (what start-up started) names it.
-#[test]
-fn the_keys_stand_alone_and_nothing_below_reaches_up_into_the_portal() {
+fn the_keys_stand_alone() {
     let graph = crate_graph();
     assert!(
         graph["keys"].is_empty(),
         "keys (a foundation) imports {:?}",
         graph["keys"]
     );
-    let reaching_up: Vec<&String> = graph
+}
+
+/// The checker catches both faults: an import that goes up a layer (as
+/// `aws` importing `portal::tls` did), and a module the map does not name
+/// (as `sso` was).
+#[test]
+fn the_layer_checker_sees_an_upward_import_and_an_unnamed_module() {
+    let layers: &[(&str, &[&str])] = &[
+        ("doors", &["portal"]),
+        ("subsystems", &["aws", "vpn"]),
+        ("foundations", &["store"]),
+    ];
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    graph
+        .entry("portal".into())
+        .or_default()
+        .insert("aws".into());
+    graph
+        .entry("aws".into())
+        .or_default()
+        .insert("store".into());
+    graph.entry("vpn".into()).or_default().insert("aws".into());
+    assert!(upward_imports(layers, &graph).is_empty());
+    graph
+        .entry("aws".into())
+        .or_default()
+        .insert("portal".into());
+    assert_eq!(
+        upward_imports(layers, &graph),
+        ["aws (subsystems) imports portal (doors)"]
+    );
+    let lib = "pub mod aws;\npub mod portal;\n#[cfg(test)]\npub mod testing;\npub mod sso;\npub mod store;\nmod private;\n";
+    assert_eq!(
+        pub_mods(lib),
+        BTreeSet::from(["aws", "portal", "sso", "store"].map(String::from))
+    );
+    assert_eq!(
+        unmapped(layers, &pub_mods(lib)),
+        [
+            "sso is a pub mod the map does not name",
+            "vpn is in the map but is no pub mod"
+        ]
+    );
+}
+
+/// `X imports Y` for each import of a module from a layer above X's.
+fn upward_imports(
+    layers: &[(&str, &[&str])],
+    graph: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let layer_of = |module: &str| {
+        layers
+            .iter()
+            .position(|(_, modules)| modules.contains(&module))
+    };
+    let mut found = Vec::new();
+    for (module, uses) in graph {
+        let Some(own) = layer_of(module) else {
+            continue;
+        };
+        for used in uses {
+            if let Some(theirs) = layer_of(used).filter(|theirs| *theirs < own) {
+                found.push(format!(
+                    "{module} ({}) imports {used} ({})",
+                    layers[own].0, layers[theirs].0
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// The differences between the map and the `pub mod`s.
+fn unmapped(layers: &[(&str, &[&str])], mods: &BTreeSet<String>) -> Vec<String> {
+    let named: Vec<&str> = layers.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    let mut problems = Vec::new();
+    for module in mods {
+        match named.iter().filter(|n| **n == module.as_str()).count() {
+            0 => problems.push(format!("{module} is a pub mod the map does not name")),
+            1 => {}
+            _ => problems.push(format!("{module} is in more than one layer")),
+        }
+    }
+    for name in named {
+        if !mods.contains(name) {
+            problems.push(format!("{name} is in the map but is no pub mod"));
+        }
+    }
+    problems.sort();
+    problems
+}
+
+/// The `pub mod`s of `lib.rs`, without those only built for tests.
+fn pub_mods(lib: &str) -> BTreeSet<String> {
+    let lines: Vec<&str> = lib.lines().map(str::trim).collect();
+    lines
         .iter()
-        .filter(|(module, uses)| uses.contains("portal") && module.as_str() != "running")
-        .map(|(module, _)| module)
-        .collect();
-    assert!(reaching_up.is_empty(), "{reaching_up:?} import the portal");
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || lines[i - 1] != "#[cfg(test)]")
+        .filter_map(|(_, line)| line.strip_prefix("pub mod "))
+        .map(|rest| rest.trim_end_matches(';').to_string())
+        .collect()
 }
 
 #[test]

@@ -190,6 +190,8 @@ mod tests {
                 "app-admins".to_string(),
                 rule(&["10.0.2.0/24"], Some(&[22, 3001])),
             ),
+            // A database group: its own port only, on both paths.
+            ("db".to_string(), rule(&["10.0.5.0/24"], Some(&[5432]))),
             // Would open metadata and loopback if the policy let it.
             (
                 "evil".to_string(),
@@ -270,6 +272,50 @@ mod tests {
             check(&all, "::ffff:10.0.1.10", 22).unwrap_err().code(),
             "gateway_address"
         );
+    }
+
+    /// Review finding 8: a group limited to `ports = [5432]` got port 22
+    /// through the jump host (from `ssh.allowed_ports`) although its VPN
+    /// packets to 22 are dropped. A group's `ports`, when set, are the
+    /// whole list for its hosts on both paths.
+    #[test]
+    fn a_groups_ports_are_the_whole_list_for_its_hosts() {
+        assert_eq!(check(&["db"], "10.0.5.7", 5432), Ok(()));
+        assert_eq!(
+            check(&["db"], "10.0.5.7", 22).unwrap_err(),
+            TargetDenied::Port {
+                addr: ip("10.0.5.7"),
+                port: 22
+            }
+        );
+        // A group without `ports` over the same hosts still opens
+        // ssh.allowed_ports there.
+        let policy = Policy::new([
+            (
+                "db".to_string(),
+                GroupRule {
+                    subnets: vec!["10.0.5.0/24".parse().unwrap()],
+                    ports: Some([5432].into_iter().collect()),
+                },
+            ),
+            (
+                "ops".to_string(),
+                GroupRule {
+                    subnets: vec!["10.0.5.0/24".parse().unwrap()],
+                    ports: None,
+                },
+            ),
+        ]);
+        let groups = ["db".to_string(), "ops".to_string()];
+        let both = TargetPolicy {
+            policy: &policy,
+            user_groups: &groups,
+            allowed_ports: &[22],
+            local_addrs: &[],
+        };
+        assert_eq!(both.check(ip("10.0.5.7"), 22), Ok(()));
+        assert_eq!(both.check(ip("10.0.5.7"), 5432), Ok(()));
+        assert!(both.check(ip("10.0.5.7"), 80).is_err());
     }
 
     #[test]

@@ -81,19 +81,14 @@ impl TargetPolicy<'_> {
         let access = self.policy.access_for(self.user_groups);
         // Address only: a group's port list is applied below, the SSH way.
         access.check_address(addr).map_err(deny)?;
-        if self.allowed_ports.contains(&port) {
-            return Ok(());
-        }
         let group_opens_port = self
             .user_groups
             .iter()
             .filter_map(|name| self.policy.group(name))
-            .any(|rule| {
-                rule.subnets.iter().any(|net| net.contains(&addr))
-                    && rule
-                        .ports
-                        .as_ref()
-                        .is_some_and(|ports| ports.contains(&port))
+            .filter(|rule| rule.subnets.iter().any(|net| net.contains(&addr)))
+            .any(|rule| match &rule.ports {
+                Some(ports) => ports.contains(&port),
+                None => self.allowed_ports.contains(&port),
             });
         if group_opens_port {
             Ok(())
@@ -164,7 +159,7 @@ impl fmt::Display for TargetDenied {
             Self::Address { addr, reason } => write!(f, "{addr} is refused: {reason}"),
             Self::Port { addr, port } => write!(
                 f,
-                "port {port} of {addr} is not open through the jump host (ssh.allowed_ports or a group's ports)"
+                "port {port} of {addr} is not open through the jump host (a group's ports, or ssh.allowed_ports for a group without ports)"
             ),
         }
     }
@@ -319,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn port_rule_is_allowed_ports_or_a_matching_groups_ports() {
+    fn port_rule_is_a_matching_groups_ports_or_allowed_ports() {
         // A group without `ports` opens only ssh.allowed_ports here.
         assert_eq!(
             check(&["research"], "10.0.3.140", 80).unwrap_err(),

@@ -330,15 +330,38 @@ impl Daemon {
         serde_json::from_str(&self.ctl_ok(&all)).unwrap()
     }
 
-    /// `accessctl --json audit <args>`: one record per line, parsed.
+    /// `accessctl --json audit <args>`: one record per line, parsed, oldest
+    /// first.
     pub fn audit_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut all = vec!["--json", "audit"];
         all.extend_from_slice(args);
         self.ctl_ok(&all)
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
             .collect()
+    }
+
+    /// The records of `kind` and its sub-kinds (`ssh` holds `ssh.auth.fail`),
+    /// oldest first: exactly what `accessctl audit --kind` selects.
+    pub fn audit_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        let records = self.audit_json(&["--kind", kind]);
+        // Without --limit accessd answers with its largest page, the newest
+        // records; a full page may have dropped older ones, so say so.
+        assert!(
+            records.len() < AUDIT_PAGE_MAX,
+            "{kind}: {} records, a full page: older ones may be cut off",
+            records.len()
+        );
+        records
+    }
+
+    /// The records of exactly `kind`, not its sub-kinds (`aws.change`
+    /// without `aws.change.fail`), oldest first.
+    pub fn audit_of_exactly(&self, kind: &str) -> Vec<serde_json::Value> {
+        let mut records = self.audit_of(kind);
+        records.retain(|r| r["kind"] == kind);
+        records
     }
 
     /// The process id while it runs (for CPU and memory readings).
@@ -415,3 +438,7 @@ pub fn ssh_public_key(dir: &Path, name: &str) -> Option<String> {
         .then(|| std::fs::read_to_string(path.with_extension("pub")).ok())
         .flatten()
 }
+
+/// The most records one audit query returns, and what it returns without
+/// `--limit` (`AUDIT_PAGE_MAX` in daemon/src/admin/system.rs).
+const AUDIT_PAGE_MAX: usize = 10_000;

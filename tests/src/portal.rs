@@ -286,16 +286,6 @@ pub fn conf_value<'a>(conf: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} line in:\n{conf}"))
 }
 
-/// Every audit record of `kind`, as JSON.
-pub fn audit_of(daemon: &Daemon, kind: &str) -> Vec<Value> {
-    daemon
-        .ctl_ok(&["--json", "audit", "--kind", kind])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Text of every file under `dir` (lossy), for "this secret is nowhere" checks.
 pub fn all_file_bytes(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

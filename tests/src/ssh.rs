@@ -17,7 +17,7 @@
 //! - [`SshLab::ssh`] / [`SshLab::scp`] run the client under coreutils'
 //!   `timeout`, so a hang is a result ([`SshRun::timed_out`]) rather than a
 //!   stuck test.
-//! - [`audit`] and [`wait_audit`] read accessd's audit log as JSON records.
+//! - [`wait_audit`] polls accessd's audit log ([`Daemon::audit_of`]) for a record.
 //!
 //! Every process is started through [`Topology::spawn`], so the topology's
 //! `Drop` stops it; files live in the topology's temp dir.
@@ -480,18 +480,7 @@ impl<'t> SshLab<'t> {
     }
 }
 
-/// accessd's audit records whose kind starts with `kind` (`accessctl --json
-/// audit --kind <kind>`: one JSON object per line), oldest first.
-pub fn audit(daemon: &Daemon, kind: &str) -> Vec<Value> {
-    daemon
-        .ctl_ok(&["--json", "audit", "--kind", kind])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
-        .collect()
-}
-
-/// Polls [`audit`] until a record of `kind` satisfies `found`, for at most
+/// Polls [`Daemon::audit_of`] until a record of `kind` satisfies `found`, for at most
 /// `within`; Err carries every record of that kind seen last.
 pub fn wait_audit(
     daemon: &Daemon,
@@ -501,7 +490,7 @@ pub fn wait_audit(
 ) -> Result<Value, Vec<Value>> {
     let deadline = Instant::now() + within;
     loop {
-        let records = audit(daemon, kind);
+        let records = daemon.audit_of(kind);
         if let Some(record) = records.iter().find(|r| found(r)) {
             return Ok(record.clone());
         }

@@ -14,10 +14,6 @@ use gatehouse_tests::{
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-fn audit_lines(daemon: &Daemon, args: &[&str]) -> Vec<Value> {
-    daemon.audit_json(args)
-}
-
 fn my_uid() -> String {
     format!("uid:{}", nix::unistd::geteuid().as_raw())
 }
@@ -92,7 +88,7 @@ fn admin_story_from_user_add_to_a_verified_audit_log() {
         );
     }
 
-    let records = audit_lines(&daemon, &[]);
+    let records = daemon.audit_json(&[]);
     let kinds: Vec<&str> = records
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
@@ -345,7 +341,8 @@ fn a_restart_keeps_users_devices_addresses_keys_and_the_chain() {
         daemon.ctl_json(&["status"])["wireguard_public_key"],
         key_before
     );
-    let kinds: Vec<String> = audit_lines(&daemon, &[])
+    let kinds: Vec<String> = daemon
+        .audit_json(&[])
         .iter()
         .map(|r| r["kind"].as_str().unwrap().to_string())
         .collect();
@@ -409,7 +406,8 @@ fn reload_refuses_an_invalid_file_and_keeps_the_running_config() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let kinds: Vec<String> = audit_lines(&daemon, &["--kind", "config"])
+    let kinds: Vec<String> = daemon
+        .audit_of("config")
         .iter()
         .map(|r| r["kind"].as_str().unwrap().to_string())
         .collect();
@@ -499,7 +497,8 @@ fn user_lifecycle_and_audit_filters() {
     let members = daemon.ctl_json(&["group", "list"]);
     assert_eq!(members[1]["members"], 2, "{members}");
 
-    let grace: Vec<String> = audit_lines(&daemon, &["--user", "grace"])
+    let grace: Vec<String> = daemon
+        .audit_json(&["--user", "grace"])
         .iter()
         .map(|r| r["kind"].as_str().unwrap().to_string())
         .collect();
@@ -508,16 +507,20 @@ fn user_lifecycle_and_audit_filters() {
         expected.push("user.key.remove");
     }
     assert_eq!(grace, expected);
-    assert_eq!(audit_lines(&daemon, &["--kind", "user.add"]).len(), 2);
+    assert_eq!(daemon.audit_of("user.add").len(), 2);
     assert_eq!(
-        audit_lines(&daemon, &["--kind", "user", "--limit", "1"]).len(),
+        daemon.audit_json(&["--kind", "user", "--limit", "1"]).len(),
         1
     );
     assert_eq!(
-        audit_lines(&daemon, &["--since", "1h"]).len(),
-        audit_lines(&daemon, &[]).len()
+        daemon.audit_json(&["--since", "1h"]).len(),
+        daemon.audit_json(&[]).len()
     );
-    assert!(audit_lines(&daemon, &["--until", "2000-01-01T00:00:00Z"]).is_empty());
+    assert!(
+        daemon
+            .audit_json(&["--until", "2000-01-01T00:00:00Z"])
+            .is_empty()
+    );
 
     daemon.ctl_ok(&["user", "remove", "grace"]);
     let out = daemon.ctl(&["user", "show", "grace"]);
@@ -564,7 +567,7 @@ fn no_login_machine_accounts_are_shown_changed_and_audited() {
     let bad = daemon.ctl(&["user", "set-no-login", "runner", "maybe"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 
-    let records = audit_lines(&daemon, &["--user", "runner"]);
+    let records = daemon.audit_json(&["--user", "runner"]);
     assert_eq!(records[0]["kind"], "user.add");
     assert_eq!(records[0]["detail"]["no_login"], true);
     assert_eq!(records[1]["kind"], "user.set_no_login");

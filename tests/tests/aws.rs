@@ -162,22 +162,6 @@ fn actions(plan: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Audit records of `kind` (and its sub-kinds); `--json` prints one per line.
-fn audit_of(gw: &Daemon, kind: &str) -> Vec<Value> {
-    gw.ctl_ok(&["--json", "audit", "--kind", kind, "--limit", "1000"])
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-/// The `aws.change` records (not `aws.change.fail`).
-fn aws_changes(gw: &Daemon) -> Vec<Value> {
-    audit_of(gw, "aws.change")
-        .into_iter()
-        .filter(|r| r["kind"] == "aws.change")
-        .collect()
-}
-
 /// The SSM key's public half, computed by Python (cryptography, a moto dependency).
 fn ssm_public_key(lab: &AwsLab) -> String {
     lab.python(
@@ -268,7 +252,7 @@ fn fresh_apply_creates_exactly_the_footprint_and_a_second_plan_is_empty() {
     // Each change audited as aws.change (plus the four keys stored at
     // start: the WireGuard key, the secrets key, the SSH host key and the
     // portal's self-signed certificate).
-    let audited = aws_changes(&gw);
+    let audited = gw.audit_of_exactly("aws.change");
     assert_eq!(audited.len(), planned.len() + 4, "{audited:#?}");
     let text = serde_json::to_string(&audited).unwrap();
     for parameter in ["wireguard-key", "secrets-key", "ssh-host-key", "portal-tls"] {
@@ -388,7 +372,8 @@ fn drift_is_planned_with_reasons_and_repaired() {
         actions(&gw.ctl_json(&["aws", "plan"])),
         Vec::<String>::new()
     );
-    let revoked = aws_changes(&gw)
+    let revoked = gw
+        .audit_of_exactly("aws.change")
         .iter()
         .any(|r| r["detail"]["change"].as_str() == Some("revoke ingress TCP 22 from 0.0.0.0/0"));
     assert!(revoked, "the revocation is audited");
@@ -492,9 +477,11 @@ fn other_groups_opening_port_22_wider_are_warned_of_and_detached_only_when_exclu
         "{after:?}"
     );
     assert!(
-        aws_changes(&gw).iter().any(|r| r["detail"]["change"]
-            .as_str()
-            .is_some_and(|c| c.contains(&format!("detach {wide}")))),
+        gw.audit_of_exactly("aws.change")
+            .iter()
+            .any(|r| r["detail"]["change"]
+                .as_str()
+                .is_some_and(|c| c.contains(&format!("detach {wide}")))),
         "the detach is audited"
     );
     assert_eq!(
@@ -584,7 +571,7 @@ fn the_ssm_keys_survive_instance_replacement_and_apply_on_start_moves_the_elasti
     let conf = second.ctl_ok(&["device", "config", "bob", "phone"]);
     assert!(conf.contains(&format!("Endpoint = {eip}:51820")), "{conf}");
     assert!(conf.contains(&format!("PublicKey = {key}")), "{conf}");
-    let audited = aws_changes(&second);
+    let audited = second.audit_of_exactly("aws.change");
     assert!(
         audited.iter().any(|r| r["source"] == "apply_on_start"),
         "{audited:#?}"
@@ -620,7 +607,7 @@ fn an_interrupted_apply_names_the_missing_permission_and_completes_on_rerun() {
         "not associated"
     );
     assert_eq!(partial.route_target, None, "nothing after the failure ran");
-    let failed = audit_of(&gw, "aws.change.fail");
+    let failed = gw.audit_of("aws.change.fail");
     assert_eq!(failed.len(), 1, "{failed:#?}");
 
     let plan = actions(&gw.ctl_json(&["aws", "plan"]));

@@ -17,9 +17,7 @@
 use gatehouse_tests::Daemon;
 use gatehouse_tests::aws::{AwsLab, VPN_PORT, in_netns};
 use gatehouse_tests::browser::{self, Browser};
-use gatehouse_tests::portal::{
-    Portal, add_user, audit_of, conf_value, new_public_key, public_key_of,
-};
+use gatehouse_tests::portal::{Portal, add_user, conf_value, new_public_key, public_key_of};
 use serde_json::{Value, json};
 
 /// What the portal's two doors handed out once the elastic IP was known.
@@ -97,7 +95,7 @@ fn on_an_auto_gateway_the_portal_api_the_browser_and_accessctl_give_the_elastic_
     // Each device is stored with the key its door was given, and each
     // creation is audited alike, told apart only by the door it came through.
     assert_eq!(stored_devices(&gw), stored);
-    let created = audit_of(&gw, "device.create");
+    let created = gw.audit_of("device.create");
     let vias: Vec<(&str, &str)> = created
         .iter()
         .map(|r| {
@@ -159,7 +157,7 @@ fn portal_doors(gw: &Daemon, bob_token: &str, with_browser: bool) -> PortalAnswe
     }
     assert_refused_by_accessctl(gw);
     assert_eq!(gw.ctl_json(&["device", "list"]), json!([]));
-    assert!(audit_of(gw, "device.create").is_empty());
+    assert!(gw.audit_of("device.create").is_empty());
 
     // The provisioner makes the elastic IP; from now on it is the endpoint.
     let applied = gw.ctl_json(&["aws", "apply"]);

@@ -89,7 +89,7 @@ fn start_pair(pg: &PgServer, dir: &std::path::Path) -> (Daemon, Daemon) {
 }
 
 fn kinds(gw: &Daemon) -> Vec<String> {
-    gw.audit_json(&["--kind", "ha"])
+    gw.audit_of("ha")
         .iter()
         .map(|r| {
             format!(
@@ -219,7 +219,7 @@ fn a_paused_active_steps_down_when_it_wakes() {
         assert_eq!(roles, ("standby".to_string(), "active".to_string()));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let records = b.audit_json(&["--kind", "ha.release"]);
+    let records = b.audit_of("ha.release");
     let stepped_down = records
         .iter()
         .any(|r| r["target"] == "gw-a" && r["detail"]["released"] == false);

@@ -483,7 +483,7 @@ fn a_paused_active_steps_down_without_flapping_the_elastic_ip() {
     );
     let stepped_down = pair
         .b
-        .audit_json(&["--kind", "ha.release"])
+        .audit_of("ha.release")
         .iter()
         .any(|r| r["target"] == "gw-a" && r["detail"]["released"] == false);
     assert!(stepped_down, "no step-down of gw-a recorded");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::Daemon;
 use gatehouse_tests::portal::{
-    PASSWORD, Portal, Session, add_user, audit_of, find_in_files, new_public_key, portal_config,
+    PASSWORD, Portal, Session, add_user, find_in_files, new_public_key, portal_config,
     public_key_of,
 };
 use serde_json::{Value, json};
@@ -125,7 +125,7 @@ fn enrollment_rules_single_use_and_expiry() {
     let page = portal.get(&format!("/enroll/{late}"), None);
     assert_eq!(page.status(), 410);
     assert!(page.text().unwrap().contains("has expired"));
-    let enrolled = audit_of(&daemon, "portal.enroll");
+    let enrolled = daemon.audit_of("portal.enroll");
     assert_eq!(enrolled.len(), 1);
     assert_eq!(enrolled[0]["actor"], "carol");
 }
@@ -166,7 +166,8 @@ fn unknown_user_and_wrong_password_look_the_same() {
         mean(&unknown_ms[3..]),
         mean(&wrong_ms[3..]),
     );
-    let reasons: Vec<String> = audit_of(&daemon, "portal.login.fail")
+    let reasons: Vec<String> = daemon
+        .audit_of("portal.login.fail")
         .iter()
         .map(|r| r["detail"]["reason"].as_str().unwrap().to_string())
         .collect();
@@ -205,7 +206,8 @@ fn lockout_after_repeated_failures_and_its_expiry() {
         portal.login("nobody", "wrong password guess", "123456");
     }
     assert_eq!(portal.login("nobody", "x", "123456").status(), 429);
-    let reasons: Vec<Value> = audit_of(&daemon, "portal.login.fail")
+    let reasons: Vec<Value> = daemon
+        .audit_of("portal.login.fail")
         .iter()
         .map(|r| r["detail"]["reason"].clone())
         .collect();
@@ -222,7 +224,7 @@ fn lockout_after_repeated_failures_and_its_expiry() {
     std::thread::sleep(Duration::from_millis(4200));
     let session = portal.login_ok(&mut bob);
     assert!(!session.csrf.is_empty());
-    let ok = audit_of(&daemon, "portal.login.ok");
+    let ok = daemon.audit_of("portal.login.ok");
     assert_eq!(ok.len(), 1);
     assert_eq!(ok[0]["source"], "127.0.0.1");
 }
@@ -236,7 +238,7 @@ fn a_totp_code_works_once() {
     Session::from_login(portal.login("erin", PASSWORD, &code));
     let r = portal.login("erin", PASSWORD, &code);
     assert_eq!(r.status(), 401, "the same code again is refused");
-    let fails = audit_of(&daemon, "portal.login.fail");
+    let fails = daemon.audit_of("portal.login.fail");
     assert_eq!(fails.last().unwrap()["detail"]["reason"], "totp_reused");
     // The enrollment code was used too: it is older, so refused as reused.
     let r = portal.login("erin", PASSWORD, "");
@@ -295,7 +297,7 @@ fn sessions_cookie_flags_timeouts_and_logout() {
     let r = portal.post_json("/api/v1/logout", &json!({}), Some(&session));
     assert_eq!(r.status(), 204);
     assert_eq!(portal.get("/api/v1/whoami", Some(&session)).status(), 401);
-    assert_eq!(audit_of(&daemon, "portal.logout").len(), 1);
+    assert_eq!(daemon.audit_of("portal.logout").len(), 1);
 }
 
 #[test]
@@ -431,10 +433,10 @@ fn devices_add_list_revoke_and_only_ones_own() {
             .unwrap()
             .is_empty()
     );
-    let created = audit_of(&daemon, "device.create");
+    let created = daemon.audit_of("device.create");
     assert_eq!(created[0]["actor"], "hana");
     assert_eq!(created[0]["detail"]["key_made_by"], "client");
-    let revoked = audit_of(&daemon, "device.revoke");
+    let revoked = daemon.audit_of("device.revoke");
     assert_eq!(revoked[0]["actor"], "hana");
     assert_eq!(revoked[0]["target"], "hana/phone");
     // Disabling a user ends their sessions at once.
@@ -549,7 +551,7 @@ fn no_secret_in_state_dir_log_or_audit() {
         "the returned private key belongs to the stored public key"
     );
     assert_eq!(
-        audit_of(&daemon, "device.create")[0]["detail"]["key_made_by"],
+        daemon.audit_of("device.create")[0]["detail"]["key_made_by"],
         "gateway"
     );
     let logout = portal.post_json("/api/v1/logout", &json!({}), Some(&session));

@@ -80,7 +80,7 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
     let private_key = conf_value(&conf, "PrivateKey");
     assert!(conf.contains("AllowedIPs = 10.0.3.0/24"), "{conf}");
     assert!(conf.contains("Address = 10.200.0.2/32"), "{conf}");
-    let created = gatehouse_tests::portal::audit_of(&daemon, "device.create");
+    let created = daemon.audit_of("device.create");
     assert_eq!(created.len(), 2);
     assert_eq!(
         created[0]["detail"]["public_key"],
@@ -145,9 +145,8 @@ fn enroll_login_add_device_and_download_its_config_in_chromium() {
         );
     }
     let kinds: Vec<String> = daemon
-        .ctl_ok(&["--json", "audit"])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .audit_json(&[])
+        .iter()
         .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
         .collect();
     for kind in [

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use gatehouse_tests::netns::{Host, Topology, WgClient};
 use gatehouse_tests::ssh::{SshLab, wait_audit};
 use gatehouse_tests::{have_tool, require};
-use serde_json::Value;
 
 mod ssh_common;
 
@@ -166,11 +165,7 @@ fn a_restart_under_ssh_and_vpn_load_keeps_the_audit_log_whole() {
         after["intact"], true,
         "the chain after the restart: {after}"
     );
-    let records: Vec<Value> = gw
-        .ctl_ok(&["--json", "audit"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = gw.audit_json(&[]);
     let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "no record is missing");

@@ -166,12 +166,7 @@ async fn key_then_code(
 }
 
 fn auth_failures(daemon: &Daemon, user: &str) -> Vec<Value> {
-    daemon
-        .ctl_ok(&["--json", "audit", "--kind", "ssh.auth.fail", "--user", user])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    daemon.audit_json(&["--kind", "ssh.auth.fail", "--user", user])
 }
 
 #[test]

@@ -290,7 +290,7 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
         direct.stderr.contains("Server accepts key") && direct.stderr.contains("CERT"),
         "{direct}"
     );
-    let recorded = gw.audit_json(&["--kind", "ssh.cert.issue"]);
+    let recorded = gw.audit_of("ssh.cert.issue");
     assert_eq!(recorded.len(), 2, "the API's and the page's: {recorded:?}");
     assert_eq!(recorded[0]["actor"], "alice");
     assert_eq!(recorded[0]["detail"]["serial"], serial.to_string());
@@ -365,7 +365,7 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
         !reach_research(&lab, &alice, "alice"),
         "an expired certificate"
     );
-    let admin_issue = gw.audit_json(&["--kind", "ssh.cert.issue"]);
+    let admin_issue = gw.audit_of("ssh.cert.issue");
     assert_eq!(admin_issue.len(), 3);
     assert_ne!(
         admin_issue[2]["actor"], "alice",

@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use gatehouse_tests::netns::{Host, Topology};
-use gatehouse_tests::ssh::{BROKER_PORT, Identity, SshLab, SshRun, audit, wait_audit};
+use gatehouse_tests::ssh::{BROKER_PORT, Identity, SshLab, SshRun, wait_audit};
 use serde_json::Value;
 
 mod ssh_common;
@@ -231,7 +231,7 @@ fn fifty_concurrent_jump_sessions_complete() {
     );
     let deadline = Instant::now() + AUDIT_WITHIN;
     loop {
-        let ends = audit(&gw, "ssh.session.end").len();
+        let ends = gw.audit_of("ssh.session.end").len();
         if ends > SESSIONS {
             break;
         }
@@ -360,7 +360,7 @@ fn a_burst_of_failed_logins_is_slowed_and_aggregated_while_another_address_logs_
             from_attacker(&all)
         )
     });
-    let records = from_attacker(&audit(&gw, "ssh.auth.fail"));
+    let records = from_attacker(&gw.audit_of("ssh.auth.fail"));
     assert!(
         records.len() <= runs.len() / 2,
         "{} ssh.auth.fail records for {} attempts from {attacker}: not aggregated \

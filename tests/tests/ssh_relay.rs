@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use gatehouse_tests::netns::{GATEWAY_RESEARCH_ADDR, Host, Topology};
-use gatehouse_tests::ssh::{BROKER_PORT, SshLab, audit, byte_counts, noise, wait_audit};
+use gatehouse_tests::ssh::{BROKER_PORT, SshLab, byte_counts, noise, wait_audit};
 use serde_json::Value;
 
 mod ssh_common;
@@ -219,7 +219,7 @@ fn ssh_and_scp_pass_through_the_jump_host_and_the_audit_counts_the_bytes() {
     };
     let deadline = Instant::now() + AUDIT_WITHIN;
     let ends = loop {
-        let ends = transfers(&audit(&gw, "ssh.session.end"));
+        let ends = transfers(&gw.audit_of("ssh.session.end"));
         if ends.len() >= 2 || Instant::now() > deadline {
             break ends;
         }
@@ -229,7 +229,7 @@ fn ssh_and_scp_pass_through_the_jump_host_and_the_audit_counts_the_bytes() {
         ends.len(),
         2,
         "expected one ssh.session.end with about {size} bytes for each scp, got:\n{:#?}",
-        audit(&gw, "ssh.session")
+        gw.audit_of("ssh.session")
     );
     for end in &ends {
         let counts = byte_counts(&end["detail"]);
@@ -385,7 +385,8 @@ fn refused_targets_are_audited_with_the_reason() {
             );
         }
         assert_eq!(deny["actor"], "alice", "{deny}");
-        let started: Vec<Value> = audit(&gw, "ssh.session.start")
+        let started: Vec<Value> = gw
+            .audit_of("ssh.session.start")
             .into_iter()
             .filter(|r| r["seq"].as_u64() > Some(before))
             .collect();

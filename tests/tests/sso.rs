@@ -26,10 +26,6 @@ fn accounts(groups: &[&str]) -> Value {
     })
 }
 
-fn records(gw: &Daemon, kind: &str) -> Vec<Value> {
-    gw.audit_json(&["--kind", kind])
-}
-
 /// A provider and a gateway for it (`extra` in `[oidc]`), or `None` when
 /// the provider cannot run here (skipped, or failed under GATEHOUSE_E2E=1).
 fn lab(
@@ -90,11 +86,11 @@ fn a_member_signs_in_through_the_provider_and_is_provisioned_once() {
     let user = gw.ctl_json(&["user", "show", "alice"]);
     assert_eq!(user["state"], "active", "{user}");
     assert_eq!(user["groups"], json!(["research"]), "{user}");
-    let added = records(&gw, "user.add");
+    let added = gw.audit_of("user.add");
     assert_eq!(added.len(), 1, "{added:?}");
     assert_eq!(added[0]["actor"], "oidc");
     assert_eq!(added[0]["detail"]["subject"], "alice-sub-0001");
-    let logins = records(&gw, "portal.login.ok");
+    let logins = gw.audit_of("portal.login.ok");
     assert_eq!(logins.len(), 1, "{logins:?}");
     let detail = &logins[0]["detail"];
     assert_eq!(detail["method"], "oidc", "{detail}");
@@ -118,8 +114,8 @@ fn a_member_signs_in_through_the_provider_and_is_provisioned_once() {
     let again = Browser::new(&portal.cert_pem);
     let (status, _, body) = again.sso_login(&portal.base, &provider.issuer, "alice-sub-0001");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(records(&gw, "user.add").len(), 1, "provisioned once");
-    assert_eq!(records(&gw, "portal.login.ok").len(), 2);
+    assert_eq!(gw.audit_of("user.add").len(), 1, "provisioned once");
+    assert_eq!(gw.audit_of("portal.login.ok").len(), 2);
 }
 
 /// Someone removed from the IdP group loses that group at their next
@@ -141,13 +137,13 @@ fn a_member_removed_from_the_idp_group_keeps_nothing_at_the_next_login() {
     assert!(body.contains("no group that grants access"), "{body}");
     let user = gw.ctl_json(&["user", "show", "alice"]);
     assert_eq!(user["groups"], json!([]), "{user}");
-    let failed = records(&gw, "portal.login.fail");
+    let failed = gw.audit_of("portal.login.fail");
     assert_eq!(
         failed.last().unwrap()["detail"]["reason"],
         "unmapped",
         "{failed:?}"
     );
-    let changed = records(&gw, "user.set_groups");
+    let changed = gw.audit_of("user.set_groups");
     assert_eq!(changed.last().unwrap()["actor"], "oidc", "{changed:?}");
 
     provider.set_accounts(&accounts(&["research-team"]));
@@ -170,7 +166,7 @@ fn state_and_code_are_used_once_and_bound_to_the_browser() {
         return;
     };
     let reason = |gw: &Daemon| {
-        records(gw, "portal.login.fail")
+        gw.audit_of("portal.login.fail")
             .last()
             .map(|r| r["detail"]["reason"].as_str().unwrap_or("").to_string())
     };
@@ -242,7 +238,8 @@ fn unknown_identities_and_other_domains_are_refused_and_password_login_can_be_of
         "mallory-sub-0002",
     );
     assert_eq!(status, 403, "{body}");
-    let reasons: Vec<String> = records(&gw, "portal.login.fail")
+    let reasons: Vec<String> = gw
+        .audit_of("portal.login.fail")
         .iter()
         .map(|r| r["detail"]["reason"].as_str().unwrap().to_string())
         .collect();
@@ -362,7 +359,7 @@ fn forged_and_misdirected_id_tokens_are_refused() {
         rogue.set_mode(mode);
         let (status, body) = login();
         assert_eq!(status, 403, "{mode}: {body}\n{}", gw.log_tail(20));
-        let failed = records(&gw, "portal.login.fail");
+        let failed = gw.audit_of("portal.login.fail");
         let last = failed.last().unwrap();
         assert_eq!(last["detail"]["reason"], reason, "{mode}: {last}");
         assert_eq!(last["detail"]["method"], "oidc");
@@ -497,7 +494,7 @@ fn an_admin_links_a_member_who_then_signs_in_and_manages_ssh_keys() {
         fingerprint.as_str(),
         "{user}"
     );
-    let audited = records(&gw, "user.key.add");
+    let audited = gw.audit_of("user.key.add");
     assert_eq!(audited.last().unwrap()["actor"], "alice");
     assert_eq!(audited.last().unwrap()["detail"]["via"], "portal");
     let without_csrf = browser
@@ -548,7 +545,7 @@ fn an_admin_links_a_member_who_then_signs_in_and_manages_ssh_keys() {
         &[("csrf", csrf), ("fingerprint", &fingerprint)],
     );
     assert!(removed.text().unwrap().contains("No SSH keys yet."));
-    assert_eq!(records(&gw, "user.key.remove").len(), 2);
+    assert_eq!(gw.audit_of("user.key.remove").len(), 2);
 }
 
 /// The provider rotates its signing key: a token naming the new key is
@@ -569,7 +566,7 @@ fn a_rotated_signing_key_is_fetched_again_at_most_every_thirty_seconds() {
     assert_eq!(login(), 200);
     rogue.set_mode("rotate");
     assert_eq!(login(), 403, "the cached JWKS does not know k2 yet");
-    let failed = records(&gw, "portal.login.fail");
+    let failed = gw.audit_of("portal.login.fail");
     assert_eq!(failed.last().unwrap()["detail"]["reason"], "signature");
     let wait = std::time::Duration::from_secs(32).saturating_sub(started.elapsed());
     std::thread::sleep(wait);
@@ -593,7 +590,7 @@ fn an_unverified_email_does_not_pass_the_domain_check() {
     let login = || start_login(&portal);
     rogue.set_mode("unverified_email");
     assert_eq!(login(), 403);
-    let failed = records(&gw, "portal.login.fail");
+    let failed = gw.audit_of("portal.login.fail");
     assert_eq!(failed.last().unwrap()["detail"]["reason"], "domain");
     rogue.set_mode("good");
     assert_eq!(login(), 200, "{}", gw.log_tail(20));
@@ -675,7 +672,7 @@ fn require_totp_adds_a_code_step_after_the_provider() {
         again.contains("does not match") && again.contains(&secret),
         "{again}"
     );
-    let failed = records(&gw, "portal.login.fail");
+    let failed = gw.audit_of("portal.login.fail");
     let last = &failed.last().unwrap()["detail"];
     assert_eq!(
         (last["method"].as_str(), last["reason"].as_str()),
@@ -695,7 +692,7 @@ fn require_totp_adds_a_code_step_after_the_provider() {
         (Some("alice"), Some("oidc")),
         "{whoami}"
     );
-    let logins = records(&gw, "portal.login.ok");
+    let logins = gw.audit_of("portal.login.ok");
     let detail = &logins.last().unwrap()["detail"];
     assert_eq!(
         (detail["totp"].as_bool(), detail["totp_enrolled"].as_bool()),
@@ -721,7 +718,7 @@ fn require_totp_adds_a_code_step_after_the_provider() {
     let next = gatehouse_tests::portal::totp_code(&secret, unix_now() + 30);
     let (status, body) = post(&second, &page, &csrf, &next);
     assert_eq!(status, 200, "{body}\n{}", gw.log_tail(20));
-    let logins = records(&gw, "portal.login.ok");
+    let logins = gw.audit_of("portal.login.ok");
     assert_eq!(logins.last().unwrap()["detail"]["totp_enrolled"], false);
 
     // Three wrong codes end the step.

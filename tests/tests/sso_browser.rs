@@ -126,14 +126,14 @@ fn sign_in_with_the_provider_in_chromium_then_the_tunnel_reaches_the_research_ho
         .wait_fetch(&topo.whoami_url(Host::Research), Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("no tunnel after the SSO login: {e}\n{}", gw.log_tail(30)));
     assert_eq!(fetched.trim(), "research");
-    let logins = gw.audit_json(&["--kind", "portal.login.ok"]);
+    let logins = gw.audit_of("portal.login.ok");
     assert_eq!(logins.last().unwrap()["detail"]["method"], "oidc");
     let signed_in = std::time::Instant::now();
 
     // The session ends at vpn.session_lifetime: the peer goes, audited.
     let deadline = Duration::from_secs(SESSION_SECS + 30);
     let expired = loop {
-        let expired = gw.audit_json(&["--kind", "vpn.session.expire"]);
+        let expired = gw.audit_of("vpn.session.expire");
         if !expired.is_empty() || signed_in.elapsed() > deadline {
             break expired;
         }

@@ -22,7 +22,6 @@ use gatehouse_tests::netns::{
     Topology, VPN_PORT, WgClient, uapi_socket,
 };
 use gatehouse_tests::{Daemon, output_within, stderr, stdout};
-use serde_json::Value;
 
 /// From `wg setconf` to the first answer over the tunnel (handshake included).
 const FIRST_CONTACT: Duration = Duration::from_secs(15);
@@ -81,7 +80,7 @@ fn the_client_reaches_research_through_the_tunnel_and_keeps_its_default_route() 
     // The session start is audited (the monitor ticks once a second).
     let deadline = Instant::now() + Duration::from_secs(5);
     let connect = loop {
-        let records = audit(&gw, "vpn.connect");
+        let records = gw.audit_of_exactly("vpn.connect");
         if let Some(record) = records.into_iter().find(|r| r["target"] == "alice/laptop") {
             break record;
         }
@@ -144,7 +143,7 @@ fn a_subnet_outside_the_users_groups_stays_unreachable_even_after_the_client_edi
     // One aggregated record, not one per packet (5 pings + curl's SYNs).
     let deadline = Instant::now() + ACL_AUDIT_WITHIN;
     let records = loop {
-        let records = audit(&gw, "vpn.acl.deny");
+        let records = gw.audit_of_exactly("vpn.acl.deny");
         if !records.is_empty() {
             break records;
         }
@@ -290,7 +289,7 @@ fn crafted_packets_to_a_port_restricted_host_never_arrive() {
     // vpn.acl.deny record is written at shutdown.
     assert!(gw.stop().success());
     gw.spawn();
-    let records = audit(&gw, "vpn.acl.deny");
+    let records = gw.audit_of_exactly("vpn.acl.deny");
     let reasons = records
         .iter()
         .filter(|r| r.to_string().contains("alice"))
@@ -748,16 +747,6 @@ fn cut_within_2s(
         bystander_handshake,
         "the other user's session was disturbed (new handshake)"
     );
-}
-
-/// The records of `kind` (`accessctl --json audit --kind`: one per line).
-fn audit(gw: &Daemon, kind: &str) -> Vec<Value> {
-    gw.ctl_ok(&["--json", "audit", "--kind", kind])
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == kind)
-        .collect()
 }
 
 /// Runs `argv` in the test's own namespace, with a time limit.

@@ -70,10 +70,8 @@ pub fn sha256(
 
 /// The newest audit record's `seq` (0 when there is none yet).
 pub fn last_seq(gw: &Daemon) -> u64 {
-    let records = gw.ctl_ok(&["--json", "audit", "--limit", "1"]);
-    records
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    gw.audit_json(&["--limit", "1"])
+        .iter()
         .filter_map(|r| r["seq"].as_u64())
         .max()
         .unwrap_or(0)

@@ -635,3 +635,128 @@ async fn certificates_are_issued_once_for_both_doors() {
             .contains("ssh.certificates = true")
     );
 }
+
+/// An OpenSSH public key line made from `seed` (a test key of its own).
+fn seeded_key(seed: u8) -> String {
+    use russh::keys::ssh_key::private::Ed25519Keypair;
+    let key = russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]));
+    key.public_key().to_openssh().unwrap()
+}
+
+/// Review finding 6: the KRL listed only certificates of disabled or
+/// removed members. A certificate whose key was removed from its member,
+/// whose principals are no longer all the member's, or whose member is
+/// pending again is dead too, until it expires.
+#[tokio::test]
+async fn the_krl_revokes_every_certificate_that_should_be_dead() {
+    let config = cert_config().replace(
+        "name = \"app-admins\"\n",
+        "name = \"app-admins\"\nssh_principals = [\"admin\"]\n",
+    );
+    let gw = TestGateway::new(&config).await;
+    let issue = |user: &str, key: &str| {
+        json!({ "user": user, "public_key": key, "lifetime_secs": 3600 })
+    };
+    let mut serials = std::collections::BTreeMap::new();
+    for (name, seed) in [("alice", 1), ("bob", 2), ("carol", 3)] {
+        let key = seeded_key(seed);
+        let login = member(&gw, name).await;
+        let issued = gw
+            .portal(
+                Method::POST,
+                "/api/v1/ssh/certificates",
+                Some(json!({ "public_key": key })),
+                Some(&login),
+            )
+            .await;
+        assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
+        serials.insert(name, issued.json.clone());
+    }
+    let machine = json!({ "name": "ci", "groups": ["research"], "no_login": true, "ssh_keys": [seeded_key(4)] });
+    let created = gw.admin(Method::POST, "/v1/users", Some(machine)).await;
+    assert_eq!(created.status, StatusCode::OK, "{created:?}");
+    let ci = gw
+        .admin(
+            Method::POST,
+            "/v1/ssh/certificates",
+            Some(issue("ci", &seeded_key(4))),
+        )
+        .await;
+    assert_eq!(ci.status, StatusCode::OK, "{ci:?}");
+    serials.insert("ci", ci.json.clone());
+    let krl = gw.admin(Method::GET, "/v1/ssh/krl", None).await;
+    assert_eq!(krl.json["revoked"], json!([]), "nothing to revoke yet");
+
+    // alice moves to a group with other principals; bob's key is removed;
+    // the machine account becomes a person who has not enrolled (pending);
+    // carol is disabled.
+    let moved = gw
+        .admin(
+            Method::PUT,
+            "/v1/users/alice/groups",
+            Some(json!({ "groups": ["app-admins"] })),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
+    let fingerprint = serials["bob"]["key_fingerprint"]
+        .as_str()
+        .unwrap()
+        .replace(':', "%3A")
+        .replace('+', "%2B")
+        .replace('/', "%2F");
+    let removed = gw
+        .admin(
+            Method::DELETE,
+            &format!("/v1/users/bob/keys?fingerprint={fingerprint}"),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{removed:?}");
+    let pending = gw
+        .admin(
+            Method::PUT,
+            "/v1/users/ci/no-login",
+            Some(json!({ "no_login": false })),
+        )
+        .await;
+    assert_eq!(pending.status, StatusCode::OK, "{pending:?}");
+    gw.admin(Method::POST, "/v1/users/carol/disable", None)
+        .await;
+
+    let krl = gw.admin(Method::GET, "/v1/ssh/krl", None).await;
+    assert_eq!(krl.status, StatusCode::OK, "{krl:?}");
+    let revoked: std::collections::BTreeMap<String, (u64, String)> = krl.json["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap().to_string(),
+                (
+                    r["serial"].as_u64().unwrap(),
+                    r["why"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect();
+    let expect = |name: &str, why: &str| {
+        (
+            name.to_string(),
+            (
+                serials[name]["serial"].as_u64().unwrap(),
+                why.to_string(),
+            ),
+        )
+    };
+    assert_eq!(
+        revoked,
+        std::collections::BTreeMap::from([
+            expect("alice", "principals_changed"),
+            expect("bob", "key_removed"),
+            expect("carol", "disabled"),
+            expect("ci", "pending"),
+        ]),
+        "{:?}",
+        krl.json
+    );
+}

@@ -249,7 +249,8 @@ pub struct RevokedCert {
     pub user: String,
     /// Unix seconds.
     pub valid_before: i64,
-    /// `disabled` or `removed`.
+    /// `removed`, `disabled`, `expired`, `pending`, `key_removed` or
+    /// `principals_changed`.
     pub why: String,
 }
 

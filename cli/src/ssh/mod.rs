@@ -63,8 +63,9 @@ pub enum SshCommand {
     /// Write the KRL (revoked certificates) for sshd's RevokedKeys.
     #[command(
         long_about = "Write the gateway's key revocation list to FILE: an OpenSSH \
-        KRL of every unexpired certificate the gateway issued to a member who is now \
-        disabled or removed, with the list of what it revokes. Install FILE as \
+        KRL of every unexpired certificate the gateway issued that is dead: its member \
+        was removed or is disabled, pending or expired, no longer holds its key, or \
+        no longer has one of its principals; with the list of what it revokes and why. Install FILE as \
         RevokedKeys on the private hosts and refresh it regularly: a certificate \
         works until it expires unless its host has the KRL. FILE is written as \
         FILE.tmp and renamed, so sshd never reads half of it.\n\n\

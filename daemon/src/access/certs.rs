@@ -8,6 +8,7 @@
 //! under its serial and audited (`ssh.cert.issue`) in one transaction.
 //! Also the CA's public side and the KRL for the private hosts.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -23,8 +24,8 @@ use crate::audit::event::{Kind, event};
 use crate::auth::Standing;
 use crate::keys::ssh_user_ca::UserCa;
 use crate::ssh_ca::{BACKDATE_SECS, CertSpec, krl, sshd_snippet};
-use crate::store::StoreError;
 use crate::store::ssh_certs::IssuedCertRow;
+use crate::store::{StoreError, User};
 use crate::time_fmt::now_unix;
 
 impl Access {
@@ -86,14 +87,7 @@ impl Access {
                 )));
             }
         }
-        let mut principals: Vec<String> = config
-            .groups
-            .iter()
-            .filter(|g| row.groups.contains(&g.name))
-            .flat_map(|g| g.ssh_principals.iter().cloned())
-            .collect();
-        principals.sort();
-        principals.dedup();
+        let principals = principals_of(&config, &row.groups);
         if principals.is_empty() {
             return Err(UserError::WrongState(format!(
                 "none of {user}'s groups lists ssh_principals: there is no login name to certify"
@@ -182,24 +176,51 @@ impl Access {
         })
     }
 
-    /// The KRL of every unexpired certificate of a disabled or removed
-    /// member, for the private hosts' `RevokedKeys`.
+    /// The KRL of every unexpired certificate that is dead
+    /// ([`revocation`]), for the private hosts' `RevokedKeys`.
     pub async fn revocation_list(&self) -> Result<KrlResponse, UserError> {
         let ca = self.user_ca()?.clone();
         let now = now_unix();
-        let revoked = self
+        let config = self.core.config();
+        let judged = self
             .core
             .store()
-            .read(move |r| r.revoked_certs(now))
+            .read(move |r| {
+                let mut members: BTreeMap<String, (Option<User>, Vec<String>)> = BTreeMap::new();
+                let certs = r.unexpired_certs(now)?;
+                for cert in &certs {
+                    if !members.contains_key(&cert.user) {
+                        let member = r.user(&cert.user)?;
+                        let keys = match member {
+                            Some(_) => r.ssh_keys(&cert.user)?,
+                            None => Vec::new(),
+                        };
+                        let fingerprints = keys.into_iter().map(|k| k.fingerprint).collect();
+                        members.insert(cert.user.clone(), (member, fingerprints));
+                    }
+                }
+                Ok(certs
+                    .into_iter()
+                    .filter_map(|cert| {
+                        let (member, keys) = &members[&cert.user];
+                        let principals = member
+                            .as_ref()
+                            .map(|m| principals_of(&config, &m.groups))
+                            .unwrap_or_default();
+                        let why = revocation(&cert, member.as_ref(), keys, &principals, now)?;
+                        Some((cert, why))
+                    })
+                    .collect::<Vec<_>>())
+            })
             .await?;
-        let serials: Vec<u64> = revoked.iter().map(|(c, _)| c.serial).collect();
+        let serials: Vec<u64> = judged.iter().map(|(c, _)| c.serial).collect();
         let generated = u64::try_from(now).unwrap_or(0);
         let comment = format!("gatehouse {}", self.core.config().gateway.name);
         let bytes =
             krl::certificate_krl(&ca.public_blob(), &serials, generated, generated, &comment);
         Ok(KrlResponse {
             krl_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-            revoked: revoked
+            revoked: judged
                 .into_iter()
                 .map(|(cert, why)| RevokedCert {
                     serial: cert.serial,
@@ -241,6 +262,77 @@ impl Access {
             _ => Err(certificates_off()),
         }
     }
+}
+
+/// Why an unexpired certificate is in the KRL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Its member was removed (a new member of the same name changes
+    /// nothing).
+    Removed,
+    Disabled,
+    Expired,
+    /// Its member is pending again (not enrolled).
+    Pending,
+    /// Its key is no longer one of its member's.
+    KeyRemoved,
+    /// It names a principal its member's groups no longer give them.
+    PrincipalsChanged,
+}
+
+impl Revoked {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revoked::Removed => "removed",
+            Revoked::Disabled => "disabled",
+            Revoked::Expired => "expired",
+            Revoked::Pending => "pending",
+            Revoked::KeyRemoved => "key_removed",
+            Revoked::PrincipalsChanged => "principals_changed",
+        }
+    }
+}
+
+/// Is `cert` dead at `now`, and why? Its `member` (`None`: removed), the
+/// fingerprints of the member's keys, and the principals their groups give
+/// them now. A certificate is alive only while its member is in good
+/// standing, holds its key, and still has every principal it names.
+pub fn revocation(
+    cert: &IssuedCertRow,
+    member: Option<&User>,
+    key_fingerprints: &[String],
+    principals_now: &[String],
+    now: i64,
+) -> Option<Revoked> {
+    let Some(member) = member.filter(|_| !cert.removed) else {
+        return Some(Revoked::Removed);
+    };
+    match Standing::of(member, now) {
+        Standing::Disabled => return Some(Revoked::Disabled),
+        Standing::Expired => return Some(Revoked::Expired),
+        Standing::Pending => return Some(Revoked::Pending),
+        Standing::Active | Standing::Machine => {}
+    }
+    if !key_fingerprints.contains(&cert.key_fingerprint) {
+        return Some(Revoked::KeyRemoved);
+    }
+    if !cert.principals.iter().all(|p| principals_now.contains(p)) {
+        return Some(Revoked::PrincipalsChanged);
+    }
+    None
+}
+
+/// The principals `groups` give: their `ssh_principals`, sorted, once each.
+fn principals_of(config: &gatehouse_config::Config, groups: &[String]) -> Vec<String> {
+    let mut principals: Vec<String> = config
+        .groups
+        .iter()
+        .filter(|g| groups.contains(&g.name))
+        .flat_map(|g| g.ssh_principals.iter().cloned())
+        .collect();
+    principals.sort();
+    principals.dedup();
+    principals
 }
 
 fn certificates_off() -> UserError {

@@ -654,9 +654,8 @@ async fn the_krl_revokes_every_certificate_that_should_be_dead() {
         "name = \"app-admins\"\nssh_principals = [\"admin\"]\n",
     );
     let gw = TestGateway::new(&config).await;
-    let issue = |user: &str, key: &str| {
-        json!({ "user": user, "public_key": key, "lifetime_secs": 3600 })
-    };
+    let issue =
+        |user: &str, key: &str| json!({ "user": user, "public_key": key, "lifetime_secs": 3600 });
     let mut serials = std::collections::BTreeMap::new();
     for (name, seed) in [("alice", 1), ("bob", 2), ("carol", 3)] {
         let key = seeded_key(seed);
@@ -742,10 +741,7 @@ async fn the_krl_revokes_every_certificate_that_should_be_dead() {
     let expect = |name: &str, why: &str| {
         (
             name.to_string(),
-            (
-                serials[name]["serial"].as_u64().unwrap(),
-                why.to_string(),
-            ),
+            (serials[name]["serial"].as_u64().unwrap(), why.to_string()),
         )
     };
     assert_eq!(
@@ -759,4 +755,73 @@ async fn the_krl_revokes_every_certificate_that_should_be_dead() {
         "{:?}",
         krl.json
     );
+}
+
+/// The KRL's rule at its boundaries, every reason.
+#[test]
+fn a_certificate_is_alive_only_while_member_key_and_principals_hold() {
+    use gatehouse_config::api::UserState;
+
+    use crate::access::certs::{Revoked, revocation};
+    use crate::auth::standing::tests::user;
+    use crate::store::ssh_certs::IssuedCertRow;
+
+    let cert = IssuedCertRow {
+        serial: 7,
+        user: "alice".into(),
+        key_fingerprint: "SHA256:k".into(),
+        principals: vec!["ec2-user".into()],
+        valid_after: 0,
+        valid_before: 5_000,
+        issued_at: 60,
+        issued_by: "alice".into(),
+        removed: false,
+    };
+    let keys = ["SHA256:k".to_string()];
+    let principals = ["ec2-user".to_string(), "ubuntu".to_string()];
+    let alice = user(UserState::Active, false, Some(1_000));
+    let judge = |cert: &IssuedCertRow,
+                 member: Option<&crate::store::User>,
+                 keys: &[String],
+                 principals: &[String],
+                 now| { revocation(cert, member, keys, principals, now) };
+    assert_eq!(judge(&cert, Some(&alice), &keys, &principals, 999), None);
+    assert_eq!(
+        judge(&cert, Some(&alice), &keys, &principals, 1_000),
+        Some(Revoked::Expired),
+        "expired at the account's expiry exactly"
+    );
+    assert_eq!(
+        judge(&cert, None, &keys, &principals, 10),
+        Some(Revoked::Removed)
+    );
+    let removed = IssuedCertRow {
+        removed: true,
+        ..cert.clone()
+    };
+    assert_eq!(
+        judge(&removed, Some(&alice), &keys, &principals, 10),
+        Some(Revoked::Removed),
+        "a new member of the same name changes nothing"
+    );
+    let disabled = user(UserState::Disabled, false, None);
+    assert_eq!(
+        judge(&cert, Some(&disabled), &keys, &principals, 10),
+        Some(Revoked::Disabled)
+    );
+    let pending = user(UserState::Pending, false, None);
+    assert_eq!(
+        judge(&cert, Some(&pending), &keys, &principals, 10),
+        Some(Revoked::Pending)
+    );
+    assert_eq!(
+        judge(&cert, Some(&alice), &[], &principals, 10),
+        Some(Revoked::KeyRemoved)
+    );
+    assert_eq!(
+        judge(&cert, Some(&alice), &keys, &["ubuntu".to_string()], 10),
+        Some(Revoked::PrincipalsChanged)
+    );
+    let machine = user(UserState::Active, true, None);
+    assert_eq!(judge(&cert, Some(&machine), &keys, &principals, 10), None);
 }

@@ -1,9 +1,7 @@
 //! The SSH certificates the user CA issued (`ssh.certificates`): one row
 //! per serial, so that the jump host knows a certificate it is shown, and
-//! the KRL lists every unexpired one of a disabled or removed member. The
+//! the access service can tell which unexpired ones are dead (the KRL). The
 //! certificate itself is not kept: it is public, and the row says all.
-
-use gatehouse_config::api::UserState;
 
 use super::db::{DbError, values};
 use super::{Reader, StoreError, Writer};
@@ -22,22 +20,6 @@ pub struct IssuedCertRow {
     pub issued_by: String,
     /// The member was removed since.
     pub removed: bool,
-}
-
-/// Why a certificate is in the KRL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
-    Disabled,
-    Removed,
-}
-
-impl Revoked {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Revoked::Disabled => "disabled",
-            Revoked::Removed => "removed",
-        }
-    }
 }
 
 const COLUMNS: &str = r#"serial, "user", key_fingerprint, principals, valid_after, valid_before, issued_at, issued_by, removed"#;
@@ -77,40 +59,18 @@ impl Reader<'_> {
             .map_err(StoreError::db("read an issued certificate"))
     }
 
-    /// Every certificate valid after `now` whose member is disabled or was
-    /// removed, oldest serial first: what the KRL revokes.
-    pub fn revoked_certs(&self, now: i64) -> Result<Vec<(IssuedCertRow, Revoked)>, StoreError> {
-        let columns = COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = self
-            .conn
+    /// Every certificate still valid after `now`, oldest serial first:
+    /// what the KRL must judge.
+    pub fn unexpired_certs(&self, now: i64) -> Result<Vec<IssuedCertRow>, StoreError> {
+        self.conn
             .query(
                 &format!(
-                    r#"SELECT {columns}, u.state FROM ssh_certificates c
-                       LEFT JOIN users u ON u.name = c."user"
-                       WHERE c.valid_before > ?1
-                         AND (c.removed = 1 OR u.name IS NULL OR u.state = ?2)
-                       ORDER BY c.serial"#
+                    "SELECT {COLUMNS} FROM ssh_certificates WHERE valid_before > ?1 ORDER BY serial"
                 ),
-                values![now, UserState::Disabled.as_str()],
+                values![now],
             )
-            .map_err(StoreError::db("list revoked certificates"))?;
-        rows.iter()
-            .map(|row| {
-                let cert = row_of(row)?;
-                let state: Option<String> = row.get(9)?;
-                let why = if cert.removed || state.is_none() {
-                    Revoked::Removed
-                } else {
-                    Revoked::Disabled
-                };
-                Ok((cert, why))
-            })
-            .collect::<Result<_, DbError>>()
-            .map_err(StoreError::db("list revoked certificates"))
+            .and_then(|rows| rows.iter().map(row_of).collect())
+            .map_err(StoreError::db("list unexpired certificates"))
     }
 }
 
@@ -165,11 +125,11 @@ mod tests {
         }
     }
 
-    /// A serial is recorded once; the KRL lists the unexpired certificates
-    /// of disabled and removed members only, and a removed member's stay
-    /// revoked when someone of the same name comes back.
+    /// A serial is recorded once; the unexpired certificates are listed
+    /// for the KRL, and a removed member's stay marked removed when someone
+    /// of the same name comes back.
     #[test]
-    fn issued_certificates_are_kept_and_revoked_with_their_member() {
+    fn issued_certificates_are_kept_and_marked_when_their_member_goes() {
         on_each_backend(|_db, store| {
             add_user(&store, "alice");
             add_user(&store, "bob");
@@ -186,40 +146,18 @@ mod tests {
             assert!(matches!(again, StoreError::Conflict { .. }), "{again}");
             let found = store.read_blocking(|r| r.issued_cert(7)).unwrap().unwrap();
             assert_eq!(found, cert(7, "alice", 5000));
-            assert!(
-                store
-                    .read_blocking(|r| r.revoked_certs(200))
-                    .unwrap()
-                    .is_empty()
-            );
-
-            store
-                .write_blocking(|w| w.set_user_state("alice", UserState::Disabled).map(drop))
-                .unwrap();
-            let revoked = store.read_blocking(|r| r.revoked_certs(200)).unwrap();
-            let serials: Vec<(u64, Revoked)> =
-                revoked.iter().map(|(c, why)| (c.serial, *why)).collect();
-            assert_eq!(
-                serials,
-                [(7, Revoked::Disabled)],
-                "the expired one is left out"
-            );
+            let unexpired = store.read_blocking(|r| r.unexpired_certs(200)).unwrap();
+            let serials: Vec<u64> = unexpired.iter().map(|c| c.serial).collect();
+            assert_eq!(serials, [7, 9], "the expired one is left out");
 
             store
                 .write_blocking(|w| w.delete_user("bob").map(drop))
                 .unwrap();
             add_user(&store, "bob");
-            let revoked = store.read_blocking(|r| r.revoked_certs(200)).unwrap();
-            let serials: Vec<(u64, Revoked)> =
-                revoked.iter().map(|(c, why)| (c.serial, *why)).collect();
-            assert_eq!(serials, [(7, Revoked::Disabled), (9, Revoked::Removed)]);
-            assert!(
-                store
-                    .read_blocking(|r| r.issued_cert(9))
-                    .unwrap()
-                    .unwrap()
-                    .removed
-            );
+            let unexpired = store.read_blocking(|r| r.unexpired_certs(200)).unwrap();
+            let removed: Vec<(u64, bool)> =
+                unexpired.iter().map(|c| (c.serial, c.removed)).collect();
+            assert_eq!(removed, [(7, false), (9, true)]);
         });
     }
 }

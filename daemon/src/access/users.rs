@@ -6,33 +6,139 @@ use gatehouse_config::Config;
 use gatehouse_config::api::{
     Enrollment, SshKeyInfo, SsoIdentityInfo, UserDetail, UserState, UserSummary, VpnAccessState,
 };
-use gatehouse_config::names::check_name;
+use gatehouse_config::names::{NAME_RULE, is_valid_name};
 use rand_core::{OsRng, RngCore};
+use russh::keys::ssh_key;
 use serde_json::json;
 
 use super::devices::device_info;
 use super::{Access, Requester};
 use crate::audit::event::{Kind, event};
-use crate::ssh_keys::parse_public_key;
+use crate::auth::Standing;
+use crate::ssh_ca::CaError;
+use crate::ssh_keys::{SshKeyError, parse_public_key};
 use crate::store::{Device, NewUser, SshKey, StoreError, User, hash_token};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 use crate::vpn::session::VpnAccess;
 
-/// Why a user operation was refused.
+/// Why a user operation was refused. The doors report each as one of the
+/// few [`UserErrorKind`]s, with this text as the message.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
-    #[error("{0}")]
-    InvalidName(String),
-    /// A value the caller gave is not acceptable; the message says why.
-    #[error("{0}")]
-    InvalidValue(String),
-    /// The user is not in a state where this makes sense; the message says
-    /// what to do instead.
-    #[error("{0}")]
-    WrongState(String),
+    #[error("invalid user name {name:?}: {}", NAME_RULE)]
+    InvalidName { name: String },
+    #[error("SSH key: {0}")]
+    SshKey(#[source] SshKeyError),
+    #[error("the expiry must be in the future")]
+    ExpiryNotInFuture,
+    #[error("the expiry must be before the year 10000")]
+    ExpiryTooLate,
+    #[error("the OIDC subject is empty: give the `sub` of the user's ID token")]
+    OidcSubjectEmpty,
+    #[error("the OIDC subject is longer than {} characters", MAX_OIDC_SUBJECT)]
+    OidcSubjectTooLong,
+    #[error("an OIDC subject needs the [oidc] section in the gateway's config")]
+    OidcNotConfigured,
+    #[error("a machine account (no_login) never signs in, with SSO or otherwise")]
+    MachineWithSso,
+    #[error("give at least one group (--group NAME)")]
+    NoGroups,
+    #[error(
+        "unknown group(s): {}; the config defines: {}",
+        .unknown.join(", "),
+        names_or_none(.defined)
+    )]
+    UnknownGroups {
+        unknown: Vec<String>,
+        defined: Vec<String>,
+    },
+    #[error(
+        "{name} is a machine account (no-login): it never enrolls; its SSH keys and devices work while it is active"
+    )]
+    MachineNeverEnrolls { name: String },
+    #[error(
+        "{name} is {}, not pending: only a user who has not enrolled gets an enrollment link",
+        .state.as_str()
+    )]
+    NotPending { name: String, state: UserState },
+    /// The certificate's key line (not yet one of the member's keys, so
+    /// not checked as [`Self::SshKey`] is).
+    #[error("SSH key: not an OpenSSH public key line: {0}")]
+    CertKeyLine(#[source] ssh_key::Error),
+    #[error("{user}'s account has expired: no certificate")]
+    CertAccountExpired { user: String },
+    #[error(
+        "{user} is {}: certificates are issued to active members only",
+        .standing.as_str()
+    )]
+    CertNotActive { user: String, standing: Standing },
+    #[error("none of {user}'s groups lists ssh_principals: there is no login name to certify")]
+    CertNoPrincipals { user: String },
+    #[error(
+        "{fingerprint} is not one of {user}'s SSH keys: add it first (`accessctl user add-key`)"
+    )]
+    CertKeyNotTheirs { user: String, fingerprint: String },
+    #[error("lifetime must be positive")]
+    CertZeroLifetime,
+    #[error(transparent)]
+    CertSign(CaError),
+    #[error("cannot encode the certificate: {0}")]
+    CertEncode(#[source] ssh_key::Error),
+    #[error(
+        "this gateway issues no SSH certificates: set ssh.certificates = true and restart accessd"
+    )]
+    CertificatesOff,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How the admin API and the portal report a [`UserError`] (status and
+/// code), so that both doors group its variants alike.
+#[derive(Debug)]
+pub enum UserErrorKind {
+    /// The user name breaks the naming rule.
+    InvalidName,
+    /// A value the caller gave is not acceptable.
+    InvalidValue,
+    /// The user (or the gateway) is not in a state where this makes sense.
+    WrongState,
+    /// The store failed or refused; the doors map it as any `StoreError`.
+    Store(StoreError),
+}
+
+impl UserError {
+    /// Its kind, for the doors; take the message (`to_string`) first.
+    pub fn into_kind(self) -> UserErrorKind {
+        use UserError as E;
+        match self {
+            E::InvalidName { .. } => UserErrorKind::InvalidName,
+            E::SshKey(_)
+            | E::ExpiryNotInFuture
+            | E::ExpiryTooLate
+            | E::OidcSubjectEmpty
+            | E::OidcSubjectTooLong
+            | E::OidcNotConfigured
+            | E::MachineWithSso
+            | E::NoGroups
+            | E::UnknownGroups { .. }
+            | E::CertKeyLine(_)
+            | E::CertKeyNotTheirs { .. }
+            | E::CertZeroLifetime => UserErrorKind::InvalidValue,
+            E::MachineNeverEnrolls { .. }
+            | E::NotPending { .. }
+            | E::CertAccountExpired { .. }
+            | E::CertNotActive { .. }
+            | E::CertNoPrincipals { .. }
+            | E::CertSign(_)
+            | E::CertEncode(_)
+            | E::CertificatesOff => UserErrorKind::WrongState,
+            E::Store(store) => UserErrorKind::Store(store),
+        }
+    }
+}
+
+/// The longest OIDC subject a user may be linked to.
+const MAX_OIDC_SUBJECT: usize = 255;
 
 /// What a member may reach now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,29 +175,24 @@ impl Access {
         new: NewMember,
     ) -> Result<(UserDetail, Option<Enrollment>), UserError> {
         let config = self.core.config();
-        check_name("user", &new.name).map_err(|e| UserError::InvalidName(e.to_string()))?;
+        if !is_valid_name(&new.name) {
+            return Err(UserError::InvalidName { name: new.name });
+        }
         let groups = checked_groups(&config, new.groups)?;
         let keys = new
             .ssh_keys
             .iter()
-            .map(|line| {
-                parse_public_key(line)
-                    .map_err(|err| UserError::InvalidValue(format!("SSH key: {err}")))
-            })
+            .map(|line| parse_public_key(line).map_err(UserError::SshKey))
             .collect::<Result<Vec<_>, _>>()?;
         let now = now_unix();
         let expires_at = match new.expires_in_secs {
             Some(0) => {
-                return Err(UserError::InvalidValue(
-                    "the expiry must be in the future".into(),
-                ));
+                return Err(UserError::ExpiryNotInFuture);
             }
             Some(secs) => {
                 let at = now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
                 if at > crate::time_fmt::MAX_UNIX {
-                    return Err(UserError::InvalidValue(
-                        "the expiry must be before the year 10000".into(),
-                    ));
+                    return Err(UserError::ExpiryTooLate);
                 }
                 Some(at)
             }
@@ -100,28 +201,20 @@ impl Access {
         let sso = match (new.oidc_subject.as_deref().map(str::trim), &config.oidc) {
             (None, _) => None,
             (Some(""), _) => {
-                return Err(UserError::InvalidValue(
-                    "the OIDC subject is empty: give the `sub` of the user's ID token".into(),
-                ));
+                return Err(UserError::OidcSubjectEmpty);
             }
-            (Some(subject), Some(oidc)) if subject.len() <= 255 => {
+            (Some(subject), Some(oidc)) if subject.len() <= MAX_OIDC_SUBJECT => {
                 Some((oidc.issuer.clone(), subject.to_string()))
             }
             (Some(_), Some(_)) => {
-                return Err(UserError::InvalidValue(
-                    "the OIDC subject is longer than 255 characters".into(),
-                ));
+                return Err(UserError::OidcSubjectTooLong);
             }
             (Some(_), None) => {
-                return Err(UserError::InvalidValue(
-                    "an OIDC subject needs the [oidc] section in the gateway's config".into(),
-                ));
+                return Err(UserError::OidcNotConfigured);
             }
         };
         if sso.is_some() && new.no_login {
-            return Err(UserError::InvalidValue(
-                "a machine account (no_login) never signs in, with SSO or otherwise".into(),
-            ));
+            return Err(UserError::MachineWithSso);
         }
         let link = (!new.no_login && sso.is_none()).then(|| NewLink::new(&config, now));
         let state = if new.no_login {
@@ -202,8 +295,7 @@ impl Access {
                 w.audit(audit)?;
                 Ok(Ok(()))
             })
-            .await?
-            .map_err(UserError::WrongState)?;
+            .await??;
         Ok(self.enrollment(link))
     }
 
@@ -386,8 +478,7 @@ impl Access {
         name: &str,
         line: &str,
     ) -> Result<SshKeyInfo, UserError> {
-        let mut key = parse_public_key(line)
-            .map_err(|err| UserError::InvalidValue(format!("SSH key: {err}")))?;
+        let mut key = parse_public_key(line).map_err(UserError::SshKey)?;
         key.added_at = now_unix();
         let info = key_info(&key);
         let audit = event(Kind::UserKeyAdd, by.actor.clone(), by.source.clone())
@@ -490,28 +581,20 @@ fn not_found_user(name: &str) -> StoreError {
 /// Sorted, deduplicated, and every one defined in the running config.
 fn checked_groups(config: &Config, mut groups: Vec<String>) -> Result<Vec<String>, UserError> {
     if groups.is_empty() {
-        return Err(UserError::InvalidValue(
-            "give at least one group (--group NAME)".into(),
-        ));
+        return Err(UserError::NoGroups);
     }
     groups.sort();
     groups.dedup();
-    let unknown: Vec<&str> = groups
+    let unknown: Vec<String> = groups
         .iter()
         .filter(|g| config.group(g).is_none())
-        .map(String::as_str)
+        .cloned()
         .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(UserError::InvalidValue(format!(
-            "unknown group(s): {}; the config defines: {}",
-            unknown.join(", "),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )));
+        return Err(UserError::UnknownGroups {
+            unknown,
+            defined: config.groups.iter().map(|g| g.name.clone()).collect(),
+        });
     }
     Ok(groups)
 }
@@ -555,19 +638,85 @@ impl NewLink {
 }
 
 /// Why `user` gets no new enrollment link, if it does not.
-fn no_enrollment_for(user: &User) -> Option<String> {
+fn no_enrollment_for(user: &User) -> Option<UserError> {
     if user.no_login {
-        Some(format!(
-            "{} is a machine account (no-login): it never enrolls; its SSH keys and devices work while it is active",
-            user.name
-        ))
+        Some(UserError::MachineNeverEnrolls {
+            name: user.name.clone(),
+        })
     } else if user.state != UserState::Pending {
-        Some(format!(
-            "{} is {}, not pending: only a user who has not enrolled gets an enrollment link",
-            user.name,
-            user.state.as_str()
-        ))
+        Some(UserError::NotPending {
+            name: user.name.clone(),
+            state: user.state,
+        })
     } else {
         None
+    }
+}
+
+/// `names` joined with ", ", or "none".
+fn names_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The doors, the CLI and the end-to-end tests show and match these
+    /// texts; they are the ones the string variants used to carry.
+    #[test]
+    fn messages_keep_their_text() {
+        let name = |s: &str| s.to_string();
+        let cases = [
+            (
+                UserError::InvalidName { name: name("Bob") },
+                gatehouse_config::names::check_name("user", "Bob").unwrap_err(),
+            ),
+            (
+                UserError::OidcSubjectTooLong,
+                name("the OIDC subject is longer than 255 characters"),
+            ),
+            (
+                UserError::UnknownGroups {
+                    unknown: vec![name("a"), name("b")],
+                    defined: vec![],
+                },
+                name("unknown group(s): a, b; the config defines: none"),
+            ),
+            (
+                UserError::UnknownGroups {
+                    unknown: vec![name("x")],
+                    defined: vec![name("ops"), name("dev")],
+                },
+                name("unknown group(s): x; the config defines: ops, dev"),
+            ),
+            (
+                UserError::NotPending {
+                    name: name("alice"),
+                    state: UserState::Disabled,
+                },
+                name(
+                    "alice is disabled, not pending: only a user who has not enrolled gets an enrollment link",
+                ),
+            ),
+            (
+                UserError::CertNotActive {
+                    user: name("alice"),
+                    standing: Standing::Pending,
+                },
+                name("alice is pending: certificates are issued to active members only"),
+            ),
+            (
+                UserError::SshKey(SshKeyError::Empty),
+                name("SSH key: no public key given: the input is empty"),
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
     }
 }

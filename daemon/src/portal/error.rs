@@ -111,15 +111,14 @@ impl From<DeviceError> for Failure {
 
 impl From<crate::access::users::UserError> for Failure {
     fn from(err: crate::access::users::UserError) -> Self {
-        use crate::access::users::UserError;
-        match err {
-            UserError::InvalidName(message) | UserError::InvalidValue(message) => {
+        use crate::access::users::UserErrorKind;
+        let message = err.to_string();
+        match err.into_kind() {
+            UserErrorKind::InvalidName | UserErrorKind::InvalidValue => {
                 Failure::invalid_value(message)
             }
-            UserError::WrongState(message) => {
-                Failure::new(StatusCode::CONFLICT, "wrong_state", message)
-            }
-            UserError::Store(store) => store.into(),
+            UserErrorKind::WrongState => Failure::new(StatusCode::CONFLICT, "wrong_state", message),
+            UserErrorKind::Store(store) => store.into(),
         }
     }
 }

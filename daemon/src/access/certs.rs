@@ -18,7 +18,7 @@ use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
 use serde_json::json;
 
-use super::users::UserError;
+use super::user_error::UserError;
 use super::{Access, Door, Requester};
 use crate::audit::event::{Kind, event};
 use crate::auth::Standing;
@@ -33,7 +33,7 @@ impl Access {
     /// says whether it issues now (the running `ssh.certificates`).
     pub fn ssh_ca_info(&self) -> Result<SshCaInfo, UserError> {
         let Some(ca) = self.core.user_ca() else {
-            return Err(certificates_off());
+            return Err(UserError::CertificatesOff);
         };
         let config = self.core.config();
         let gateway = &config.gateway.name;
@@ -56,9 +56,7 @@ impl Access {
     ) -> Result<IssuedCert, UserError> {
         let ca = self.user_ca()?.clone();
         let config = self.core.config();
-        let key = PublicKey::from_openssh(public_key.trim()).map_err(|err| {
-            UserError::InvalidValue(format!("SSH key: not an OpenSSH public key line: {err}"))
-        })?;
+        let key = PublicKey::from_openssh(public_key.trim()).map_err(UserError::CertKeyLine)?;
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         let name = user.to_string();
         let (row, keys) = self
@@ -76,29 +74,30 @@ impl Access {
         match Standing::of(&row, now) {
             Standing::Active | Standing::Machine => {}
             Standing::Expired => {
-                return Err(UserError::WrongState(format!(
-                    "{user}'s account has expired: no certificate"
-                )));
+                return Err(UserError::CertAccountExpired {
+                    user: user.to_string(),
+                });
             }
-            other => {
-                return Err(UserError::WrongState(format!(
-                    "{user} is {}: certificates are issued to active members only",
-                    other.as_str()
-                )));
+            standing => {
+                return Err(UserError::CertNotActive {
+                    user: user.to_string(),
+                    standing,
+                });
             }
         }
         let principals = principals_of(&config, &row.groups);
         if principals.is_empty() {
-            return Err(UserError::WrongState(format!(
-                "none of {user}'s groups lists ssh_principals: there is no login name to certify"
-            )));
+            return Err(UserError::CertNoPrincipals {
+                user: user.to_string(),
+            });
         }
         let theirs = keys.iter().any(|k| k.fingerprint == fingerprint);
         if !theirs {
             if by.door != Door::Portal {
-                return Err(UserError::InvalidValue(format!(
-                    "{fingerprint} is not one of {user}'s SSH keys: add it first (`accessctl user add-key`)"
-                )));
+                return Err(UserError::CertKeyNotTheirs {
+                    user: user.to_string(),
+                    fingerprint,
+                });
             }
             // On the portal, the member's own new key becomes one of theirs.
             self.add_ssh_key(by, user, public_key).await?;
@@ -106,7 +105,7 @@ impl Access {
         let most = config.ssh.cert_lifetime;
         let lifetime = match lifetime {
             Some(asked) if asked.is_zero() => {
-                return Err(UserError::InvalidValue("lifetime must be positive".into()));
+                return Err(UserError::CertZeroLifetime);
             }
             Some(asked) => asked.min(most),
             None => most,
@@ -130,10 +129,8 @@ impl Access {
                 valid_before: u64::try_from(valid_before).unwrap_or(0),
                 source_address: source_address.clone(),
             })
-            .map_err(|err| UserError::WrongState(err.to_string()))?;
-        let line = cert.to_openssh().map_err(|err| {
-            UserError::WrongState(format!("cannot encode the certificate: {err}"))
-        })?;
+            .map_err(UserError::CertSign)?;
+        let line = cert.to_openssh().map_err(UserError::CertEncode)?;
         let record = IssuedCertRow {
             serial,
             user: user.to_string(),
@@ -259,7 +256,7 @@ impl Access {
     fn user_ca(&self) -> Result<&UserCa, UserError> {
         match self.core.user_ca() {
             Some(ca) if self.core.config().ssh.certificates => Ok(ca),
-            _ => Err(certificates_off()),
+            _ => Err(UserError::CertificatesOff),
         }
     }
 }
@@ -333,13 +330,6 @@ fn principals_of(config: &gatehouse_config::Config, groups: &[String]) -> Vec<St
     principals.sort();
     principals.dedup();
     principals
-}
-
-fn certificates_off() -> UserError {
-    UserError::WrongState(
-        "this gateway issues no SSH certificates: set ssh.certificates = true and restart accessd"
-            .into(),
-    )
 }
 
 fn is_link_local(ip: &IpAddr) -> bool {

@@ -25,6 +25,7 @@ pub mod public;
 pub mod sso;
 #[cfg(test)]
 mod tests;
+pub mod user_error;
 pub mod users;
 
 use std::net::SocketAddr;

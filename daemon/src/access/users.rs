@@ -1,38 +1,25 @@
 //! Users and their SSH keys: creation with its enrollment link, state and
 //! group changes, removal, keys, and a user's detail with their VPN access
 //! state — as `accessctl user show` and the portal's whoami both report it.
+//! Its refusals are [`super::user_error::UserError`].
 
 use gatehouse_config::Config;
 use gatehouse_config::api::{
     Enrollment, SshKeyInfo, SsoIdentityInfo, UserDetail, UserState, UserSummary, VpnAccessState,
 };
-use gatehouse_config::names::check_name;
+use gatehouse_config::names::is_valid_name;
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
 use super::devices::device_info;
+use super::user_error::MAX_OIDC_SUBJECT;
+use super::user_error::UserError;
 use super::{Access, Requester};
 use crate::audit::event::{Kind, event};
 use crate::ssh_keys::parse_public_key;
 use crate::store::{Device, NewUser, SshKey, StoreError, User, hash_token};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 use crate::vpn::session::VpnAccess;
-
-/// Why a user operation was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum UserError {
-    #[error("{0}")]
-    InvalidName(String),
-    /// A value the caller gave is not acceptable; the message says why.
-    #[error("{0}")]
-    InvalidValue(String),
-    /// The user is not in a state where this makes sense; the message says
-    /// what to do instead.
-    #[error("{0}")]
-    WrongState(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// What a member may reach now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,29 +56,24 @@ impl Access {
         new: NewMember,
     ) -> Result<(UserDetail, Option<Enrollment>), UserError> {
         let config = self.core.config();
-        check_name("user", &new.name).map_err(|e| UserError::InvalidName(e.to_string()))?;
+        if !is_valid_name(&new.name) {
+            return Err(UserError::InvalidName { name: new.name });
+        }
         let groups = checked_groups(&config, new.groups)?;
         let keys = new
             .ssh_keys
             .iter()
-            .map(|line| {
-                parse_public_key(line)
-                    .map_err(|err| UserError::InvalidValue(format!("SSH key: {err}")))
-            })
+            .map(|line| parse_public_key(line).map_err(UserError::SshKey))
             .collect::<Result<Vec<_>, _>>()?;
         let now = now_unix();
         let expires_at = match new.expires_in_secs {
             Some(0) => {
-                return Err(UserError::InvalidValue(
-                    "the expiry must be in the future".into(),
-                ));
+                return Err(UserError::ExpiryNotInFuture);
             }
             Some(secs) => {
                 let at = now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
                 if at > crate::time_fmt::MAX_UNIX {
-                    return Err(UserError::InvalidValue(
-                        "the expiry must be before the year 10000".into(),
-                    ));
+                    return Err(UserError::ExpiryTooLate);
                 }
                 Some(at)
             }
@@ -100,28 +82,20 @@ impl Access {
         let sso = match (new.oidc_subject.as_deref().map(str::trim), &config.oidc) {
             (None, _) => None,
             (Some(""), _) => {
-                return Err(UserError::InvalidValue(
-                    "the OIDC subject is empty: give the `sub` of the user's ID token".into(),
-                ));
+                return Err(UserError::OidcSubjectEmpty);
             }
-            (Some(subject), Some(oidc)) if subject.len() <= 255 => {
+            (Some(subject), Some(oidc)) if subject.len() <= MAX_OIDC_SUBJECT => {
                 Some((oidc.issuer.clone(), subject.to_string()))
             }
             (Some(_), Some(_)) => {
-                return Err(UserError::InvalidValue(
-                    "the OIDC subject is longer than 255 characters".into(),
-                ));
+                return Err(UserError::OidcSubjectTooLong);
             }
             (Some(_), None) => {
-                return Err(UserError::InvalidValue(
-                    "an OIDC subject needs the [oidc] section in the gateway's config".into(),
-                ));
+                return Err(UserError::OidcNotConfigured);
             }
         };
         if sso.is_some() && new.no_login {
-            return Err(UserError::InvalidValue(
-                "a machine account (no_login) never signs in, with SSO or otherwise".into(),
-            ));
+            return Err(UserError::MachineWithSso);
         }
         let link = (!new.no_login && sso.is_none()).then(|| NewLink::new(&config, now));
         let state = if new.no_login {
@@ -202,8 +176,7 @@ impl Access {
                 w.audit(audit)?;
                 Ok(Ok(()))
             })
-            .await?
-            .map_err(UserError::WrongState)?;
+            .await??;
         Ok(self.enrollment(link))
     }
 
@@ -386,8 +359,7 @@ impl Access {
         name: &str,
         line: &str,
     ) -> Result<SshKeyInfo, UserError> {
-        let mut key = parse_public_key(line)
-            .map_err(|err| UserError::InvalidValue(format!("SSH key: {err}")))?;
+        let mut key = parse_public_key(line).map_err(UserError::SshKey)?;
         key.added_at = now_unix();
         let info = key_info(&key);
         let audit = event(Kind::UserKeyAdd, by.actor.clone(), by.source.clone())
@@ -490,28 +462,20 @@ fn not_found_user(name: &str) -> StoreError {
 /// Sorted, deduplicated, and every one defined in the running config.
 fn checked_groups(config: &Config, mut groups: Vec<String>) -> Result<Vec<String>, UserError> {
     if groups.is_empty() {
-        return Err(UserError::InvalidValue(
-            "give at least one group (--group NAME)".into(),
-        ));
+        return Err(UserError::NoGroups);
     }
     groups.sort();
     groups.dedup();
-    let unknown: Vec<&str> = groups
+    let unknown: Vec<String> = groups
         .iter()
         .filter(|g| config.group(g).is_none())
-        .map(String::as_str)
+        .cloned()
         .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-        return Err(UserError::InvalidValue(format!(
-            "unknown group(s): {}; the config defines: {}",
-            unknown.join(", "),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )));
+        return Err(UserError::UnknownGroups {
+            unknown,
+            defined: config.groups.iter().map(|g| g.name.clone()).collect(),
+        });
     }
     Ok(groups)
 }
@@ -555,18 +519,16 @@ impl NewLink {
 }
 
 /// Why `user` gets no new enrollment link, if it does not.
-fn no_enrollment_for(user: &User) -> Option<String> {
+fn no_enrollment_for(user: &User) -> Option<UserError> {
     if user.no_login {
-        Some(format!(
-            "{} is a machine account (no-login): it never enrolls; its SSH keys and devices work while it is active",
-            user.name
-        ))
+        Some(UserError::MachineNeverEnrolls {
+            name: user.name.clone(),
+        })
     } else if user.state != UserState::Pending {
-        Some(format!(
-            "{} is {}, not pending: only a user who has not enrolled gets an enrollment link",
-            user.name,
-            user.state.as_str()
-        ))
+        Some(UserError::NotPending {
+            name: user.name.clone(),
+            state: user.state,
+        })
     } else {
         None
     }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_config::api::{ApiError, ErrorCode};
 
 use crate::access::devices::DeviceError;
-use crate::access::users::UserError;
+use crate::access::user_error::{UserError, UserErrorKind};
 use crate::gateway::ReloadError;
 use crate::store::StoreError;
 
@@ -111,13 +111,14 @@ impl From<DeviceError> for ApiFailure {
 
 impl From<UserError> for ApiFailure {
     fn from(err: UserError) -> Self {
-        match err {
-            UserError::InvalidName(message) => Self::invalid_name(message),
-            UserError::InvalidValue(message) => Self::invalid_value(message),
-            UserError::WrongState(message) => {
+        let message = err.to_string();
+        match err.into_kind() {
+            UserErrorKind::InvalidName => Self::invalid_name(message),
+            UserErrorKind::InvalidValue => Self::invalid_value(message),
+            UserErrorKind::WrongState => {
                 Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
             }
-            UserError::Store(store) => store.into(),
+            UserErrorKind::Store(store) => store.into(),
         }
     }
 }

@@ -109,17 +109,16 @@ impl From<DeviceError> for Failure {
     }
 }
 
-impl From<crate::access::users::UserError> for Failure {
-    fn from(err: crate::access::users::UserError) -> Self {
-        use crate::access::users::UserError;
-        match err {
-            UserError::InvalidName(message) | UserError::InvalidValue(message) => {
+impl From<crate::access::user_error::UserError> for Failure {
+    fn from(err: crate::access::user_error::UserError) -> Self {
+        use crate::access::user_error::UserErrorKind;
+        let message = err.to_string();
+        match err.into_kind() {
+            UserErrorKind::InvalidName | UserErrorKind::InvalidValue => {
                 Failure::invalid_value(message)
             }
-            UserError::WrongState(message) => {
-                Failure::new(StatusCode::CONFLICT, "wrong_state", message)
-            }
-            UserError::Store(store) => store.into(),
+            UserErrorKind::WrongState => Failure::new(StatusCode::CONFLICT, "wrong_state", message),
+            UserErrorKind::Store(store) => store.into(),
         }
     }
 }

@@ -413,6 +413,37 @@ mod tests {
         });
     }
 
+    /// Review finding 2: on the shared store, after each write the head
+    /// file followed whatever the database's last record was, so records
+    /// cut (or rewritten) by someone with the database were unseen once any
+    /// write happened. The head moves only from a record still in the
+    /// database, along a chain that verifies; otherwise it freezes, verify
+    /// names the break, and writes that need the chain are refused.
+    #[test]
+    fn on_the_shared_store_a_cut_tail_freezes_the_head_and_stops_writes() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        write_events(&store, 5);
+        let head = mirror::read_head(store.head_path()).unwrap();
+        db.raw_batch("DISABLE_AUDIT_TRIGGERS; DELETE FROM audit_log WHERE seq > 2;");
+        // A write lands on the cut log (the database takes it) ...
+        write_events(&store, 1);
+        // ... but the head file stays where it was, and verify says so.
+        assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
+        assert!(verdict(&store).is_some(), "verify sees the cut");
+        // Writes that need the chain are refused from now on, saying why.
+        let refused = store
+            .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "after")))
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("audit chain"),
+            "{refused}"
+        );
+        assert_eq!(db_records(&store).len(), 3, "nothing more was written");
+    }
+
     #[test]
     fn broken_records_past_the_head_freeze_it() {
         on_each_test_db(|db| {

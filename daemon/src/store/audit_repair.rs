@@ -95,31 +95,97 @@ pub(super) fn after_commit(
     in_sync
 }
 
+/// What [`catch_up`] found.
+pub(super) struct CaughtUp {
+    /// Whether the mirror is in sync.
+    pub(super) mirror_in_sync: bool,
+    /// The database's chain no longer continues from this node's head file:
+    /// the head stays where it was (evidence) and writes are refused.
+    pub(super) chain_broken: bool,
+}
+
 /// After a commit on the shared store, where the other node's records may
-/// sit between this node's: copy to the mirror every record it lacks and move
-/// the head to the database's last record (unless frozen). Returns whether
-/// the mirror is in sync. Never fails: the database holds the records.
-pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> bool {
-    let in_sync = catch_up_mirror(conn, paths);
+/// sit between this node's: copy to the mirror every record it lacks, and
+/// move the head to the database's last record, but only when the head
+/// file's record is still in the database and the chain from it verifies
+/// (else someone with the database cut or rewrote records: the head stays
+/// as evidence and `chain_broken` says so). Never fails: the database holds
+/// the records.
+pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> CaughtUp {
+    let mirror_in_sync = catch_up_mirror(conn, paths);
     if head_frozen {
         tracing::error!(
-            "audit head file not moved: the audit chain did not match it at start-up; run \
+            "audit head file not moved: the audit chain did not match it; run \
              `accessctl audit verify`"
         );
-        return in_sync;
+        return CaughtUp {
+            mirror_in_sync,
+            chain_broken: false,
+        };
     }
-    match last_head(conn) {
-        Ok(Some(last)) => {
+    let chain_broken = match continuity(conn, paths) {
+        Ok(Continuity::Reaches(Some(last))) => {
             if let Err(error) = mirror::write_head(&paths.head, &last) {
                 tracing::error!(%error, "audit head file update failed; repaired on next start");
             }
+            false
         }
-        Ok(None) => {}
+        Ok(Continuity::Reaches(None)) => false,
+        Ok(Continuity::Broken(why)) => {
+            tracing::error!(
+                why,
+                "the audit chain in the database no longer continues from this node's audit head: \
+                 records were removed or rewritten behind the gateway's back. The head file is kept \
+                 as evidence and no more records are written here; run `accessctl audit verify`, \
+                 restore the log, then restart accessd"
+            );
+            true
+        }
         Err(error) => {
-            tracing::error!(%error, "cannot read the last audit record for the head file")
+            // Cannot tell now: the head stays, the next write looks again.
+            tracing::error!(%error, "cannot check the audit chain for the head file; left as it was");
+            false
         }
+    };
+    CaughtUp {
+        mirror_in_sync,
+        chain_broken,
     }
-    in_sync
+}
+
+/// Whether the database's chain continues from the head file.
+enum Continuity {
+    /// It does, to this last record (`None`: the log is empty).
+    Reaches(Option<Head>),
+    /// It does not, and why.
+    Broken(&'static str),
+}
+
+fn continuity(conn: &Conn<'_>, paths: &Paths) -> Result<Continuity, StoreError> {
+    let last = last_head(conn).map_err(StoreError::db("read the last audit record"))?;
+    let Some(head) = mirror::read_head(&paths.head)? else {
+        // A node that has just joined the shared store anchors here.
+        return Ok(Continuity::Reaches(last));
+    };
+    if hash_at(conn, head.seq)?.as_deref() != Some(head.hash.as_str()) {
+        return Ok(Continuity::Broken(
+            "the record at the head file's position is gone or differs",
+        ));
+    }
+    let segment = query_records(
+        conn,
+        &format!(
+            "SELECT {RECORD_COLUMNS} FROM audit_log WHERE seq > {} ORDER BY id",
+            head.seq
+        ),
+        &[],
+    )?;
+    if !chain::verify_from(&segment, Some(&head), None).intact {
+        return Ok(Continuity::Broken(
+            "the records past the head file's do not chain from it",
+        ));
+    }
+    Ok(Continuity::Reaches(last))
 }
 
 /// Returns whether the head file must stay frozen.
@@ -437,10 +503,7 @@ mod tests {
         let refused = store
             .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "after")))
             .unwrap_err();
-        assert!(
-            refused.to_string().contains("audit chain"),
-            "{refused}"
-        );
+        assert!(refused.to_string().contains("audit chain"), "{refused}");
         assert_eq!(db_records(&store).len(), 3, "nothing more was written");
     }
 

@@ -176,6 +176,14 @@ pub enum StoreError {
     )]
     AnchorMissing { path: PathBuf, last_seq: u64 },
 
+    /// On the shared store, the database's audit chain stopped continuing
+    /// from this node's head file: records were cut or rewritten behind the
+    /// gateway's back. Nothing more is written until accessd restarts.
+    #[error(
+        "the audit chain in the database no longer continues from this node's audit head ({head}): records were removed or rewritten behind the gateway's back, so nothing more is written here (audit_chain_broken). Run `accessctl audit verify` to see where, restore the log, then restart accessd"
+    )]
+    AuditChainBroken { head: PathBuf },
+
     /// The audit mirror or head file beside the database failed.
     #[error(transparent)]
     Mirror(#[from] crate::audit::mirror::MirrorError),
@@ -207,7 +215,7 @@ impl StoreError {
             {
                 ErrorCode::StoreUnavailable
             }
-            Self::AuditWrite { .. } => ErrorCode::AuditUnavailable,
+            Self::AuditWrite { .. } | Self::AuditChainBroken { .. } => ErrorCode::AuditUnavailable,
             Self::CreateStateDir { .. }
             | Self::PostgresConfig(_)
             | Self::OpenDatabase { .. }

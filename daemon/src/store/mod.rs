@@ -204,6 +204,7 @@ impl Store {
             files: Mutex::new(AuditFiles {
                 mirror_in_sync: false,
                 head_frozen: false,
+                chain_broken: false,
             }),
             paths,
             secrets: Arc::clone(&opts.secrets),
@@ -222,6 +223,7 @@ impl Store {
         *inner.files() = AuditFiles {
             mirror_in_sync: reconciled.mirror_in_sync,
             head_frozen: reconciled.head_frozen,
+            chain_broken: false,
         };
         let store = Store {
             inner: Arc::new(inner),
@@ -348,23 +350,32 @@ impl Store {
                 value
             }
             Backend::Postgres(pool) => {
+                if self.inner.files().chain_broken {
+                    return Err(StoreError::AuditChainBroken {
+                        head: paths.head.clone(),
+                    });
+                }
                 let mut client = pool.get().map_err(StoreError::db("connect for a write"))?;
                 let (value, appended) = write_postgres(&mut client, paths, secrets, f)?;
                 // Another node's records may sit between ours: the files
                 // catch up from the database.
                 if appended {
                     let mut files = self.inner.files();
-                    files.mirror_in_sync = match begin_postgres_read(&mut client) {
-                        Ok(tx) => audit_repair::catch_up(
-                            &Conn::Postgres(RefCell::new(tx)),
-                            paths,
-                            files.head_frozen,
-                        ),
+                    match begin_postgres_read(&mut client) {
+                        Ok(tx) => {
+                            let caught = audit_repair::catch_up(
+                                &Conn::Postgres(RefCell::new(tx)),
+                                paths,
+                                files.head_frozen,
+                            );
+                            files.mirror_in_sync = caught.mirror_in_sync;
+                            files.chain_broken |= caught.chain_broken;
+                        }
                         Err(error) => {
                             tracing::error!(%error, "cannot read the audit log back for the mirror; will catch up on the next write");
-                            false
+                            files.mirror_in_sync = false;
                         }
-                    };
+                    }
                 }
                 value
             }
@@ -483,6 +494,10 @@ struct AuditFiles {
     /// True when the head file disagreed with the database at start-up: it
     /// is kept as evidence and never moved.
     head_frozen: bool,
+    /// True once the shared database's chain stopped continuing from the
+    /// head file (records cut or rewritten behind the gateway's back):
+    /// writes are refused until accessd restarts.
+    chain_broken: bool,
 }
 
 /// The store's files (and the database's name for messages).

@@ -79,15 +79,7 @@ mod tests {
     fn user(name: &str, state: UserState, expires_at: Option<i64>) -> User {
         User {
             name: name.into(),
-            state,
-            groups: vec!["research".into()],
-            created_at: 1,
-            expires_at,
-            last_seen: None,
-            password_hash: None,
-            totp_secret: None,
-            no_login: false,
-            vpn_login_at: None,
+            ..crate::auth::standing::tests::user(state, false, expires_at)
         }
     }
 

@@ -462,6 +462,12 @@ mod tests {
                 "{:?}",
                 released.elapsed()
             );
+            // The take-over runs beside the loop, after the lease is
+            // re-checked: it may start a moment after the node is active.
+            until("gw-b's take-over recorded", || {
+                b.state().last_takeover.is_some()
+            })
+            .await;
             assert_eq!(*seen_b.lock().unwrap(), [2]);
             let takeover = b.state().last_takeover.unwrap();
             assert_eq!(
@@ -480,6 +486,7 @@ mod tests {
             assert_eq!(b.handover().await.unwrap(), 2);
             assert!(!b.is_active(), "inactive as soon as it released");
             until("gw-a active again", || a.is_active()).await;
+            until("gw-a took over", || !seen_a.lock().unwrap().is_empty()).await;
             assert_eq!(*seen_a.lock().unwrap(), [3]);
             tokio::time::sleep(Duration::from_millis(1500)).await;
             assert!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gatehouse_tests::Daemon;
 use gatehouse_tests::portal::{
     PASSWORD, Portal, Session, add_user, find_in_files, new_public_key, portal_config,
-    public_key_of,
+    public_key_of, totp_code, unix_now,
 };
 use serde_json::{Value, json};
 
@@ -173,6 +173,50 @@ fn unknown_user_and_wrong_password_look_the_same() {
         .collect();
     assert_eq!(reasons.iter().filter(|r| *r == "unknown_user").count(), 8);
     assert_eq!(reasons.iter().filter(|r| *r == "bad_password").count(), 8);
+}
+
+/// Review finding 1: the lockout was checked when a login arrived and
+/// counted only after argon2, so one burst of parallel logins with the
+/// right password had every TOTP code judged (150 of 150, none locked out).
+/// Each attempt is now charged before it is judged, one per member at a
+/// time: a burst gets no more guesses than the lockout allows.
+#[test]
+fn a_burst_of_parallel_logins_gets_no_more_guesses_than_the_lockout_allows() {
+    let daemon = Daemon::start_with(&portal_config(&[("requests_per_minute", "100000")]));
+    let portal = Portal::of(&daemon);
+    let bob = portal.enroll(&daemon, "bob");
+    let now = unix_now();
+    let valid: Vec<String> = (0..4)
+        .map(|i| totp_code(&bob.secret, now - 30 + i * 30))
+        .collect();
+    let wrong = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    let started = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let attempts: Vec<_> = (0..150)
+            .map(|_| {
+                let (portal, wrong) = (&portal, &wrong);
+                scope.spawn(move || portal.login("bob", PASSWORD, wrong).status().as_u16())
+            })
+            .collect();
+        attempts.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    let judged = statuses.iter().filter(|s| **s == 401).count();
+    let locked = statuses.iter().filter(|s| **s == 429).count();
+    eprintln!(
+        "150 parallel logins: {judged} judged (401), {locked} locked out (429) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(judged + locked, 150, "{statuses:?}");
+    assert!(judged <= 5, "{judged} codes judged: {statuses:?}");
+    let mismatches = daemon
+        .audit_of("portal.login.fail")
+        .iter()
+        .filter(|r| r["detail"]["reason"] == "totp_mismatch")
+        .count();
+    assert_eq!(mismatches, judged, "each judged code is audited");
 }
 
 #[test]

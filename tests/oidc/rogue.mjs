@@ -42,6 +42,7 @@ async function idToken(login) {
     sub: 'rogue-sub-0001',
     preferred_username: 'eve',
     email: 'eve@example.org',
+    email_verified: true,
     groups: ['research-team'],
     nonce: login.nonce,
   };
@@ -56,6 +57,7 @@ async function idToken(login) {
   if (mode === 'wrong_azp') { aud = [clientId, 'someone-else']; claims.azp = 'someone-else'; }
   if (mode === 'future_nbf') claims.nbf = now + 3600;
   if (mode === 'unverified_email') claims.email_verified = false;
+  if (mode === 'no_email_verified') delete claims.email_verified;
   if (mode === 'alg_none') {
     return `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ ...claims, iss, aud, exp, iat })}.`;
   }

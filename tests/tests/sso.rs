@@ -596,6 +596,39 @@ fn an_unverified_email_does_not_pass_the_domain_check() {
     assert_eq!(login(), 200, "{}", gw.log_tail(20));
 }
 
+/// Review finding 10: a token without `email_verified` passed
+/// `allowed_email_domains`. By default (`oidc.email_verified =
+/// "required"`) only an email the token marks verified counts; with
+/// `"if_present"` (providers that send no such claim, as Entra ID), an
+/// unmarked one counts and one marked unverified still does not.
+#[test]
+fn an_email_without_email_verified_counts_only_where_the_config_says() {
+    let Some(rogue) = RogueIssuer::start() else {
+        return;
+    };
+    let (gw, _dir) = start_gateway(
+        &rogue.issuer,
+        free_port(),
+        "auto_provision = true\nallowed_email_domains = [\"example.org\"]",
+    );
+    let portal = Portal::of(&gw);
+    rogue.set_mode("no_email_verified");
+    assert_eq!(start_login(&portal), 403);
+    let failed = gw.audit_of("portal.login.fail");
+    assert_eq!(failed.last().unwrap()["detail"]["reason"], "domain");
+    drop(gw);
+
+    let (gw, _dir) = start_gateway(
+        &rogue.issuer,
+        free_port(),
+        "auto_provision = true\nallowed_email_domains = [\"example.org\"]\nemail_verified = \"if_present\"",
+    );
+    let portal = Portal::of(&gw);
+    assert_eq!(start_login(&portal), 200, "{}", gw.log_tail(20));
+    rogue.set_mode("unverified_email");
+    assert_eq!(start_login(&portal), 403, "marked unverified: refused");
+}
+
 /// One SSO login from a fresh browser against an issuer that sends the
 /// browser straight back (the rogue issuer); the portal's final status.
 fn start_login(portal: &Portal) -> u16 {

@@ -75,6 +75,9 @@ pub struct OidcConfig {
     pub username_claim: String,
     /// Lowercase; empty: any.
     pub allowed_email_domains: Vec<String>,
+    /// Whether an email passes `allowed_email_domains` only when the token
+    /// says it is verified.
+    pub email_verified: EmailVerified,
     /// A first login whose groups map to gatehouse groups creates an
     /// active member.
     pub auto_provision: bool,
@@ -83,6 +86,29 @@ pub struct OidcConfig {
     pub require_totp: bool,
     /// Extra roots (PEM) for the provider's TLS, beside the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+/// `oidc.email_verified`: which emails count for `allowed_email_domains`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailVerified {
+    /// Only an email the token marks `email_verified: true` (the default):
+    /// otherwise anyone who may type an address at the provider chooses
+    /// their domain.
+    Required,
+    /// An email counts unless the token marks it unverified: for providers
+    /// that send no such claim (Microsoft Entra ID), whose emails the
+    /// directory's administrators set.
+    IfPresent,
+}
+
+impl EmailVerified {
+    /// Does an email whose token says `claim` count?
+    pub fn accepts(self, claim: Option<bool>) -> bool {
+        match self {
+            EmailVerified::Required => claim == Some(true),
+            EmailVerified::IfPresent => claim != Some(false),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -270,6 +270,9 @@ static KEYS: &[ReloadKey] = &[
     live("oidc.allowed_email_domains", |a, b| {
         oidc(a, b, |o| &o.allowed_email_domains)
     }),
+    live("oidc.email_verified", |a, b| {
+        oidc(a, b, |o| &o.email_verified)
+    }),
     live("oidc.auto_provision", |a, b| {
         oidc(a, b, |o| &o.auto_provision)
     }),

@@ -569,6 +569,11 @@ fn an_oidc_section_is_checked_offline_with_file_line_and_key() {
         ("groups", "preferred_username")
     );
     assert!(!sso.auto_provision && sso.client_secret_file.is_none());
+    assert_eq!(
+        sso.email_verified,
+        crate::file::EmailVerified::Required,
+        "only verified emails count by default"
+    );
     assert!(
         config.portal.password_login,
         "password login stays on by default"
@@ -580,6 +585,27 @@ fn an_oidc_section_is_checked_offline_with_file_line_and_key() {
             "t.toml"
         )
         .is_ok()
+    );
+
+    // oidc.email_verified is one of two words, named with file and line.
+    assert_one(
+        &oidc(
+            "issuer = \"https://idp.example.org\"\nclient_id = \"g\"\nemail_verified = \"maybe\"\n",
+        ),
+        "oidc.email_verified",
+        MINIMAL.lines().count() + 5,
+        "\"if_present\"",
+    );
+    let accepts = |rule: crate::file::EmailVerified| {
+        [Some(true), None, Some(false)].map(|claim| rule.accepts(claim))
+    };
+    assert_eq!(
+        accepts(crate::file::EmailVerified::Required),
+        [true, false, false]
+    );
+    assert_eq!(
+        accepts(crate::file::EmailVerified::IfPresent),
+        [true, true, false]
     );
 
     let found = problems(&oidc(

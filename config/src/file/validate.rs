@@ -194,6 +194,19 @@ impl Checker<'_> {
                 );
             }
         }
+        let email_verified = match raw.email_verified.as_str() {
+            "required" => EmailVerified::Required,
+            "if_present" => EmailVerified::IfPresent,
+            other => {
+                self.problem(
+                    "oidc.email_verified",
+                    format!(
+                        "{other:?} is not one of \"required\" (the default: only emails the token marks verified) or \"if_present\" (for providers that send no email_verified claim)"
+                    ),
+                );
+                EmailVerified::Required
+            }
+        };
         let display_name = raw
             .display_name
             .map(|name| name.trim().to_string())
@@ -208,6 +221,7 @@ impl Checker<'_> {
             groups_claim: raw.groups_claim.trim().to_string(),
             username_claim: raw.username_claim.trim().to_string(),
             allowed_email_domains: domains,
+            email_verified,
             auto_provision: raw.auto_provision,
             require_totp: raw.require_totp,
             ca_file,

@@ -6,8 +6,10 @@
 //!   creates them with `--oidc-subject`, or when `auto_provision` creates
 //!   them at their first login.
 //! - The email domain must be allowed (`oidc.allowed_email_domains`), and
-//!   the email not marked unverified (`email_verified: false`): otherwise
-//!   anyone who may type an address at the provider picks their domain.
+//!   the email verified: marked `email_verified: true` by default, or not
+//!   marked unverified with `oidc.email_verified = "if_present"` (providers
+//!   that send no such claim); otherwise anyone who may type an address at
+//!   the provider picks their domain.
 //! - Groups are re-evaluated at every login from the groups claim
 //!   (`group.oidc_groups`): someone removed from an IdP group loses that
 //!   group now, and a login that maps to no group is refused (their groups
@@ -106,7 +108,7 @@ impl Access {
                 .as_deref()
                 .and_then(|e| e.rsplit_once('@'))
                 .map(|(_, d)| d.to_ascii_lowercase());
-            let unverified = login.email_verified == Some(false);
+            let unverified = !oidc.email_verified.accepts(login.email_verified);
             if unverified || !domain.is_some_and(|d| oidc.allowed_email_domains.contains(&d)) {
                 return Ok(Err((SsoRefusal::Domain, None)));
             }

@@ -88,6 +88,7 @@ scopes = ["openid", "email", "profile", "groups"]
 groups_claim = "groups"
 username_claim = "preferred_username"
 allowed_email_domains = ["example.org"]
+email_verified = "required"
 auto_provision = true
 require_totp = false
 
@@ -213,6 +214,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("oidc.groups_claim", r#""roles""#),
     ("oidc.username_claim", r#""email""#),
     ("oidc.allowed_email_domains", r#"["example.com"]"#),
+    ("oidc.email_verified", r#""if_present""#),
     ("oidc.auto_provision", "false"),
     ("oidc.require_totp", "true"),
 ];

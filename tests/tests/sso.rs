@@ -573,6 +573,13 @@ fn a_rotated_signing_key_is_fetched_again_at_most_every_thirty_seconds() {
     assert_eq!(login(), 200, "k2 fetched again: {}", gw.log_tail(20));
 }
 
+/// A gateway on the rogue issuer that provisions members and admits only
+/// example.org emails; `extra` goes into `[oidc]` too.
+fn domain_gateway(rogue: &RogueIssuer, extra: &str) -> (Daemon, tempfile::TempDir) {
+    let oidc = format!("auto_provision = true\nallowed_email_domains = [\"example.org\"]\n{extra}");
+    start_gateway(&rogue.issuer, free_port(), &oidc)
+}
+
 /// With `allowed_email_domains`, an email the provider marks unverified
 /// does not count: anyone who may type an address there would otherwise
 /// choose their domain. The same token with the email unmarked passes.
@@ -581,11 +588,7 @@ fn an_unverified_email_does_not_pass_the_domain_check() {
     let Some(rogue) = RogueIssuer::start() else {
         return;
     };
-    let (gw, _dir) = start_gateway(
-        &rogue.issuer,
-        free_port(),
-        "auto_provision = true\nallowed_email_domains = [\"example.org\"]",
-    );
+    let (gw, _dir) = domain_gateway(&rogue, "");
     let portal = Portal::of(&gw);
     let login = || start_login(&portal);
     rogue.set_mode("unverified_email");
@@ -606,11 +609,7 @@ fn an_email_without_email_verified_counts_only_where_the_config_says() {
     let Some(rogue) = RogueIssuer::start() else {
         return;
     };
-    let (gw, _dir) = start_gateway(
-        &rogue.issuer,
-        free_port(),
-        "auto_provision = true\nallowed_email_domains = [\"example.org\"]",
-    );
+    let (gw, _dir) = domain_gateway(&rogue, "");
     let portal = Portal::of(&gw);
     rogue.set_mode("no_email_verified");
     assert_eq!(start_login(&portal), 403);
@@ -618,11 +617,7 @@ fn an_email_without_email_verified_counts_only_where_the_config_says() {
     assert_eq!(failed.last().unwrap()["detail"]["reason"], "domain");
     drop(gw);
 
-    let (gw, _dir) = start_gateway(
-        &rogue.issuer,
-        free_port(),
-        "auto_provision = true\nallowed_email_domains = [\"example.org\"]\nemail_verified = \"if_present\"",
-    );
+    let (gw, _dir) = domain_gateway(&rogue, "email_verified = \"if_present\"");
     let portal = Portal::of(&gw);
     assert_eq!(start_login(&portal), 200, "{}", gw.log_tail(20));
     rogue.set_mode("unverified_email");

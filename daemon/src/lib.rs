@@ -133,10 +133,6 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Key(#[from] keys::wireguard::WireGuardKeyError),
-    #[error(transparent)]
-    HostKey(#[from] keys::ssh_host::HostKeyError),
-    #[error(transparent)]
     HostAddrs(#[from] host_addrs::HostAddrsError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),

@@ -507,6 +507,31 @@ mod tests {
         assert_eq!(db_records(&store).len(), 3, "nothing more was written");
     }
 
+    /// A record inserted by someone with the database (not through the
+    /// store) is caught by verify, on both backends. (One chained with a
+    /// correct plain SHA-256 after the head is the keyed chain's job: the
+    /// audit-evidence issue.)
+    #[test]
+    fn a_record_inserted_behind_the_store_is_caught() {
+        on_each_test_db(|db| {
+            let store = db.open();
+            write_events(&store, 3);
+            assert_eq!(verdict(&store), None);
+            db.raw_batch(
+                "DISABLE_AUDIT_TRIGGERS; \
+                 INSERT INTO audit_log (seq, time, time_unix, kind, actor, source, target, detail, prev_hash, hash) \
+                 SELECT seq + 1, time, time_unix, kind, actor, source, 'forged', detail, prev_hash, hash \
+                 FROM audit_log WHERE seq = 3;",
+            );
+            let caught = verdict(&store);
+            assert!(
+                caught.is_some_and(|(_, seq)| seq == 4),
+                "{caught:?} ({})",
+                db.backend()
+            );
+        });
+    }
+
     #[test]
     fn broken_records_past_the_head_freeze_it() {
         on_each_test_db(|db| {

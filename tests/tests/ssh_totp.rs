@@ -292,6 +292,91 @@ fn guessing_codes_is_counted_per_code_and_locks_the_user_out_across_connections(
     );
 }
 
+#[test]
+fn a_burst_of_parallel_connections_gets_no_more_codes_judged_than_the_lockout_allows() {
+    // Issue 24, finding 1: the lockout was checked when a code arrived but
+    // counted after it was judged, so connections racing in parallel all
+    // had their codes judged. Charged before judging, a burst of 40 gets
+    // at most the member's budget (5) judged; the rest are refused unjudged.
+    let Some(topo) = Topology::create() else {
+        return;
+    };
+    let Some(lab) = SshLab::new(&topo) else {
+        return;
+    };
+    let Some(python) = gatehouse_tests::ssh::paramiko_python() else {
+        return;
+    };
+    lab.start_targets();
+    // Room for every connection of the burst at once: the per-source
+    // start-up cap must not be what bounds the guesses.
+    let mut gw = lab.start_broker(
+        &lab.broker_config("require_totp = true\nmax_startups = 64\nmax_startups_per_source = 64"),
+    );
+    let alice = lab.identity("alice");
+    let account = enroll_with_key(&topo, &gw, "alice", &alice);
+    let wrong = wrong_code(&account);
+    const BURST: usize = 40;
+    let burst = paramiko(
+        &topo,
+        &python,
+        &[
+            "burst",
+            &lab.gateway(),
+            &gatehouse_tests::ssh::BROKER_PORT.to_string(),
+            "alice",
+            alice.key.to_str().unwrap(),
+            &wrong,
+            &BURST.to_string(),
+        ],
+    );
+    let outcomes = burst["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), BURST, "{burst}");
+    let got_in: Vec<&Value> = outcomes
+        .iter()
+        .filter(|o| o["result"] == "authenticated")
+        .collect();
+    assert!(got_in.is_empty(), "a wrong code logged in: {got_in:?}");
+    let prompted = outcomes
+        .iter()
+        .filter(|o| o["prompted"].as_u64() > Some(0))
+        .count();
+    eprintln!("{prompted} of {BURST} connections reached the TOTP prompt");
+    assert!(
+        prompted >= BURST / 2,
+        "the burst did not reach the TOTP step, so it shows nothing: {burst}"
+    );
+
+    // Every refusal is audited, in a record or, past a source's three a
+    // minute, in the summary written on shutdown: stop, start again, read.
+    gw.stop();
+    gw.spawn();
+    let mut reasons = std::collections::BTreeMap::<String, u64>::new();
+    for record in gw.audit_of_exactly("ssh.auth.fail") {
+        if let Some(summary) = record["detail"]["reasons"].as_object() {
+            for (reason, count) in summary {
+                *reasons.entry(reason.clone()).or_default() += count.as_u64().unwrap();
+            }
+        } else if let Some(reason) = record["detail"]["reason"].as_str() {
+            *reasons.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+    eprintln!("ssh.auth.fail reasons after the burst: {reasons:?}");
+    let judged = reasons.get("totp_mismatch").copied().unwrap_or(0);
+    assert!(
+        (1..=5).contains(&judged),
+        "{judged} codes of a burst of {BURST} were judged (the budget is 5): {reasons:?}"
+    );
+    let unjudged: u64 = ["locked_out", "busy", "penalised", "source_locked_out"]
+        .iter()
+        .filter_map(|r| reasons.get(*r))
+        .sum();
+    assert!(
+        judged + unjudged >= prompted as u64,
+        "every code answered was either judged or refused unjudged: {reasons:?}"
+    );
+}
+
 /// paramiko through the jump host, in the client namespace; its JSON line.
 fn paramiko(topo: &Topology, python: &std::path::Path, args: &[&str]) -> Value {
     let script = concat!(

@@ -84,6 +84,12 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
         ("devices", s.devices.to_string()),
         ("groups", s.groups.to_string()),
         ("audit records", s.audit_records.to_string()),
+        (
+            "audit chain",
+            s.audit_break
+                .as_ref()
+                .map_or("no break known".to_owned(), |why| format!("BROKEN: {why}")),
+        ),
         ("vpn", vpn_summary(s.vpn.as_ref())),
         ("store", s.store.clone()),
         (
@@ -180,6 +186,7 @@ mod tests {
             devices: 7,
             groups: 2,
             audit_records: 1234,
+            audit_break: None,
             vpn,
             ssh: None,
             portal: None,
@@ -241,10 +248,24 @@ users          5 (3 active, 1 pending, 1 disabled)
 devices        7
 groups         2
 audit records  1234
+audit chain    no break known
 vpn            not running
 store          /var/lib/gatehouse/gatehouse.db
 ha             no (a single gateway)
 "
+        );
+    }
+
+    #[test]
+    fn status_names_a_broken_audit_chain() {
+        let mut status = response(None);
+        status.audit_break = Some("records were removed; run `accessctl audit verify`".into());
+        let text = render_status(&status, now());
+        assert!(
+            text.contains(
+                "\naudit chain    BROKEN: records were removed; run `accessctl audit verify`\n"
+            ),
+            "{text}"
         );
     }
 
@@ -284,6 +305,7 @@ ha             no (a single gateway)
             text.ends_with(
                 "\
 audit records  1234
+audit chain    no break known
 vpn            gatehouse0 on UDP 0.0.0.0:51820: 2 peer(s), 1 connected
 store          /var/lib/gatehouse/gatehouse.db
 ha             no (a single gateway)

@@ -92,6 +92,11 @@ pub struct StatusResponse {
     pub devices: u64,
     pub groups: u64,
     pub audit_records: u64,
+    /// What is wrong with this node's audit chain (records cut or rewritten
+    /// in the database, a head file that disagreed at start-up), in a
+    /// sentence that says what to do; absent while nothing is known to be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_break: Option<String>,
     /// The WireGuard data plane; absent while it is not running (or from a
     /// daemon that predates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -59,6 +59,7 @@ pub async fn status(State(admin): State<AdminState>) -> Result<Json<StatusRespon
         devices: devices.len() as u64,
         groups: config.groups.len() as u64,
         audit_records,
+        audit_break: gw.store().audit_break(),
         vpn,
         ssh: ssh_status(&admin),
         portal: admin

@@ -99,9 +99,9 @@ pub(super) fn after_commit(
 pub(super) struct CaughtUp {
     /// Whether the mirror is in sync.
     pub(super) mirror_in_sync: bool,
-    /// The database's chain no longer continues from this node's head file:
-    /// the head stays where it was (evidence) and writes are refused.
-    pub(super) chain_broken: bool,
+    /// The database's chain no longer continues from this node's head file,
+    /// and why: the head stays where it was (evidence) and writes are refused.
+    pub(super) chain_broken: Option<&'static str>,
 }
 
 /// After a commit on the shared store, where the other node's records may
@@ -109,7 +109,7 @@ pub(super) struct CaughtUp {
 /// move the head to the database's last record, but only when the head
 /// file's record is still in the database and the chain from it verifies
 /// (else someone with the database cut or rewrote records: the head stays
-/// as evidence and `chain_broken` says so). Never fails: the database holds
+/// as evidence and `chain_broken` says why). Never fails: the database holds
 /// the records.
 pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> CaughtUp {
     let mirror_in_sync = catch_up_mirror(conn, paths);
@@ -120,7 +120,7 @@ pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> Cau
         );
         return CaughtUp {
             mirror_in_sync,
-            chain_broken: false,
+            chain_broken: None,
         };
     }
     let chain_broken = match continuity(conn, paths) {
@@ -128,9 +128,9 @@ pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> Cau
             if let Err(error) = mirror::write_head(&paths.head, &last) {
                 tracing::error!(%error, "audit head file update failed; repaired on next start");
             }
-            false
+            None
         }
-        Ok(Continuity::Reaches(None)) => false,
+        Ok(Continuity::Reaches(None)) => None,
         Ok(Continuity::Broken(why)) => {
             tracing::error!(
                 why,
@@ -139,12 +139,12 @@ pub(super) fn catch_up(conn: &Conn<'_>, paths: &Paths, head_frozen: bool) -> Cau
                  as evidence and no more records are written here; run `accessctl audit verify`, \
                  restore the log, then restart accessd"
             );
-            true
+            Some(why)
         }
         Err(error) => {
             // Cannot tell now: the head stays, the next write looks again.
             tracing::error!(%error, "cannot check the audit chain for the head file; left as it was");
-            false
+            None
         }
     };
     CaughtUp {
@@ -499,6 +499,12 @@ mod tests {
         // ... but the head file stays where it was, and verify says so.
         assert_eq!(mirror::read_head(store.head_path()).unwrap(), head);
         assert!(verdict(&store).is_some(), "verify sees the cut");
+        // `accessctl status` names the break (and what to do).
+        let named = store.audit_break().expect("the store names the break");
+        assert!(
+            named.contains("gone or differs") && named.contains("accessctl audit verify"),
+            "{named}"
+        );
         // Writes that need the chain are refused from now on, saying why.
         let refused = store
             .write_blocking(|w| w.audit(test_event("user.add", "uid:0", "local", "after")))
@@ -551,6 +557,10 @@ mod tests {
                 Some(Head::of(&records[2]))
             );
             assert_eq!(verdict(&store), Some((VerifyProblemKind::Altered, 4)));
+            let named = store
+                .audit_break()
+                .expect("the store names the frozen head");
+            assert!(named.contains("kept as evidence"), "{named}");
         });
     }
 

@@ -204,7 +204,7 @@ impl Store {
             files: Mutex::new(AuditFiles {
                 mirror_in_sync: false,
                 head_frozen: false,
-                chain_broken: false,
+                chain_broken: None,
             }),
             paths,
             secrets: Arc::clone(&opts.secrets),
@@ -223,7 +223,7 @@ impl Store {
         *inner.files() = AuditFiles {
             mirror_in_sync: reconciled.mirror_in_sync,
             head_frozen: reconciled.head_frozen,
-            chain_broken: false,
+            chain_broken: None,
         };
         let store = Store {
             inner: Arc::new(inner),
@@ -350,7 +350,7 @@ impl Store {
                 value
             }
             Backend::Postgres(pool) => {
-                if self.inner.files().chain_broken {
+                if self.inner.files().chain_broken.is_some() {
                     return Err(StoreError::AuditChainBroken {
                         head: paths.head.clone(),
                     });
@@ -369,7 +369,7 @@ impl Store {
                                 files.head_frozen,
                             );
                             files.mirror_in_sync = caught.mirror_in_sync;
-                            files.chain_broken |= caught.chain_broken;
+                            files.chain_broken = files.chain_broken.or(caught.chain_broken);
                         }
                         Err(error) => {
                             tracing::error!(%error, "cannot read the audit log back for the mirror; will catch up on the next write");
@@ -403,6 +403,29 @@ impl Store {
     /// The SQLite database file; `None` for the shared store.
     pub fn db_path(&self) -> Option<&Path> {
         self.inner.paths.db_file.as_deref()
+    }
+
+    /// What is wrong with this node's audit chain, in a sentence that says
+    /// what to do (`accessctl status` shows it); `None` while nothing is
+    /// known to be.
+    pub fn audit_break(&self) -> Option<String> {
+        let files = self.inner.files();
+        let head = self.inner.paths.head.display();
+        if let Some(why) = files.chain_broken {
+            return Some(format!(
+                "the audit chain in the database no longer continues from this node's audit \
+                 head ({head}): {why}. Records were removed or rewritten behind the gateway's \
+                 back, so nothing more is written here. Run `accessctl audit verify` to see \
+                 where, restore the log, then restart accessd"
+            ));
+        }
+        files.head_frozen.then(|| {
+            format!(
+                "the audit log disagreed with this node's audit head ({head}) at start-up: the \
+                 head is kept as evidence and not moved. Run `accessctl audit verify` to see \
+                 where (accessd's log says what it found)"
+            )
+        })
     }
 
     /// The database for messages: the SQLite file, or
@@ -494,10 +517,10 @@ struct AuditFiles {
     /// True when the head file disagreed with the database at start-up: it
     /// is kept as evidence and never moved.
     head_frozen: bool,
-    /// True once the shared database's chain stopped continuing from the
-    /// head file (records cut or rewritten behind the gateway's back):
-    /// writes are refused until accessd restarts.
-    chain_broken: bool,
+    /// Set once the shared database's chain stopped continuing from the
+    /// head file (records cut or rewritten behind the gateway's back), to
+    /// why: writes are refused until accessd restarts.
+    chain_broken: Option<&'static str>,
 }
 
 /// The store's files (and the database's name for messages).

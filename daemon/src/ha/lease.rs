@@ -494,6 +494,32 @@ mod tests {
         drop(rt);
     }
 
+    /// Two installations given the same `ha.node` (a copied config): the
+    /// second must not take the first's live lease as if it were the
+    /// first restarting, or the two take it from each other every second.
+    #[test]
+    fn a_second_installation_with_the_same_node_name_does_not_take_a_live_lease() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        let rt = crate::store::fixtures::multi_thread_runtime();
+        rt.block_on(async {
+            let mut first = lease(&db, &store, "gw-a", 60_000);
+            let mut copy = lease(&db, &store, "gw-a", 60_000);
+            let (held, _) = won(first.acquire(WITHIN, Defer::No).await.unwrap());
+            match copy.acquire(WITHIN, Defer::No).await.unwrap() {
+                Acquire::Held { holder, .. } => assert_eq!(holder, "gw-a"),
+                other => panic!("the copy took the live lease: {other:?}"),
+            }
+            assert!(
+                first.renew(held.generation, WITHIN).await.unwrap().is_some(),
+                "the first installation lost its lease to the copy"
+            );
+        });
+        drop(rt);
+    }
+
     /// Deferring (just after an outage), a node leaves a lease that ran out
     /// to its last holder, which takes it back; a released lease is taken
     /// at once even so; without deferring, the run-out lease is taken.

@@ -64,6 +64,23 @@ impl HostAddrs {
         }
         last.1.clone()
     }
+
+    /// The addresses other hosts can reach this one by: [`HostAddrs::current`]
+    /// without loopback and link-local ones (what an HA node registers, and
+    /// what SSH certificates list in `source-address`).
+    pub fn reachable(&self) -> Vec<IpAddr> {
+        self.current()
+            .into_iter()
+            .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+            .collect()
+    }
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
 }
 
 /// Every address configured on any interface of this network namespace.
@@ -104,6 +121,24 @@ mod tests {
 
     fn failing() -> Result<Vec<IpAddr>, nix::Error> {
         Err(nix::Error::ENOMEM)
+    }
+
+    fn with_link_local() -> Result<Vec<IpAddr>, nix::Error> {
+        Ok(vec![
+            [10, 0, 1, 10].into(),
+            [127, 0, 0, 1].into(),
+            [169, 254, 1, 1].into(),
+            "fe80::1".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "2001:db8::5".parse().unwrap(),
+        ])
+    }
+
+    #[test]
+    fn reachable_leaves_out_loopback_and_link_local() {
+        let addrs = HostAddrs::with_lister(with_link_local).unwrap();
+        let expected: Vec<IpAddr> = vec![[10, 0, 1, 10].into(), "2001:db8::5".parse().unwrap()];
+        assert_eq!(addrs.reachable(), expected);
     }
 
     #[test]

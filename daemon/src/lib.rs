@@ -148,6 +148,10 @@ pub enum RunError {
     Aws(#[from] aws::startup::StartError),
     #[error("cannot start the portal: {0}")]
     Portal(#[from] portal::PortalError),
+    #[error(transparent)]
+    Installation(#[from] ha::installation::InstallationError),
+    #[error("cannot start as an HA node: {0}")]
+    Ha(#[from] ha::HaError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -201,14 +205,21 @@ pub async fn run(
     let aws_session = aws.session();
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {
+        // First of all an HA node claims its name (refused while another
+        // installation reports under it), before it touches AWS.
+        let mut pending_ha = match core.config().ha.as_ref() {
+            Some(config) => {
+                let installation = ha::installation::InstallationId::load_or_create(&state_dir)?;
+                ha::prepare(core.store(), config, installation)
+            }
+            None => None,
+        };
+        if let Some(pending) = pending_ha.as_mut() {
+            pending.register(&core.host_addrs().reachable()).await?;
+        }
         aws::startup::apply_on_start(&core, aws_session.as_deref()).await?;
         // After apply: the certificate is made for the elastic IP too.
         aws::startup::portal_certificate(&core, &aws, portal::certificate_hosts(&core)).await?;
-        let pending_ha = core
-            .config()
-            .ha
-            .as_ref()
-            .and_then(|config| ha::prepare(core.store(), config));
         let ha = pending_ha.as_ref().map(ha::Pending::handle);
         let mut running = start_subsystems(&core, ha, &tracker, &shutdown).await?;
         if let Some(pending) = pending_ha {

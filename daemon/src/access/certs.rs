@@ -237,9 +237,8 @@ impl Access {
         let mut nets: Vec<String> = self
             .core
             .host_addrs()
-            .current()
+            .reachable()
             .into_iter()
-            .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
             .map(|ip| match ip {
                 IpAddr::V4(v4) => format!("{v4}/32"),
                 IpAddr::V6(v6) => format!("{v6}/128"),
@@ -330,13 +329,6 @@ fn principals_of(config: &gatehouse_config::Config, groups: &[String]) -> Vec<St
     principals.sort();
     principals.dedup();
     principals
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-    }
 }
 
 /// A random serial in 1..2^63 (the store keeps it as a signed 64-bit

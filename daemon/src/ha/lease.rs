@@ -3,8 +3,13 @@
 //! until when. Every time is the database's clock (`clock_timestamp()`, unix
 //! milliseconds), so the two nodes' clocks never have to agree.
 //!
+//! - [`LeaseDb::register`], at start: refuses while another installation
+//!   (`ha/installation.rs`) has reported under this node's name within the
+//!   lease's TTL (a copied config), naming it; else records this
+//!   installation and its addresses under the name.
 //! - [`LeaseDb::acquire`] takes the lease when nobody holds it, when it ran
-//!   out, or when this node's previous run held it; each take is a new
+//!   out, or when this node's previous run (the same installation) held
+//!   it; each take is a new
 //!   generation. Just after the database came back from an outage the
 //!   caller can [`Defer::ToLastHolder`]: a lease that ran out (and was not
 //!   released) is left to its last holder, which most likely ran out only
@@ -19,9 +24,12 @@
 //! Uses a connection of its own (not the store's pool, where a long write
 //! could make a renewal wait), and bounds every call with a timeout.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::installation::InstallationId;
 
 use crate::store::db::DbError;
 use crate::store::postgres::Target;
@@ -97,12 +105,31 @@ pub struct NodeView {
     pub generation: i64,
     pub seen_ms: i64,
     pub detail: serde_json::Value,
+    /// The installation that reports under this name (`None` from a node
+    /// that predates installation ids).
+    pub installation: Option<String>,
+    /// The node's own addresses, as it registered them at start.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// What [`LeaseDb::register`] found under this node's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// The name is this installation's now.
+    Registered,
+    /// Another installation reported under it `seen_ms_ago`: this one must
+    /// not start.
+    NameTaken {
+        installation: String,
+        seen_ms_ago: i64,
+    },
 }
 
 /// A connection to the lease, reconnected on the next call after it broke.
 pub struct LeaseDb {
     target: Target,
     node: String,
+    installation: InstallationId,
     ttl: Duration,
     conn: Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>,
 }
@@ -117,10 +144,16 @@ impl Drop for LeaseDb {
 
 impl LeaseDb {
     /// No connection is made until the first call.
-    pub(crate) fn new(target: Target, node: &str, ttl: Duration) -> LeaseDb {
+    pub(crate) fn new(
+        target: Target,
+        node: &str,
+        installation: InstallationId,
+        ttl: Duration,
+    ) -> LeaseDb {
         LeaseDb {
             target,
             node: node.to_string(),
+            installation,
             ttl,
             conn: None,
         }
@@ -155,6 +188,7 @@ impl LeaseDb {
     /// node's; answers within `within`.
     pub async fn acquire(&mut self, within: Duration, defer: Defer) -> Result<Acquire, DbError> {
         let node = self.node.clone();
+        let installation = self.installation.as_str().to_string();
         let ttl_ms = millis(self.ttl);
         let client = self.client(within).await?;
         let work = async move {
@@ -162,8 +196,8 @@ impl LeaseDb {
             let row = tx
                 .query_one(
                     &format!(
-                        "SELECT holder, generation, renewed_ms, released_ms, expires_ms, {NOW_MS} \
-                         FROM ha_lease WHERE id = 1 FOR UPDATE"
+                        "SELECT holder, generation, renewed_ms, released_ms, expires_ms, {NOW_MS}, \
+                         holder_installation FROM ha_lease WHERE id = 1 FOR UPDATE"
                     ),
                     &[],
                 )
@@ -176,10 +210,15 @@ impl LeaseDb {
                 expires_ms: row.try_get(4)?,
             };
             let now_ms: i64 = row.try_get(5)?;
+            let holder_installation: Option<String> = row.try_get(6)?;
             let live = previous.expires_ms > now_ms;
             let deferred = defer == Defer::ToLastHolder && previous.released_ms.is_none();
+            // "My previous run" is this name *and* this installation: a
+            // copy of this node's config elsewhere is another node.
+            let mine = previous.holder.as_deref() == Some(node.as_str())
+                && holder_installation.as_deref() == Some(installation.as_str());
             match &previous.holder {
-                Some(holder) if (live || deferred) && *holder != node => {
+                Some(holder) if (live || deferred) && !mine => {
                     return Ok(Acquire::Held {
                         holder: holder.clone(),
                         expires_in_ms: previous.expires_ms - now_ms,
@@ -192,10 +231,10 @@ impl LeaseDb {
                 .query_one(
                     &format!(
                         "UPDATE ha_lease SET holder = $1, generation = $2, acquired_ms = {NOW_MS}, \
-                         renewed_ms = {NOW_MS}, released_ms = NULL, expires_ms = {NOW_MS} + $3 \
-                         WHERE id = 1 RETURNING expires_ms, renewed_ms"
+                         renewed_ms = {NOW_MS}, released_ms = NULL, expires_ms = {NOW_MS} + $3, \
+                         holder_installation = $4 WHERE id = 1 RETURNING expires_ms, renewed_ms"
                     ),
-                    &[&node, &generation, &ttl_ms],
+                    &[&node, &generation, &ttl_ms, &installation],
                 )
                 .await?;
             let held = Held {
@@ -290,31 +329,99 @@ impl LeaseDb {
             .map_err(|_| timed_out("release the lease", within))?
     }
 
-    /// Records this node's role for `accessctl ha status`.
+    /// Before the loop starts: refuses the name while another installation
+    /// has reported under it within the lease's TTL (its last report was
+    /// not "stopped"); else records this installation under the name, as a
+    /// standby, with `addresses` (this node's own, for the SSH
+    /// certificates' `source-address`).
+    pub async fn register(
+        &mut self,
+        addresses: &[IpAddr],
+        within: Duration,
+    ) -> Result<Registration, DbError> {
+        let node = self.node.clone();
+        let installation = self.installation.as_str().to_string();
+        let addresses = serde_json::to_string(addresses).unwrap_or_else(|_| "[]".to_string());
+        let ttl_ms = millis(self.ttl);
+        let client = self.client(within).await?;
+        let work = async move {
+            let tx = client.transaction().await?;
+            let found = tx
+                .query_opt(
+                    &format!(
+                        "SELECT installation, {NOW_MS} - seen_ms, role FROM ha_nodes \
+                         WHERE node = $1 FOR UPDATE"
+                    ),
+                    &[&node],
+                )
+                .await?;
+            if let Some(row) = found {
+                let other: Option<String> = row.try_get(0)?;
+                let seen_ms_ago: i64 = row.try_get(1)?;
+                let role: String = row.try_get(2)?;
+                // A row of no installation is from before installations
+                // were kept: this node's own previous run, most likely.
+                if let Some(other) = other
+                    && other != installation
+                    && seen_ms_ago < ttl_ms
+                    && role != "stopped"
+                {
+                    return Ok(Registration::NameTaken {
+                        installation: other,
+                        seen_ms_ago,
+                    });
+                }
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail, installation, \
+                     addresses) VALUES ($1, 'standby', 0, {NOW_MS}, '{{}}', $2, $3) \
+                     ON CONFLICT (node) DO UPDATE SET role = 'standby', seen_ms = excluded.seen_ms, \
+                     installation = excluded.installation, addresses = excluded.addresses"
+                ),
+                &[&node, &installation, &addresses],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Registration::Registered)
+        };
+        tokio::time::timeout(within, work)
+            .await
+            .map_err(|_| timed_out("register this node", within))?
+    }
+
+    /// Records this node's role for `accessctl ha status`. False when
+    /// another installation has taken the name since this one registered
+    /// (two nodes started with one `ha.node` at the same moment): the row
+    /// is left to it, and the caller says so.
     pub async fn report(
         &mut self,
         role: &str,
         generation: i64,
         detail: &serde_json::Value,
         within: Duration,
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         let node = self.node.clone();
+        let installation = self.installation.as_str().to_string();
         let detail = detail.to_string();
         let role = role.to_string();
         let client = self.client(within).await?;
         let work = async move {
-            client
+            let written = client
                 .execute(
                     &format!(
-                        "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail) \
-                         VALUES ($1, $2, $3, {NOW_MS}, $4) ON CONFLICT (node) DO UPDATE SET \
+                        "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail, installation) \
+                         VALUES ($1, $2, $3, {NOW_MS}, $4, $5) ON CONFLICT (node) DO UPDATE SET \
                          role = excluded.role, generation = excluded.generation, \
-                         seen_ms = excluded.seen_ms, detail = excluded.detail"
+                         seen_ms = excluded.seen_ms, detail = excluded.detail, \
+                         installation = excluded.installation \
+                         WHERE ha_nodes.installation IS NULL \
+                         OR ha_nodes.installation = excluded.installation"
                     ),
-                    &[&node, &role, &generation, &detail],
+                    &[&node, &role, &generation, &detail, &installation],
                 )
                 .await?;
-            Ok(())
+            Ok(written == 1)
         };
         tokio::time::timeout(within, work)
             .await
@@ -337,19 +444,23 @@ impl LeaseDb {
                 .await?;
             let nodes = client
                 .query(
-                    "SELECT node, role, generation, seen_ms, detail FROM ha_nodes ORDER BY node",
+                    "SELECT node, role, generation, seen_ms, detail, installation, addresses \
+                     FROM ha_nodes ORDER BY node",
                     &[],
                 )
                 .await?
                 .iter()
                 .map(|n| {
                     let detail: String = n.try_get(4)?;
+                    let addresses: String = n.try_get(6)?;
                     Ok(NodeView {
                         node: n.try_get(0)?,
                         role: n.try_get(1)?,
                         generation: n.try_get(2)?,
                         seen_ms: n.try_get(3)?,
                         detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                        installation: n.try_get(5)?,
+                        addresses: serde_json::from_str(&addresses).unwrap_or_default(),
                     })
                 })
                 .collect::<Result<Vec<_>, DbError>>()?;
@@ -387,13 +498,31 @@ mod tests {
 
     const WITHIN: Duration = Duration::from_secs(5);
 
+    /// The lease as `node` of its one installation (a restart is the same).
     fn lease(db: &TestStore, store: &crate::store::Store, node: &str, ttl_ms: u64) -> LeaseDb {
+        let installation = format!("{:0>32}", hex_of(node));
+        installed(db, store, node, &installation, ttl_ms)
+    }
+
+    /// The lease as `node` of `installation` (32 hex digits).
+    fn installed(
+        db: &TestStore,
+        store: &crate::store::Store,
+        node: &str,
+        installation: &str,
+        ttl_ms: u64,
+    ) -> LeaseDb {
         let _ = db;
         LeaseDb::new(
             store.postgres_target().unwrap().clone(),
             node,
+            InstallationId::parse(installation).unwrap(),
             Duration::from_millis(ttl_ms),
         )
+    }
+
+    fn hex_of(text: &str) -> String {
+        text.bytes().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
     fn won(acquired: Acquire) -> (Held, Previous) {
@@ -506,15 +635,88 @@ mod tests {
         let rt = crate::store::fixtures::multi_thread_runtime();
         rt.block_on(async {
             let mut first = lease(&db, &store, "gw-a", 60_000);
-            let mut copy = lease(&db, &store, "gw-a", 60_000);
+            let mut copy = installed(&db, &store, "gw-a", &"c".repeat(32), 60_000);
             let (held, _) = won(first.acquire(WITHIN, Defer::No).await.unwrap());
             match copy.acquire(WITHIN, Defer::No).await.unwrap() {
                 Acquire::Held { holder, .. } => assert_eq!(holder, "gw-a"),
                 other => panic!("the copy took the live lease: {other:?}"),
             }
             assert!(
-                first.renew(held.generation, WITHIN).await.unwrap().is_some(),
+                first
+                    .renew(held.generation, WITHIN)
+                    .await
+                    .unwrap()
+                    .is_some(),
                 "the first installation lost its lease to the copy"
+            );
+        });
+        drop(rt);
+    }
+
+    /// At start a node claims its name for its installation: refused, naming
+    /// the other, while another installation reports under it within the
+    /// TTL; its own restart, or a name whose node stopped, is fine. A copy
+    /// that registered anyway (a race) finds its reports refused.
+    #[test]
+    fn a_node_name_reported_by_another_installation_is_refused_at_start() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        let rt = crate::store::fixtures::multi_thread_runtime();
+        rt.block_on(async {
+            let here: IpAddr = "10.0.1.5".parse().unwrap();
+            let mut first = lease(&db, &store, "gw-a", 60_000);
+            let copy_id = "c".repeat(32);
+            let mut copy = installed(&db, &store, "gw-a", &copy_id, 60_000);
+            assert_eq!(
+                first.register(&[here], WITHIN).await.unwrap(),
+                Registration::Registered
+            );
+            match copy.register(&[], WITHIN).await.unwrap() {
+                Registration::NameTaken {
+                    installation,
+                    seen_ms_ago,
+                } => {
+                    assert_eq!(installation, format!("{:0>32}", hex_of("gw-a")));
+                    assert!((0..60_000).contains(&seen_ms_ago), "{seen_ms_ago}");
+                }
+                other => panic!("the copy registered: {other:?}"),
+            }
+            // The first one restarting is itself.
+            let mut again = lease(&db, &store, "gw-a", 60_000);
+            assert_eq!(
+                again.register(&[here], WITHIN).await.unwrap(),
+                Registration::Registered
+            );
+            assert!(
+                first
+                    .report("standby", 0, &serde_json::json!({}), WITHIN)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !copy
+                    .report("active", 9, &serde_json::json!({}), WITHIN)
+                    .await
+                    .unwrap(),
+                "the copy overwrote the first's report"
+            );
+            let view = first.view(WITHIN).await.unwrap();
+            assert_eq!(view.nodes.len(), 1);
+            assert_eq!(view.nodes[0].addresses, [here]);
+            assert_eq!(view.nodes[0].role, "standby");
+
+            // Once the first has stopped, the name is free for another.
+            assert!(
+                first
+                    .report("stopped", 0, &serde_json::json!({}), WITHIN)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                copy.register(&[], WITHIN).await.unwrap(),
+                Registration::Registered
             );
         });
         drop(rt);

@@ -17,6 +17,7 @@
 //! Not here: the take-over's work (AWS and the data plane; `ha` imports
 //! neither), which the start-up layer builds and hands to [`Pending::spawn`].
 
+pub mod installation;
 pub mod lease;
 pub mod record;
 pub mod role;
@@ -35,7 +36,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::event::{Actor, Source, event};
 use crate::store::Store;
-use lease::{LeaseDb, LeaseView};
+use installation::InstallationId;
+use lease::{LeaseDb, LeaseView, Registration};
 pub use record::{Cause, HaState, RoleKind, TakeoverOutcome, TakeoverRecord};
 use record::{HaAudit, NodeReport};
 use role::{Action, CALL_LIMIT, LeaseAnswer, Now, Role};
@@ -81,6 +83,7 @@ pub struct Ha {
     state: watch::Receiver<HaState>,
     requests: mpsc::Sender<Request>,
     store: Store,
+    installation: InstallationId,
     lease_ttl: Duration,
 }
 
@@ -97,6 +100,16 @@ pub enum HaError {
     Stopped,
     #[error("cannot read the lease: {0}")]
     Database(#[from] crate::store::db::DbError),
+    #[error(
+        "another installation ({installation}) reported as HA node \"{node}\" {seen_secs_ago} s ago: \
+         each node of a pair needs its own ha.node (a copied config?). Give this one another name, \
+         or stop the other first"
+    )]
+    NodeNameTaken {
+        node: String,
+        installation: String,
+        seen_secs_ago: i64,
+    },
 }
 
 impl Ha {
@@ -132,7 +145,12 @@ impl Ha {
             return Err(HaError::Stopped);
         };
         let node = self.state.borrow().node.clone();
-        let mut db = LeaseDb::new(target.clone(), &node, self.lease_ttl);
+        let mut db = LeaseDb::new(
+            target.clone(),
+            &node,
+            self.installation.clone(),
+            self.lease_ttl,
+        );
         Ok(db.view(Duration::from_secs(5)).await?)
     }
 }
@@ -148,9 +166,14 @@ pub struct Pending {
     lease: LeaseDb,
 }
 
-/// The HA role of `[ha]` on the shared store: `None` without either (the
-/// config check refuses `[ha]` without `[store]`). It starts as the standby.
-pub fn prepare(store: &Store, config: &gatehouse_config::file::HaConfig) -> Option<Pending> {
+/// The HA role of `[ha]` on the shared store, as `installation`: `None`
+/// without either (the config check refuses `[ha]` without `[store]`). It
+/// starts as the standby.
+pub fn prepare(
+    store: &Store,
+    config: &gatehouse_config::file::HaConfig,
+    installation: InstallationId,
+) -> Option<Pending> {
     let target = store.postgres_target()?.clone();
     let role = Role::new(&config.node, config.lease_ttl, now());
     let (state_tx, state) = watch::channel(role.state().clone());
@@ -160,16 +183,34 @@ pub fn prepare(store: &Store, config: &gatehouse_config::file::HaConfig) -> Opti
             state,
             requests,
             store: store.clone(),
+            installation: installation.clone(),
             lease_ttl: config.lease_ttl,
         },
         role,
         state: state_tx,
         inbox,
-        lease: LeaseDb::new(target, &config.node, config.lease_ttl),
+        lease: LeaseDb::new(target, &config.node, installation, config.lease_ttl),
     })
 }
 
 impl Pending {
+    /// Claims this node's name for this installation, with its own
+    /// `addresses`, before anything else starts: refused while another
+    /// installation reports under the name ([`HaError::NodeNameTaken`]).
+    pub async fn register(&mut self, addresses: &[std::net::IpAddr]) -> Result<(), HaError> {
+        match self.lease.register(addresses, CALL_LIMIT).await? {
+            Registration::Registered => Ok(()),
+            Registration::NameTaken {
+                installation,
+                seen_ms_ago,
+            } => Err(HaError::NodeNameTaken {
+                node: self.lease.node().to_string(),
+                installation,
+                seen_secs_ago: seen_ms_ago.max(0) / 1000,
+            }),
+        }
+    }
+
     /// The handle, before the loop runs.
     pub fn handle(&self) -> Ha {
         self.ha.clone()
@@ -198,7 +239,9 @@ impl Pending {
     }
 }
 
-/// [`prepare`] and [`Pending::spawn`] at once.
+/// [`prepare`] and [`Pending::spawn`] at once, as the one installation of
+/// its node name (a node spawned again is that node restarting).
+#[cfg(test)]
 pub fn spawn(
     store: &Store,
     config: &gatehouse_config::file::HaConfig,
@@ -206,7 +249,14 @@ pub fn spawn(
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Option<Ha> {
-    Some(prepare(store, config)?.spawn(takeover, tracker, shutdown))
+    let hex: String = config
+        .node
+        .bytes()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let installation = InstallationId::parse(&format!("{hex:0>32}"))?;
+    Some(prepare(store, config, installation)?.spawn(takeover, tracker, shutdown))
 }
 
 /// The loop's only clock read.
@@ -366,12 +416,18 @@ impl Loop {
     async fn report(&mut self, role: RoleKind, generation: i64, detail: &NodeReport) {
         // Plain structs of strings and numbers always serialize.
         let detail = serde_json::to_value(detail).unwrap_or_default();
-        if let Err(error) = self
+        match self
             .lease
             .report(role.as_str(), generation, &detail, CALL_LIMIT)
             .await
         {
-            tracing::debug!(%error, "cannot report this node's HA role");
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                node = self.lease.node(),
+                "another installation reports under this node's name (ha.node): each node of a \
+                 pair needs its own; stop one and give it another name"
+            ),
+            Err(error) => tracing::debug!(%error, "cannot report this node's HA role"),
         }
     }
 

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     V6_SSO,
     V7_SSO_TOTP,
     V8_SSH_CERTS,
+    V9_HA_INSTALLATIONS,
 ];
 
 /// The schema version this code writes.
@@ -139,6 +140,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     PG_V6_SSO,
     PG_V7_SSO_TOTP,
     PG_V8_SSH_CERTS,
+    PG_V9_HA_INSTALLATIONS,
 ];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
@@ -257,6 +259,13 @@ CREATE TABLE ssh_certificates (
     removed         BIGINT NOT NULL DEFAULT 0 CHECK (removed IN (0, 1))
 );
 CREATE INDEX ssh_certificates_by_user ON ssh_certificates ("user");
+"#;
+
+/// [`V9_HA_INSTALLATIONS`] on PostgreSQL.
+const PG_V9_HA_INSTALLATIONS: &str = r#"
+ALTER TABLE ha_lease ADD COLUMN holder_installation TEXT;
+ALTER TABLE ha_nodes ADD COLUMN installation TEXT;
+ALTER TABLE ha_nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';
 "#;
 
 /// [`V7_SSO_TOTP`] on PostgreSQL.
@@ -392,6 +401,17 @@ CREATE TABLE ssh_certificates (
     removed         INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1))
 ) STRICT;
 CREATE INDEX ssh_certificates_by_user ON ssh_certificates (user);
+"#;
+
+/// Which installation holds the lease and reports under each node name
+/// (`ha/installation.rs`: two nodes given one `ha.node` are told apart),
+/// and each node's own addresses (JSON), which every node's SSH
+/// certificates list in `source-address`, so they keep working after a
+/// failover.
+const V9_HA_INSTALLATIONS: &str = r#"
+ALTER TABLE ha_lease ADD COLUMN holder_installation TEXT;
+ALTER TABLE ha_nodes ADD COLUMN installation TEXT;
+ALTER TABLE ha_nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';
 "#;
 
 /// The TOTP step of SSO logins (`oidc.require_totp`): a login the provider

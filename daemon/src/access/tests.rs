@@ -511,6 +511,40 @@ fn cert_config() -> String {
 const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl new@laptop";
 
+/// A certificate works from either node of an HA pair (issue 24, finding
+/// 5): its `source-address` lists every node's registered addresses, not
+/// only the issuing node's, so a failover does not end it.
+#[tokio::test]
+async fn a_certificate_lists_every_ha_nodes_addresses() {
+    let gw = TestGateway::new(&cert_config()).await;
+    let alice = member(&gw, "alice").await;
+    // The other node of the pair registered its own addresses.
+    let db = gw.core.store().db_path().unwrap().to_path_buf();
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute_batch(
+            "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail, installation, addresses) \
+             VALUES ('gw-b', 'standby', 0, 0, '{}', NULL, '[\"10.0.2.7\",\"2001:db8::7\"]')",
+        )
+        .unwrap();
+    let issued = gw
+        .portal(
+            Method::POST,
+            "/api/v1/ssh/certificates",
+            Some(json!({ "public_key": SSH_KEY })),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
+    let sources = issued.json["source_address"].as_str().unwrap();
+    for net in ["10.0.2.7/32", "2001:db8::7/128", "10.200.0.0/24"] {
+        assert!(
+            sources.split(',').any(|s| s == net),
+            "{net} missing from {sources}"
+        );
+    }
+}
+
 /// Both doors issue through the one service: on the portal a member's new
 /// key becomes theirs (audited) and is certified; the admin door refuses a
 /// key that is not the user's; lifetimes are capped by ssh.cert_lifetime

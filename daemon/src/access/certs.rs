@@ -4,7 +4,7 @@
 //! added to their keys first, audited), with which principals (their
 //! groups' `ssh_principals`), for how long (`ssh.cert_lifetime` at most,
 //! never past the account's expiry), usable from where (`source-address`:
-//! the gateway's own addresses and the VPN pool). Each issue is recorded
+//! every HA node's own addresses and the VPN pool). Each issue is recorded
 //! under its serial and audited (`ssh.cert.issue`) in one transaction.
 //! Also the CA's public side and the KRL for the private hosts.
 
@@ -116,7 +116,7 @@ impl Access {
             valid_before = valid_before.min(expires);
         }
         let valid_after = now - i64::try_from(BACKDATE_SECS).unwrap_or(0);
-        let source_address = self.source_address();
+        let source_address = self.source_address().await?;
         let serial = new_serial();
         let key_id = format!("{user}@{}", config.gateway.name);
         let cert = ca
@@ -229,15 +229,17 @@ impl Access {
         })
     }
 
-    /// The `source-address` of new certificates: the gateway's own
-    /// addresses (a private host sees the jump host's connections come
-    /// from them) and the VPN pool (members' tunnels), never loopback.
-    pub fn source_address(&self) -> String {
+    /// The `source-address` of new certificates: the addresses of every
+    /// node of an HA pair (this one's now, the others' as they registered
+    /// them), since a private host sees the jump host's connections come
+    /// from whichever node is active, and the VPN pool (members' tunnels);
+    /// never loopback.
+    pub async fn source_address(&self) -> Result<String, UserError> {
         let config = self.core.config();
-        let mut nets: Vec<String> = self
-            .core
-            .host_addrs()
-            .reachable()
+        let mut addresses = self.core.host_addrs().reachable();
+        // Empty without `[ha]`: only HA nodes register.
+        addresses.extend(self.core.store().read(|r| r.ha_node_addresses()).await?);
+        let mut nets: Vec<String> = addresses
             .into_iter()
             .map(|ip| match ip {
                 IpAddr::V4(v4) => format!("{v4}/32"),
@@ -249,7 +251,7 @@ impl Access {
         }
         nets.sort();
         nets.dedup();
-        nets.join(",")
+        Ok(nets.join(","))
     }
 
     fn user_ca(&self) -> Result<&UserCa, UserError> {

@@ -46,6 +46,7 @@ pub mod changes;
 pub mod db;
 pub mod devices;
 pub mod error;
+pub mod ha_nodes;
 pub mod portal;
 pub mod postgres;
 pub mod schema;

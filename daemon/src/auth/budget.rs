@@ -15,7 +15,12 @@
 //!   delay); the attempt holds its turn until it is answered.
 //! - A spent budget refuses unchecked until the lockout ends; the first
 //!   refusal of a lockout is the one to audit, the rest are counted and
-//!   that count is handed to the next attempt after it (a summary).
+//!   that count is handed to the next attempt after it (a summary), the
+//!   member's and the source's alike.
+//! - An attempt that names no member yet (an SSO callback or TOTP step
+//!   whose login is unknown until it is judged) is charged against the
+//!   source's budget alone ([`LoginBudget::charge_source`]): forged
+//!   requests get the same bounded records as wrong passwords.
 //!
 //! Unknown names are charged like known ones, so a lockout says nothing
 //! about whether a member exists. Names are kept as fixed-size digests and
@@ -77,7 +82,8 @@ pub enum Admission {
 /// as a failure.
 pub struct Charge {
     budget: Arc<LoginBudget>,
-    user: Key,
+    /// `None` for an attempt charged to its source alone.
+    user: Option<Key>,
     source: Key,
     lockout: Duration,
     settled: bool,
@@ -200,18 +206,38 @@ impl LoginBudget {
         source: IpAddr,
         lockout: Duration,
     ) -> Result<Charge, BudgetRefusal> {
+        self.charge_keys(Some(Key::user(user)), Key::source(source), lockout)
+            .await
+    }
+
+    /// Charges an attempt that names no member (yet) against `source`'s
+    /// budget alone, waiting as [`LoginBudget::charge`] does.
+    pub async fn charge_source(
+        self: &Arc<Self>,
+        source: IpAddr,
+        lockout: Duration,
+    ) -> Result<Charge, BudgetRefusal> {
+        self.charge_keys(None, Key::source(source), lockout).await
+    }
+
+    async fn charge_keys(
+        self: &Arc<Self>,
+        user: Option<Key>,
+        source: Key,
+        lockout: Duration,
+    ) -> Result<Charge, BudgetRefusal> {
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match self.try_charge(user, source, Instant::now(), lockout) {
+            match self.admit(user.clone(), source.clone(), Instant::now(), lockout) {
                 Admission::Charged(charge) => return Ok(charge),
                 Admission::Refused(refused) => return Err(refused),
                 Admission::Wait => {}
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(self.busy(user, Instant::now()));
+                return Err(self.busy(user.unwrap_or(source), Instant::now()));
             }
         }
     }
@@ -226,9 +252,30 @@ impl LoginBudget {
         now: Instant,
         lockout: Duration,
     ) -> Admission {
-        let (user, source) = (Key::user(user), Key::source(source));
+        self.admit(Some(Key::user(user)), Key::source(source), now, lockout)
+    }
+
+    /// [`LoginBudget::try_charge`] for an attempt charged to `source` alone.
+    pub fn try_charge_source(
+        self: &Arc<Self>,
+        source: IpAddr,
+        now: Instant,
+        lockout: Duration,
+    ) -> Admission {
+        self.admit(None, Key::source(source), now, lockout)
+    }
+
+    /// The rule over the source's key and, when there is one, the member's.
+    fn admit(
+        self: &Arc<Self>,
+        user: Option<Key>,
+        source: Key,
+        now: Instant,
+        lockout: Duration,
+    ) -> Admission {
+        let keys = keys(&source, user.as_ref());
         let mut table = self.lock();
-        for key in [&source, &user] {
+        for key in keys.clone() {
             if let Some(entry) = table.get_mut(key) {
                 entry.forgive(now, lockout);
                 if entry.locked(now) {
@@ -244,7 +291,7 @@ impl LoginBudget {
                 }
             }
         }
-        for key in [&source, &user] {
+        for key in keys.clone() {
             if let Some(entry) = table.get(key)
                 && (entry.failures + entry.unsettled >= key.max_failures()
                     || entry.held >= key.max_held())
@@ -253,17 +300,16 @@ impl LoginBudget {
             }
         }
         let mut refused_meanwhile = 0;
-        for key in [&source, &user] {
+        for key in keys {
             if table.len() >= MAX_ENTRIES && !table.contains_key(key) {
                 make_room(&mut table, now, lockout);
             }
             let entry = table.entry(key.clone()).or_insert_with(|| Entry::new(now));
             entry.unsettled += 1;
             entry.held += 1;
-            if matches!(key, Key::User(_)) {
-                refused_meanwhile = std::mem::take(&mut entry.summary);
-            }
+            refused_meanwhile += std::mem::take(&mut entry.summary);
         }
+        drop(table);
         Admission::Charged(Charge {
             budget: self.clone(),
             user,
@@ -274,12 +320,11 @@ impl LoginBudget {
         })
     }
 
-    /// Refuses an attempt that waited too long for its turn.
-    fn busy(&self, user: &str, now: Instant) -> BudgetRefusal {
+    /// Refuses an attempt that waited too long for its turn (`key`: the
+    /// member's, or the source's when the attempt names no member).
+    fn busy(&self, key: Key, now: Instant) -> BudgetRefusal {
         let mut table = self.lock();
-        let entry = table
-            .entry(Key::user(user))
-            .or_insert_with(|| Entry::new(now));
+        let entry = table.entry(key).or_insert_with(|| Entry::new(now));
         let first = !entry.refusal_reported;
         entry.refusal_reported = true;
         if !first {
@@ -307,7 +352,7 @@ impl Charge {
         self.settled = true;
         let count = self
             .budget
-            .settle_failure(&self.user, &self.source, now, self.lockout);
+            .settle_failure(self.user.as_ref(), &self.source, now, self.lockout);
         let delay = FIRST_DELAY.saturating_mul(1 << (count.max(1) - 1).min(16));
         delay.min(MAX_DELAY)
     }
@@ -320,7 +365,7 @@ impl Charge {
         if let Some(entry) = table.get_mut(&self.source) {
             entry.unsettled = entry.unsettled.saturating_sub(1);
         }
-        if let Some(entry) = table.get_mut(&self.user) {
+        if let Some(entry) = self.user.as_ref().and_then(|user| table.get_mut(user)) {
             entry.unsettled = entry.unsettled.saturating_sub(1);
             entry.failures = 0;
             entry.locked_until = None;
@@ -328,8 +373,8 @@ impl Charge {
         }
     }
 
-    /// Attempts refused by a lockout of this member that ended before this
-    /// attempt: the summary its audit record carries.
+    /// Attempts refused by a lockout of this member or source that ended
+    /// before this attempt: the summary its audit record carries.
     pub fn refused_meanwhile(&self) -> u32 {
         self.refused_meanwhile
     }
@@ -339,11 +384,15 @@ impl Drop for Charge {
     fn drop(&mut self) {
         if !self.settled {
             // Abandoned while being judged: counted as a failure.
-            self.budget
-                .settle_failure(&self.user, &self.source, Instant::now(), self.lockout);
+            self.budget.settle_failure(
+                self.user.as_ref(),
+                &self.source,
+                Instant::now(),
+                self.lockout,
+            );
         }
         let mut table = self.budget.lock();
-        for key in [&self.source, &self.user] {
+        for key in keys(&self.source, self.user.as_ref()) {
             if let Some(entry) = table.get_mut(key) {
                 entry.held = entry.held.saturating_sub(1);
                 if entry.is_idle() {
@@ -358,10 +407,16 @@ impl Drop for Charge {
 
 impl LoginBudget {
     /// Counts one failure on both keys; returns the larger count.
-    fn settle_failure(&self, user: &Key, source: &Key, now: Instant, lockout: Duration) -> u32 {
+    fn settle_failure(
+        &self,
+        user: Option<&Key>,
+        source: &Key,
+        now: Instant,
+        lockout: Duration,
+    ) -> u32 {
         let mut table = self.lock();
         let mut count = 0;
-        for key in [source, user] {
+        for key in keys(source, user) {
             let entry = table.entry(key.clone()).or_insert_with(|| Entry::new(now));
             entry.unsettled = entry.unsettled.saturating_sub(1);
             entry.failures += 1;
@@ -375,6 +430,11 @@ impl LoginBudget {
         self.changed.notify_waiters();
         count
     }
+}
+
+/// The keys an attempt is charged to: its source's, then its member's.
+fn keys<'a>(source: &'a Key, user: Option<&'a Key>) -> impl Iterator<Item = &'a Key> + Clone {
+    std::iter::once(source).chain(user)
 }
 
 /// Forgets what a lockout period has forgiven; if the table is still full
@@ -537,6 +597,38 @@ mod tests {
         charge.succeeded();
         let next = charged(budget.try_charge("alice", ip(2), later, LOCKOUT));
         assert_eq!(next.refused_meanwhile(), 0, "reported once");
+    }
+
+    #[test]
+    fn an_attempt_naming_no_member_spends_its_sources_budget_and_is_summarised() {
+        // Forged SSO callbacks name nobody: they are bounded by the source's
+        // budget, one refusal of its lockout is reported, and the rest are
+        // handed to the next attempt from that source (member or not).
+        let budget = LoginBudget::new();
+        let now = Instant::now();
+        for _ in 0..SOURCE_MAX_FAILURES {
+            charged(budget.try_charge_source(ip(1), now, LOCKOUT)).failed(now);
+        }
+        let first = refused(budget.try_charge_source(ip(1), now, LOCKOUT));
+        assert_eq!(
+            first,
+            BudgetRefusal {
+                refusal: LoginRefusal::SourceLockedOut,
+                first: true
+            }
+        );
+        for _ in 0..9 {
+            assert!(!refused(budget.try_charge_source(ip(1), now, LOCKOUT)).first);
+        }
+        // A password login from there is refused too; another source is not.
+        assert!(!refused(budget.try_charge("alice", ip(1), now, LOCKOUT)).first);
+        charged(budget.try_charge_source(ip(2), now, LOCKOUT)).succeeded();
+        let later = now + LOCKOUT;
+        let next = charged(budget.try_charge_source(ip(1), later, LOCKOUT));
+        assert_eq!(next.refused_meanwhile(), 10, "the first was reported");
+        next.succeeded();
+        let login = charged(budget.try_charge("alice", ip(1), later, LOCKOUT));
+        assert_eq!(login.refused_meanwhile(), 0, "reported once");
     }
 
     #[test]

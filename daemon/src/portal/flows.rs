@@ -347,14 +347,26 @@ pub(super) fn login_ok(who: &str, source: IpAddr, detail: serde_json::Value) -> 
 }
 
 /// Audits a refused SSO login (`portal.login.fail`, `method: "oidc"`) with
-/// its reason and what happened; `user` when the login concerned one.
+/// its reason and what happened; `user` when the login concerned one;
+/// `refused_meanwhile`: the attempts a lockout that ended refused unaudited
+/// (the login budget's summary).
 pub async fn sso_refused(
     state: &PortalState,
     source: IpAddr,
     user: Option<&str>,
     reason: &'static str,
     detail: &str,
+    refused_meanwhile: u32,
 ) -> Result<(), Failure> {
+    let mut detail = json!({
+        "method": "oidc",
+        "reason": reason,
+        "detail": detail,
+        "source": source.to_string(),
+    });
+    if refused_meanwhile > 0 {
+        detail["refused_while_locked_out"] = json!(refused_meanwhile);
+    }
     let record = event(
         Kind::PortalLoginFail,
         match user {
@@ -364,12 +376,7 @@ pub async fn sso_refused(
         AuditSource::Addr(source),
     )
     .on(user.unwrap_or("(sso)"))
-    .detail(json!({
-        "method": "oidc",
-        "reason": reason,
-        "detail": detail,
-        "source": source.to_string(),
-    }));
+    .detail(detail);
     write_record(state, record).await
 }
 

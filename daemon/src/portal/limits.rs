@@ -1,7 +1,11 @@
-//! The portal's request rate limit, in memory: a token bucket of requests
-//! per source address (IPv6 per /64, as the listeners count them), bounded
-//! in entries. Login attempts are budgeted by the member-authentication
-//! service ([`crate::auth::LoginBudget`]), shared with the jump host.
+//! The portal's request rate limits, in memory: token buckets per source
+//! address (IPv6 per /64, as the listeners count them), bounded in
+//! entries. One counts every request (`portal.requests_per_minute`);
+//! another the SSO logins a source starts ([`SSO_STARTS_PER_SOURCE`] per
+//! [`SSO_STARTS_PERIOD`]), each of which keeps a row until it is used or
+//! pruned, so one source keeps at most twice that many logins under way.
+//! Login attempts are budgeted by the member-authentication service
+//! ([`crate::auth::LoginBudget`]), shared with the jump host.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,17 +17,34 @@ use crate::capped_listener::source_key;
 /// Sources the table keeps at most.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Requests per source address: a token bucket of `per_minute` tokens,
-/// refilled continuously.
+/// SSO logins one source may start per [`SSO_STARTS_PERIOD`]: an office
+/// behind one address signing in at nine, not a flood of rows.
+pub const SSO_STARTS_PER_SOURCE: u32 = 60;
+/// The period of [`SSO_STARTS_PER_SOURCE`]: how long a login under way
+/// waits for its callback (`sso_login::PENDING_LIFETIME`), after which its
+/// row is pruned.
+pub const SSO_STARTS_PERIOD: Duration = Duration::from_secs(600);
+
+/// Requests per source address: a token bucket of `capacity` tokens,
+/// refilled continuously at `capacity` per `period`.
 pub struct RequestLimits {
-    per_minute: f64,
+    capacity: f64,
+    per_second: f64,
     table: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl RequestLimits {
+    /// `per_minute` requests per source, refilled within a minute.
     pub fn new(per_minute: u32) -> Self {
+        Self::per_period(per_minute, Duration::from_secs(60))
+    }
+
+    /// `count` requests per source, refilled within `period`.
+    pub fn per_period(count: u32, period: Duration) -> Self {
+        let capacity = f64::from(count.max(1));
         Self {
-            per_minute: f64::from(per_minute.max(1)),
+            capacity,
+            per_second: capacity / period.as_secs_f64().max(1.0),
             table: Mutex::new(HashMap::new()),
         }
     }
@@ -46,9 +67,9 @@ impl RequestLimits {
                 }
             }
         }
-        let (tokens, last) = table.entry(source).or_insert((self.per_minute, now));
-        let refill = now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0;
-        *tokens = (*tokens + refill).min(self.per_minute);
+        let (tokens, last) = table.entry(source).or_insert((self.capacity, now));
+        let refill = now.duration_since(*last).as_secs_f64() * self.per_second;
+        *tokens = (*tokens + refill).min(self.capacity);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -77,6 +98,20 @@ mod tests {
         assert!(!limits.allow(A, t0));
         assert!(limits.allow(B, t0));
         assert!(limits.allow(A, t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn sso_starts_are_bounded_per_period() {
+        let starts = RequestLimits::per_period(SSO_STARTS_PER_SOURCE, SSO_STARTS_PERIOD);
+        let t0 = Instant::now();
+        let allowed = (0..1000).filter(|_| starts.allow(A, t0)).count();
+        assert_eq!(allowed, SSO_STARTS_PER_SOURCE as usize);
+        // One more every ten seconds; a whole period refills the bucket.
+        assert!(!starts.allow(A, t0 + Duration::from_secs(5)));
+        assert!(starts.allow(A, t0 + Duration::from_secs(11)));
+        let later = t0 + Duration::from_secs(11) + SSO_STARTS_PERIOD;
+        let allowed = (0..1000).filter(|_| starts.allow(A, later)).count();
+        assert_eq!(allowed, SSO_STARTS_PER_SOURCE as usize);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Layout: [`tls`] (the rustls config over the certificate and key that
 //! [`crate::keys::portal_tls`] loads or makes), [`server`] (the TLS accept loop, per-connection limits and
 //! shutdown), [`sessions`] (cookies, timeouts, CSRF), [`limits`] (the request
-//! rate limit; logins are budgeted by [`crate::auth`]), [`passwords`] (rules, argon2id on a bounded pool),
+//! rate limit and SSO starts per source; logins are budgeted by [`crate::auth`]), [`passwords`] (rules, argon2id on a bounded pool),
 //! [`flows`] (enroll, login, logout: the actions, each audited; devices go
 //! through [`crate::access`]),
 //! [`api`] (the JSON API under `/api/v1/`), [`pages`] (server-rendered
@@ -129,6 +129,8 @@ pub struct PortalState {
     pub access: Access,
     pub passwords: Passwords,
     pub request_limits: Arc<RequestLimits>,
+    /// SSO logins started per source ([`limits::SSO_STARTS_PER_SOURCE`]).
+    pub sso_starts: Arc<RequestLimits>,
     /// The team's identity provider (`[oidc]`), when configured.
     pub sso: Option<Arc<crate::sso::Provider>>,
 }
@@ -148,6 +150,10 @@ impl PortalState {
             access: access.clone(),
             passwords,
             request_limits: Arc::new(RequestLimits::new(config.portal.requests_per_minute)),
+            sso_starts: Arc::new(RequestLimits::per_period(
+                limits::SSO_STARTS_PER_SOURCE,
+                limits::SSO_STARTS_PERIOD,
+            )),
             sso,
         })
     }

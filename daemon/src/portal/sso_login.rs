@@ -11,8 +11,19 @@
 //!   the TOTP step of `oidc.require_totp` begins;
 //! - every refusal is audited ([`flows::sso_refused`]: `portal.login.fail`,
 //!   `method: "oidc"`, with its reason) and comes back with what to tell the member.
+//!
+//! Anonymous requests are bounded per source, as password logins are: a
+//! source starts at most [`limits::SSO_STARTS_PER_SOURCE`] logins per
+//! period (each keeps a row until used or pruned), and every callback is
+//! charged against the source's login budget before it is judged
+//! ([`crate::auth::LoginBudget::charge_source`]), refunded when it signs in.
+//! A spent budget answers `429` with one record per lockout; the refusals
+//! it did not record are counted in the next record from that source.
+//!
+//! [`limits::SSO_STARTS_PER_SOURCE`]: super::limits::SSO_STARTS_PER_SOURCE
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -22,6 +33,7 @@ use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
 use super::sso_totp::{self, Waiting};
+use crate::auth::{BudgetRefusal, LoginRefusal};
 use crate::store::sso::{PendingLogin, TakenLogin};
 use crate::store::{LoginMethod, hash_token};
 use crate::time_fmt::now_unix;
@@ -50,6 +62,8 @@ pub enum Started {
     },
     /// The provider cannot be reached (its discovery failed).
     Unavailable,
+    /// This source started too many logins lately (`429`).
+    Limited,
     Failed(Failure),
 }
 
@@ -62,11 +76,25 @@ pub enum Finished {
     Refused {
         message: String,
     },
+    /// Refused unjudged: the source's or the member's login budget is
+    /// spent (`429`); `code` is the refusal's.
+    Limited {
+        code: &'static str,
+        message: &'static str,
+    },
     Failed(Failure),
 }
 
-/// Begins a login at `provider`.
-pub async fn start(state: &PortalState, provider: &crate::sso::Provider) -> Started {
+/// Begins a login at `provider` for a browser at `source`.
+pub async fn start(
+    state: &PortalState,
+    provider: &crate::sso::Provider,
+    source: IpAddr,
+) -> Started {
+    if !state.sso_starts.allow(source, Instant::now()) {
+        tracing::debug!(%source, "SSO login refused: too many started from this source");
+        return Started::Limited;
+    }
     let config = state.core.config();
     let scopes = config
         .oidc
@@ -111,7 +139,9 @@ pub async fn start(state: &PortalState, provider: &crate::sso::Provider) -> Star
 }
 
 /// The provider's answer for the browser whose pre-login cookie holds
-/// `binding`.
+/// `binding`, charged against the source's login budget before it is
+/// judged: a refusal spends it (answered after the budget's delay), a
+/// login refunds it.
 pub async fn callback(
     state: &PortalState,
     provider: &crate::sso::Provider,
@@ -119,9 +149,78 @@ pub async fn callback(
     binding: &str,
     params: &Callback,
 ) -> Finished {
+    let lockout = state.core.config().portal.login_lockout;
+    let mut charge = match state
+        .core
+        .login_budget()
+        .charge_source(source, lockout)
+        .await
+    {
+        Ok(charge) => charge,
+        Err(refused) => return limited(state, source, None, refused).await,
+    };
+    let meanwhile = charge.refused_meanwhile();
+    let finished = judge(state, provider, source, binding, params, meanwhile).await;
+    if let Finished::Refused { .. } = finished {
+        let delay = charge.failed(Instant::now());
+        tokio::time::sleep(delay).await;
+        drop(charge);
+    } else {
+        charge.succeeded();
+    }
+    finished
+}
+
+/// A login refused by a spent budget: the first refusal of its lockout is
+/// audited, every one is answered.
+pub async fn limited(
+    state: &PortalState,
+    source: IpAddr,
+    user: Option<&str>,
+    refused: BudgetRefusal,
+) -> Finished {
+    let code = refused.refusal.code();
+    if refused.first {
+        tracing::info!(%source, reason = code, "SSO login refused: login budget spent");
+        let reason = refused.refusal.reason();
+        if let Err(failure) = flows::sso_refused(state, source, user, code, reason, 0).await {
+            return Finished::Failed(failure);
+        }
+    }
+    Finished::Limited {
+        code,
+        message: limited_message(refused.refusal),
+    }
+}
+
+/// What a member refused by a spent budget is told.
+pub fn limited_message(refusal: LoginRefusal) -> &'static str {
+    match refusal {
+        LoginRefusal::Busy => {
+            "Another sign-in for this account is still being checked. Start again from the login page."
+        }
+        LoginRefusal::LockedOut => {
+            "Too many failed attempts for this account: wait a few minutes, then start again from the login page."
+        }
+        _ => {
+            "Too many failed sign-ins from your address: wait a few minutes, then start again from the login page."
+        }
+    }
+}
+
+/// The callback's rules; `meanwhile` is the budget's summary for the
+/// record this callback writes.
+async fn judge(
+    state: &PortalState,
+    provider: &crate::sso::Provider,
+    source: IpAddr,
+    binding: &str,
+    params: &Callback,
+    meanwhile: u32,
+) -> Finished {
     let refuse = |reason: &'static str, detail: String, user: Option<String>, message: String| async move {
         tracing::info!(%source, reason, detail = %detail, "SSO login refused");
-        match flows::sso_refused(state, source, user.as_deref(), reason, &detail).await {
+        match flows::sso_refused(state, source, user.as_deref(), reason, &detail, meanwhile).await {
             Ok(()) => Finished::Refused { message },
             Err(failure) => Finished::Failed(failure),
         }
@@ -215,14 +314,17 @@ pub async fn callback(
         }
         Err(err) => return Finished::Failed(err.into()),
     };
+    let mut detail = login_detail(&verified, &member);
+    if meanwhile > 0 {
+        detail["refused_while_locked_out"] = json!(meanwhile);
+    }
     if oidc.require_totp {
-        let detail = login_detail(&verified, &member);
         return match sso_totp::begin(state, &member.user, detail).await {
             Ok(waiting) => Finished::AskTotp(waiting),
             Err(failure) => Finished::Failed(failure),
         };
     }
-    match open_session(state, source, &verified, &member).await {
+    match open_session(state, source, &member, detail).await {
         Ok(logged_in) => Finished::SignedIn(logged_in),
         Err(failure) => Finished::Failed(failure),
     }
@@ -246,12 +348,12 @@ pub fn login_detail(
 
 /// An SSO login the provider and the access service both accepted, when no
 /// TOTP step is asked: opens the session as a password login does
-/// (`portal.login.ok` with [`login_detail`] and `totp: false`).
+/// (`portal.login.ok` with `detail`, [`login_detail`], and `totp: false`).
 pub async fn open_session(
     state: &PortalState,
     source: IpAddr,
-    login: &crate::sso::Verified,
     member: &crate::access::sso::SsoMember,
+    mut detail: serde_json::Value,
 ) -> Result<LoggedIn, Failure> {
     let config = state.core.config();
     let now = now_unix();
@@ -259,7 +361,6 @@ pub async fn open_session(
     let session_hash = hash_token(&session);
     let who = member.user.clone();
     let opening = Opening::new(&config, now, source, LoginMethod::Oidc);
-    let mut detail = login_detail(login, member);
     detail["totp"] = json!(false);
     let record = flows::login_ok(&who, source, detail);
     state

@@ -16,7 +16,9 @@
 //!   which a cross-site POST does not carry; the form also carries a value
 //!   derived from it (double submit).
 //!
-//! Every refusal is answered with a page that says what to do.
+//! Every refusal is answered with a page that says what to do; one refused
+//! by a per-source or per-member limit is `429` and names its code
+//! (`too_many_logins`, `source_locked_out`, `locked_out`, `busy`).
 
 use axum::Form;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -45,11 +47,11 @@ pub struct TotpForm {
 }
 
 /// `GET /oidc/start`.
-pub async fn start(State(state): State<PortalState>) -> Response {
+pub async fn start(State(state): State<PortalState>, ClientAddr(source): ClientAddr) -> Response {
     let Some(provider) = state.sso.clone() else {
         return not_set_up();
     };
-    match sso_login::start(&state, &provider).await {
+    match sso_login::start(&state, &provider, source).await {
         Started::Redirect { url, binding } => {
             let Ok(location) = HeaderValue::from_str(&url) else {
                 return unavailable(&state);
@@ -60,6 +62,10 @@ pub async fn start(State(state): State<PortalState>) -> Response {
             response
         }
         Started::Unavailable => unavailable(&state),
+        Started::Limited => limited(
+            "too_many_logins",
+            "Too many sign-ins were started from your address lately. Wait a few minutes, then try again.",
+        ),
         Started::Failed(failure) => {
             message_page(failure.status, "Single sign-on failed", &failure.message)
         }
@@ -86,6 +92,7 @@ pub async fn callback(
             "Not signed in",
             &message,
         )),
+        Finished::Limited { code, message } => with_cleared_cookie(limited(code, message)),
         Finished::Failed(failure) => {
             message_page(failure.status, "Not signed in", &failure.message)
         }
@@ -124,6 +131,7 @@ pub async fn totp_submit(
             "Not signed in",
             &message,
         )),
+        Ok(Outcome::Limited { code, message }) => with_cleared_cookie(limited(code, message)),
         Err(failure) => message_page(failure.status, "Not signed in", &failure.message),
     }
 }
@@ -197,6 +205,23 @@ fn totp_markup(waiting: &Waiting, error: Option<&str>) -> Markup {
                 button type="submit" { "Continue" }
             }
         },
+    )
+}
+
+/// A `429` page: what to do, and the refusal's code for scripts.
+fn limited(code: &'static str, message: &str) -> Response {
+    page(
+        StatusCode::TOO_MANY_REQUESTS,
+        layout(
+            "Not signed in",
+            None,
+            html! {
+                h1 { "Not signed in" }
+                p .error role="alert" data-code=(code) { (message) }
+                p { "Error code: " code { (code) } }
+                p { a href="/login" { "Go to the login page" } }
+            },
+        ),
     )
 }
 

@@ -8,7 +8,9 @@
 //!   detail and, for a member without a TOTP secret, a new one (sealed). It
 //!   waits [`STEP_LIFETIME`] at most.
 //! - [`finish`] checks a code under the portal's login limits (the member's
-//!   lockout and delays, as password logins have them). [`MAX_FAILURES`]
+//!   lockout and delays, as password logins have them; a token no step has
+//!   is charged to the source's budget alone, so forged steps are bounded
+//!   per source as forged callbacks are). [`MAX_FAILURES`]
 //!   wrong codes end the step; a right one is used once, enrolls the offered
 //!   secret if there was one, and opens the session as any login does.
 //!
@@ -23,6 +25,7 @@ use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
+use super::sso_login::{self, Finished};
 use crate::auth::{self, Charge, LoginRefusal, Standing};
 use crate::store::sso::SecondStep;
 use crate::store::{LoginMethod, StoreError, hash_token};
@@ -57,6 +60,11 @@ pub enum Outcome {
     /// The step is over (unknown, expired, too many codes, or the account
     /// changed): start again at the provider.
     Over(String),
+    /// Refused unjudged: a login budget is spent (`429`).
+    Limited {
+        code: &'static str,
+        message: &'static str,
+    },
 }
 
 /// Stores an accepted SSO login until its code; `detail` is its audit
@@ -109,9 +117,27 @@ pub async fn finish(
         .read(move |r| r.second_step(&lookup))
         .await?;
     let now = now_unix();
+    let lockout = state.core.config().portal.login_lockout;
+    let budget = state.core.login_budget();
+    let charged = match &found {
+        Some(step) => budget.charge(&step.user, source, lockout).await,
+        None => budget.charge_source(source, lockout).await,
+    };
+    let charge = match charged {
+        Ok(charge) => charge,
+        Err(refused) => {
+            let who = found.as_ref().map(|step| step.user.as_str());
+            return match sso_login::limited(state, source, who, refused).await {
+                Finished::Limited { code, message } => Ok(Outcome::Limited { code, message }),
+                Finished::Failed(failure) => Err(failure),
+                _ => Err(Failure::internal()),
+            };
+        }
+    };
+    let meanwhile = charge.refused_meanwhile();
     let Some(step) = found else {
-        flows::sso_refused(state, source, None, "state", "no TOTP step has this token").await?;
-        return Ok(Outcome::Over(start_again.into()));
+        let why = ("state", "no TOTP step has this token");
+        return over(state, source, None, charge, why, start_again).await;
     };
     let who = step.user.clone();
     if step.created_at < now - STEP_LIFETIME {
@@ -121,41 +147,9 @@ pub async fn finish(
             .store()
             .write(move |w| w.take_second_step(&hash))
             .await?;
-        flows::sso_refused(
-            state,
-            source,
-            Some(&who),
-            "expired",
-            "the TOTP step took longer than 5 minutes",
-        )
-        .await?;
-        return Ok(Outcome::Over(start_again.into()));
+        let why = ("expired", "the TOTP step took longer than 5 minutes");
+        return over(state, source, Some(&who), charge, why, start_again).await;
     }
-    let lockout = state.core.config().portal.login_lockout;
-    let mut charge = match state
-        .core
-        .login_budget()
-        .charge(&who, source, lockout)
-        .await
-    {
-        Ok(charge) => charge,
-        Err(refused) => {
-            if refused.first {
-                flows::sso_refused(
-                    state,
-                    source,
-                    Some(&who),
-                    refused.refusal.code(),
-                    refused.refusal.reason(),
-                )
-                .await?;
-            }
-            return Ok(Outcome::Over(
-                "Too many failed attempts: wait a few minutes, then start again from the login page."
-                    .into(),
-            ));
-        }
-    };
     let enrolling = step.new_secret.clone();
     let opening = Opening::new(&state.core.config(), now, source, LoginMethod::Oidc);
     let session = new_token();
@@ -164,6 +158,9 @@ pub async fn finish(
     if let Value::Object(map) = &mut detail {
         map.insert("totp".into(), Value::Bool(true));
         map.insert("totp_enrolled".into(), Value::Bool(enrolling.is_some()));
+        if meanwhile > 0 {
+            map.insert("refused_while_locked_out".into(), meanwhile.into());
+        }
     }
     let record = flows::login_ok(&who, source, detail);
     let (name, code) = (who.clone(), code.to_string());
@@ -204,9 +201,8 @@ pub async fn finish(
             return refused(state, source, token, step, refusal, charge).await;
         }
         Judged::Over(why) => {
-            charge.failed(std::time::Instant::now());
-            flows::sso_refused(state, source, Some(&who), "state", why).await?;
-            return Ok(Outcome::Over(start_again.into()));
+            let why = ("state", why);
+            return over(state, source, Some(&who), charge, why, start_again).await;
         }
     }
     charge.succeeded();
@@ -225,6 +221,24 @@ enum Judged {
     Refused(LoginRefusal),
     /// The step cannot go on (start again at the provider).
     Over(&'static str),
+}
+
+/// Settles, audits and delays a step that cannot go on (holding the
+/// turn until the answer).
+async fn over(
+    state: &PortalState,
+    source: IpAddr,
+    who: Option<&str>,
+    mut charge: Charge,
+    (reason, why): (&'static str, &'static str),
+    message: &str,
+) -> Result<Outcome, Failure> {
+    let delay = charge.failed(std::time::Instant::now());
+    let meanwhile = charge.refused_meanwhile();
+    flows::sso_refused(state, source, who, reason, why, meanwhile).await?;
+    tokio::time::sleep(delay).await;
+    drop(charge);
+    Ok(Outcome::Over(message.into()))
 }
 
 /// Settles, audits and delays a refused code (holding the member's turn
@@ -250,7 +264,8 @@ async fn refused(
     } else {
         "the TOTP code was refused; too many codes ended the login"
     };
-    flows::sso_refused(state, source, Some(&who), refusal.code(), detail).await?;
+    let meanwhile = charge.refused_meanwhile();
+    flows::sso_refused(state, source, Some(&who), refusal.code(), detail, meanwhile).await?;
     tokio::time::sleep(delay).await;
     drop(charge);
     if !still {

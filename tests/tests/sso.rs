@@ -650,15 +650,16 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// With `require_totp = true` the provider's word is not enough: the first
-/// login sets up an authenticator app (the page shows its secret) and
+/// With `require_totp = true` the provider's word is not enough: under
+/// `totp_enrollment = "first_login"` the first login sets up an
+/// authenticator app (the page shows its secret) and
 /// opens no session until a right code; later logins ask for a code only.
 /// A wrong code is asked again and audited; a used step, a forged form and
 /// a step after three wrong codes get nowhere.
 #[test]
 fn require_totp_adds_a_code_step_after_the_provider() {
     let Some((provider, gw, _dir, portal, _)) = lab(
-        "auto_provision = true\nrequire_totp = true",
+        "auto_provision = true\nrequire_totp = true\ntotp_enrollment = \"first_login\"",
         &["research-team"],
     ) else {
         return;

@@ -81,11 +81,26 @@ pub struct OidcConfig {
     /// A first login whose groups map to gatehouse groups creates an
     /// active member.
     pub auto_provision: bool,
-    /// After the provider, members also give a TOTP code (enrolling an
-    /// authenticator app at their first such login).
+    /// After the provider, members also give a TOTP code.
     pub require_totp: bool,
+    /// Where a member's first authenticator app comes from.
+    pub totp_enrollment: TotpEnrollment,
     /// Extra roots (PEM) for the provider's TLS, beside the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+/// `oidc.totp_enrollment`: with `oidc.require_totp`, where a member who
+/// has no authenticator app yet gets their first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpEnrollment {
+    /// Only from an enrollment link an admin issues (the default): the
+    /// provider's word alone never sets up the second factor, so whoever
+    /// first passes the provider as a member cannot make it theirs.
+    AdminLink,
+    /// At the member's first SSO login, right after the provider; the
+    /// member stays pending (no session, no config, no certificate) until
+    /// the code step is done.
+    FirstLogin,
 }
 
 /// `oidc.email_verified`: which emails count for `allowed_email_domains`.

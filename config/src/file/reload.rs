@@ -277,6 +277,9 @@ static KEYS: &[ReloadKey] = &[
         oidc(a, b, |o| &o.auto_provision)
     }),
     live("oidc.require_totp", |a, b| oidc(a, b, |o| &o.require_totp)),
+    live("oidc.totp_enrollment", |a, b| {
+        oidc(a, b, |o| &o.totp_enrollment)
+    }),
 ];
 
 const fn live(key: &'static str, changed: fn(&Config, &Config) -> bool) -> ReloadKey {

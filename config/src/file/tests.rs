@@ -596,6 +596,20 @@ fn an_oidc_section_is_checked_offline_with_file_line_and_key() {
         MINIMAL.lines().count() + 5,
         "\"if_present\"",
     );
+    assert_eq!(
+        sso.totp_enrollment,
+        crate::file::TotpEnrollment::AdminLink,
+        "the first authenticator comes from an admin's link by default"
+    );
+    // oidc.totp_enrollment is one of two words, named with file and line.
+    assert_one(
+        &oidc(
+            "issuer = \"https://idp.example.org\"\nclient_id = \"g\"\ntotp_enrollment = \"anyone\"\n",
+        ),
+        "oidc.totp_enrollment",
+        MINIMAL.lines().count() + 5,
+        "\"first_login\"",
+    );
     let accepts = |rule: crate::file::EmailVerified| {
         [Some(true), None, Some(false)].map(|claim| rule.accepts(claim))
     };

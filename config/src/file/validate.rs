@@ -207,6 +207,19 @@ impl Checker<'_> {
                 EmailVerified::Required
             }
         };
+        let totp_enrollment = match raw.totp_enrollment.as_str() {
+            "admin_link" => TotpEnrollment::AdminLink,
+            "first_login" => TotpEnrollment::FirstLogin,
+            other => {
+                self.problem(
+                    "oidc.totp_enrollment",
+                    format!(
+                        "{other:?} is not one of \"admin_link\" (the default: a member's first authenticator comes from an admin's enrollment link) or \"first_login\" (set up at the first SSO login)"
+                    ),
+                );
+                TotpEnrollment::AdminLink
+            }
+        };
         let display_name = raw
             .display_name
             .map(|name| name.trim().to_string())
@@ -224,6 +237,7 @@ impl Checker<'_> {
             email_verified,
             auto_provision: raw.auto_provision,
             require_totp: raw.require_totp,
+            totp_enrollment,
             ca_file,
         })
     }

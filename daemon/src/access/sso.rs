@@ -18,6 +18,12 @@
 //!   one group becomes an active member named by `oidc.username_claim`
 //!   (refused when that is not a valid user name or is taken).
 //! - A disabled or expired member is refused whatever the provider says.
+//! - With `oidc.require_totp` the provider's word is not enough to be
+//!   active: a member provisioned or linked is activated only once the TOTP
+//!   step is done (`portal::sso_totp`). A member with no authenticator app
+//!   yet is refused under `oidc.totp_enrollment = "admin_link"` (the
+//!   default: the first app comes from an admin's enrollment link), or
+//!   sets one up in that step under `"first_login"`.
 //!
 //! Each change commits with its audit record (`user.add` and
 //! `user.set_groups` by `oidc`); refusals are returned for the portal to
@@ -25,6 +31,7 @@
 
 use gatehouse_config::Config;
 use gatehouse_config::api::UserState;
+use gatehouse_config::file::TotpEnrollment;
 use gatehouse_config::names::check_name;
 use serde_json::json;
 
@@ -52,6 +59,9 @@ pub enum SsoRefusal {
     Expired,
     /// A machine account never logs in.
     NoLogin,
+    /// `require_totp` with `totp_enrollment = "admin_link"`: the member has
+    /// no authenticator app yet, and only an admin's link sets one up.
+    TotpNotEnrolled,
 }
 
 impl SsoRefusal {
@@ -64,6 +74,7 @@ impl SsoRefusal {
             SsoRefusal::Disabled => "disabled",
             SsoRefusal::Expired => "account_expired",
             SsoRefusal::NoLogin => "no_login",
+            SsoRefusal::TotpNotEnrolled => "totp_not_enrolled",
         }
     }
 
@@ -77,6 +88,7 @@ impl SsoRefusal {
             SsoRefusal::Disabled => "Your access through this gateway is disabled.".into(),
             SsoRefusal::Expired => "Your access through this gateway has expired.".into(),
             SsoRefusal::NoLogin => "This account does not log in.".into(),
+            SsoRefusal::TotpNotEnrolled => "This gateway also asks for a code from an authenticator app, and you have none set up here yet. Ask your administrator for an enrollment link: it sets the app up (error code: totp_not_enrolled).".into(),
         }
     }
 }
@@ -115,6 +127,8 @@ impl Access {
         }
         let groups = mapped_groups(&config, &login.groups);
         let auto_provision = oidc.auto_provision;
+        let require_totp = oidc.require_totp;
+        let admin_link = oidc.totp_enrollment == TotpEnrollment::AdminLink;
         let login = login.clone();
         let now = now_unix();
         self.core
@@ -143,19 +157,29 @@ impl Access {
                         expires_at: None,
                         no_login: false,
                     })?;
-                    w.set_user_state(&name, UserState::Active)?;
+                    // With require_totp, active only once the TOTP step is done.
+                    let state = match require_totp {
+                        true => "pending",
+                        false => {
+                            w.set_user_state(&name, UserState::Active)?;
+                            "active"
+                        }
+                    };
                     w.link_sso_identity(&name, &login.issuer, &login.subject, now)?;
                     w.audit(
                         event(Kind::UserAdd, Actor::Sso, Source::Local)
                             .on(name.clone())
                             .detail(json!({
                                 "groups": groups,
-                                "state": "active",
+                                "state": state,
                                 "issuer": login.issuer,
                                 "subject": login.subject,
                                 "auto_provision": true,
                             })),
                     )?;
+                    if require_totp && admin_link {
+                        return Ok(Err((SsoRefusal::TotpNotEnrolled, Some(name))));
+                    }
                     return Ok(Ok(SsoMember {
                         user: name,
                         groups,
@@ -185,9 +209,13 @@ impl Access {
                 if let Some(refusal) = refusal {
                     return Ok(Err((refusal, Some(name))));
                 }
+                if require_totp && admin_link && user.totp_secret.is_none() {
+                    return Ok(Err((SsoRefusal::TotpNotEnrolled, Some(name))));
+                }
                 // A member an admin created for SSO signs in without
-                // enrolling a password: the provider vouched for them.
-                if Standing::of(&user, now) == Standing::Pending {
+                // enrolling a password: the provider vouched for them (and,
+                // with require_totp, the TOTP step activates them).
+                if Standing::of(&user, now) == Standing::Pending && !require_totp {
                     w.set_user_state(&name, UserState::Active)?;
                 }
                 Ok(Ok(SsoMember {

@@ -19,7 +19,7 @@ use super::passwords::check_rules;
 use super::sessions::{Session, csrf_for, new_token};
 use crate::access::{Door, Requester};
 use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
-use crate::auth::{self, Charge, LoginRefusal, Standing};
+use crate::auth::{self, BudgetRefusal, Charge, LoginRefusal, Standing};
 use crate::store::{LoginMethod, NewAuditEvent, StoreError, Writer, hash_token};
 use crate::time_fmt::now_unix;
 use crate::totp::{self, TotpReject};
@@ -378,6 +378,34 @@ pub async fn sso_refused(
     .on(user.unwrap_or("(sso)"))
     .detail(detail);
     write_record(state, record).await
+}
+
+/// An SSO request refused by a spent login budget: the first refusal of
+/// its lockout is audited; returns the refusal's code and what to tell the
+/// member (every one is answered, `429`).
+pub async fn sso_limited(
+    state: &PortalState,
+    source: IpAddr,
+    user: Option<&str>,
+    refused: BudgetRefusal,
+) -> Result<(&'static str, &'static str), Failure> {
+    let code = refused.refusal.code();
+    if refused.first {
+        tracing::info!(%source, reason = code, "SSO login refused: login budget spent");
+        sso_refused(state, source, user, code, refused.refusal.reason(), 0).await?;
+    }
+    let message = match refused.refusal {
+        LoginRefusal::Busy => {
+            "Another sign-in for this account is still being checked. Start again from the login page."
+        }
+        LoginRefusal::LockedOut => {
+            "Too many failed attempts for this account: wait a few minutes, then start again from the login page."
+        }
+        _ => {
+            "Too many failed sign-ins from your address: wait a few minutes, then start again from the login page."
+        }
+    };
+    Ok((code, message))
 }
 
 /// Ends the session.

@@ -33,7 +33,6 @@ use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
 use super::sso_totp::{self, Waiting};
-use crate::auth::{BudgetRefusal, LoginRefusal};
 use crate::store::sso::{PendingLogin, TakenLogin};
 use crate::store::{LoginMethod, hash_token};
 use crate::time_fmt::now_unix;
@@ -157,7 +156,12 @@ pub async fn callback(
         .await
     {
         Ok(charge) => charge,
-        Err(refused) => return limited(state, source, None, refused).await,
+        Err(refused) => {
+            return match flows::sso_limited(state, source, None, refused).await {
+                Ok((code, message)) => Finished::Limited { code, message },
+                Err(failure) => Finished::Failed(failure),
+            };
+        }
     };
     let meanwhile = charge.refused_meanwhile();
     let finished = judge(state, provider, source, binding, params, meanwhile).await;
@@ -169,43 +173,6 @@ pub async fn callback(
         charge.succeeded();
     }
     finished
-}
-
-/// A login refused by a spent budget: the first refusal of its lockout is
-/// audited, every one is answered.
-pub async fn limited(
-    state: &PortalState,
-    source: IpAddr,
-    user: Option<&str>,
-    refused: BudgetRefusal,
-) -> Finished {
-    let code = refused.refusal.code();
-    if refused.first {
-        tracing::info!(%source, reason = code, "SSO login refused: login budget spent");
-        let reason = refused.refusal.reason();
-        if let Err(failure) = flows::sso_refused(state, source, user, code, reason, 0).await {
-            return Finished::Failed(failure);
-        }
-    }
-    Finished::Limited {
-        code,
-        message: limited_message(refused.refusal),
-    }
-}
-
-/// What a member refused by a spent budget is told.
-pub fn limited_message(refusal: LoginRefusal) -> &'static str {
-    match refusal {
-        LoginRefusal::Busy => {
-            "Another sign-in for this account is still being checked. Start again from the login page."
-        }
-        LoginRefusal::LockedOut => {
-            "Too many failed attempts for this account: wait a few minutes, then start again from the login page."
-        }
-        _ => {
-            "Too many failed sign-ins from your address: wait a few minutes, then start again from the login page."
-        }
-    }
 }
 
 /// The callback's rules; `meanwhile` is the budget's summary for the

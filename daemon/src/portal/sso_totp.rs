@@ -25,12 +25,12 @@ use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
-use super::sso_login::{self, Finished};
 use crate::auth::{self, Charge, LoginRefusal, Standing};
 use crate::store::sso::SecondStep;
 use crate::store::{LoginMethod, StoreError, hash_token};
 use crate::time_fmt::now_unix;
 use crate::totp::{self, TotpReject};
+use gatehouse_config::api::UserState;
 
 /// How long the code page waits for a code.
 pub const STEP_LIFETIME: i64 = 300;
@@ -127,11 +127,8 @@ pub async fn finish(
         Ok(charge) => charge,
         Err(refused) => {
             let who = found.as_ref().map(|step| step.user.as_str());
-            return match sso_login::limited(state, source, who, refused).await {
-                Finished::Limited { code, message } => Ok(Outcome::Limited { code, message }),
-                Finished::Failed(failure) => Err(failure),
-                _ => Err(Failure::internal()),
-            };
+            let (code, message) = flows::sso_limited(state, source, who, refused).await?;
+            return Ok(Outcome::Limited { code, message });
         }
     };
     let meanwhile = charge.refused_meanwhile();
@@ -162,7 +159,13 @@ pub async fn finish(
             map.insert("refused_while_locked_out".into(), meanwhile.into());
         }
     }
-    let record = flows::login_ok(&who, source, detail);
+    let mut record = flows::login_ok(&who, source, detail);
+    let admin_link = state
+        .core
+        .config()
+        .oidc
+        .as_ref()
+        .is_none_or(|o| o.totp_enrollment == gatehouse_config::file::TotpEnrollment::AdminLink);
     let (name, code) = (who.clone(), code.to_string());
     let take = token_hash.clone();
     let committed = state
@@ -175,13 +178,24 @@ pub async fn finish(
             let Some(row) = w.user(&name)? else {
                 return Ok(Judged::Over("the user is gone"));
             };
-            if !Standing::of(&row, now).in_good_standing() {
-                return Ok(Judged::Over(
-                    "the account was disabled or expired meanwhile",
-                ));
-            }
+            // A member is pending until their first TOTP step is done
+            // (access::sso); anything else but active is over.
+            let activate = match Standing::of(&row, now) {
+                Standing::Active => false,
+                Standing::Pending => true,
+                _ => {
+                    return Ok(Judged::Over(
+                        "the account was disabled or expired meanwhile",
+                    ));
+                }
+            };
             if enrolling.is_some() && row.totp_secret.is_some() {
                 return Ok(Judged::Over("an authenticator app was set up meanwhile"));
+            }
+            if enrolling.is_some() && admin_link {
+                return Ok(Judged::Over(
+                    "oidc.totp_enrollment is admin_link now: no app is set up through the provider",
+                ));
             }
             if let Err(refusal) = auth::consume_totp(w, &row, &code, now, enrolling.as_deref())? {
                 return Ok(Judged::Refused(refusal));
@@ -190,7 +204,13 @@ pub async fn finish(
             if let Some(secret) = enrolling {
                 w.set_totp_secret(&name, Some(secret))?;
             }
+            if activate {
+                w.set_user_state(&name, UserState::Active)?;
+            }
             opening.open(w, &name, &session_hash)?;
+            if let Some(detail) = record.detail.as_object_mut() {
+                detail.insert("activated".into(), activate.into());
+            }
             w.audit(record)?;
             Ok::<_, StoreError>(Judged::LoggedIn)
         })

@@ -91,6 +91,7 @@ allowed_email_domains = ["example.org"]
 email_verified = "required"
 auto_provision = true
 require_totp = false
+totp_enrollment = "admin_link"
 
 [aws]
 region = "eu-west-3"
@@ -217,6 +218,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("oidc.email_verified", r#""if_present""#),
     ("oidc.auto_provision", "false"),
     ("oidc.require_totp", "true"),
+    ("oidc.totp_enrollment", r#""first_login""#),
 ];
 
 /// `text` with `key`'s line in its table (the first `[[group]]` for

@@ -215,6 +215,38 @@ fn assert_refused_by_accessctl(gw: &Daemon) {
 }
 
 /// The gateway's one elastic IP, as moto describes it (not accessd's word).
+/// Issue 24, finding 9: a gateway whose state dir knows no elastic IP
+/// yet (a new instance, or the standby of a pair, which never applied)
+/// learns the one tagged for it at start, by a read-only describe, instead
+/// of refusing every device config with `endpoint_unknown` until someone
+/// runs `accessctl aws apply`. Nothing is changed in AWS.
+#[test]
+fn a_gateway_that_knows_no_elastic_ip_learns_the_tagged_one_at_start() {
+    let Some(lab) = AwsLab::create() else { return };
+    let eip = lab.python(
+        "out = ec2.allocate_address(Domain='vpc', TagSpecifications=[{'ResourceType': \
+         'elastic-ip', 'Tags': [{'Key': 'gatehouse:gateway', 'Value': 'gh-aws'}]}])['PublicIp']",
+    );
+    let eip = eip.as_str().unwrap().to_string();
+    let gw = lab.start_gateway(&lab.config(""));
+    let endpoint = format!("{eip}:{VPN_PORT}");
+    assert_eq!(
+        gw.ctl_json(&["status"])["endpoint"],
+        endpoint.as_str(),
+        "the tagged elastic IP is known from the start:\n{}",
+        gw.log_tail(20)
+    );
+    gw.ctl_ok(&["user", "add", "alice", "--group", "research", "--no-login"]);
+    let conf = gw.ctl_ok(&["device", "config", "alice", "laptop"]);
+    assert_eq!(conf_value(&conf, "Endpoint"), endpoint);
+    let changes = gw.audit_of("aws.change");
+    assert!(changes.is_empty(), "a describe changes nothing: {changes:#?}");
+    let associated = lab.python(&format!(
+        "out = ec2.describe_addresses(PublicIps=['{eip}'])['Addresses'][0].get('AssociationId')"
+    ));
+    assert_eq!(associated, Value::Null, "the address was not moved");
+}
+
 fn elastic_ip_in_moto(lab: &AwsLab) -> String {
     let found = lab.python(
         "out = [a['PublicIp'] for a in ec2.describe_addresses(Filters=[\

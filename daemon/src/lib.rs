@@ -218,6 +218,7 @@ pub async fn run(
             pending.register(&core.host_addrs().reachable()).await?;
         }
         aws::startup::apply_on_start(&core, aws_session.as_deref()).await?;
+        aws::startup::learn_elastic_ip(&core, aws_session.as_deref()).await;
         // After apply: the certificate is made for the elastic IP too.
         aws::startup::portal_certificate(&core, &aws, portal::certificate_hosts(&core)).await?;
         let ha = pending_ha.as_ref().map(ha::Pending::handle);

@@ -89,7 +89,11 @@ fn tag_filter(key: &str, value: &str) -> Filter {
         .build()
 }
 
-async fn elastic_ip(session: &Session, gateway: &str) -> Result<Option<ElasticIp>, AwsError> {
+/// The elastic IP tagged for `gateway`, if any (read only).
+pub(crate) async fn elastic_ip(
+    session: &Session,
+    gateway: &str,
+) -> Result<Option<ElasticIp>, AwsError> {
     const ACTION: &str = "ec2:DescribeAddresses";
     let out = session
         .ec2

@@ -10,10 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gatehouse_config::Config;
+use gatehouse_config::file::PublicEndpoint;
 use russh::keys::PrivateKey;
 use serde_json::json;
 
-use super::{AwsError, Session, apply};
+use super::{AwsError, Session, apply, observed};
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
 use crate::keys::resolve::{self, Remote, ResolveError, Resolved};
@@ -169,6 +170,43 @@ fn stored_record<K: SsmKey>(config: &Config, resolved: Resolved<K>) -> (K, Optio
             "result": key.label(),
         }));
     (key, Some(record))
+}
+
+/// With `[aws]` and `public_endpoint = "auto"`, a gateway that knows no
+/// elastic IP yet (a new `state_dir`, or the standby of a pair, which
+/// never applies) learns the one tagged for it, by a read-only describe,
+/// so device configs name it at once. The pair shares one address: either
+/// node renders configs with it. A failed describe is logged, not fatal:
+/// configs then say `endpoint_unknown` until an apply finds it.
+pub async fn learn_elastic_ip(core: &Core, session: Option<&Session>) {
+    let config = core.config();
+    let (Some(_), Some(session)) = (&config.aws, session) else {
+        return;
+    };
+    if config.gateway.public_endpoint != PublicEndpoint::Auto || core.aws().elastic_ip().is_some() {
+        return;
+    }
+    match observed::elastic_ip(session, &config.gateway.name).await {
+        Ok(Some(found)) => match found.public_ip.parse() {
+            Ok(ip) => {
+                tracing::info!(elastic_ip = %ip, "learned the elastic IP tagged for this gateway");
+                core.aws().set_elastic_ip(Some(ip));
+            }
+            Err(_) => tracing::warn!(
+                address = found.public_ip,
+                "AWS gave the elastic IP tagged for this gateway in a form accessd cannot read"
+            ),
+        },
+        Ok(None) => tracing::info!(
+            "no elastic IP is tagged for this gateway yet: device configs name no endpoint \
+             until `accessctl aws apply` makes one"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot learn the elastic IP tagged for this gateway; device configs name no \
+             endpoint until an apply finds it"
+        ),
+    }
 }
 
 /// Applies the plan when `aws.apply_on_start` is set.

@@ -112,6 +112,13 @@ rm -f "$pg_info"
 echo "==> cargo test"
 cargo test --workspace --locked
 
+# The daemon's in-process gateway tests once more, each gateway on a
+# database of its own on the PostgreSQL server: the suite on both backends.
+if [ -n "${GATEHOUSE_TEST_POSTGRES:-}" ]; then
+  echo "==> cargo test --lib, the in-process gateways on PostgreSQL"
+  GATEHOUSE_TEST_GATEWAY_STORE=postgres cargo test --workspace --locked --lib
+fi
+
 # Closing its stdin stops the store tests' server.
 if [ -n "${TEST_PG_PID:-}" ]; then
   pg_pid=$TEST_PG_PID pg_stdin=${TEST_PG[1]}

@@ -63,6 +63,10 @@ pub struct TestGateway {
     pub access: Access,
     admin: Router,
     portal: Router,
+    /// The gateway's own PostgreSQL database when the run asks for one
+    /// (`GATEHOUSE_TEST_GATEWAY_STORE=postgres`); last, so the store's
+    /// connections close before it is dropped.
+    pg: Option<crate::store::fixtures::PgTestDb>,
 }
 
 /// An answer: status, headers, and the body as JSON (`Null` when empty or
@@ -120,8 +124,15 @@ impl TestGateway {
             Some(path) => SecretsKey::load_file(path).unwrap(),
             None => SecretsKey::load_or_create(&state_dir).unwrap(),
         };
-        let options = StoreOptions::from_config(&embedded, Arc::new(secrets)).unwrap();
-        let store = Store::open(&options).unwrap();
+        let mut options = StoreOptions::from_config(&embedded, Arc::new(secrets)).unwrap();
+        // The shared store instead, when the run asks for it.
+        let pg = crate::store::fixtures::gateway_postgres().map(|(db, pg_options)| {
+            options.postgres = Some(pg_options);
+            db
+        });
+        // Off the runtime: PostgreSQL's client is synchronous (accessd opens
+        // it on a blocking thread too).
+        let store = crate::store::fixtures::off_runtime(|| Store::open(&options).unwrap());
         let keys = Keys {
             wireguard: GatewayKey::load_or_create(&state_dir).unwrap(),
             ssh_host: crate::keys::ssh_host::load_host_key(
@@ -149,6 +160,40 @@ impl TestGateway {
             access,
             admin,
             portal,
+            pg,
+        }
+    }
+
+    /// Makes the database refuse every audit insert (as a full disk would),
+    /// or takes that back, whichever backend it is.
+    pub fn refuse_audit_inserts(&self, refuse: bool) {
+        let sql = match (self.pg.is_some(), refuse) {
+            (false, true) => {
+                "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;"
+            }
+            (false, false) => "DROP TRIGGER no_audit;",
+            (true, true) => {
+                "CREATE FUNCTION no_audit() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'disk full'; END $$; \
+                 CREATE TRIGGER no_audit BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION no_audit();"
+            }
+            (true, false) => "DROP TRIGGER no_audit ON audit_log; DROP FUNCTION no_audit();",
+        };
+        self.raw_sql(sql);
+    }
+
+    /// Runs `sql` on the gateway's database behind the store's back (as
+    /// someone with the database would), whichever backend it is.
+    pub fn raw_sql(&self, sql: &str) {
+        match &self.pg {
+            Some(db) => crate::store::fixtures::off_runtime(|| {
+                db.client().batch_execute(sql).unwrap();
+            }),
+            None => crate::store::fixtures::raw(self.core.store())
+                .execute_batch(sql)
+                .unwrap(),
         }
     }
 

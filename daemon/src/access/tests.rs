@@ -511,6 +511,21 @@ fn cert_config() -> String {
 const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl new@laptop";
 
+/// tests/run.sh runs these tests twice: on the embedded SQLite, then with
+/// `GATEHOUSE_TEST_GATEWAY_STORE=postgres` on the shared store. The second
+/// run must really be on PostgreSQL.
+#[tokio::test]
+async fn the_test_gateway_runs_on_the_store_the_run_asked_for() {
+    let gw = TestGateway::new(CONFIG).await;
+    let asked = std::env::var("GATEHOUSE_TEST_GATEWAY_STORE").is_ok_and(|v| v == "postgres");
+    assert_eq!(
+        gw.core.store().is_shared(),
+        asked,
+        "{}",
+        gw.core.store().db_name()
+    );
+}
+
 /// A certificate works from either node of an HA pair (issue 24, finding
 /// 5): its `source-address` lists every node's registered addresses, not
 /// only the issuing node's, so a failover does not end it.
@@ -519,14 +534,10 @@ async fn a_certificate_lists_every_ha_nodes_addresses() {
     let gw = TestGateway::new(&cert_config()).await;
     let alice = member(&gw, "alice").await;
     // The other node of the pair registered its own addresses.
-    let db = gw.core.store().db_path().unwrap().to_path_buf();
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .execute_batch(
-            "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail, installation, addresses) \
-             VALUES ('gw-b', 'standby', 0, 0, '{}', NULL, '[\"10.0.2.7\",\"2001:db8::7\"]')",
-        )
-        .unwrap();
+    gw.raw_sql(
+        "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail, installation, addresses) \
+         VALUES ('gw-b', 'standby', 0, 0, '{}', NULL, '[\"10.0.2.7\",\"2001:db8::7\"]')",
+    );
     let issued = gw
         .portal(
             Method::POST,

@@ -269,11 +269,7 @@ mod tests {
             &tokio_util::task::TaskTracker::new(),
             tokio_util::sync::CancellationToken::new(),
         );
-        let db = crate::store::fixtures::raw(gw.core.store());
-        db.execute_batch(
-            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-        )
-        .unwrap();
+        gw.refuse_audit_inserts(true);
         let peer = "192.0.2.7:40000".parse().unwrap();
         shared
             .note_failure(peer, Some("alice"), "unknown_key", &[])
@@ -281,7 +277,7 @@ mod tests {
         assert_eq!(shared.unwritten.kept(), 1, "kept for a retry");
         shared.retry_unwritten().await;
         assert_eq!(shared.unwritten.kept(), 1, "still refused: still kept");
-        db.execute_batch("DROP TRIGGER no_audit;").unwrap();
+        gw.refuse_audit_inserts(false);
         shared.retry_unwritten().await;
         assert_eq!(shared.unwritten.kept(), 0);
         let records = gw.audit_records().await;

@@ -828,8 +828,35 @@ pub(crate) mod fixtures {
         println!("{why}");
     }
 
+    /// With `GATEHOUSE_TEST_GATEWAY_STORE=postgres` (tests/run.sh's second
+    /// run of the daemon's unit tests): a database of its own on the test
+    /// server for an in-process test gateway, and the store options for
+    /// it; `None` otherwise (the embedded SQLite). Set without a test
+    /// server, it fails: a run that asked for PostgreSQL never falls back.
+    pub(crate) fn gateway_postgres() -> Option<(PgTestDb, PgOptions)> {
+        let wanted = std::env::var("GATEHOUSE_TEST_GATEWAY_STORE").ok()?;
+        assert_eq!(
+            wanted, "postgres",
+            "GATEHOUSE_TEST_GATEWAY_STORE is postgres or unset"
+        );
+        assert!(
+            std::env::var("GATEHOUSE_TEST_POSTGRES").is_ok(),
+            "GATEHOUSE_TEST_GATEWAY_STORE=postgres needs GATEHOUSE_TEST_POSTGRES (tests/run.sh sets both)"
+        );
+        // The synchronous client must not run on the test's runtime.
+        let db = off_runtime(PgTestDb::create)?;
+        let options = db.options();
+        Some((db, options))
+    }
+
+    /// Runs `work` on a thread of its own: the synchronous PostgreSQL
+    /// client panics when called on a tokio runtime's thread.
+    pub(crate) fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| scope.spawn(work).join().unwrap())
+    }
+
     /// A database of its own on the test server, dropped afterwards.
-    struct PgTestDb {
+    pub(crate) struct PgTestDb {
         admin_url: String,
         password: String,
         name: String,
@@ -878,7 +905,7 @@ pub(crate) mod fixtures {
             self.config(None).connect(::postgres::NoTls).unwrap()
         }
 
-        fn client(&self) -> ::postgres::Client {
+        pub(crate) fn client(&self) -> ::postgres::Client {
             self.config(Some(&self.name))
                 .connect(::postgres::NoTls)
                 .unwrap()
@@ -896,12 +923,13 @@ pub(crate) mod fixtures {
 
     impl Drop for PgTestDb {
         fn drop(&mut self) {
-            if let Ok(mut admin) = self.config(None).connect(::postgres::NoTls) {
-                let _ = admin.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ));
-            }
+            let config = self.config(None);
+            let drop_it = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            off_runtime(move || {
+                if let Ok(mut admin) = config.connect(::postgres::NoTls) {
+                    let _ = admin.batch_execute(&drop_it);
+                }
+            });
         }
     }
 

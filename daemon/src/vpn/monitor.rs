@@ -481,18 +481,14 @@ mod tests {
         let gw = crate::testing::TestGateway::new(crate::testing::CONFIG).await;
         let (engine, _) = connected_engine();
         let mut monitor = Monitor::default();
-        let db = crate::store::fixtures::raw(gw.core.store());
-        db.execute_batch(
-            "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
-        )
-        .unwrap();
+        gw.refuse_audit_inserts(true);
         let first = monitor.tick(&engine, SystemTime::now(), Instant::now());
         assert_eq!(first.events.len(), 1, "vpn.connect");
         let kept = commit(&gw.core, first).await;
         assert_eq!(kept.events.len(), 1, "kept for a retry");
         let mut pending = kept;
         pending.append(monitor.tick(&engine, SystemTime::now(), Instant::now()));
-        db.execute_batch("DROP TRIGGER no_audit;").unwrap();
+        gw.refuse_audit_inserts(false);
         let left = commit(&gw.core, pending).await;
         assert!(left.is_empty());
         let kinds = gw.audit_kinds().await;

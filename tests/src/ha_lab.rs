@@ -24,15 +24,20 @@
 //! edge and VPC router would. The client follows the elastic IP exactly as
 //! on AWS: its config never changes.
 //!
+//! A gateway can reach moto through a fault-injecting proxy of its own, in
+//! its namespace ([`PairLab::aws_proxy`], [`PairLab::start_via`]).
+//!
 //! Everything is torn down on drop (the Topology's namespaces; the two
 //! gateway namespaces; the PostgreSQL server).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::aws::fakes::AwsProxy;
 use crate::aws::{REGION, aws_env, boto3_in, boto3_prelude, moto_venv};
 use crate::netns::{Host, POOL, RESEARCH_SUBNET, Topology};
 use crate::postgres::PgServer;
@@ -379,6 +384,38 @@ lease_ttl = "{lease_ttl}"
             &self.config(i, lease_ttl),
             &aws_env(),
         )
+    }
+
+    /// A recording, fault-injecting proxy in front of moto for gateway `i`,
+    /// in its namespace (drop it before the lab).
+    pub fn aws_proxy(&self, i: usize) -> AwsProxy {
+        let moto: SocketAddr = format!("{SERVICES}:{MOTO_PORT}")
+            .parse()
+            .expect("moto's address");
+        AwsProxy::start(Some(&self.world.nodes[i].ns), Some(moto))
+    }
+
+    /// Starts gateway `i`, its AWS calls through `proxy`.
+    pub fn start_via(&self, i: usize, lease_ttl: &str, proxy: &AwsProxy) -> Daemon {
+        let config = self.config(i, lease_ttl).replacen(
+            &format!("endpoint_url = \"{}\"", moto_url()),
+            &format!("endpoint_url = \"{}\"", proxy.url()),
+            1,
+        );
+        Daemon::start_in_with_env(Some(&self.world.nodes[i].ns), &config, &aws_env())
+    }
+
+    /// The network interface moto has the pair's elastic IP associated
+    /// with, if any.
+    pub fn elastic_ip_eni(&self) -> Option<String> {
+        let found = self.python(&format!(
+            "out = [a.get('NetworkInterfaceId') for a in ec2.describe_addresses(Filters=[{{'Name': 'tag:gatehouse:gateway', 'Values': ['{PAIR}']}}])['Addresses']]"
+        ));
+        found
+            .as_array()
+            .and_then(|all| all.first())
+            .and_then(Value::as_str)
+            .map(str::to_string)
     }
 
     /// Where the edge routes the elastic IP now (`ip route get`): the hop's

@@ -1,7 +1,8 @@
 //! Small HTTP servers the AWS tests put around the real moto server: a fake
 //! IMDSv2 endpoint ([`FakeImds`]: token first, with the TTL header the SDK
 //! requires) and a recording, fault-injecting proxy in front of moto
-//! ([`AwsProxy`]: denies or throttles chosen actions, counts every call).
+//! ([`AwsProxy`]: denies or throttles chosen actions, holds one call until
+//! released, counts every call).
 //! Plain threads on std sockets; each listener can be bound inside a
 //! network namespace. Requests are bounded in size; every server stops in `Drop`.
 
@@ -9,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::in_netns;
 
@@ -239,10 +240,51 @@ impl FakeImds {
 }
 
 /// A proxy in front of moto that records every AWS action and can deny or
-/// throttle chosen ones, answering exactly as AWS would.
+/// throttle chosen ones, answering exactly as AWS would, or hold one call
+/// and pass it on only when released ([`AwsProxy::hold`]): a request that
+/// reaches AWS late, after its sender gave up on it.
 pub struct AwsProxy {
     server: Server,
     state: Arc<Mutex<ProxyState>>,
+    gate: Arc<Gate>,
+}
+
+/// The longest a held call waits for [`AwsProxy::release`] (then it passes).
+const MAX_HOLD: Duration = Duration::from_secs(300);
+
+/// The one call [`AwsProxy::hold`] holds back.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// The action whose next call is held.
+    armed: Option<String>,
+    /// A call is held now.
+    holding: bool,
+    open: bool,
+}
+
+impl Gate {
+    /// Returns at once, or once released when `action` is the armed one.
+    fn pass(&self, action: &str) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.armed.as_deref() != Some(action) {
+            return;
+        }
+        state.armed = None;
+        state.holding = true;
+        self.changed.notify_all();
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, MAX_HOLD, |s| !s.open)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.holding = false;
+        self.changed.notify_all();
+    }
 }
 
 #[derive(Default)]
@@ -258,6 +300,8 @@ impl AwsProxy {
     pub fn start(netns: Option<&str>, upstream: Option<SocketAddr>) -> Self {
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let shared = state.clone();
+        let gate = Arc::new(Gate::default());
+        let gated = gate.clone();
         let ns = netns.map(str::to_string);
         let server = Server::start(netns, move |req| {
             let action = req.aws_action();
@@ -292,12 +336,70 @@ impl AwsProxy {
                     "Request limit exceeded.",
                 );
             }
+            gated.pass(&action);
             match upstream {
                 Some(addr) => forward(ns.as_deref(), addr, req),
                 None => response(500, &[], b"recording proxy: no upstream"),
             }
         });
-        Self { server, state }
+        Self {
+            server,
+            state,
+            gate,
+        }
+    }
+
+    /// Holds the next call of `action` (e.g. `ec2:AssociateAddress`) until
+    /// [`AwsProxy::release`]; then it goes to moto, whether or not its
+    /// sender still waits for the answer.
+    pub fn hold(&self, action: &str) {
+        let mut gate = self.gate_state();
+        gate.armed = Some(action.to_string());
+        gate.open = false;
+    }
+
+    /// Waits (at most `limit`) until a call is held; false if none came.
+    pub fn wait_holding(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut gate = self.gate_state();
+        while !gate.holding {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            gate = self
+                .gate
+                .changed
+                .wait_timeout(gate, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// Lets the held call (if any) go on to moto, and waits until it left
+    /// the gate.
+    pub fn release(&self) {
+        let mut gate = self.gate_state();
+        gate.armed = None;
+        gate.open = true;
+        self.gate.changed.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.holding && Instant::now() < deadline {
+            gate = self
+                .gate
+                .changed
+                .wait_timeout(gate, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn gate_state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.gate
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn url(&self) -> String {
@@ -330,6 +432,15 @@ impl AwsProxy {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ProxyState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for AwsProxy {
+    fn drop(&mut self) {
+        // A held call must not keep its thread (and the server's) waiting.
+        let mut gate = self.gate_state();
+        gate.open = true;
+        self.gate.changed.notify_all();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The take-over of an HA pair's traffic, when this gateway becomes the
 //! active one ([`ha::Takeover`]): the elastic IP and the pool routes (with
-//! `[aws]`; the lease's [`Fence`] is checked before each AWS call), then a
+//! `[aws]`; the lease's [`Fence`] is asked before each AWS call and each
+//! attempt of one, and bounds its time: [`crate::aws::fenced`]), then a
 //! resuming handshake to each recently active device (with the data plane),
 //! sent again a few times later. And its converse: a node that steps down
 //! stops sending resuming handshakes ([`spawn_resume_stopper`]).
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::event::{Actor, Source};
-use crate::aws::apply::{Scope, apply_scoped};
+use crate::aws::apply::{Guard, Scope, apply_scoped};
 use crate::gateway::Core;
 use crate::ha::record::{AwsMove, Resumed};
 use crate::ha::{Fence, Ha, RoleKind, Takeover, TakeoverFuture, TakeoverOutcome};
@@ -67,16 +68,17 @@ impl TrafficTakeover {
         }
     }
 
-    /// The elastic IP and pool routes, each call only while `fence` holds.
+    /// The elastic IP and pool routes, each call only while `fence` holds
+    /// and ending before it runs out.
     async fn move_aws(&self, session: &crate::aws::Session, fence: Fence) -> AwsMove {
-        let may_act = move || fence.holds();
+        let left = move || fence.time_left();
         let moved = apply_scoped(
             &self.core,
             session,
             Actor::Gateway,
             Source::Setting("ha"),
             Scope::Traffic,
-            &may_act,
+            Guard::Fenced(&left),
         )
         .await;
         match moved {

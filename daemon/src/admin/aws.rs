@@ -13,7 +13,7 @@ use gatehouse_config::api::{
 
 use super::error::ApiFailure;
 use super::{AdminState, Caller};
-use crate::aws::apply::{ApplyFailure, Scope, apply as run_apply, apply_scoped, plan_only};
+use crate::aws::apply::{ApplyFailure, Guard, Scope, apply as run_apply, apply_scoped, plan_only};
 use crate::aws::desired::GroupRole;
 use crate::aws::observed::RouteState;
 use crate::aws::plan::warnings;
@@ -50,8 +50,12 @@ pub async fn apply(
                 Scope::Shared
             };
             let ha = ha.clone();
-            let may_act = move || scope == Scope::Shared || ha.is_active();
-            apply_scoped(gw, &session, by.actor, by.source, scope, &may_act).await
+            let left = move || ha.time_left();
+            let guard = match scope {
+                Scope::Shared => Guard::Unfenced,
+                _ => Guard::Fenced(&left),
+            };
+            apply_scoped(gw, &session, by.actor, by.source, scope, guard).await
         }
     }
     .map_err(apply_failure)?;

@@ -3,7 +3,8 @@
 //! construction (it only does what the fresh plan says) and safe to re-run
 //! after a failure: a re-run plans only what is still missing. AWS answers
 //! that mean "already done" (a duplicate rule, a route that exists) count
-//! as done.
+//! as done. The steps of an HA active's part run fenced when the caller
+//! says so ([`Guard::Fenced`], [`super::fenced`]).
 
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, DomainType, IpPermission, IpRange, Ipv6Range, PrefixListId,
@@ -14,6 +15,7 @@ use serde_json::json;
 
 use super::desired::{Desired, GroupRole, Rule, RuleSource, TAG_GATEWAY, TAG_ROLE, desired};
 use super::errors::{AwsError, classify};
+use super::fenced::{self, TimeLeft};
 use super::observed::{Observed, observe};
 use super::plan::{Action, Step, plan};
 use super::{Session, ssm_key};
@@ -53,13 +55,31 @@ pub enum Scope {
     Traffic,
 }
 
+/// Whether an apply's steps of the active's part are fenced by an HA lease.
+#[derive(Clone, Copy)]
+pub enum Guard<'a> {
+    /// No lease: each call is retried inside the SDK (a single gateway, a
+    /// standby's shared part).
+    Unfenced,
+    /// An HA active's: every step only while the fence holds; the
+    /// active's part (the elastic IP's association, the pool routes)
+    /// through [`fenced::attempt`].
+    Fenced(TimeLeft<'a>),
+}
+
+impl Guard<'_> {
+    fn holds(&self) -> bool {
+        match self {
+            Guard::Unfenced => true,
+            Guard::Fenced(left) => left().is_some(),
+        }
+    }
+}
+
 impl Scope {
     /// Whether this scope carries `step` out.
     pub fn covers(self, step: &Step) -> bool {
-        let holders = matches!(
-            step,
-            Step::AssociateAddress | Step::CreateRoute { .. } | Step::ReplaceRoute { .. }
-        );
+        let holders = Traffic::of(step).is_some();
         match self {
             Scope::All => true,
             Scope::Shared => !holders,
@@ -75,19 +95,19 @@ pub async fn apply(
     actor: Actor,
     source: AuditSource,
 ) -> Result<Applied, ApplyFailure> {
-    apply_scoped(core, session, actor, source, Scope::All, &|| true).await
+    apply_scoped(core, session, actor, source, Scope::All, Guard::Unfenced).await
 }
 
-/// As [`apply`], for the steps `scope` covers, each made only while
-/// `may_act()` still says yes (an HA take-over's fence: a node that lost the
-/// lease changes nothing more).
+/// As [`apply`], for the steps `scope` covers, each made only while `guard`
+/// holds (an HA active's fence: a node that lost the lease changes nothing
+/// more, and a call of its part ends before the lease can pass).
 pub async fn apply_scoped(
     core: &Core,
     session: &Session,
     actor: Actor,
     source: AuditSource,
     scope: Scope,
-    may_act: &(dyn Fn() -> bool + Send + Sync),
+    guard: Guard<'_>,
 ) -> Result<Applied, ApplyFailure> {
     let _one_at_a_time = core.aws().lock().await;
     let stop = |applied: Vec<Action>, failed, error| ApplyFailure {
@@ -103,10 +123,19 @@ pub async fn apply_scoped(
     let actions = plan(&want, &before, &session.facts);
     let mut applied = Vec::new();
     for action in actions.into_iter().filter(|a| scope.covers(&a.step)) {
-        if !may_act() {
+        if !guard.holds() {
             return Err(stop(applied, Some(action), AwsError::NotActive));
         }
-        match execute(core, session, &want, &mut ids, &action.step).await {
+        let done = match (guard, Traffic::of(&action.step)) {
+            (Guard::Fenced(left), Some(step)) => {
+                fenced::attempt(step.action(), left, || {
+                    step.execute(session, &session.ec2_fenced, &want, &ids)
+                })
+                .await
+            }
+            _ => execute(core, session, &want, &mut ids, &action.step).await,
+        };
+        match done {
             Ok(outcome) => {
                 let record = event(Kind::AwsChange, actor.clone(), source.clone())
                     .on(action.resource.clone())
@@ -378,27 +407,6 @@ async fn execute(
                 .map_err(|e| classify(ACTION, e))?;
             Ok(format!("groups now {}", groups.join(", ")))
         }
-        Step::AssociateAddress => {
-            const ACTION: &str = "ec2:AssociateAddress";
-            let allocation = ids.allocation_id.clone().ok_or(AwsError::Incomplete {
-                action: "ec2:AllocateAddress",
-                what: "an allocation id (the elastic IP was not allocated)",
-            })?;
-            let out = session
-                .ec2
-                .associate_address()
-                .allocation_id(&allocation)
-                .network_interface_id(&facts.network_interface_id)
-                .allow_reassociation(true)
-                .send()
-                .await
-                .map_err(|e| classify(ACTION, e))?;
-            Ok(format!(
-                "{allocation} → {} ({})",
-                facts.network_interface_id,
-                out.association_id().unwrap_or("?")
-            ))
-        }
         Step::DisableSourceDestCheck => {
             const ACTION: &str = "ec2:ModifyInstanceAttribute";
             session
@@ -411,45 +419,120 @@ async fn execute(
                 .map_err(|e| classify(ACTION, e))?;
             Ok("source/dest check off".into())
         }
+        Step::AssociateAddress => Traffic::Associate.execute(session, ec2, want, ids).await,
         Step::CreateRoute { table } => {
-            const ACTION: &str = "ec2:CreateRoute";
-            let sent = match want.pool {
-                IpNet::V4(_) => session
-                    .ec2
-                    .create_route()
-                    .destination_cidr_block(want.pool.to_string()),
-                IpNet::V6(_) => session
-                    .ec2
-                    .create_route()
-                    .destination_ipv6_cidr_block(want.pool.to_string()),
-            }
-            .route_table_id(table)
-            .network_interface_id(&facts.network_interface_id)
-            .send()
-            .await;
-            match sent {
-                Ok(_) => Ok(format!("{} → {}", want.pool, facts.network_interface_id)),
-                // Real AWS refuses a duplicate; point the existing route at us.
-                Err(err) if is_code(&err, "RouteAlreadyExists") => {
-                    replace_route(session, want, table).await
-                }
-                Err(err) => Err(classify(ACTION, err)),
-            }
+            Traffic::CreateRoute(table)
+                .execute(session, ec2, want, ids)
+                .await
         }
-        Step::ReplaceRoute { table } => replace_route(session, want, table).await,
+        Step::ReplaceRoute { table } => {
+            Traffic::ReplaceRoute(table)
+                .execute(session, ec2, want, ids)
+                .await
+        }
     }
 }
 
-async fn replace_route(session: &Session, want: &Desired, table: &str) -> Result<String, AwsError> {
+/// A step of the active gateway's part: the elastic IP's association and
+/// the pool routes. Each is one call (or two: a duplicate route is
+/// replaced), needs nothing created before it in the same apply, and is
+/// made with the client it is given (the fenced one under a lease).
+#[derive(Debug, Clone, Copy)]
+enum Traffic<'a> {
+    Associate,
+    CreateRoute(&'a str),
+    ReplaceRoute(&'a str),
+}
+
+impl<'a> Traffic<'a> {
+    fn of(step: &'a Step) -> Option<Traffic<'a>> {
+        match step {
+            Step::AssociateAddress => Some(Traffic::Associate),
+            Step::CreateRoute { table } => Some(Traffic::CreateRoute(table)),
+            Step::ReplaceRoute { table } => Some(Traffic::ReplaceRoute(table)),
+            _ => None,
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Traffic::Associate => "ec2:AssociateAddress",
+            Traffic::CreateRoute(_) => "ec2:CreateRoute",
+            Traffic::ReplaceRoute(_) => "ec2:ReplaceRoute",
+        }
+    }
+
+    /// Carries the step out with `ec2`; returns what AWS answered.
+    async fn execute(
+        self,
+        session: &Session,
+        ec2: &aws_sdk_ec2::Client,
+        want: &Desired,
+        ids: &Ids,
+    ) -> Result<String, AwsError> {
+        let facts = &session.facts;
+        match self {
+            Traffic::Associate => {
+                const ACTION: &str = "ec2:AssociateAddress";
+                let allocation = ids.allocation_id.clone().ok_or(AwsError::Incomplete {
+                    action: "ec2:AllocateAddress",
+                    what: "an allocation id (the elastic IP was not allocated)",
+                })?;
+                let out = ec2
+                    .associate_address()
+                    .allocation_id(&allocation)
+                    .network_interface_id(&facts.network_interface_id)
+                    .allow_reassociation(true)
+                    .send()
+                    .await
+                    .map_err(|e| classify(ACTION, e))?;
+                Ok(format!(
+                    "{allocation} → {} ({})",
+                    facts.network_interface_id,
+                    out.association_id().unwrap_or("?")
+                ))
+            }
+            Traffic::CreateRoute(table) => {
+                const ACTION: &str = "ec2:CreateRoute";
+                let sent = match want.pool {
+                    IpNet::V4(_) => ec2
+                        .create_route()
+                        .destination_cidr_block(want.pool.to_string()),
+                    IpNet::V6(_) => ec2
+                        .create_route()
+                        .destination_ipv6_cidr_block(want.pool.to_string()),
+                }
+                .route_table_id(table)
+                .network_interface_id(&facts.network_interface_id)
+                .send()
+                .await;
+                match sent {
+                    Ok(_) => Ok(format!("{} → {}", want.pool, facts.network_interface_id)),
+                    // Real AWS refuses a duplicate; point the existing route at us.
+                    Err(err) if is_code(&err, "RouteAlreadyExists") => {
+                        replace_route(session, ec2, want, table).await
+                    }
+                    Err(err) => Err(classify(ACTION, err)),
+                }
+            }
+            Traffic::ReplaceRoute(table) => replace_route(session, ec2, want, table).await,
+        }
+    }
+}
+
+async fn replace_route(
+    session: &Session,
+    ec2: &aws_sdk_ec2::Client,
+    want: &Desired,
+    table: &str,
+) -> Result<String, AwsError> {
     const ACTION: &str = "ec2:ReplaceRoute";
     let eni = &session.facts.network_interface_id;
     match want.pool {
-        IpNet::V4(_) => session
-            .ec2
+        IpNet::V4(_) => ec2
             .replace_route()
             .destination_cidr_block(want.pool.to_string()),
-        IpNet::V6(_) => session
-            .ec2
+        IpNet::V6(_) => ec2
             .replace_route()
             .destination_ipv6_cidr_block(want.pool.to_string()),
     }

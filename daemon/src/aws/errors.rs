@@ -3,6 +3,7 @@
 //! EC2" is said plainly. Every SDK call's error goes through [`classify`].
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -78,6 +79,10 @@ pub enum AwsError {
         "this gateway is no longer the active one of its HA pair (its lease ran out or was taken over), so it changes nothing that belongs to the active one"
     )]
     NotActive,
+    #[error(
+        "{what} did not answer within {limit:?}, the time this gateway may still act as the active one (or at most a fenced call's timeout)"
+    )]
+    TimedOut { what: &'static str, limit: Duration },
     #[error("the change was made but could not be audited, so apply stopped: {0}")]
     Audit(#[from] crate::store::StoreError),
 }

@@ -11,6 +11,8 @@
 //! - [`exposure`]: other groups on the instance that open guarded ports wider (pure).
 //! - [`plan`]: the difference, as ordered actions with reasons (pure).
 //! - [`apply`]: carries the actions out and audits each.
+//! - [`fenced`]: the calls an HA lease fences: no SDK retries, an operation
+//!   timeout within the fence's time, the fence asked before each attempt.
 //! - [`ssm_key`]: the SSM calls behind the keys' home in Parameter Store.
 //! - [`startup`]: connecting, the keys (resolved by [`crate::keys::resolve`],
 //!   audited when stored in SSM), and `apply_on_start`, before listeners open.
@@ -26,6 +28,7 @@ pub mod desired;
 pub mod discovery;
 pub mod errors;
 pub mod exposure;
+pub mod fenced;
 #[cfg(test)]
 mod iam_tests;
 pub mod observed;
@@ -38,6 +41,7 @@ use std::time::Duration;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use gatehouse_config::api::{AwsAction, AwsFacts};
@@ -50,6 +54,9 @@ use discovery::Facts;
 /// Clients for EC2 and SSM, and the instance they act for.
 pub struct Session {
     pub ec2: aws_sdk_ec2::Client,
+    /// EC2 for the calls an HA lease fences ([`fenced`]): no retries in
+    /// the SDK, each operation bounded by [`fenced::CALL_TIMEOUT`].
+    pub ec2_fenced: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub facts: Facts,
 }
@@ -87,8 +94,17 @@ impl Session {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
+        let fenced = aws_sdk_ec2::config::Builder::from(&shared)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(fenced::CALL_TIMEOUT)
+                    .build(),
+            )
+            .build();
         Ok(Self {
             ec2: aws_sdk_ec2::Client::new(&shared),
+            ec2_fenced: aws_sdk_ec2::Client::from_conf(fenced),
             ssm: aws_sdk_ssm::Client::new(&shared),
             facts,
         })

@@ -230,7 +230,7 @@ pub async fn apply_on_start(core: &Core, session: Option<&Session>) -> Result<()
         Actor::Gateway,
         Source::Setting("apply_on_start"),
         scope,
-        &|| true,
+        apply::Guard::Unfenced,
     )
     .await?;
     tracing::info!(

@@ -45,8 +45,9 @@ use role::{Action, CALL_LIMIT, LeaseAnswer, Now, Role};
 /// How often the active renews and the standby tries to acquire.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Whether this node may still act as the active one: checked before each
-/// AWS call of a take-over.
+/// Whether this node may still act as the active one: asked before each
+/// AWS call (and each attempt of one) of a take-over or reconcile, whose
+/// time it also bounds ([`Fence::time_left`]).
 #[derive(Clone)]
 pub struct Fence {
     state: watch::Receiver<HaState>,
@@ -62,6 +63,21 @@ impl Fence {
 
     pub fn holds_at(&self, now: Instant) -> bool {
         self.state.borrow().holds_at(self.generation, now)
+    }
+
+    /// How long this node may still act under this generation: until its
+    /// local deadline, which passes the lease margin before the lease can
+    /// pass to the other node (`None`: no longer).
+    pub fn time_left(&self) -> Option<Duration> {
+        self.time_left_at(Instant::now())
+    }
+
+    pub fn time_left_at(&self, now: Instant) -> Option<Duration> {
+        let state = self.state.borrow();
+        match state.generation == self.generation {
+            true => state.time_left_at(now),
+            false => None,
+        }
     }
 
     pub fn generation(&self) -> i64 {
@@ -126,6 +142,12 @@ impl Ha {
     /// True while this node is active and its deadline has not passed.
     pub fn is_active(&self) -> bool {
         self.state.borrow().is_active_at(Instant::now())
+    }
+
+    /// How long this node may still act as the active one (`None`: it is
+    /// not): an admin's apply fences the active's part with it.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.state.borrow().time_left_at(Instant::now())
     }
 
     /// Releases the lease if this node holds it; the other node takes over

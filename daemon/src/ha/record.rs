@@ -8,7 +8,7 @@
 //! Owns no rule and no I/O: the role ([`super::role`]) decides, the loop
 //! ([`super`]) writes.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -62,6 +62,15 @@ impl HaState {
     /// its local deadline, which passes before the lease's expiry does).
     pub fn holds_at(&self, generation: i64, now: Instant) -> bool {
         self.generation == generation && self.is_active_at(now)
+    }
+
+    /// How long this node may still act as the active one at `now`
+    /// (`None`: not at all).
+    pub fn time_left_at(&self, now: Instant) -> Option<Duration> {
+        match (self.role, self.deadline) {
+            (RoleKind::Active, Some(deadline)) if now < deadline => Some(deadline - now),
+            _ => None,
+        }
     }
 }
 

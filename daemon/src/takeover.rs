@@ -3,7 +3,10 @@
 //! `[aws]`; the lease's [`Fence`] is asked before each AWS call and each
 //! attempt of one, and bounds its time: [`crate::aws::fenced`]), then a
 //! resuming handshake to each recently active device (with the data plane),
-//! sent again a few times later. And its converse: a node that steps down
+//! sent again a few times later. While the lease is held, the same fenced
+//! apply every 30 s puts the elastic IP and routes right again
+//! ([`TrafficTakeover`]'s `reconcile`, audited as `aws.change` from
+//! `ha.reconcile` when it repairs). And its converse: a node that steps down
 //! stops sending resuming handshakes ([`spawn_resume_stopper`]).
 //!
 //! A service of layer 3: it uses [`aws`], [`vpn`] and [`ha`], none of which
@@ -19,7 +22,7 @@ use crate::audit::event::{Actor, Source};
 use crate::aws::apply::{Guard, Scope, apply_scoped};
 use crate::gateway::Core;
 use crate::ha::record::{AwsMove, Resumed};
-use crate::ha::{Fence, Ha, RoleKind, Takeover, TakeoverFuture, TakeoverOutcome};
+use crate::ha::{Fence, Ha, ReconcileFuture, RoleKind, Takeover, TakeoverFuture, TakeoverOutcome};
 use crate::vpn::engine::Engine;
 
 /// Moves the pair's traffic to this gateway.
@@ -71,12 +74,22 @@ impl TrafficTakeover {
     /// The elastic IP and pool routes, each call only while `fence` holds
     /// and ending before it runs out.
     async fn move_aws(&self, session: &crate::aws::Session, fence: Fence) -> AwsMove {
+        self.apply_traffic(session, fence, "ha").await
+    }
+
+    /// The active's part of AWS where it differs, as `source` (audited).
+    async fn apply_traffic(
+        &self,
+        session: &crate::aws::Session,
+        fence: Fence,
+        source: &'static str,
+    ) -> AwsMove {
         let left = move || fence.time_left();
         let moved = apply_scoped(
             &self.core,
             session,
             Actor::Gateway,
-            Source::Setting("ha"),
+            Source::Setting(source),
             Scope::Traffic,
             Guard::Fenced(&left),
         )
@@ -112,6 +125,14 @@ impl TrafficTakeover {
 impl Takeover for TrafficTakeover {
     fn take_over(&self, fence: Fence) -> TakeoverFuture {
         Box::pin(self.clone().run(fence))
+    }
+
+    fn reconcile(&self, fence: Fence) -> ReconcileFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            let session = this.session.clone()?;
+            Some(this.apply_traffic(&session, fence, "ha.reconcile").await)
+        })
     }
 }
 

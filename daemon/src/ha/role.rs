@@ -28,7 +28,9 @@
 //!   off one TTL before acquiring again;
 //! - each acquisition re-checks the lease in the database before its
 //!   take-over starts; a take-over still running when the node stops being
-//!   active is stopped and recorded as interrupted.
+//!   active is stopped and recorded as interrupted;
+//! - while it holds the lease, the active reconciles its part of AWS every
+//!   [`RECONCILE_EVERY`] ([`super::reconcile`]).
 //!
 //! Not here: the lease's SQL ([`super::lease`]), the take-over's work
 //! ([`super::Takeover`]), the JSON of records ([`super::record`]).
@@ -36,8 +38,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lease::{Acquire, Defer, Held, Previous};
+use super::reconcile::{Cadence, RECONCILE_EVERY, log_outcome};
 use super::record::{
-    Cause, HaAudit, HaState, NodeReport, Reason, ReleaseDetail, RoleKind, TakeoverDetail,
+    AwsMove, Cause, HaAudit, HaState, NodeReport, Reason, ReleaseDetail, RoleKind, TakeoverDetail,
     TakeoverOutcome, TakeoverRecord,
 };
 use crate::store::db::DbError;
@@ -70,8 +73,11 @@ pub enum Action {
     /// Start the take-over fenced by `generation`; when it ends, tell
     /// [`Role::on_takeover_done`].
     StartTakeover { generation: i64 },
-    /// No longer active: stop the take-over if one runs.
+    /// No longer active: stop the take-over and the reconcile if they run.
     StepDown { generation: i64, reason: Reason },
+    /// Reconcile the active's part of AWS fenced by `generation`; when it
+    /// ends, tell [`Role::on_reconcile_done`].
+    Reconcile { generation: i64 },
     /// Record this node's role in the database.
     Report {
         role: RoleKind,
@@ -104,6 +110,8 @@ pub struct Role {
     asked: Option<Asked>,
     /// The take-over of the last acquisition, until it is recorded.
     running: Option<Running>,
+    /// When the active reconciles its part of AWS.
+    reconcile: Cadence,
 }
 
 impl Role {
@@ -127,7 +135,14 @@ impl Role {
             hold_off_until: None,
             asked: None,
             running: None,
+            reconcile: Cadence::new(RECONCILE_EVERY),
         }
+    }
+
+    /// Reconciles every `every` instead of [`RECONCILE_EVERY`].
+    pub fn reconciling_every(mut self, every: Duration) -> Role {
+        self.reconcile = Cadence::new(every);
+        self
     }
 
     pub fn state(&self) -> &HaState {
@@ -135,20 +150,25 @@ impl Role {
     }
 
     /// One tick: step down if the deadline passed, else renew (active) or
-    /// acquire (standby, unless holding off).
+    /// acquire (standby, unless holding off); the active also reconciles
+    /// when that is due and no take-over runs.
     pub fn on_tick(&mut self, now: Now) -> Vec<Action> {
         let generation = self.state.generation;
         match (self.state.role, self.state.deadline) {
             (RoleKind::Active, Some(deadline)) if now.at < deadline => {
-                if self.asked.is_some() {
-                    return Vec::new();
+                let mut actions = Vec::new();
+                if self.asked.is_none() {
+                    self.asked = Some(Asked::Renew {
+                        sent: now.at,
+                        generation,
+                    });
+                    let within = CALL_LIMIT.min(deadline - now.at);
+                    actions.push(Action::Renew { generation, within });
                 }
-                self.asked = Some(Asked::Renew {
-                    sent: now.at,
-                    generation,
-                });
-                let within = CALL_LIMIT.min(deadline - now.at);
-                vec![Action::Renew { generation, within }]
+                if self.running.is_none() && self.reconcile.due(now.at, generation) {
+                    actions.push(Action::Reconcile { generation });
+                }
+                actions
             }
             (RoleKind::Active, _) => self.step_down(now, Reason::NotRenewed),
             (RoleKind::Standby, _) => {
@@ -210,6 +230,22 @@ impl Role {
             Some(running) if running.generation == generation => self.finish(now, outcome),
             _ => Vec::new(),
         }
+    }
+
+    /// The reconcile of `generation` ended with `outcome` (`None`: nothing
+    /// to reconcile, as without `[aws]`); the next is one period on. Each
+    /// repair was audited as it was made (`aws.change`).
+    pub fn on_reconcile_done(
+        &mut self,
+        now: Now,
+        generation: i64,
+        outcome: Option<AwsMove>,
+    ) -> Vec<Action> {
+        if !self.reconcile.done(now.at, generation) {
+            return Vec::new();
+        }
+        log_outcome(generation, outcome.as_ref());
+        Vec::new()
     }
 
     /// `accessctl ha handover`: the active releases and holds off one TTL;
@@ -299,6 +335,7 @@ impl Role {
             s.failovers += 1;
         }
         tracing::info!(generation, %cause, from = ?previous.holder, "this gateway is now the active one");
+        self.reconcile.stop();
         self.running = Some(Running {
             generation,
             cause,
@@ -400,6 +437,7 @@ impl Role {
         s.expires_ms = None;
         s.since = now.wall;
         self.asked = None;
+        self.reconcile.stop();
         let mut actions = vec![Action::StepDown { generation, reason }];
         if self.running.is_some() {
             actions.extend(self.finish(now, TakeoverOutcome::interrupted(reason)));
@@ -412,6 +450,9 @@ impl Role {
         let Some(done) = self.running.take() else {
             return Vec::new();
         };
+        if self.state.role == RoleKind::Active {
+            self.reconcile.start(now.at);
+        }
         let took = now.at.saturating_duration_since(done.started);
         let takeover_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         tracing::info!(

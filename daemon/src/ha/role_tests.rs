@@ -87,6 +87,7 @@ fn words(actions: &[Action]) -> Vec<String> {
             Action::Release { generation, .. } => format!("release {generation}"),
             Action::StartTakeover { generation } => format!("start {generation}"),
             Action::StepDown { reason, .. } => format!("step down: {reason}"),
+            Action::Reconcile { generation } => format!("reconcile {generation}"),
             Action::Report { role, .. } => format!("report {}", role.as_str()),
             Action::Audit(audit) => format!("audit {}", audit.kind().as_str()),
         })
@@ -494,4 +495,63 @@ fn the_deadline_falls_before_the_lease_runs_out() {
         local_deadline(sent, Duration::from_secs(1)),
         sent + Duration::from_millis(800)
     );
+}
+
+/// Issue 24, finding 3: while it holds the lease the active reconciles its
+/// part of AWS, one period after its take-over was recorded and then one
+/// period after each reconcile ended; never during a take-over, and not
+/// once it stepped down (a late end is ignored).
+#[test]
+fn the_active_reconciles_every_period_while_it_holds_the_lease() {
+    let clock = Clock::new();
+    let mut role = standby(&clock).reconciling_every(Duration::from_secs(2));
+    role.on_tick(clock.at(0));
+    role.on_answer(clock.at(10), won(1, 1000, free()));
+    role.on_answer(clock.at(20), LeaseAnswer::Checked(Ok(true)));
+    let renew = |role: &mut Role, ms: u64| {
+        let asked = words(&role.on_tick(clock.at(ms)));
+        let renewed = LeaseAnswer::Renewed(Ok(Some(held(1, 1000 + ms as i64))));
+        assert!(role.on_answer(clock.at(ms + 10), renewed).is_empty());
+        asked
+    };
+    // The take-over still runs: no reconcile, however long it takes.
+    assert_eq!(renew(&mut role, 1000), ["renew 1"]);
+    assert_eq!(renew(&mut role, 2000), ["renew 1"]);
+    role.on_takeover_done(clock.at(2100), 1, TakeoverOutcome::default());
+    assert_eq!(renew(&mut role, 3000), ["renew 1"]);
+    assert_eq!(renew(&mut role, 4100), ["renew 1", "reconcile 1"]);
+    assert_eq!(renew(&mut role, 5000), ["renew 1"], "one at a time");
+    let repaired = AwsMove::Moved {
+        changes: vec!["associate with eni-a".into()],
+        elastic_ip: None,
+    };
+    assert!(
+        role.on_reconcile_done(clock.at(5500), 1, Some(repaired))
+            .is_empty()
+    );
+    assert_eq!(renew(&mut role, 6000), ["renew 1"]);
+    assert_eq!(renew(&mut role, 7500), ["renew 1", "reconcile 1"]);
+
+    // Another node holds the lease: stepped down, no reconcile from now on.
+    role.on_tick(clock.at(8000));
+    let lost = role.on_answer(clock.at(8010), LeaseAnswer::Renewed(Ok(None)));
+    assert_eq!(
+        words(&lost)[0],
+        "step down: another node holds the lease now"
+    );
+    assert!(role.on_reconcile_done(clock.at(8020), 1, None).is_empty());
+    for ms in [9000, 12_000, 20_000] {
+        let asked = words(&role.on_tick(clock.at(ms)));
+        assert!(
+            !asked.iter().any(|w| w.starts_with("reconcile")),
+            "{asked:?}"
+        );
+        role.on_answer(
+            clock.at(ms + 10),
+            LeaseAnswer::Acquired(Ok(Acquire::Held {
+                holder: "gw-b".into(),
+                expires_in_ms: 3000,
+            })),
+        );
+    }
 }

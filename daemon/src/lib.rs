@@ -202,6 +202,9 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     store::changes::spawn_listener(core.store(), &tracker, shutdown.child_token());
+    if core.config().aws.is_some() {
+        aws::spawn_audit_retry(&core, &tracker, shutdown.child_token());
+    }
     let aws_session = aws.session();
     // The admin socket opens last: once it answers, every subsystem is up.
     let started = async {

@@ -3,7 +3,9 @@
 //! on its way to AWS that lands after the other node took over. A
 //! fault-injecting proxy in front of moto, in gw-a's namespace, holds gw-a's
 //! first `AssociateAddress` until gw-b is active and has the elastic IP,
-//! then lets it through; the lease holder puts the association back.
+//! then lets it through; the lease holder puts the association back. The
+//! record of that repair, refused by the database at first, is written once
+//! the database takes records again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,7 +30,9 @@ fn role(gw: &Daemon) -> String {
 /// is paused past its 3 s lease, gw-b takes over and moves the elastic IP;
 /// then gw-a's held call reaches moto (the elastic IP is on gw-a again,
 /// behind the lease holder's back) and gw-a wakes as the standby. Within
-/// 35 s the elastic IP is on gw-b again, and gw-b audited the repair.
+/// 35 s the elastic IP is on gw-b again. The database refuses audit
+/// records meanwhile; once it takes them again, gw-b's record of the repair
+/// is written (kept, not lost) within 35 s.
 #[test]
 fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() {
     let Some(lab) = PairLab::create() else {
@@ -75,6 +79,10 @@ fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() 
         "the held AssociateAddress never reached moto"
     );
     let late_at = Instant::now();
+    lab.pg.psql(
+        "CREATE FUNCTION gh_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$; \
+         CREATE TRIGGER gh_refuse BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION gh_refuse();",
+    );
     a.signal(Signal::SIGCONT);
 
     let repaired = time_until(REPAIRED_WITHIN, || {
@@ -93,20 +101,29 @@ fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() 
     );
     assert_eq!(role(&b), "active");
     time_until(Duration::from_secs(10), || role(&a) == "standby").expect("gw-a standby");
-    let repair = b
-        .audit_of("aws.change")
-        .into_iter()
-        .filter(|r| r["source"] == "ha.reconcile")
-        .collect::<Vec<_>>();
-    assert!(
-        !repair.is_empty(),
-        "gw-b's repair was not audited: {:#?}",
+    let of_repair = || {
         b.audit_of("aws.change")
-    );
+            .into_iter()
+            .filter(|r| r["source"] == "ha.reconcile")
+            .collect::<Vec<_>>()
+    };
+    assert!(of_repair().is_empty(), "written while refused?");
+    lab.pg.psql("DROP TRIGGER gh_refuse ON audit_log;");
+    time_until(REPAIRED_WITHIN, || !of_repair().is_empty()).unwrap_or_else(|| {
+        panic!(
+            "gw-b's record of the repair was lost: {:#?}\n{}",
+            b.audit_of("aws.change"),
+            b.log_tail(30)
+        )
+    });
+    let repair = of_repair();
     assert!(
         repair
             .iter()
             .any(|r| r["detail"]["change"].to_string().contains("associate")),
         "{repair:#?}"
     );
+    let verified = b.ctl_json(&["audit", "verify"]);
+    assert_eq!(verified["intact"], true, "{verified}");
+    eprintln!("test took {:?}", started.elapsed());
 }

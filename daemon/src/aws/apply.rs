@@ -110,6 +110,7 @@ pub async fn apply_scoped(
     guard: Guard<'_>,
 ) -> Result<Applied, ApplyFailure> {
     let _one_at_a_time = core.aws().lock().await;
+    write_kept_records(core).await;
     let stop = |applied: Vec<Action>, failed, error| ApplyFailure {
         applied,
         failed,
@@ -146,8 +147,11 @@ pub async fn apply_scoped(
                         "result": outcome,
                     }));
                 tracing::info!(resource = %action.resource, change = %action.change, result = %outcome, "aws change");
-                if let Err(err) = core.store().write(move |w| w.audit(record).map(drop)).await {
-                    return Err(stop(applied, Some(action), err.into()));
+                // Made whatever the log says: a refused record is kept and
+                // written later; no further change is made unaudited.
+                let kept = core.aws().unwritten();
+                if let Err(err) = kept.write_or_keep(core.store(), record).await {
+                    return Err(stop(applied, Some(action), AwsError::Audit(err)));
                 }
                 applied.push(action);
             }
@@ -160,8 +164,9 @@ pub async fn apply_scoped(
                         "change": action.change,
                         "error": error.to_string(),
                     }));
-                // The failure stands even if it cannot be audited.
-                let _ = core.store().write(move |w| w.audit(record).map(drop)).await;
+                // The failure stands even if it cannot be audited now.
+                let kept = core.aws().unwritten();
+                let _ = kept.write_or_keep(core.store(), record).await;
                 return Err(stop(applied, Some(action), error));
             }
         }
@@ -178,6 +183,23 @@ pub async fn apply_scoped(
             .collect(),
         actions: applied,
     })
+}
+
+/// Writes the `aws.change` records the store refused before (oldest
+/// first; those it refuses again stay kept). Each apply begins with this,
+/// and [`super::spawn_audit_retry`] calls it while any are kept.
+pub async fn write_kept_records(core: &Core) {
+    let kept = core.aws().unwritten();
+    if kept.kept() > 0 {
+        let written = kept.write_kept(core.store()).await;
+        if written > 0 {
+            tracing::info!(
+                written,
+                still_kept = kept.kept(),
+                "wrote AWS change records the store had refused"
+            );
+        }
+    }
 }
 
 /// Describes and plans without changing anything.

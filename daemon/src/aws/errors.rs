@@ -83,7 +83,9 @@ pub enum AwsError {
         "{what} did not answer within {limit:?}, the time this gateway may still act as the active one (or at most a fenced call's timeout)"
     )]
     TimedOut { what: &'static str, limit: Duration },
-    #[error("the change was made but could not be audited, so apply stopped: {0}")]
+    #[error(
+        "the change was made but its record could not be written yet (it is kept and written once the store takes records again), so apply stopped: {0}"
+    )]
     Audit(#[from] crate::store::StoreError),
 }
 

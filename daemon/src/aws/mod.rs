@@ -10,7 +10,8 @@
 //! - [`observed`]: what AWS says now (describe calls).
 //! - [`exposure`]: other groups on the instance that open guarded ports wider (pure).
 //! - [`plan`]: the difference, as ordered actions with reasons (pure).
-//! - [`apply`]: carries the actions out and audits each.
+//! - [`apply`]: carries the actions out and audits each (a record the
+//!   store refuses is kept and written later: [`spawn_audit_retry`]).
 //! - [`fenced`]: the calls an HA lease fences: no SDK retries, an operation
 //!   timeout within the fence's time, the fence asked before each attempt.
 //! - [`ssm_key`]: the SSM calls behind the keys' home in Parameter Store.
@@ -50,6 +51,31 @@ use gatehouse_config::file::AwsConfig;
 pub use errors::AwsError;
 
 use discovery::Facts;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::Core;
+
+/// How often kept `aws.change` records are offered to the store again.
+pub const AUDIT_RETRY: Duration = Duration::from_secs(30);
+
+/// With `[aws]`: writes the `aws.change` records the store refused, every
+/// [`AUDIT_RETRY`] while any are kept, and once more on shutdown.
+pub fn spawn_audit_retry(core: &Core, tracker: &TaskTracker, shutdown: CancellationToken) {
+    let core = core.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(AUDIT_RETRY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => apply::write_kept_records(&core).await,
+            }
+        }
+        apply::write_kept_records(&core).await;
+    });
+}
 
 /// Clients for EC2 and SSM, and the instance they act for.
 pub struct Session {

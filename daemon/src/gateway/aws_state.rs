@@ -1,12 +1,15 @@
 //! What the gateway knows about its AWS footprint that other parts need:
 //! the elastic IP last seen (kept in the state dir, so `public_endpoint =
-//! "auto"` works before the first apply of a new run), and the lock that
-//! keeps two applies from interleaving. The provisioner (`crate::aws`)
+//! "auto"` works before the first apply of a new run), the lock that
+//! keeps two applies from interleaving, and the records of AWS changes the
+//! store refused, kept to be written later. The provisioner (`crate::aws`)
 //! writes it; device configs and links read it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
+
+use crate::store::unwritten::Unwritten;
 
 /// File under `state_dir` remembering the elastic IP across restarts.
 pub const ELASTIC_IP_FILE: &str = "aws-elastic-ip";
@@ -14,6 +17,7 @@ pub const ELASTIC_IP_FILE: &str = "aws-elastic-ip";
 /// One apply at a time, and the elastic IP last seen.
 pub struct AwsState {
     apply: tokio::sync::Mutex<()>,
+    unwritten: Unwritten,
     elastic_ip: RwLock<Option<IpAddr>>,
     file: PathBuf,
 }
@@ -27,6 +31,7 @@ impl AwsState {
             .and_then(|text| text.trim().parse().ok());
         Self {
             apply: tokio::sync::Mutex::new(()),
+            unwritten: Unwritten::new("AWS"),
             elastic_ip: RwLock::new(remembered),
             file,
         }
@@ -35,6 +40,12 @@ impl AwsState {
     /// Held for the length of one plan+apply, so two applies never interleave.
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.apply.lock().await
+    }
+
+    /// `aws.change` and `aws.change.fail` records the store refused: AWS
+    /// made (or refused) the change all the same.
+    pub fn unwritten(&self) -> &Unwritten {
+        &self.unwritten
     }
 
     pub fn elastic_ip(&self) -> Option<IpAddr> {

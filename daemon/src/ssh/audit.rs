@@ -4,9 +4,10 @@
 //! records a minute, and all of them together a few dozen; the rest are
 //! counted and written as one summary record per source or user when the
 //! minute ends. Records of what already happened that the store refused are
-//! kept in [`Unwritten`] and written again at the next flush.
+//! kept in [`Unwritten`] (the store's, shared with the AWS provisioner) and
+//! written again at the next flush.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
@@ -19,46 +20,8 @@ use crate::store::NewAuditEvent;
 
 /// The aggregation window.
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Refused records kept for a retry at most (then the oldest go, and the
-/// log says how many).
-pub const MAX_UNWRITTEN: usize = 100_000;
+pub use crate::store::unwritten::{MAX_UNWRITTEN, Unwritten};
 
-/// Records of what happened whatever the log says (failed logins, refused
-/// channels, ended sessions, summaries) that the store refused, oldest
-/// first: a full disk delays them, it does not lose them.
-#[derive(Default)]
-pub struct Unwritten {
-    queue: Mutex<VecDeque<NewAuditEvent>>,
-}
-
-impl Unwritten {
-    /// Keeps `event` for the next retry.
-    pub fn keep(&self, event: NewAuditEvent) {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() >= MAX_UNWRITTEN {
-            queue.pop_front();
-            tracing::error!(
-                kept = MAX_UNWRITTEN,
-                "SSH audit records refused by the store for too long: the oldest is dropped"
-            );
-        }
-        queue.push_back(event);
-    }
-
-    /// Everything kept, oldest first (the caller keeps again what fails).
-    pub fn take(&self) -> Vec<NewAuditEvent> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.drain(..).collect()
-    }
-
-    /// How many are kept.
-    pub fn kept(&self) -> usize {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
 /// Individual failure records per window, overall ...
 pub const INDIVIDUAL_PER_WINDOW: u32 = 30;
 /// ... and per source.

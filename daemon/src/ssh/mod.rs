@@ -165,7 +165,7 @@ impl Shared {
                 audit::REFUSALS_PER_WINDOW,
                 audit::REFUSALS_PER_USER,
             ),
-            unwritten: audit::Unwritten::default(),
+            unwritten: audit::Unwritten::new("SSH"),
             tracker: tracker.clone(),
             shutdown,
             host_key: core.ssh_host_key().clone(),

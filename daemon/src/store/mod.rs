@@ -29,7 +29,8 @@
 //! (users and SSH keys), [`devices`] (devices and address allocation),
 //! [`tokens`] (enrollment tokens), [`audit_log`] (audit rows, queries,
 //! verify), `audit_repair` (keeping the mirror and head file in step with the
-//! table, after each commit and on start-up).
+//! table, after each commit and on start-up), [`unwritten`] (records of
+//! what already happened that the store refused, kept and written later).
 //!
 //! Concurrency: on PostgreSQL, writers take one advisory lock, so writes
 //! on both nodes run one at a time as they do on SQLite (the audit chain has
@@ -53,6 +54,7 @@ pub mod schema;
 pub mod ssh_certs;
 pub mod sso;
 pub mod tokens;
+pub mod unwritten;
 pub mod users;
 
 use std::cell::RefCell;

@@ -431,3 +431,92 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         .keys()
         .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
 }
+
+/// The files of the paths whose audit details are typed (issue 24,
+/// finding 11): SSO, SSH certificates, HA. Each builds its details only
+/// with `NewAuditEvent::with(&TypedDetail { .. })`, never from `json!` or a
+/// hand-made `serde_json::Value`, so a record's fields are named in one
+/// struct that the vocabulary test parses records back into.
+const TYPED_DETAIL_FILES: &[&str] = &[
+    "access/sso.rs",
+    "access/certs.rs",
+    "portal/sso_login.rs",
+    "portal/sso_totp.rs",
+    "portal/sso_pages.rs",
+    "sso",
+    "ha/record.rs",
+    "ha/mod.rs",
+];
+
+/// Lines allowed to build JSON by hand in those files, with why.
+const UNTYPED_ALLOWED: &[(&str, &str)] = &[
+    // Not an audit record: the node's own row in `ha_nodes` as it stops.
+    (
+        "ha/mod.rs",
+        ".report(\"stopped\", generation, &json!({}), CALL_LIMIT)",
+    ),
+];
+
+#[test]
+fn typed_paths_build_no_audit_detail_by_hand() {
+    let mut found = Vec::new();
+    for path in TYPED_DETAIL_FILES {
+        let at = src().join(path);
+        let files = match at.is_dir() {
+            true => rust_files(&at),
+            false => vec![at],
+        };
+        for file in files {
+            let relative = file
+                .strip_prefix(src())
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let code = strip_tests(&fs::read_to_string(&file).unwrap());
+            for (line, hit) in untyped_details(&code) {
+                let allowed = UNTYPED_ALLOWED
+                    .iter()
+                    .any(|(f, l)| *f == relative && hit.contains(l));
+                if !allowed {
+                    found.push(format!(
+                        "{relative} (line {line} without comments and tests): {hit}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "build these audit details with `.with(&TypedDetail {{ .. }})` \
+         (crate::audit::detail), not by hand:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_untyped_detail_checker_sees_json_and_hand_made_values() {
+    let code = "let d = json!({ \"a\": 1 });\nlet e = event(k, a, s).detail(d);\nlet x = serde_json::json!(3);\nlet why = refused.detail();\nlet e = event(k, a, s).with(&Typed { a: 1 });\nmap.insert(\"totp\".into(), Value::Bool(true));";
+    let hits: Vec<usize> = untyped_details(code)
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect();
+    assert_eq!(hits, [1, 2, 3, 6]);
+}
+
+/// Lines that build a detail by hand: `json!(`, `.detail(` with an
+/// argument (the untyped builder), or a `serde_json::Value` put together
+/// piece by piece (`Value::Bool`, `Value::Object`, `.as_object_mut()`).
+fn untyped_details(code: &str) -> Vec<(usize, String)> {
+    code.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let squeezed: String = line.split_whitespace().collect();
+            squeezed.contains("json!(")
+                || (squeezed.contains(".detail(") && !squeezed.contains(".detail()"))
+                || squeezed.contains("Value::Bool")
+                || squeezed.contains("Value::Object")
+                || squeezed.contains("as_object_mut(")
+        })
+        .map(|(i, line)| (i + 1, line.trim().to_string()))
+        .collect()
+}

@@ -61,6 +61,8 @@ pub struct TestGateway {
     dir: tempfile::TempDir,
     pub core: Core,
     pub access: Access,
+    /// The portal's state, for tests that call its flows directly.
+    pub portal_state: PortalState,
     admin: Router,
     portal: Router,
     /// The gateway's own PostgreSQL database when the run asks for one
@@ -153,11 +155,13 @@ impl TestGateway {
             access: access.clone(),
             running: Running::default(),
         });
-        let portal = crate::portal::router(PortalState::new(&access, None).await.unwrap());
+        let portal_state = PortalState::new(&access, None).await.unwrap();
+        let portal = crate::portal::router(portal_state.clone());
         Self {
             dir,
             core,
             access,
+            portal_state,
             admin,
             portal,
             pg,
@@ -329,6 +333,52 @@ impl TestGateway {
             .await
             .unwrap()
     }
+}
+
+/// Parses every record of a typed detail ([`crate::audit::detail`]) back
+/// into its struct, which denies unknown fields and misses none: panics
+/// with every record that does not parse; returns the structs checked, a
+/// name per record, so a test can say which it expects to have seen.
+pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Vec<&'static str> {
+    use crate::access::certs::CertIssued;
+    use crate::access::sso::{SsoGroupsSet, SsoUserAdded};
+    use crate::audit::detail::parse_back;
+    use crate::ha::record::{ReleaseDetail, TakeoverDetail};
+    use crate::portal::sso_records::{SsoLoginFail, SsoLoginOk};
+
+    fn check<D: crate::audit::detail::Detail + serde::de::DeserializeOwned>(
+        r: &gatehouse_config::api::AuditRecord,
+    ) -> Result<&'static str, String> {
+        parse_back::<D>(&r.kind, &r.detail)
+            .map(|_| std::any::type_name::<D>().rsplit("::").next().unwrap_or(""))
+            .map_err(|err| format!("record {}: {err}", r.seq))
+    }
+    let mut checked = Vec::new();
+    let mut problems = Vec::new();
+    for r in records {
+        let by_sso = r.actor == crate::audit::event::Actor::Sso.to_string();
+        let oidc = r.detail.get("method").and_then(Value::as_str) == Some("oidc");
+        let parsed = match r.kind.as_str() {
+            "ssh.cert.issue" => check::<CertIssued>(r),
+            "user.add" if by_sso => check::<SsoUserAdded>(r),
+            "user.set_groups" if by_sso => check::<SsoGroupsSet>(r),
+            "portal.login.ok" if oidc => check::<SsoLoginOk>(r),
+            "portal.login.fail" if oidc => check::<SsoLoginFail>(r),
+            "ha.acquire" | "ha.failover" => check::<TakeoverDetail>(r),
+            "ha.release" => check::<ReleaseDetail>(r),
+            _ => continue,
+        };
+        match parsed {
+            Ok(name) => checked.push(name),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "records whose detail is not their typed struct:\n{}",
+        problems.join("\n")
+    );
+    checked
 }
 
 /// The password a test member enrolls with.

@@ -443,6 +443,7 @@ const TYPED_DETAIL_FILES: &[&str] = &[
     "portal/sso_login.rs",
     "portal/sso_totp.rs",
     "portal/sso_pages.rs",
+    "portal/sso_records.rs",
     "sso",
     "ha/record.rs",
     "ha/mod.rs",

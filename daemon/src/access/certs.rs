@@ -16,10 +16,11 @@ use base64::Engine;
 use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo};
 use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::user_error::UserError;
 use super::{Access, Door, Requester};
+use crate::audit::detail::Detail;
 use crate::audit::event::{Kind, event};
 use crate::auth::Standing;
 use crate::keys::ssh_user_ca::UserCa;
@@ -144,16 +145,16 @@ impl Access {
         };
         let audit = event(Kind::SshCertIssue, by.actor.clone(), by.source.clone())
             .on(user)
-            .detail(json!({
-                "serial": serial.to_string(),
-                "key_id": key_id,
-                "principals": principals,
-                "valid_after": valid_after,
-                "valid_before": valid_before,
-                "key_fingerprint": fingerprint,
-                "source_address": source_address,
-                "via": by.door.as_str(),
-            }));
+            .with(&CertIssued {
+                serial: serial.to_string(),
+                key_id: key_id.clone(),
+                principals: principals.clone(),
+                valid_after,
+                valid_before,
+                key_fingerprint: fingerprint.clone(),
+                source_address: source_address.clone(),
+                via: by.door,
+            });
         self.core
             .store()
             .write(move |w| {
@@ -260,6 +261,29 @@ impl Access {
             _ => Err(UserError::CertificatesOff),
         }
     }
+}
+
+/// The detail of `ssh.cert.issue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertIssued {
+    /// The serial in decimal (a JSON number would lose digits in readers
+    /// that use doubles).
+    pub serial: String,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: i64,
+    pub valid_before: i64,
+    pub key_fingerprint: String,
+    /// The certificate's `source-address` list.
+    pub source_address: String,
+    /// The door it was asked at.
+    pub via: Door,
+}
+
+impl Detail for CertIssued {
+    const KINDS: &'static [Kind] = &[Kind::SshCertIssue];
 }
 
 /// Why an unexpired certificate is in the KRL.

@@ -46,8 +46,9 @@ pub struct Requester {
     pub door: Door,
 }
 
-/// The front door a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The front door a request came through (`via` in audit details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Door {
     /// `accessctl` on the admin socket.
     Admin,

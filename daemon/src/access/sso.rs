@@ -33,9 +33,10 @@ use gatehouse_config::Config;
 use gatehouse_config::api::UserState;
 use gatehouse_config::file::TotpEnrollment;
 use gatehouse_config::names::check_name;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::Access;
+use crate::audit::detail::Detail;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::auth::Standing;
 use crate::sso::Verified;
@@ -103,6 +104,41 @@ pub struct SsoMember {
     pub created: bool,
 }
 
+/// The detail of `user.add` by `oidc`: a member `auto_provision` made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoUserAdded {
+    pub groups: Vec<String>,
+    /// `pending` until the TOTP step with `oidc.require_totp`, else `active`.
+    pub state: UserState,
+    pub issuer: String,
+    pub subject: String,
+    /// Always true: the only way SSO adds a member.
+    pub auto_provision: bool,
+}
+
+impl Detail for SsoUserAdded {
+    const KINDS: &'static [Kind] = &[Kind::UserAdd];
+}
+
+/// The detail of `user.set_groups` by `oidc`: the groups re-evaluated at a
+/// login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoGroupsSet {
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    /// [`GROUPS_AT_LOGIN`].
+    pub reason: String,
+}
+
+impl Detail for SsoGroupsSet {
+    const KINDS: &'static [Kind] = &[Kind::UserSetGroups];
+}
+
+/// The `reason` of [`SsoGroupsSet`].
+pub const GROUPS_AT_LOGIN: &str = "the provider's groups at login";
+
 /// The outcome: the member, or why not (with the user it concerns, when
 /// there is one, for the audit record).
 pub type SsoOutcome = Result<SsoMember, (SsoRefusal, Option<String>)>;
@@ -159,23 +195,23 @@ impl Access {
                     })?;
                     // With require_totp, active only once the TOTP step is done.
                     let state = match require_totp {
-                        true => "pending",
+                        true => UserState::Pending,
                         false => {
                             w.set_user_state(&name, UserState::Active)?;
-                            "active"
+                            UserState::Active
                         }
                     };
                     w.link_sso_identity(&name, &login.issuer, &login.subject, now)?;
                     w.audit(
                         event(Kind::UserAdd, Actor::Sso, Source::Local)
                             .on(name.clone())
-                            .detail(json!({
-                                "groups": groups,
-                                "state": state,
-                                "issuer": login.issuer,
-                                "subject": login.subject,
-                                "auto_provision": true,
-                            })),
+                            .with(&SsoUserAdded {
+                                groups: groups.clone(),
+                                state,
+                                issuer: login.issuer.clone(),
+                                subject: login.subject.clone(),
+                                auto_provision: true,
+                            }),
                     )?;
                     if require_totp && admin_link {
                         return Ok(Err((SsoRefusal::TotpNotEnrolled, Some(name))));
@@ -192,11 +228,11 @@ impl Access {
                     w.audit(
                         event(Kind::UserSetGroups, Actor::Sso, Source::Local)
                             .on(name.clone())
-                            .detail(json!({
-                                "from": user.groups,
-                                "to": groups,
-                                "reason": "the provider's groups at login",
-                            })),
+                            .with(&SsoGroupsSet {
+                                from: user.groups.clone(),
+                                to: groups.clone(),
+                                reason: GROUPS_AT_LOGIN.into(),
+                            }),
                     )?;
                 }
                 let refusal = match Standing::of(&user, now) {

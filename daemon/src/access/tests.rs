@@ -6,7 +6,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::testing::{CONFIG, Login, TestGateway, login_of};
+use crate::testing::{CONFIG, Login, TestGateway, check_typed_details, login_of};
 
 const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
@@ -353,20 +353,33 @@ async fn refusals_get_clear_answers_and_change_nothing() {
 async fn every_kind_written_is_named_by_the_vocabulary() {
     // Kinds are typed (`AuditKind`), so no code can write an unnamed one;
     // this reads back what a run of both doors wrote, as a reader would.
-    let gw = TestGateway::new(CONFIG).await;
+    // Typed details (issue 24, finding 11) parse back into their struct:
+    // a field added, renamed or lost fails here.
+    let gw = TestGateway::new(&cert_config()).await;
     let alice = member(&gw, "alice").await;
     gw.portal_add_device(&alice, "laptop", KEY_A).await;
+    let issued = gw
+        .portal(
+            Method::POST,
+            "/api/v1/ssh/certificates",
+            Some(json!({ "public_key": SSH_KEY })),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
     gw.admin(Method::POST, "/v1/users/alice/disable", None)
         .await;
     gw.admin(Method::DELETE, "/v1/users/alice", None).await;
-    let kinds = gw.audit_kinds().await;
-    assert!(kinds.len() >= 5, "{kinds:?}");
-    for kind in kinds {
+    let records = gw.audit_records().await;
+    assert!(records.len() >= 6, "{records:?}");
+    for record in &records {
         assert!(
-            crate::audit::event::Kind::parse(&kind).is_some(),
-            "{kind} is not in gatehouse_config::audit_kind"
+            crate::audit::event::Kind::parse(&record.kind).is_some(),
+            "{} is not in gatehouse_config::audit_kind",
+            record.kind
         );
     }
+    assert_eq!(check_typed_details(&records), ["CertIssued"]);
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //! event(Kind::DeviceCreate, Actor::User(name), Source::Addr(ip)).on(target).detail(json!({..}))
 //! ```
 //!
+//! or, where the detail is typed, `.with(&Detail { .. })` ([`super::detail`]).
+//!
 //! No other code spells an actor or source string.
 
 use std::fmt;

@@ -4,7 +4,9 @@
 //! - [`chain`]: canonical encoding, record hashes, and `verify` (pure);
 //! - [`mirror`]: the JSON-lines mirror for log shippers and the head file;
 //! - [`event`]: the vocabulary — every kind, actor and source — and the
-//!   one builder of events.
+//!   one builder of events;
+//! - [`detail`]: typed details (`.with(&Detail { .. })`), their fields named
+//!   once and parsed back by the tests.
 //!
 //! Does not own storage: records live in the store's `audit_log` table and
 //! are appended only through `store::Writer::audit`, inside the same SQLite
@@ -16,6 +18,7 @@
 //! and all named in [`event`]. A record never holds a secret.
 
 pub mod chain;
+pub mod detail;
 pub mod event;
 pub mod mirror;
 

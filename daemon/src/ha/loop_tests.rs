@@ -124,10 +124,14 @@ fn a_pair_takes_turns_and_a_planned_stop_hands_over_at_once() {
         stop_b.cancel();
         tracker.close();
         tracker.wait().await;
-        let kinds: Vec<String> = store_a
+        let records = store_a
             .read(|r| r.audit_records(&AuditFilter::default()))
             .await
-            .unwrap()
+            .unwrap();
+        // Each parses back into its typed detail (issue 24, finding 11).
+        let typed = crate::testing::check_typed_details(&records);
+        assert_eq!(typed.len(), records.len(), "{typed:?}");
+        let kinds: Vec<String> = records
             .into_iter()
             .map(|r| format!("{} {}", r.kind, r.target))
             .collect();

@@ -37,7 +37,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::event::{Actor, Source, event};
 use crate::store::Store;
 use installation::InstallationId;
 use lease::{LeaseDb, LeaseView, Registration};
@@ -509,9 +508,7 @@ impl Loop {
 
     async fn audit(&self, record: HaAudit) {
         let kind = record.kind();
-        let record = event(kind, Actor::Gateway, Source::Local)
-            .on(self.role.state().node.clone())
-            .detail(record.detail());
+        let record = record.event_on(self.role.state().node.clone());
         if let Err(error) = self.store.write(move |w| w.audit(record).map(drop)).await {
             tracing::error!(%error, kind = %kind, "cannot write the HA audit record");
         }

@@ -10,9 +10,10 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::audit::event::Kind;
+use crate::audit::detail::Detail;
+use crate::audit::event::{Actor, Kind, NewAuditEvent, Source, event};
 
 /// Whether this node is the active one of the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,7 +76,7 @@ impl HaState {
 }
 
 /// Why this node got the lease, by what the lease said before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Cause {
     /// Nobody held it.
@@ -106,7 +107,7 @@ impl std::fmt::Display for Cause {
 }
 
 /// Why this node stopped being the active one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
     /// A planned stop (SIGTERM): released.
     #[serde(rename = "shutdown")]
@@ -169,7 +170,8 @@ pub struct TakeoverRecord {
 /// do, as without `[aws]` and the data plane). Serialized as
 /// `{"aws": {"changes", "elastic_ip"} | {"error"}, "resumed": n | {"error"},
 /// "skipped", "interrupted", "error"}`, each key only when set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TakeoverOutcome {
     /// The elastic IP and pool routes (with `[aws]`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,7 +214,8 @@ impl TakeoverOutcome {
 }
 
 /// The AWS part of a take-over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(untagged)]
 pub enum AwsMove {
     Moved {
@@ -226,7 +229,8 @@ pub enum AwsMove {
 }
 
 /// The resuming handshakes of a take-over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(untagged)]
 pub enum Resumed {
     Devices(usize),
@@ -253,18 +257,27 @@ impl HaAudit {
         }
     }
 
-    pub fn detail(&self) -> serde_json::Value {
-        let detail = match self {
-            HaAudit::Acquired(d) | HaAudit::FailedOver(d) => serde_json::to_value(d),
-            HaAudit::Released(d) => serde_json::to_value(d),
-        };
-        // Plain structs of strings and numbers always serialize.
-        detail.unwrap_or_default()
+    /// The record, by accessd about `node`, with its typed detail.
+    pub fn event_on(&self, node: impl Into<String>) -> NewAuditEvent {
+        let record = event(self.kind(), Actor::Gateway, Source::Local).on(node);
+        match self {
+            HaAudit::Acquired(d) | HaAudit::FailedOver(d) => record.with(d),
+            HaAudit::Released(d) => record.with(d),
+        }
     }
 }
 
+impl Detail for TakeoverDetail {
+    const KINDS: &'static [Kind] = &[Kind::HaAcquire, Kind::HaFailover];
+}
+
+impl Detail for ReleaseDetail {
+    const KINDS: &'static [Kind] = &[Kind::HaRelease];
+}
+
 /// The detail of `ha.acquire` and `ha.failover`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TakeoverDetail {
     pub generation: i64,
     pub cause: Cause,
@@ -276,7 +289,8 @@ pub struct TakeoverDetail {
 }
 
 /// The detail of `ha.release`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReleaseDetail {
     pub generation: i64,
     pub reason: Reason,
@@ -346,7 +360,7 @@ mod tests {
         });
         assert_eq!(detail.kind(), Kind::HaFailover);
         assert_eq!(
-            detail.detail(),
+            detail.event_on("gw-b").detail,
             json!({"generation": 2, "cause": "expired", "from": "gw-a",
                    "previous_generation": 1, "without_active_ms": 3100,
                    "takeover_ms": 40, "outcome": {"skipped": "lost"}})

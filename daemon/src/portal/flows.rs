@@ -17,6 +17,7 @@ use super::PortalState;
 use super::error::Failure;
 use super::passwords::check_rules;
 use super::sessions::{Session, csrf_for, new_token};
+use super::sso_records::{Oidc, SsoLoginFail, meanwhile};
 use crate::access::{Door, Requester};
 use crate::audit::event::{Actor, Kind, Source as AuditSource, event};
 use crate::auth::{self, BudgetRefusal, Charge, LoginRefusal, Standing};
@@ -277,7 +278,7 @@ pub async fn login(
             if refused_meanwhile > 0 {
                 detail["refused_while_locked_out"] = json!(refused_meanwhile);
             }
-            w.audit(login_ok(&user.name, source, detail))?;
+            w.audit(login_ok(&user.name, source).detail(detail))?;
             Ok(Ok(()))
         })
         .await?;
@@ -335,15 +336,14 @@ impl Opening {
     }
 }
 
-/// The `portal.login.ok` record of `who`'s login.
-pub(super) fn login_ok(who: &str, source: IpAddr, detail: serde_json::Value) -> NewAuditEvent {
+/// The `portal.login.ok` record of `who`'s login, its detail to add.
+pub(super) fn login_ok(who: &str, source: IpAddr) -> NewAuditEvent {
     event(
         Kind::PortalLoginOk,
         Actor::User(who.to_string()),
         AuditSource::Addr(source),
     )
     .on(who.to_string())
-    .detail(detail)
 }
 
 /// Audits a refused SSO login (`portal.login.fail`, `method: "oidc"`) with
@@ -358,15 +358,13 @@ pub async fn sso_refused(
     detail: &str,
     refused_meanwhile: u32,
 ) -> Result<(), Failure> {
-    let mut detail = json!({
-        "method": "oidc",
-        "reason": reason,
-        "detail": detail,
-        "source": source.to_string(),
-    });
-    if refused_meanwhile > 0 {
-        detail["refused_while_locked_out"] = json!(refused_meanwhile);
-    }
+    let detail = SsoLoginFail {
+        method: Oidc::Oidc,
+        reason: reason.into(),
+        detail: detail.into(),
+        source: source.to_string(),
+        refused_while_locked_out: meanwhile(refused_meanwhile),
+    };
     let record = event(
         Kind::PortalLoginFail,
         match user {
@@ -376,7 +374,7 @@ pub async fn sso_refused(
         AuditSource::Addr(source),
     )
     .on(user.unwrap_or("(sso)"))
-    .detail(detail);
+    .with(&detail);
     write_record(state, record).await
 }
 

@@ -31,6 +31,9 @@ pub mod sessions;
 pub mod ssh_config;
 pub mod sso_login;
 pub mod sso_pages;
+pub mod sso_records;
+#[cfg(test)]
+mod sso_tests;
 pub mod sso_totp;
 pub mod tls;
 

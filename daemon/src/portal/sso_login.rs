@@ -26,12 +26,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
+use super::sso_records::{self, Oidc, SsoLoginOk};
 use super::sso_totp::{self, Waiting};
 use crate::store::sso::{PendingLogin, TakenLogin};
 use crate::store::{LoginMethod, hash_token};
@@ -282,11 +282,9 @@ async fn judge(
         Err(err) => return Finished::Failed(err.into()),
     };
     let mut detail = login_detail(&verified, &member);
-    if meanwhile > 0 {
-        detail["refused_while_locked_out"] = json!(meanwhile);
-    }
+    detail.refused_while_locked_out = sso_records::meanwhile(meanwhile);
     if oidc.require_totp {
-        return match sso_totp::begin(state, &member.user, detail).await {
+        return match sso_totp::begin(state, &member.user, &detail).await {
             Ok(waiting) => Finished::AskTotp(waiting),
             Err(failure) => Finished::Failed(failure),
         };
@@ -298,19 +296,23 @@ async fn judge(
 }
 
 /// The audit detail of an accepted SSO login: the subject and the groups
-/// as they were mapped now.
+/// as they were mapped now (no TOTP step yet).
 pub fn login_detail(
     login: &crate::sso::Verified,
     member: &crate::access::sso::SsoMember,
-) -> serde_json::Value {
-    json!({
-        "method": "oidc",
-        "issuer": login.issuer,
-        "subject": login.subject,
-        "idp_groups": login.groups,
-        "groups": member.groups,
-        "provisioned": member.created,
-    })
+) -> SsoLoginOk {
+    SsoLoginOk {
+        method: Oidc::Oidc,
+        issuer: login.issuer.clone(),
+        subject: login.subject.clone(),
+        idp_groups: login.groups.clone(),
+        groups: member.groups.clone(),
+        provisioned: member.created,
+        totp: false,
+        totp_enrolled: None,
+        activated: None,
+        refused_while_locked_out: None,
+    }
 }
 
 /// An SSO login the provider and the access service both accepted, when no
@@ -320,7 +322,7 @@ pub async fn open_session(
     state: &PortalState,
     source: IpAddr,
     member: &crate::access::sso::SsoMember,
-    mut detail: serde_json::Value,
+    detail: SsoLoginOk,
 ) -> Result<LoggedIn, Failure> {
     let config = state.core.config();
     let now = now_unix();
@@ -328,8 +330,10 @@ pub async fn open_session(
     let session_hash = hash_token(&session);
     let who = member.user.clone();
     let opening = Opening::new(&config, now, source, LoginMethod::Oidc);
-    detail["totp"] = json!(false);
-    let record = flows::login_ok(&who, source, detail);
+    let record = flows::login_ok(&who, source).with(&SsoLoginOk {
+        totp: false,
+        ..detail
+    });
     state
         .core
         .store()

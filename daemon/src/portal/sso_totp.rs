@@ -19,12 +19,11 @@
 
 use std::net::IpAddr;
 
-use serde_json::Value;
-
 use super::PortalState;
 use super::error::Failure;
 use super::flows::{self, LoggedIn, Opening};
 use super::sessions::{csrf_for, new_token};
+use super::sso_records::{self, SsoLoginOk};
 use crate::auth::{self, Charge, LoginRefusal, Standing};
 use crate::store::sso::SecondStep;
 use crate::store::{LoginMethod, StoreError, hash_token};
@@ -69,7 +68,11 @@ pub enum Outcome {
 
 /// Stores an accepted SSO login until its code; `detail` is its audit
 /// detail.
-pub async fn begin(state: &PortalState, user: &str, detail: Value) -> Result<Waiting, Failure> {
+pub async fn begin(
+    state: &PortalState,
+    user: &str,
+    detail: &SsoLoginOk,
+) -> Result<Waiting, Failure> {
     let lookup = user.to_string();
     let existing = state
         .core
@@ -84,7 +87,9 @@ pub async fn begin(state: &PortalState, user: &str, detail: Value) -> Result<Wai
     let step = SecondStep {
         user: user.to_string(),
         new_secret: new_secret.clone(),
-        login: detail.to_string(),
+        // Strings, numbers and lists always serialize; were it ever empty,
+        // `finish` would end the step (start again).
+        login: serde_json::to_string(detail).unwrap_or_default(),
         created_at: now,
         failures: 0,
     };
@@ -151,15 +156,19 @@ pub async fn finish(
     let opening = Opening::new(&state.core.config(), now, source, LoginMethod::Oidc);
     let session = new_token();
     let session_hash = hash_token(&session);
-    let mut detail: Value = serde_json::from_str(&step.login).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut detail {
-        map.insert("totp".into(), Value::Bool(true));
-        map.insert("totp_enrolled".into(), Value::Bool(enrolling.is_some()));
-        if meanwhile > 0 {
-            map.insert("refused_while_locked_out".into(), meanwhile.into());
-        }
+    let Ok(login) = serde_json::from_str::<SsoLoginOk>(&step.login) else {
+        let why = ("state", "the TOTP step's login could not be read");
+        return over(state, source, Some(&who), charge, why, start_again).await;
+    };
+    let mut detail = SsoLoginOk {
+        totp: true,
+        totp_enrolled: Some(enrolling.is_some()),
+        ..login
+    };
+    if meanwhile > 0 {
+        detail.refused_while_locked_out = sso_records::meanwhile(meanwhile);
     }
-    let mut record = flows::login_ok(&who, source, detail);
+    let record = flows::login_ok(&who, source);
     let admin_link = state
         .core
         .config()
@@ -208,10 +217,11 @@ pub async fn finish(
                 w.set_user_state(&name, UserState::Active)?;
             }
             opening.open(w, &name, &session_hash)?;
-            if let Some(detail) = record.detail.as_object_mut() {
-                detail.insert("activated".into(), activate.into());
-            }
-            w.audit(record)?;
+            let detail = SsoLoginOk {
+                activated: Some(activate),
+                ..detail
+            };
+            w.audit(record.with(&detail))?;
             Ok::<_, StoreError>(Judged::LoggedIn)
         })
         .await?;

@@ -445,8 +445,8 @@ const TYPED_DETAIL_FILES: &[&str] = &[
     "portal/sso_pages.rs",
     "portal/sso_records.rs",
     "sso",
-    "ha/record.rs",
-    "ha/mod.rs",
+    "ha",
+    "takeover.rs",
 ];
 
 /// Lines allowed to build JSON by hand in those files, with why.

@@ -485,6 +485,27 @@ async fn a_machine_account_is_active_at_once_and_the_states_say_what_they_mean()
         StatusCode::CONFLICT,
         "already enrolled: {again:?}"
     );
+    // An active member without an authenticator (an SSO member from before
+    // `oidc.require_totp` was turned on: under `totp_enrollment =
+    // "admin_link"` the link is the only way to one) gets a link, and
+    // enrolling with it sets the app up.
+    gw.raw_sql("UPDATE users SET totp_secret = NULL WHERE name = 'alice'");
+    let link = gw
+        .admin(Method::POST, "/v1/users/alice/enrollment", None)
+        .await;
+    assert_eq!(link.status, StatusCode::OK, "no authenticator yet: {link:?}");
+    gw.enroll("alice", link.json["token"].as_str().unwrap())
+        .await;
+    let totp_set = gw
+        .core
+        .store()
+        .read(|r| r.user("alice"))
+        .await
+        .unwrap()
+        .unwrap()
+        .totp_secret
+        .is_some();
+    assert!(totp_set, "the link set the authenticator up");
     gw.admin(
         Method::PUT,
         "/v1/users/alice/no-login",

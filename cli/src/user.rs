@@ -28,7 +28,9 @@ pub enum UserCommand {
         a new one). A machine account (--no-login) is active at once and gets no \
         link: it never logs in to the portal. With --oidc-subject the user signs in \
         with the gateway's identity provider ([oidc]) instead: no link, and the \
-        first SSO login activates them.\n\n\
+        first SSO login activates them (with oidc.require_totp, once its TOTP step \
+        is done; under oidc.totp_enrollment = \"admin_link\", the default, their app \
+        comes from `user enrollment-link`).\n\n\
         Examples:\n  \
         accessctl user add alice --group research --ssh-key ~/keys/alice.pub\n  \
         accessctl user add bob --group research,app-admins --expires 30d\n  \
@@ -97,9 +99,12 @@ pub enum UserCommand {
         no_login: bool,
     },
     /// Print a new one-time enrollment link for a pending user (when the
-    /// first expired or was lost; older unused links stop working).
+    /// first expired or was lost; older unused links stop working), or for
+    /// an active one without an authenticator app (an SSO member under
+    /// oidc.require_totp with totp_enrollment = "admin_link").
     EnrollmentLink {
-        /// The user (pending, not a machine account).
+        /// The user (pending, or active without an authenticator app; not a
+        /// machine account).
         #[arg(value_parser = crate::args::user_name)]
         name: String,
     },
@@ -497,7 +502,7 @@ fn render_created(created: &CreateUserResponse) -> String {
         None if user.sso.is_some() => {
             let _ = writeln!(
                 out,
-                "{0} signs in with the identity provider (no enrollment link); their first SSO login activates them.",
+                "{0} signs in with the identity provider (no enrollment link); their first SSO login activates them (with oidc.require_totp and totp_enrollment = \"admin_link\", send `accessctl user enrollment-link {0}` for their authenticator app).",
                 user.name
             );
         }

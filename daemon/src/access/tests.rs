@@ -493,7 +493,11 @@ async fn a_machine_account_is_active_at_once_and_the_states_say_what_they_mean()
     let link = gw
         .admin(Method::POST, "/v1/users/alice/enrollment", None)
         .await;
-    assert_eq!(link.status, StatusCode::OK, "no authenticator yet: {link:?}");
+    assert_eq!(
+        link.status,
+        StatusCode::OK,
+        "no authenticator yet: {link:?}"
+    );
     gw.enroll("alice", link.json["token"].as_str().unwrap())
         .await;
     let totp_set = gw

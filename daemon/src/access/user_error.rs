@@ -50,7 +50,7 @@ pub enum UserError {
     )]
     MachineNeverEnrolls { name: String },
     #[error(
-        "{name} is {}, not pending: only a user who has not enrolled gets an enrollment link",
+        "{name} is {}, not pending: only a user who has not enrolled (or an active one without an authenticator app) gets an enrollment link",
         .state.as_str()
     )]
     NotPending { name: String, state: UserState },
@@ -177,7 +177,7 @@ mod tests {
                     state: UserState::Disabled,
                 },
                 name(
-                    "alice is disabled, not pending: only a user who has not enrolled gets an enrollment link",
+                    "alice is disabled, not pending: only a user who has not enrolled (or an active one without an authenticator app) gets an enrollment link",
                 ),
             ),
             (

@@ -518,13 +518,17 @@ impl NewLink {
     }
 }
 
-/// Why `user` gets no new enrollment link, if it does not.
+/// Why `user` gets no new enrollment link, if it does not: a pending
+/// member gets one, and so does an active one without an authenticator app
+/// (a member who signed in with SSO before `oidc.require_totp`: under
+/// `oidc.totp_enrollment = "admin_link"` the link is their only way to one).
 fn no_enrollment_for(user: &User) -> Option<UserError> {
+    let active_without_app = user.state == UserState::Active && user.totp_secret.is_none();
     if user.no_login {
         Some(UserError::MachineNeverEnrolls {
             name: user.name.clone(),
         })
-    } else if user.state != UserState::Pending {
+    } else if user.state != UserState::Pending && !active_without_app {
         Some(UserError::NotPending {
             name: user.name.clone(),
             state: user.state,

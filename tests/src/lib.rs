@@ -364,6 +364,11 @@ impl Daemon {
         records
     }
 
+    /// Replaces the config file (for the next start, or a reload).
+    pub fn write_config(&self, config_text: &str) {
+        std::fs::write(&self.config, config_text).unwrap();
+    }
+
     /// The process id while it runs (for CPU and memory readings).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

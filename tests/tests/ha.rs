@@ -101,6 +101,36 @@ fn kinds(gw: &Daemon) -> Vec<String> {
         .collect()
 }
 
+/// Issue 24, finding 4: a second installation given a node's name (a
+/// copied config) refuses to start, naming the installation that reports
+/// under it, instead of taking the lease from it every second; the first
+/// stays active; once the first has stopped, the name is free.
+#[test]
+fn a_copied_node_name_refuses_to_start_and_names_the_other() {
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut copy) = start_pair(&pg, dir.path());
+    assert!(copy.stop().success());
+    copy.write_config(&pair_config(&pg, dir.path(), "gw-a"));
+    let refused = copy.offline(&[]);
+    assert!(!refused.status.success(), "the copy started");
+    let said = stderr(&refused);
+    let installation = std::fs::read_to_string(a.state_dir.join("installation-id")).unwrap();
+    assert!(
+        said.contains("\"gw-a\"") && said.contains(installation.trim()),
+        "{said}"
+    );
+    assert_eq!(role(&a), "active", "the first kept its lease");
+    let status = a.ctl_json(&["ha", "status"]);
+    assert_eq!(status["lease"]["generation"], 1, "{status}");
+
+    assert!(a.stop().success());
+    copy.spawn();
+    until_role(&copy, "active", Duration::from_secs(5));
+}
+
 /// The first gateway takes the lease; the second stays standby and shares
 /// its users. A planned stop (SIGTERM) hands over within 2 s; a killed
 /// active (SIGKILL) fails over once its lease runs out, recorded as

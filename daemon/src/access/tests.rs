@@ -358,14 +358,7 @@ async fn every_kind_written_is_named_by_the_vocabulary() {
     let gw = TestGateway::new(&cert_config()).await;
     let alice = member(&gw, "alice").await;
     gw.portal_add_device(&alice, "laptop", KEY_A).await;
-    let issued = gw
-        .portal(
-            Method::POST,
-            "/api/v1/ssh/certificates",
-            Some(json!({ "public_key": SSH_KEY })),
-            Some(&alice),
-        )
-        .await;
+    let issued = portal_cert(&gw, &alice, SSH_KEY).await;
     assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
     gw.admin(Method::POST, "/v1/users/alice/disable", None)
         .await;
@@ -538,6 +531,17 @@ async fn a_machine_account_is_active_at_once_and_the_states_say_what_they_mean()
     );
 }
 
+/// `POST /api/v1/ssh/certificates` for `public_key`, as `login`.
+async fn portal_cert(gw: &TestGateway, login: &Login, public_key: &str) -> crate::testing::Answer {
+    gw.portal(
+        Method::POST,
+        "/api/v1/ssh/certificates",
+        Some(json!({ "public_key": public_key })),
+        Some(login),
+    )
+    .await
+}
+
 /// `CONFIG` with the user CA on and principals for research.
 fn cert_config() -> String {
     CONFIG.replace(
@@ -576,14 +580,7 @@ async fn a_certificate_lists_every_ha_nodes_addresses() {
         "INSERT INTO ha_nodes (node, role, generation, seen_ms, detail, installation, addresses) \
          VALUES ('gw-b', 'standby', 0, 0, '{}', NULL, '[\"10.0.2.7\",\"2001:db8::7\"]')",
     );
-    let issued = gw
-        .portal(
-            Method::POST,
-            "/api/v1/ssh/certificates",
-            Some(json!({ "public_key": SSH_KEY })),
-            Some(&alice),
-        )
-        .await;
+    let issued = portal_cert(&gw, &alice, SSH_KEY).await;
     assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
     let sources = issued.json["source_address"].as_str().unwrap();
     for net in ["10.0.2.7/32", "2001:db8::7/128", "10.200.0.0/24"] {
@@ -743,14 +740,7 @@ async fn the_krl_revokes_every_certificate_that_should_be_dead() {
     for (name, seed) in [("alice", 1), ("bob", 2), ("carol", 3)] {
         let key = seeded_key(seed);
         let login = member(&gw, name).await;
-        let issued = gw
-            .portal(
-                Method::POST,
-                "/api/v1/ssh/certificates",
-                Some(json!({ "public_key": key })),
-                Some(&login),
-            )
-            .await;
+        let issued = portal_cert(&gw, &login, &key).await;
         assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
         serials.insert(name, issued.json.clone());
     }

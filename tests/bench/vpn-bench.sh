@@ -20,6 +20,8 @@
 # gateway process from /proc/PID/stat, divided by bytes received / 2^30), ratios accessd/wireguard-go.
 #
 # Env: DUR=10 STREAMS="1 4" ROUNDS=1 (wireguard-go, accessd alternate per round; medians printed)
+#      DIRECTION=up (client -> srv, the gateway decrypts) or down (iperf3 -R: srv -> client, the
+#      direction users download in; the gateway encrypts)
 #      PEERS=10000 PEERS_PER_USER=100 CREATE_JOBS=<nproc> LOAD_LIMIT=120 (s)
 #      WAIT_QUIET=0 (s to wait for foreign load to vanish) MAX_FOREIGN=15 RETRIES=3
 #      BUILD=1 (cargo build --release --bins first)  BASE=/tmp/gatehouse-vpn-bench  OUT=<results dir>
@@ -44,6 +46,12 @@ WAIT_QUIET=${WAIT_QUIET:-0}
 MAX_FOREIGN=${MAX_FOREIGN:-15}
 RETRIES=${RETRIES:-3}
 BUILD=${BUILD:-1}
+DIRECTION=${DIRECTION:-up}
+case $DIRECTION in
+    up) IPERF_DIR=(); DIR_LABEL="client -> srv" ;;
+    down) IPERF_DIR=(-R); DIR_LABEL="srv -> client, iperf3 -R" ;;
+    *) echo "DIRECTION is up or down, not $DIRECTION" >&2; exit 2 ;;
+esac
 PHASES=${*:-"wireguard-go accessd peers"}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${OUT:-$BASE/results/$STAMP}
@@ -240,7 +248,7 @@ run_iperf() {  # run_iperf ROUND GATEWAY STREAMS
     while :; do
         wait_quiet
         rx0=$(gw_rx_bytes); g0=$(cpu_ticks "$GW_PID"); c0=$(cpu_ticks "$CL_PID"); f0=$(foreign_snap); t0=$(date +%s.%N)
-        timeout $((DUR + 20)) ip netns exec $NS_C iperf3 -c $SRV -t "$DUR" -P "$n" -J > "$j" 2>>"$LOG"
+        timeout $((DUR + 20)) ip netns exec $NS_C iperf3 -c $SRV -t "$DUR" -P "$n" "${IPERF_DIR[@]}" -J > "$j" 2>>"$LOG"
         rc=$?
         t1=$(date +%s.%N); f1=$(foreign_snap); g1=$(cpu_ticks "$GW_PID"); c1=$(cpu_ticks "$CL_PID"); rx1=$(gw_rx_bytes)
         fpct=$(foreign_pct "$f0" "$f1" "$(echo "$t1 - $t0" | bc)")
@@ -333,7 +341,7 @@ col() {  # col GATEWAY STREAMS COLUMN -> median over rounds (numeric rows only)
 
 report() {
     echo
-    echo "throughput and gateway CPU, medians of $ROUNDS round(s) of ${DUR}s iperf3 (client -> srv through the tunnel)"
+    echo "throughput and gateway CPU, medians of $ROUNDS round(s) of ${DUR}s iperf3 ($DIR_LABEL through the tunnel)"
     {
         printf 'streams\twireguard-go Gbit/s\taccessd Gbit/s\tratio\twireguard-go CPU-s/GiB\taccessd CPU-s/GiB\tratio\n'
         local n wg ad wc ac
@@ -362,7 +370,7 @@ fi
     echo "date: $(date -Is)  kernel: $(uname -r)  cpus: $(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
     echo "gatehouse: $(git -C "$REPO" describe --always --dirty 2>/dev/null)  accessd: $("$ACCESSD" --version 2>/dev/null)"
     echo "wireguard-go: $(dpkg-query -W -f '${Version}' wireguard-go 2>/dev/null)  wireguard-tools: $(dpkg-query -W -f '${Version}' wireguard-tools 2>/dev/null)  iperf3: $(dpkg-query -W -f '${Version}' iperf3 2>/dev/null)"
-    echo "DUR=$DUR STREAMS=\"$STREAMS\" ROUNDS=$ROUNDS PEERS=$PEERS PHASES=\"$PHASES\" loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "DIRECTION=$DIRECTION DUR=$DUR STREAMS=\"$STREAMS\" ROUNDS=$ROUNDS PEERS=$PEERS PHASES=\"$PHASES\" loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/versions.txt" >> "$LOG"
 
 setup_topology || { log "topology setup failed"; exit 1; }

@@ -20,7 +20,7 @@ use crate::store::NewAuditEvent;
 
 /// The aggregation window.
 pub const WINDOW: Duration = Duration::from_secs(60);
-pub use crate::store::unwritten::{MAX_UNWRITTEN, Unwritten};
+pub use crate::store::unwritten::Unwritten;
 
 /// Individual failure records per window, overall ...
 pub const INDIVIDUAL_PER_WINDOW: u32 = 30;

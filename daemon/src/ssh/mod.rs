@@ -194,17 +194,14 @@ impl Shared {
     /// (a failed login, a refused channel, an ended session, a summary);
     /// one the store refuses is kept and written at the next flush.
     async fn record(&self, event: NewAuditEvent) {
-        if !self.audit(event.clone()).await {
-            self.unwritten.keep(event);
-        }
+        // Refused: kept (and logged) by `Unwritten`.
+        let _ = self.unwritten.write_or_keep(self.core.store(), event).await;
     }
 
-    /// Writes the records the store refused before, oldest first; those it
-    /// refuses again stay for the next time.
+    /// Writes the records the store refused before, oldest first; from the
+    /// first it refuses again, they stay for the next time.
     async fn retry_unwritten(&self) {
-        for event in self.unwritten.take() {
-            self.record(event).await;
-        }
+        self.unwritten.write_kept(self.core.store()).await;
     }
 
     /// Writes an `ssh.forward.deny` record, or counts it for its user's

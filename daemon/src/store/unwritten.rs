@@ -47,7 +47,7 @@ impl Unwritten {
     }
 
     /// Everything kept, oldest first (the caller keeps again what fails).
-    pub fn take(&self) -> Vec<NewAuditEvent> {
+    fn take(&self) -> Vec<NewAuditEvent> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.drain(..).collect()
     }

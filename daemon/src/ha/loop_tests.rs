@@ -13,7 +13,7 @@ impl Takeover for Recorder {
     fn take_over(&self, fence: Fence) -> TakeoverFuture {
         let log = self.0.clone();
         Box::pin(async move {
-            assert!(fence.holds(), "the take-over runs fenced in");
+            assert!(fence.time_left().is_some(), "the take-over runs fenced in");
             log.lock().unwrap().push(fence.generation());
             TakeoverOutcome::default()
         })
@@ -183,12 +183,12 @@ fn a_fence_is_false_from_the_deadline_on() {
         state,
         generation: 7,
     };
-    assert!(fence.holds_at(ms(2699).at));
-    assert!(!fence.holds_at(ms(2700).at), "at the deadline");
-    assert!(!fence.holds_at(ms(60_000).at), "long after");
+    assert!(fence.time_left_at(ms(2699).at).is_some());
+    assert_eq!(fence.time_left_at(ms(2700).at), None, "at the deadline");
+    assert_eq!(fence.time_left_at(ms(60_000).at), None, "long after");
     let stale = Fence {
         generation: 6,
         ..fence.clone()
     };
-    assert!(!stale.holds_at(ms(10).at), "another generation");
+    assert_eq!(stale.time_left_at(ms(10).at), None, "another generation");
 }

@@ -57,16 +57,6 @@ pub struct Fence {
 }
 
 impl Fence {
-    /// True while this node holds the lease of this generation (by its local
-    /// deadline, which passes before the lease's expiry does).
-    pub fn holds(&self) -> bool {
-        self.holds_at(Instant::now())
-    }
-
-    pub fn holds_at(&self, now: Instant) -> bool {
-        self.state.borrow().holds_at(self.generation, now)
-    }
-
     /// How long this node may still act under this generation: until its
     /// local deadline, which passes the lease margin before the lease can
     /// pass to the other node (`None`: no longer).
@@ -75,11 +65,7 @@ impl Fence {
     }
 
     pub fn time_left_at(&self, now: Instant) -> Option<Duration> {
-        let state = self.state.borrow();
-        match state.generation == self.generation {
-            true => state.time_left_at(now),
-            false => None,
-        }
+        self.state.borrow().time_left_for(self.generation, now)
     }
 
     pub fn generation(&self) -> i64 {
@@ -361,7 +347,8 @@ impl Loop {
                 }
                 (generation, outcome) = reconcile_done(&mut self.reconciling) => {
                     self.reconciling = None;
-                    self.role.on_reconcile_done(now(), generation, outcome)
+                    self.role.on_reconcile_done(now(), generation, outcome);
+                    Vec::new()
                 }
                 _ = tick.tick() => self.role.on_tick(now()),
             };

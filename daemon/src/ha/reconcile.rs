@@ -38,10 +38,6 @@ impl Cadence {
         }
     }
 
-    pub fn every(&self) -> Duration {
-        self.every
-    }
-
     /// The take-over is recorded: the first reconcile is one period on.
     pub fn start(&mut self, now: Instant) {
         self.next = Some(now + self.every);

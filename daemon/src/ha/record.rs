@@ -56,13 +56,13 @@ impl HaState {
     /// True while this node is active and its local deadline has not
     /// passed at `now`.
     pub fn is_active_at(&self, now: Instant) -> bool {
-        self.role == RoleKind::Active && self.deadline.is_some_and(|d| now < d)
+        self.time_left_at(now).is_some()
     }
 
     /// True while this node holds the lease of `generation` at `now` (by
     /// its local deadline, which passes before the lease's expiry does).
     pub fn holds_at(&self, generation: i64, now: Instant) -> bool {
-        self.generation == generation && self.is_active_at(now)
+        self.time_left_for(generation, now).is_some()
     }
 
     /// How long this node may still act as the active one at `now`
@@ -71,6 +71,14 @@ impl HaState {
         match (self.role, self.deadline) {
             (RoleKind::Active, Some(deadline)) if now < deadline => Some(deadline - now),
             _ => None,
+        }
+    }
+
+    /// [`HaState::time_left_at`] under `generation` only.
+    pub fn time_left_for(&self, generation: i64, now: Instant) -> Option<Duration> {
+        match self.generation == generation {
+            true => self.time_left_at(now),
+            false => None,
         }
     }
 }

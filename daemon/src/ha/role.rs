@@ -140,6 +140,7 @@ impl Role {
     }
 
     /// Reconciles every `every` instead of [`RECONCILE_EVERY`].
+    #[cfg(test)]
     pub fn reconciling_every(mut self, every: Duration) -> Role {
         self.reconcile = Cadence::new(every);
         self
@@ -235,17 +236,10 @@ impl Role {
     /// The reconcile of `generation` ended with `outcome` (`None`: nothing
     /// to reconcile, as without `[aws]`); the next is one period on. Each
     /// repair was audited as it was made (`aws.change`).
-    pub fn on_reconcile_done(
-        &mut self,
-        now: Now,
-        generation: i64,
-        outcome: Option<AwsMove>,
-    ) -> Vec<Action> {
-        if !self.reconcile.done(now.at, generation) {
-            return Vec::new();
+    pub fn on_reconcile_done(&mut self, now: Now, generation: i64, outcome: Option<AwsMove>) {
+        if self.reconcile.done(now.at, generation) {
+            log_outcome(generation, outcome.as_ref());
         }
-        log_outcome(generation, outcome.as_ref());
-        Vec::new()
     }
 
     /// `accessctl ha handover`: the active releases and holds off one TTL;

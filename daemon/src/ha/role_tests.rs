@@ -525,10 +525,7 @@ fn the_active_reconciles_every_period_while_it_holds_the_lease() {
         changes: vec!["associate with eni-a".into()],
         elastic_ip: None,
     };
-    assert!(
-        role.on_reconcile_done(clock.at(5500), 1, Some(repaired))
-            .is_empty()
-    );
+    role.on_reconcile_done(clock.at(5500), 1, Some(repaired));
     assert_eq!(renew(&mut role, 6000), ["renew 1"]);
     assert_eq!(renew(&mut role, 7500), ["renew 1", "reconcile 1"]);
 
@@ -539,7 +536,7 @@ fn the_active_reconciles_every_period_while_it_holds_the_lease() {
         words(&lost)[0],
         "step down: another node holds the lease now"
     );
-    assert!(role.on_reconcile_done(clock.at(8020), 1, None).is_empty());
+    role.on_reconcile_done(clock.at(8020), 1, None);
     for ms in [9000, 12_000, 20_000] {
         let asked = words(&role.on_tick(clock.at(ms)));
         assert!(
@@ -554,4 +551,26 @@ fn the_active_reconciles_every_period_while_it_holds_the_lease() {
             })),
         );
     }
+
+    // Won back as generation 2: it reconciles one period after its own
+    // take-over was recorded (21,100 + 2,000); a late end of generation 1's
+    // reconcile does not end generation 2's, so none starts beside it.
+    role.on_tick(clock.at(21_000));
+    role.on_answer(clock.at(21_010), won(2, 21_000, free()));
+    role.on_answer(clock.at(21_020), LeaseAnswer::Checked(Ok(true)));
+    role.on_takeover_done(clock.at(21_100), 2, TakeoverOutcome::default());
+    let renew2 = |role: &mut Role, ms: u64| {
+        let asked = words(&role.on_tick(clock.at(ms)));
+        let renewed = LeaseAnswer::Renewed(Ok(Some(held(2, 21_000 + ms as i64))));
+        role.on_answer(clock.at(ms + 10), renewed);
+        asked
+    };
+    assert_eq!(renew2(&mut role, 23_000), ["renew 2"]);
+    assert_eq!(renew2(&mut role, 23_200), ["renew 2", "reconcile 2"]);
+    role.on_reconcile_done(clock.at(23_300), 1, None);
+    assert_eq!(
+        renew2(&mut role, 25_400),
+        ["renew 2"],
+        "generation 2's reconcile still runs: one at a time"
+    );
 }

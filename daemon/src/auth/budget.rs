@@ -357,6 +357,18 @@ impl Charge {
         delay.min(MAX_DELAY)
     }
 
+    /// Holds the turn for `delay` (from [`Charge::failed`]), then lets it
+    /// go: the refusal is answered once this returns.
+    pub async fn answer_after(self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+    }
+
+    /// [`Charge::failed`] now, then [`Charge::answer_after`] its delay.
+    pub async fn refuse(mut self) {
+        let delay = self.failed(Instant::now());
+        self.answer_after(delay).await;
+    }
+
     /// The attempt succeeded: refunded, and the member's failures are
     /// cleared (not the source's).
     pub fn succeeded(mut self) {

@@ -465,8 +465,7 @@ async fn fail(
     if let Err(err) = audit_failure(state, source, target, refusal, refused_meanwhile).await {
         return err;
     }
-    tokio::time::sleep(delay).await;
-    drop(charge);
+    charge.answer_after(delay).await;
     Failure::login_failed()
 }
 

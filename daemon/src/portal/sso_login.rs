@@ -149,7 +149,7 @@ pub async fn callback(
     params: &Callback,
 ) -> Finished {
     let lockout = state.core.config().portal.login_lockout;
-    let mut charge = match state
+    let charge = match state
         .core
         .login_budget()
         .charge_source(source, lockout)
@@ -166,9 +166,7 @@ pub async fn callback(
     let meanwhile = charge.refused_meanwhile();
     let finished = judge(state, provider, source, binding, params, meanwhile).await;
     if let Finished::Refused { .. } = finished {
-        let delay = charge.failed(Instant::now());
-        tokio::time::sleep(delay).await;
-        drop(charge);
+        charge.refuse().await;
     } else {
         charge.succeeded();
     }

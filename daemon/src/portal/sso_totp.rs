@@ -266,8 +266,7 @@ async fn over(
     let delay = charge.failed(std::time::Instant::now());
     let meanwhile = charge.refused_meanwhile();
     flows::sso_refused(state, source, who, reason, why, meanwhile).await?;
-    tokio::time::sleep(delay).await;
-    drop(charge);
+    charge.answer_after(delay).await;
     Ok(Outcome::Over(message.into()))
 }
 
@@ -296,8 +295,7 @@ async fn refused(
     };
     let meanwhile = charge.refused_meanwhile();
     flows::sso_refused(state, source, Some(&who), refusal.code(), detail, meanwhile).await?;
-    tokio::time::sleep(delay).await;
-    drop(charge);
+    charge.answer_after(delay).await;
     if !still {
         return Ok(Outcome::Over(
             "Too many wrong codes. Start again from the login page.".into(),

@@ -194,7 +194,7 @@ impl Connection {
         }
         let core = &self.shared.core;
         let lockout = core.config().portal.login_lockout;
-        let mut charge = core
+        let charge = core
             .login_budget()
             .charge(user, self.peer.ip(), lockout)
             .await
@@ -225,9 +225,7 @@ impl Connection {
                 LoginRefusal::StoreUnavailable
             }
         };
-        let delay = charge.failed(Instant::now());
-        tokio::time::sleep(delay).await;
-        drop(charge);
+        charge.refuse().await;
         Err(refusal)
     }
 

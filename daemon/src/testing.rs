@@ -346,27 +346,34 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
     use crate::ha::record::{ReleaseDetail, TakeoverDetail};
     use crate::portal::sso_records::{SsoLoginFail, SsoLoginOk};
 
+    /// `None` unless `r` is of one of `D`'s kinds (named once, in
+    /// `D::KINDS`); else whether its detail parses back into `D`.
     fn check<D: crate::audit::detail::Detail + serde::de::DeserializeOwned>(
         r: &gatehouse_config::api::AuditRecord,
-    ) -> Result<&'static str, String> {
-        parse_back::<D>(&r.kind, &r.detail)
-            .map(|_| std::any::type_name::<D>().rsplit("::").next().unwrap_or(""))
-            .map_err(|err| format!("record {}: {err}", r.seq))
+    ) -> Option<Result<&'static str, String>> {
+        D::KINDS.iter().any(|k| k.as_str() == r.kind).then(|| {
+            parse_back::<D>(&r.kind, &r.detail)
+                .map(|_| std::any::type_name::<D>().rsplit("::").next().unwrap_or(""))
+                .map_err(|err| format!("record {}: {err}", r.seq))
+        })
     }
     let mut checked = Vec::new();
     let mut problems = Vec::new();
     for r in records {
+        // User records are typed when SSO wrote them, logins when by OIDC.
         let by_sso = r.actor == crate::audit::event::Actor::Sso.to_string();
         let oidc = r.detail.get("method").and_then(Value::as_str) == Some("oidc");
-        let parsed = match r.kind.as_str() {
-            "ssh.cert.issue" => check::<CertIssued>(r),
-            "user.add" if by_sso => check::<SsoUserAdded>(r),
-            "user.set_groups" if by_sso => check::<SsoGroupsSet>(r),
-            "portal.login.ok" if oidc => check::<SsoLoginOk>(r),
-            "portal.login.fail" if oidc => check::<SsoLoginFail>(r),
-            "ha.acquire" | "ha.failover" => check::<TakeoverDetail>(r),
-            "ha.release" => check::<ReleaseDetail>(r),
-            _ => continue,
+        let candidates = [
+            check::<CertIssued>(r),
+            check::<TakeoverDetail>(r),
+            check::<ReleaseDetail>(r),
+            by_sso.then(|| check::<SsoUserAdded>(r)).flatten(),
+            by_sso.then(|| check::<SsoGroupsSet>(r)).flatten(),
+            oidc.then(|| check::<SsoLoginOk>(r)).flatten(),
+            oidc.then(|| check::<SsoLoginFail>(r)).flatten(),
+        ];
+        let Some(parsed) = candidates.into_iter().flatten().next() else {
+            continue;
         };
         match parsed {
             Ok(name) => checked.push(name),

@@ -418,6 +418,14 @@ impl Drop for Daemon {
 }
 
 /// The last `lines` lines of `text`.
+/// `gw`'s HA role as `accessctl ha status` says it (`?` when it says none).
+pub fn ha_role(gw: &Daemon) -> String {
+    gw.ctl_json(&["ha", "status"])["role"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -222,6 +222,17 @@ pub fn sso_config(issuer: &str, port: u16, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The value between `start` and the next `"` or `<` in `html` (a form
+/// field's value, an element's text on a portal page).
+pub fn between(html: &str, start: &str) -> String {
+    let at = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in:\n{html}"))
+        + start.len();
+    let end = html[at..].find(['"', '<']).unwrap();
+    html[at..at + end].to_string()
+}
+
 /// A browser: cookies kept per site, redirects followed, the portal's
 /// certificate trusted (and nothing else).
 pub struct Browser {

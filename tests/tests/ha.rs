@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use gatehouse_tests::postgres::PgServer;
-use gatehouse_tests::{Daemon, stderr};
+use gatehouse_tests::{Daemon, ha_role, stderr};
 use nix::sys::signal::Signal;
 
 /// The gateway config of `node` on `pg`, one of a pair with a 3 s lease:
@@ -59,16 +59,11 @@ fn pair_config(pg: &PgServer, dir: &std::path::Path, node: &str) -> String {
     )
 }
 
-fn role(gw: &Daemon) -> String {
-    let status = gw.ctl_json(&["ha", "status"]);
-    status["role"].as_str().unwrap_or("?").to_string()
-}
-
 /// Waits (at most `limit`) until `gw` reports `want`; returns how long.
 fn until_role(gw: &Daemon, want: &str, limit: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        if role(gw) == want {
+        if ha_role(gw) == want {
             return started.elapsed();
         }
         assert!(
@@ -122,7 +117,7 @@ fn a_copied_node_name_refuses_to_start_and_names_the_other() {
         said.contains("\"gw-a\"") && said.contains(installation.trim()),
         "{said}"
     );
-    assert_eq!(role(&a), "active", "the first kept its lease");
+    assert_eq!(ha_role(&a), "active", "the first kept its lease");
     let status = a.ctl_json(&["ha", "status"]);
     assert_eq!(status["lease"]["generation"], 1, "{status}");
 
@@ -145,7 +140,7 @@ fn planned_stop_kill_and_handover_move_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut b) = start_pair(&pg, dir.path());
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&b), "standby");
+    assert_eq!(ha_role(&b), "standby");
     let status = b.ctl_json(&["ha", "status"]);
     assert_eq!(status["lease"]["holder"], "gw-a", "{status}");
     let summary = b.ctl_json(&["status"]);
@@ -177,7 +172,7 @@ fn planned_stop_kill_and_handover_move_the_lease() {
 
     a.spawn();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&a), "standby");
+    assert_eq!(ha_role(&a), "standby");
 
     // Unplanned: b is killed; a takes over once b's 3 s lease runs out.
     b.kill9();
@@ -202,11 +197,11 @@ fn planned_stop_kill_and_handover_move_the_lease() {
     // Back to b by a handover.
     b.spawn();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&b), "standby");
+    assert_eq!(ha_role(&b), "standby");
     let handed = a.ctl_json(&["ha", "handover"]);
     assert_eq!(handed["node"], "gw-a", "{handed}");
     until_role(&b, "active", Duration::from_secs(3));
-    assert_eq!(role(&a), "standby");
+    assert_eq!(ha_role(&a), "standby");
 
     let ha_kinds = kinds(&b);
     for expected in [
@@ -237,7 +232,7 @@ fn a_paused_active_steps_down_when_it_wakes() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = start_pair(&pg, dir.path());
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&b), "standby");
+    assert_eq!(ha_role(&b), "standby");
 
     a.signal(Signal::SIGSTOP);
     until_role(&b, "active", Duration::from_secs(8));
@@ -245,7 +240,7 @@ fn a_paused_active_steps_down_when_it_wakes() {
     a.signal(Signal::SIGCONT);
     until_role(&a, "standby", Duration::from_secs(3));
     for _ in 0..10 {
-        let roles = (role(&a), role(&b));
+        let roles = (ha_role(&a), ha_role(&b));
         assert_eq!(roles, ("standby".to_string(), "active".to_string()));
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -287,13 +282,13 @@ fn a_lost_database_refuses_actions_clearly_and_both_nodes_recover() {
     );
     // Nobody can renew: the active steps down within its 3 s lease.
     until_role(&a, "standby", Duration::from_secs(6));
-    assert_eq!(role(&b), "standby");
+    assert_eq!(ha_role(&b), "standby");
     std::thread::sleep(Duration::from_secs(6));
     pg.restart();
 
     let back = Instant::now();
     loop {
-        let roles = [role(&a), role(&b)];
+        let roles = [ha_role(&a), ha_role(&b)];
         if roles.iter().any(|r| r == "active") {
             // The last holder takes its lease back: gw-b leaves it to gw-a
             // for one TTL after the outage, so the elastic IP stays put.

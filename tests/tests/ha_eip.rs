@@ -11,20 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::Daemon;
 use gatehouse_tests::ha_lab::{PairLab, time_until};
+use gatehouse_tests::ha_role;
 use nix::sys::signal::Signal;
 
 /// How soon the lease holder repairs the association (its reconcile runs
 /// every 30 s), with a few seconds for the describe and associate calls.
 const REPAIRED_WITHIN: Duration = Duration::from_secs(35);
-
-fn role(gw: &Daemon) -> String {
-    gw.ctl_json(&["ha", "status"])["role"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
-}
 
 /// gw-a takes the lease with its `AssociateAddress` held in the proxy; it
 /// is paused past its 3 s lease, gw-b takes over and moves the elastic IP;
@@ -42,7 +35,7 @@ fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() 
     let proxy_a = lab.aws_proxy(0);
     proxy_a.hold("ec2:AssociateAddress");
     let a = lab.start_via(0, "3s", &proxy_a);
-    time_until(Duration::from_secs(15), || role(&a) == "active").expect("gw-a active");
+    time_until(Duration::from_secs(15), || ha_role(&a) == "active").expect("gw-a active");
     assert!(
         proxy_a.wait_holding(Duration::from_secs(15)),
         "gw-a's take-over sent no AssociateAddress:\n{}",
@@ -50,7 +43,7 @@ fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() 
     );
     let b = lab.start(1, "3s");
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&b), "standby");
+    assert_eq!(ha_role(&b), "standby");
 
     // gw-a loses the lease while its call is on its way.
     a.signal(Signal::SIGSTOP);
@@ -62,11 +55,11 @@ fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() 
     .unwrap_or_else(|| {
         panic!(
             "gw-b did not take the elastic IP (role {}):\n{}",
-            role(&b),
+            ha_role(&b),
             b.log_tail(30)
         )
     });
-    assert_eq!(role(&b), "active");
+    assert_eq!(ha_role(&b), "active");
 
     // The held call lands now: the elastic IP moves to the node that lost
     // the lease.
@@ -96,11 +89,11 @@ fn a_late_association_by_a_node_that_lost_the_lease_is_put_back_on_the_holder() 
         repaired.is_some(),
         "the elastic IP stayed on gw-a, which lost the lease, for {:?} (gw-b is {}):\ngw-b:\n{}",
         late_at.elapsed(),
-        role(&b),
+        ha_role(&b),
         b.log_tail(30)
     );
-    assert_eq!(role(&b), "active");
-    time_until(Duration::from_secs(10), || role(&a) == "standby").expect("gw-a standby");
+    assert_eq!(ha_role(&b), "active");
+    time_until(Duration::from_secs(10), || ha_role(&a) == "standby").expect("gw-a standby");
     let of_repair = || {
         b.audit_of("aws.change")
             .into_iter()

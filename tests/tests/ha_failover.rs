@@ -20,19 +20,12 @@ use gatehouse_tests::ha_lab::{ELASTIC_IP, PORTAL_PORT, PairLab, time_until};
 use gatehouse_tests::netns::{Host, WgClient};
 use gatehouse_tests::portal::PASSWORD;
 use gatehouse_tests::ssh::{Identity, SshLab};
-use gatehouse_tests::{Daemon, stderr, stdout};
+use gatehouse_tests::{Daemon, ha_role, stderr, stdout};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 const RESEARCH: &str = "10.0.3.140";
 const LOGIN: Duration = Duration::from_secs(30);
-
-fn role(gw: &Daemon) -> String {
-    gw.ctl_json(&["ha", "status"])["role"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
-}
 
 fn now_unix() -> f64 {
     SystemTime::now()
@@ -74,7 +67,7 @@ struct Pair<'l> {
 fn pair_with_a_client<'l>(lab: &'l PairLab, lease: &str) -> Pair<'l> {
     let ssh = SshLab::new(&lab.topo).expect("OpenSSH (tests/run.sh installs it)");
     let a = lab.start(0, lease);
-    time_until(Duration::from_secs(15), || role(&a) == "active").expect("gw-a active");
+    time_until(Duration::from_secs(15), || ha_role(&a) == "active").expect("gw-a active");
     let hop_a = lab.world.nodes[0].addr.clone();
     time_until(Duration::from_secs(15), || {
         lab.elastic_ip_hop().as_deref() == Some(&hop_a)
@@ -87,7 +80,7 @@ fn pair_with_a_client<'l>(lab: &'l PairLab, lease: &str) -> Pair<'l> {
     });
     let b = lab.start(1, lease);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(role(&b), "standby");
+    assert_eq!(ha_role(&b), "standby");
     assert_eq!(
         identity(&a),
         identity(&b),
@@ -208,7 +201,7 @@ impl Pair<'_> {
     }
 
     fn active(&self) -> &Daemon {
-        if role(&self.a) == "active" {
+        if ha_role(&self.a) == "active" {
             &self.a
         } else {
             &self.b
@@ -357,7 +350,7 @@ fn a_killed_active_fails_over_and_a_stock_client_resumes_unchanged() {
         b.log_tail(40),
         lab.router_log()
     );
-    assert_eq!(role(b), "active");
+    assert_eq!(ha_role(b), "active");
     assert_eq!(
         lab.elastic_ip_hop().as_deref(),
         Some(lab.world.nodes[1].addr.as_str())
@@ -421,7 +414,7 @@ fn a_planned_stop_hands_the_client_over_within_two_seconds() {
         gap <= Duration::from_secs(2),
         "planned handover took {gap:?}"
     );
-    assert_eq!(role(&pair.b), "active");
+    assert_eq!(ha_role(&pair.b), "active");
     // gw-a's own records of stopping are acknowledged too.
     let mut before = before;
     before.extend(records(&pair.b));
@@ -448,11 +441,11 @@ fn a_paused_active_steps_down_without_flapping_the_elastic_ip() {
     });
     eprintln!("failover (SIGSTOP until the client's pings are answered again): {gap:?}");
     assert!(gap <= Duration::from_secs(10), "{gap:?}");
-    assert_eq!(role(&pair.b), "active");
+    assert_eq!(ha_role(&pair.b), "active");
     std::thread::sleep(Duration::from_secs(1));
 
     pair.a.signal(Signal::SIGCONT);
-    time_until(Duration::from_secs(5), || role(&pair.a) == "standby").unwrap_or_else(|| {
+    time_until(Duration::from_secs(5), || ha_role(&pair.a) == "standby").unwrap_or_else(|| {
         panic!(
             "gw-a did not step down after SIGCONT:\n{}",
             pair.a.log_tail(30)
@@ -462,7 +455,7 @@ fn a_paused_active_steps_down_without_flapping_the_elastic_ip() {
     std::thread::sleep(Duration::from_secs(4));
     lab.topo.stop(ping);
     assert_eq!(
-        (role(&pair.a), role(&pair.b)),
+        (ha_role(&pair.a), ha_role(&pair.b)),
         ("standby".into(), "active".into())
     );
     assert_eq!(
@@ -522,7 +515,7 @@ fn a_lost_database_leaves_tunnels_forwarding_and_both_nodes_recover() {
         Duration::from_secs(10).saturating_sub(Duration::from_secs_f64(now_unix() - down_at)),
     );
     lab.pg.restart();
-    let back = time_until(Duration::from_secs(15), || role(&pair.a) == "active");
+    let back = time_until(Duration::from_secs(15), || ha_role(&pair.a) == "active");
     assert!(
         back.is_some(),
         "gw-a is not active again after the database came back:\n{}",
@@ -540,7 +533,7 @@ fn a_lost_database_leaves_tunnels_forwarding_and_both_nodes_recover() {
         worst < 1.0,
         "the tunnel stopped forwarding for {worst:.2} s while the database was away"
     );
-    assert_eq!(role(&pair.b), "standby");
+    assert_eq!(ha_role(&pair.b), "standby");
     assert_eq!(elastic_ip_moves(&lab), moves, "{}", lab.router_log());
 
     pair.b
@@ -576,7 +569,11 @@ fn failover_bench() {
     } = pair_with_a_client(&lab, "5s");
     for run in 1..=5 {
         // Whichever is active is killed; then it comes back as the standby.
-        let active = if role(&a) == "active" { &mut a } else { &mut b };
+        let active = if ha_role(&a) == "active" {
+            &mut a
+        } else {
+            &mut b
+        };
         let gap = outage(&lab, &format!("ping-bench-{run}"), || {
             let at = now_unix();
             active.kill9();
@@ -585,7 +582,8 @@ fn failover_bench() {
         println!("run {run}: failover {:.2} s", gap.as_secs_f64());
         figures.push(gap);
         active.spawn();
-        time_until(Duration::from_secs(15), || role(active) == "standby").expect("back as standby");
+        time_until(Duration::from_secs(15), || ha_role(active) == "standby")
+            .expect("back as standby");
     }
     figures.sort();
     println!(

@@ -210,7 +210,10 @@ fn a_burst_of_parallel_logins_gets_no_more_guesses_than_the_lockout_allows() {
         started.elapsed()
     );
     assert_eq!(judged + locked, 150, "{statuses:?}");
-    assert!(judged <= 5, "{judged} codes judged: {statuses:?}");
+    assert!(
+        (1..=5).contains(&judged),
+        "{judged} codes judged (the budget is 5, and some must be): {statuses:?}"
+    );
     let mismatches = daemon
         .audit_of("portal.login.fail")
         .iter()

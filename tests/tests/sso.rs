@@ -8,7 +8,7 @@
 
 use gatehouse_tests::Daemon;
 use gatehouse_tests::portal::Portal;
-use gatehouse_tests::sso::{Browser, OidcProvider, RogueIssuer, free_port, start_gateway};
+use gatehouse_tests::sso::{Browser, OidcProvider, RogueIssuer, between, free_port, start_gateway};
 use serde_json::{Value, json};
 
 fn accounts(groups: &[&str]) -> Value {
@@ -631,16 +631,6 @@ fn start_login(portal: &Portal) -> u16 {
         .get(&format!("{}/oidc/start", portal.base))
         .status()
         .as_u16()
-}
-
-/// The value between `start` and the next `"` or `<` in `html`.
-fn between(html: &str, start: &str) -> String {
-    let at = html
-        .find(start)
-        .unwrap_or_else(|| panic!("no {start} in:\n{html}"))
-        + start.len();
-    let end = html[at..].find(['"', '<']).unwrap();
-    html[at..at + end].to_string()
 }
 
 fn unix_now() -> u64 {

@@ -14,7 +14,7 @@
 
 use gatehouse_tests::Daemon;
 use gatehouse_tests::portal::{Account, Portal};
-use gatehouse_tests::sso::{Browser, OidcProvider, free_port, start_gateway};
+use gatehouse_tests::sso::{Browser, OidcProvider, between, free_port, start_gateway};
 use serde_json::{Value, json};
 
 fn accounts() -> Value {
@@ -50,16 +50,6 @@ fn state_of(gw: &Daemon) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// The value between `start` and the next `"` or `<` in `html`.
-fn between(html: &str, start: &str) -> String {
-    let at = html
-        .find(start)
-        .unwrap_or_else(|| panic!("no {start} in:\n{html}"))
-        + start.len();
-    let end = html[at..].find(['"', '<']).unwrap();
-    html[at..at + end].to_string()
 }
 
 /// By default nobody sets up an authenticator through the provider: the

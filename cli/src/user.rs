@@ -100,8 +100,9 @@ pub enum UserCommand {
     },
     /// Print a new one-time enrollment link for a pending user (when the
     /// first expired or was lost; older unused links stop working), or for
-    /// an active one without an authenticator app (an SSO member under
-    /// oidc.require_totp with totp_enrollment = "admin_link").
+    /// any active one without an authenticator app (as an SSO member under
+    /// oidc.require_totp with totp_enrollment = "admin_link"); enrolling
+    /// with it sets a new password and the app.
     EnrollmentLink {
         /// The user (pending, or active without an authenticator app; not a
         /// machine account).

@@ -519,9 +519,10 @@ impl NewLink {
 }
 
 /// Why `user` gets no new enrollment link, if it does not: a pending
-/// member gets one, and so does an active one without an authenticator app
-/// (a member who signed in with SSO before `oidc.require_totp`: under
-/// `oidc.totp_enrollment = "admin_link"` the link is their only way to one).
+/// member gets one, and so does any active one without an authenticator
+/// app (as a member who signed in with SSO before `oidc.require_totp`:
+/// under `oidc.totp_enrollment = "admin_link"` the link is their only way
+/// to one). Enrolling with it sets a new password too, as for anyone.
 fn no_enrollment_for(user: &User) -> Option<UserError> {
     let active_without_app = user.state == UserState::Active && user.totp_secret.is_none();
     if user.no_login {

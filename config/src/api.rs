@@ -606,6 +606,13 @@ pub struct VerifyReport {
     pub records: u64,
     /// The first problem found, if any.
     pub problem: Option<VerifyProblem>,
+    /// Signed checkpoints checked (each signature verified).
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// The first record of the keyed chain (HMAC under the audit key);
+    /// `None`: no keyed record was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyed_from: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,14 +9,32 @@
 //! `arbitrary_precision` features: either would change the bytes that are
 //! hashed and make every stored record look altered.
 //!
-//! `hash = hex(sha256(canonical))`; the first record's `prev_hash` is
-//! [`GENESIS_HASH`].
+//! Two kinds of chain value, told apart by the `hash` itself:
+//! - keyed (every record a gateway writes now): `hash = "hmac-sha256:" +
+//!   hex(HMAC-SHA256(audit chain key, canonical))` ([`crate::keys::audit`]).
+//!   Someone who can write only the database cannot make one that verifies;
+//! - plain (records written before the keyed chain, kept as they were):
+//!   `hash = hex(sha256(canonical))`.
+//!
+//! Once the chain is keyed it stays keyed: a plain record after a keyed
+//! one is reported as altered, however correct its SHA-256. A log that had
+//! plain records carries a signed checkpoint ([`super::checkpoint`]) as its
+//! first keyed record; every keyed `audit.checkpoint` record must cover the
+//! record before it and carry a signature that verifies with the audit
+//! signing key. The first record's `prev_hash` is [`GENESIS_HASH`].
 
 use std::collections::HashMap;
 
 use gatehouse_config::api::{AuditRecord, VerifyProblem, VerifyProblemKind, VerifyReport};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::checkpoint::CheckpointDetail;
+use super::event::Kind;
+use crate::keys::audit::AuditKeys;
+
+/// What a keyed chain value starts with.
+pub const KEYED_PREFIX: &str = "hmac-sha256:";
 
 /// The `prev_hash` of the first record: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -53,14 +71,37 @@ pub fn canonical_bytes(record: &AuditRecord) -> Result<Vec<u8>, serde_json::Erro
     })
 }
 
-/// `hex(sha256(canonical_bytes(record)))`.
+/// `hex(sha256(canonical_bytes(record)))`: a plain chain value.
 pub fn record_hash(record: &AuditRecord) -> Result<String, serde_json::Error> {
     Ok(sha256_hex(&canonical_bytes(record)?))
 }
 
-/// Sets `record.hash` from its other fields.
+/// `hmac-sha256:` and the hex HMAC of `canonical_bytes(record)`: a keyed
+/// chain value.
+pub fn keyed_hash(record: &AuditRecord, keys: &AuditKeys) -> Result<String, serde_json::Error> {
+    let tag = keys.chain_mac(&canonical_bytes(record)?);
+    Ok(format!("{KEYED_PREFIX}{}", hex(tag.as_ref())))
+}
+
+/// Whether `hash` is a keyed chain value.
+pub fn is_keyed(hash: &str) -> bool {
+    hash.starts_with(KEYED_PREFIX)
+}
+
+/// Sets `record.hash` to its plain chain value (records from before the
+/// keyed chain; tests).
 pub fn seal(mut record: AuditRecord) -> Result<AuditRecord, serde_json::Error> {
     record.hash = record_hash(&record)?;
+    Ok(record)
+}
+
+/// Sets `record.hash` to its keyed chain value: how every record is
+/// written.
+pub fn seal_keyed(
+    mut record: AuditRecord,
+    keys: &AuditKeys,
+) -> Result<AuditRecord, serde_json::Error> {
+    record.hash = keyed_hash(&record, keys)?;
     Ok(record)
 }
 
@@ -72,8 +113,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Verifies a whole chain: `records` in storage order, starting at the
 /// genesis record; `head` is the head file's content when there is one.
 /// Reports the first problem found.
-pub fn verify(records: &[AuditRecord], head: Option<&Head>) -> VerifyReport {
-    verify_from(records, None, head)
+pub fn verify(records: &[AuditRecord], head: Option<&Head>, keys: &AuditKeys) -> VerifyReport {
+    verify_from(records, None, head, keys)
 }
 
 /// Verifies a segment of the chain that follows `anchor` (the record just
@@ -82,14 +123,25 @@ pub fn verify_from(
     records: &[AuditRecord],
     anchor: Option<&Head>,
     head: Option<&Head>,
+    keys: &AuditKeys,
 ) -> VerifyReport {
-    let mut checked: u64 = 0;
-    let problem = find_problem(records, anchor, head, &mut checked);
+    let mut tally = Tally::default();
+    let problem = find_problem(records, anchor, head, keys, &mut tally);
     VerifyReport {
         intact: problem.is_none(),
-        records: checked,
+        records: tally.checked,
         problem,
+        checkpoints: tally.checkpoints,
+        keyed_from: tally.keyed_from,
     }
+}
+
+/// What verification counted on its way.
+#[derive(Default)]
+struct Tally {
+    checked: u64,
+    checkpoints: u64,
+    keyed_from: Option<u64>,
 }
 
 /// The field order here IS the canonical order; never reorder, rename or add
@@ -111,7 +163,8 @@ fn find_problem(
     records: &[AuditRecord],
     anchor: Option<&Head>,
     head: Option<&Head>,
-    checked: &mut u64,
+    keys: &AuditKeys,
+    tally: &mut Tally,
 ) -> Option<VerifyProblem> {
     // Where each hash sits, to tell a reorder (the link points forward) from a
     // removal (the link points at nothing).
@@ -124,8 +177,24 @@ fn find_problem(
     let mut expected_seq = anchor.map_or(1, |a| a.seq.saturating_add(1));
 
     for (i, record) in records.iter().enumerate() {
-        match record_hash(record) {
+        let expected = if is_keyed(&record.hash) {
+            keyed_hash(record, keys)
+        } else {
+            record_hash(record)
+        };
+        match expected {
             Ok(hash) if hash == record.hash => {}
+            Ok(_) if is_keyed(&record.hash) => {
+                return Some(problem(
+                    record.seq,
+                    VerifyProblemKind::Altered,
+                    format!(
+                        "record {} no longer matches its keyed hash: it was altered, or the log \
+                         was written under another audit key (another secrets key)",
+                        record.seq
+                    ),
+                ));
+            }
             Ok(_) => {
                 return Some(problem(
                     record.seq,
@@ -181,9 +250,28 @@ fn find_problem(
         if record.seq > expected_seq {
             return Some(removed(expected_seq, record.seq));
         }
+        if is_keyed(&record.hash) {
+            if record.kind == Kind::AuditCheckpoint.as_str() {
+                if let Some(problem) = bad_checkpoint(record, keys) {
+                    return Some(problem);
+                }
+                tally.checkpoints += 1;
+            }
+            tally.keyed_from.get_or_insert(record.seq);
+        } else if is_keyed(expected_prev) {
+            return Some(problem(
+                record.seq,
+                VerifyProblemKind::Altered,
+                format!(
+                    "record {} has a plain SHA-256 hash after the keyed chain began: it was \
+                     written without the audit key, by someone with access to the database",
+                    record.seq
+                ),
+            ));
+        }
         expected_prev = &record.hash;
         expected_seq = record.seq.saturating_add(1);
-        *checked += 1;
+        tally.checked += 1;
     }
 
     let head = head?;
@@ -210,6 +298,32 @@ fn find_problem(
             ),
         )),
         _ => None,
+    }
+}
+
+/// Why a keyed `audit.checkpoint` record is not a checkpoint of the record
+/// before it, signed with the audit signing key.
+fn bad_checkpoint(record: &AuditRecord, keys: &AuditKeys) -> Option<VerifyProblem> {
+    let altered = |why: String| {
+        Some(problem(
+            record.seq,
+            VerifyProblemKind::Altered,
+            format!("checkpoint {}: {why}", record.seq),
+        ))
+    };
+    let detail: CheckpointDetail = match serde_json::from_value(record.detail.clone()) {
+        Ok(detail) => detail,
+        Err(err) => return altered(format!("its detail is not a checkpoint ({err})")),
+    };
+    if detail.seq.saturating_add(1) != record.seq || detail.chain != record.prev_hash {
+        return altered(format!(
+            "it signs record {} as {}, not the record before it",
+            detail.seq, detail.chain
+        ));
+    }
+    match detail.check(keys.public_key()) {
+        Ok(()) => None,
+        Err(err) => altered(err.to_string()),
     }
 }
 
@@ -246,6 +360,27 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    use crate::audit::checkpoint::Checkpoint;
+    use crate::keys::secrets::SecretsKey;
+
+    fn keys() -> AuditKeys {
+        AuditKeys::derive(
+            &SecretsKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap(),
+        )
+    }
+
+    fn verify(records: &[AuditRecord], head: Option<&Head>) -> VerifyReport {
+        super::verify(records, head, &keys())
+    }
+
+    fn verify_from(
+        records: &[AuditRecord],
+        anchor: Option<&Head>,
+        head: Option<&Head>,
+    ) -> VerifyReport {
+        super::verify_from(records, anchor, head, &keys())
+    }
+
     fn chain(events: &[(String, String, serde_json::Value)]) -> Vec<AuditRecord> {
         let mut out: Vec<AuditRecord> = Vec::new();
         for (i, (kind, actor, detail)) in events.iter().enumerate() {
@@ -268,6 +403,167 @@ mod tests {
             );
         }
         out
+    }
+
+    /// Appends to `records` a record sealed the way the store seals it:
+    /// keyed, and for `audit.checkpoint` with a signed detail of the record
+    /// before it (signed by `signer`).
+    fn append(records: &mut Vec<AuditRecord>, kind: &str, signer: &AuditKeys) {
+        let (seq, prev_hash) = records
+            .last()
+            .map_or((0, GENESIS_HASH.to_string()), |r| (r.seq, r.hash.clone()));
+        let time = format!("2026-12-05T00:00:{:02}.000Z", seq % 60);
+        let detail = if kind == "audit.checkpoint" {
+            let checkpoint = Checkpoint {
+                gateway: "gw".into(),
+                node: "gw".into(),
+                seq,
+                chain: prev_hash.clone(),
+                time: time.clone(),
+            };
+            serde_json::to_value(checkpoint.sign(signer).unwrap()).unwrap()
+        } else {
+            json!({ "n": seq })
+        };
+        let record = AuditRecord {
+            seq: seq + 1,
+            time,
+            kind: kind.into(),
+            actor: "alice".into(),
+            source: "10.0.0.1".into(),
+            target: "bob".into(),
+            detail,
+            prev_hash,
+            hash: String::new(),
+        };
+        records.push(seal_keyed(record, &keys()).unwrap());
+    }
+
+    /// `plain` records of the old chain, then the checkpoint where the
+    /// keyed chain begins, then `keyed` keyed records.
+    fn migrated(plain: usize, keyed: usize) -> Vec<AuditRecord> {
+        let mut records = simple(plain);
+        append(&mut records, "audit.checkpoint", &keys());
+        for _ in 0..keyed {
+            append(&mut records, "user.add", &keys());
+        }
+        records
+    }
+
+    #[test]
+    fn a_migrated_chain_verifies_with_its_checkpoints_counted() {
+        let mut records = migrated(3, 4);
+        append(&mut records, "audit.checkpoint", &keys());
+        append(&mut records, "vpn.connect", &keys());
+        let report = verify(&records, Some(&Head::of(records.last().unwrap())));
+        assert!(report.intact, "{report:?}");
+        assert_eq!((report.records, report.checkpoints), (10, 2));
+        assert_eq!(report.keyed_from, Some(4));
+        assert!(is_keyed(&records[3].hash) && !is_keyed(&records[2].hash));
+        // A new log is keyed from its first record.
+        let mut fresh = Vec::new();
+        append(&mut fresh, "gateway.start", &keys());
+        append(&mut fresh, "user.add", &keys());
+        let report = verify(&fresh, None);
+        assert!(report.intact, "{report:?}");
+        assert_eq!(report.keyed_from, Some(1));
+    }
+
+    /// The hole: with only the database, a record chained with a correct
+    /// plain SHA-256 after the keyed chain began passed verification.
+    #[test]
+    fn a_record_with_a_correct_plain_hash_after_the_keyed_chain_began_is_caught() {
+        let mut records = migrated(2, 3);
+        let last = records.last().unwrap().clone();
+        records.push(
+            seal(AuditRecord {
+                seq: last.seq + 1,
+                prev_hash: last.hash.clone(),
+                actor: "mallory".into(),
+                ..last.clone()
+            })
+            .unwrap(),
+        );
+        let report = verify(&records, None);
+        assert_eq!(kind_of(&report), Some((VerifyProblemKind::Altered, 7)));
+        assert!(
+            report
+                .problem
+                .unwrap()
+                .message
+                .contains("without the audit key"),
+        );
+
+        // In the middle, with the rest re-chained by plain SHA-256 too.
+        let mut records = migrated(2, 3);
+        let mut forged = records[..4].to_vec();
+        for r in &records[4..] {
+            let prev = forged.last().unwrap().hash.clone();
+            forged.push(
+                seal(AuditRecord {
+                    prev_hash: prev,
+                    actor: "mallory".into(),
+                    ..r.clone()
+                })
+                .unwrap(),
+            );
+        }
+        assert_eq!(
+            kind_of(&verify(&forged, None)),
+            Some((VerifyProblemKind::Altered, 5))
+        );
+
+        // A keyed-looking hash made without the key fails as altered.
+        records[4].hash = format!("{KEYED_PREFIX}{}", record_hash(&records[4]).unwrap());
+        assert_eq!(
+            kind_of(&verify(&records, None)),
+            Some((VerifyProblemKind::Altered, 5))
+        );
+    }
+
+    #[test]
+    fn an_edited_keyed_record_is_caught() {
+        let mut records = migrated(2, 3);
+        records[4].detail = json!({ "n": 999 });
+        assert_eq!(
+            kind_of(&verify(&records, None)),
+            Some((VerifyProblemKind::Altered, 5))
+        );
+    }
+
+    /// A checkpoint signed with another key, or covering another record,
+    /// is caught, even when its chain value is keyed correctly.
+    #[test]
+    fn a_forged_or_misplaced_checkpoint_is_caught() {
+        let other = AuditKeys::derive(
+            &SecretsKey::from_base64("HwAeHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=").unwrap(),
+        );
+        let mut records = migrated(2, 2);
+        append(&mut records, "audit.checkpoint", &other);
+        let report = verify(&records, None);
+        assert_eq!(kind_of(&report), Some((VerifyProblemKind::Altered, 6)));
+        assert!(report.problem.unwrap().message.contains("does not verify"));
+
+        let mut records = migrated(2, 2);
+        let mut detail: CheckpointDetail =
+            serde_json::from_value(records[2].detail.clone()).unwrap();
+        detail.seq = 1;
+        records[2].detail = serde_json::to_value(&detail).unwrap();
+        records[2] = seal_keyed(records[2].clone(), &keys()).unwrap();
+        // The re-chained rest stays keyed correctly; only the checkpoint lies.
+        for i in 3..records.len() {
+            records[i].prev_hash = records[i - 1].hash.clone();
+            records[i] = seal_keyed(records[i].clone(), &keys()).unwrap();
+        }
+        let report = verify(&records, None);
+        assert_eq!(kind_of(&report), Some((VerifyProblemKind::Altered, 3)));
+        assert!(
+            report
+                .problem
+                .unwrap()
+                .message
+                .contains("not the record before it")
+        );
     }
 
     fn simple(n: usize) -> Vec<AuditRecord> {
@@ -446,6 +742,9 @@ mod tests {
             salt in "[A-Z]{1,4}",
         ) {
             let mut records = chain(&events);
+            for _ in 0..(salt.len() % 3) {
+                append(&mut records, if salt.len() % 2 == 0 { "audit.checkpoint" } else { "user.add" }, &keys());
+            }
             let head = Head::of(records.last().unwrap());
             let i = at.index(records.len());
             let r = &mut records[i];

@@ -1,7 +1,9 @@
 //! The tamper-evident audit log.
 //!
 //! Owns the rules of the hash chain and the files beside the database:
-//! - [`chain`]: canonical encoding, record hashes, and `verify` (pure);
+//! - [`chain`]: canonical encoding, record hashes (HMAC-SHA256 under the
+//!   audit chain key from the keyed chain's start), and `verify` (pure);
+//! - [`checkpoint`]: signed checkpoints of the chain, and when one is due;
 //! - [`mirror`]: the JSON-lines mirror for log shippers and the head file;
 //! - [`event`]: the vocabulary — every kind, actor and source — and the
 //!   one builder of events;
@@ -18,6 +20,7 @@
 //! and all named in [`event`]. A record never holds a secret.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod detail;
 pub mod event;
 pub mod mirror;

@@ -50,6 +50,8 @@ fn a_pair_takes_turns_and_a_planned_stop_hands_over_at_once() {
     let b_dir = tempfile::tempdir().unwrap();
     let mut b_opts = options(b_dir.path());
     b_opts.postgres = db.opts.postgres.clone();
+    // A pair shares the secrets key, and with it the audit keys.
+    b_opts.secrets = std::sync::Arc::clone(&db.opts.secrets);
     let store_b = crate::store::Store::open(&b_opts).unwrap();
     let config = |node: &str| gatehouse_config::file::HaConfig {
         node: node.into(),

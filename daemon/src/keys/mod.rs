@@ -11,6 +11,8 @@
 //!   it shares with the user CA.
 //! - [`ssh_user_ca`]: the SSH user CA's key ([`ssh_user_ca::UserCa`]).
 //! - [`secrets`]: the key that seals the store's secrets at rest.
+//! - [`audit`]: the audit chain key and the checkpoint signing key, both
+//!   derived from the secrets key.
 //! - [`portal_tls`]: the portal's certificate and key, configured or
 //!   self-signed.
 //! - [`ssm`]: each key as an SSM SecureString ([`ssm::SsmKey`]), and the
@@ -28,6 +30,7 @@
 //! store, the portal's rustls config), nor the audit record of a key stored
 //! in SSM at start (the start-up writes it, once the store is open).
 
+pub mod audit;
 pub mod portal_tls;
 pub mod private_file;
 pub mod resolve;

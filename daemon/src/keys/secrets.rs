@@ -111,6 +111,27 @@ impl SecretsKey {
         format!("sha256:{hex}")
     }
 
+    /// A 32-byte key for another use, derived with HKDF-SHA256 under
+    /// `info` (which names the use): one-way, so a derived key never tells
+    /// this one, nor a key derived under another `info`.
+    pub fn derive(&self, info: &'static [u8]) -> [u8; 32] {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"gatehouse").extract(&self.bytes);
+        let mut out = [0u8; 32];
+        let infos = [info];
+        // HKDF refuses only an output over 255 hash lengths; this is one.
+        let filled = prk.expand(&infos, Len32).and_then(|okm| okm.fill(&mut out));
+        if filled.is_err() {
+            unreachable!("HKDF-SHA256 gives 32 bytes");
+        }
+        out
+    }
+
     /// Seals `plaintext`, bound to `aad` (the row's owner).
     pub fn seal(&self, plaintext: &str, aad: &str) -> Result<String, SealError> {
         let mut nonce = [0u8; NONCE_LEN];

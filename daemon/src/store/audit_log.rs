@@ -12,6 +12,7 @@ use super::db::{Conn, DbError, Row, Value, values};
 use super::{Reader, StoreError, Writer};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
 pub use crate::audit::event::NewAuditEvent;
+use crate::audit::event::{Actor, Kind, Source, event};
 use crate::audit::mirror;
 
 /// Which records [`Reader::audit_records`] returns. Every field narrows.
@@ -102,12 +103,14 @@ impl Reader<'_> {
             &format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
             &[],
         )?;
-        let report = chain::verify(&records, head.as_ref());
+        let report = chain::verify(&records, head.as_ref(), &self.paths.audit_keys);
         if let (None, Some(last), true) = (&head, records.last(), report.intact) {
             // Without the anchor a cut tail is invisible: never "intact".
             return Ok(VerifyReport {
                 intact: false,
                 records: records.len() as u64,
+                checkpoints: report.checkpoints,
+                keyed_from: report.keyed_from,
                 problem: Some(gatehouse_config::api::VerifyProblem {
                     seq: last.seq,
                     kind: gatehouse_config::api::VerifyProblemKind::AnchorMissing,
@@ -129,6 +132,33 @@ impl Writer<'_> {
         self.audit_at(event, SystemTime::now())
     }
 
+    /// Appends a signed checkpoint of the newest record, stamped `at`;
+    /// `None` when the log is empty (there is nothing to sign).
+    pub fn audit_checkpoint(&mut self, at: SystemTime) -> Result<Option<AuditRecord>, StoreError> {
+        if self.audit_last()?.is_none() {
+            return Ok(None);
+        }
+        let event = event(Kind::AuditCheckpoint, Actor::Gateway, Source::Local).on(self
+            .paths
+            .signer
+            .gateway
+            .clone());
+        self.audit_at(event, at).map(Some)
+    }
+
+    /// When the log's last record has a plain hash (written before the
+    /// keyed chain), appends the signed checkpoint where the keyed chain
+    /// begins. Returns whether it did.
+    pub fn begin_keyed_chain(&mut self, at: SystemTime) -> Result<bool, StoreError> {
+        match self.audit_last()? {
+            Some(last) if !chain::is_keyed(&last.hash) => {
+                self.audit_checkpoint(at)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Appends an event stamped `at` (for replay and tests).
     pub fn audit_at(
         &mut self,
@@ -136,23 +166,39 @@ impl Writer<'_> {
         at: SystemTime,
     ) -> Result<AuditRecord, StoreError> {
         let kind = event.kind.as_str().to_string();
-        let detail = stable_detail(&kind, event.detail)?;
         let last = last_head(&self.conn).map_err(|source| StoreError::AuditWrite { source })?;
         let (prev_seq, prev_hash) = last.map_or((0, GENESIS_HASH.to_string()), |h| (h.seq, h.hash));
         let time_unix = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let record = chain::seal(AuditRecord {
-            seq: prev_seq + 1,
-            time: humantime::format_rfc3339_millis(at).to_string(),
-            kind,
-            actor: event.actor,
-            source: event.source,
-            target: event.target,
-            detail,
-            prev_hash,
-            hash: String::new(),
-        })
+        let time = humantime::format_rfc3339_millis(at).to_string();
+        let detail = match event.kind {
+            // A checkpoint signs the record before it, at its own time.
+            Kind::AuditCheckpoint => {
+                let signed = self
+                    .paths
+                    .signer
+                    .checkpoint(prev_seq, &prev_hash, &time)
+                    .sign(&self.paths.audit_keys)
+                    .map_err(|source| StoreError::AuditSign { source })?;
+                serde_json::to_value(signed).map_err(|source| StoreError::AuditEncode { source })?
+            }
+            _ => stable_detail(&kind, event.detail)?,
+        };
+        let record = chain::seal_keyed(
+            AuditRecord {
+                seq: prev_seq + 1,
+                time,
+                kind,
+                actor: event.actor,
+                source: event.source,
+                target: event.target,
+                detail,
+                prev_hash,
+                hash: String::new(),
+            },
+            &self.paths.audit_keys,
+        )
         .map_err(|source| StoreError::AuditEncode { source })?;
         let detail_text = serde_json::to_string(&record.detail)
             .map_err(|source| StoreError::AuditEncode { source })?;

@@ -180,7 +180,7 @@ fn continuity(conn: &Conn<'_>, paths: &Paths) -> Result<Continuity, StoreError> 
         ),
         &[],
     )?;
-    if !chain::verify_from(&segment, Some(&head), None).intact {
+    if !chain::verify_from(&segment, Some(&head), None, &paths.audit_keys).intact {
         return Ok(Continuity::Broken(
             "the records past the head file's do not chain from it",
         ));
@@ -251,7 +251,7 @@ fn reconcile_head(
         }
     }
     let segment = query_records(conn, &segment_sql, &[])?;
-    let report = chain::verify_from(&segment, anchor, None);
+    let report = chain::verify_from(&segment, anchor, None, &paths.audit_keys);
     if !report.intact {
         tracing::error!(problem = ?report.problem, "audit chain past the head file is broken; head not moved");
         return Ok(anchor.is_some());
@@ -372,7 +372,7 @@ mod tests {
                 .flat_map(|f| mirror::read_all(f).unwrap())
                 .collect();
             assert_eq!(records, db_records(&store), "every record once, in order");
-            let report = chain::verify(&records, None);
+            let report = chain::verify(&records, None, &store.inner.paths.audit_keys);
             assert!(report.intact, "{report:?}");
 
             // Reopening (the start-up catch-up) appends nothing twice.
@@ -514,9 +514,7 @@ mod tests {
     }
 
     /// A record inserted by someone with the database (not through the
-    /// store) is caught by verify, on both backends. (One chained with a
-    /// correct plain SHA-256 after the head is the keyed chain's job: the
-    /// audit-evidence issue.)
+    /// store) is caught by verify, on both backends.
     #[test]
     fn a_record_inserted_behind_the_store_is_caught() {
         on_each_test_db(|db| {
@@ -535,6 +533,126 @@ mod tests {
                 "{caught:?} ({})",
                 db.backend()
             );
+        });
+    }
+
+    /// The record as an INSERT, as someone with only the database would
+    /// write it.
+    fn insert_sql(r: &AuditRecord) -> String {
+        let q = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        format!(
+            "INSERT INTO audit_log (seq, time, time_unix, kind, actor, source, target, detail, \
+             prev_hash, hash) VALUES ({}, {}, 0, {}, {}, {}, {}, {}, {}, {});",
+            r.seq,
+            q(&r.time),
+            q(&r.kind),
+            q(&r.actor),
+            q(&r.source),
+            q(&r.target),
+            q(&r.detail.to_string()),
+            q(&r.prev_hash),
+            q(&r.hash),
+        )
+    }
+
+    /// Issue 25's hole: someone with only the database appends a record
+    /// chained after the last one with a correct plain SHA-256. The plain
+    /// chain verified it; the keyed chain does not, on both backends.
+    #[test]
+    fn a_record_appended_with_a_correct_plain_hash_is_caught() {
+        on_each_test_db(|db| {
+            let store = db.open();
+            write_events(&store, 3);
+            let last = db_records(&store).pop().unwrap();
+            let forged = chain::seal(AuditRecord {
+                seq: last.seq + 1,
+                prev_hash: last.hash.clone(),
+                kind: "user.add".into(),
+                target: "forged".into(),
+                ..last
+            })
+            .unwrap();
+            db.raw_batch(&insert_sql(&forged));
+            assert_eq!(
+                verdict(&store),
+                Some((VerifyProblemKind::Altered, 4)),
+                "{}",
+                db.backend()
+            );
+        });
+    }
+
+    /// A record whose detail was edited in the database is caught, on both
+    /// backends.
+    #[test]
+    fn a_record_whose_detail_was_edited_is_caught() {
+        on_each_test_db(|db| {
+            let store = db.open();
+            write_events(&store, 3);
+            db.raw_batch(
+                "DISABLE_AUDIT_TRIGGERS; UPDATE audit_log SET detail = '{\"edited\":true}' WHERE seq = 2;",
+            );
+            assert_eq!(
+                verdict(&store),
+                Some((VerifyProblemKind::Altered, 2)),
+                "{}",
+                db.backend()
+            );
+        });
+    }
+
+    /// A log of plain records (written before the keyed chain) keeps them
+    /// as they are; opening it appends a signed checkpoint where the keyed
+    /// chain begins, once.
+    #[test]
+    fn a_plain_log_migrates_once_behind_a_signed_checkpoint() {
+        on_each_test_db(|db| {
+            let opts = db.opts.clone();
+            let store = db.open();
+            drop(store);
+            let mut plain: Vec<AuditRecord> = Vec::new();
+            for n in 1..=3u64 {
+                let prev_hash = plain
+                    .last()
+                    .map_or(chain::GENESIS_HASH.to_string(), |r| r.hash.clone());
+                plain.push(
+                    chain::seal(AuditRecord {
+                        seq: n,
+                        time: format!("2025-01-01T00:00:0{n}.000Z"),
+                        kind: "user.add".into(),
+                        actor: "uid:0".into(),
+                        source: "local".into(),
+                        target: format!("u{n}"),
+                        detail: serde_json::json!({ "n": n }),
+                        prev_hash,
+                        hash: String::new(),
+                    })
+                    .unwrap(),
+                );
+            }
+            let sql: String = plain.iter().map(insert_sql).collect();
+            db.raw_batch(&sql);
+            mirror::write_head(
+                &opts.state_dir.join(mirror::HEAD_FILE),
+                &Head::of(&plain[2]),
+            )
+            .unwrap();
+
+            let store = Store::open(&opts).unwrap();
+            let records = db_records(&store);
+            assert_eq!(records[..3], plain[..], "old records keep their hashes");
+            assert_eq!(records.len(), 4, "{}", db.backend());
+            assert_eq!(records[3].kind, "audit.checkpoint");
+            assert!(chain::is_keyed(&records[3].hash));
+            let report = store.read_blocking(|r| r.verify_audit()).unwrap();
+            assert!(report.intact, "{report:?}");
+            assert_eq!((report.keyed_from, report.checkpoints), (Some(4), 1));
+            drop(store);
+            // Once: a keyed log gets no second migration checkpoint.
+            let store = Store::open(&opts).unwrap();
+            assert_eq!(db_records(&store).len(), 4);
+            write_events(&store, 1);
+            assert!(store.read_blocking(|r| r.verify_audit()).unwrap().intact);
         });
     }
 

@@ -85,6 +85,12 @@ pub enum StoreError {
     #[error("cannot encode audit record: {source}")]
     AuditEncode { source: serde_json::Error },
 
+    /// The audit checkpoint could not be signed.
+    #[error("cannot sign the audit checkpoint: {source}")]
+    AuditSign {
+        source: crate::keys::audit::SignatureError,
+    },
+
     /// No such user, device, SSH key, ...
     #[error("{what} {name:?} not found")]
     NotFound { what: &'static str, name: String },
@@ -224,6 +230,7 @@ impl StoreError {
             | Self::Migrate { .. }
             | Self::Database { .. }
             | Self::AuditEncode { .. }
+            | Self::AuditSign { .. }
             | Self::Corrupt { .. }
             | Self::CorruptAddress { .. }
             | Self::SecretSeal { .. }

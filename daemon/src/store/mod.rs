@@ -76,7 +76,9 @@ pub use postgres::PgOptions;
 pub use tokens::hash_token;
 pub use users::{NewUser, SshKey, User};
 
+use crate::audit::checkpoint::Signer;
 use crate::audit::mirror;
+use crate::keys::audit::AuditKeys;
 use crate::keys::private_file::PrivateFile;
 use crate::keys::secrets::SecretsKey;
 use db::Conn;
@@ -96,8 +98,11 @@ pub struct StoreOptions {
     pub mirror_rotation: mirror::Rotation,
     /// The shared PostgreSQL database instead of `state_dir/gatehouse.db`.
     pub postgres: Option<PgOptions>,
-    /// Seals the TOTP secrets at rest; never stored in the database.
+    /// Seals the TOTP secrets at rest; never stored in the database. The
+    /// audit chain and checkpoint keys are derived from it.
     pub secrets: Arc<SecretsKey>,
+    /// Who signs the audit checkpoints this store writes.
+    pub signer: Signer,
 }
 
 impl StoreOptions {
@@ -120,6 +125,7 @@ impl StoreOptions {
                 .as_ref()
                 .map(PgOptions::from_config)
                 .transpose()?,
+            signer: Signer::of(config),
         })
     }
 }
@@ -201,6 +207,8 @@ impl Store {
             head: opts.state_dir.join(mirror::HEAD_FILE),
             mirror: opts.audit_mirror.clone(),
             rotation: opts.mirror_rotation,
+            audit_keys: AuditKeys::derive(&opts.secrets),
+            signer: opts.signer.clone(),
         };
         let inner = Inner {
             backend,
@@ -231,6 +239,11 @@ impl Store {
         let store = Store {
             inner: Arc::new(inner),
         };
+        if store.write_blocking(|w| w.begin_keyed_chain(std::time::SystemTime::now()))? {
+            tracing::info!(
+                "the audit log's older records keep their plain hashes; a signed checkpoint now marks where the keyed chain begins"
+            );
+        }
         let sealed = store.write_blocking(|w| w.seal_plaintext_totp_secrets())?;
         if sealed > 0 {
             tracing::info!(
@@ -526,7 +539,8 @@ struct AuditFiles {
     chain_broken: Option<&'static str>,
 }
 
-/// The store's files (and the database's name for messages).
+/// The store's files (and the database's name for messages), and the
+/// audit chain's keys.
 #[derive(Debug)]
 pub(crate) struct Paths {
     pub(crate) db_name: String,
@@ -535,6 +549,9 @@ pub(crate) struct Paths {
     pub(crate) head: PathBuf,
     pub(crate) mirror: PathBuf,
     pub(crate) rotation: mirror::Rotation,
+    /// The audit chain key and checkpoint signing key.
+    pub(crate) audit_keys: AuditKeys,
+    pub(crate) signer: Signer,
 }
 
 impl Inner {
@@ -692,6 +709,10 @@ pub(crate) mod fixtures {
             mirror_rotation: mirror::Rotation::default(),
             postgres: None,
             secrets: Arc::new(SecretsKey::generate().unwrap()),
+            signer: Signer {
+                gateway: "test-gw".into(),
+                node: "test-gw".into(),
+            },
         }
     }
 

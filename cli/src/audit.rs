@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use gatehouse_config::api::{
-    AuditQuery, AuditRecord, VerifyProblem, VerifyProblemKind, VerifyReport,
+    AuditKeyResponse, AuditQuery, AuditRecord, VerifyProblem, VerifyProblemKind, VerifyReport,
 };
 
 use crate::Ctx;
@@ -54,9 +54,24 @@ pub enum AuditCommand {
         recorded head.\n\n\
         Prints \"audit log intact: N records\" and exits 0, or names the first broken \
         record (altered, removed, reordered or truncated) and exits 1.\n\n\
+        Records from the keyed chain on must match their HMAC under the audit key \
+        (derived from the secrets key, never in the database), so a record inserted or \
+        edited by someone with only the database is caught; every signed checkpoint's \
+        signature is checked too.\n\n\
         Example:\n  accessctl audit verify"
     )]
     Verify,
+    /// Print the public key the audit checkpoints are signed with.
+    #[command(
+        long_about = "Print the public key (ssh-ed25519) the gateway signs its audit \
+        checkpoints with. Give it to whoever must check the log without trusting the \
+        gateway: each audit.checkpoint record's detail holds an OpenSSH signature \
+        (SSHSIG, namespace gatehouse-audit) over its gateway, node, seq, chain and \
+        time, which stock ssh-keygen verifies with this key alone.\n\n\
+        Prints the key line; --json adds its fingerprint and an allowed_signers line.\n\n\
+        Example:\n  accessctl audit key > gatehouse-audit.pub"
+    )]
+    Key,
 }
 
 /// Which records `audit` shows.
@@ -146,6 +161,7 @@ impl AuditError {
 pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), AuditError> {
     match args.command {
         Some(AuditCommand::Verify) => verify(ctx).await,
+        Some(AuditCommand::Key) => key(ctx).await,
         None if args.filter.follow => {
             tokio::select! {
                 result = list(&args.filter, ctx) => result,
@@ -286,8 +302,11 @@ async fn verify(ctx: &Ctx) -> Result<(), AuditError> {
     }
     if report.intact {
         if !ctx.json {
-            ctx.out
-                .emit(&format!("audit log intact: {} records\n", report.records))?;
+            ctx.out.emit(&format!(
+                "audit log intact: {} records{}\n",
+                report.records,
+                keyed_summary(&report)
+            ))?;
         }
         Ok(())
     } else {
@@ -296,6 +315,29 @@ async fn verify(ctx: &Ctx) -> Result<(), AuditError> {
             problem: report.problem,
         })
     }
+}
+
+/// `, keyed from record N, M signed checkpoints`, or nothing for a log
+/// without keyed records.
+fn keyed_summary(report: &VerifyReport) -> String {
+    match report.keyed_from {
+        Some(from) => format!(
+            ", keyed from record {from}, {} signed checkpoint{}",
+            report.checkpoints,
+            if report.checkpoints == 1 { "" } else { "s" }
+        ),
+        None => String::new(),
+    }
+}
+
+async fn key(ctx: &Ctx) -> Result<(), AuditError> {
+    let reply = ctx.client.get::<AuditKeyResponse>("/v1/audit/key").await?;
+    if ctx.json {
+        ctx.out.emit_json(&reply.json)?;
+    } else {
+        ctx.out.emit(&format!("{}\n", reply.body.public_key))?;
+    }
+    Ok(())
 }
 
 /// `record SEQ: KIND: message`.
@@ -589,5 +631,31 @@ mod tests {
         assert_eq!(err.details(), ["record 7: removed: gap after 6"]);
         let requests = server.requests().await;
         assert!(requests.iter().all(|r| r.target == "/v1/audit/verify"));
+
+        let server = FakeServer::start(vec![Canned::json(
+            200,
+            r#"{"intact":true,"records":42,"problem":null,"checkpoints":3,"keyed_from":9}"#,
+        )])
+        .await;
+        let ctx = ctx_for(&server, false);
+        verify(&ctx).await.expect("intact");
+        assert_eq!(
+            ctx.out.captured(),
+            "audit log intact: 42 records, keyed from record 9, 3 signed checkpoints\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn key_prints_the_public_line() {
+        use crate::testutil::{Canned, FakeServer};
+        let body = r#"{"public_key":"ssh-ed25519 AAAAC3 gatehouse-audit@gw","fingerprint":"SHA256:x","namespace":"gatehouse-audit","allowed_signers":"gatehouse-audit@gw namespaces=\"gatehouse-audit\" ssh-ed25519 AAAAC3 gatehouse-audit@gw"}"#;
+        let server = FakeServer::start(vec![Canned::json(200, body)]).await;
+        let ctx = ctx_for(&server, false);
+        key(&ctx).await.expect("key");
+        assert_eq!(
+            ctx.out.captured(),
+            "ssh-ed25519 AAAAC3 gatehouse-audit@gw\n"
+        );
+        assert_eq!(server.requests().await[0].target, "/v1/audit/key");
     }
 }

@@ -597,6 +597,20 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// `GET /v1/audit/key`: the public key the audit checkpoints are signed
+/// with, which is what third parties verify them against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditKeyResponse {
+    /// `ssh-ed25519 AAAA... gatehouse-audit@<gateway>`.
+    pub public_key: String,
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// The `SSHSIG` namespace of the signatures (`ssh-keygen -Y verify -n`).
+    pub namespace: String,
+    /// The line of an `allowed_signers` file for `ssh-keygen -Y verify`.
+    pub allowed_signers: String,
+}
+
 /// `GET /v1/audit/verify`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyReport {

@@ -31,7 +31,9 @@
 //!    - [`takeover`]: what becoming active does (the elastic IP and pool
 //!      routes, fenced by the lease; resuming the devices' tunnels);
 //!    - [`metrics`]: Prometheus metrics of the data plane;
-//!    - [`systemd`]: readiness, stopping and watchdog notifications.
+//!    - [`systemd`]: readiness, stopping and watchdog notifications;
+//!    - [`checkpointer`]: signs the audit chain's checkpoints on the active
+//!      gateway, at least every minute or 1,000 records.
 //! 4. **Core** — [`gateway`]: the running config and its reload, the store,
 //!    the identity keys, the login budgets, the AWS state it remembers.
 //!    Imports no subsystem.
@@ -62,7 +64,16 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "services and subsystems",
         &[
-            "access", "vpn", "ssh", "sso", "aws", "ha", "takeover", "metrics", "systemd",
+            "access",
+            "vpn",
+            "ssh",
+            "sso",
+            "aws",
+            "ha",
+            "takeover",
+            "metrics",
+            "systemd",
+            "checkpointer",
         ],
     ),
     ("core", &["gateway"]),
@@ -89,6 +100,7 @@ pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod capped_listener;
+pub mod checkpointer;
 pub mod gateway;
 pub mod ha;
 pub mod host_addrs;
@@ -236,6 +248,14 @@ pub async fn run(
                 &shutdown,
             ));
         }
+        let writer = running.0.ha.clone();
+        checkpointer::spawn(
+            core.store().clone(),
+            audit::checkpoint::Cadence::default(),
+            move || writer.as_ref().is_none_or(ha::Ha::is_active),
+            &tracker,
+            shutdown.child_token(),
+        );
         let config = core.config();
         let listener = admin::bind(&config.admin.socket, &config.admin.group).await?;
         Ok::<_, RunError>((running, listener))

@@ -111,6 +111,18 @@ fn admin_story_from_user_add_to_a_verified_audit_log() {
         stdout(&verified),
         stderr(&verified)
     );
+    // A new log is keyed from its first record (issue 25).
+    assert!(
+        stdout(&verified).contains("3 records, keyed from record 1"),
+        "{}",
+        stdout(&verified)
+    );
+    // The checkpoints' public key, for whoever checks the log.
+    let key = daemon.ctl_ok(&["audit", "key"]);
+    assert!(
+        key.starts_with("ssh-ed25519 ") && key.trim_end().ends_with(" gatehouse-audit@research-gw"),
+        "{key}"
+    );
 
     // One audit row edited by hand: verify must fail and name it.
     // The database itself refuses edits of audit rows; someone with the file

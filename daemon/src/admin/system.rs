@@ -5,8 +5,8 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::{
-    AuditQuery, AuditRecord, GroupInfo, ReloadResponse, SshStatus, StatusResponse, UserCounts,
-    UserState, VerifyReport, VpnStatus,
+    AuditKeyResponse, AuditQuery, AuditRecord, GroupInfo, ReloadResponse, SshStatus,
+    StatusResponse, UserCounts, UserState, VerifyReport, VpnStatus,
 };
 
 use super::error::ApiFailure;
@@ -153,6 +153,17 @@ pub async fn audit(
     Ok(Json(
         gw.store().read(move |r| r.audit_records(&filter)).await?,
     ))
+}
+
+pub async fn audit_key(State(admin): State<AdminState>) -> Json<AuditKeyResponse> {
+    let gateway = admin.core.config().gateway.name.clone();
+    let keys = admin.core.store().audit_keys();
+    Json(AuditKeyResponse {
+        public_key: keys.public_line(&gateway),
+        fingerprint: keys.fingerprint(),
+        namespace: crate::keys::audit::SIGNATURE_NAMESPACE.to_string(),
+        allowed_signers: keys.allowed_signers_line(&gateway),
+    })
 }
 
 pub async fn verify(State(admin): State<AdminState>) -> Result<Json<VerifyReport>, ApiFailure> {

@@ -237,6 +237,53 @@ mod tests {
         }
     }
 
+    /// A third party checks a checkpoint with stock OpenSSH and the public
+    /// key alone: `ssh-keygen -Y verify` over the signed message.
+    #[test]
+    fn stock_ssh_keygen_verifies_a_checkpoint_with_the_public_key_only() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        if Command::new("ssh-keygen").arg("-?").output().is_err() {
+            assert!(
+                std::env::var_os("GATEHOUSE_E2E").is_none(),
+                "ssh-keygen is missing, and GATEHOUSE_E2E=1 needs it"
+            );
+            eprintln!("skipped: no ssh-keygen");
+            return;
+        }
+        let keys = keys();
+        let detail = checkpoint().sign(&keys).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let signers = dir.path().join("allowed_signers");
+        std::fs::write(&signers, format!("{}\n", keys.allowed_signers_line("gw"))).unwrap();
+        let sig = dir.path().join("checkpoint.sig");
+        std::fs::write(&sig, &detail.signature).unwrap();
+        let verify = |message: &[u8]| {
+            let mut child = Command::new("ssh-keygen")
+                .args(["-Y", "verify", "-f"])
+                .arg(&signers)
+                .args(["-I", "gatehouse-audit@gw", "-n", "gatehouse-audit", "-s"])
+                .arg(&sig)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(message).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        let good = verify(&detail.checkpoint().message());
+        assert!(
+            good.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&good.stdout),
+            String::from_utf8_lossy(&good.stderr)
+        );
+        let mut changed = detail.checkpoint();
+        changed.seq += 1;
+        assert!(!verify(&changed.message()).status.success());
+    }
+
     #[test]
     fn a_checkpoint_is_due_after_a_minute_or_a_thousand_records_with_something_new() {
         let cadence = Cadence::default();

@@ -76,6 +76,21 @@ impl AuditKeys {
         self.signing.public_key()
     }
 
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fn fingerprint(&self) -> String {
+        self.public_key().fingerprint(HashAlg::Sha256).to_string()
+    }
+
+    /// The line of an `allowed_signers` file that lets `ssh-keygen -Y
+    /// verify -I gatehouse-audit@<gateway> -n gatehouse-audit` check a
+    /// checkpoint.
+    pub fn allowed_signers_line(&self, gateway: &str) -> String {
+        format!(
+            "gatehouse-audit@{gateway} namespaces=\"{SIGNATURE_NAMESPACE}\" {}",
+            self.public_line(gateway)
+        )
+    }
+
     /// `ssh-ed25519 AAAA... gatehouse-audit@<gateway>`.
     pub fn public_line(&self, gateway: &str) -> String {
         let mut public = self.public_key().clone();
@@ -86,11 +101,7 @@ impl AuditKeys {
 
 impl std::fmt::Debug for AuditKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "AuditKeys(signing {})",
-            self.public_key().fingerprint(HashAlg::Sha256)
-        )
+        write!(f, "AuditKeys(signing {})", self.fingerprint())
     }
 }
 

@@ -95,6 +95,18 @@ impl Reader<'_> {
         last_head(&self.conn).map_err(StoreError::db("read the last audit record"))
     }
 
+    /// The newest `audit.checkpoint` record: its seq and when it was
+    /// written (unix seconds).
+    pub fn audit_last_checkpoint(&self) -> Result<Option<(u64, i64)>, StoreError> {
+        self.conn
+            .query_opt(
+                "SELECT seq, time_unix FROM audit_log WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                values![Kind::AuditCheckpoint.as_str()],
+            )
+            .and_then(|row| row.map(|row| Ok((row.get(0)?, row.get(1)?))).transpose())
+            .map_err(StoreError::db("read the last audit checkpoint"))
+    }
+
     /// Checks the whole chain in storage order against the head file.
     pub fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
         let head = mirror::read_head(&self.paths.head)?;

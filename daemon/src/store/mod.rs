@@ -473,6 +473,11 @@ impl Store {
     pub fn mirror_path(&self) -> &Path {
         &self.inner.paths.mirror
     }
+
+    /// The audit chain's keys (never in the database).
+    pub fn audit_keys(&self) -> &AuditKeys {
+        &self.inner.paths.audit_keys
+    }
 }
 
 impl<'a> Writer<'a> {

@@ -240,6 +240,7 @@ mod tests {
     /// A third party checks a checkpoint with stock OpenSSH and the public
     /// key alone: `ssh-keygen -Y verify` over the signed message.
     #[test]
+    #[expect(clippy::print_stderr, reason = "a skipped test says why")]
     fn stock_ssh_keygen_verifies_a_checkpoint_with_the_public_key_only() {
         use std::io::Write;
         use std::process::{Command, Stdio};

@@ -159,7 +159,9 @@ def users_who_reached(con, glob, host, day):
     too, so a batch that crosses midnight still counts.
     """
     # The host of `resolved` without its port: 10.0.3.140:22, [fd00::1]:22.
-    ssh_host = r"regexp_extract(detail->>'resolved', '^\[?(.*?)\]?:[0-9]+$', 1)"
+    # (json_extract_string, not ->>: `detail->>'dst' = ?` parses as
+    # detail->>('dst' = ?).)
+    ssh_host = r"regexp_extract(json_extract_string(detail, '$.resolved'), '^\[?(.*?)\]?:[0-9]+$', 1)"
     sql = f"""
         WITH records AS (
             SELECT actor, kind, time, detail
@@ -172,7 +174,7 @@ def users_who_reached(con, glob, host, day):
             FROM records
             WHERE CAST(CAST(time AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS DATE) = ?::DATE
               AND ((kind = '{SSH_KIND}' AND {ssh_host} = ?)
-                OR (kind = '{VPN_KIND}' AND detail->>'dst' = ?))
+                OR (kind = '{VPN_KIND}' AND json_extract_string(detail, '$.dst') = ?))
         )
         SELECT actor, list(DISTINCT via ORDER BY via), count(*), min(time), max(time)
         FROM reached GROUP BY actor ORDER BY actor

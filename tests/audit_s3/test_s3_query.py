@@ -169,6 +169,20 @@ class NoDownloadTest(unittest.TestCase):
                 con.execute("SELECT * FROM read_json('s3://audit-nowhere/x.jsonl.gz')").fetchall()
             self.assertEqual(os.listdir(ext_dir), [])
 
+    def test_a_changed_extension_file_is_refused(self):
+        # DuckDB checks the signature DuckDB's build carries: a wheel that
+        # shipped another file would not load (allow_unsigned_extensions off).
+        with tempfile.TemporaryDirectory() as tmp:
+            changed = os.path.join(tmp, "httpfs.duckdb_extension")
+            with open(query_audit.httpfs_extension_path(), "rb") as f:
+                data = bytearray(f.read())
+            data[len(data) // 2] ^= 0xFF
+            with open(changed, "wb") as f:
+                f.write(data)
+            con = query_audit.connect(os.path.join(tmp, "ext"), load_httpfs=False)
+            with self.assertRaisesRegex(duckdb.Error, "signature"):
+                con.execute(f"LOAD {query_audit.sql_string(changed)}")
+
 
 class ObjectLockTest(unittest.TestCase):
     """What moto 5.2.5 does to a locked export object (see each test)."""

@@ -251,6 +251,30 @@ pub struct AuditConfig {
     pub mirror_max_bytes: u64,
     /// ... keeping this many older files (`audit.jsonl.1` the newest).
     pub mirror_keep: u32,
+    /// `[audit.syslog]`: every record streamed to the team's syslog over TLS.
+    pub syslog: Option<SyslogConfig>,
+}
+
+/// `[audit.syslog]`: where the audit records stream to, as RFC 5424
+/// messages over TLS (RFC 5425).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    /// The receiver's host name or address (an IPv6 address without
+    /// brackets) ...
+    pub host: String,
+    /// ... and TCP port (6514 is syslog over TLS's).
+    pub port: u16,
+    /// The name the receiver's certificate must carry (default: the host).
+    pub server_name: String,
+    /// PEM certificates that sign the receiver's; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The gateway's client certificate and key (PEM), for receivers that
+    /// ask for one.
+    pub client_auth: Option<TlsFiles>,
+    /// Each message's APP-NAME (1 to 48 printable ASCII characters).
+    pub app_name: String,
+    /// Each message's HOSTNAME (default: `gateway.name`).
+    pub hostname: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

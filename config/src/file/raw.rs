@@ -271,6 +271,7 @@ pub(crate) struct RawAudit {
     pub mirror: Option<String>,
     pub mirror_max_mib: u64,
     pub mirror_keep: u32,
+    pub syslog: Option<RawSyslog>,
 }
 
 impl Default for RawAudit {
@@ -279,6 +280,35 @@ impl Default for RawAudit {
             mirror: None,
             mirror_max_mib: 100,
             mirror_keep: 10,
+            syslog: None,
+        }
+    }
+}
+
+/// `[audit.syslog]`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSyslog {
+    pub address: String,
+    pub server_name: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+    pub app_name: String,
+    pub hostname: Option<String>,
+}
+
+impl Default for RawSyslog {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            server_name: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            app_name: "accessd".into(),
+            hostname: None,
         }
     }
 }

@@ -208,6 +208,28 @@ static KEYS: &[ReloadKey] = &[
     restart("audit.mirror_keep", |a, b| {
         a.audit.mirror_keep != b.audit.mirror_keep
     }),
+    // The syslog exporter connects with what it read at start.
+    restart("audit.syslog.address", |a, b| {
+        syslog(a, b, |s| (s.host.clone(), s.port))
+    }),
+    restart("audit.syslog.server_name", |a, b| {
+        syslog(a, b, |s| s.server_name.clone())
+    }),
+    restart("audit.syslog.ca_file", |a, b| {
+        syslog(a, b, |s| s.ca_file.clone())
+    }),
+    restart("audit.syslog.client_cert_file", |a, b| {
+        syslog(a, b, |s| s.client_auth.as_ref().map(|t| t.cert.clone()))
+    }),
+    restart("audit.syslog.client_key_file", |a, b| {
+        syslog(a, b, |s| s.client_auth.as_ref().map(|t| t.key.clone()))
+    }),
+    restart("audit.syslog.app_name", |a, b| {
+        syslog(a, b, |s| s.app_name.clone())
+    }),
+    restart("audit.syslog.hostname", |a, b| {
+        syslog(a, b, |s| s.hostname.clone())
+    }),
     // The policy is rebuilt from the running config.
     live("group.name", |a, b| groups(a, b, |g| &g.name)),
     live("group.subnets", |a, b| groups(a, b, |g| &g.subnets)),
@@ -312,6 +334,12 @@ fn groups<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&GroupConfig) -> 
 /// A field of `[aws]` (adding or removing the section changes every one).
 fn aws<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&AwsConfig) -> &T) -> bool {
     a.aws.as_ref().map(&field) != b.aws.as_ref().map(&field)
+}
+
+/// A field of `[audit.syslog]` (adding or removing the section changes
+/// every one).
+fn syslog<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::SyslogConfig) -> T) -> bool {
+    a.audit.syslog.as_ref().map(&field) != b.audit.syslog.as_ref().map(&field)
 }
 
 /// A field of `[store]` (adding or removing the section changes every one).

@@ -707,3 +707,68 @@ fn ssh_certificate_settings_are_checked() {
     );
     assert_eq!(config.groups[0].ssh_principals, ["ec2-user", "ubuntu"]);
 }
+
+#[test]
+fn syslog_defaults_to_the_host_and_the_gateway_name() {
+    let text = format!("{MINIMAL}\n[audit.syslog]\naddress = \"logs.example.org:6514\"\n");
+    let syslog = parse(&text, "t.toml").unwrap().audit.syslog.unwrap();
+    assert_eq!(
+        syslog,
+        SyslogConfig {
+            host: "logs.example.org".into(),
+            port: 6514,
+            server_name: "logs.example.org".into(),
+            ca_file: None,
+            client_auth: None,
+            app_name: "accessd".into(),
+            hostname: "gw".into(),
+        }
+    );
+    let text = format!("{MINIMAL}\n[audit.syslog]\naddress = \"[2001:db8::9]:6514\"\n");
+    let syslog = parse(&text, "t.toml").unwrap().audit.syslog.unwrap();
+    assert_eq!(
+        (syslog.host.as_str(), syslog.server_name.as_str()),
+        ("2001:db8::9", "2001:db8::9")
+    );
+    assert_eq!(parse(MINIMAL, "t.toml").unwrap().audit.syslog, None);
+}
+
+#[test]
+fn syslog_values_are_checked_with_their_place() {
+    for address in [
+        "",
+        "logs.example.org",
+        "logs:0",
+        "2001:db8::9:6514",
+        "a b:1",
+    ] {
+        let text = format!("{MINIMAL}\n[audit.syslog]\naddress = \"{address}\"\n");
+        assert_one(&text, "audit.syslog.address", 11, "");
+    }
+    let text = format!(
+        "{MINIMAL}\n[audit.syslog]\naddress = \"logs:6514\"\nclient_cert_file = \"/etc/c.pem\"\n"
+    );
+    assert_one(
+        &text,
+        "audit.syslog.client_cert_file",
+        12,
+        "without audit.syslog.client_key_file",
+    );
+    let text = format!(
+        "{MINIMAL}\n[audit.syslog]\naddress = \"logs:6514\"\nca_file = \"ca.pem\"\napp_name = \"a b\"\nhostname = \"\"\nserver_name = \"no/name\"\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<(&str, usize)> = found.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("audit.syslog.ca_file", 12),
+            ("audit.syslog.app_name", 13),
+            ("audit.syslog.hostname", 14),
+            ("audit.syslog.server_name", 15),
+        ],
+        "{found:#?}"
+    );
+    let text = format!("{MINIMAL}\n[audit.syslog]\naddress = \"logs:6514\"\nport = 1\n");
+    assert_one(&text, "audit.syslog.port", 12, "unknown field");
+}

@@ -14,6 +14,8 @@ use super::*;
 use crate::names::{NAME_RULE, is_valid_name};
 use crate::policy::{always_refused_nets, overlaps};
 
+mod syslog;
+
 /// The longest duration a key may have: 100 years. Longer ones would
 /// overflow clocks and timestamps (and mean "never", which no key means).
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
@@ -92,6 +94,11 @@ impl Checker<'_> {
                 "must be at least 1 (rotated files are how the mirror keeps its history)",
             );
         }
+        let syslog = match (raw.audit.syslog, &gateway) {
+            (Some(syslog), Some(gateway)) => self.syslog(syslog, &gateway.name).map(Some),
+            (Some(_), None) => None,
+            (None, _) => Some(None),
+        };
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
         let store = raw.store.map(|store| self.store(store));
         let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
@@ -128,6 +135,7 @@ impl Checker<'_> {
                 mirror: mirror?,
                 mirror_max_bytes: raw.audit.mirror_max_mib.saturating_mul(1024 * 1024),
                 mirror_keep,
+                syslog: syslog?,
             },
             groups,
             aws: aws.flatten(),

@@ -67,6 +67,15 @@ mirror = "/var/log/gatehouse/audit.jsonl"
 mirror_max_mib = 100
 mirror_keep = 10
 
+[audit.syslog]
+address = "logs.example.org:6514"
+server_name = "syslog.example.org"
+ca_file = "/etc/gatehouse/syslog-ca.pem"
+client_cert_file = "/etc/gatehouse/syslog-client.pem"
+client_key_file = "/etc/gatehouse/syslog-client.key"
+app_name = "accessd"
+hostname = "gw-a.example.org"
+
 [[group]]
 name = "research"
 subnets = ["10.0.3.0/24"]
@@ -177,6 +186,22 @@ pub const OTHER: &[(&str, &str)] = &[
     ("audit.mirror", r#""/var/log/gatehouse/other.jsonl""#),
     ("audit.mirror_max_mib", "200"),
     ("audit.mirror_keep", "5"),
+    ("audit.syslog.address", r#""10.0.2.9:6514""#),
+    ("audit.syslog.server_name", r#""logs.example.org""#),
+    (
+        "audit.syslog.ca_file",
+        r#""/etc/gatehouse/syslog-ca-2.pem""#,
+    ),
+    (
+        "audit.syslog.client_cert_file",
+        r#""/etc/gatehouse/syslog-client-2.pem""#,
+    ),
+    (
+        "audit.syslog.client_key_file",
+        r#""/etc/gatehouse/syslog-client-2.key""#,
+    ),
+    ("audit.syslog.app_name", r#""gatehouse""#),
+    ("audit.syslog.hostname", r#""gw-b.example.org""#),
     ("group.name", r#""science""#),
     ("group.subnets", r#"["10.0.4.0/24"]"#),
     ("group.ports", "[22, 443]"),
@@ -225,7 +250,7 @@ pub const OTHER: &[(&str, &str)] = &[
 /// group keys) set to `value`; panics if `text` does not set the key.
 pub fn with_value(text: &str, key: &str, value: &str) -> String {
     let (table, field) = key
-        .split_once('.')
+        .rsplit_once('.')
         .unwrap_or_else(|| panic!("{key} is not table.key"));
     let header = if table == "group" {
         "[[group]]".to_string()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::super::raw::{RawAws, RawConfig, RawGroup};
+use super::super::raw::{RawAudit, RawAws, RawConfig, RawGroup};
 use super::examples::{FULL, OTHER, with_value};
 use super::*;
 
@@ -32,6 +32,10 @@ fn schema_keys() -> BTreeSet<String> {
         ha: Some(Default::default()),
         oidc: Some(Default::default()),
         groups: vec![RawGroup::default()],
+        audit: RawAudit {
+            syslog: Some(Default::default()),
+            ..RawAudit::default()
+        },
         ..RawConfig::default()
     };
     let mut keys = BTreeSet::new();
@@ -160,6 +164,13 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "audit.mirror",
             "audit.mirror_max_mib",
             "audit.mirror_keep",
+            "audit.syslog.address",
+            "audit.syslog.server_name",
+            "audit.syslog.ca_file",
+            "audit.syslog.client_cert_file",
+            "audit.syslog.client_key_file",
+            "audit.syslog.app_name",
+            "audit.syslog.hostname",
             "store.url",
             "store.password_file",
             "store.ca_file",

@@ -29,8 +29,9 @@
 //! (users and SSH keys), [`devices`] (devices and address allocation),
 //! [`tokens`] (enrollment tokens), [`audit_log`] (audit rows, queries,
 //! verify), `audit_repair` (keeping the mirror and head file in step with the
-//! table, after each commit and on start-up), [`unwritten`] (records of
-//! what already happened that the store refused, kept and written later).
+//! table, after each commit and on start-up), [`audit_cursors`] (how far
+//! each exporter of the audit log got), [`unwritten`] (records of what
+//! already happened that the store refused, kept and written later).
 //!
 //! Concurrency: on PostgreSQL, writers take one advisory lock, so writes
 //! on both nodes run one at a time as they do on SQLite (the audit chain has
@@ -40,6 +41,7 @@
 //! small semaphore so at most a few blocking threads wait on it. A cancelled
 //! `write` future may still commit: the blocking work is not interrupted.
 
+pub mod audit_cursors;
 pub mod audit_log;
 mod audit_repair;
 pub mod backup;

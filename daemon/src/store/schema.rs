@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[&str] = &[
     V7_SSO_TOTP,
     V8_SSH_CERTS,
     V9_HA_INSTALLATIONS,
+    V10_AUDIT_CURSORS,
 ];
 
 /// The schema version this code writes.
@@ -141,6 +142,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     PG_V7_SSO_TOTP,
     PG_V8_SSH_CERTS,
     PG_V9_HA_INSTALLATIONS,
+    PG_V10_AUDIT_CURSORS,
 ];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
@@ -266,6 +268,15 @@ const PG_V9_HA_INSTALLATIONS: &str = r#"
 ALTER TABLE ha_lease ADD COLUMN holder_installation TEXT;
 ALTER TABLE ha_nodes ADD COLUMN installation TEXT;
 ALTER TABLE ha_nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// [`V10_AUDIT_CURSORS`] on PostgreSQL.
+const PG_V10_AUDIT_CURSORS: &str = r#"
+CREATE TABLE audit_cursors (
+    name         TEXT PRIMARY KEY NOT NULL,
+    seq          BIGINT NOT NULL CHECK (seq >= 0),
+    updated_unix BIGINT NOT NULL
+);
 "#;
 
 /// [`V7_SSO_TOTP`] on PostgreSQL.
@@ -412,6 +423,18 @@ const V9_HA_INSTALLATIONS: &str = r#"
 ALTER TABLE ha_lease ADD COLUMN holder_installation TEXT;
 ALTER TABLE ha_nodes ADD COLUMN installation TEXT;
 ALTER TABLE ha_nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';
+"#;
+
+/// How far each exporter of the audit log got (`syslog`, later `s3`): the
+/// seq of the last record its receiver is known to have, so a restart, or
+/// the other node of a pair taking over, goes on from there. Only ever
+/// moved forward (see `store::audit_cursors`).
+const V10_AUDIT_CURSORS: &str = r#"
+CREATE TABLE audit_cursors (
+    name         TEXT PRIMARY KEY NOT NULL,
+    seq          INTEGER NOT NULL CHECK (seq >= 0),
+    updated_unix INTEGER NOT NULL
+) STRICT;
 "#;
 
 /// The TOTP step of SSO logins (`oidc.require_totp`): a login the provider

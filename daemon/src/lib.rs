@@ -30,7 +30,10 @@
 //!      without `[ha]`;
 //!    - [`takeover`]: what becoming active does (the elastic IP and pool
 //!      routes, fenced by the lease; resuming the devices' tunnels);
-//!    - [`metrics`]: Prometheus metrics of the data plane;
+//!    - [`export`]: the audit log streamed out, at least once and in order
+//!      from a cursor in the store (syslog over TLS); idle without
+//!      `[audit.syslog]`;
+//!    - [`metrics`]: Prometheus metrics of the data plane and the exporters;
 //!    - [`systemd`]: readiness, stopping and watchdog notifications;
 //!    - [`checkpointer`]: signs the audit chain's checkpoints on the active
 //!      gateway, at least every minute or 1,000 records.
@@ -71,6 +74,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "aws",
             "ha",
             "takeover",
+            "export",
             "metrics",
             "systemd",
             "checkpointer",
@@ -101,6 +105,7 @@ pub mod auth;
 pub mod aws;
 pub mod capped_listener;
 pub mod checkpointer;
+pub mod export;
 pub mod gateway;
 pub mod ha;
 pub mod host_addrs;
@@ -164,6 +169,8 @@ pub enum RunError {
     Installation(#[from] ha::installation::InstallationError),
     #[error("cannot start as an HA node: {0}")]
     Ha(#[from] ha::HaError),
+    #[error("cannot start the audit log's syslog export: {0}")]
+    Export(#[from] export::ExportError),
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("cannot install signal handlers: {0}")]
@@ -328,13 +335,21 @@ async fn start_subsystems(
         false => None,
     };
     let mut running = Running::default();
+    // Before anything serves: a bad TLS file of [audit.syslog] stops start-up.
+    let exports: Vec<export::ExportHandle> =
+        export::spawn_syslog_export(core, ha.clone(), tracker, shutdown.child_token())?
+            .into_iter()
+            .collect();
     if config.vpn.enabled {
         let engine = vpn::spawn_data_plane(core, tracker, shutdown.child_token()).await?;
         if let Some(listener) = metrics_listener {
             metrics::spawn_metrics(
                 listener,
-                engine.clone(),
-                ha,
+                metrics::Sources {
+                    engine: engine.clone(),
+                    ha,
+                    exports,
+                },
                 tracker,
                 shutdown.child_token(),
             );

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use gatehouse_config::api::CONNECTED_WITHIN_SECS;
 
+use crate::export::ExportFigures;
 use crate::vpn::engine::{EngineCounters, PeerStatus};
 
 /// The content type of the text exposition format.
@@ -63,6 +64,63 @@ pub fn render_ha(out: &mut String, ha: &HaFigures) {
     ] {
         family(out, name, kind, help);
         out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+    }
+}
+
+/// One `gatehouse_audit_export_*` family: name, type, help, and its value.
+type ExportFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ExportFigures) -> u64,
+);
+
+/// The `gatehouse_audit_export_*` families, one sample per exporter
+/// (`exporter="syslog"`): how far behind the newest record it is, what it
+/// wrote, how often it reconnected, whether it is connected. Nothing when
+/// no exporter runs.
+pub fn render_exports(out: &mut String, exports: &[(&str, ExportFigures)]) {
+    if exports.is_empty() {
+        return;
+    }
+    let families: [ExportFamily; 5] = [
+        (
+            "gatehouse_audit_export_lag_records",
+            "gauge",
+            "Audit records in the store the receiver is not yet known to have.",
+            |f| f.lag,
+        ),
+        (
+            "gatehouse_audit_export_bytes_total",
+            "counter",
+            "Bytes of framed messages written to the receiver (resent records counted again).",
+            |f| f.bytes,
+        ),
+        (
+            "gatehouse_audit_export_records_total",
+            "counter",
+            "Audit records written to the receiver (resent records counted again).",
+            |f| f.records,
+        ),
+        (
+            "gatehouse_audit_export_reconnects_total",
+            "counter",
+            "Connections to the receiver made after the first one.",
+            |f| f.reconnects,
+        ),
+        (
+            "gatehouse_audit_export_connected",
+            "gauge",
+            "1 while a connection to the receiver is up, else 0.",
+            |f| u64::from(f.connected),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for (exporter, figures) in exports {
+            let labels = format!("exporter=\"{}\"", escape_label(exporter));
+            out.push_str(&format!("{name}{{{labels}}} {}\n", value(figures)));
+        }
     }
 }
 

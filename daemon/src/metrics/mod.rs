@@ -5,8 +5,9 @@
 //!   [`crate::capped_listener`]) and its routes;
 //! - [`exposition`]: the text format of one snapshot of the data plane.
 //!
-//! It reads the data plane's counters ([`Engine::peer_status`]) at scrape
-//! time and keeps no state of its own.
+//! It reads the data plane's counters ([`Engine::peer_status`]), the HA
+//! role and the audit exporters' figures ([`crate::export::ExportStats`])
+//! at scrape time and keeps no state of its own.
 
 pub mod exposition;
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capped_listener::CappedListener;
+use crate::export::ExportHandle;
 use crate::ha::Ha;
 use crate::vpn::engine::Engine;
 pub use exposition::{is_connected, render};
@@ -55,8 +57,7 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
 /// `127.0.0.1:0`), until `shutdown` is cancelled.
 pub fn spawn_metrics(
     listener: TcpListener,
-    engine: Arc<Engine>,
-    ha: Option<Ha>,
+    sources: Sources,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -65,7 +66,7 @@ pub fn spawn_metrics(
         Err(err) => tracing::warn!(error = %err, "metrics listening on an unknown address"),
     }
     let listener = CappedListener::new(listener, MAX_CONNECTIONS, Some(IDLE_TIMEOUT));
-    let app = router(engine, ha);
+    let app = router(sources);
     tracker.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -76,19 +77,21 @@ pub fn spawn_metrics(
     });
 }
 
-/// What a scrape reads: the data plane, and the HA role of one of a pair.
+/// What a scrape reads: the data plane, the HA role of one of a pair, and
+/// the audit log's exporters.
 #[derive(Clone)]
-struct Sources {
-    engine: Arc<Engine>,
-    ha: Option<Ha>,
+pub struct Sources {
+    pub engine: Arc<Engine>,
+    pub ha: Option<Ha>,
+    pub exports: Vec<ExportHandle>,
 }
 
 /// The metrics routes.
-pub fn router(engine: Arc<Engine>, ha: Option<Ha>) -> Router {
+pub fn router(sources: Sources) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(Sources { engine, ha })
+        .with_state(sources)
 }
 
 async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
@@ -107,6 +110,12 @@ async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
             },
         );
     }
+    let exports: Vec<_> = sources
+        .exports
+        .iter()
+        .map(|export| (export.name, export.stats.figures()))
+        .collect();
+    exposition::render_exports(&mut text, &exports);
     ([(CONTENT_TYPE, exposition::TEXT_FORMAT)], text)
 }
 
@@ -141,7 +150,17 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        spawn_metrics(listener, engine, None, &tracker, shutdown.clone());
+        let stats = Arc::new(crate::export::ExportStats::default());
+        stats.lag.store(3, Ordering::Relaxed);
+        let sources = Sources {
+            engine,
+            ha: None,
+            exports: vec![ExportHandle {
+                name: "syslog",
+                stats,
+            }],
+        };
+        spawn_metrics(listener, sources, &tracker, shutdown.clone());
 
         let reply = get(addr, "/metrics").await;
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
@@ -154,6 +173,11 @@ mod tests {
         assert!(
             body.lines()
                 .any(|l| l == r#"gatehouse_vpn_dropped_datagrams_total{reason="malformed"} 4"#),
+            "{body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l == r#"gatehouse_audit_export_lag_records{exporter="syslog"} 3"#),
             "{body}"
         );
 

@@ -32,6 +32,9 @@ command -v zbarimg >/dev/null 2>&1 || need_pkgs+=(zbar-tools)
 # The shared store's tests start their own PostgreSQL server (tests/src/postgres.rs).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# The syslog receiver of the audit export's test, with its TLS driver (tests/src/rsyslog.rs).
+command -v rsyslogd >/dev/null 2>&1 || need_pkgs+=(rsyslog)
+[ -f /usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so ] || need_pkgs+=(rsyslog-gnutls)
 # The SSO tests' identity provider runs on Node.js (tests/oidc).
 command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

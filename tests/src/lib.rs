@@ -14,6 +14,7 @@
 //! namespace for the AWS provisioner tests. [`portal`] speaks to the portal
 //! over HTTPS; [`browser`] drives it in a headless Chromium. [`postgres`]
 //! starts a private PostgreSQL server for the shared store's tests.
+//! [`rsyslog`] runs Debian's rsyslog with TLS as the team's syslog receiver.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -23,6 +24,7 @@ pub mod ha_lab;
 pub mod netns;
 pub mod portal;
 pub mod postgres;
+pub mod rsyslog;
 pub mod ssh;
 pub mod sso;
 

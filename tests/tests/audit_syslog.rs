@@ -10,6 +10,8 @@
 //! then accessd is restarted: it goes on from that cursor, so exactly
 //! `gateway.stop` and the next `gateway.start` are sent. About 70 s.
 //!
+//! A receiver whose certificate names another server gets nothing.
+//!
 //! Needs rsyslog and rsyslog-gnutls (tests/run.sh installs them); skips
 //! without them unless `GATEHOUSE_E2E=1`. Loopback only.
 
@@ -42,17 +44,7 @@ fn every_record_reaches_rsyslog_in_order_across_a_receiver_outage_and_a_restart(
     let began = Instant::now();
     let pki = Pki::make();
     let mut receiver = Rsyslog::start(&pki);
-    let config = format!(
-        "{}\n[audit.syslog]\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\n\
-         ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n\
-         hostname = \"research-gw\"\n",
-        host_sample_config(),
-        receiver.port,
-        pki.ca.display(),
-        pki.client_cert.display(),
-        pki.client_key.display(),
-    );
-    let mut gw = Daemon::start_with(&config);
+    let mut gw = Daemon::start_with(&config(&pki, &receiver, "localhost"));
     let mirror = gw.state_dir.join("audit.jsonl");
 
     // gateway.start arrives over TLS, with the client certificate.
@@ -105,6 +97,59 @@ fn every_record_reaches_rsyslog_in_order_across_a_receiver_outage_and_a_restart(
     );
     assert!(gw.stop().success());
     eprintln!("took {:?}", began.elapsed());
+}
+
+/// The receiver's certificate is checked: for a server name it does not
+/// carry, the handshake fails, nothing is sent, and accessd's log says why.
+#[test]
+fn a_receiver_whose_certificate_names_another_server_gets_nothing() {
+    if !require(
+        rsyslog::available(),
+        "rsyslogd with its TLS driver is not installed (Debian packages rsyslog and rsyslog-gnutls; tests/run.sh installs them)",
+    ) {
+        return;
+    }
+    let pki = Pki::make();
+    let receiver = Rsyslog::start(&pki);
+    let mut gw = Daemon::start_with(&config(&pki, &receiver, "logs.example.org"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let log = gw.log_text();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("TLS handshake with the syslog receiver"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed handshake in accessd's log:\n{}",
+            gw.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        refused.contains("logs.example.org") && refused.contains("certificate"),
+        "{refused}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+    assert!(gw.stop().success());
+}
+
+/// The sample config with `[audit.syslog]` pointing at `receiver`, trusting
+/// `pki`'s CA for `server_name`, with the gateway's client certificate.
+fn config(pki: &Pki, receiver: &Rsyslog, server_name: &str) -> String {
+    format!(
+        "{}\n[audit.syslog]\naddress = \"127.0.0.1:{}\"\nserver_name = \"{server_name}\"\n\
+         ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n\
+         hostname = \"research-gw\"\n",
+        host_sample_config(),
+        receiver.port,
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+    )
 }
 
 /// What [`check_stream`] found.

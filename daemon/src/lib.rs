@@ -244,7 +244,8 @@ pub async fn run(
         // After apply: the certificate is made for the elastic IP too.
         aws::startup::portal_certificate(&core, &aws, portal::certificate_hosts(&core)).await?;
         let ha = pending_ha.as_ref().map(ha::Pending::handle);
-        let mut running = start_subsystems(&core, ha, &tracker, &shutdown).await?;
+        let mut running =
+            start_subsystems(&core, ha, aws_session.clone(), &tracker, &shutdown).await?;
         if let Some(pending) = pending_ha {
             running.0.ha = Some(spawn_ha(
                 &core,
@@ -258,7 +259,10 @@ pub async fn run(
         let writer = running.0.ha.clone();
         checkpointer::spawn(
             core.store().clone(),
-            audit::checkpoint::Cadence::default(),
+            audit::checkpoint::Cadence {
+                every: core.config().audit.checkpoint_interval,
+                ..audit::checkpoint::Cadence::default()
+            },
             move || writer.as_ref().is_none_or(ha::Ha::is_active),
             &tracker,
             shutdown.child_token(),
@@ -318,6 +322,7 @@ pub async fn run(
 async fn start_subsystems(
     core: &Core,
     ha: Option<ha::Ha>,
+    aws_session: Option<std::sync::Arc<aws::Session>>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(Running, Access), RunError> {
@@ -339,6 +344,13 @@ async fn start_subsystems(
     let exports: Vec<export::ExportHandle> =
         export::spawn_syslog_export(core, ha.clone(), tracker, shutdown.child_token())?
             .into_iter()
+            .chain(export::spawn_s3_export(
+                core,
+                ha.clone(),
+                aws_session,
+                tracker,
+                shutdown.child_token(),
+            ))
             .collect();
     if config.vpn.enabled {
         let engine = vpn::spawn_data_plane(core, tracker, shutdown.child_token()).await?;

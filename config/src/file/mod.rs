@@ -251,8 +251,26 @@ pub struct AuditConfig {
     pub mirror_max_bytes: u64,
     /// ... keeping this many older files (`audit.jsonl.1` the newest).
     pub mirror_keep: u32,
+    /// The active gateway signs a checkpoint of the chain at least this
+    /// often while records come in (1 s to 60 s).
+    pub checkpoint_interval: Duration,
     /// `[audit.syslog]`: every record streamed to the team's syslog over TLS.
     pub syslog: Option<SyslogConfig>,
+    /// `[audit.s3]`: the records and checkpoints anchored in S3 with Object
+    /// Lock (needs `[aws]`).
+    pub s3: Option<S3ExportConfig>,
+}
+
+/// `[audit.s3]`: where the audit export's objects go, and how long S3
+/// keeps each one locked (compliance mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3ExportConfig {
+    /// A bucket created with Object Lock enabled.
+    pub bucket: String,
+    /// The key prefix, without leading or trailing slashes (may be empty).
+    pub prefix: String,
+    /// How long each object stays locked after it is written.
+    pub retention: Duration,
 }
 
 /// `[audit.syslog]`: where the audit records stream to, as RFC 5424

@@ -271,7 +271,9 @@ pub(crate) struct RawAudit {
     pub mirror: Option<String>,
     pub mirror_max_mib: u64,
     pub mirror_keep: u32,
+    pub checkpoint_interval: String,
     pub syslog: Option<RawSyslog>,
+    pub s3: Option<RawS3Export>,
 }
 
 impl Default for RawAudit {
@@ -280,7 +282,29 @@ impl Default for RawAudit {
             mirror: None,
             mirror_max_mib: 100,
             mirror_keep: 10,
+            checkpoint_interval: "60s".into(),
             syslog: None,
+            s3: None,
+        }
+    }
+}
+
+/// `[audit.s3]`.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawS3Export {
+    pub bucket: String,
+    pub prefix: String,
+    pub retention: String,
+}
+
+impl Default for RawS3Export {
+    fn default() -> Self {
+        Self {
+            bucket: String::new(),
+            prefix: "gatehouse-audit".into(),
+            retention: "400d".into(),
         }
     }
 }

@@ -230,6 +230,14 @@ static KEYS: &[ReloadKey] = &[
     restart("audit.syslog.hostname", |a, b| {
         syslog(a, b, |s| s.hostname.clone())
     }),
+    // The checkpointer reads its cadence at start.
+    restart("audit.checkpoint_interval", |a, b| {
+        a.audit.checkpoint_interval != b.audit.checkpoint_interval
+    }),
+    // The S3 exporter writes with what it read at start.
+    restart("audit.s3.bucket", |a, b| s3(a, b, |s| s.bucket.clone())),
+    restart("audit.s3.prefix", |a, b| s3(a, b, |s| s.prefix.clone())),
+    restart("audit.s3.retention", |a, b| s3(a, b, |s| s.retention)),
     // The policy is rebuilt from the running config.
     live("group.name", |a, b| groups(a, b, |g| &g.name)),
     live("group.subnets", |a, b| groups(a, b, |g| &g.subnets)),
@@ -340,6 +348,12 @@ fn aws<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&AwsConfig) -> &T) -
 /// every one).
 fn syslog<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::SyslogConfig) -> T) -> bool {
     a.audit.syslog.as_ref().map(&field) != b.audit.syslog.as_ref().map(&field)
+}
+
+/// A field of `[audit.s3]` (adding or removing the section changes every
+/// one).
+fn s3<T: PartialEq>(a: &Config, b: &Config, field: impl Fn(&super::S3ExportConfig) -> T) -> bool {
+    a.audit.s3.as_ref().map(&field) != b.audit.s3.as_ref().map(&field)
 }
 
 /// A field of `[store]` (adding or removing the section changes every one).

@@ -772,3 +772,51 @@ fn syslog_values_are_checked_with_their_place() {
     let text = format!("{MINIMAL}\n[audit.syslog]\naddress = \"logs:6514\"\nport = 1\n");
     assert_one(&text, "audit.syslog.port", 12, "unknown field");
 }
+
+#[test]
+fn s3_export_defaults_and_needs_aws() {
+    let text = format!(
+        "{MINIMAL}\n[aws]\nregion = \"eu-west-3\"\n\n[audit.s3]\nbucket = \"team-audit\"\n"
+    );
+    let s3 = parse(&text, "t.toml").unwrap().audit.s3.unwrap();
+    assert_eq!(
+        s3,
+        S3ExportConfig {
+            bucket: "team-audit".into(),
+            prefix: "gatehouse-audit".into(),
+            retention: std::time::Duration::from_secs(400 * 86400),
+        }
+    );
+    let text = format!(
+        "{MINIMAL}\n[aws]\nregion = \"eu-west-3\"\n\n[audit.s3]\nbucket = \"team-audit\"\nprefix = \"/logs/gw/\"\nretention = \"7d\"\n"
+    );
+    let s3 = parse(&text, "t.toml").unwrap().audit.s3.unwrap();
+    assert_eq!(
+        (s3.prefix.as_str(), s3.retention.as_secs()),
+        ("logs/gw", 7 * 86400)
+    );
+    assert_eq!(parse(MINIMAL, "t.toml").unwrap().audit.s3, None);
+    let text = format!("{MINIMAL}\n[audit.s3]\nbucket = \"team-audit\"\n");
+    assert_one(&text, "audit.s3.bucket", 11, "add an [aws] section");
+}
+
+#[test]
+fn s3_export_values_are_checked_with_their_place() {
+    let aws = "\n[aws]\nregion = \"eu-west-3\"\n";
+    let text = format!(
+        "{MINIMAL}{aws}\n[audit.s3]\nbucket = \"Team_Audit\"\nprefix = \"a/../b\"\nretention = \"1h\"\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<(&str, usize)> = found.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("audit.s3.bucket", 14),
+            ("audit.s3.prefix", 15),
+            ("audit.s3.retention", 16),
+        ],
+        "{found:#?}"
+    );
+    let text = format!("{MINIMAL}{aws}\n[audit.s3]\nbucket = \"b-1\"\nlock = \"x\"\n");
+    assert_one(&text, "audit.s3.lock", 15, "unknown field");
+}

@@ -14,6 +14,7 @@ use super::*;
 use crate::names::{NAME_RULE, is_valid_name};
 use crate::policy::{always_refused_nets, overlaps};
 
+mod s3_export;
 mod syslog;
 
 /// The longest duration a key may have: 100 years. Longer ones would
@@ -99,6 +100,23 @@ impl Checker<'_> {
             (Some(_), None) => None,
             (None, _) => Some(None),
         };
+        let checkpoint_interval = self
+            .duration("audit.checkpoint_interval", &raw.audit.checkpoint_interval)
+            .and_then(|d| {
+                if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&d) {
+                    Some(d)
+                } else {
+                    self.problem(
+                        "audit.checkpoint_interval",
+                        format!("{:?} is outside 1s to 60s: a checkpoint is signed at least every minute", raw.audit.checkpoint_interval),
+                    );
+                    None
+                }
+            });
+        let s3 = match raw.audit.s3 {
+            Some(s3) => self.s3_export(s3, aws.is_some()).map(Some),
+            None => Some(None),
+        };
         let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
         let store = raw.store.map(|store| self.store(store));
         let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
@@ -135,7 +153,9 @@ impl Checker<'_> {
                 mirror: mirror?,
                 mirror_max_bytes: raw.audit.mirror_max_mib.saturating_mul(1024 * 1024),
                 mirror_keep,
+                checkpoint_interval: checkpoint_interval?,
                 syslog: syslog?,
+                s3: s3?,
             },
             groups,
             aws: aws.flatten(),

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 const POLICY: &str = include_str!("../../../packaging/iam-policy.json");
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 6] = [
+    include_str!("../export/s3.rs"),
     include_str!("apply.rs"),
     include_str!("observed.rs"),
     include_str!("ssm_key.rs"),
@@ -13,8 +14,13 @@ const SOURCES: [&str; 5] = [
     include_str!("startup.rs"),
 ];
 /// Needed by IAM, never called: tagging on create (AllocateAddress and
-/// CreateSecurityGroup with tag specifications, PutParameter with tags).
-const AUTHORIZATION_ONLY: [&str; 2] = ["ec2:CreateTags", "ssm:AddTagsToResource"];
+/// CreateSecurityGroup with tag specifications, PutParameter with tags),
+/// retention set on create (PutObject with Object Lock headers).
+const AUTHORIZATION_ONLY: [&str; 3] = [
+    "ec2:CreateTags",
+    "ssm:AddTagsToResource",
+    "s3:PutObjectRetention",
+];
 
 fn pascal(snake: &str) -> String {
     snake
@@ -32,7 +38,7 @@ fn pascal(snake: &str) -> String {
 fn calls(source: &str) -> BTreeSet<String> {
     let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
     let mut found = BTreeSet::new();
-    for service in ["ec2", "ssm"] {
+    for service in ["ec2", "ssm", "s3"] {
         let needle = format!("{service}.");
         let mut rest = compact.as_str();
         while let Some(at) = rest.find(&needle) {
@@ -85,11 +91,17 @@ fn every_named_action_is_a_call_made() {
 }
 
 /// What the operator puts in place of each placeholder (packaging/README.md).
-const PLACEHOLDERS: [&str; 3] = ["GATEWAY_NAME", "VPC_ID", "ROUTE_TABLE_ID"];
+const PLACEHOLDERS: [&str; 5] = [
+    "GATEWAY_NAME",
+    "VPC_ID",
+    "ROUTE_TABLE_ID",
+    "AUDIT_BUCKET",
+    "AUDIT_PREFIX",
+];
 
 /// Each action that changes something, and every resource type AWS
 /// authorises it against for the calls gatehouse makes.
-const MUTATING: [(&str, &[&str]); 10] = [
+const MUTATING: [(&str, &[&str]); 12] = [
     ("ec2:AllocateAddress", &["elastic-ip"]),
     ("ec2:CreateSecurityGroup", &["security-group", "vpc"]),
     ("ec2:CreateTags", &["elastic-ip", "security-group"]),
@@ -103,6 +115,8 @@ const MUTATING: [(&str, &[&str]); 10] = [
     ("ec2:CreateRoute", &["route-table"]),
     ("ec2:ReplaceRoute", &["route-table"]),
     ("ssm:PutParameter", &["parameter"]),
+    ("s3:PutObject", &["object"]),
+    ("s3:PutObjectRetention", &["object"]),
 ];
 
 /// A statement's `field` (`Action` or `Resource`): one string or a list.
@@ -127,6 +141,14 @@ fn resources_of(statement: &serde_json::Value) -> Vec<String> {
 
 /// The resource type of an ARN: `instance` in `arn:aws:ec2:*:*:instance/*`.
 fn resource_type(arn: &str) -> &str {
+    // S3 ARNs name no type: a bucket, or an object when there is a key.
+    if let Some(path) = arn.strip_prefix("arn:aws:s3:::") {
+        return if path.contains('/') {
+            "object"
+        } else {
+            "bucket"
+        };
+    }
     arn.rsplit(':')
         .next()
         .and_then(|tail| tail.split('/').next())

@@ -84,6 +84,9 @@ pub struct Session {
     /// the SDK, each operation bounded by [`fenced::CALL_TIMEOUT`].
     pub ec2_fenced: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
+    /// S3 for the audit export (`[audit.s3]`); path-style addressing with
+    /// `aws.endpoint_url` (emulators answer on one host name).
+    pub s3: aws_sdk_s3::Client,
     pub facts: Facts,
 }
 
@@ -132,6 +135,11 @@ impl Session {
             ec2: aws_sdk_ec2::Client::new(&shared),
             ec2_fenced: aws_sdk_ec2::Client::from_conf(fenced),
             ssm: aws_sdk_ssm::Client::new(&shared),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(aws.endpoint_url.is_some())
+                    .build(),
+            ),
             facts,
         })
     }

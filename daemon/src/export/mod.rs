@@ -1,6 +1,9 @@
-//! Streaming the audit log out of the gateway, to the team's log system.
-//! Today one exporter: [`syslog`], every record as an RFC 5424 message
-//! over TLS (RFC 5425) to `[audit.syslog]`.
+//! Streaming the audit log out of the gateway, to the team's log system
+//! and to S3. Two exporters: [`syslog`], every record as an RFC 5424
+//! message over TLS (RFC 5425) to `[audit.syslog]`; and [`s3`], the records
+//! and their signed checkpoints as objects locked in compliance mode
+//! (`[audit.s3]`), where nobody can change them before their retention
+//! ends.
 //!
 //! - [`plan`]: the rules without I/O: what to send next from the cursor,
 //!   when a record counts as delivered, when to save the cursor, how long
@@ -9,6 +12,8 @@
 //! - [`tls`]: the client's TLS settings from `[audit.syslog]`'s files.
 //! - [`syslog`]: the task: the connection, the store's records and cursor,
 //!   the HA role, around a [`plan::Planner`].
+//! - [`s3_plan`]: which records make the next S3 object, its name and bytes
+//!   (pure); [`s3`]: the task that writes them.
 //!
 //! Delivery is at least once and in order, from a cursor in the store
 //! (`store::audit_cursors`, by exporter name, so a future S3 exporter keeps
@@ -22,6 +27,8 @@
 
 pub mod plan;
 pub mod rfc5424;
+pub mod s3;
+pub mod s3_plan;
 pub mod syslog;
 pub mod tls;
 
@@ -31,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use s3::spawn_s3_export;
 pub use syslog::spawn_syslog_export;
 
 /// Why an exporter could not start, or what broke its connection (the

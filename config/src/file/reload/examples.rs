@@ -66,6 +66,7 @@ listen = "127.0.0.1:9586"
 mirror = "/var/log/gatehouse/audit.jsonl"
 mirror_max_mib = 100
 mirror_keep = 10
+checkpoint_interval = "60s"
 
 [audit.syslog]
 address = "logs.example.org:6514"
@@ -116,6 +117,11 @@ network_interface_id = "eni-0123456789abcdef0"
 vpc_id = "vpc-0123456789abcdef0"
 subnet_id = "subnet-0123456789abcdef0"
 availability_zone = "eu-west-3a"
+
+[audit.s3]
+bucket = "team-audit"
+prefix = "gatehouse-audit"
+retention = "400d"
 
 [store]
 url = "postgresql://gatehouse@db.internal:5432/gatehouse?sslmode=verify-full"
@@ -202,6 +208,10 @@ pub const OTHER: &[(&str, &str)] = &[
     ),
     ("audit.syslog.app_name", r#""gatehouse""#),
     ("audit.syslog.hostname", r#""gw-b.example.org""#),
+    ("audit.checkpoint_interval", r#""10s""#),
+    ("audit.s3.bucket", r#""other-audit""#),
+    ("audit.s3.prefix", r#""elsewhere""#),
+    ("audit.s3.retention", r#""800d""#),
     ("group.name", r#""science""#),
     ("group.subnets", r#"["10.0.4.0/24"]"#),
     ("group.ports", "[22, 443]"),

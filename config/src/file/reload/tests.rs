@@ -34,6 +34,7 @@ fn schema_keys() -> BTreeSet<String> {
         groups: vec![RawGroup::default()],
         audit: RawAudit {
             syslog: Some(Default::default()),
+            s3: Some(Default::default()),
             ..RawAudit::default()
         },
         ..RawConfig::default()
@@ -171,6 +172,10 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "audit.syslog.client_key_file",
             "audit.syslog.app_name",
             "audit.syslog.hostname",
+            "audit.checkpoint_interval",
+            "audit.s3.bucket",
+            "audit.s3.prefix",
+            "audit.s3.retention",
             "store.url",
             "store.password_file",
             "store.ca_file",
@@ -211,6 +216,9 @@ fn adding_tls_files_aws_or_a_shared_store_is_seen_as_their_keys() {
         [
             "portal.tls_cert",
             "portal.tls_key",
+            "audit.s3.bucket",
+            "audit.s3.prefix",
+            "audit.s3.retention",
             "store.url",
             "store.password_file",
             "store.ca_file",

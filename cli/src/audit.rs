@@ -9,10 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use gatehouse_config::api::{
-    AuditKeyResponse, AuditQuery, AuditRecord, VerifyProblem, VerifyProblemKind, VerifyReport,
+    AuditKeyResponse, AuditQuery, AuditRecord, AuditStatus, VerifyProblem, VerifyProblemKind,
+    VerifyReport,
 };
 
 use crate::Ctx;
+use crate::anchored::{self, AnchoredError};
 use crate::client::{self, ClientError};
 use crate::output::{self, Out, OutputError, Table};
 
@@ -58,9 +60,25 @@ pub enum AuditCommand {
         (derived from the secrets key, never in the database), so a record inserted or \
         edited by someone with only the database is caught; every signed checkpoint's \
         signature is checked too.\n\n\
-        Example:\n  accessctl audit verify"
+        With --anchored DIR it then compares the log, record by record, with the \
+        objects the S3 export anchored under Object Lock ([audit.s3]), downloaded to DIR \
+        (aws s3 sync s3://BUCKET/PREFIX/GATEWAY/ DIR), and names the first record \
+        rewritten or removed after it was anchored: this catches a rewrite by someone \
+        who held the audit key too.\n\n\
+        Examples:\n  accessctl audit verify\n  \
+        aws s3 sync s3://team-audit/gatehouse-audit/research-gw/ anchored/ && \
+        accessctl audit verify --anchored anchored/"
     )]
-    Verify,
+    Verify(VerifyArgs),
+    /// Show how far the audit log's exports (S3, syslog) are behind.
+    #[command(
+        long_about = "Show the newest record, the newest signed checkpoint, and for each \
+        exporter ([audit.s3], [audit.syslog]) the last record its receiver is known to \
+        have and how many records it is behind (its lag). Records wait in the store while \
+        a receiver is out of reach, so a growing lag is the alarm to watch.\n\n\
+        Example:\n  accessctl audit status --json | jq '.exporters[] | {name, lag}'"
+    )]
+    Status,
     /// Print the public key the audit checkpoints are signed with.
     #[command(
         long_about = "Print the public key (ssh-ed25519) the gateway signs its audit \
@@ -72,6 +90,14 @@ pub enum AuditCommand {
         Example:\n  accessctl audit key > gatehouse-audit.pub"
     )]
     Key,
+}
+
+/// `accessctl audit verify [--anchored DIR]`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct VerifyArgs {
+    /// Also compare the log with the S3 export's objects downloaded to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub anchored: Option<std::path::PathBuf>,
 }
 
 /// Which records `audit` shows.
@@ -134,6 +160,11 @@ pub enum AuditError {
     Output(#[from] OutputError),
     #[error("cannot listen for Ctrl-C: {0}")]
     Signal(#[source] io::Error),
+    #[error("{0}")]
+    Anchored(#[from] AnchoredError),
+    /// `audit verify --anchored` found a record that differs from S3's.
+    #[error("audit log differs from its anchored copy at record {seq}")]
+    AnchoredDiffers { seq: u64, reason: String },
     /// `audit verify` found a break in the chain.
     #[error("audit log is NOT intact ({records} records checked)")]
     NotIntact {
@@ -150,6 +181,7 @@ impl AuditError {
                 problem: Some(problem),
                 ..
             } => vec![describe_problem(problem)],
+            Self::AnchoredDiffers { seq, reason } => vec![format!("record {seq}: {reason}")],
             Self::NotIntact { problem: None, .. } => {
                 vec!["accessd reported no detail; see its log".to_owned()]
             }
@@ -160,7 +192,11 @@ impl AuditError {
 
 pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), AuditError> {
     match args.command {
-        Some(AuditCommand::Verify) => verify(ctx).await,
+        Some(AuditCommand::Verify(VerifyArgs { anchored: None })) => verify(ctx).await,
+        Some(AuditCommand::Verify(VerifyArgs {
+            anchored: Some(dir),
+        })) => verify_anchored(&dir, ctx).await,
+        Some(AuditCommand::Status) => status(ctx).await,
         Some(AuditCommand::Key) => key(ctx).await,
         None if args.filter.follow => {
             tokio::select! {
@@ -227,6 +263,7 @@ impl AuditFilter {
             user: self.user.clone(),
             kind: self.kind.clone(),
             after_seq: None,
+            through_seq: None,
             limit: self.limit,
         }
     }
@@ -328,6 +365,109 @@ fn keyed_summary(report: &VerifyReport) -> String {
         ),
         None => String::new(),
     }
+}
+
+/// How many records one page of `verify --anchored` asks for.
+const ANCHORED_PAGE: u64 = 5_000;
+
+async fn verify_anchored(dir: &std::path::Path, ctx: &Ctx) -> Result<(), AuditError> {
+    let report = ctx
+        .client
+        .get::<VerifyReport>("/v1/audit/verify")
+        .await?
+        .body;
+    if !report.intact {
+        return Err(AuditError::NotIntact {
+            records: report.records,
+            problem: report.problem,
+        });
+    }
+    let anchored = anchored::read_dir(dir)?;
+    let through = anchored.records.keys().next_back().copied().unwrap_or(0);
+    let mut after = 0;
+    while after < through {
+        let page_end = (after + ANCHORED_PAGE).min(through);
+        let query = AuditQuery {
+            after_seq: Some(after),
+            through_seq: Some(page_end),
+            ..AuditQuery::default()
+        };
+        let page = ctx
+            .client
+            .get::<Vec<AuditRecord>>(&client::with_query("/v1/audit", &query)?)
+            .await?
+            .body;
+        if let Some(found) = anchored::compare(&anchored, &page, after) {
+            return Err(AuditError::AnchoredDiffers {
+                seq: found.seq,
+                reason: found.reason,
+            });
+        }
+        after = page_end;
+    }
+    let summary = serde_json::json!({
+        "intact": true,
+        "records": report.records,
+        "checkpoints": report.checkpoints,
+        "keyed_from": report.keyed_from,
+        "anchored": {
+            "objects": anchored.objects,
+            "records": anchored.records.len(),
+            "through": through,
+        },
+    });
+    if ctx.json {
+        ctx.out.emit_json(&summary)?;
+    } else {
+        let newest = report.records;
+        let pending = if newest > through {
+            format!("; records {} to {newest} are not anchored yet", through + 1)
+        } else {
+            String::new()
+        };
+        ctx.out.emit(&format!(
+            "audit log intact: {} records{}\nmatches its anchored copy through record {through} ({} records in {} objects){pending}\n",
+            report.records,
+            keyed_summary(&report),
+            anchored.records.len(),
+            anchored.objects,
+        ))?;
+    }
+    Ok(())
+}
+
+async fn status(ctx: &Ctx) -> Result<(), AuditError> {
+    let reply = ctx.client.get::<AuditStatus>("/v1/audit/status").await?;
+    if ctx.json {
+        ctx.out.emit_json(&reply.json)?;
+        return Ok(());
+    }
+    let status = reply.body;
+    let mut text = format!("newest record: {}\n", status.newest_seq);
+    match &status.last_checkpoint {
+        Some(c) => text.push_str(&format!(
+            "last signed checkpoint: record {} at {}\n",
+            c.seq, c.time
+        )),
+        None => text.push_str("last signed checkpoint: none yet\n"),
+    }
+    if status.exporters.is_empty() {
+        text.push_str("exports: none configured ([audit.s3], [audit.syslog])\n");
+    }
+    for e in &status.exporters {
+        let state = if e.enabled {
+            ""
+        } else {
+            " (no longer configured)"
+        };
+        let updated = e.updated.as_deref().unwrap_or("never");
+        text.push_str(&format!(
+            "export {}{state}: through record {}, {} behind, last moved {updated}\n",
+            e.name, e.cursor, e.lag
+        ));
+    }
+    ctx.out.emit(&text)?;
+    Ok(())
 }
 
 async fn key(ctx: &Ctx) -> Result<(), AuditError> {

@@ -15,6 +15,7 @@
 //! Exit codes: 0 ok; 1 error; 2 usage (clap, including names that break the
 //! naming rule); 3 accessd not reachable. Never prompts, never needs a TTY.
 
+mod anchored;
 mod args;
 mod audit;
 mod aws;

@@ -577,6 +577,10 @@ pub struct AuditQuery {
     /// Only records with a larger `seq` (for `--follow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_seq: Option<u64>,
+    /// Only records with this seq or a smaller one (with `after_seq`: one
+    /// page of the log, oldest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through_seq: Option<u64>,
     /// At most this many, the newest ones (still returned oldest first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
@@ -609,6 +613,42 @@ pub struct AuditKeyResponse {
     pub namespace: String,
     /// The line of an `allowed_signers` file for `ssh-keygen -Y verify`.
     pub allowed_signers: String,
+}
+
+/// `GET /v1/audit/status`: how far the log has come, and how far behind
+/// each exporter is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// The newest record's seq (0: the log is empty).
+    pub newest_seq: u64,
+    /// The newest signed checkpoint's seq and time, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<AuditCheckpointStatus>,
+    /// The exporters the config enables, and any other whose cursor the
+    /// store keeps.
+    pub exporters: Vec<AuditExporterStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpointStatus {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditExporterStatus {
+    /// `s3` or `syslog`.
+    pub name: String,
+    /// Whether the config enables it now.
+    pub enabled: bool,
+    /// The last record its receiver is known to have.
+    pub cursor: u64,
+    /// Records not yet exported: `newest_seq - cursor`.
+    pub lag: u64,
+    /// When the cursor last moved (RFC 3339, UTC); `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
 }
 
 /// `GET /v1/audit/verify`.

@@ -175,6 +175,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(system::audit))
         .route("/v1/audit/verify", get(system::verify))
         .route("/v1/audit/key", get(system::audit_key))
+        .route("/v1/audit/status", get(system::audit_status))
         .route("/v1/users", get(users::list).post(users::create))
         .route("/v1/users/{name}", get(users::show).delete(users::remove))
         .route("/v1/users/{name}/disable", post(users::disable))

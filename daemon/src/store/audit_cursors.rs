@@ -32,6 +32,22 @@ impl Reader<'_> {
             .map_err(StoreError::db("read an audit cursor"))
     }
 
+    /// Every exporter's cursor: name, seq and when it last moved (unix
+    /// seconds), by name.
+    pub fn audit_cursors(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        self.conn
+            .query(
+                "SELECT name, seq, updated_unix FROM audit_cursors ORDER BY name",
+                &[],
+            )
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .collect()
+            })
+            .map_err(StoreError::db("read the audit cursors"))
+    }
+
     /// At most `limit` records after seq `after`, oldest first: an
     /// exporter's next batch.
     pub fn audit_records_after(
@@ -93,6 +109,11 @@ mod tests {
                     .write_blocking(|w| w.advance_audit_cursor("s3", 2, 102))
                     .unwrap();
                 assert_eq!((read("syslog"), read("s3")), (5, 2));
+                let all = store.read_blocking(|r| r.audit_cursors()).unwrap();
+                assert_eq!(
+                    all,
+                    [("s3".to_string(), 2, 102), ("syslog".to_string(), 5, 100)]
+                );
             }
             // A restart (or the other node of a pair) reads where it was.
             let store = db.open();

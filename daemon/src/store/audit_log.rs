@@ -29,6 +29,8 @@ pub struct AuditFilter {
     pub kind_prefix: Option<String>,
     /// Only records with a larger seq.
     pub after_seq: Option<u64>,
+    /// Only records with this seq or a smaller one.
+    pub through_seq: Option<u64>,
     /// Keep only the newest N (still returned oldest first).
     pub limit: Option<u64>,
 }
@@ -61,6 +63,9 @@ impl Reader<'_> {
         }
         if let Some(after) = filter.after_seq {
             clauses.push(format!("seq > {}", bind(Value::Integer(to_i64(after)))));
+        }
+        if let Some(through) = filter.through_seq {
+            clauses.push(format!("seq <= {}", bind(Value::Integer(to_i64(through)))));
         }
         let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_log");
         if !clauses.is_empty() {

@@ -35,11 +35,15 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `ec2:Action` (query protocol) or `ssm:Action` (JSON protocol).
+    /// `ec2:Action` (query protocol), `ssm:Action` (JSON protocol) or
+    /// `s3:PutObject` (REST: the only S3 call accessd makes is a PUT).
     pub fn aws_action(&self) -> String {
         if let Some(target) = self.header("x-amz-target") {
             let action = target.rsplit('.').next().unwrap_or(target);
             return format!("ssm:{action}");
+        }
+        if self.method == "PUT" {
+            return "s3:PutObject".to_string();
         }
         let body = String::from_utf8_lossy(&self.body);
         body.split('&')

@@ -1,0 +1,347 @@
+//! Issue 25, end to end with the real binaries: accessd exports its audit
+//! log to moto's S3 with Object Lock, through a kill -9 in the middle of an
+//! export and an S3 outage, and `accessctl audit verify --anchored` catches
+//! a rewrite made with the gateway's own keys.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use accessd::audit::chain::{self, Head};
+use accessd::audit::checkpoint::{CheckpointDetail, Signer};
+use accessd::audit::mirror;
+use accessd::keys::audit::AuditKeys;
+use accessd::keys::secrets::SecretsKey;
+use gatehouse_config::api::AuditRecord;
+use gatehouse_tests::aws::AwsLab;
+use gatehouse_tests::{Daemon, stderr, stdout};
+use serde_json::Value;
+
+const BUCKET: &str = "team-audit";
+const PREFIX: &str = "evidence";
+/// `gateway.name` of [`AwsLab::config`].
+const GATEWAY: &str = "gh-aws";
+
+/// The lab's config with checkpoints every second and `[audit.s3]`.
+fn config(lab: &AwsLab) -> String {
+    format!(
+        "{}\n[audit]\ncheckpoint_interval = \"1s\"\n\n[audit.s3]\nbucket = \"{BUCKET}\"\nprefix = \"{PREFIX}\"\nretention = \"1d\"\n",
+        lab.config("")
+    )
+}
+
+fn create_bucket(lab: &AwsLab) {
+    lab.python(&format!(
+        "s3 = boto3.client('s3', **kw)\n\
+         s3.create_bucket(Bucket='{BUCKET}', ObjectLockEnabledForBucket=True,\n\
+             CreateBucketConfiguration={{'LocationConstraint': kw['region_name']}})\n\
+         out = True\n"
+    ));
+}
+
+/// Every object under the gateway's prefix: its versions, lock, and the
+/// first version's records (what the export wrote).
+fn objects(lab: &AwsLab) -> Vec<Value> {
+    let listed = lab.python(&format!(
+        "import gzip\n\
+         s3 = boto3.client('s3', **kw)\n\
+         versions = s3.list_object_versions(Bucket='{BUCKET}', Prefix='{PREFIX}/{GATEWAY}/').get('Versions', [])\n\
+         keys = sorted(set(v['Key'] for v in versions))\n\
+         out = []\n\
+         for key in keys:\n\
+         \x20   mine = sorted((v for v in versions if v['Key'] == key), key=lambda v: v['LastModified'])\n\
+         \x20   first = mine[0]['VersionId']\n\
+         \x20   head = s3.head_object(Bucket='{BUCKET}', Key=key, VersionId=first)\n\
+         \x20   body = s3.get_object(Bucket='{BUCKET}', Key=key, VersionId=first)['Body'].read()\n\
+         \x20   lines = gzip.decompress(body).decode().splitlines()\n\
+         \x20   out.append(dict(key=key, versions=len(mine), version=first, size=len(body),\n\
+         \x20       mode=head.get('ObjectLockMode'), until=head['ObjectLockRetainUntilDate'].timestamp(),\n\
+         \x20       records=[json.loads(l) for l in lines]))\n"
+    ));
+    listed.as_array().unwrap().clone()
+}
+
+fn status(gw: &Daemon) -> Value {
+    gw.ctl_json(&["audit", "status"])
+}
+
+fn s3_lag(gw: &Daemon) -> u64 {
+    status(gw)["exporters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "s3")
+        .map(|e| e["lag"].as_u64().unwrap())
+        .expect("the s3 exporter is listed")
+}
+
+/// Waits until every record is exported (the last one is a checkpoint,
+/// and the cursor is on it).
+fn wait_exported(gw: &Daemon, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let lag = s3_lag(gw);
+        if lag == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the export is still {lag} records behind:\n{}\n{}",
+            serde_json::to_string_pretty(&status(gw)).unwrap(),
+            gw.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn add_users(gw: &Daemon, from: usize, n: usize) {
+    for i in from..from + n {
+        gw.ctl_ok(&["user", "add", &format!("u{i}"), "--group", "research"]);
+    }
+}
+
+/// The seq range a name carries: `.../<first>-<last>.jsonl.gz`.
+fn range_of(key: &str) -> (u64, u64) {
+    let file = key.rsplit('/').next().unwrap();
+    let (first, last) = file.trim_end_matches(".jsonl.gz").split_once('-').unwrap();
+    (first.parse().unwrap(), last.parse().unwrap())
+}
+
+/// Anchored under Object Lock; a kill -9 while a PutObject is in flight
+/// (it lands after accessd died) and an S3 outage lose nothing and write
+/// nothing twice; moto refuses to delete a locked object.
+#[test]
+fn the_log_is_anchored_once_in_locked_objects_through_a_kill_and_an_outage() {
+    let Some(lab) = AwsLab::create() else { return };
+    create_bucket(&lab);
+    let mut gw = lab.start_gateway(&config(&lab));
+    add_users(&gw, 0, 5);
+    wait_exported(&gw, Duration::from_secs(30));
+
+    // kill -9 in the middle of an export: the PUT is held in the proxy,
+    // accessd dies, then the PUT reaches S3. The cursor never moved.
+    lab.proxy.hold("s3:PutObject");
+    add_users(&gw, 5, 3);
+    assert!(
+        lab.proxy.wait_holding(Duration::from_secs(20)),
+        "no export started"
+    );
+    gw.kill9();
+    lab.proxy.release();
+    gw.spawn();
+    add_users(&gw, 8, 2);
+    wait_exported(&gw, Duration::from_secs(30));
+    assert!(
+        gw.log_text().contains("already in S3"),
+        "the retried object was refused as existing:\n{}",
+        gw.log_tail(40)
+    );
+
+    // S3 out of reach: the records wait, the lag shows, then they flow.
+    lab.proxy.deny("s3:PutObject");
+    add_users(&gw, 10, 5);
+    std::thread::sleep(Duration::from_secs(3));
+    let lag = s3_lag(&gw);
+    assert!(lag >= 5, "lag {lag} while S3 refuses");
+    let text = gw.ctl_ok(&["audit", "status"]);
+    assert!(
+        text.contains(&format!("export s3: through record"))
+            && text.contains(&format!("{lag} behind")),
+        "{text}"
+    );
+    lab.proxy.allow_all();
+    wait_exported(&gw, Duration::from_secs(60));
+
+    // What S3 holds: every record exactly once, in order, each object
+    // written once, locked in compliance mode, ending at a checkpoint.
+    let objects = objects(&lab);
+    let log = gw.audit_json(&[]);
+    let mut next = 1;
+    let mut anchored: Vec<Value> = Vec::new();
+    let tomorrow_less_an_hour = SystemTime::now() + Duration::from_secs(23 * 3600);
+    for object in &objects {
+        let key = object["key"].as_str().unwrap();
+        assert!(key.starts_with(&format!("{PREFIX}/{GATEWAY}/dt=")), "{key}");
+        assert_eq!(object["versions"], 1, "{key} was written twice");
+        assert_eq!(object["mode"], "COMPLIANCE", "{key}");
+        let until = UNIX_EPOCH + Duration::from_secs_f64(object["until"].as_f64().unwrap());
+        assert!(
+            until > tomorrow_less_an_hour,
+            "{key} locked until {until:?}"
+        );
+        let (first, last) = range_of(key);
+        assert_eq!(first, next, "objects are contiguous: {key}");
+        let records = object["records"].as_array().unwrap();
+        let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (first..=last).collect::<Vec<_>>(), "{key}");
+        assert_eq!(
+            records.last().unwrap()["kind"],
+            "audit.checkpoint",
+            "{key} ends at a checkpoint"
+        );
+        anchored.extend(records.iter().cloned());
+        next = last + 1;
+    }
+    assert!(objects.len() >= 4, "{} objects", objects.len());
+    assert_eq!(anchored, log[..anchored.len()], "the objects hold the log");
+    assert_eq!(anchored.len(), log.len(), "everything is anchored");
+
+    // Nobody deletes a locked object before its retention ends: moto
+    // refuses, as S3 does.
+    let refused = lab.python(&format!(
+        "s3 = boto3.client('s3', **kw)\n\
+         try:\n\
+         \x20   s3.delete_object(Bucket='{BUCKET}', Key='{key}', VersionId='{version}')\n\
+         \x20   out = 'deleted'\n\
+         except Exception as e:\n\
+         \x20   out = e.response['Error']['Code']\n",
+        key = objects[0]["key"].as_str().unwrap(),
+        version = objects[0]["version"].as_str().unwrap(),
+    ));
+    assert_eq!(refused, "AccessDenied");
+    eprintln!(
+        "exported {} records in {} objects ({} bytes)",
+        anchored.len(),
+        objects.len(),
+        objects
+            .iter()
+            .map(|o| o["size"].as_u64().unwrap())
+            .sum::<u64>()
+    );
+}
+
+/// Someone with root and the gateway's keys rewrites an exported record,
+/// re-chains and re-signs everything after it and moves the head: the log
+/// verifies on its own, and `verify --anchored` names the record.
+#[test]
+fn a_rewrite_with_the_keys_after_anchoring_is_caught_by_the_anchored_copy() {
+    let Some(lab) = AwsLab::create() else { return };
+    create_bucket(&lab);
+    let mut gw = lab.start_gateway(&config(&lab));
+    add_users(&gw, 0, 6);
+    wait_exported(&gw, Duration::from_secs(30));
+    let dir = gw.dir.path().join("anchored");
+    download(&lab, &dir);
+    let ok = gw.ctl(&["audit", "verify", "--anchored", dir.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(
+        stdout(&ok).contains("matches its anchored copy through record"),
+        "{}",
+        stdout(&ok)
+    );
+
+    gw.stop();
+    let victim = rewrite_with_the_keys(&gw, "u3");
+    gw.spawn();
+    let local = gw.ctl(&["audit", "verify"]);
+    assert!(
+        local.status.success(),
+        "the rewrite verifies locally: {}{}",
+        stdout(&local),
+        stderr(&local)
+    );
+    let caught = gw.ctl(&["audit", "verify", "--anchored", dir.to_str().unwrap()]);
+    assert_eq!(
+        caught.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&caught),
+        stderr(&caught)
+    );
+    let said = format!("{}{}", stdout(&caught), stderr(&caught));
+    assert!(
+        said.contains(&format!("record {victim}")) && said.contains("rewritten"),
+        "{said}"
+    );
+}
+
+/// Writes the first version of every exported object under `dir`.
+fn download(lab: &AwsLab, dir: &Path) {
+    lab.python(&format!(
+        "import os\n\
+         s3 = boto3.client('s3', **kw)\n\
+         versions = s3.list_object_versions(Bucket='{BUCKET}', Prefix='{PREFIX}/{GATEWAY}/').get('Versions', [])\n\
+         for key in sorted(set(v['Key'] for v in versions)):\n\
+         \x20   first = sorted((v for v in versions if v['Key'] == key), key=lambda v: v['LastModified'])[0]\n\
+         \x20   path = os.path.join('{dir}', key)\n\
+         \x20   os.makedirs(os.path.dirname(path), exist_ok=True)\n\
+         \x20   open(path, 'wb').write(s3.get_object(Bucket='{BUCKET}', Key=key, VersionId=first['VersionId'])['Body'].read())\n\
+         out = True\n",
+        dir = dir.display()
+    ));
+}
+
+/// As an attacker with root: changes the target of the `user.add` of
+/// `user`, then re-seals, re-chains and re-signs every record from it on
+/// with the keys derived from the gateway's secrets key, and moves the
+/// head file. Returns the rewritten record's seq.
+fn rewrite_with_the_keys(gw: &Daemon, user: &str) -> u64 {
+    let secrets = SecretsKey::load_local(&gw.state_dir).unwrap().unwrap();
+    let keys = AuditKeys::derive(&secrets);
+    let db = rusqlite::Connection::open(gw.db_path()).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_log_immutable_update; DROP TRIGGER audit_log_immutable_delete;",
+    )
+    .unwrap();
+    let mut records: Vec<AuditRecord> = {
+        let mut stmt = db
+            .prepare("SELECT seq, time, kind, actor, source, target, detail, prev_hash, hash FROM audit_log ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |row| {
+            Ok(AuditRecord {
+                seq: row.get(0)?,
+                time: row.get(1)?,
+                kind: row.get(2)?,
+                actor: row.get(3)?,
+                source: row.get(4)?,
+                target: row.get(5)?,
+                detail: serde_json::from_str(&row.get::<_, String>(6)?).unwrap(),
+                prev_hash: row.get(7)?,
+                hash: row.get(8)?,
+            })
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let at = records
+        .iter()
+        .position(|r| r.kind == "user.add" && r.target == user)
+        .unwrap();
+    records[at].target = "mallory".into();
+    for i in at..records.len() {
+        if i > 0 {
+            records[i].prev_hash = records[i - 1].hash.clone();
+        }
+        if records[i].kind == "audit.checkpoint" {
+            let old: CheckpointDetail = serde_json::from_value(records[i].detail.clone()).unwrap();
+            let signer = Signer {
+                gateway: old.gateway,
+                node: old.node,
+            };
+            let signed = signer
+                .checkpoint(records[i].seq - 1, &records[i].prev_hash, &old.time)
+                .sign(&keys)
+                .unwrap();
+            records[i].detail = serde_json::to_value(signed).unwrap();
+        }
+        records[i] = chain::seal_keyed(records[i].clone(), &keys).unwrap();
+        let r = &records[i];
+        db.execute(
+            "UPDATE audit_log SET target = ?1, detail = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?5",
+            rusqlite::params![
+                r.target,
+                serde_json::to_string(&r.detail).unwrap(),
+                r.prev_hash,
+                r.hash,
+                r.seq
+            ],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let head = Head::of(records.last().unwrap());
+    mirror::write_head(&gw.state_dir.join(mirror::HEAD_FILE), &head).unwrap();
+    records[at].seq
+}

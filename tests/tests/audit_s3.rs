@@ -146,7 +146,7 @@ fn the_log_is_anchored_once_in_locked_objects_through_a_kill_and_an_outage() {
     assert!(lag >= 5, "lag {lag} while S3 refuses");
     let text = gw.ctl_ok(&["audit", "status"]);
     assert!(
-        text.contains(&format!("export s3: through record"))
+        text.contains("export s3: through record")
             && text.contains(&format!("{lag} behind")),
         "{text}"
     );

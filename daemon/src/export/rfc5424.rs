@@ -202,4 +202,64 @@ mod tests {
         assert_eq!(len, msg.len());
         assert_eq!(&rest[1..], &msg[..]);
     }
+
+    type Params = Vec<(String, String)>;
+
+    /// The structured data as a receiver reads it (RFC 5424 §6.3): the
+    /// SD-ID, then `name="value"` pairs whose values end at the first
+    /// unescaped `"`; `None` when it does not parse.
+    fn parse_sd(msg: &str) -> Option<(String, Params, &str)> {
+        let rest = &msg[msg.find('[')? + 1..];
+        let (id, mut rest) = rest.split_once(' ')?;
+        let mut params = Vec::new();
+        loop {
+            if let Some(after) = rest.strip_prefix(']') {
+                return Some((id.to_string(), params, after));
+            }
+            let (name, after) = rest.trim_start_matches(' ').split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (_, '\\') => value.push(chars.next()?.1),
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            params.push((name.to_string(), value));
+            rest = &after[end + 1..];
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever actor, source and target hold, a receiver reads the
+        /// structured data back to exactly them, and the message after it.
+        #[test]
+        fn any_values_read_back_from_the_structured_data(
+            actor in "\\PC{0,40}",
+            source in "[\\[\\]\"\\\\= a-z]{0,20}",
+            target in "\\PC{0,40}",
+        ) {
+            let mut rec = record();
+            rec.actor = actor.clone();
+            rec.source = source.clone();
+            rec.target = target.clone();
+            let msg = String::from_utf8(message(&rec, &header()).unwrap()).unwrap();
+            let (id, params, after) = parse_sd(&msg).unwrap();
+            proptest::prop_assert_eq!(id, SD_ID);
+            let expected: Vec<(String, String)> = [
+                ("seq", "7".to_string()),
+                ("kind", "user.add".to_string()),
+                ("actor", actor),
+                ("source", source),
+                ("target", target),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
+            proptest::prop_assert_eq!(params, expected);
+            let json = serde_json::to_string(&rec).unwrap();
+            proptest::prop_assert_eq!(after, format!(" \u{FEFF}{json}"));
+        }
+    }
 }

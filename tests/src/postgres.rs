@@ -208,6 +208,54 @@ impl PgServer {
         )
     }
 
+    /// The gateway config of `node` on this server, one of a pair with a
+    /// 3 s lease: the sample's, on the shared store, with the SSH host key
+    /// file the pair shares and its secrets key file (made in `dir` once)
+    /// and the portal off (a pair shares its certificate files, which these
+    /// tests need not make).
+    pub fn pair_config(&self, dir: &Path, node: &str) -> String {
+        let key = dir.join("ssh_host_ed25519_key");
+        if !key.exists() {
+            let made = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key)
+                .output()
+                .unwrap();
+            assert!(made.status.success(), "{}", stderr(&made));
+        }
+        let secrets = dir.join("secrets.key");
+        if !secrets.exists() {
+            use base64::Engine as _;
+            let mut bytes = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+            let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+            std::fs::write(&secrets, format!("{text}\n")).unwrap();
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let ha = format!("\n[ha]\nnode = \"{node}\"\nlease_ttl = \"3s\"\n");
+        let text = self
+            .gateway_config(dir, &ha)
+            .replacen(
+                "\n[ssh]\n",
+                &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
+                1,
+            )
+            .replacen(
+                "\n[gateway]\n",
+                &format!(
+                    "\n[gateway]\nsecrets_key_file = \"{}\"\n",
+                    secrets.display()
+                ),
+                1,
+            );
+        let portal = text.find("\n[portal]\n").expect("a [portal] section");
+        let (before, after) = text.split_at(portal);
+        format!(
+            "{before}{}",
+            after.replacen("\nenabled = true\n", "\nenabled = false\n", 1)
+        )
+    }
+
     /// `program`, run in the server's namespace.
     fn in_netns(&self, program: &Path) -> Command {
         match &self.netns {

@@ -10,7 +10,9 @@
 //! then accessd is restarted: it goes on from that cursor, so exactly
 //! `gateway.stop` and the next `gateway.start` are sent. About 70 s.
 //!
-//! A receiver whose certificate names another server gets nothing.
+//! A receiver whose certificate names another server gets nothing. On an
+//! HA pair (a real PostgreSQL server), only the active gateway sends, and
+//! after a handover the other goes on from the shared cursor.
 //!
 //! Needs rsyslog and rsyslog-gnutls (tests/run.sh installs them); skips
 //! without them unless `GATEHOUSE_E2E=1`. Loopback only.
@@ -25,8 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use gatehouse_tests::postgres::PgServer;
 use gatehouse_tests::rsyslog::{self, Pki, Rsyslog};
-use gatehouse_tests::{Daemon, bin, host_sample_config, require};
+use gatehouse_tests::{Daemon, bin, ha_role, host_sample_config, require};
 
 /// How long the receiver stays down under load.
 const OUTAGE: Duration = Duration::from_secs(30);
@@ -68,7 +71,7 @@ fn every_record_reaches_rsyslog_in_order_across_a_receiver_outage_and_a_restart(
 
     let newest = newest_seq(&mirror);
     wait_for_seq(&receiver, &gw, newest, Duration::from_secs(60));
-    let report = check_stream(&receiver.received(), &mirror, newest);
+    let report = check_stream(&receiver.received(), &mirror, newest, &["research-gw"]);
     eprintln!(
         "{adds} user adds ({adds_during} while the receiver was down, records {before_outage}..{during_outage}); \
          {newest} records arrived, {} duplicates",
@@ -87,7 +90,7 @@ fn every_record_reaches_rsyslog_in_order_across_a_receiver_outage_and_a_restart(
     let restarted = newest_seq(&mirror);
     assert_eq!(restarted, newest + 2, "gateway.stop and gateway.start");
     wait_for_seq(&receiver, &gw, restarted, Duration::from_secs(30));
-    let report = check_stream(&receiver.received(), &mirror, restarted);
+    let report = check_stream(&receiver.received(), &mirror, restarted, &["research-gw"]);
     assert_eq!(report.kinds[&(newest + 1)], "gateway.stop");
     assert_eq!(report.kinds[&(newest + 2)], "gateway.start");
     assert_eq!(
@@ -137,14 +140,102 @@ fn a_receiver_whose_certificate_names_another_server_gets_nothing() {
     assert!(gw.stop().success());
 }
 
+/// On an HA pair only the active gateway sends, from the cursor both share
+/// in the database: the standby sends nothing, and after a handover the
+/// other gateway goes on where the first stopped, with no gap.
+#[test]
+fn on_an_ha_pair_only_the_active_sends_and_a_handover_leaves_no_gap() {
+    if !require(
+        rsyslog::available(),
+        "rsyslogd with its TLS driver is not installed (Debian packages rsyslog and rsyslog-gnutls; tests/run.sh installs them)",
+    ) {
+        return;
+    }
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::make();
+    let receiver = Rsyslog::start(&pki);
+    let pair = |node: &str| {
+        format!(
+            "{}{}",
+            pg.pair_config(dir.path(), node),
+            syslog_section(&pki, &receiver, "localhost", node)
+        )
+    };
+    let mut a = Daemon::start_with(&pair("gw-a"));
+    wait_role(&a, "active");
+    let mut b = Daemon::start_with(&pair("gw-b"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ha_role(&b), "standby");
+    for n in 0..20 {
+        a.ctl_ok(&["user", "add", &format!("a{n}"), "--group", "research"]);
+    }
+    let first = newest_seq(&a.state_dir.join("audit.jsonl"));
+    wait_for_seq(&receiver, &a, first, Duration::from_secs(30));
+    let report = check_stream(
+        &receiver.received(),
+        &a.state_dir.join("audit.jsonl"),
+        first,
+        &["gw-a"],
+    );
+    assert_eq!(report.senders.len() as u64, first);
+
+    a.ctl_ok(&["ha", "handover"]);
+    wait_role(&b, "active");
+    let mirror = b.state_dir.join("audit.jsonl");
+    let handed_over = newest_seq(&mirror);
+    for n in 0..20 {
+        b.ctl_ok(&["user", "add", &format!("b{n}"), "--group", "research"]);
+    }
+    let newest = newest_seq(&mirror);
+    wait_for_seq(&receiver, &b, newest, Duration::from_secs(30));
+    let report = check_stream(&receiver.received(), &mirror, newest, &["gw-a", "gw-b"]);
+    for seq in handed_over + 1..=newest {
+        assert_eq!(
+            report.senders[&seq],
+            ["gw-b"],
+            "record {seq}: only the active gateway sends"
+        );
+    }
+    eprintln!(
+        "records 1..={first} from gw-a, to {newest} after the handover, {} duplicates",
+        report.duplicates
+    );
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
+
+/// Waits (at most 10 s) until `gw` has the HA role `want`.
+fn wait_role(gw: &Daemon, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ha_role(gw) != want {
+        assert!(
+            Instant::now() < deadline,
+            "not {want} within 10 s:\n{}",
+            gw.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The sample config with `[audit.syslog]` pointing at `receiver`, trusting
 /// `pki`'s CA for `server_name`, with the gateway's client certificate.
 fn config(pki: &Pki, receiver: &Rsyslog, server_name: &str) -> String {
     format!(
-        "{}\n[audit.syslog]\naddress = \"127.0.0.1:{}\"\nserver_name = \"{server_name}\"\n\
-         ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n\
-         hostname = \"research-gw\"\n",
+        "{}{}",
         host_sample_config(),
+        syslog_section(pki, receiver, server_name, "research-gw")
+    )
+}
+
+/// `[audit.syslog]` for `receiver`, with HOSTNAME `hostname`.
+fn syslog_section(pki: &Pki, receiver: &Rsyslog, server_name: &str, hostname: &str) -> String {
+    format!(
+        "\n[audit.syslog]\naddress = \"127.0.0.1:{}\"\nserver_name = \"{server_name}\"\n\
+         ca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n\
+         hostname = \"{hostname}\"\n",
         receiver.port,
         pki.ca.display(),
         pki.client_cert.display(),
@@ -157,13 +248,16 @@ struct Stream {
     duplicates: usize,
     /// Each seq's kind (from the structured data).
     kinds: HashMap<u64, String>,
+    /// Each seq's senders (HOSTNAME), once per message.
+    senders: HashMap<u64, Vec<String>>,
 }
 
 /// Asserts the received messages carry records 1..=`newest` in order with
 /// no gap (a seq is at most one past the highest before it; repeats are
-/// duplicates), each an RFC 5424 message with the structured data, and
-/// each message's JSON exactly the mirror's line for that seq.
-fn check_stream(lines: &[String], mirror: &Path, newest: u64) -> Stream {
+/// duplicates), each an RFC 5424 message from one of `hosts` with the
+/// structured data, and each message's JSON exactly the mirror's line for
+/// that seq.
+fn check_stream(lines: &[String], mirror: &Path, newest: u64, hosts: &[&str]) -> Stream {
     let mirror_lines: HashMap<u64, String> = std::fs::read_to_string(mirror)
         .unwrap()
         .lines()
@@ -172,9 +266,14 @@ fn check_stream(lines: &[String], mirror: &Path, newest: u64) -> Stream {
     let mut highest = 0;
     let mut duplicates = 0;
     let mut kinds = HashMap::new();
+    let mut senders: HashMap<u64, Vec<String>> = HashMap::new();
     for line in lines {
+        let header: Vec<&str> = line.splitn(5, ' ').collect();
         assert!(
-            line.starts_with("<109>1 ") && line.contains(" research-gw accessd "),
+            header.len() == 5
+                && header[0] == "<109>1"
+                && hosts.contains(&header[2])
+                && header[3] == "accessd",
             "not the RFC 5424 header accessd writes: {line}"
         );
         let seq: u64 = between(line, "[gatehouse@32473 seq=\"", "\"")
@@ -201,9 +300,14 @@ fn check_stream(lines: &[String], mirror: &Path, newest: u64) -> Stream {
         }
         highest = highest.max(seq);
         kinds.insert(seq, kind.to_string());
+        senders.entry(seq).or_default().push(header[2].to_string());
     }
     assert_eq!(highest, newest, "the newest record arrived");
-    Stream { duplicates, kinds }
+    Stream {
+        duplicates,
+        kinds,
+        senders,
+    }
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {

@@ -11,54 +11,6 @@ use gatehouse_tests::postgres::PgServer;
 use gatehouse_tests::{Daemon, ha_role, stderr};
 use nix::sys::signal::Signal;
 
-/// The gateway config of `node` on `pg`, one of a pair with a 3 s lease:
-/// the sample's, on the shared store, with the SSH host key file the pair
-/// shares and its secrets key file (made in `dir` once) and the portal off (a pair shares its
-/// certificate files, which these tests need not make).
-fn pair_config(pg: &PgServer, dir: &std::path::Path, node: &str) -> String {
-    let key = dir.join("ssh_host_ed25519_key");
-    if !key.exists() {
-        let made = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{}", stderr(&made));
-    }
-    let secrets = dir.join("secrets.key");
-    if !secrets.exists() {
-        use base64::Engine as _;
-        use std::os::unix::fs::PermissionsExt;
-        let mut bytes = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
-        std::fs::write(&secrets, format!("{text}\n")).unwrap();
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let ha = format!("\n[ha]\nnode = \"{node}\"\nlease_ttl = \"3s\"\n");
-    let text = pg
-        .gateway_config(dir, &ha)
-        .replacen(
-            "\n[ssh]\n",
-            &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
-            1,
-        )
-        .replacen(
-            "\n[gateway]\n",
-            &format!(
-                "\n[gateway]\nsecrets_key_file = \"{}\"\n",
-                secrets.display()
-            ),
-            1,
-        );
-    let portal = text.find("\n[portal]\n").expect("a [portal] section");
-    let (before, after) = text.split_at(portal);
-    format!(
-        "{before}{}",
-        after.replacen("\nenabled = true\n", "\nenabled = false\n", 1)
-    )
-}
-
 /// Waits (at most `limit`) until `gw` reports `want`; returns how long.
 fn until_role(gw: &Daemon, want: &str, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -77,9 +29,9 @@ fn until_role(gw: &Daemon, want: &str, limit: Duration) -> Duration {
 
 /// gw-a started and active, then gw-b started.
 fn start_pair(pg: &PgServer, dir: &std::path::Path) -> (Daemon, Daemon) {
-    let a = Daemon::start_with(&pair_config(pg, dir, "gw-a"));
+    let a = Daemon::start_with(&pg.pair_config(dir, "gw-a"));
     until_role(&a, "active", Duration::from_secs(5));
-    let b = Daemon::start_with(&pair_config(pg, dir, "gw-b"));
+    let b = Daemon::start_with(&pg.pair_config(dir, "gw-b"));
     (a, b)
 }
 
@@ -108,7 +60,7 @@ fn a_copied_node_name_refuses_to_start_and_names_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut copy) = start_pair(&pg, dir.path());
     assert!(copy.stop().success());
-    copy.write_config(&pair_config(&pg, dir.path(), "gw-a"));
+    copy.write_config(&pg.pair_config(dir.path(), "gw-a"));
     let refused = copy.offline(&[]);
     assert!(!refused.status.success(), "the copy started");
     let said = stderr(&refused);

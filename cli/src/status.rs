@@ -90,6 +90,7 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
                 .as_ref()
                 .map_or("no break known".to_owned(), |why| format!("BROKEN: {why}")),
         ),
+        ("audit export", export_summary(&s.audit_exports)),
         ("vpn", vpn_summary(s.vpn.as_ref())),
         ("store", s.store.clone()),
         (
@@ -153,6 +154,32 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
     out
 }
 
+/// Each exporter of the audit log on one line: where, connected or not,
+/// how many records behind.
+fn export_summary(exports: &[gatehouse_config::api::AuditExportStatus]) -> String {
+    if exports.is_empty() {
+        return "none".to_owned();
+    }
+    exports
+        .iter()
+        .map(|e| {
+            format!(
+                "{} to {}: {}, {} records behind, {} reconnects",
+                e.name,
+                e.receiver,
+                if e.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                e.lag_records,
+                e.reconnects
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn vpn_summary(vpn: Option<&VpnStatus>) -> String {
     match vpn {
         None => "not running".to_owned(),
@@ -192,6 +219,7 @@ mod tests {
             portal: None,
             store: "/var/lib/gatehouse/gatehouse.db".into(),
             ha: None,
+            audit_exports: Vec::new(),
         }
     }
 
@@ -249,10 +277,30 @@ devices        7
 groups         2
 audit records  1234
 audit chain    no break known
+audit export   none
 vpn            not running
 store          /var/lib/gatehouse/gatehouse.db
 ha             no (a single gateway)
 "
+        );
+    }
+
+    #[test]
+    fn status_says_how_far_behind_the_audit_export_is() {
+        let mut status = response(None);
+        status.audit_exports = vec![gatehouse_config::api::AuditExportStatus {
+            name: "syslog".into(),
+            receiver: "logs.example.org:6514".into(),
+            connected: false,
+            lag_records: 42,
+            reconnects: 3,
+        }];
+        let text = render_status(&status, now());
+        assert!(
+            text.contains(
+                "\naudit export   syslog to logs.example.org:6514: not connected, 42 records behind, 3 reconnects\n"
+            ),
+            "{text}"
         );
     }
 
@@ -306,6 +354,7 @@ ha             no (a single gateway)
                 "\
 audit records  1234
 audit chain    no break known
+audit export   none
 vpn            gatehouse0 on UDP 0.0.0.0:51820: 2 peer(s), 1 connected
 store          /var/lib/gatehouse/gatehouse.db
 ha             no (a single gateway)

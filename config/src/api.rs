@@ -113,6 +113,24 @@ pub struct StatusResponse {
     /// One of an HA pair: this node and its role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaRole>,
+    /// The audit log's exporters (`[audit.syslog]`); empty without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit_exports: Vec<AuditExportStatus>,
+}
+
+/// One exporter of the audit log, in [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditExportStatus {
+    /// Its name (`syslog`): its cursor's in the store.
+    pub name: String,
+    /// Where it sends (`host:port`).
+    pub receiver: String,
+    /// True while a connection to the receiver is up.
+    pub connected: bool,
+    /// Records in the store the receiver is not yet known to have.
+    pub lag_records: u64,
+    /// Connections made after the first one.
+    pub reconnects: u64,
 }
 
 /// The HA part of [`StatusResponse`] (`accessctl ha status` says more).

@@ -360,7 +360,7 @@ async fn start_subsystems(
                 metrics::Sources {
                     engine: engine.clone(),
                     ha,
-                    exports,
+                    exports: exports.clone(),
                 },
                 tracker,
                 shutdown.child_token(),
@@ -368,6 +368,7 @@ async fn start_subsystems(
         }
         running.vpn = Some(engine);
     }
+    running.exports = exports;
     if let Some(listener) = ssh_listener {
         running.ssh = Some(ssh::spawn_jump_host(
             core,

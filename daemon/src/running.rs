@@ -1,10 +1,11 @@
-//! What start-up started: the data plane, the jump host, the portal and the
-//! HA role.
+//! What start-up started: the data plane, the jump host, the portal, the
+//! HA role and the audit log's exporters.
 //! Built once by [`crate::run`] and handed only to those that report on them
 //! (the admin API's status and SSH channel handlers). Nothing looks it up.
 
 use std::sync::Arc;
 
+use crate::export::ExportHandle;
 use crate::ha::Ha;
 use crate::portal::PortalHandle;
 use crate::ssh::SshHandle;
@@ -18,4 +19,6 @@ pub struct Running {
     pub portal: Option<PortalHandle>,
     /// One of an HA pair (`[ha]`).
     pub ha: Option<Ha>,
+    /// The audit log's exporters (`[audit.syslog]`).
+    pub exports: Vec<ExportHandle>,
 }

@@ -60,6 +60,11 @@ fn every_record_reaches_rsyslog_in_order_across_a_receiver_outage_and_a_restart(
     let adds_before = load.adds();
     std::thread::sleep(OUTAGE);
     let adds_during = load.adds() - adds_before;
+    // `accessctl status` says the export waits, and how far behind it is.
+    let export = &gw.ctl_json(&["status"])["audit_exports"][0];
+    assert_eq!(export["name"], "syslog", "{export}");
+    assert_eq!(export["connected"], false, "{export}");
+    assert!(export["lag_records"].as_u64().unwrap() > 0, "{export}");
     let during_outage = newest_seq(&mirror);
     receiver.spawn();
     std::thread::sleep(Duration::from_secs(5));
@@ -81,6 +86,10 @@ fn every_record_reaches_rsyslog_in_order_across_a_receiver_outage_and_a_restart(
     // Once the connection has stayed up past the exporter's confirmation
     // span (15 s), the records count as delivered and the cursor is saved.
     wait_for_cursor(&gw.db_path(), newest, Duration::from_secs(30));
+    let export = &gw.ctl_json(&["status"])["audit_exports"][0];
+    assert_eq!(export["connected"], true, "{export}");
+    assert_eq!(export["lag_records"], 0, "{export}");
+    assert!(export["reconnects"].as_u64().unwrap() >= 1, "{export}");
 
     // A restart goes on from the saved cursor: only gateway.stop (written
     // after the exporter stopped) and the new gateway.start are sent.

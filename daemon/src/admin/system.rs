@@ -77,6 +77,21 @@ pub async fn status(State(admin): State<AdminState>) -> Result<Json<StatusRespon
                 generation: state.generation,
             }
         }),
+        audit_exports: admin
+            .running
+            .exports
+            .iter()
+            .map(|export| {
+                let figures = export.stats.figures();
+                gatehouse_config::api::AuditExportStatus {
+                    name: export.name.to_string(),
+                    receiver: export.receiver.clone(),
+                    connected: figures.connected,
+                    lag_records: figures.lag,
+                    reconnects: figures.reconnects,
+                }
+            })
+            .collect(),
     }))
 }
 

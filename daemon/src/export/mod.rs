@@ -117,11 +117,13 @@ pub struct ExportStats {
     pub connected: AtomicBool,
 }
 
-/// A running exporter, for the metrics.
+/// A running exporter, for the metrics and `accessctl status`.
 #[derive(Debug, Clone)]
 pub struct ExportHandle {
     /// The exporter's name: its cursor's in the store, its metrics' label.
     pub name: &'static str,
+    /// Where it sends (`host:port`).
+    pub receiver: String,
     pub stats: Arc<ExportStats>,
 }
 

@@ -71,6 +71,10 @@ pub fn spawn_s3_export(
         return None;
     };
     let stats = Arc::new(ExportStats::default());
+    let receiver = match export.prefix.as_str() {
+        "" => format!("s3://{}", export.bucket),
+        prefix => format!("s3://{}/{prefix}", export.bucket),
+    };
     let exporter = Exporter {
         store: core.store().clone(),
         ha,
@@ -81,7 +85,11 @@ pub fn spawn_s3_export(
         stats: stats.clone(),
     };
     tracker.spawn(exporter.run(shutdown));
-    Some(ExportHandle { name: NAME, stats })
+    Some(ExportHandle {
+        name: NAME,
+        receiver,
+        stats,
+    })
 }
 
 struct Exporter {

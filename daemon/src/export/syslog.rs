@@ -81,12 +81,23 @@ pub fn spawn_syslog_export(
         },
         stats: Arc::clone(&stats),
     };
-    tracing::info!(
-        receiver = %format_args!("{}:{}", exporter.receiver.config.host, exporter.receiver.config.port),
-        "audit records stream to syslog"
-    );
+    let receiver = match exporter.receiver.config.host.contains(':') {
+        true => format!(
+            "[{}]:{}",
+            exporter.receiver.config.host, exporter.receiver.config.port
+        ),
+        false => format!(
+            "{}:{}",
+            exporter.receiver.config.host, exporter.receiver.config.port
+        ),
+    };
+    tracing::info!(%receiver, "audit records stream to syslog");
     tracker.spawn(exporter.run(PlanSettings::default(), shutdown));
-    Ok(Some(ExportHandle { name: NAME, stats }))
+    Ok(Some(ExportHandle {
+        name: NAME,
+        receiver,
+        stats,
+    }))
 }
 
 /// Where and how to connect.

@@ -157,6 +157,7 @@ mod tests {
             ha: None,
             exports: vec![ExportHandle {
                 name: "syslog",
+                receiver: "logs.example.org:6514".into(),
                 stats,
             }],
         };

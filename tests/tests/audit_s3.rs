@@ -146,8 +146,7 @@ fn the_log_is_anchored_once_in_locked_objects_through_a_kill_and_an_outage() {
     assert!(lag >= 5, "lag {lag} while S3 refuses");
     let text = gw.ctl_ok(&["audit", "status"]);
     assert!(
-        text.contains("export s3: through record")
-            && text.contains(&format!("{lag} behind")),
+        text.contains("export s3: through record") && text.contains(&format!("{lag} behind")),
         "{text}"
     );
     lab.proxy.allow_all();
@@ -344,4 +343,136 @@ fn rewrite_with_the_keys(gw: &Daemon, user: &str) -> u64 {
     let head = Head::of(records.last().unwrap());
     mirror::write_head(&gw.state_dir.join(mirror::HEAD_FILE), &head).unwrap();
     records[at].seq
+}
+
+/// Writes `n` records (as a busy jump host would: session starts and ends)
+/// into the stopped gateway's store, with a signed checkpoint every 1,000,
+/// as the checkpointer would.
+fn preload(gw: &Daemon, n: usize) {
+    use accessd::audit::event::{Actor, Kind, Source, event};
+    use accessd::store::{Store, StoreOptions};
+    let secrets = SecretsKey::load_local(&gw.state_dir).unwrap().unwrap();
+    let store = Store::open(&StoreOptions {
+        state_dir: gw.state_dir.clone(),
+        audit_mirror: gw.state_dir.join(gatehouse_config::file::AUDIT_MIRROR_FILE),
+        mirror_rotation: Default::default(),
+        postgres: None,
+        secrets: std::sync::Arc::new(secrets),
+        signer: Signer {
+            gateway: GATEWAY.into(),
+            node: GATEWAY.into(),
+        },
+    })
+    .unwrap();
+    for batch in 0..n.div_ceil(1000) {
+        store
+            .write_blocking(|w| {
+                for i in 0..1000.min(n - batch * 1000) {
+                    let n = batch * 1000 + i;
+                    let peer: std::net::SocketAddr =
+                        format!("10.200.0.{}:{}", 2 + n % 200, 40000 + n % 20000)
+                            .parse()
+                            .unwrap();
+                    let kind = if n % 2 == 0 {
+                        Kind::SshSessionStart
+                    } else {
+                        Kind::SshSessionEnd
+                    };
+                    w.audit(
+                        event(
+                            kind,
+                            Actor::User(format!("user{}", n % 50)),
+                            Source::Peer(peer),
+                        )
+                        .on(format!("10.0.3.{}:22", n % 250))
+                        .detail(serde_json::json!({
+                            "channel": n,
+                            "key_fingerprint": "SHA256:uV5cI0c3zG8Ub6QGd9ux4KkPjyKGJ6b0wOQmmE3QnNk",
+                            "resolved": format!("10.0.3.{}:22", n % 250),
+                        })),
+                    )?;
+                }
+                w.audit_checkpoint(SystemTime::now())?;
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+/// The export's cost and lag, for tests/bench/audit-export-bench.sh:
+/// catching up a backlog of 20,000 records (records per second), the size
+/// on S3 per 10,000 records, and the lag while four admins add users as
+/// fast as they can for 20 s.
+#[test]
+#[ignore = "a benchmark: tests/bench/audit-export-bench.sh runs it"]
+fn export_bench() {
+    const BACKLOG: usize = 20_000;
+    let Some(lab) = AwsLab::create() else { return };
+    create_bucket(&lab);
+    let mut gw = lab.start_gateway(&config(&lab));
+    wait_exported(&gw, Duration::from_secs(30));
+    gw.stop();
+    preload(&gw, BACKLOG);
+    let started = Instant::now();
+    gw.spawn();
+    wait_exported(&gw, Duration::from_secs(300));
+    let took = started.elapsed().as_secs_f64();
+    let objects = objects(&lab);
+    let records: usize = objects
+        .iter()
+        .map(|o| o["records"].as_array().unwrap().len())
+        .sum();
+    let bytes: u64 = objects.iter().map(|o| o["size"].as_u64().unwrap()).sum();
+    println!(
+        "backlog: {BACKLOG} records exported in {took:.2} s (from accessd's start): {:.0} records/s",
+        BACKLOG as f64 / took
+    );
+    println!(
+        "size on S3: {:.1} KiB per 10,000 records ({records} records, {} objects, {bytes} bytes)",
+        bytes as f64 / records as f64 * 10_000.0 / 1024.0,
+        objects.len()
+    );
+
+    // Under load: four admins adding users, the lag sampled every 250 ms.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    let load = Duration::from_secs(20);
+    let mut lags: Vec<u64> = Vec::new();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (gw, stop, written) = (&gw, &stop, &written);
+            scope.spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 5_000 {
+                    gw.ctl_ok(&[
+                        "user",
+                        "add",
+                        &format!("load{t}x{i}"),
+                        "--group",
+                        "research",
+                    ]);
+                    written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+        let until = Instant::now() + load;
+        while Instant::now() < until {
+            lags.push(s3_lag(&gw));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let after = Instant::now();
+    wait_exported(&gw, Duration::from_secs(60));
+    let caught_up = after.elapsed().as_secs_f64();
+    lags.sort_unstable();
+    let written = written.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "under load: {written} records written in {:.0} s ({:.0}/s); lag median {} records, max {} records; caught up {caught_up:.1} s after the load stopped",
+        load.as_secs_f64(),
+        written as f64 / load.as_secs_f64(),
+        lags[lags.len() / 2],
+        lags[lags.len() - 1],
+    );
 }

@@ -1,7 +1,8 @@
 //! Issue 25, end to end with the real binaries: accessd exports its audit
 //! log to moto's S3 with Object Lock, through a kill -9 in the middle of an
-//! export and an S3 outage, and `accessctl audit verify --anchored` catches
-//! a rewrite made with the gateway's own keys.
+//! export and an S3 outage; `accessctl audit verify --anchored` catches a
+//! rewrite made with the gateway's own keys; DuckDB answers a question
+//! from the exported objects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -345,14 +346,99 @@ fn rewrite_with_the_keys(gw: &Daemon, user: &str) -> u64 {
     records[at].seq
 }
 
-/// Writes `n` records (as a busy jump host would: session starts and ends)
-/// into the stopped gateway's store, with a signed checkpoint every 1,000,
-/// as the checkpointer would.
-fn preload(gw: &Daemon, n: usize) {
+/// DuckDB (PyPI, httpfs loaded by file path) answers "which users reached
+/// 10.0.3.140 today" from the objects accessd exported to moto's S3. The
+/// sessions are written through accessd's store while it is stopped (as
+/// its jump host writes them), then exported by accessd itself.
+#[test]
+fn duckdb_answers_who_reached_a_host_from_the_exported_objects() {
+    let venv = std::env::var_os("GATEHOUSE_DUCKDB_VENV").map_or_else(
+        || std::path::PathBuf::from("/var/tmp/gatehouse-duckdb-venv"),
+        std::path::PathBuf::from,
+    );
+    if !gatehouse_tests::require(
+        venv.join("bin/python").exists(),
+        &format!(
+            "the DuckDB query test needs duckdb in {} (tests/run.sh installs it)",
+            venv.display()
+        ),
+    ) {
+        return;
+    }
+    let Some(lab) = AwsLab::create() else { return };
+    create_bucket(&lab);
+    let mut gw = lab.start_gateway(&config(&lab));
+    gw.stop();
+    write_sessions(
+        &gw,
+        &[
+            ("alice", "10.0.3.140:22"),
+            ("bob", "10.0.3.14:22"),
+            ("carol", "10.0.3.140:2222"),
+            ("dave", "10.0.3.141:22"),
+            ("alice", "10.0.3.140:22"),
+        ],
+    );
+    gw.spawn();
+    wait_exported(&gw, Duration::from_secs(30));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("audit_s3/query_audit.py");
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns])
+        .arg(venv.join("bin/python"))
+        .arg(script)
+        .args(["--endpoint", "http://127.0.0.1:5000", "--region"])
+        .arg(gatehouse_tests::aws::REGION)
+        .args(["--bucket", BUCKET, "--prefix", PREFIX, "--gateway", GATEWAY])
+        .args(["reached", "--host", "10.0.3.140"])
+        .envs(gatehouse_tests::aws::aws_env());
+    let out = gatehouse_tests::output_within(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let users: Vec<(&str, u64)> = answer["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user"].as_str().unwrap(), u["records"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(users, [("alice", 2), ("carol", 1)], "{answer}");
+}
+
+/// Writes an `ssh.session.start` per `(user, resolved)` into the stopped
+/// gateway's store, as the jump host writes them, and a checkpoint.
+fn write_sessions(gw: &Daemon, sessions: &[(&str, &str)]) {
     use accessd::audit::event::{Actor, Kind, Source, event};
+    let store = open_store(gw);
+    store
+        .write_blocking(|w| {
+            for (n, (user, resolved)) in sessions.iter().enumerate() {
+                let peer: std::net::SocketAddr =
+                    format!("10.200.0.{}:40000", n + 2).parse().unwrap();
+                w.audit(
+                    event(
+                        Kind::SshSessionStart,
+                        Actor::User((*user).into()),
+                        Source::Peer(peer),
+                    )
+                    .on(*resolved)
+                    .detail(serde_json::json!({
+                        "channel": n,
+                        "key_fingerprint": "SHA256:uV5cI0c3zG8Ub6QGd9ux4KkPjyKGJ6b0wOQmmE3QnNk",
+                        "requested": resolved,
+                        "resolved": resolved,
+                    })),
+                )?;
+            }
+            w.audit_checkpoint(SystemTime::now())?;
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// The stopped gateway's store, opened as accessd opens it.
+fn open_store(gw: &Daemon) -> accessd::store::Store {
     use accessd::store::{Store, StoreOptions};
     let secrets = SecretsKey::load_local(&gw.state_dir).unwrap().unwrap();
-    let store = Store::open(&StoreOptions {
+    Store::open(&StoreOptions {
         state_dir: gw.state_dir.clone(),
         audit_mirror: gw.state_dir.join(gatehouse_config::file::AUDIT_MIRROR_FILE),
         mirror_rotation: Default::default(),
@@ -363,7 +449,15 @@ fn preload(gw: &Daemon, n: usize) {
             node: GATEWAY.into(),
         },
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// Writes `n` records (as a busy jump host would: session starts and ends)
+/// into the stopped gateway's store, with a signed checkpoint every 1,000,
+/// as the checkpointer would.
+fn preload(gw: &Daemon, n: usize) {
+    use accessd::audit::event::{Actor, Kind, Source, event};
+    let store = open_store(gw);
     for batch in 0..n.div_ceil(1000) {
         store
             .write_blocking(|w| {

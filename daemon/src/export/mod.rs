@@ -16,10 +16,10 @@
 //!   (pure); [`s3`]: the task that writes them.
 //!
 //! Delivery is at least once and in order, from a cursor in the store
-//! (`store::audit_cursors`, by exporter name, so a future S3 exporter keeps
-//! its own): while the receiver is down records wait in the store (the
-//! audit log holds them all) and flow when it is back. On an HA pair only
-//! the active gateway sends, from the cursor both share.
+//! (`store::audit_cursors`, one per exporter by name): while the receiver
+//! is down records wait in the store (the audit log holds them all) and
+//! flow when it is back. On an HA pair only the active gateway sends, from
+//! the cursor both share.
 //!
 //! Does not own the records (the store does) nor their format beyond the
 //! syslog envelope: each message carries the record's JSON exactly as the

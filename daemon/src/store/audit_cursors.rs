@@ -1,7 +1,7 @@
 //! Exporters' cursors over the audit log (`audit_cursors`): for each
-//! exporter by name (`syslog`; the S3 exporter will be another), the seq of
-//! the last record its receiver is known to have. The exporter reads the
-//! records after it in order, and moves it forward once they are delivered.
+//! exporter by name (`syslog`, `s3`), the seq of the last record its
+//! receiver is known to have. The exporter reads the records after it in
+//! order, and moves it forward once they are delivered.
 //! On the shared store both nodes of a pair read and move the same row, so
 //! the node that takes over goes on where the other stopped.
 //!

@@ -26,6 +26,7 @@ expect -rw-r--r-- usr/share/bash-completion/completions/accessctl
 expect -rw-r--r-- usr/share/zsh/vendor-completions/_accessctl
 expect -rw-r--r-- usr/share/fish/vendor_completions.d/accessctl.fish
 expect -rw-r--r-- usr/share/doc/gatehouse/README.md
+expect -rwxr-xr-x usr/share/gatehouse/fetch-anchored.py
 echo "$listing" | awk '{ print $2 }' | grep -qvE '^(root/root|0/0)$' && fail "a file not owned by root"
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

@@ -1,6 +1,7 @@
 //! `accessctl audit verify --anchored DIR`: the gateway's log compared,
 //! record by record, with the objects its S3 export anchored under Object
-//! Lock, downloaded to DIR (`aws s3 sync s3://BUCKET/PREFIX/GATEWAY/ DIR`).
+//! Lock, downloaded to DIR (the first version of each key:
+//! `packaging/fetch-anchored.py`).
 //!
 //! The anchored copy cannot have changed since it was written, so a record
 //! whose hash differs from the anchored one (or that is gone) was rewritten
@@ -48,6 +49,14 @@ pub enum AnchoredError {
     },
     #[error("no exported audit objects (*.jsonl.gz) under {0}")]
     Empty(PathBuf),
+    #[error(
+        "records {from} to {to} are not in the anchored copy: download every object of the export (the first version of each key)"
+    )]
+    Gap { from: u64, to: u64 },
+    #[error(
+        "anchored record {seq} does not chain to record {prev}: an object in the anchored copy is not the one the gateway wrote (a later version of its key?); download the first version of each key"
+    )]
+    Unchained { seq: u64, prev: u64 },
 }
 
 /// The first place the gateway's log and the anchored copy differ.
@@ -101,7 +110,32 @@ pub fn read_dir(dir: &Path) -> Result<Anchored, AnchoredError> {
     if anchored.objects == 0 {
         return Err(AnchoredError::Empty(dir.to_path_buf()));
     }
+    check_contiguous(&anchored)?;
     Ok(anchored)
+}
+
+/// The anchored records run on without a gap, each linking to the one
+/// before it (`prev_hash`): the copy is one piece of one chain.
+fn check_contiguous(anchored: &Anchored) -> Result<(), AnchoredError> {
+    let mut before: Option<&AuditRecord> = None;
+    for record in anchored.records.values() {
+        if let Some(prev) = before {
+            if record.seq != prev.seq + 1 {
+                return Err(AnchoredError::Gap {
+                    from: prev.seq + 1,
+                    to: record.seq - 1,
+                });
+            }
+            if record.prev_hash != prev.hash {
+                return Err(AnchoredError::Unchained {
+                    seq: record.seq,
+                    prev: prev.seq,
+                });
+            }
+        }
+        before = Some(record);
+    }
+    Ok(())
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), AnchoredError> {
@@ -125,11 +159,16 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), AnchoredError> {
     Ok(())
 }
 
-/// Compares one page of the gateway's records (consecutive, oldest first)
-/// with the anchored ones: the first record that differs, or an anchored
-/// seq the page skips.
-pub fn compare(anchored: &Anchored, page: &[AuditRecord], after: u64) -> Option<Difference> {
-    let through = page.last().map_or(after, |r| r.seq);
+/// Compares one page of the gateway's records, the ones with a seq in
+/// `after + 1 ..= through` (oldest first), with the anchored ones in that
+/// range: the first record that differs, or an anchored seq the page lacks
+/// (a cut tail comes back as a short or empty page).
+pub fn compare(
+    anchored: &Anchored,
+    page: &[AuditRecord],
+    after: u64,
+    through: u64,
+) -> Option<Difference> {
     let mut local = page.iter().peekable();
     for (&seq, record) in anchored.records.range(after + 1..=through) {
         while local.peek().is_some_and(|r| r.seq < seq) {
@@ -166,6 +205,17 @@ mod tests {
 
     use super::*;
 
+    /// Records 1..=n, each linking to the one before.
+    fn chained(n: u64) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=n {
+            let mut r = record(seq, &format!("h{seq}"));
+            r.prev_hash = out.last().map_or("p".into(), |p| p.hash.clone());
+            out.push(r);
+        }
+        out
+    }
+
     fn record(seq: u64, hash: &str) -> AuditRecord {
         AuditRecord {
             seq,
@@ -196,41 +246,80 @@ mod tests {
     #[test]
     fn the_first_rewritten_or_missing_record_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let anchored: Vec<_> = (1..=6).map(|n| record(n, &format!("h{n}"))).collect();
+        let anchored = chained(6);
         object(dir.path(), "gw/dt=2026-12-05/1-3.jsonl.gz", &anchored[..3]);
         object(dir.path(), "gw/dt=2026-12-05/4-6.jsonl.gz", &anchored[3..]);
         let read = read_dir(dir.path()).unwrap();
         assert_eq!((read.objects, read.records.len()), (2, 6));
 
-        let mut local = anchored.clone();
-        local.push(record(7, "h7"));
-        assert_eq!(compare(&read, &local, 0), None);
-        assert_eq!(compare(&read, &local[3..], 3), None, "a page");
+        let local = chained(7);
+        assert_eq!(compare(&read, &local, 0, 7), None);
+        assert_eq!(compare(&read, &local[3..], 3, 7), None, "a page");
 
         let mut rewritten = local.clone();
         rewritten[4] = record(5, "forged");
-        let found = compare(&read, &rewritten, 0).unwrap();
+        let found = compare(&read, &rewritten, 0, 7).unwrap();
         assert_eq!(found.seq, 5);
         assert!(found.reason.contains("rewritten"), "{found:?}");
 
         let mut cut = local.clone();
         cut.remove(2);
-        assert_eq!(compare(&read, &cut, 0).unwrap().seq, 3);
+        assert_eq!(compare(&read, &cut, 0, 7).unwrap().seq, 3);
+    }
+
+    /// A tail cut after it was anchored: the pages past the gateway's last
+    /// record come back short or empty, and the first anchored record they
+    /// lack is named.
+    #[test]
+    fn a_cut_tail_is_named_even_when_the_page_comes_back_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchored = chained(6);
+        object(dir.path(), "gw/dt=2026-12-05/1-6.jsonl.gz", &anchored);
+        let read = read_dir(dir.path()).unwrap();
+        let found = compare(&read, &anchored[..4], 0, 6).unwrap();
+        assert_eq!(found.seq, 5);
+        assert!(found.reason.contains("no longer"), "{found:?}");
+        assert_eq!(compare(&read, &[], 4, 6).unwrap().seq, 5);
     }
 
     #[test]
     fn two_versions_of_a_record_and_an_empty_dir_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(read_dir(dir.path()), Err(AnchoredError::Empty(_))));
-        object(
-            dir.path(),
-            "a/1-2.jsonl.gz",
-            &[record(1, "h1"), record(2, "h2")],
-        );
+        object(dir.path(), "a/1-2.jsonl.gz", &chained(2));
         object(dir.path(), "b/2-2.jsonl.gz", &[record(2, "other")]);
         let err = read_dir(dir.path()).unwrap_err();
         assert!(
             matches!(err, AnchoredError::Conflict { seq: 2, .. }),
+            "{err}"
+        );
+    }
+
+    /// A missing object, or one replaced by content that does not chain
+    /// (a later version of its key), is refused rather than compared.
+    #[test]
+    fn a_gap_or_a_replaced_object_in_the_copy_is_refused() {
+        let records = chained(6);
+        let dir = tempfile::tempdir().unwrap();
+        object(dir.path(), "1-2.jsonl.gz", &records[..2]);
+        object(dir.path(), "5-6.jsonl.gz", &records[4..]);
+        let err = read_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, AnchoredError::Gap { from: 3, to: 4 }),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut replaced = records[3..].to_vec();
+        replaced[0].hash = "forged".into();
+        replaced[0].target = "mallory".into();
+        replaced[1].prev_hash = "forged".into();
+        replaced[0].prev_hash = "not h3".into();
+        object(dir.path(), "1-3.jsonl.gz", &records[..3]);
+        object(dir.path(), "4-6.jsonl.gz", &replaced);
+        let err = read_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, AnchoredError::Unchained { seq: 4, prev: 3 }),
             "{err}"
         );
     }

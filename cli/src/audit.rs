@@ -62,11 +62,14 @@ pub enum AuditCommand {
         signature is checked too.\n\n\
         With --anchored DIR it then compares the log, record by record, with the \
         objects the S3 export anchored under Object Lock ([audit.s3]), downloaded to DIR \
-        (aws s3 sync s3://BUCKET/PREFIX/GATEWAY/ DIR), and names the first record \
+        (the first version of each key: /usr/share/gatehouse/fetch-anchored.py), and \
+        names the \
+        first record \
         rewritten or removed after it was anchored: this catches a rewrite by someone \
         who held the audit key too.\n\n\
         Examples:\n  accessctl audit verify\n  \
-        aws s3 sync s3://team-audit/gatehouse-audit/research-gw/ anchored/ && \
+        /usr/share/gatehouse/fetch-anchored.py --bucket team-audit \
+        --gateway research-gw anchored/ && \
         accessctl audit verify --anchored anchored/"
     )]
     Verify(VerifyArgs),
@@ -397,7 +400,7 @@ async fn verify_anchored(dir: &std::path::Path, ctx: &Ctx) -> Result<(), AuditEr
             .get::<Vec<AuditRecord>>(&client::with_query("/v1/audit", &query)?)
             .await?
             .body;
-        if let Some(found) = anchored::compare(&anchored, &page, after) {
+        if let Some(found) = anchored::compare(&anchored, &page, after, page_end) {
             return Err(AuditError::AnchoredDiffers {
                 seq: found.seq,
                 reason: found.reason,

@@ -200,18 +200,35 @@ impl PgServer {
         std::fs::write(&password_file, format!("{}\n", self.password)).expect("password file");
         std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
+        // Gateways on one store share the secrets key (it seals the TOTP
+        // secrets and keys the audit chain): made in `dir` once.
+        let secrets = dir.join("secrets.key");
+        if !secrets.exists() {
+            use base64::Engine as _;
+            let mut bytes = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+            let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+            std::fs::write(&secrets, format!("{text}\n")).unwrap();
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         format!(
             "{}\n[store]\nurl = \"{}\"\npassword_file = \"{}\"\n{extra}",
-            crate::host_sample_config(),
+            crate::host_sample_config().replacen(
+                "\n[gateway]\n",
+                &format!(
+                    "\n[gateway]\nsecrets_key_file = \"{}\"\n",
+                    secrets.display()
+                ),
+                1,
+            ),
             self.url(),
             password_file.display()
         )
     }
 
     /// The gateway config of `node` on this server, one of a pair with a
-    /// 3 s lease: the sample's, on the shared store, with the SSH host key
-    /// file the pair shares and its secrets key file (made in `dir` once)
-    /// and the portal off (a pair shares its certificate files, which these
+    /// 3 s lease: [`PgServer::gateway_config`]'s, with the SSH host key
+    /// file the pair shares (made in `dir` once) and the portal off (a pair shares its certificate files, which these
     /// tests need not make).
     pub fn pair_config(&self, dir: &Path, node: &str) -> String {
         let key = dir.join("ssh_host_ed25519_key");
@@ -223,31 +240,12 @@ impl PgServer {
                 .unwrap();
             assert!(made.status.success(), "{}", stderr(&made));
         }
-        let secrets = dir.join("secrets.key");
-        if !secrets.exists() {
-            use base64::Engine as _;
-            let mut bytes = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-            let text = base64::engine::general_purpose::STANDARD.encode(bytes);
-            std::fs::write(&secrets, format!("{text}\n")).unwrap();
-            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
         let ha = format!("\n[ha]\nnode = \"{node}\"\nlease_ttl = \"3s\"\n");
-        let text = self
-            .gateway_config(dir, &ha)
-            .replacen(
-                "\n[ssh]\n",
-                &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
-                1,
-            )
-            .replacen(
-                "\n[gateway]\n",
-                &format!(
-                    "\n[gateway]\nsecrets_key_file = \"{}\"\n",
-                    secrets.display()
-                ),
-                1,
-            );
+        let text = self.gateway_config(dir, &ha).replacen(
+            "\n[ssh]\n",
+            &format!("\n[ssh]\nhost_key_file = \"{}\"\n", key.display()),
+            1,
+        );
         let portal = text.find("\n[portal]\n").expect("a [portal] section");
         let (before, after) = text.split_at(portal);
         format!(

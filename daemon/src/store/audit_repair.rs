@@ -231,7 +231,14 @@ fn reconcile_head(
             );
             return Ok(true);
         }
-        Some(head) if head.seq == db_last.seq => return Ok(false),
+        Some(head) if head.seq == db_last.seq && head.hash == db_last.hash => return Ok(false),
+        Some(head) if head.seq == db_last.seq => {
+            tracing::error!(
+                seq = head.seq,
+                "the last audit record differs from the head file's; it was rewritten"
+            );
+            return Ok(true);
+        }
         Some(head) => (
             Some(head),
             format!(
@@ -253,6 +260,19 @@ fn reconcile_head(
     let segment = query_records(conn, &segment_sql, &[])?;
     let report = chain::verify_from(&segment, anchor, None, &paths.audit_keys);
     if !report.intact {
+        // A node anchoring anew on a log whose first keyed record does not
+        // verify under its key: most likely it has another secrets key than
+        // the gateway that wrote the log. Writing on would break the chain.
+        if anchor.is_none()
+            && let Some(first) = segment.iter().find(|r| chain::is_keyed(&r.hash))
+            && chain::keyed_hash(first, &paths.audit_keys).ok().as_deref()
+                != Some(first.hash.as_str())
+        {
+            return Err(StoreError::AuditKeyMismatch {
+                db: paths.db_name.clone(),
+                seq: first.seq,
+            });
+        }
         tracing::error!(problem = ?report.problem, "audit chain past the head file is broken; head not moved");
         return Ok(anchor.is_some());
     }
@@ -583,22 +603,41 @@ mod tests {
     }
 
     /// A record whose detail was edited in the database is caught, on both
-    /// backends.
+    /// backends: as it is, and with its hash recomputed (plain SHA-256, or
+    /// dressed as keyed) and the next record re-linked to it, which the
+    /// plain chain passed.
     #[test]
     fn a_record_whose_detail_was_edited_is_caught() {
-        on_each_test_db(|db| {
-            let store = db.open();
-            write_events(&store, 3);
-            db.raw_batch(
-                "DISABLE_AUDIT_TRIGGERS; UPDATE audit_log SET detail = '{\"edited\":true}' WHERE seq = 2;",
-            );
-            assert_eq!(
-                verdict(&store),
-                Some((VerifyProblemKind::Altered, 2)),
-                "{}",
-                db.backend()
-            );
-        });
+        for dressed in [false, true] {
+            on_each_test_db(|db| {
+                let store = db.open();
+                write_events(&store, 3);
+                db.raw_batch(
+                    "DISABLE_AUDIT_TRIGGERS; UPDATE audit_log SET detail = '{\"edited\":true}' WHERE seq = 2;",
+                );
+                assert_eq!(
+                    verdict(&store),
+                    Some((VerifyProblemKind::Altered, 2)),
+                    "{}",
+                    db.backend()
+                );
+                let edited = db_records(&store).remove(1);
+                let mut hash = chain::record_hash(&edited).unwrap();
+                if dressed {
+                    hash = format!("{}{hash}", chain::KEYED_PREFIX);
+                }
+                db.raw_batch(&format!(
+                    "UPDATE audit_log SET hash = '{hash}' WHERE seq = 2; \
+                     UPDATE audit_log SET prev_hash = '{hash}' WHERE seq = 3;"
+                ));
+                let caught = verdict(&store);
+                assert!(
+                    caught == Some((VerifyProblemKind::Altered, 2)),
+                    "{caught:?} ({}, dressed {dressed})",
+                    db.backend()
+                );
+            });
+        }
     }
 
     /// A log of plain records (written before the keyed chain) keeps them
@@ -654,6 +693,72 @@ mod tests {
             write_events(&store, 1);
             assert!(store.read_blocking(|r| r.verify_audit()).unwrap().intact);
         });
+    }
+
+    /// A plain log whose last record was rewritten (same seq, another
+    /// hash) freezes the head, and no checkpoint vouches for it.
+    #[test]
+    fn a_rewritten_plain_tail_is_not_signed_at_migration() {
+        let db = TestStore::sqlite();
+        let opts = db.opts.clone();
+        drop(db.open());
+        let mut plain: Vec<AuditRecord> = Vec::new();
+        for n in 1..=3u64 {
+            let prev_hash = plain
+                .last()
+                .map_or(chain::GENESIS_HASH.to_string(), |r| r.hash.clone());
+            plain.push(
+                chain::seal(AuditRecord {
+                    seq: n,
+                    time: format!("2025-01-01T00:00:0{n}.000Z"),
+                    kind: "user.add".into(),
+                    actor: "uid:0".into(),
+                    source: "local".into(),
+                    target: format!("u{n}"),
+                    detail: serde_json::json!({ "n": n }),
+                    prev_hash,
+                    hash: String::new(),
+                })
+                .unwrap(),
+            );
+        }
+        let head = Head::of(&plain[2]);
+        plain[2].target = "mallory".into();
+        plain[2] = chain::seal(plain[2].clone()).unwrap();
+        db.raw_batch(&plain.iter().map(insert_sql).collect::<String>());
+        mirror::write_head(&opts.state_dir.join(mirror::HEAD_FILE), &head).unwrap();
+        let store = Store::open(&opts).unwrap();
+        let records = db_records(&store);
+        assert_eq!(records.len(), 3, "no checkpoint signed the rewritten tail");
+        assert_eq!(
+            verdict(&store),
+            Some((VerifyProblemKind::Altered, 3)),
+            "verify names it"
+        );
+    }
+
+    /// A second gateway with its own secrets key on a shared store cannot
+    /// verify the log there: it refuses to start, saying why, instead of
+    /// writing records no one else can verify.
+    #[test]
+    fn a_node_with_another_secrets_key_does_not_join_the_shared_log() {
+        let Some(db) = TestStore::postgres() else {
+            return;
+        };
+        let store = db.open();
+        write_events(&store, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = options(dir.path());
+        other.postgres = db.opts.postgres.clone();
+        let err = Store::open(&other).err().unwrap();
+        assert!(
+            matches!(err, StoreError::AuditKeyMismatch { seq: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("secrets_key_file"), "{err}");
+        // With the shared key it joins.
+        other.secrets = std::sync::Arc::clone(&db.opts.secrets);
+        Store::open(&other).unwrap();
     }
 
     #[test]

@@ -182,6 +182,13 @@ pub enum StoreError {
     )]
     AnchorMissing { path: PathBuf, last_seq: u64 },
 
+    /// A node anchoring on an existing log cannot verify its first keyed
+    /// record: another secrets key wrote it (or that record was altered).
+    #[error(
+        "the audit log in {db} was written under another audit key: its first keyed record ({seq}) does not verify with this gateway's (altered, or this gateway's secrets key differs from the one that wrote the log). Gateways that share a store must share the secrets key: give each the same gateway.secrets_key_file (or use [aws], which keeps it in SSM)"
+    )]
+    AuditKeyMismatch { db: String, seq: u64 },
+
     /// On the shared store, the database's audit chain stopped continuing
     /// from this node's head file: records were cut or rewritten behind the
     /// gateway's back. Nothing more is written until accessd restarts.
@@ -238,6 +245,7 @@ impl StoreError {
             | Self::WrongSecretsKey { .. }
             | Self::Mirror(_)
             | Self::AnchorMissing { .. }
+            | Self::AuditKeyMismatch { .. }
             | Self::Task { .. }
             | Self::Closed { .. } => ErrorCode::Internal,
         }

@@ -241,7 +241,12 @@ impl Store {
         let store = Store {
             inner: Arc::new(inner),
         };
-        if store.write_blocking(|w| w.begin_keyed_chain(std::time::SystemTime::now()))? {
+        // Only a chain that reached the head file gets signed: a frozen head
+        // means records were cut or rewritten, and a checkpoint would vouch
+        // for them.
+        if !reconciled.head_frozen
+            && store.write_blocking(|w| w.begin_keyed_chain(std::time::SystemTime::now()))?
+        {
             tracing::info!(
                 "the audit log's older records keep their plain hashes; a signed checkpoint now marks where the keyed chain begins"
             );

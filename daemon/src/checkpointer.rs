@@ -4,13 +4,14 @@
 //! lease holder of an HA pair), writes one. A failed write is logged and
 //! tried again after [`RETRY_AFTER`]; nothing else waits on it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::checkpoint::{Cadence, Last};
 use crate::store::Store;
+use crate::time_fmt::now_unix;
 
 /// How often the loop looks.
 const TICK: Duration = Duration::from_secs(1);
@@ -27,7 +28,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) {
     tracker.spawn(async move {
-        let since = unix_now();
+        let since = now_unix();
         // `None` until read: on start and after each stretch as standby,
         // where the other node may have signed.
         let mut last: Option<Option<Last>> = None;
@@ -72,7 +73,7 @@ async fn step(
             .map(|(seq, at)| Last { seq, at }),
     };
     let newest = store.read(|r| r.audit_last()).await?.map_or(0, |h| h.seq);
-    if !cadence.due(newest, last, since, unix_now()) {
+    if !cadence.due(newest, last, since, now_unix()) {
         return Ok(last);
     }
     let written = store
@@ -80,14 +81,8 @@ async fn step(
         .await?;
     Ok(written.map(|record| Last {
         seq: record.seq,
-        at: unix_now(),
+        at: now_unix(),
     }))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -221,8 +221,21 @@ fn a_rewrite_with_the_keys_after_anchoring_is_caught_by_the_anchored_copy() {
     let mut gw = lab.start_gateway(&config(&lab));
     add_users(&gw, 0, 6);
     wait_exported(&gw, Duration::from_secs(30));
+    // Someone with plain PutObject on the bucket (not the gateway's role)
+    // puts a later version over the first object: the fetch takes the
+    // first version, and says so.
+    lab.python(&format!(
+        "s3 = boto3.client('s3', **kw)\n\
+         key = sorted(o['Key'] for o in s3.list_objects_v2(Bucket='{BUCKET}', Prefix='{PREFIX}/')['Contents'])[0]\n\
+         s3.put_object(Bucket='{BUCKET}', Key=key, Body=b'not the export')\n\
+         out = key\n"
+    ));
     let dir = gw.dir.path().join("anchored");
-    download(&lab, &dir);
+    let warned = download(&lab, &dir);
+    assert!(
+        warned.contains("has 2 versions; using the first"),
+        "{warned}"
+    );
     let ok = gw.ctl(&["audit", "verify", "--anchored", dir.to_str().unwrap()]);
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
     assert!(
@@ -256,20 +269,82 @@ fn a_rewrite_with_the_keys_after_anchoring_is_caught_by_the_anchored_copy() {
     );
 }
 
-/// Writes the first version of every exported object under `dir`.
-fn download(lab: &AwsLab, dir: &Path) {
-    lab.python(&format!(
-        "import os\n\
-         s3 = boto3.client('s3', **kw)\n\
-         versions = s3.list_object_versions(Bucket='{BUCKET}', Prefix='{PREFIX}/{GATEWAY}/').get('Versions', [])\n\
-         for key in sorted(set(v['Key'] for v in versions)):\n\
-         \x20   first = sorted((v for v in versions if v['Key'] == key), key=lambda v: v['LastModified'])[0]\n\
-         \x20   path = os.path.join('{dir}', key)\n\
-         \x20   os.makedirs(os.path.dirname(path), exist_ok=True)\n\
-         \x20   open(path, 'wb').write(s3.get_object(Bucket='{BUCKET}', Key=key, VersionId=first['VersionId'])['Body'].read())\n\
-         out = True\n",
-        dir = dir.display()
-    ));
+/// Writes the first version of every exported object under `dir`, with
+/// the script the docs give admins (packaging/fetch-anchored.py), run on
+/// boto3 from the moto venv.
+fn download(lab: &AwsLab, dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/fetch-anchored.py");
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns])
+        .arg(gatehouse_tests::aws::moto_venv().join("bin/python"))
+        .arg(script)
+        .args(["--endpoint", "http://127.0.0.1:5000", "--region"])
+        .arg(gatehouse_tests::aws::REGION)
+        .args(["--bucket", BUCKET, "--prefix", PREFIX, "--gateway", GATEWAY])
+        .arg(dir)
+        .envs(gatehouse_tests::aws::aws_env());
+    let out = gatehouse_tests::output_within(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    stderr(&out)
+}
+
+/// A record written behind the gateway's back (a correct plain SHA-256,
+/// appended in the database) is never exported: the exporter verifies
+/// what it anchors, stops there and says why.
+#[test]
+fn records_that_do_not_verify_are_not_exported() {
+    let Some(lab) = AwsLab::create() else { return };
+    create_bucket(&lab);
+    let mut gw = lab.start_gateway(&config(&lab));
+    add_users(&gw, 0, 2);
+    wait_exported(&gw, Duration::from_secs(30));
+    let exported = objects(&lab).len();
+    gw.stop();
+    let db = rusqlite::Connection::open(gw.db_path()).unwrap();
+    let (seq, hash): (u64, String) = db
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let forged = chain::seal(AuditRecord {
+        seq: seq + 1,
+        time: "2026-12-05T00:00:00.000Z".into(),
+        kind: "user.remove".into(),
+        actor: "uid:0".into(),
+        source: "local".into(),
+        target: "u0".into(),
+        detail: serde_json::json!({}),
+        prev_hash: hash,
+        hash: String::new(),
+    })
+    .unwrap();
+    db.execute(
+        "INSERT INTO audit_log (seq, time, time_unix, kind, actor, source, target, detail, prev_hash, hash) \
+         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, '{}', ?7, ?8)",
+        rusqlite::params![
+            forged.seq,
+            forged.time,
+            forged.kind,
+            forged.actor,
+            forged.source,
+            forged.target,
+            forged.prev_hash,
+            forged.hash
+        ],
+    )
+    .unwrap();
+    drop(db);
+    gw.spawn();
+    add_users(&gw, 2, 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.log_text().contains("do not verify") {
+        assert!(Instant::now() < deadline, "{}", gw.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(objects(&lab).len(), exported, "nothing more was anchored");
+    assert!(s3_lag(&gw) >= 4, "the lag shows it");
 }
 
 /// As an attacker with root: changes the target of the `user.add` of

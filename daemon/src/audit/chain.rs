@@ -315,6 +315,12 @@ fn bad_checkpoint(record: &AuditRecord, keys: &AuditKeys) -> Option<VerifyProble
         Ok(detail) => detail,
         Err(err) => return altered(format!("its detail is not a checkpoint ({err})")),
     };
+    if detail.time != record.time {
+        return altered(format!(
+            "it was signed at {}, not at its own time {}",
+            detail.time, record.time
+        ));
+    }
     if detail.seq.saturating_add(1) != record.seq || detail.chain != record.prev_hash {
         return altered(format!(
             "it signs record {} as {}, not the record before it",

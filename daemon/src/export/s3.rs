@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::ObjectLockMode;
@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::s3_plan::{self, MAX_OBJECT_RECORDS, Object, ObjectError};
 use super::{ExportHandle, ExportStats};
+use crate::audit::chain::{self, Head};
 use crate::aws::{AwsError, Session};
 use crate::gateway::Core;
 use crate::ha::Ha;
@@ -34,6 +35,9 @@ use crate::store::{Store, StoreError};
 
 /// The exporter's name: its cursor's in the store, its metrics' label.
 pub const NAME: &str = "s3";
+
+/// Records read first when looking for the next object's end.
+const FIRST_READ: u64 = 2_000;
 
 /// How often it looks for a finished object while there is none.
 const TICK: Duration = Duration::from_secs(1);
@@ -45,6 +49,14 @@ pub enum S3ExportError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Object(#[from] ObjectError),
+    #[error(
+        "the audit records after the S3 export's cursor (record {cursor}) do not verify, so they are not exported: {problem}; run `accessctl audit verify`"
+    )]
+    Unverified { cursor: u64, problem: String },
+    #[error(
+        "the S3 export's cursor (record {cursor}) is past the newest record ({newest}): someone with the database moved it; nothing is exported until it is put back"
+    )]
+    CursorAhead { cursor: u64, newest: u64 },
     #[error("cannot reach AWS for the audit export: {0}")]
     Connect(#[source] AwsError),
     #[error("S3 refused the audit object s3://{bucket}/{key}: {message}")]
@@ -146,27 +158,57 @@ impl Exporter {
             self.stats.connected.store(false, Ordering::Relaxed);
             return Ok(Progress::Idle);
         }
-        let (cursor, newest, records) = self
+        let (cursor, at_cursor, newest, records) = self
             .store
             .read(|r| {
                 let cursor = r.audit_cursor(NAME)?;
+                let at_cursor = match cursor {
+                    0 => None,
+                    _ => r.audit_records_after(cursor - 1, 1)?.pop(),
+                };
                 let newest = r.audit_last()?.map_or(0, |h| h.seq);
-                let limit = u64::try_from(MAX_OBJECT_RECORDS).unwrap_or(u64::MAX);
-                Ok((cursor, newest, r.audit_records_after(cursor, limit)?))
+                // A checkpoint comes about every 1,000 records: read a little
+                // more than that, and up to the cap only when none is there.
+                let mut records = r.audit_records_after(cursor, FIRST_READ)?;
+                if records.len() as u64 == FIRST_READ
+                    && s3_plan::next_object_len(&records).is_none()
+                {
+                    let cap = u64::try_from(MAX_OBJECT_RECORDS).unwrap_or(u64::MAX);
+                    records = r.audit_records_after(cursor, cap)?;
+                }
+                Ok((cursor, at_cursor, newest, records))
             })
             .await?;
-        self.stats
-            .lag
-            .store(newest.saturating_sub(cursor), Ordering::Relaxed);
+        if cursor > newest {
+            return Err(S3ExportError::CursorAhead { cursor, newest });
+        }
+        self.stats.lag.store(newest - cursor, Ordering::Relaxed);
         let Some(len) = s3_plan::next_object_len(&records) else {
             return Ok(Progress::Idle);
         };
+        // Only records that chain from the last exported one, under the
+        // audit key, become evidence.
+        let anchor = at_cursor.as_ref().map(Head::of);
+        let report = chain::verify_from(
+            &records[..len],
+            anchor.as_ref(),
+            None,
+            self.store.audit_keys(),
+        );
+        if !report.intact || (cursor > 0 && anchor.is_none()) {
+            return Err(S3ExportError::Unverified {
+                cursor,
+                problem: report
+                    .problem
+                    .map_or_else(|| format!("record {cursor} is gone"), |p| p.message),
+            });
+        }
         let Some(object) = s3_plan::object(&self.s3.prefix, &self.gateway, &records[..len])? else {
             return Ok(Progress::Idle);
         };
         let written = self.put(&object).await?;
         let last = object.last;
-        let now = unix_now();
+        let now = crate::time_fmt::now_unix();
         self.store
             .write(move |w| w.advance_audit_cursor(NAME, last, now))
             .await?;
@@ -201,11 +243,14 @@ impl Exporter {
             .body(ByteStream::from(object.body.clone()))
             .send()
             .await;
-        self.stats.connected.store(true, Ordering::Relaxed);
         match sent {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.stats.connected.store(true, Ordering::Relaxed);
+                Ok(true)
+            }
             // The name exists: an earlier try wrote these very records.
             Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(412) => {
+                self.stats.connected.store(true, Ordering::Relaxed);
                 tracing::info!(key = %object.key, "the audit object was already in S3 (written before a restart or by the other node)");
                 Ok(false)
             }
@@ -234,10 +279,4 @@ impl Exporter {
         self.session = Some(session.clone());
         Ok(session)
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

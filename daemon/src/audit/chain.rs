@@ -369,11 +369,7 @@ mod tests {
     use crate::audit::checkpoint::Checkpoint;
     use crate::keys::secrets::SecretsKey;
 
-    fn keys() -> AuditKeys {
-        AuditKeys::derive(
-            &SecretsKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap(),
-        )
-    }
+    use crate::keys::audit::test_keys as keys;
 
     fn verify(records: &[AuditRecord], head: Option<&Head>) -> VerifyReport {
         super::verify(records, head, &keys())

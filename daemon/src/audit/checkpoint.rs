@@ -185,13 +185,8 @@ impl Cadence {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::keys::secrets::SecretsKey;
 
-    fn keys() -> AuditKeys {
-        AuditKeys::derive(
-            &SecretsKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap(),
-        )
-    }
+    use crate::keys::audit::test_keys as keys;
 
     fn checkpoint() -> Checkpoint {
         Checkpoint {

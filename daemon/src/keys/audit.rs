@@ -105,6 +105,16 @@ impl std::fmt::Debug for AuditKeys {
     }
 }
 
+/// Fixed audit keys for tests (from a fixed secrets key).
+#[cfg(test)]
+pub(crate) fn test_keys() -> AuditKeys {
+    let secrets = SecretsKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    match secrets {
+        Some(secrets) => AuditKeys::derive(&secrets),
+        None => unreachable!("the test key is 32 bytes of base64"),
+    }
+}
+
 /// Whether `armored` is `public`'s signature of `message`: needs no private
 /// key.
 pub fn check_signature(

@@ -640,6 +640,32 @@ mod tests {
         }
     }
 
+    /// `n` records chained with plain SHA-256, as a gateway wrote them
+    /// before the keyed chain.
+    fn plain_log(n: u64) -> Vec<AuditRecord> {
+        let mut plain: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=n {
+            let prev_hash = plain
+                .last()
+                .map_or(chain::GENESIS_HASH.to_string(), |r| r.hash.clone());
+            plain.push(
+                chain::seal(AuditRecord {
+                    seq,
+                    time: format!("2025-01-01T00:00:0{seq}.000Z"),
+                    kind: "user.add".into(),
+                    actor: "uid:0".into(),
+                    source: "local".into(),
+                    target: format!("u{seq}"),
+                    detail: serde_json::json!({ "n": seq }),
+                    prev_hash,
+                    hash: String::new(),
+                })
+                .unwrap(),
+            );
+        }
+        plain
+    }
+
     /// A log of plain records (written before the keyed chain) keeps them
     /// as they are; opening it appends a signed checkpoint where the keyed
     /// chain begins, once.
@@ -649,26 +675,7 @@ mod tests {
             let opts = db.opts.clone();
             let store = db.open();
             drop(store);
-            let mut plain: Vec<AuditRecord> = Vec::new();
-            for n in 1..=3u64 {
-                let prev_hash = plain
-                    .last()
-                    .map_or(chain::GENESIS_HASH.to_string(), |r| r.hash.clone());
-                plain.push(
-                    chain::seal(AuditRecord {
-                        seq: n,
-                        time: format!("2025-01-01T00:00:0{n}.000Z"),
-                        kind: "user.add".into(),
-                        actor: "uid:0".into(),
-                        source: "local".into(),
-                        target: format!("u{n}"),
-                        detail: serde_json::json!({ "n": n }),
-                        prev_hash,
-                        hash: String::new(),
-                    })
-                    .unwrap(),
-                );
-            }
+            let plain = plain_log(3);
             let sql: String = plain.iter().map(insert_sql).collect();
             db.raw_batch(&sql);
             mirror::write_head(
@@ -702,26 +709,7 @@ mod tests {
         let db = TestStore::sqlite();
         let opts = db.opts.clone();
         drop(db.open());
-        let mut plain: Vec<AuditRecord> = Vec::new();
-        for n in 1..=3u64 {
-            let prev_hash = plain
-                .last()
-                .map_or(chain::GENESIS_HASH.to_string(), |r| r.hash.clone());
-            plain.push(
-                chain::seal(AuditRecord {
-                    seq: n,
-                    time: format!("2025-01-01T00:00:0{n}.000Z"),
-                    kind: "user.add".into(),
-                    actor: "uid:0".into(),
-                    source: "local".into(),
-                    target: format!("u{n}"),
-                    detail: serde_json::json!({ "n": n }),
-                    prev_hash,
-                    hash: String::new(),
-                })
-                .unwrap(),
-            );
-        }
+        let mut plain = plain_log(3);
         let head = Head::of(&plain[2]);
         plain[2].target = "mallory".into();
         plain[2] = chain::seal(plain[2].clone()).unwrap();

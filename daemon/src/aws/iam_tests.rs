@@ -91,12 +91,13 @@ fn every_named_action_is_a_call_made() {
 }
 
 /// What the operator puts in place of each placeholder (packaging/README.md).
-const PLACEHOLDERS: [&str; 5] = [
+const PLACEHOLDERS: [&str; 6] = [
     "GATEWAY_NAME",
     "VPC_ID",
     "ROUTE_TABLE_ID",
     "AUDIT_BUCKET",
     "AUDIT_PREFIX",
+    "AUDIT_RETENTION_DAYS",
 ];
 
 /// Each action that changes something, and every resource type AWS

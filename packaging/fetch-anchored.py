@@ -45,12 +45,15 @@ def main():
         print(f"no audit objects under s3://{args.bucket}/{prefix}", file=sys.stderr)
         return 1
     for key in sorted(versions):
-        mine = sorted(versions[key], key=lambda v: v["LastModified"])
+        # S3 lists a key's versions newest first; the last is the one the
+        # gateway wrote. (LastModified has whole seconds: it cannot order
+        # two writes in one second.)
+        mine = versions[key]
         if len(mine) > 1:
             print(f"warning: {key} has {len(mine)} versions; using the first", file=sys.stderr)
         if key in markers:
             print(f"warning: {key} is hidden by a delete marker; using its first version", file=sys.stderr)
-        body = s3.get_object(Bucket=args.bucket, Key=key, VersionId=mine[0]["VersionId"])["Body"].read()
+        body = s3.get_object(Bucket=args.bucket, Key=key, VersionId=mine[-1]["VersionId"])["Body"].read()
         path = os.path.join(args.dir, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as out:

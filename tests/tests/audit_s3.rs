@@ -51,8 +51,8 @@ fn objects(lab: &AwsLab) -> Vec<Value> {
          keys = sorted(set(v['Key'] for v in versions))\n\
          out = []\n\
          for key in keys:\n\
-         \x20   mine = sorted((v for v in versions if v['Key'] == key), key=lambda v: v['LastModified'])\n\
-         \x20   first = mine[0]['VersionId']\n\
+         \x20   mine = [v for v in versions if v['Key'] == key]\n\
+         \x20   first = mine[-1]['VersionId']\n\
          \x20   head = s3.head_object(Bucket='{BUCKET}', Key=key, VersionId=first)\n\
          \x20   body = s3.get_object(Bucket='{BUCKET}', Key=key, VersionId=first)['Body'].read()\n\
          \x20   lines = gzip.decompress(body).decode().splitlines()\n\

@@ -359,27 +359,10 @@ fn rewrite_with_the_keys(gw: &Daemon, user: &str) -> u64 {
         "DROP TRIGGER audit_log_immutable_update; DROP TRIGGER audit_log_immutable_delete;",
     )
     .unwrap();
-    let mut records: Vec<AuditRecord> = {
-        let mut stmt = db
-            .prepare("SELECT seq, time, kind, actor, source, target, detail, prev_hash, hash FROM audit_log ORDER BY seq")
-            .unwrap();
-        stmt.query_map([], |row| {
-            Ok(AuditRecord {
-                seq: row.get(0)?,
-                time: row.get(1)?,
-                kind: row.get(2)?,
-                actor: row.get(3)?,
-                source: row.get(4)?,
-                target: row.get(5)?,
-                detail: serde_json::from_str(&row.get::<_, String>(6)?).unwrap(),
-                prev_hash: row.get(7)?,
-                hash: row.get(8)?,
-            })
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-    };
+    // Read as accessd reads them; then rewritten behind its back.
+    let mut records: Vec<AuditRecord> = open_store(gw)
+        .read_blocking(|r| r.audit_records(&accessd::store::AuditFilter::default()))
+        .unwrap();
     let at = records
         .iter()
         .position(|r| r.kind == "user.add" && r.target == user)

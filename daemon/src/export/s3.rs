@@ -57,6 +57,8 @@ pub enum S3ExportError {
         "the S3 export's cursor (record {cursor}) is past the newest record ({newest}): someone with the database moved it; nothing is exported until it is put back"
     )]
     CursorAhead { cursor: u64, newest: u64 },
+    #[error("the audit export's task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     #[error("cannot reach AWS for the audit export: {0}")]
     Connect(#[source] AwsError),
     #[error("S3 refused the audit object s3://{bucket}/{key}: {message}")]
@@ -187,23 +189,27 @@ impl Exporter {
             return Ok(Progress::Idle);
         };
         // Only records that chain from the last exported one, under the
-        // audit key, become evidence.
+        // audit key, become evidence. Checking and compressing them is CPU
+        // work: off the runtime.
         let anchor = at_cursor.as_ref().map(Head::of);
-        let report = chain::verify_from(
-            &records[..len],
-            anchor.as_ref(),
-            None,
-            self.store.audit_keys(),
-        );
-        if !report.intact || (cursor > 0 && anchor.is_none()) {
-            return Err(S3ExportError::Unverified {
-                cursor,
-                problem: report
-                    .problem
-                    .map_or_else(|| format!("record {cursor} is gone"), |p| p.message),
-            });
-        }
-        let Some(object) = s3_plan::object(&self.s3.prefix, &self.gateway, &records[..len])? else {
+        let keys = self.store.audit_keys().clone();
+        let (prefix, gateway) = (self.s3.prefix.clone(), self.gateway.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let records = &records[..len];
+            let report = chain::verify_from(records, anchor.as_ref(), None, &keys);
+            if !report.intact || (cursor > 0 && anchor.is_none()) {
+                return Err(S3ExportError::Unverified {
+                    cursor,
+                    problem: report
+                        .problem
+                        .map_or_else(|| format!("record {cursor} is gone"), |p| p.message),
+                });
+            }
+            Ok(s3_plan::object(&prefix, &gateway, records)?)
+        })
+        .await
+        .map_err(S3ExportError::Task)??;
+        let Some(object) = built else {
             return Ok(Progress::Idle);
         };
         let written = self.put(&object).await?;

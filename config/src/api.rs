@@ -24,6 +24,7 @@
 //! | DELETE | `/v1/users/{name}/devices/{device}` | → [`DeviceInfo`] (as it was) |
 //! | GET | `/v1/groups` | → `Vec<`[`GroupInfo`]`>` |
 //! | GET | `/v1/audit?…` ([`AuditQuery`]) | → `Vec<`[`AuditRecord`]`>` |
+//! | GET | `/v1/audit/summary?by=…` ([`AuditQuery`]) | → [`AuditSummary`] |
 //! | GET | `/v1/audit/verify` | → [`VerifyReport`] |
 //! | GET | `/v1/backup` | → the database file; [`BackupInfo`] in the [`BACKUP_INFO_HEADER`] header |
 //! | GET | `/v1/ssh/channels` | → `Vec<`[`SshChannelInfo`]`>` |
@@ -599,9 +600,122 @@ pub struct AuditQuery {
     /// page of the log, oldest first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub through_seq: Option<u64>,
-    /// At most this many, the newest ones (still returned oldest first).
+    /// At most this many: the oldest ones after `after_seq` when it is
+    /// given (a page), else the newest ones (still returned oldest first).
+    /// For `/v1/audit/summary`: rows per page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// Records whose target is exactly this (`10.0.3.140:22`, `alice/laptop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Records whose client address is in this CIDR (or is this address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Records about a private host in this CIDR (or this address): a
+    /// `vpn.flow`'s destination, the jump host's resolved target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
+    /// `/v1/audit/summary` only: how to group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<SummaryBy>,
+    /// `/v1/audit/summary` only: rows to skip (the next page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+pub use crate::audit_facets::{Outcome, Via};
+
+/// How `GET /v1/audit/summary` groups the matching records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryBy {
+    /// Per user: the hosts they reached (VPN and SSH), first and last seen, bytes.
+    User,
+    /// Per host: the users who reached it, with the same figures.
+    Host,
+    /// Per day (UTC): logins, refusals, denials, changes, flows, sessions.
+    Day,
+    /// Per hour (UTC), with the same counts: the auditor's timeline.
+    Hour,
+    /// Per kind: how many records, first and last.
+    Kind,
+}
+
+/// `GET /v1/audit/summary`: one page of rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSummary {
+    #[serde(flatten)]
+    pub rows: SummaryRows,
+    /// The rows skipped before this page.
+    pub offset: u64,
+    /// Whether more rows follow (ask again with `offset` + rows).
+    pub more: bool,
+}
+
+/// The rows of an [`AuditSummary`], by grouping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", content = "rows", rename_all = "snake_case")]
+pub enum SummaryRows {
+    /// Sorted by user, then host.
+    User(Vec<HostUse>),
+    /// Sorted by host, then user.
+    Host(Vec<HostUse>),
+    /// Oldest first.
+    Day(Vec<PeriodCounts>),
+    Hour(Vec<PeriodCounts>),
+    /// Most records first.
+    Kind(Vec<KindCount>),
+}
+
+/// A user's use of one host (and port, device, way in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostUse {
+    pub user: String,
+    /// The WireGuard device, for traffic through the VPN.
+    pub device: Option<String>,
+    pub host: String,
+    pub via: Via,
+    pub port: Option<u16>,
+    /// RFC 3339, UTC.
+    pub first: String,
+    pub last: String,
+    pub records: u64,
+    /// User to host.
+    pub bytes_up: u64,
+    /// Host to user.
+    pub bytes_down: u64,
+}
+
+/// A day's (or an hour's) counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodCounts {
+    /// `2026-12-05`, or `2026-12-05T14:00Z` per hour.
+    pub period: String,
+    pub records: u64,
+    /// Portal logins and enrollments, tunnels up.
+    pub logins: u64,
+    /// Failed logins, refused jump host channels.
+    pub refusals: u64,
+    /// Data plane denials.
+    pub denials: u64,
+    /// Changes to users, devices, keys, certificates, config, AWS.
+    pub changes: u64,
+    pub flows: u64,
+    /// Jump host connections.
+    pub sessions: u64,
+}
+
+/// How many records of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCount {
+    pub kind: String,
+    pub records: u64,
+    pub first: String,
+    pub last: String,
 }
 
 /// One audit record, exactly as stored and hashed.

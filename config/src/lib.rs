@@ -9,11 +9,16 @@
 //! - [`api`]: the admin API's request and response types.
 //! - [`audit_kind`]: every kind of audit record, with its dotted name and a
 //!   one-line summary for help and docs.
+//! - [`audit_facets`]: what a record says about who reached which host
+//!   (user, via, outcome, host, port, bytes), read once for every review.
+//! - [`audit_csv`]: records as CSV, for the CLI's export and the portal.
 //! - [`wg_quick`]: rendering a device's wg-quick file.
 //!
 //! Pure: no sockets, no database, no clock beyond what callers pass in.
 
 pub mod api;
+pub mod audit_csv;
+pub mod audit_facets;
 pub mod audit_kind;
 pub mod file;
 pub mod names;

@@ -107,7 +107,7 @@ pub enum Command {
     Reload,
     /// Review the audit log, follow it, or verify its hash chain.
     #[command(long_about = audit::LONG_ABOUT)]
-    Audit(audit::AuditArgs),
+    Audit(Box<audit::AuditArgs>),
     /// Write a consistent copy of the gateway's database (restore: accessd restore FILE).
     #[command(long_about = backup::LONG_ABOUT)]
     Backup(backup::BackupArgs),
@@ -201,7 +201,7 @@ async fn dispatch(command: Command, ctx: &Ctx) -> anyhow::Result<()> {
         Command::Ssh(cmd) => ssh::run(cmd, ctx).await?,
         Command::Status => status::status(ctx).await?,
         Command::Reload => status::reload(ctx).await?,
-        Command::Audit(args) => audit::run(args, ctx).await?,
+        Command::Audit(args) => audit::run(*args, ctx).await?,
         Command::Backup(args) => backup::run(args, ctx).await?,
         Command::Completions { .. } | Command::Manpage => {}
         Command::Aws(cmd) => aws::run(cmd, ctx).await?,
@@ -421,7 +421,7 @@ mod tests {
             let Command::Audit(args) = parses(&["audit", "--kind", kind]).command else {
                 panic!("audit");
             };
-            assert_eq!(args.filter.kind.as_deref(), Some(kind));
+            assert_eq!(args.filter.review.kind.as_deref(), Some(kind));
         }
         let mut script = Vec::new();
         clap_complete::generate(

@@ -173,6 +173,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/reload", post(system::reload))
         .route("/v1/groups", get(system::groups))
         .route("/v1/audit", get(system::audit))
+        .route("/v1/audit/summary", get(system::audit_summary))
         .route("/v1/audit/verify", get(system::verify))
         .route("/v1/audit/key", get(system::audit_key))
         .route("/v1/audit/status", get(system::audit_status))

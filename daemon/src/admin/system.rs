@@ -6,19 +6,17 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::{
     AuditCheckpointStatus, AuditExporterStatus, AuditKeyResponse, AuditQuery, AuditRecord,
-    AuditStatus, GroupInfo, ReloadResponse, SshStatus, StatusResponse, UserCounts, UserState,
-    VerifyReport, VpnStatus,
+    AuditStatus, AuditSummary, GroupInfo, ReloadResponse, SshStatus, StatusResponse, UserCounts,
+    UserState, VerifyReport, VpnStatus,
 };
 
 use super::error::ApiFailure;
 use super::extract::Query;
 use super::{AdminState, Caller};
 use crate::access::device_info;
-use crate::store::AuditFilter;
-use crate::time_fmt::{parse_rfc3339, rfc3339};
-
-/// The most records one audit query returns; `--follow` pages through more.
-const AUDIT_PAGE_MAX: u64 = 10_000;
+use crate::audit::review;
+use crate::store::audit_facets::SUMMARY_PAGE_MAX;
+use crate::time_fmt::rfc3339;
 
 pub async fn status(State(admin): State<AdminState>) -> Result<Json<StatusResponse>, ApiFailure> {
     let gw = &admin.core;
@@ -151,24 +149,35 @@ pub async fn audit(
     State(admin): State<AdminState>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiFailure> {
-    let gw = &admin.core;
-    let time = |key: &str, value: Option<String>| match value {
-        None => Ok(None),
-        Some(text) => parse_rfc3339(&text).map(Some).ok_or_else(|| {
-            ApiFailure::bad_request(format!("{key}={text:?} is not an RFC 3339 time"))
-        }),
-    };
-    let filter = AuditFilter {
-        since: time("since", query.since)?,
-        until: time("until", query.until)?,
-        user: query.user,
-        kind_prefix: query.kind,
-        after_seq: query.after_seq,
-        through_seq: query.through_seq,
-        limit: Some(query.limit.unwrap_or(AUDIT_PAGE_MAX).min(AUDIT_PAGE_MAX)),
-    };
+    let filter = review::filter(&query).map_err(|e| ApiFailure::bad_request(e.to_string()))?;
     Ok(Json(
-        gw.store().read(move |r| r.audit_records(&filter)).await?,
+        admin
+            .core
+            .store()
+            .read(move |r| r.audit_records(&filter))
+            .await?,
+    ))
+}
+
+/// `GET /v1/audit/summary?by=…`: one page of the matching records grouped.
+pub async fn audit_summary(
+    State(admin): State<AdminState>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditSummary>, ApiFailure> {
+    let by = query
+        .by
+        .ok_or_else(|| ApiFailure::bad_request("by= is missing: user, host, day, hour or kind"))?;
+    let filter = review::filter(&query).map_err(|e| ApiFailure::bad_request(e.to_string()))?;
+    let (offset, limit) = (
+        query.offset.unwrap_or(0),
+        query.limit.unwrap_or(SUMMARY_PAGE_MAX),
+    );
+    Ok(Json(
+        admin
+            .core
+            .store()
+            .read(move |r| r.audit_summary(&filter, by, offset, limit))
+            .await?,
     ))
 }
 

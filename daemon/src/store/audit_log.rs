@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use gatehouse_config::api::{AuditRecord, VerifyReport};
 
 use super::db::{Conn, DbError, Row, Value, values};
-use super::{Reader, StoreError, Writer};
+use super::{Reader, StoreError, Writer, audit_facets};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
 pub use crate::audit::event::NewAuditEvent;
 use crate::audit::event::{Actor, Kind, Source, event};
@@ -31,8 +31,17 @@ pub struct AuditFilter {
     pub after_seq: Option<u64>,
     /// Only records with this seq or a smaller one.
     pub through_seq: Option<u64>,
-    /// Keep only the newest N (still returned oldest first).
+    /// Keep only N: the oldest after `after_seq` when it is given (a page),
+    /// else the newest (still returned oldest first).
     pub limit: Option<u64>,
+    /// Records whose target is exactly this.
+    pub target: Option<String>,
+    /// Records whose client address is in this network.
+    pub source: Option<ipnet::IpNet>,
+    /// Records about a private host in this network.
+    pub host: Option<ipnet::IpNet>,
+    pub outcome: Option<gatehouse_config::audit_facets::Outcome>,
+    pub via: Option<gatehouse_config::audit_facets::Via>,
 }
 
 impl Reader<'_> {
@@ -55,11 +64,10 @@ impl Reader<'_> {
             clauses.push(format!("(actor = {p} OR target = {p})"));
         }
         if let Some(prefix) = filter.kind_prefix.as_deref().filter(|p| !p.is_empty()) {
-            let exact = bind(Value::Text(prefix.to_string()));
-            let dotted = bind(Value::Text(format!("{prefix}.")));
-            clauses.push(format!(
-                "(kind = {exact} OR substr(kind, 1, length(CAST({dotted} AS TEXT))) = {dotted})"
-            ));
+            clauses.push(kind_clause(prefix, &mut bind));
+        }
+        if let Some(target) = &filter.target {
+            clauses.push(format!("target = {}", bind(Value::Text(target.clone()))));
         }
         if let Some(after) = filter.after_seq {
             clauses.push(format!("seq > {}", bind(Value::Integer(to_i64(after)))));
@@ -67,12 +75,18 @@ impl Reader<'_> {
         if let Some(through) = filter.through_seq {
             clauses.push(format!("seq <= {}", bind(Value::Integer(to_i64(through)))));
         }
+        audit_facets::records_sql(filter, &mut clauses, &mut bind);
         let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_log");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
         match filter.limit {
+            Some(limit) if filter.after_seq.is_some() => {
+                let p = bind(Value::Integer(to_i64(limit)));
+                sql.push_str(&format!(" ORDER BY seq LIMIT {p}"));
+                query_records(&self.conn, &sql, &values)
+            }
             Some(limit) => {
                 let p = bind(Value::Integer(to_i64(limit)));
                 sql.push_str(&format!(" ORDER BY seq DESC LIMIT {p}"));
@@ -237,9 +251,18 @@ impl Writer<'_> {
                 ],
             )
             .map_err(|source| StoreError::AuditWrite { source })?;
+        audit_facets::index(&self.conn, &record, time_unix)?;
         self.appended.push(record.clone());
         Ok(record)
     }
+}
+
+/// Kinds that start with `prefix`'s whole dotted segments: `user` matches
+/// `user` and `user.add`, not `username`.
+pub(super) fn kind_clause(prefix: &str, bind: &mut dyn FnMut(Value) -> String) -> String {
+    let exact = bind(Value::Text(prefix.to_string()));
+    let dotted = bind(Value::Text(format!("{prefix}.")));
+    format!("(kind = {exact} OR substr(kind, 1, length(CAST({dotted} AS TEXT))) = {dotted})")
 }
 
 pub(super) const RECORD_COLUMNS: &str =
@@ -250,8 +273,17 @@ pub(super) fn query_records(
     sql: &str,
     values: &[Value],
 ) -> Result<Vec<AuditRecord>, StoreError> {
-    conn.query(sql, values)
-        .and_then(|rows| rows.iter().map(record_from_row).collect())
+    let rows = conn
+        .query(sql, values)
+        .map_err(StoreError::db("query audit records"))?;
+    records_from_rows(&rows)
+}
+
+/// Rows of [`RECORD_COLUMNS`] (first) as records.
+pub(super) fn records_from_rows(rows: &[Row]) -> Result<Vec<AuditRecord>, StoreError> {
+    rows.iter()
+        .map(record_from_row)
+        .collect::<Result<_, _>>()
         .map_err(StoreError::db("query audit records"))
 }
 
@@ -450,7 +482,8 @@ mod tests {
                 limit: Some(2),
                 ..AuditFilter::default()
             };
-            assert_eq!(query(&store, page), [4, 5]);
+            // A page: the oldest two after seq 1 (the next page starts at 3).
+            assert_eq!(query(&store, page), [2, 3]);
             let combined = AuditFilter {
                 kind_prefix: Some("user".into()),
                 user: Some("uid:0".into()),

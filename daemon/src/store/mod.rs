@@ -42,6 +42,7 @@
 //! `write` future may still commit: the blocking work is not interrupted.
 
 pub mod audit_cursors;
+pub mod audit_facets;
 pub mod audit_log;
 mod audit_repair;
 pub mod backup;
@@ -250,6 +251,10 @@ impl Store {
             tracing::info!(
                 "the audit log's older records keep their plain hashes; a signed checkpoint now marks where the keyed chain begins"
             );
+        }
+        let indexed = store.write_blocking(|w| w.index_audit_records())?;
+        if indexed > 0 {
+            tracing::info!(records = indexed, "indexed the audit log for review");
         }
         let sealed = store.write_blocking(|w| w.seal_plaintext_totp_secrets())?;
         if sealed > 0 {

@@ -1,0 +1,690 @@
+//! The audit log's review index: each record's facets
+//! ([`gatehouse_config::audit_facets`]: user, via, outcome, host, port,
+//! bytes) in `audit_facets`, one row per record, written in the same
+//! transaction as the record, so reviews filter by host or client address
+//! and summarise per user, host, day or kind in SQL, without reading
+//! details. The index is derived: it is not part of the chain, and `verify`
+//! never reads it. Records from before the index (or written behind the
+//! store) are indexed when the store opens.
+//!
+//! Addresses are kept as 32 hex digits of their IPv6 form (IPv4 mapped), so
+//! a CIDR is one range of text on both backends.
+
+use std::net::IpAddr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use gatehouse_config::api::{
+    AuditRecord, AuditSummary, HostUse, KindCount, PeriodCounts, SummaryBy, SummaryRows,
+};
+use gatehouse_config::audit_facets::{Facets, Outcome, Via};
+use ipnet::IpNet;
+
+use super::audit_log::{AuditFilter, RECORD_COLUMNS, to_i64};
+use super::db::{Conn, Row, Value, values};
+use super::{Reader, StoreError};
+
+/// Rows of a summary page at most.
+pub const SUMMARY_PAGE_MAX: u64 = 1_000;
+/// Records indexed per transaction when the store opens.
+const BACKFILL_BATCH: u64 = 5_000;
+
+/// Adds `record`'s facets to the index (inside the caller's transaction).
+pub(super) fn index(
+    conn: &Conn<'_>,
+    record: &AuditRecord,
+    time_unix: i64,
+) -> Result<(), StoreError> {
+    let f = Facets::of(record);
+    conn.execute(
+        "INSERT INTO audit_facets (seq, time_unix, first_unix, last_unix, kind, class, via, \
+         outcome, \"user\", device, source_key, host, host_key, port, bytes_up, bytes_down) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+         ON CONFLICT (seq) DO NOTHING",
+        values![
+            to_i64(record.seq),
+            time_unix,
+            f.first_unix.unwrap_or(time_unix),
+            f.last_unix.unwrap_or(time_unix),
+            &record.kind,
+            f.class.map(|c| c.as_str()).unwrap_or_default(),
+            f.via.map(|v| v.as_str()).unwrap_or_default(),
+            f.outcome.map(|o| o.as_str()).unwrap_or_default(),
+            f.user,
+            f.device,
+            f.source_ip.map(key),
+            f.host,
+            f.host_ip.map(key),
+            f.port.map(i64::from),
+            to_i64(f.bytes_up),
+            to_i64(f.bytes_down)
+        ],
+    )
+    .map_err(|source| StoreError::AuditWrite { source })?;
+    Ok(())
+}
+
+/// Indexes the records the index lacks (those after its last one), in
+/// batches. Returns how many.
+pub(super) fn backfill(conn: &Conn<'_>) -> Result<u64, StoreError> {
+    let mut indexed = 0;
+    loop {
+        let after: i64 = conn
+            .query_one("SELECT coalesce(max(seq), 0) FROM audit_facets", &[])
+            .and_then(|row| row.get(0))
+            .map_err(StoreError::db("read the audit index"))?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS}, time_unix FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                ),
+                values![after, to_i64(BACKFILL_BATCH)],
+            )
+            .map_err(StoreError::db("read audit records to index"))?;
+        if rows.is_empty() {
+            return Ok(indexed);
+        }
+        let records = super::audit_log::records_from_rows(&rows)?;
+        for (record, row) in records.iter().zip(&rows) {
+            let time_unix: i64 = row
+                .get(9)
+                .map_err(StoreError::db("read audit records to index"))?;
+            index(conn, record, time_unix)?;
+        }
+        indexed += rows.len() as u64;
+    }
+}
+
+impl super::Writer<'_> {
+    /// Indexes the records the review index lacks (from before it, or
+    /// written behind the store); see [`backfill`].
+    pub fn index_audit_records(&mut self) -> Result<u64, StoreError> {
+        backfill(&self.conn)
+    }
+}
+
+/// An address as the index keeps it.
+fn key(ip: IpAddr) -> String {
+    let v6 = match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    format!("{:032x}", u128::from(v6))
+}
+
+/// The first and last key of `net`.
+fn key_range(net: &IpNet) -> (String, String) {
+    let (first, last) = (net.network(), net.broadcast());
+    (key(first), key(last))
+}
+
+/// The `WHERE` clauses on `audit_facets` (alias-free) that `filter`'s facet
+/// fields ask for, binding values with `bind`.
+pub(super) fn clauses(filter: &AuditFilter, bind: &mut dyn FnMut(Value) -> String) -> Vec<String> {
+    let mut clauses = Vec::new();
+    let mut range = |column: &str, net: &IpNet, clauses: &mut Vec<String>| {
+        let (first, last) = key_range(net);
+        let (first, last) = (bind(Value::Text(first)), bind(Value::Text(last)));
+        clauses.push(format!("{column} BETWEEN {first} AND {last}"));
+    };
+    if let Some(net) = &filter.host {
+        range("host_key", net, &mut clauses);
+    }
+    if let Some(net) = &filter.source {
+        range("source_key", net, &mut clauses);
+    }
+    if let Some(outcome) = filter.outcome {
+        clauses.push(format!("outcome = {}", bind(Value::from(outcome.as_str()))));
+    }
+    if let Some(via) = filter.via {
+        clauses.push(format!("via = {}", bind(Value::from(via.as_str()))));
+    }
+    clauses
+}
+
+/// Whether `filter` narrows by a facet (and so needs the index).
+pub(super) fn narrows(filter: &AuditFilter) -> bool {
+    filter.host.is_some()
+        || filter.source.is_some()
+        || filter.outcome.is_some()
+        || filter.via.is_some()
+}
+
+impl Reader<'_> {
+    /// One page of `filter`'s records grouped `by`, from row `offset`, at
+    /// most `limit` rows (capped at [`SUMMARY_PAGE_MAX`]). Per user and per
+    /// host it counts only what went through unless the filter asks for an
+    /// outcome.
+    pub fn audit_summary(
+        &self,
+        filter: &AuditFilter,
+        by: SummaryBy,
+        offset: u64,
+        limit: u64,
+    ) -> Result<AuditSummary, StoreError> {
+        let limit = limit.clamp(1, SUMMARY_PAGE_MAX);
+        let mut values: Vec<Value> = Vec::new();
+        let mut bind = |value: Value| {
+            values.push(value);
+            format!("?{}", values.len())
+        };
+        let mut clauses = summary_clauses(filter, &mut bind);
+        let (select, group, order) = match by {
+            SummaryBy::User | SummaryBy::Host => {
+                clauses.push("host IS NOT NULL AND \"user\" IS NOT NULL".into());
+                if filter.outcome.is_none() {
+                    clauses.push(format!(
+                        "outcome = {}",
+                        bind(Value::from(Outcome::Ok.as_str()))
+                    ));
+                }
+                let select = "\"user\", device, host, via, port, min(first_unix), max(last_unix), \
+                     count(*), CAST(sum(bytes_up) AS BIGINT), CAST(sum(bytes_down) AS BIGINT)";
+                let group = "\"user\", device, host, via, port";
+                let order = match by {
+                    SummaryBy::User => {
+                        "\"user\", host, via, coalesce(device, ''), coalesce(port, -1)"
+                    }
+                    _ => "host, \"user\", via, coalesce(device, ''), coalesce(port, -1)",
+                };
+                (select.to_string(), group, order)
+            }
+            SummaryBy::Day | SummaryBy::Hour => {
+                let width = if by == SummaryBy::Day { 86_400 } else { 3_600 };
+                let count = |class: &str| {
+                    format!("CAST(sum(CASE WHEN class = '{class}' THEN 1 ELSE 0 END) AS BIGINT)")
+                };
+                let select = format!(
+                    "time_unix / {width} AS period, count(*), {}, {}, {}, {}, {}, {}",
+                    count("login"),
+                    count("refusal"),
+                    count("denial"),
+                    count("change"),
+                    count("flow"),
+                    count("session"),
+                );
+                (select, "period", "period")
+            }
+            SummaryBy::Kind => (
+                "kind, count(*), min(time_unix), max(time_unix)".to_string(),
+                "kind",
+                "count(*) DESC, kind",
+            ),
+        };
+        let (p_limit, p_offset) = (
+            bind(Value::Integer(to_i64(limit) + 1)),
+            bind(Value::Integer(to_i64(offset))),
+        );
+        let mut sql = format!("SELECT {select} FROM audit_facets");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(&format!(
+            " GROUP BY {group} ORDER BY {order} LIMIT {p_limit} OFFSET {p_offset}"
+        ));
+        let mut rows = self
+            .conn
+            .query(&sql, &values)
+            .map_err(StoreError::db("summarise the audit log"))?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let read = |what| StoreError::db(what);
+        let rows = match by {
+            SummaryBy::User | SummaryBy::Host => {
+                let uses = rows
+                    .iter()
+                    .map(host_use)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(read("read the audit summary"))?;
+                if by == SummaryBy::User {
+                    SummaryRows::User(uses)
+                } else {
+                    SummaryRows::Host(uses)
+                }
+            }
+            SummaryBy::Day | SummaryBy::Hour => {
+                let counts = rows
+                    .iter()
+                    .map(|row| period_counts(row, by))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(read("read the audit summary"))?;
+                if by == SummaryBy::Day {
+                    SummaryRows::Day(counts)
+                } else {
+                    SummaryRows::Hour(counts)
+                }
+            }
+            SummaryBy::Kind => SummaryRows::Kind(
+                rows.iter()
+                    .map(|row| {
+                        Ok(KindCount {
+                            kind: row.get(0)?,
+                            records: row.get(1)?,
+                            first: rfc3339(row.get(2)?),
+                            last: rfc3339(row.get(3)?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(read("read the audit summary"))?,
+            ),
+        };
+        Ok(AuditSummary { rows, offset, more })
+    }
+}
+
+/// A summary's clauses: the facet filters, and the record filters the index
+/// can answer itself (time, user, kind), or through the log (target).
+fn summary_clauses(filter: &AuditFilter, bind: &mut dyn FnMut(Value) -> String) -> Vec<String> {
+    let mut clauses = clauses(filter, bind);
+    if let Some(since) = filter.since {
+        clauses.push(format!("time_unix >= {}", bind(Value::Integer(since))));
+    }
+    if let Some(until) = filter.until {
+        clauses.push(format!("time_unix <= {}", bind(Value::Integer(until))));
+    }
+    if let Some(user) = &filter.user {
+        clauses.push(format!("\"user\" = {}", bind(Value::Text(user.clone()))));
+    }
+    if let Some(prefix) = filter.kind_prefix.as_deref().filter(|p| !p.is_empty()) {
+        clauses.push(super::audit_log::kind_clause(prefix, bind));
+    }
+    if let Some(target) = &filter.target {
+        let p = bind(Value::Text(target.clone()));
+        clauses.push(format!(
+            "seq IN (SELECT seq FROM audit_log WHERE target = {p})"
+        ));
+    }
+    if let Some(after) = filter.after_seq {
+        clauses.push(format!("seq > {}", bind(Value::Integer(to_i64(after)))));
+    }
+    if let Some(through) = filter.through_seq {
+        clauses.push(format!("seq <= {}", bind(Value::Integer(to_i64(through)))));
+    }
+    clauses
+}
+
+fn host_use(row: &Row) -> Result<HostUse, super::db::DbError> {
+    let via: String = row.get(3)?;
+    let port: Option<i64> = row.get(4)?;
+    Ok(HostUse {
+        user: row.get(0)?,
+        device: row.get(1)?,
+        host: row.get(2)?,
+        via: via.parse().unwrap_or(Via::Gateway),
+        port: port.and_then(|p| u16::try_from(p).ok()),
+        first: rfc3339(row.get(5)?),
+        last: rfc3339(row.get(6)?),
+        records: row.get(7)?,
+        bytes_up: row.get(8)?,
+        bytes_down: row.get(9)?,
+    })
+}
+
+fn period_counts(row: &Row, by: SummaryBy) -> Result<PeriodCounts, super::db::DbError> {
+    let period: i64 = row.get(0)?;
+    let start = rfc3339(period * if by == SummaryBy::Day { 86_400 } else { 3_600 });
+    Ok(PeriodCounts {
+        period: match by {
+            SummaryBy::Day => start[..10].to_string(),
+            _ => format!("{}Z", &start[..16]),
+        },
+        records: row.get(1)?,
+        logins: row.get(2)?,
+        refusals: row.get(3)?,
+        denials: row.get(4)?,
+        changes: row.get(5)?,
+        flows: row.get(6)?,
+        sessions: row.get(7)?,
+    })
+}
+
+/// Unix seconds as RFC 3339 UTC, whole seconds.
+fn rfc3339(unix: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// Records matching `filter` by their facets too: the records query with
+/// the facet clauses as a sub-select.
+pub(super) fn records_sql(
+    filter: &AuditFilter,
+    clauses: &mut Vec<String>,
+    bind: &mut dyn FnMut(Value) -> String,
+) {
+    if narrows(filter) {
+        let facet = self::clauses(filter, bind);
+        clauses.push(format!(
+            "seq IN (SELECT seq FROM audit_facets WHERE {})",
+            facet.join(" AND ")
+        ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::SystemTime;
+
+    use gatehouse_config::api::{AuditQuery, Outcome, SummaryBy, SummaryRows, Via};
+    use serde_json::json;
+
+    use super::super::fixtures::{on_each_backend, on_each_test_db, test_event};
+    use super::*;
+    use crate::audit::review;
+    use crate::store::{NewAuditEvent, Store};
+
+    fn at(unix: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(unix)
+    }
+
+    /// 2026-12-05T10:00:00Z.
+    const T0: u64 = 1_796_464_800;
+
+    fn flow(user: &str, dst: &str, port: u16, up: u64, down: u64) -> NewAuditEvent {
+        NewAuditEvent {
+            detail: json!({"device": "laptop", "dst": dst, "dport": port, "proto": "tcp",
+                "packets_up": 1, "packets_down": 1, "bytes_up": up, "bytes_down": down,
+                "first_seen": "2026-12-05T09:59:10Z", "last_seen": "2026-12-05T09:59:50Z"}),
+            ..test_event("vpn.flow", user, "10.200.0.2", &format!("{dst}:{port}"))
+        }
+    }
+
+    fn ssh_end(user: &str, client: &str, resolved: &str, up: u64, down: u64) -> NewAuditEvent {
+        NewAuditEvent {
+            detail: json!({"resolved": resolved, "bytes_up": up, "bytes_down": down, "reason": "closed"}),
+            ..test_event("ssh.session.end", user, client, resolved)
+        }
+    }
+
+    /// A small day: flows and jump host sessions of alice and bob, a
+    /// refused channel, failed logins, a change.
+    fn day(store: &Store) {
+        let events = vec![
+            (T0, flow("alice", "10.0.3.140", 5201, 1_000, 50_000)),
+            (T0 + 60, flow("alice", "10.0.3.140", 5201, 2_000, 70_000)),
+            (T0 + 60, flow("alice", "10.0.3.7", 443, 10, 20)),
+            (
+                T0 + 90,
+                ssh_end("bob", "192.0.2.9:40000", "10.0.3.140:22", 300, 400),
+            ),
+            (
+                T0 + 95,
+                test_event(
+                    "ssh.forward.deny",
+                    "bob",
+                    "192.0.2.9:40001",
+                    "10.0.4.1:5432",
+                ),
+            ),
+            (
+                T0 + 100,
+                test_event("portal.login.fail", "mallory", "198.51.100.4", ""),
+            ),
+            (
+                T0 + 3_700,
+                test_event("portal.login.ok", "alice", "203.0.113.5", ""),
+            ),
+            (
+                T0 + 86_400,
+                test_event("user.add", "uid:0", "admin-socket pid:7", "carol"),
+            ),
+        ];
+        store
+            .write_blocking(move |w| {
+                for (time, event) in events {
+                    w.audit_at(event, at(time))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn seqs(store: &Store, query: AuditQuery) -> Vec<u64> {
+        let filter = review::filter(&query).unwrap();
+        store
+            .read_blocking(move |r| r.audit_records(&filter))
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    }
+
+    fn summary(store: &Store, query: AuditQuery, by: SummaryBy) -> SummaryRows {
+        let filter = review::filter(&query).unwrap();
+        store
+            .read_blocking(move |r| r.audit_summary(&filter, by, 0, 100))
+            .unwrap()
+            .rows
+    }
+
+    #[test]
+    fn records_filter_by_host_source_outcome_via_and_target() {
+        on_each_backend(|db, store| {
+            day(&store);
+            let q = |f: fn(&mut AuditQuery)| {
+                let mut query = AuditQuery::default();
+                f(&mut query);
+                query
+            };
+            let b = db.backend();
+            assert_eq!(
+                seqs(&store, q(|q| q.host = Some("10.0.3.140".into()))),
+                [1, 2, 4],
+                "{b}"
+            );
+            assert_eq!(
+                seqs(&store, q(|q| q.host = Some("10.0.0.0/16".into()))),
+                [1, 2, 3, 4, 5],
+                "{b}"
+            );
+            assert_eq!(
+                seqs(&store, q(|q| q.source = Some("192.0.2.0/24".into()))),
+                [4, 5],
+                "{b}"
+            );
+            assert_eq!(
+                seqs(&store, q(|q| q.outcome = Some(Outcome::Refused))),
+                [5, 6],
+                "{b}"
+            );
+            assert_eq!(seqs(&store, q(|q| q.via = Some(Via::Admin))), [8], "{b}");
+            assert_eq!(
+                seqs(&store, q(|q| q.target = Some("10.0.4.1:5432".into()))),
+                [5],
+                "{b}"
+            );
+            // Facets and record filters together; a page after a seq.
+            let both = q(|q| {
+                q.host = Some("10.0.3.140".into());
+                q.user = Some("alice".into());
+                q.after_seq = Some(1);
+            });
+            assert_eq!(seqs(&store, both), [2], "{b}");
+            // Nothing in another network, IPv6 included.
+            assert!(
+                seqs(&store, q(|q| q.host = Some("2001:db8::/32".into()))).is_empty(),
+                "{b}"
+            );
+        });
+    }
+
+    #[test]
+    fn summaries_answer_who_reached_which_host_when_and_how_much() {
+        on_each_backend(|db, store| {
+            day(&store);
+            let b = db.backend();
+            let SummaryRows::Host(rows) = summary(
+                &store,
+                AuditQuery {
+                    host: Some("10.0.3.140".into()),
+                    ..AuditQuery::default()
+                },
+                SummaryBy::Host,
+            ) else {
+                panic!("{b}: not by host");
+            };
+            assert_eq!(rows.len(), 2, "{b}: {rows:?}");
+            let alice = &rows[0];
+            assert_eq!(
+                (
+                    alice.user.as_str(),
+                    alice.device.as_deref(),
+                    alice.via,
+                    alice.port
+                ),
+                ("alice", Some("laptop"), Via::Vpn, Some(5201)),
+                "{b}"
+            );
+            assert_eq!(
+                (alice.records, alice.bytes_up, alice.bytes_down),
+                (2, 3_000, 120_000),
+                "{b}"
+            );
+            assert_eq!(
+                (alice.first.as_str(), alice.last.as_str()),
+                ("2026-12-05T09:59:10Z", "2026-12-05T09:59:50Z"),
+                "{b}"
+            );
+            let bob = &rows[1];
+            assert_eq!(
+                (bob.user.as_str(), bob.via, bob.port, bob.bytes_down),
+                ("bob", Via::Ssh, Some(22), 400),
+                "{b}"
+            );
+
+            // Per user: alice's two hosts, refused channels left out.
+            let SummaryRows::User(rows) = summary(&store, AuditQuery::default(), SummaryBy::User)
+            else {
+                panic!()
+            };
+            let hosts: Vec<(&str, &str)> = rows
+                .iter()
+                .map(|r| (r.user.as_str(), r.host.as_str()))
+                .collect();
+            assert_eq!(
+                hosts,
+                [
+                    ("alice", "10.0.3.140"),
+                    ("alice", "10.0.3.7"),
+                    ("bob", "10.0.3.140")
+                ],
+                "{b}"
+            );
+            let SummaryRows::User(refused) = summary(
+                &store,
+                AuditQuery {
+                    outcome: Some(Outcome::Refused),
+                    ..AuditQuery::default()
+                },
+                SummaryBy::User,
+            ) else {
+                panic!()
+            };
+            assert_eq!(
+                refused.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+                ["10.0.4.1"],
+                "{b}"
+            );
+
+            let SummaryRows::Day(days) = summary(&store, AuditQuery::default(), SummaryBy::Day)
+            else {
+                panic!()
+            };
+            assert_eq!(days.len(), 2, "{b}");
+            assert_eq!(days[0].period, "2026-12-05", "{b}");
+            assert_eq!(
+                (
+                    days[0].records,
+                    days[0].flows,
+                    days[0].refusals,
+                    days[0].logins,
+                    days[0].changes
+                ),
+                (7, 3, 2, 1, 0),
+                "{b}"
+            );
+            assert_eq!(
+                (days[1].period.as_str(), days[1].changes),
+                ("2026-12-06", 1),
+                "{b}"
+            );
+
+            let SummaryRows::Hour(hours) = summary(
+                &store,
+                AuditQuery {
+                    until: Some("2026-12-05T23:00:00Z".into()),
+                    ..AuditQuery::default()
+                },
+                SummaryBy::Hour,
+            ) else {
+                panic!()
+            };
+            assert_eq!(
+                hours
+                    .iter()
+                    .map(|h| (h.period.as_str(), h.records))
+                    .collect::<Vec<_>>(),
+                [("2026-12-05T10:00Z", 6), ("2026-12-05T11:00Z", 1)],
+                "{b}"
+            );
+
+            let SummaryRows::Kind(kinds) = summary(&store, AuditQuery::default(), SummaryBy::Kind)
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (kinds[0].kind.as_str(), kinds[0].records),
+                ("vpn.flow", 3),
+                "{b}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_summary_pages() {
+        on_each_backend(|_, store| {
+            day(&store);
+            let filter = AuditFilter::default();
+            let (first, second) = store
+                .read_blocking(move |r| {
+                    Ok((
+                        r.audit_summary(&filter, SummaryBy::Kind, 0, 2)?,
+                        r.audit_summary(&filter, SummaryBy::Kind, 2, 100)?,
+                    ))
+                })
+                .unwrap();
+            let (SummaryRows::Kind(a), SummaryRows::Kind(b)) = (&first.rows, &second.rows) else {
+                panic!()
+            };
+            assert_eq!((a.len(), first.more), (2, true));
+            assert_eq!((b.len(), second.more, second.offset), (4, false, 2));
+        });
+    }
+
+    #[test]
+    fn records_from_before_the_index_are_indexed_at_open() {
+        on_each_test_db(|db| {
+            let store = db.open();
+            day(&store);
+            drop(store);
+            db.raw_batch("DELETE FROM audit_facets WHERE seq > 2");
+            let store = db.open();
+            assert_eq!(
+                seqs(
+                    &store,
+                    AuditQuery {
+                        host: Some("10.0.3.140".into()),
+                        ..AuditQuery::default()
+                    }
+                ),
+                [1, 2, 4],
+                "{}",
+                db.backend()
+            );
+            assert_eq!(
+                db.raw_column::<i64>("SELECT count(*) FROM audit_facets"),
+                [db.raw_column::<i64>("SELECT count(*) FROM audit_log")[0]]
+            );
+        });
+    }
+}

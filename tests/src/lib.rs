@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod audit_fill;
 pub mod aws;
 pub mod browser;
 pub mod ha_lab;

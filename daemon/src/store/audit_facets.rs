@@ -27,6 +27,13 @@ use super::{Reader, StoreError};
 pub const SUMMARY_PAGE_MAX: u64 = 1_000;
 /// Records indexed per transaction when the store opens.
 const BACKFILL_BATCH: u64 = 5_000;
+/// Rows per INSERT when indexing many.
+const INSERT_ROWS: usize = 1_000;
+
+/// The index's columns, in [`facet_values`]' order.
+const COLUMNS: &str = "seq, time_unix, first_unix, last_unix, kind, class, via, outcome, \"user\", \
+    device, source_key, host, host_key, port, bytes_up, bytes_down";
+const COLUMN_COUNT: usize = 16;
 
 /// Adds `record`'s facets to the index (inside the caller's transaction).
 pub(super) fn index(
@@ -34,33 +41,55 @@ pub(super) fn index(
     record: &AuditRecord,
     time_unix: i64,
 ) -> Result<(), StoreError> {
-    let f = Facets::of(record);
+    insert(conn, &[(record, time_unix)])
+}
+
+/// One multi-row INSERT of `records`' facets.
+fn insert(conn: &Conn<'_>, records: &[(&AuditRecord, i64)]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut values = Vec::with_capacity(records.len() * COLUMN_COUNT);
+    let mut rows = Vec::with_capacity(records.len());
+    for (record, time_unix) in records {
+        let first = values.len();
+        values.extend(facet_values(record, *time_unix));
+        let marks: Vec<String> = (first + 1..=values.len())
+            .map(|n| format!("?{n}"))
+            .collect();
+        rows.push(format!("({})", marks.join(", ")));
+    }
     conn.execute(
-        "INSERT INTO audit_facets (seq, time_unix, first_unix, last_unix, kind, class, via, \
-         outcome, \"user\", device, source_key, host, host_key, port, bytes_up, bytes_down) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-         ON CONFLICT (seq) DO NOTHING",
-        values![
-            to_i64(record.seq),
-            time_unix,
-            f.first_unix.unwrap_or(time_unix),
-            f.last_unix.unwrap_or(time_unix),
-            &record.kind,
-            f.class.map(|c| c.as_str()).unwrap_or_default(),
-            f.via.map(|v| v.as_str()).unwrap_or_default(),
-            f.outcome.map(|o| o.as_str()).unwrap_or_default(),
-            f.user,
-            f.device,
-            f.source_ip.map(key),
-            f.host,
-            f.host_ip.map(key),
-            f.port.map(i64::from),
-            to_i64(f.bytes_up),
-            to_i64(f.bytes_down)
-        ],
+        &format!(
+            "INSERT INTO audit_facets ({COLUMNS}) VALUES {} ON CONFLICT (seq) DO NOTHING",
+            rows.join(", ")
+        ),
+        &values,
     )
     .map_err(|source| StoreError::AuditWrite { source })?;
     Ok(())
+}
+
+fn facet_values(record: &AuditRecord, time_unix: i64) -> [Value; COLUMN_COUNT] {
+    let f = Facets::of(record);
+    [
+        Value::from(to_i64(record.seq)),
+        Value::from(time_unix),
+        Value::from(f.first_unix.unwrap_or(time_unix)),
+        Value::from(f.last_unix.unwrap_or(time_unix)),
+        Value::from(&record.kind),
+        Value::from(f.class.map(|c| c.as_str()).unwrap_or_default()),
+        Value::from(f.via.map(|v| v.as_str()).unwrap_or_default()),
+        Value::from(f.outcome.map(|o| o.as_str()).unwrap_or_default()),
+        Value::from(f.user),
+        Value::from(f.device),
+        Value::from(f.source_ip.map(key)),
+        Value::from(f.host),
+        Value::from(f.host_ip.map(key)),
+        Value::from(f.port.map(i64::from)),
+        Value::from(to_i64(f.bytes_up)),
+        Value::from(to_i64(f.bytes_down)),
+    ]
 }
 
 /// Indexes the records the index lacks (those after its last one), in
@@ -84,11 +113,15 @@ pub(super) fn backfill(conn: &Conn<'_>) -> Result<u64, StoreError> {
             return Ok(indexed);
         }
         let records = super::audit_log::records_from_rows(&rows)?;
-        for (record, row) in records.iter().zip(&rows) {
-            let time_unix: i64 = row
-                .get(9)
-                .map_err(StoreError::db("read audit records to index"))?;
-            index(conn, record, time_unix)?;
+        let times = rows
+            .iter()
+            .map(|row| row.get::<i64>(9))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::db("read audit records to index"))?;
+        let batch: Vec<(&AuditRecord, i64)> = records.iter().zip(times).collect();
+        // A statement's parameters are capped (32,766 on SQLite).
+        for chunk in batch.chunks(INSERT_ROWS) {
+            insert(conn, chunk)?;
         }
         indexed += rows.len() as u64;
     }

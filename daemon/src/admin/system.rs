@@ -255,3 +255,55 @@ pub async fn verify(State(admin): State<AdminState>) -> Result<Json<VerifyReport
     let gw = &admin.core;
     Ok(Json(gw.store().read(|r| r.verify_audit()).await?))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use axum::http::{Method, StatusCode};
+
+    use crate::testing::{CONFIG, TestGateway};
+
+    #[tokio::test]
+    async fn review_queries_are_checked_and_answered() {
+        let gw = TestGateway::new(CONFIG).await;
+        gw.add_user("alice", "research").await;
+        // Every parameter that means nothing is named in a 400.
+        for (path, named) in [
+            ("/v1/audit?host=db.internal", "host=\"db.internal\""),
+            ("/v1/audit?source=300.1.1.1", "source=\"300.1.1.1\""),
+            ("/v1/audit?since=yesterday", "since=\"yesterday\""),
+            ("/v1/audit/summary", "by= is missing"),
+        ] {
+            let answer = gw.admin(Method::GET, path, None).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}: {answer:?}");
+            let message = answer.json["message"].as_str().unwrap();
+            assert!(message.contains(named), "{path}: {message}");
+        }
+        let bad_enum = gw.admin(Method::GET, "/v1/audit?outcome=maybe", None).await;
+        assert_eq!(bad_enum.status, StatusCode::BAD_REQUEST, "{bad_enum:?}");
+
+        // The admin's own change, found by how it came and summarised.
+        let admin = gw
+            .admin(Method::GET, "/v1/audit?via=admin&outcome=ok", None)
+            .await;
+        let kinds: Vec<&str> = admin
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"user.add"), "{kinds:?}");
+        let days = gw
+            .admin(Method::GET, "/v1/audit/summary?by=day", None)
+            .await;
+        assert_eq!(days.status, StatusCode::OK, "{days:?}");
+        assert_eq!(days.json["by"], "day");
+        assert!(
+            days.json["rows"][0]["changes"].as_u64().unwrap() >= 1,
+            "{:?}",
+            days.json
+        );
+        assert_eq!(days.json["more"], false);
+    }
+}

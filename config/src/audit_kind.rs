@@ -67,7 +67,7 @@ audit_kinds! {
     VpnConnect = "vpn.connect": "A device's tunnel came up: its first handshake, or one after none for 3 minutes.",
     VpnDisconnect = "vpn.disconnect": "A device's tunnel went down: no handshake for 3 minutes, or accessd stopped.",
     VpnAclDeny = "vpn.acl.deny": "A device sent packets its user's groups do not allow (counted, at most one record a minute per device).",
-    VpnFlow = "vpn.flow": "Traffic a device's user was allowed, per destination host, protocol and port: packets and bytes each way, first and last seen; one record per flow and minute, at most audit.flows_per_device a minute per device plus one rollup of the rest (rollup: true).",
+    VpnFlow = "vpn.flow": "A device's allowed traffic to one host, protocol and port in a minute: packets and bytes each way, first and last seen; past audit.flows_per_device flows, the rest in one record marked rollup.",
     VpnSessionExpire = "vpn.session.expire": "A user's VPN session ran out (vpn.session_lifetime after their portal login).",
     SshAuthFail = "ssh.auth.fail": "A jump host login failed (key, user state, TOTP code, login grace time); floods are summarised per minute.",
     SshSessionStart = "ssh.session.start": "The jump host opened a forwarded connection to a target.",

@@ -35,6 +35,11 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/gatehouse/admin.sock";
 /// The audit log mirror's file name; without `audit.mirror` it lives in
 /// `gateway.state_dir`. Rotated files add `.1`, `.2`, ...
 pub const AUDIT_MIRROR_FILE: &str = "audit.jsonl";
+/// `audit.flows_per_device` when the file does not say.
+pub const DEFAULT_FLOWS_PER_DEVICE: u32 = 32;
+/// The largest `audit.flows_per_device`: each active device's flow table
+/// holds this many slots, looked up on every packet.
+pub const MAX_FLOWS_PER_DEVICE: u32 = 1024;
 
 /// The validated config.
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +259,10 @@ pub struct AuditConfig {
     /// The active gateway signs a checkpoint of the chain at least this
     /// often while records come in (1 s to 60 s).
     pub checkpoint_interval: Duration,
+    /// `vpn.flow` records per device and minute, beyond which a device's
+    /// flows are counted in one "other" record
+    /// ([`MAX_FLOWS_PER_DEVICE`] at most).
+    pub flows_per_device: u32,
     /// `[audit.syslog]`: every record streamed to the team's syslog over TLS.
     pub syslog: Option<SyslogConfig>,
     /// `[audit.s3]`: the records and checkpoints anchored in S3 with Object

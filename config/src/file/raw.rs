@@ -8,6 +8,8 @@
 
 use serde::Deserialize;
 
+use super::DEFAULT_FLOWS_PER_DEVICE;
+
 #[derive(Debug, Default, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
@@ -272,6 +274,7 @@ pub(crate) struct RawAudit {
     pub mirror_max_mib: u64,
     pub mirror_keep: u32,
     pub checkpoint_interval: String,
+    pub flows_per_device: u32,
     pub syslog: Option<RawSyslog>,
     pub s3: Option<RawS3Export>,
 }
@@ -283,6 +286,7 @@ impl Default for RawAudit {
             mirror_max_mib: 100,
             mirror_keep: 10,
             checkpoint_interval: "60s".into(),
+            flows_per_device: DEFAULT_FLOWS_PER_DEVICE,
             syslog: None,
             s3: None,
         }

@@ -234,6 +234,11 @@ static KEYS: &[ReloadKey] = &[
     restart("audit.checkpoint_interval", |a, b| {
         a.audit.checkpoint_interval != b.audit.checkpoint_interval
     }),
+    // The data plane sizes each device's flow table for the minute when
+    // the device's first packet of that minute comes.
+    live("audit.flows_per_device", |a, b| {
+        a.audit.flows_per_device != b.audit.flows_per_device
+    }),
     // The S3 exporter writes with what it read at start.
     restart("audit.s3.bucket", |a, b| s3(a, b, |s| s.bucket.clone())),
     restart("audit.s3.prefix", |a, b| s3(a, b, |s| s.prefix.clone())),

@@ -377,6 +377,32 @@ fn the_audit_mirror_rotates_by_size_and_keeps_at_least_one_file() {
 }
 
 #[test]
+fn flows_per_device_defaults_to_32_and_stays_within_1_to_1024() {
+    let config = Config::parse(MINIMAL, "t.toml").unwrap();
+    assert_eq!(config.audit.flows_per_device, 32);
+    let with = |n: u32| {
+        MINIMAL.replace(
+            "[[group]]",
+            &format!("[audit]\nflows_per_device = {n}\n\n[[group]]"),
+        )
+    };
+    assert_eq!(
+        Config::parse(&with(1024), "t.toml")
+            .unwrap()
+            .audit
+            .flows_per_device,
+        1024
+    );
+    assert_one(&with(0), "audit.flows_per_device", 7, "outside 1 to 1024");
+    assert_one(
+        &with(1025),
+        "audit.flows_per_device",
+        7,
+        "outside 1 to 1024",
+    );
+}
+
+#[test]
 fn aws_discovery_overrides_are_checked_and_kept() {
     let text = format!(
         "{MINIMAL}\n[aws]\ninstance_id = \"i-0abc\"\nnetwork_interface_id = \"eni-12\"\nvpc_id = \"vpc-9\"\nsubnet_id = \"subnet-1f\"\navailability_zone = \"eu-west-3a\"\n"

@@ -113,6 +113,13 @@ impl Checker<'_> {
                     None
                 }
             });
+        let flows_per_device = raw.audit.flows_per_device;
+        if !(1..=MAX_FLOWS_PER_DEVICE).contains(&flows_per_device) {
+            self.problem(
+                "audit.flows_per_device",
+                format!("{flows_per_device} is outside 1 to {MAX_FLOWS_PER_DEVICE}: the vpn.flow records a device may have per minute before the rest are summed in one"),
+            );
+        }
         let s3 = match raw.audit.s3 {
             Some(s3) => self.s3_export(s3, aws.is_some()).map(Some),
             None => Some(None),
@@ -154,6 +161,7 @@ impl Checker<'_> {
                 mirror_max_bytes: raw.audit.mirror_max_mib.saturating_mul(1024 * 1024),
                 mirror_keep,
                 checkpoint_interval: checkpoint_interval?,
+                flows_per_device,
                 syslog: syslog?,
                 s3: s3?,
             },

@@ -67,6 +67,7 @@ mirror = "/var/log/gatehouse/audit.jsonl"
 mirror_max_mib = 100
 mirror_keep = 10
 checkpoint_interval = "60s"
+flows_per_device = 32
 
 [audit.syslog]
 address = "logs.example.org:6514"
@@ -209,6 +210,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("audit.syslog.app_name", r#""gatehouse""#),
     ("audit.syslog.hostname", r#""gw-b.example.org""#),
     ("audit.checkpoint_interval", r#""10s""#),
+    ("audit.flows_per_device", "64"),
     ("audit.s3.bucket", r#""other-audit""#),
     ("audit.s3.prefix", r#""elsewhere""#),
     ("audit.s3.retention", r#""800d""#),

@@ -8,12 +8,14 @@
 //! decrypt, then enforce the policy on the inner packet: the source must be
 //! the device's own address, the destination inside its user's groups and
 //! outside the always-refused set. Drops are counted, never logged per packet
-//! above TRACE. Nothing here allocates on the data path.
+//! above TRACE. Allowed packets are counted per flow both ways (see
+//! [`super::flows`]), stamped with a coarse clock the timer tick sets.
+//! Nothing here allocates on the data path.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use boringtun::noise::errors::WireGuardError;
@@ -24,6 +26,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 
 use gatehouse_config::policy::DenyReason;
 
+use super::flows::{Direction, FlowKey};
 use super::packet;
 use super::peers::{EngineKeys, Entry, Peer, PeerSpec, PeerTable};
 
@@ -67,6 +70,12 @@ pub struct Engine {
     /// False on the standby of an HA pair: it sends no resuming handshakes
     /// until it is the active one (the devices would follow them to it).
     resume_allowed: std::sync::atomic::AtomicBool,
+    /// Unix seconds as of the last timer tick: the flow counters' clock,
+    /// read once per packet instead of the system clock.
+    clock: AtomicU64,
+    /// Flows a device's table holds before the rollup
+    /// (`audit.flows_per_device`), for tables made from now on.
+    flows_per_device: AtomicUsize,
     pub counters: EngineCounters,
 }
 
@@ -86,8 +95,29 @@ impl Engine {
             next_index: AtomicU32::new(1),
             retired: Mutex::new(Vec::new()),
             resume_allowed: std::sync::atomic::AtomicBool::new(true),
+            clock: AtomicU64::new(0),
+            flows_per_device: AtomicUsize::new(
+                gatehouse_config::file::DEFAULT_FLOWS_PER_DEVICE as usize,
+            ),
             counters: EngineCounters::default(),
         }
+    }
+
+    /// Sets the flow counters' clock (the timer tick does, every 250 ms).
+    pub fn set_clock(&self, now: SystemTime) {
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.clock.store(secs, Ordering::Relaxed);
+    }
+
+    /// How many flows each device's table holds before the rest go to its
+    /// rollup (`audit.flows_per_device`): for the tables made from now on,
+    /// so a change applies from each device's next minute.
+    pub fn set_flows_per_device(&self, limit: usize) {
+        self.flows_per_device.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn flows_per_device(&self) -> usize {
+        self.flows_per_device.load(Ordering::Relaxed)
     }
 
     /// Whether the timer tick sends the handshakes that resume tunnels
@@ -288,12 +318,23 @@ impl Engine {
         match entry.peer.tunn(&mut state).encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(out) => match endpoint {
                 Some(to) => {
+                    drop(state);
                     entry
                         .peer
                         .counters
                         .tx_packets
                         .fetch_add(1, Ordering::Relaxed);
                     sink.send_udp(out, to);
+                    // The host's side of the flow the device opened: its
+                    // address and port are this packet's source.
+                    if let Ok(flow) = packet::parse(packet) {
+                        let key = FlowKey {
+                            host: flow.src,
+                            protocol: flow.protocol,
+                            port: flow.src_port,
+                        };
+                        self.count_flow(&entry.peer, key, Direction::Down, packet.len());
+                    }
                 }
                 None => {
                     self.counters
@@ -313,8 +354,16 @@ impl Engine {
 
     /// Drives every peer's timers (keepalives, rekeying, expiry) and sends
     /// the handshake that resumes a peer's tunnel after a restart. Call every
-    /// ~250 ms; resets the handshake rate limiter when `reset_rate_limit`.
-    pub fn tick(&self, reset_rate_limit: bool, buf: &mut [u8], sink: &mut impl Sink) {
+    /// ~250 ms with the time; resets the handshake rate limiter when
+    /// `reset_rate_limit`.
+    pub fn tick(
+        &self,
+        now: SystemTime,
+        reset_rate_limit: bool,
+        buf: &mut [u8],
+        sink: &mut impl Sink,
+    ) {
+        self.set_clock(now);
         if reset_rate_limit {
             self.keys.rate_limiter.reset_count();
         }
@@ -460,6 +509,19 @@ impl Engine {
         }
         peer.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
         sink.write_tun(inner);
+        let key = FlowKey {
+            host: flow.dst,
+            protocol: flow.protocol,
+            port: flow.dst_port(),
+        };
+        self.count_flow(peer, key, Direction::Up, inner.len());
+    }
+
+    /// Counts an allowed packet in `peer`'s flow table, at the coarse clock.
+    fn count_flow(&self, peer: &Peer, key: FlowKey, direction: Direction, bytes: usize) {
+        let now = self.clock.load(Ordering::Relaxed);
+        let limit = self.flows_per_device.load(Ordering::Relaxed);
+        peer.count_flow(key, direction, bytes, now, limit);
     }
 
     fn count_error(&self, err: &WireGuardError) {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -319,7 +320,7 @@ fn timers_run_without_a_known_endpoint() {
     let (engine, _) = setup();
     let mut buf = vec![0u8; 2048];
     let mut sink = Capture::default();
-    engine.tick(true, &mut buf, &mut sink);
+    engine.tick(SystemTime::now(), true, &mut buf, &mut sink);
     assert!(sink.udp.is_empty());
 }
 
@@ -334,11 +335,11 @@ fn a_resumed_peer_is_sent_one_handshake_and_its_answer_makes_a_session() {
     }]);
     let mut buf = vec![0u8; 2048];
     let mut sink = Capture::default();
-    engine.tick(false, &mut buf, &mut sink);
+    engine.tick(SystemTime::now(), false, &mut buf, &mut sink);
     assert_eq!(sink.udp.len(), 1, "one handshake initiation");
     assert_eq!(sink.udp[0].1, client.addr);
     let mut again = Capture::default();
-    engine.tick(false, &mut buf, &mut again);
+    engine.tick(SystemTime::now(), false, &mut buf, &mut again);
     assert!(again.udp.is_empty(), "sent once, not on every tick");
 
     // The device answers; the gateway confirms the session with a keepalive.
@@ -373,7 +374,7 @@ fn a_device_that_handshakes_first_is_not_sent_a_resume_handshake() {
     assert_eq!(handshake(&engine, &mut client).udp.len(), 1, "answered");
     let mut buf = vec![0u8; 2048];
     let mut sink = Capture::default();
-    engine.tick(false, &mut buf, &mut sink);
+    engine.tick(SystemTime::now(), false, &mut buf, &mut sink);
     assert!(sink.udp.is_empty(), "a second handshake was sent");
     let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 22, 100);
     assert_eq!(send(&engine, &mut client, &packet).tun, vec![packet]);
@@ -398,7 +399,7 @@ fn resumes_are_spread_over_ticks() {
     let mut buf = vec![0u8; 2048];
     let sent = |engine: &Engine, buf: &mut [u8]| {
         let mut sink = Capture::default();
-        engine.tick(false, buf, &mut sink);
+        engine.tick(SystemTime::now(), false, buf, &mut sink);
         sink.udp.len()
     };
     assert_eq!(sent(&engine, &mut buf), RESUMES_PER_TICK);
@@ -449,4 +450,134 @@ fn a_handshake_flood_is_answered_with_cookies_not_key_exchanges() {
     );
     // Unregistered keys never cost a response, with or without load.
     assert_eq!(engine.table().len(), 1);
+}
+
+/// A packet from research's `src_port` back to the device's port 40000.
+fn from_research(protocol: u8, src_port: u16, payload: usize) -> Vec<u8> {
+    let mut p = ipv4([10, 0, 3, 140], [10, 200, 0, 2], protocol, 40000, payload);
+    p[20..22].copy_from_slice(&src_port.to_be_bytes());
+    p
+}
+
+/// The flows `client`'s peer has counted since the last take.
+fn take_flows(engine: &Engine, client: &Client) -> Option<Box<crate::vpn::flows::FlowTable>> {
+    engine.table().by_key[&client.public]
+        .peer
+        .take_flows(engine.flows_per_device())
+}
+
+#[test]
+fn a_flow_is_counted_both_ways_in_one_slot_at_the_ticks_clock() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    assert!(
+        take_flows(&engine, &client).is_none(),
+        "a handshake is no flow"
+    );
+    let mut buf = vec![0u8; 2048];
+    let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    engine.tick(at, false, &mut buf, &mut Capture::default());
+
+    let request = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 6, 443, 100);
+    assert_eq!(send(&engine, &mut client, &request).tun.len(), 1);
+    engine.tick(
+        at + Duration::from_secs(2),
+        false,
+        &mut buf,
+        &mut Capture::default(),
+    );
+    let mut sink = Capture::default();
+    let answer = from_research(6, 443, 1000);
+    engine.handle_tun_packet(&answer, &mut buf, &mut sink);
+    assert_eq!(sink.udp.len(), 1, "the answer went to the device");
+
+    let table = take_flows(&engine, &client).expect("flows were counted");
+    let (key, counts) = table.flows()[0];
+    assert_eq!(table.flows().len(), 1, "{:?}", table.flows());
+    assert_eq!(
+        key,
+        crate::vpn::flows::FlowKey {
+            host: "10.0.3.140".parse().unwrap(),
+            protocol: 6,
+            port: Some(443),
+        }
+    );
+    assert_eq!(
+        (counts.packets_up, counts.bytes_up),
+        (1, u64::try_from(request.len()).unwrap())
+    );
+    assert_eq!(
+        (counts.packets_down, counts.bytes_down),
+        (1, u64::try_from(answer.len()).unwrap())
+    );
+    assert_eq!(
+        (counts.first_seen, counts.last_seen),
+        (1_800_000_000, 1_800_000_002)
+    );
+    assert!(table.other().is_none());
+    assert!(take_flows(&engine, &client).is_none(), "taken once");
+}
+
+#[test]
+fn denied_spoofed_and_undelivered_packets_are_not_flows() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    for packet in [
+        ipv4([10, 200, 0, 2], [10, 0, 4, 10], 6, 80, 0),
+        ipv4([10, 200, 0, 9], [10, 0, 3, 140], 6, 80, 0),
+    ] {
+        assert!(send(&engine, &mut client, &packet).tun.is_empty());
+    }
+    // To an address no peer owns: nothing sent, nothing counted.
+    let mut buf = vec![0u8; 2048];
+    let stray = ipv4([10, 0, 3, 140], [10, 200, 0, 3], 6, 40000, 0);
+    engine.handle_tun_packet(&stray, &mut buf, &mut Capture::default());
+    assert!(take_flows(&engine, &client).is_none());
+}
+
+#[test]
+fn ten_thousand_ports_fill_the_table_and_the_rest_is_one_rollup() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    engine.set_flows_per_device(32);
+    for port in 0..10_000u16 {
+        let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 17, port, 0);
+        assert_eq!(send(&engine, &mut client, &packet).tun.len(), 1);
+    }
+    let table = take_flows(&engine, &client).unwrap();
+    assert_eq!(table.flows().len(), 32);
+    let ports: Vec<Option<u16>> = table.flows().iter().map(|(k, _)| k.port).collect();
+    assert_eq!(ports, (0..32).map(Some).collect::<Vec<_>>());
+    let other = table.other().expect("the rollup was used");
+    assert_eq!(other.packets_up, 10_000 - 32);
+    assert_eq!(other.bytes_up, (10_000 - 32) * 28);
+
+    // A smaller limit applies to the next table.
+    engine.set_flows_per_device(2);
+    take_flows(&engine, &client); // the fresh table, made at 32, unused: dropped
+    for port in [1, 2, 3] {
+        let packet = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 17, port, 0);
+        send(&engine, &mut client, &packet);
+    }
+    let table = take_flows(&engine, &client).unwrap();
+    assert_eq!((table.limit(), table.flows().len()), (2, 2));
+    assert_eq!(table.other().unwrap().packets_up, 1);
+}
+
+#[test]
+fn pings_and_their_replies_are_one_portless_flow() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let mut echo = ipv4([10, 200, 0, 2], [10, 0, 3, 140], 1, 0, 0);
+    echo[20..22].copy_from_slice(&[8, 0]);
+    send(&engine, &mut client, &echo);
+    let mut reply = ipv4([10, 0, 3, 140], [10, 200, 0, 2], 1, 0, 0);
+    reply[20..22].copy_from_slice(&[0, 0]);
+    let mut buf = vec![0u8; 2048];
+    engine.handle_tun_packet(&reply, &mut buf, &mut Capture::default());
+    let table = take_flows(&engine, &client).unwrap();
+    assert_eq!(table.flows().len(), 1);
+    let (key, counts) = table.flows()[0];
+    assert_eq!((key.protocol, key.port), (1, None));
+    assert_eq!((counts.packets_up, counts.packets_down), (1, 1));
 }

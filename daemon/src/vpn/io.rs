@@ -16,7 +16,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use quinn_udp::{RecvMeta, UdpSocketState};
@@ -170,7 +170,12 @@ pub fn spawn_packet_threads(
             if reset {
                 last_reset = Instant::now();
             }
-            engine.tick(reset, &mut buf, &mut UdpOnlySink { udp: &udp });
+            engine.tick(
+                SystemTime::now(),
+                reset,
+                &mut buf,
+                &mut UdpOnlySink { udp: &udp },
+            );
         }
         // Wake the TUN reader so it sees the shutdown at once.
         let _ = interrupt.trigger();

@@ -6,18 +6,21 @@
 //! - [`engine`]: the per-packet logic without I/O (peer lookup, handshakes,
 //!   anti-spoofing, policy) — what the unit tests drive;
 //! - [`peers`]: the peer table, swapped atomically on every change;
-//! - [`packet`]: IP header parsing for the policy;
+//! - [`packet`]: IP header parsing for the policy (and the flow counters);
+//! - [`flows`]: each device's allowed traffic per host, protocol and port,
+//!   for `vpn.flow`;
 //! - [`io`]: the TUN device, the UDP socket and the packet threads;
 //! - [`session`]: when a user's devices may be peers (portal login, lifetime);
 //! - [`sync`]: keeps the peer table equal to the store;
 //! - [`nat`]: the masquerade rule for `vpn.nat = "masquerade"`;
-//! - [`monitor`]: connect/disconnect and denial audit records;
+//! - [`monitor`]: connect/disconnect, denial and flow audit records;
 //! - [`uapi`]: the WireGuard UAPI socket, so `wg show` reads our peers.
 //!
 //! Does not own the gateway's key (see [`crate::keys::wireguard`]) or the policy
 //! rules (see `gatehouse_config::policy`).
 
 pub mod engine;
+pub mod flows;
 pub mod io;
 pub mod monitor;
 pub mod nat;
@@ -59,6 +62,9 @@ pub async fn spawn_data_plane(
     let config = core.config();
     let vpn = &config.vpn;
     let engine = Arc::new(Engine::new(core.key().secret().clone()));
+    // The flow counters' clock, until the timer tick keeps it.
+    engine.set_clock(std::time::SystemTime::now());
+    engine.set_flows_per_device(config.audit.flows_per_device as usize);
     // One of an HA pair: tunnels resume on whichever node becomes active.
     engine.set_resume_allowed(config.ha.is_none());
     let devices = io::open(

@@ -1,7 +1,8 @@
 //! Just enough IPv4/IPv6 header parsing for the per-packet policy: source,
 //! destination, what a port rule can judge ([`Transport`]), and whether the
-//! packet asks to be source-routed. Never panics, never allocates; a packet
-//! it cannot read is reported as such and dropped by the caller.
+//! packet asks to be source-routed; and, for the flow counters, the source
+//! port. Never panics, never allocates; a packet it cannot read is reported
+//! as such and dropped by the caller.
 //!
 //! Fails closed: whatever it cannot tell the port of — a later fragment, a
 //! protocol it does not read ports of, a tunnel, an IPv6 extension-header
@@ -23,6 +24,9 @@ pub struct Flow {
     /// last extension header seen.
     pub protocol: u8,
     pub transport: Transport,
+    /// The source port, read where [`Transport::Port`] reads the
+    /// destination's (the first fragment of TCP, UDP, SCTP, UDP-Lite, DCCP).
+    pub src_port: Option<u16>,
     /// IPv4 loose/strict source-route options, or an IPv6 routing header
     /// with segments left: always refused.
     pub source_routed: bool,
@@ -96,11 +100,14 @@ fn parse_v4(p: &[u8]) -> Result<Flow, Malformed> {
     let src = IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15]));
     let dst = IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]));
     let fragment_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
+    let header = &p[header_len..];
+    let first_fragment = fragment_offset == 0;
     Ok(Flow {
         src,
         dst,
         protocol,
-        transport: transport(protocol, &p[header_len..], fragment_offset == 0),
+        transport: transport(protocol, header, first_fragment),
+        src_port: src_port(protocol, header, first_fragment),
         source_routed: v4_source_routed(&p[20..header_len]),
     })
 }
@@ -170,17 +177,31 @@ fn parse_v6(p: &[u8]) -> Result<Flow, Malformed> {
         }
     }
     let rest = p.get(at..).unwrap_or_default();
-    let transport = match walked_to_the_end {
-        true => transport(next, rest, first_fragment),
-        false => Transport::Unknown,
+    let (transport, src_port) = match walked_to_the_end {
+        true => (
+            transport(next, rest, first_fragment),
+            src_port(next, rest, first_fragment),
+        ),
+        false => (Transport::Unknown, None),
     };
     Ok(Flow {
         src,
         dst,
         protocol: next,
         transport,
+        src_port,
         source_routed,
     })
+}
+
+/// The source port of a transport header that has ports.
+fn src_port(protocol: u8, header: &[u8], first_fragment: bool) -> Option<u16> {
+    match (protocol, first_fragment) {
+        (TCP | UDP | SCTP | UDPLITE | DCCP, true) => header
+            .get(0..2)
+            .map(|port| u16::from_be_bytes([port[0], port[1]])),
+        _ => None,
+    }
 }
 
 /// What a port rule can judge of a transport header.
@@ -244,6 +265,7 @@ pub(crate) mod tests {
         assert_eq!(flow.src, IpAddr::from([10, 200, 0, 2]));
         assert_eq!(flow.dst, IpAddr::from([10, 0, 3, 140]));
         assert_eq!((flow.protocol, flow.transport), (TCP, Transport::Port(22)));
+        assert_eq!(flow.src_port, Some(40000));
         assert!(!flow.source_routed);
     }
 
@@ -265,6 +287,12 @@ pub(crate) mod tests {
         let mut fragment = ipv4([10, 200, 0, 2], [10, 0, 3, 1], UDP, 53, 0);
         fragment[6..8].copy_from_slice(&100u16.to_be_bytes());
         assert_eq!(parse(&fragment).unwrap().transport, Transport::Unknown);
+        assert_eq!(
+            parse(&fragment).unwrap().src_port,
+            None,
+            "no port either way"
+        );
+        assert_eq!(parse(&icmp(8)).unwrap().src_port, None);
         // A later ICMP fragment is not echo either.
         let mut later = icmp(8);
         later[6..8].copy_from_slice(&100u16.to_be_bytes());
@@ -367,8 +395,10 @@ pub(crate) mod tests {
         p[40] = UDP; // next header after hop-by-hop
         p[41] = 0; // 8 bytes
         p[48 + 2..48 + 4].copy_from_slice(&443u16.to_be_bytes());
+        p[48..48 + 2].copy_from_slice(&5353u16.to_be_bytes());
         let flow = parse(&p).unwrap();
         assert_eq!((flow.protocol, flow.transport), (UDP, Transport::Port(443)));
+        assert_eq!(flow.src_port, Some(5353));
         assert_eq!(flow.dst, "fd00:3::140".parse::<IpAddr>().unwrap());
     }
 

@@ -13,6 +13,8 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use gatehouse_config::policy::{AccessSet, DenyReason};
 
+use super::flows::{Direction, FlowKey, FlowTable};
+
 /// What the store says a peer should be.
 #[derive(Debug, Clone)]
 pub struct PeerSpec {
@@ -45,6 +47,9 @@ pub struct Peer {
     state: Mutex<PeerState>,
     pub counters: PeerCounters,
     denials: Mutex<Denials>,
+    /// Allowed traffic since the monitor last took it: `None` while the
+    /// device is idle, so idle peers carry no table.
+    flows: Mutex<Option<Box<FlowTable>>>,
 }
 
 /// The gateway's static key and the handshake rate limiter all peers share.
@@ -118,6 +123,7 @@ impl Peer {
             }),
             counters: PeerCounters::default(),
             denials: Mutex::new(Denials::default()),
+            flows: Mutex::new(None),
         }
     }
 
@@ -161,6 +167,43 @@ impl Peer {
     /// Takes the denials recorded since the last call.
     pub fn take_denials(&self) -> Denials {
         std::mem::take(&mut *self.denials.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Counts an allowed packet of `bytes` on `key`'s flow at `now` (unix
+    /// seconds). The first packet after an idle minute makes the table, of
+    /// `limit` flows; otherwise nothing is allocated.
+    pub fn count_flow(
+        &self,
+        key: FlowKey,
+        direction: Direction,
+        bytes: usize,
+        now: u64,
+        limit: usize,
+    ) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let mut flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
+        flows
+            .get_or_insert_with(|| Box::new(FlowTable::new(limit)))
+            .count(key, direction, bytes, now);
+    }
+
+    /// Takes the flows counted since the last call, if there were any. A
+    /// peer that had some gets a fresh table of `limit` flows, made here
+    /// rather than on its next packet; an idle one gives its table up.
+    pub fn take_flows(&self, limit: usize) -> Option<Box<FlowTable>> {
+        let taken = self
+            .flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .filter(|table| !table.is_empty())?;
+        let fresh = Box::new(FlowTable::new(limit));
+        // Unless a packet made one meanwhile.
+        self.flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(fresh);
+        Some(taken)
     }
 
     /// The owning device, as `user/device`.

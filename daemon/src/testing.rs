@@ -345,6 +345,7 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
     use crate::audit::detail::parse_back;
     use crate::ha::record::{ReleaseDetail, TakeoverDetail};
     use crate::portal::sso_records::{SsoLoginFail, SsoLoginOk};
+    use crate::vpn::flow_records::{FlowDetail, RollupDetail};
 
     /// `None` unless `r` is of one of `D`'s kinds (named once, in
     /// `D::KINDS`); else whether its detail parses back into `D`.
@@ -363,6 +364,8 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
         // User records are typed when SSO wrote them, logins when by OIDC.
         let by_sso = r.actor == crate::audit::event::Actor::Sso.to_string();
         let oidc = r.detail.get("method").and_then(Value::as_str) == Some("oidc");
+        // A device's flows past its table's size are one record, marked.
+        let rollup = r.detail.get("rollup").is_some();
         let candidates = [
             check::<CertIssued>(r),
             check::<TakeoverDetail>(r),
@@ -371,6 +374,8 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
             by_sso.then(|| check::<SsoGroupsSet>(r)).flatten(),
             oidc.then(|| check::<SsoLoginOk>(r)).flatten(),
             oidc.then(|| check::<SsoLoginFail>(r)).flatten(),
+            (!rollup).then(|| check::<FlowDetail>(r)).flatten(),
+            rollup.then(|| check::<RollupDetail>(r)).flatten(),
         ];
         let Some(parsed) = candidates.into_iter().flatten().next() else {
             continue;

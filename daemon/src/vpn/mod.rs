@@ -7,8 +7,8 @@
 //!   anti-spoofing, policy) — what the unit tests drive;
 //! - [`peers`]: the peer table, swapped atomically on every change;
 //! - [`packet`]: IP header parsing for the policy (and the flow counters);
-//! - [`flows`]: each device's allowed traffic per host, protocol and port,
-//!   for `vpn.flow`;
+//! - [`flows`]: each device's allowed traffic per host, protocol and port;
+//! - [`flow_records`]: the `vpn.flow` records made of it;
 //! - [`io`]: the TUN device, the UDP socket and the packet threads;
 //! - [`session`]: when a user's devices may be peers (portal login, lifetime);
 //! - [`sync`]: keeps the peer table equal to the store;
@@ -20,6 +20,7 @@
 //! rules (see `gatehouse_config::policy`).
 
 pub mod engine;
+pub mod flow_records;
 pub mod flows;
 pub mod io;
 pub mod monitor;

@@ -1,10 +1,13 @@
 //! Turns data plane state into audit records and store updates, once a
 //! second: `vpn.connect` when a device's session starts, `vpn.disconnect`
 //! after three minutes without a handshake (or when the peer is removed),
-//! `vpn.acl.deny` aggregated per peer and minute, and the devices' last
-//! handshake times and endpoints (what a restart resumes tunnels from). All
-//! records of one tick commit in one transaction; at shutdown a last tick
-//! records what is pending, so a restart loses no denial or session end.
+//! `vpn.acl.deny` aggregated per peer and minute, `vpn.flow` for each
+//! device's flows of each minute (see [`super::flow_records`]), and the
+//! devices' last handshake times and endpoints (what a restart resumes
+//! tunnels from). All records of one tick commit in one transaction; a peer
+//! that leaves the table has its held-back denials and flows recorded at
+//! once, and at shutdown a last tick records what is pending, so a
+//! restart, a revoke or a logout loses no denial, flow or session end.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine::{Engine, PeerStatus};
+use super::flow_records::flow_records;
+use super::peers::Peer;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
 use crate::store::NewAuditEvent;
@@ -25,6 +30,9 @@ use crate::store::NewAuditEvent;
 pub const DISCONNECT_AFTER: Duration = Duration::from_secs(180);
 /// At most one `vpn.acl.deny` record per peer in this period.
 pub const DENY_PERIOD: Duration = Duration::from_secs(60);
+/// Each device's flows are recorded (`vpn.flow`) and its counters start
+/// afresh this often.
+pub const FLOW_PERIOD: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_secs(1);
 
 /// What the monitor remembers between ticks.
@@ -33,6 +41,9 @@ pub struct Monitor {
     connected: HashMap<[u8; 32], Session>,
     last_deny: HashMap<[u8; 32], Instant>,
     stored_handshake: HashMap<[u8; 32], StoredHandshake>,
+    /// When the live peers' flows are next recorded (`None`: at the next
+    /// tick).
+    next_flows: Option<Instant>,
 }
 
 /// What the store was last told about a peer's handshake.
@@ -161,7 +172,12 @@ impl Monitor {
             }
         }
         self.stored_handshake.retain(|k, _| seen.contains(k));
-        self.denials(engine, now_mono, flush, &mut out);
+        // Peers that left the table (revoked, disabled, expired, logged
+        // out): their held-back denials and flows are recorded now,
+        // whatever the periods say; nothing else will.
+        let retired = engine.take_retired();
+        self.denials(engine, &retired, now_mono, flush, &mut out);
+        self.flows(engine, &retired, now_mono, flush, &mut out);
         out
     }
 
@@ -203,11 +219,15 @@ impl Monitor {
         }
     }
 
-    fn denials(&mut self, engine: &Engine, now: Instant, flush: Flush, out: &mut TickOutput) {
+    fn denials(
+        &mut self,
+        engine: &Engine,
+        retired: &[Arc<Peer>],
+        now: Instant,
+        flush: Flush,
+        out: &mut TickOutput,
+    ) {
         let table = engine.table();
-        // Peers that left the table: their held-back denials are recorded
-        // now, whatever the period says; nothing else will.
-        let retired = engine.take_retired();
         let peers = table
             .peers()
             .map(|peer| (peer, flush))
@@ -240,6 +260,30 @@ impl Monitor {
         self.last_deny
             .retain(|_, at| now.duration_since(*at) < DENY_PERIOD);
     }
+
+    /// Each [`FLOW_PERIOD`], every live peer's flows since the last time;
+    /// at every tick, those of the peers that left the table.
+    fn flows(
+        &mut self,
+        engine: &Engine,
+        retired: &[Arc<Peer>],
+        now: Instant,
+        flush: Flush,
+        out: &mut TickOutput,
+    ) {
+        let limit = engine.flows_per_device();
+        let due = flush == Flush::All || self.next_flows.is_none_or(|at| now >= at);
+        let table = engine.table();
+        let live = table.peers().filter(|_| due);
+        for peer in live.chain(retired) {
+            if let Some(flows) = peer.take_flows(limit) {
+                out.events.extend(flow_records(peer, &flows));
+            }
+        }
+        if due {
+            self.next_flows = Some(now + FLOW_PERIOD);
+        }
+    }
 }
 
 /// Runs the monitor once a second until shutdown, then records the end of
@@ -261,6 +305,8 @@ pub fn spawn_monitor(
                 () = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
             }
+            // audit.flows_per_device is live: tables made from now on.
+            engine.set_flows_per_device(core.config().audit.flows_per_device as usize);
             pending.append(monitor.tick(&engine, SystemTime::now(), Instant::now()));
             pending = commit(&core, pending).await;
         }
@@ -333,7 +379,8 @@ mod tests {
 
     use super::*;
     use crate::vpn::engine::Sink;
-    use crate::vpn::peers::{Peer, PeerSpec};
+    use crate::vpn::flows::{Direction, FlowKey};
+    use crate::vpn::peers::PeerSpec;
 
     struct Drop;
     impl Sink for Drop {
@@ -385,6 +432,23 @@ mod tests {
             engine.handle_datagram(from, keepalive, &mut ebuf, &mut Drop);
         }
         (engine, public)
+    }
+
+    /// An allowed packet of `peer` to 10.0.3.140:`port` over TCP (or back).
+    fn traffic(peer: &Peer, port: u16, direction: Direction) {
+        let key = FlowKey {
+            host: "10.0.3.140".parse().unwrap(),
+            protocol: 6,
+            port: Some(port),
+        };
+        peer.count_flow(key, direction, 100, 1_800_000_000, 32);
+    }
+
+    fn flow_records_of(out: &TickOutput) -> Vec<&NewAuditEvent> {
+        out.events
+            .iter()
+            .filter(|e| e.kind.as_str() == "vpn.flow")
+            .collect()
     }
 
     /// A packet of `peer` to `dst`:80 refused as outside its groups.
@@ -574,5 +638,167 @@ mod tests {
         assert_eq!(closing.events[1].detail["reason"], "gateway stopping");
         let endpoints: Vec<_> = closing.handshakes.iter().map(|h| h.endpoint).collect();
         assert_eq!(endpoints, [Some(roamed)]);
+    }
+
+    #[test]
+    fn each_minute_one_record_per_flow_then_the_counts_start_afresh() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        traffic(&peer, 443, Direction::Up);
+        traffic(&peer, 443, Direction::Down);
+        traffic(&peer, 443, Direction::Down);
+        traffic(&peer, 22, Direction::Up);
+        let first = monitor.tick(&engine, SystemTime::now(), start);
+        let records = flow_records_of(&first);
+        let targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets, ["10.0.3.140:443", "10.0.3.140:22"]);
+        let https = records[0];
+        assert_eq!(https.actor, "alice");
+        assert_eq!(https.source, "10.200.0.2", "the device's VPN address");
+        for (field, value) in [
+            ("device", json!("laptop")),
+            ("dst", json!("10.0.3.140")),
+            ("dport", json!(443)),
+            ("proto", json!("tcp")),
+            ("packets_up", json!(1)),
+            ("packets_down", json!(2)),
+            ("bytes_up", json!(100)),
+            ("bytes_down", json!(200)),
+            ("first_seen", json!("2027-01-15T08:00:00Z")),
+            ("last_seen", json!("2027-01-15T08:00:00Z")),
+        ] {
+            assert_eq!(https.detail[field], value, "{field}: {}", https.detail);
+        }
+
+        traffic(&peer, 443, Direction::Up);
+        let within = monitor.tick(&engine, SystemTime::now(), start + Duration::from_secs(30));
+        assert!(flow_records_of(&within).is_empty(), "held for the period");
+        let next = monitor.tick(&engine, SystemTime::now(), start + FLOW_PERIOD);
+        let records = flow_records_of(&next);
+        assert_eq!(records.len(), 1, "only what flowed since");
+        assert_eq!(records[0].detail["packets_up"], 1);
+        assert_eq!(records[0].detail["packets_down"], 0);
+    }
+
+    #[test]
+    fn an_idle_peer_has_no_flow_records_and_no_table() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        for minute in 0..3 {
+            let out = monitor.tick(&engine, SystemTime::now(), start + FLOW_PERIOD * minute);
+            assert!(flow_records_of(&out).is_empty());
+        }
+        assert!(flow_records_of(&monitor.close(&engine, SystemTime::now(), start)).is_empty());
+        // A device active one minute, idle the next, gives its table up.
+        traffic(&peer, 443, Direction::Up);
+        let later = start + FLOW_PERIOD * 3;
+        assert_eq!(
+            flow_records_of(&monitor.tick(&engine, SystemTime::now(), later)).len(),
+            1
+        );
+        let idle = monitor.tick(&engine, SystemTime::now(), later + FLOW_PERIOD);
+        assert!(flow_records_of(&idle).is_empty());
+        assert!(peer.take_flows(32).is_none());
+    }
+
+    #[test]
+    fn ten_thousand_ports_in_a_minute_make_at_most_n_records_and_one_marked_rollup() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        for port in 0..10_000 {
+            traffic(&peer, port, Direction::Up);
+        }
+        let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
+        let records = flow_records_of(&out);
+        assert_eq!(records.len(), 32 + 1);
+        let rollups: Vec<&&NewAuditEvent> = records
+            .iter()
+            .filter(|r| r.detail.get("rollup").is_some())
+            .collect();
+        assert_eq!(rollups.len(), 1);
+        let rollup = rollups[0];
+        assert_eq!(rollup.target, "other");
+        assert_eq!(rollup.detail["rollup"], true);
+        assert_eq!(rollup.detail["folded_packets"], 10_000 - 32);
+        assert_eq!(rollup.detail["bytes_up"], (10_000 - 32) * 100);
+        assert_eq!(rollup.detail["flows_per_device"], 32);
+        assert_eq!(records.last().unwrap().target, "other", "last");
+    }
+
+    #[test]
+    fn the_held_back_flows_of_a_removed_peer_are_recorded_at_once() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        monitor.tick(&engine, SystemTime::now(), start);
+        traffic(&peer, 443, Direction::Up);
+        assert!(
+            flow_records_of(&monitor.tick(
+                &engine,
+                SystemTime::now(),
+                start + Duration::from_secs(1)
+            ))
+            .is_empty(),
+            "held back"
+        );
+        // Revoked (or logged out, or expired) before the minute is up.
+        engine.set_peers(&[]);
+        let out = monitor.tick(&engine, SystemTime::now(), start + Duration::from_secs(2));
+        let records = flow_records_of(&out);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].target, "10.0.3.140:443");
+        assert_eq!(records[0].detail["device"], "laptop");
+        assert_eq!(out.events.last().unwrap().kind.as_str(), "vpn.flow");
+    }
+
+    #[test]
+    fn closing_records_the_flows_held_back() {
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        let start = Instant::now();
+        monitor.tick(&engine, SystemTime::now(), start);
+        traffic(&peer, 22, Direction::Down);
+        let closing = monitor.close(&engine, SystemTime::now(), start + Duration::from_secs(1));
+        let records = flow_records_of(&closing);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].detail["packets_down"], 1);
+        let kinds: Vec<&str> = closing.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["vpn.flow", "vpn.disconnect"]);
+    }
+
+    #[tokio::test]
+    async fn flow_records_are_stored_with_their_typed_details() {
+        let gw = crate::testing::TestGateway::new(crate::testing::CONFIG).await;
+        let (engine, public) = connected_engine();
+        let peer = engine.table().by_key[&public].peer.clone();
+        let mut monitor = Monitor::default();
+        for port in 0..40 {
+            traffic(&peer, port, Direction::Up);
+        }
+        let ping = FlowKey {
+            host: "10.0.3.140".parse().unwrap(),
+            protocol: 1,
+            port: None,
+        };
+        let out = monitor.tick(&engine, SystemTime::now(), Instant::now());
+        assert!(commit(&gw.core, out).await.is_empty());
+        peer.count_flow(ping, Direction::Up, 84, 1_800_000_000, 32);
+        let out = monitor.close(&engine, SystemTime::now(), Instant::now());
+        assert!(commit(&gw.core, out).await.is_empty());
+        let records = gw.audit_records().await;
+        let checked = crate::testing::check_typed_details(&records);
+        let count = |name: &str| checked.iter().filter(|c| **c == name).count();
+        assert_eq!(
+            (count("FlowDetail"), count("RollupDetail")),
+            (33, 1),
+            "{checked:?}"
+        );
     }
 }

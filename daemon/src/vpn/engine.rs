@@ -333,7 +333,7 @@ impl Engine {
                             protocol: flow.protocol,
                             port: flow.src_port,
                         };
-                        self.count_flow(&entry.peer, key, Direction::Down, packet.len());
+                        self.count_flow(&entry.peer, key, Direction::Down, flow.payload_len);
                     }
                 }
                 None => {
@@ -514,7 +514,7 @@ impl Engine {
             protocol: flow.protocol,
             port: flow.dst_port(),
         };
-        self.count_flow(peer, key, Direction::Up, inner.len());
+        self.count_flow(peer, key, Direction::Up, flow.payload_len);
     }
 
     /// Counts an allowed packet in `peer`'s flow table, at the coarse clock.

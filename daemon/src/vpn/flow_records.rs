@@ -21,7 +21,8 @@ use crate::time_fmt::rfc3339;
 pub const ROLLUP_TARGET: &str = "other";
 
 /// The detail of a `vpn.flow` record about one flow. "Up" is from the
-/// device to the host. Bytes are whole IP packets through the tunnel.
+/// device to the host. Bytes are payload, above the TCP/UDP/ICMP header
+/// (retransmissions included); packets are whole IP packets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowDetail {

@@ -38,8 +38,10 @@ pub enum Direction {
     Down,
 }
 
-/// What one flow (or the rollup) carried. Bytes are whole IP packets, as
-/// they crossed the tunnel (headers included).
+/// What one flow (or the rollup) carried. Bytes are payload, above the
+/// transport header (see [`super::packet::Flow::payload_len`]): what the
+/// applications sent, as iperf3, curl or `ssh.session.end` count it; a
+/// retransmission counts again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowCounts {
     pub packets_up: u64,

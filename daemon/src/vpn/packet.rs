@@ -1,8 +1,8 @@
 //! Just enough IPv4/IPv6 header parsing for the per-packet policy: source,
 //! destination, what a port rule can judge ([`Transport`]), and whether the
 //! packet asks to be source-routed; and, for the flow counters, the source
-//! port. Never panics, never allocates; a packet it cannot read is reported
-//! as such and dropped by the caller.
+//! port and the payload's size. Never panics, never allocates; a packet it
+//! cannot read is reported as such and dropped by the caller.
 //!
 //! Fails closed: whatever it cannot tell the port of — a later fragment, a
 //! protocol it does not read ports of, a tunnel, an IPv6 extension-header
@@ -27,6 +27,10 @@ pub struct Flow {
     /// The source port, read where [`Transport::Port`] reads the
     /// destination's (the first fragment of TCP, UDP, SCTP, UDP-Lite, DCCP).
     pub src_port: Option<u16>,
+    /// Bytes above the transport header: what the applications sent (TCP
+    /// and UDP data, ICMP's body; for a later fragment or a protocol it
+    /// does not read, everything after the IP headers).
+    pub payload_len: usize,
     /// IPv4 loose/strict source-route options, or an IPv6 routing header
     /// with segments left: always refused.
     pub source_routed: bool,
@@ -108,6 +112,7 @@ fn parse_v4(p: &[u8]) -> Result<Flow, Malformed> {
         protocol,
         transport: transport(protocol, header, first_fragment),
         src_port: src_port(protocol, header, first_fragment),
+        payload_len: payload_len(protocol, header, first_fragment),
         source_routed: v4_source_routed(&p[20..header_len]),
     })
 }
@@ -177,12 +182,13 @@ fn parse_v6(p: &[u8]) -> Result<Flow, Malformed> {
         }
     }
     let rest = p.get(at..).unwrap_or_default();
-    let (transport, src_port) = match walked_to_the_end {
+    let (transport, src_port, payload_len) = match walked_to_the_end {
         true => (
             transport(next, rest, first_fragment),
             src_port(next, rest, first_fragment),
+            payload_len(next, rest, first_fragment),
         ),
-        false => (Transport::Unknown, None),
+        false => (Transport::Unknown, None, rest.len()),
     };
     Ok(Flow {
         src,
@@ -190,6 +196,7 @@ fn parse_v6(p: &[u8]) -> Result<Flow, Malformed> {
         protocol: next,
         transport,
         src_port,
+        payload_len,
         source_routed,
     })
 }
@@ -202,6 +209,24 @@ fn src_port(protocol: u8, header: &[u8], first_fragment: bool) -> Option<u16> {
             .map(|port| u16::from_be_bytes([port[0], port[1]])),
         _ => None,
     }
+}
+
+/// The bytes of `header` (all after the IP headers) past the transport
+/// header: TCP's by its data offset (at least 20), DCCP's by its own, 8 for
+/// UDP, UDP-Lite and ICMP, 12 for SCTP's common header.
+fn payload_len(protocol: u8, header: &[u8], first_fragment: bool) -> usize {
+    let transport_header = match (protocol, first_fragment) {
+        (_, false) => 0,
+        (TCP, true) => header
+            .get(12)
+            .map_or(20, |b| usize::from(b >> 4) * 4)
+            .max(20),
+        (DCCP, true) => header.get(4).map_or(12, |b| usize::from(*b) * 4).max(12),
+        (UDP | UDPLITE | ICMP | ICMPV6, true) => 8,
+        (SCTP, true) => 12,
+        _ => 0,
+    };
+    header.len().saturating_sub(transport_header)
 }
 
 /// What a port rule can judge of a transport header.
@@ -267,6 +292,30 @@ pub(crate) mod tests {
         assert_eq!((flow.protocol, flow.transport), (TCP, Transport::Port(22)));
         assert_eq!(flow.src_port, Some(40000));
         assert!(!flow.source_routed);
+    }
+
+    #[test]
+    fn the_payload_is_what_follows_the_transport_header() {
+        let udp = parse(&ipv4([10, 200, 0, 2], [10, 0, 3, 140], UDP, 53, 100)).unwrap();
+        assert_eq!(udp.payload_len, 100);
+        // TCP with 12 bytes of options (data offset 8 words), then 1,368 bytes.
+        let mut tcp = ipv4([10, 200, 0, 2], [10, 0, 3, 140], TCP, 443, 12 + 12 + 1368);
+        tcp[20 + 12] = 8 << 4;
+        assert_eq!(parse(&tcp).unwrap().payload_len, 1368);
+        // A bare ACK carries nothing; a header too short to read, nothing.
+        let mut ack = ipv4([10, 200, 0, 2], [10, 0, 3, 140], TCP, 443, 12);
+        ack[20 + 12] = 5 << 4;
+        assert_eq!(parse(&ack).unwrap().payload_len, 0);
+        let mut short = ipv4([10, 200, 0, 2], [10, 0, 3, 140], TCP, 443, 0);
+        short.truncate(24);
+        assert_eq!(parse(&short).unwrap().payload_len, 0);
+        // A ping's data; a later fragment's and GRE's whole IP payload.
+        assert_eq!(parse(&icmp(8)).unwrap().payload_len, 0);
+        let mut fragment = ipv4([10, 200, 0, 2], [10, 0, 3, 140], UDP, 53, 100);
+        fragment[6..8].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(parse(&fragment).unwrap().payload_len, 108);
+        let gre = parse(&ipv4([10, 200, 0, 2], [10, 0, 3, 140], 47, 0, 10)).unwrap();
+        assert_eq!(gre.payload_len, 18);
     }
 
     /// An ICMP packet of `icmp_type` (its header stub starts at byte 20).
@@ -399,6 +448,7 @@ pub(crate) mod tests {
         let flow = parse(&p).unwrap();
         assert_eq!((flow.protocol, flow.transport), (UDP, Transport::Port(443)));
         assert_eq!(flow.src_port, Some(5353));
+        assert_eq!(flow.payload_len, 0, "a UDP header alone");
         assert_eq!(flow.dst, "fd00:3::140".parse::<IpAddr>().unwrap());
     }
 

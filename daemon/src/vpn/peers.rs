@@ -169,7 +169,7 @@ impl Peer {
         std::mem::take(&mut *self.denials.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Counts an allowed packet of `bytes` on `key`'s flow at `now` (unix
+    /// Counts an allowed packet carrying `bytes` of payload on `key`'s flow at `now` (unix
     /// seconds). The first packet after an idle minute makes the table, of
     /// `limit` flows; otherwise nothing is allocated.
     pub fn count_flow(

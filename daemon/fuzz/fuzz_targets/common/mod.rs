@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use accessd::vpn::engine::{Engine, Sink};
 use accessd::vpn::peers::PeerSpec;
@@ -181,7 +181,8 @@ impl Fixture {
 
     /// Runs the engine's timers once.
     pub fn tick(&mut self) {
-        self.engine.tick(true, &mut self.buf, &mut NoopSink);
+        self.engine
+            .tick(SystemTime::now(), true, &mut self.buf, &mut NoopSink);
     }
 }
 

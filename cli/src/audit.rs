@@ -1,5 +1,7 @@
-//! `accessctl audit`: review the audit log (filtered by time, user and kind),
-//! follow it as it grows, and `audit verify` its hash chain.
+//! `accessctl audit`: review the audit log (filtered by time, user, kind,
+//! target, client and host network, outcome and way in), follow it as it
+//! grows, summarise it (`audit summary`), export it (`audit export`), and
+//! `audit verify` its hash chain.
 //!
 //! Times given on the command line are turned into RFC 3339 UTC here, so the
 //! daemon only ever sees one format.
@@ -31,8 +33,17 @@ pub const LONG_ABOUT: &str = "Review the audit log: one record per security-rele
     (2026-05-01T12:00:00Z, 2026-05-01 12:00:00, 2026-05-01T14:00:00+02:00, 2026-05-01); \
     times without an offset are UTC. The DETAIL column is shortened to fit; \
     --json prints each record whole, one JSON object per line.\n\n\
+    --host and --source take a network or one address: --host matches the private host a \
+    record is about (a vpn.flow's destination, the jump host's resolved target), --source the \
+    client's address. --outcome refused keeps failed logins and denied packets and channels; \
+    --via keeps what came through vpn, ssh, portal, admin or gateway. `audit summary` and \
+    `audit export` take the same filters.\n\n\
     Examples:\n  \
     accessctl audit --since 24h --user alice\n  \
+    accessctl audit --host 10.0.3.140 --since 7d\n  \
+    accessctl audit --source 198.51.100.0/24 --outcome refused\n  \
+    accessctl audit summary --by host --host 10.0.3.140 --since 7d\n  \
+    accessctl audit export --format csv --since 30d --out month.csv\n  \
     accessctl audit --kind ssh --limit 50\n  \
     accessctl audit --follow --json | jq -c 'select(.kind | startswith(\"vpn.\"))'\n  \
     accessctl audit verify";

@@ -13,7 +13,10 @@
 //!   lifetime, `source-address`), the CA's public side, the KRL;
 //! - [`public`]: what clients are told to connect to: the VPN endpoint, the
 //!   portal URL (with the elastic IP standing in for `"auto"`), enrollment
-//!   links and the jump host's `known_hosts` line.
+//!   links and the jump host's `known_hosts` line;
+//! - [`review`]: what an audit review query means (`accessctl audit`, the
+//!   portal's auditor view): its times, networks and page size, checked
+//!   once.
 //!
 //! Front doors parse, call and render; they decide nothing about endpoints,
 //! policy or audit detail. Does not own the data (the store) or the policy
@@ -22,6 +25,7 @@
 pub mod certs;
 pub mod devices;
 pub mod public;
+pub mod review;
 pub mod sso;
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use super::error::ApiFailure;
 use super::extract::Query;
 use super::{AdminState, Caller};
 use crate::access::device_info;
-use crate::audit::review;
+use crate::access::review;
 use crate::store::audit_facets::SUMMARY_PAGE_MAX;
 use crate::time_fmt::rfc3339;
 

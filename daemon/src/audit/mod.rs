@@ -7,7 +7,6 @@
 //! - [`mirror`]: the JSON-lines mirror for log shippers and the head file;
 //! - [`event`]: the vocabulary — every kind, actor and source — and the
 //!   one builder of events;
-//! - [`review`]: what a review query (CLI, auditor's page) means;
 //! - [`detail`]: typed details (`.with(&Detail { .. })`), their fields named
 //!   once and parsed back by the tests.
 //!
@@ -25,6 +24,5 @@ pub mod checkpoint;
 pub mod detail;
 pub mod event;
 pub mod mirror;
-pub mod review;
 
 pub use chain::{GENESIS_HASH, Head, verify};

@@ -16,17 +16,19 @@ use std::time::{Duration, UNIX_EPOCH};
 use gatehouse_config::api::{
     AuditRecord, AuditSummary, HostUse, KindCount, PeriodCounts, SummaryBy, SummaryRows,
 };
-use gatehouse_config::audit_facets::{Facets, Outcome, Via};
+use gatehouse_config::audit_facets::{Class, Facets, Outcome, Via};
 use ipnet::IpNet;
 
-use super::audit_log::{AuditFilter, RECORD_COLUMNS, to_i64};
-use super::db::{Conn, Row, Value, values};
+use super::audit_filter::{AuditFilter, kind_clause};
+use super::db::{Conn, Row, Value};
 use super::{Reader, StoreError};
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 /// Rows of a summary page at most.
 pub const SUMMARY_PAGE_MAX: u64 = 1_000;
-/// Records indexed per transaction when the store opens.
-const BACKFILL_BATCH: u64 = 5_000;
 /// Rows per INSERT when indexing many.
 const INSERT_ROWS: usize = 1_000;
 
@@ -92,47 +94,22 @@ fn facet_values(record: &AuditRecord, time_unix: i64) -> [Value; COLUMN_COUNT] {
     ]
 }
 
-/// Indexes the records the index lacks (those after its last one), in
-/// batches. Returns how many.
-pub(super) fn backfill(conn: &Conn<'_>) -> Result<u64, StoreError> {
-    let mut indexed = 0;
-    loop {
-        let after: i64 = conn
-            .query_one("SELECT coalesce(max(seq), 0) FROM audit_facets", &[])
-            .and_then(|row| row.get(0))
-            .map_err(StoreError::db("read the audit index"))?;
-        let rows = conn
-            .query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS}, time_unix FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ),
-                values![after, to_i64(BACKFILL_BATCH)],
-            )
-            .map_err(StoreError::db("read audit records to index"))?;
-        if rows.is_empty() {
-            return Ok(indexed);
-        }
-        let records = super::audit_log::records_from_rows(&rows)?;
-        let times = rows
-            .iter()
-            .map(|row| row.get::<i64>(9))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::db("read audit records to index"))?;
-        let batch: Vec<(&AuditRecord, i64)> = records.iter().zip(times).collect();
-        // A statement's parameters are capped (32,766 on SQLite).
-        for chunk in batch.chunks(INSERT_ROWS) {
-            insert(conn, chunk)?;
-        }
-        indexed += rows.len() as u64;
-    }
+/// The seq of the last record the index holds (0: none).
+pub(super) fn last_indexed(conn: &Conn<'_>) -> Result<i64, StoreError> {
+    conn.query_one("SELECT coalesce(max(seq), 0) FROM audit_facets", &[])
+        .and_then(|row| row.get(0))
+        .map_err(StoreError::db("read the audit index"))
 }
 
-impl super::Writer<'_> {
-    /// Indexes the records the review index lacks (from before it, or
-    /// written behind the store); see [`backfill`].
-    pub fn index_audit_records(&mut self) -> Result<u64, StoreError> {
-        backfill(&self.conn)
-    }
+/// Adds many records' facets, a statement per [`INSERT_ROWS`] (a
+/// statement's parameters are capped: 32,766 on SQLite).
+pub(super) fn index_many(
+    conn: &Conn<'_>,
+    records: &[(&AuditRecord, i64)],
+) -> Result<(), StoreError> {
+    records
+        .chunks(INSERT_ROWS)
+        .try_for_each(|chunk| insert(conn, chunk))
 }
 
 /// An address as the index keeps it.
@@ -201,7 +178,8 @@ impl Reader<'_> {
             format!("?{}", values.len())
         };
         let mut clauses = summary_clauses(filter, &mut bind);
-        let (select, group, order) = match by {
+        let period = |by| if by == SummaryBy::Day { 86_400 } else { 3_600 };
+        let (select, group) = match by {
             SummaryBy::User | SummaryBy::Host => {
                 clauses.push("host IS NOT NULL AND \"user\" IS NOT NULL".into());
                 if filter.outcome.is_none() {
@@ -210,85 +188,87 @@ impl Reader<'_> {
                         bind(Value::from(Outcome::Ok.as_str()))
                     ));
                 }
+                // In the order of a covering index, so a page reads only
+                // its own groups.
+                let group = match by {
+                    SummaryBy::User => "\"user\", host_key, host, via, device, port",
+                    _ => "host_key, host, \"user\", via, device, port",
+                };
                 let select = "\"user\", device, host, via, port, min(first_unix), max(last_unix), \
                      count(*), CAST(sum(bytes_up) AS BIGINT), CAST(sum(bytes_down) AS BIGINT)";
-                let group = "\"user\", device, host, via, port";
-                let order = match by {
-                    SummaryBy::User => {
-                        "\"user\", host, via, coalesce(device, ''), coalesce(port, -1)"
-                    }
-                    _ => "host, \"user\", via, coalesce(device, ''), coalesce(port, -1)",
-                };
-                (select.to_string(), group, order)
+                (select.to_string(), group.to_string())
             }
-            SummaryBy::Day | SummaryBy::Hour => {
-                let width = if by == SummaryBy::Day { 86_400 } else { 3_600 };
-                let count = |class: &str| {
-                    format!("CAST(sum(CASE WHEN class = '{class}' THEN 1 ELSE 0 END) AS BIGINT)")
-                };
-                let select = format!(
-                    "time_unix / {width} AS period, count(*), {}, {}, {}, {}, {}, {}",
-                    count("login"),
-                    count("refusal"),
-                    count("denial"),
-                    count("change"),
-                    count("flow"),
-                    count("session"),
-                );
-                (select, "period", "period")
-            }
+            // Few rows (periods x classes): pivoted and paged below.
+            SummaryBy::Day | SummaryBy::Hour => (
+                format!("time_unix / {} AS period, class, count(*)", period(by)),
+                "period, class".to_string(),
+            ),
             SummaryBy::Kind => (
                 "kind, count(*), min(time_unix), max(time_unix)".to_string(),
-                "kind",
-                "count(*) DESC, kind",
+                "kind".to_string(),
             ),
         };
-        let (p_limit, p_offset) = (
-            bind(Value::Integer(to_i64(limit) + 1)),
-            bind(Value::Integer(to_i64(offset))),
-        );
+        let order = match by {
+            SummaryBy::Kind => "count(*) DESC, kind".to_string(),
+            _ => group.clone(),
+        };
+        let paged_in_sql = !matches!(by, SummaryBy::Day | SummaryBy::Hour);
         let mut sql = format!("SELECT {select} FROM audit_facets");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
-        sql.push_str(&format!(
-            " GROUP BY {group} ORDER BY {order} LIMIT {p_limit} OFFSET {p_offset}"
-        ));
-        let mut rows = self
+        sql.push_str(&format!(" GROUP BY {group} ORDER BY {order}"));
+        if paged_in_sql {
+            let p_limit = bind(Value::Integer(to_i64(limit) + 1));
+            let p_offset = bind(Value::Integer(to_i64(offset)));
+            sql.push_str(&format!(" LIMIT {p_limit} OFFSET {p_offset}"));
+        }
+        let rows = self
             .conn
             .query(&sql, &values)
             .map_err(StoreError::db("summarise the audit log"))?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let read = |what| StoreError::db(what);
-        let rows = match by {
+        let page = |len: usize| {
+            let skip = if paged_in_sql {
+                0
+            } else {
+                usize::try_from(offset).unwrap_or(usize::MAX)
+            };
+            let take = usize::try_from(limit).unwrap_or(usize::MAX);
+            (skip, take, len.saturating_sub(skip) > take)
+        };
+        let (rows, more) = match by {
             SummaryBy::User | SummaryBy::Host => {
                 let uses = rows
                     .iter()
                     .map(host_use)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(read("read the audit summary"))?;
-                if by == SummaryBy::User {
+                let (_, take, more) = page(uses.len());
+                let uses: Vec<HostUse> = uses.into_iter().take(take).collect();
+                let rows = if by == SummaryBy::User {
                     SummaryRows::User(uses)
                 } else {
                     SummaryRows::Host(uses)
-                }
+                };
+                (rows, more)
             }
             SummaryBy::Day | SummaryBy::Hour => {
-                let counts = rows
-                    .iter()
-                    .map(|row| period_counts(row, by))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(read("read the audit summary"))?;
-                if by == SummaryBy::Day {
+                let counts =
+                    pivot(&rows, by, period(by)).map_err(read("read the audit summary"))?;
+                let (skip, take, more) = page(counts.len());
+                let counts: Vec<PeriodCounts> = counts.into_iter().skip(skip).take(take).collect();
+                let rows = if by == SummaryBy::Day {
                     SummaryRows::Day(counts)
                 } else {
                     SummaryRows::Hour(counts)
-                }
+                };
+                (rows, more)
             }
-            SummaryBy::Kind => SummaryRows::Kind(
-                rows.iter()
+            SummaryBy::Kind => {
+                let kinds = rows
+                    .iter()
                     .map(|row| {
                         Ok(KindCount {
                             kind: row.get(0)?,
@@ -298,8 +278,13 @@ impl Reader<'_> {
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(read("read the audit summary"))?,
-            ),
+                    .map_err(read("read the audit summary"))?;
+                let (_, take, more) = page(kinds.len());
+                (
+                    SummaryRows::Kind(kinds.into_iter().take(take).collect()),
+                    more,
+                )
+            }
         };
         Ok(AuditSummary { rows, offset, more })
     }
@@ -319,7 +304,7 @@ fn summary_clauses(filter: &AuditFilter, bind: &mut dyn FnMut(Value) -> String) 
         clauses.push(format!("\"user\" = {}", bind(Value::Text(user.clone()))));
     }
     if let Some(prefix) = filter.kind_prefix.as_deref().filter(|p| !p.is_empty()) {
-        clauses.push(super::audit_log::kind_clause(prefix, bind));
+        clauses.push(kind_clause(prefix, bind));
     }
     if let Some(target) = &filter.target {
         let p = bind(Value::Text(target.clone()));
@@ -353,22 +338,46 @@ fn host_use(row: &Row) -> Result<HostUse, super::db::DbError> {
     })
 }
 
-fn period_counts(row: &Row, by: SummaryBy) -> Result<PeriodCounts, super::db::DbError> {
-    let period: i64 = row.get(0)?;
-    let start = rfc3339(period * if by == SummaryBy::Day { 86_400 } else { 3_600 });
-    Ok(PeriodCounts {
-        period: match by {
-            SummaryBy::Day => start[..10].to_string(),
-            _ => format!("{}Z", &start[..16]),
-        },
-        records: row.get(1)?,
-        logins: row.get(2)?,
-        refusals: row.get(3)?,
-        denials: row.get(4)?,
-        changes: row.get(5)?,
-        flows: row.get(6)?,
-        sessions: row.get(7)?,
-    })
+/// Rows of (period, class, count), in period order, as one
+/// [`PeriodCounts`] per period.
+fn pivot(rows: &[Row], by: SummaryBy, width: i64) -> Result<Vec<PeriodCounts>, super::db::DbError> {
+    let mut counts: Vec<(i64, PeriodCounts)> = Vec::new();
+    for row in rows {
+        let (period, class, n): (i64, String, u64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if counts.last().is_none_or(|(p, _)| *p != period) {
+            let start = rfc3339(period * width);
+            let label = match by {
+                SummaryBy::Day => start[..10].to_string(),
+                _ => format!("{}Z", &start[..16]),
+            };
+            counts.push((
+                period,
+                PeriodCounts {
+                    period: label,
+                    records: 0,
+                    logins: 0,
+                    refusals: 0,
+                    denials: 0,
+                    changes: 0,
+                    flows: 0,
+                    sessions: 0,
+                },
+            ));
+        }
+        if let Some((_, c)) = counts.last_mut() {
+            c.records += n;
+            match class.parse::<Class>() {
+                Ok(Class::Login) => c.logins += n,
+                Ok(Class::Refusal) => c.refusals += n,
+                Ok(Class::Denial) => c.denials += n,
+                Ok(Class::Change) => c.changes += n,
+                Ok(Class::Flow) => c.flows += n,
+                Ok(Class::Session) => c.sessions += n,
+                Ok(Class::Other) | Err(_) => {}
+            }
+        }
+    }
+    Ok(counts.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Unix seconds as RFC 3339 UTC, whole seconds.
@@ -403,7 +412,7 @@ mod tests {
 
     use super::super::fixtures::{on_each_backend, on_each_test_db, test_event};
     use super::*;
-    use crate::audit::review;
+    use crate::access::review;
     use crate::store::{NewAuditEvent, Store};
 
     fn at(unix: u64) -> SystemTime {
@@ -594,11 +603,12 @@ mod tests {
                 .iter()
                 .map(|r| (r.user.as_str(), r.host.as_str()))
                 .collect();
+            // By address, not by text: 10.0.3.7 before 10.0.3.140.
             assert_eq!(
                 hosts,
                 [
-                    ("alice", "10.0.3.140"),
                     ("alice", "10.0.3.7"),
+                    ("alice", "10.0.3.140"),
                     ("bob", "10.0.3.140")
                 ],
                 "{b}"

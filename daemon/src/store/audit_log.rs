@@ -8,41 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gatehouse_config::api::{AuditRecord, VerifyReport};
 
+pub use super::audit_filter::AuditFilter;
+use super::audit_filter::kind_clause;
 use super::db::{Conn, DbError, Row, Value, values};
 use super::{Reader, StoreError, Writer, audit_facets};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
 pub use crate::audit::event::NewAuditEvent;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::audit::mirror;
-
-/// Which records [`Reader::audit_records`] returns. Every field narrows.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    /// Unix time, inclusive.
-    pub since: Option<i64>,
-    /// Unix time, inclusive.
-    pub until: Option<i64>,
-    /// Records whose actor or target is this name.
-    pub user: Option<String>,
-    /// A kind prefix matched on whole dotted segments: `user` matches `user`
-    /// and `user.add`, not `username`.
-    pub kind_prefix: Option<String>,
-    /// Only records with a larger seq.
-    pub after_seq: Option<u64>,
-    /// Only records with this seq or a smaller one.
-    pub through_seq: Option<u64>,
-    /// Keep only N: the oldest after `after_seq` when it is given (a page),
-    /// else the newest (still returned oldest first).
-    pub limit: Option<u64>,
-    /// Records whose target is exactly this.
-    pub target: Option<String>,
-    /// Records whose client address is in this network.
-    pub source: Option<ipnet::IpNet>,
-    /// Records about a private host in this network.
-    pub host: Option<ipnet::IpNet>,
-    pub outcome: Option<gatehouse_config::audit_facets::Outcome>,
-    pub via: Option<gatehouse_config::audit_facets::Via>,
-}
 
 impl Reader<'_> {
     /// Records matching `filter`, oldest first.
@@ -257,12 +230,38 @@ impl Writer<'_> {
     }
 }
 
-/// Kinds that start with `prefix`'s whole dotted segments: `user` matches
-/// `user` and `user.add`, not `username`.
-pub(super) fn kind_clause(prefix: &str, bind: &mut dyn FnMut(Value) -> String) -> String {
-    let exact = bind(Value::Text(prefix.to_string()));
-    let dotted = bind(Value::Text(format!("{prefix}.")));
-    format!("(kind = {exact} OR substr(kind, 1, length(CAST({dotted} AS TEXT))) = {dotted})")
+impl Writer<'_> {
+    /// Indexes the records the review index lacks (from before it, or
+    /// written behind the store): those after its last one, in batches.
+    /// Returns how many.
+    pub fn index_audit_records(&mut self) -> Result<u64, StoreError> {
+        const BATCH: i64 = 5_000;
+        let mut indexed = 0;
+        loop {
+            let after = audit_facets::last_indexed(&self.conn)?;
+            let rows = self
+                .conn
+                .query(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS}, time_unix FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    ),
+                    values![after, BATCH],
+                )
+                .map_err(StoreError::db("read audit records to index"))?;
+            if rows.is_empty() {
+                return Ok(indexed);
+            }
+            let records = records_from_rows(&rows)?;
+            let times = rows
+                .iter()
+                .map(|row| row.get::<i64>(9))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::db("read audit records to index"))?;
+            let batch: Vec<(&AuditRecord, i64)> = records.iter().zip(times).collect();
+            audit_facets::index_many(&self.conn, &batch)?;
+            indexed += rows.len() as u64;
+        }
+    }
 }
 
 pub(super) const RECORD_COLUMNS: &str =

@@ -43,6 +43,7 @@
 
 pub mod audit_cursors;
 pub mod audit_facets;
+pub mod audit_filter;
 pub mod audit_log;
 mod audit_repair;
 pub mod backup;

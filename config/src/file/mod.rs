@@ -228,6 +228,9 @@ pub struct PortalConfig {
     pub login_lockout: Duration,
     /// Requests per minute one source address may make (burst: the same).
     pub requests_per_minute: u32,
+    /// Members of these groups (in good standing) see the read-only
+    /// auditor's view (`/audit`); being in one grants no network access.
+    pub auditor_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

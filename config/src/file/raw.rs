@@ -213,6 +213,7 @@ pub(crate) struct RawPortal {
     pub session_max: String,
     pub login_lockout: String,
     pub requests_per_minute: u32,
+    pub auditor_groups: Vec<String>,
 }
 
 impl Default for RawPortal {
@@ -230,6 +231,7 @@ impl Default for RawPortal {
             session_max: "12h".into(),
             login_lockout: "15m".into(),
             requests_per_minute: 600,
+            auditor_groups: Vec::new(),
         }
     }
 }

@@ -194,6 +194,10 @@ static KEYS: &[ReloadKey] = &[
     restart("portal.requests_per_minute", |a, b| {
         a.portal.requests_per_minute != b.portal.requests_per_minute
     }),
+    // Read at each request of the auditor's view.
+    live("portal.auditor_groups", |a, b| {
+        a.portal.auditor_groups != b.portal.auditor_groups
+    }),
     restart("admin.socket", |a, b| a.admin.socket != b.admin.socket),
     // The socket's group is set when it is bound.
     restart("admin.group", |a, b| a.admin.group != b.admin.group),

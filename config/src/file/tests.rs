@@ -203,6 +203,57 @@ fn subnets_must_parse_and_have_no_host_bits() {
 }
 
 #[test]
+fn an_auditor_group_may_have_no_subnets_and_grants_no_access() {
+    let text = format!(
+        "[portal]\nauditor_groups = [\"auditors\"]\n{MINIMAL}\n[[group]]\nname = \"auditors\"\noidc_groups = [\"security\"]\n\n[oidc]\nissuer = \"https://idp.example.org\"\nclient_id = \"g\"\n"
+    );
+    let config = parse(&text, "t.toml").unwrap();
+    assert_eq!(config.portal.auditor_groups, ["auditors"]);
+    assert_eq!(config.groups[1].name, "auditors");
+    assert!(config.groups[1].subnets.is_empty());
+    assert_eq!(config.groups[1].oidc_groups, ["security"]);
+    // Being an auditor reaches nothing; with another group, that group's.
+    let policy = config.policy();
+    assert!(policy.access_for(&["auditors"]).subnets().is_empty());
+    assert!(
+        policy
+            .access_for(&["auditors"])
+            .check_address("10.0.3.140".parse().unwrap())
+            .is_err()
+    );
+    assert_eq!(
+        policy.access_for(&["auditors", "research"]).subnets(),
+        policy.access_for(&["research"]).subnets()
+    );
+    // `subnets = []` too.
+    let empty = text.replace(
+        "name = \"auditors\"\n",
+        "name = \"auditors\"\nsubnets = []\n",
+    );
+    assert!(
+        parse(&empty, "t.toml").unwrap().groups[1]
+            .subnets
+            .is_empty()
+    );
+    // A group not named an auditor group still needs its subnets.
+    let not_named = text.replace("auditor_groups = [\"auditors\"]", "auditor_groups = []");
+    assert_one(&not_named, "group[1]", 12, "portal.auditor_groups");
+}
+
+#[test]
+fn auditor_groups_name_defined_groups() {
+    let text = format!("[portal]\nauditor_groups = [\"research\", \"auditers\"]\n{MINIMAL}");
+    assert_one(
+        &text,
+        "portal.auditor_groups[1]",
+        2,
+        "\"auditers\" names no [[group]]",
+    );
+    let config = parse(MINIMAL, "t.toml").unwrap();
+    assert!(config.portal.auditor_groups.is_empty(), "none by default");
+}
+
+#[test]
 fn always_refused_ranges_cannot_be_granted() {
     let text = MINIMAL.replace("10.0.3.0/24", "169.254.169.254/32");
     assert_one(&text, "group[0].subnets[0]", 8, "always refused");

@@ -124,7 +124,14 @@ impl Checker<'_> {
             Some(s3) => self.s3_export(s3, aws.is_some()).map(Some),
             None => Some(None),
         };
-        let groups = self.groups(raw.groups, vpn.as_ref().map(|v| v.pool));
+        let groups = self.groups(
+            raw.groups,
+            vpn.as_ref().map(|v| v.pool),
+            portal.as_ref().map_or(&[][..], |p| &p.auditor_groups),
+        );
+        if let Some(portal) = &portal {
+            self.auditor_groups(&portal.auditor_groups, &groups);
+        }
         let store = raw.store.map(|store| self.store(store));
         let ha = raw.ha.map(|ha| self.ha(ha, store.is_some()));
         let oidc = raw.oidc.map(|oidc| self.oidc(oidc));
@@ -617,7 +624,22 @@ impl Checker<'_> {
             session_max: session_max?,
             login_lockout: login_lockout?,
             requests_per_minute: raw.requests_per_minute.max(1),
+            auditor_groups: raw.auditor_groups,
         })
+    }
+
+    /// Each of `portal.auditor_groups` names a `[[group]]` (whose members
+    /// are given it as any other group: by an admin, or mapped from the
+    /// identity provider's with `oidc_groups`).
+    fn auditor_groups(&mut self, auditors: &[String], groups: &[GroupConfig]) {
+        for (i, name) in auditors.iter().enumerate() {
+            if !groups.iter().any(|g| &g.name == name) {
+                self.problem(
+                    &format!("portal.auditor_groups[{i}]"),
+                    format!("{name:?} names no [[group]]: define it (a group only for auditors needs no subnets)"),
+                );
+            }
+        }
     }
 
     fn admin(&mut self, raw: raw::RawAdmin) -> Option<AdminConfig> {
@@ -634,7 +656,14 @@ impl Checker<'_> {
         })
     }
 
-    fn groups(&mut self, raw: Vec<RawGroup>, pool: Option<IpNet>) -> Vec<GroupConfig> {
+    /// The `[[group]]`s. A group named in `auditors` (`portal.auditor_groups`)
+    /// may have no subnets: it then only grants the auditor's view.
+    fn groups(
+        &mut self,
+        raw: Vec<RawGroup>,
+        pool: Option<IpNet>,
+        auditors: &[String],
+    ) -> Vec<GroupConfig> {
         let mut seen = HashSet::new();
         let mut groups = Vec::new();
         for (i, group) in raw.into_iter().enumerate() {
@@ -661,8 +690,11 @@ impl Checker<'_> {
                 Some(name) => Some(name),
             };
             let mut subnets = Vec::new();
+            let auditors_only = name.as_ref().is_some_and(|n| auditors.contains(n));
             match group.subnets {
-                None => self.problem(&key, "has no subnets: list the CIDRs its members may reach"),
+                // A group only for auditors may reach nothing.
+                ref list if auditors_only && list.as_ref().is_none_or(Vec::is_empty) => {}
+                None => self.problem(&key, "has no subnets: list the CIDRs its members may reach (or name it in portal.auditor_groups, for auditors only)"),
                 Some(list) if list.is_empty() => self.problem(
                     &format!("{key}.subnets"),
                     "is empty: list the CIDRs its members may reach",

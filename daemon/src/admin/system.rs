@@ -5,9 +5,8 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use gatehouse_config::api::{
-    AuditCheckpointStatus, AuditExporterStatus, AuditKeyResponse, AuditQuery, AuditRecord,
-    AuditStatus, AuditSummary, GroupInfo, ReloadResponse, SshStatus, StatusResponse, UserCounts,
-    UserState, VerifyReport, VpnStatus,
+    AuditKeyResponse, AuditQuery, AuditRecord, AuditStatus, AuditSummary, GroupInfo,
+    ReloadResponse, SshStatus, StatusResponse, UserCounts, UserState, VerifyReport, VpnStatus,
 };
 
 use super::error::ApiFailure;
@@ -195,60 +194,9 @@ pub async fn audit_key(State(admin): State<AdminState>) -> Json<AuditKeyResponse
 pub async fn audit_status(
     State(admin): State<AdminState>,
 ) -> Result<Json<AuditStatus>, ApiFailure> {
-    let config = admin.core.config();
-    let enabled: Vec<&'static str> = [
-        config.audit.s3.as_ref().map(|_| crate::export::s3::NAME),
-        config
-            .audit
-            .syslog
-            .as_ref()
-            .map(|_| crate::export::syslog::NAME),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let (newest, checkpoint, cursors) = admin
-        .core
-        .store()
-        .read(|r| {
-            Ok((
-                r.audit_last()?,
-                r.audit_last_checkpoint()?,
-                r.audit_cursors()?,
-            ))
-        })
-        .await?;
-    let newest_seq = newest.map_or(0, |h| h.seq);
-    let mut exporters: Vec<AuditExporterStatus> = cursors
-        .into_iter()
-        .map(|(name, cursor, updated)| AuditExporterStatus {
-            enabled: enabled.contains(&name.as_str()),
-            lag: newest_seq.saturating_sub(cursor),
-            updated: Some(rfc3339(updated)),
-            name,
-            cursor,
-        })
-        .collect();
-    for name in enabled {
-        if !exporters.iter().any(|e| e.name == name) {
-            exporters.push(AuditExporterStatus {
-                name: name.to_string(),
-                enabled: true,
-                cursor: 0,
-                lag: newest_seq,
-                updated: None,
-            });
-        }
-    }
-    exporters.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(AuditStatus {
-        newest_seq,
-        last_checkpoint: checkpoint.map(|(seq, at)| AuditCheckpointStatus {
-            seq,
-            time: rfc3339(at),
-        }),
-        exporters,
-    }))
+    Ok(Json(
+        crate::export::status::audit_status(&admin.core).await?,
+    ))
 }
 
 pub async fn verify(State(admin): State<AdminState>) -> Result<Json<VerifyReport>, ApiFailure> {

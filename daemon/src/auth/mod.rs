@@ -4,7 +4,8 @@
 //! written once:
 //!
 //! - [`Standing`]: is this member allowed in, now? Nobody else compares a
-//!   user's state or expiry (`tests/layers.rs` checks it);
+//!   user's state or expiry (`tests/layers.rs` checks it); [`is_auditor`]:
+//!   may they see the auditor's view of the audit log?
 //! - [`LoginBudget`]: every attempt is charged before it is judged, one
 //!   judgement per member at a time, refunded on success;
 //! - [`consume_totp`]: a TOTP code checked and its step stored in the same
@@ -26,7 +27,7 @@ mod tests;
 
 pub use budget::{BudgetRefusal, Charge, LoginBudget};
 pub use refusal::LoginRefusal;
-pub use standing::Standing;
+pub use standing::{Standing, is_auditor};
 
 use crate::store::{StoreError, User, Writer};
 use crate::totp;

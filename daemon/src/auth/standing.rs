@@ -2,6 +2,7 @@
 //! allowed in, now?". Every door and subsystem asks [`Standing::of`] and
 //! decides from its answer; none compares `UserState` or expiry itself.
 
+use gatehouse_config::Config;
 use gatehouse_config::api::UserState;
 
 use super::LoginRefusal;
@@ -83,6 +84,18 @@ impl Standing {
     }
 }
 
+/// May `user` see the auditor's view of the audit log at `now`? Only a
+/// member who may sign in to the portal (not pending, disabled, expired,
+/// nor a machine) and is in one of `portal.auditor_groups`. Being an
+/// auditor grants nothing else: no subnet, no admin power.
+pub fn is_auditor(user: &User, config: &Config, now: i64) -> bool {
+    Standing::of(user, now).portal_refusal().is_none()
+        && user
+            .groups
+            .iter()
+            .any(|group| config.portal.auditor_groups.contains(group))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -120,6 +133,41 @@ pub(crate) mod tests {
         assert_eq!(
             Standing::of(&user(UserState::Disabled, false, None), now),
             Standing::Disabled
+        );
+    }
+
+    #[test]
+    fn an_auditor_is_in_an_auditor_group_and_may_sign_in_now() {
+        let config = Config::parse(
+            "[gateway]\nname = \"gw\"\npublic_endpoint = \"vpn.example.com\"\n\n[portal]\nauditor_groups = [\"auditors\"]\n\n[[group]]\nname = \"research\"\nsubnets = [\"10.0.3.0/24\"]\n\n[[group]]\nname = \"auditors\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut carol = user(UserState::Active, false, Some(1_000));
+        assert!(!is_auditor(&carol, &config, 10), "research only");
+        carol.groups.push("auditors".into());
+        assert!(is_auditor(&carol, &config, 10));
+        assert!(!is_auditor(&carol, &config, 1_000), "expired");
+        for (state, no_login) in [
+            (UserState::Pending, false),
+            (UserState::Disabled, false),
+            (UserState::Active, true),
+        ] {
+            let other = User {
+                state,
+                no_login,
+                ..carol.clone()
+            };
+            assert!(!is_auditor(&other, &config, 10), "{state:?} {no_login}");
+        }
+        let none = Config::parse(
+            "[gateway]\nname = \"gw\"\npublic_endpoint = \"vpn.example.com\"\n\n[[group]]\nname = \"auditors\"\nsubnets = [\"10.0.9.0/24\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(
+            !is_auditor(&carol, &none, 10),
+            "no auditor_groups: nobody, whatever the groups are called"
         );
     }
 

@@ -14,6 +14,8 @@
 //!   the HA role, around a [`plan::Planner`].
 //! - [`s3_plan`]: which records make the next S3 object, its name and bytes
 //!   (pure); [`s3`]: the task that writes them.
+//! - [`status`]: how far the log and each exporter have come (for
+//!   `accessctl audit status` and the portal's auditor's view).
 //!
 //! Delivery is at least once and in order, from a cursor in the store
 //! (`store::audit_cursors`, one per exporter by name): while the receiver
@@ -29,6 +31,7 @@ pub mod plan;
 pub mod rfc5424;
 pub mod s3;
 pub mod s3_plan;
+pub mod status;
 pub mod syslog;
 pub mod tls;
 

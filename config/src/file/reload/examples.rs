@@ -54,6 +54,7 @@ session_idle = "30m"
 session_max = "12h"
 login_lockout = "15m"
 requests_per_minute = 600
+auditor_groups = ["ops"]
 
 [admin]
 socket = "/run/gatehouse/admin.sock"
@@ -187,6 +188,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("portal.session_max", r#""8h""#),
     ("portal.login_lockout", r#""30m""#),
     ("portal.requests_per_minute", "300"),
+    ("portal.auditor_groups", r#"["research"]"#),
     ("admin.socket", r#""/run/gatehouse/other.sock""#),
     ("admin.group", r#""wheel""#),
     ("metrics.listen", r#""127.0.0.1:9587""#),

@@ -344,6 +344,7 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
     use crate::access::sso::{SsoGroupsSet, SsoUserAdded};
     use crate::audit::detail::parse_back;
     use crate::ha::record::{ReleaseDetail, TakeoverDetail};
+    use crate::portal::audit_views::AuditViewed;
     use crate::portal::sso_records::{SsoLoginFail, SsoLoginOk};
     use crate::vpn::flow_records::{FlowDetail, RollupDetail};
 
@@ -370,6 +371,7 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
             check::<CertIssued>(r),
             check::<TakeoverDetail>(r),
             check::<ReleaseDetail>(r),
+            check::<AuditViewed>(r),
             by_sso.then(|| check::<SsoUserAdded>(r)).flatten(),
             by_sso.then(|| check::<SsoGroupsSet>(r)).flatten(),
             oidc.then(|| check::<SsoLoginOk>(r)).flatten(),

@@ -13,6 +13,9 @@
 //! with the team's identity provider; they render), [`sso_login`] (the SSO
 //! login's rules), [`sso_totp`] (the TOTP step of SSO logins), [`ssh_config`] (the jump host snippet), [`assets`] (static script, style and the vendored QR encoder),
 //! [`cert_pages`] (the SSH certificate form),
+//! [`audit_pages`] (the read-only auditor's view under `/audit`, with
+//! [`audit_filter`], [`audit_markup`] and [`audit_views`], the `audit.view`
+//! record of each look),
 //! [`error`] (the one failure type).
 //!
 //! Owns the portal's listener and its connection tasks. Does not own users,
@@ -20,6 +23,12 @@
 
 pub mod api;
 pub mod assets;
+pub mod audit_filter;
+pub mod audit_markup;
+pub mod audit_pages;
+#[cfg(test)]
+mod audit_tests;
+pub mod audit_views;
 pub mod cert_pages;
 pub mod error;
 pub mod flows;
@@ -136,6 +145,8 @@ pub struct PortalState {
     pub sso_starts: Arc<RequestLimits>,
     /// The team's identity provider (`[oidc]`), when configured.
     pub sso: Option<Arc<crate::sso::Provider>>,
+    /// Which auditor's views were recorded lately ([`audit_views`]).
+    pub audit_views: Arc<audit_views::ViewLog>,
 }
 
 impl PortalState {
@@ -158,6 +169,7 @@ impl PortalState {
                 limits::SSO_STARTS_PERIOD,
             )),
             sso,
+            audit_views: Arc::default(),
         })
     }
 }
@@ -229,6 +241,10 @@ pub fn router(state: PortalState) -> Router {
         .route("/devices", get(pages::devices_page))
         .route("/devices/{name}/revoke", post(pages::revoke_submit))
         .route("/ssh_config", get(pages::ssh_config))
+        .route("/audit", get(audit_pages::timeline))
+        .route("/audit/users", get(audit_pages::users))
+        .route("/audit/hosts", get(audit_pages::hosts))
+        .route("/audit/export.csv", get(audit_pages::export_csv))
         .route(
             "/enroll/{token}",
             get(pages::enroll_page).post(pages::enroll_submit),

@@ -210,6 +210,9 @@ pub async fn devices_page(
                     }
                 }
             }
+            @if crate::auth::is_auditor(&session.user, &config, crate::time_fmt::now_unix()) {
+                p #auditor { "You are an auditor: " a href="/audit" { "review the audit log" } " (read only)." }
+            }
             p .hint #login-method {
                 @match session.method {
                     crate::store::LoginMethod::Oidc => {

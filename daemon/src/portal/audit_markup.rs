@@ -200,13 +200,13 @@ fn filter_form(page_of: AuditPage, form: &FilterForm) -> Markup {
             h2 #filter-h { "Filter" }
             form #filter method="get" action=(path_of(action)) {
                 div .filters {
-                    (field("since", "Since", &form.since, "2026-12-01T00:00:00Z"))
-                    (field("until", "Until", &form.until, "2026-12-02T00:00:00Z"))
-                    (field("user", "User", &form.user, "alice"))
-                    (field("kind", "Kind (or its first segments)", &form.kind, "ssh.session"))
-                    (field("target", "Target (exactly)", &form.target, "10.0.3.140:22"))
-                    (field("source", "Source (address or CIDR)", &form.source, "198.51.100.0/24"))
-                    (field("host", "Host (address or CIDR)", &form.host, "10.0.3.140"))
+                    (field("since", "Since", &form.since, "e.g. 2026-12-01T00:00:00Z"))
+                    (field("until", "Until", &form.until, "e.g. 2026-12-02T00:00:00Z"))
+                    (field("user", "User", &form.user, "e.g. alice"))
+                    (field("kind", "Kind (or its first segments)", &form.kind, "e.g. ssh.session"))
+                    (field("target", "Target (exactly)", &form.target, "e.g. 10.0.3.140:22"))
+                    (field("source", "Source (address or CIDR)", &form.source, "e.g. 198.51.100.0/24"))
+                    (field("host", "Host (address or CIDR)", &form.host, "e.g. 10.0.3.140"))
                     (choice("outcome", "Outcome", &form.outcome, outcome_words().collect()))
                     (choice("via", "Via", &form.via, via_words().collect()))
                 }
@@ -325,11 +325,14 @@ fn record_row(record: &AuditRecord) -> Markup {
 }
 
 fn use_row(shown: &Shown, row: &HostUse, host_first: bool) -> Markup {
+    // A user leads to every host they reached, a host to every user who
+    // reached it (the other filters stay).
     let filter = filter_only(&shown.query);
     let user_link = href(
         AuditPage::Users,
         &AuditQuery {
             user: Some(row.user.clone()),
+            host: None,
             ..filter.clone()
         },
     );
@@ -337,6 +340,7 @@ fn use_row(shown: &Shown, row: &HostUse, host_first: bool) -> Markup {
         AuditPage::Hosts,
         &AuditQuery {
             host: Some(row.host.clone()),
+            user: None,
             ..filter
         },
     );

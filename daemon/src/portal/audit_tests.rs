@@ -132,10 +132,7 @@ async fn an_auditor_sees_who_reached_a_host_and_each_view_is_audited() {
     assert_eq!(hosts.status, StatusCode::OK, "{}", hosts.text);
     assert_csp(&hosts);
     let page = &hosts.text;
-    assert!(
-        page.contains("href=\"/audit/users?user=alice&amp;host=10.0.3.140\""),
-        "{page}"
-    );
+    assert!(page.contains("href=\"/audit/users?user=alice\""), "{page}");
     assert!(
         page.contains(">4000<") && page.contains(">8000<"),
         "bytes: {page}"
@@ -152,9 +149,7 @@ async fn an_auditor_sees_who_reached_a_host_and_each_view_is_audited() {
     let users = get(&gw, "/audit/users?user=alice", Some(&carol)).await;
     assert_eq!(users.status, StatusCode::OK);
     assert!(
-        users
-            .text
-            .contains("href=\"/audit/hosts?user=alice&amp;host=10.0.3.140\""),
+        users.text.contains("href=\"/audit/hosts?host=10.0.3.140\""),
         "{}",
         users.text
     );

@@ -85,7 +85,7 @@ audit_kinds! {
     GatewayStart = "gateway.start": "accessd started.",
     GatewayStop = "gateway.stop": "accessd stopped (also after a failed start).",
     AdminBackup = "admin.backup": "An admin took a backup of the database.",
-    AuditView = "audit.view": "An auditor viewed the audit log in the portal (the page and the filter used).",
+    AuditView = "audit.view": "An auditor viewed the audit log in the portal (the page and the filter used); the same view again within a minute is not recorded again.",
     AuditCheckpoint = "audit.checkpoint": "The active gateway signed where the audit chain stands (the record before, its chain value, gateway, node, time) with the audit signing key: at least every minute or 1,000 records, and where the keyed chain begins.",
 }
 

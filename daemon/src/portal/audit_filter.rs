@@ -1,7 +1,7 @@
 //! The auditor's view's filter as the pages carry it: the GET form's
 //! fields ([`FilterForm`]), the review query they ask for, and links that
 //! carry a query from page to page. What a filter means is the review
-//! service's ([`crate::audit::review`]); this only moves it around.
+//! service's ([`crate::access::review`]); this only moves it around.
 
 use gatehouse_config::api::AuditQuery;
 use gatehouse_config::audit_facets::{Outcome, Via};

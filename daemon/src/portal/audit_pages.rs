@@ -9,7 +9,7 @@
 //!   as `accessctl audit export --format csv`, streamed a page at a time.
 //!
 //! Every page takes the filters of `accessctl audit` as a GET form; what
-//! they mean is the review service's ([`crate::audit::review`]), what the
+//! they mean is the review service's ([`crate::access::review`]), what the
 //! summaries count is the store's. Nothing here changes anything but the
 //! `audit.view` record each view leaves ([`super::audit_views`]).
 //! Anonymous visitors go to the login page; members who are not auditors
@@ -32,7 +32,7 @@ use super::audit_views::{AuditPage, AuditViewed, record_view};
 use super::error::Failure;
 use super::pages::{layout, page, see_other};
 use super::sessions::{ClientAddr, Session};
-use crate::audit::review;
+use crate::access::review;
 use crate::store::{AuditFilter, StoreError};
 use crate::time_fmt::{now_unix, rfc3339};
 

@@ -271,7 +271,7 @@ async fn the_csv_is_the_review_services_records_as_the_cli_writes_them() {
         after_seq: Some(0),
         ..AuditQuery::default()
     };
-    let filter = crate::audit::review::filter(&query).unwrap();
+    let filter = crate::access::review::filter(&query).unwrap();
     let expected: Vec<AuditRecord> = gw
         .core
         .store()

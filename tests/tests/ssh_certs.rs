@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use gatehouse_tests::netns::{Host, POOL, Topology};
 use gatehouse_tests::portal::PASSWORD;
-use gatehouse_tests::ssh::{BROKER_PORT, Identity, SshLab};
+use gatehouse_tests::ssh::{BROKER_PORT, Identity, SshLab, wait_audit};
 use gatehouse_tests::{Daemon, stdout};
 use serde_json::{Value, json};
 
@@ -480,4 +480,144 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
         !reach_research(&lab, &alice, "alice"),
         "the host's KRL still revokes it"
     );
+}
+
+/// What the private host's sshd wrote when it let a certificate in
+/// (`LogLevel VERBOSE`): `Accepted publickey for root from ... ssh2:
+/// ED25519-CERT SHA256:... ID <key id> (serial N) CA ED25519 SHA256:...`;
+/// (key id, serial) of each such line.
+fn accepted_certificates(sshd_log: &str) -> Vec<(String, String)> {
+    sshd_log
+        .lines()
+        .filter(|line| line.contains("Accepted publickey for "))
+        .filter_map(|line| {
+            let (_, after_id) = line.split_once(" ID ")?;
+            let (key_id, after) = after_id.split_once(" (serial ")?;
+            let (serial, _) = after.split_once(')')?;
+            Some((key_id.to_string(), serial.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn session_records_name_the_certificate_the_private_host_logged() {
+    // Issue 26, item 2: a record at the jump host must meet the line sshd
+    // writes on the private host, by the certificate's serial and key id.
+    let Some(topo) = Topology::create() else {
+        return;
+    };
+    let Some(lab) = SshLab::new(&topo) else {
+        return;
+    };
+    let config = lab
+        .broker_config("certificates = true\ncert_lifetime = \"1h\"")
+        .replacen(
+            "name = \"research\"\n",
+            "name = \"research\"\nssh_principals = [\"root\"]\n",
+            1,
+        );
+    assert!(config.contains("ssh_principals = [\"root\"]"), "{config}");
+    let gw = lab.start_broker(&config);
+    let ca_pub = lab.dir().join("gatehouse_user_ca.pub");
+    std::fs::write(&ca_pub, gw.ctl_ok(&["ssh", "ca", "--public-key-only"])).unwrap();
+    // No authorized_keys: only a certificate of the gateway's CA gets in,
+    // and sshd logs its ID and serial (`LogLevel VERBOSE`).
+    lab.start_sshd_with(
+        Host::Research,
+        RESEARCH,
+        22,
+        &format!(
+            "AuthorizedKeysFile none\nTrustedUserCAKeys {}\nLogLevel VERBOSE",
+            ca_pub.display()
+        ),
+    );
+
+    let alice = lab.identity_unauthorized("alice");
+    add_active_user(&gw, "alice", "research", &alice);
+    let issued = gw.ctl_json(&[
+        "ssh",
+        "cert",
+        "issue",
+        "alice",
+        "--key",
+        alice.public_key_file.to_str().unwrap(),
+        "--out",
+        cert_path(&alice).to_str().unwrap(),
+    ]);
+    let serial = issued["serial"].as_u64().unwrap().to_string();
+    let key_id = issued["key_id"].as_str().unwrap().to_string();
+    // As the portal's ssh_config lines say: with CertificateFile, ssh
+    // offers the certificate first, to the jump host too (beside the key
+    // alone, OpenSSH 9.2 offers the plain key first, and the jump host
+    // takes it: the member's key is registered).
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&alice.config)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!("  CertificateFile {}\n", cert_path(&alice).display()).as_bytes(),
+    )
+    .unwrap();
+
+    assert!(
+        reach_research(&lab, &alice, "alice"),
+        "{}",
+        lab.sshd_log(Host::Research, 22)
+    );
+    let sshd_log = lab.sshd_log(Host::Research, 22);
+    let accepted = accepted_certificates(&sshd_log);
+    assert_eq!(
+        accepted,
+        [(key_id.clone(), serial.clone())],
+        "one certificate login at the host:\n{sshd_log}"
+    );
+    let (host_key_id, host_serial) = &accepted[0];
+
+    let start = wait_audit(&gw, "ssh.session.start", AUDIT_WITHIN, |r| {
+        r["actor"] == "alice"
+    })
+    .unwrap_or_else(|seen| panic!("no ssh.session.start of alice: {seen:#?}"));
+    let end = wait_audit(&gw, "ssh.session.end", AUDIT_WITHIN, |r| {
+        r["actor"] == "alice"
+    })
+    .unwrap_or_else(|seen| panic!("no ssh.session.end of alice: {seen:#?}"));
+    for record in [&start, &end] {
+        let detail = &record["detail"];
+        assert_eq!(
+            detail["cert_serial"].as_str(),
+            Some(host_serial.as_str()),
+            "the serial sshd logged, in decimal: {record}\n{}",
+            gw.log_tail(20)
+        );
+        assert_eq!(
+            detail["cert_key_id"].as_str(),
+            Some(host_key_id.as_str()),
+            "the ID sshd logged: {record}"
+        );
+        assert_eq!(detail["key_fingerprint"], alice.fingerprint, "{record}");
+    }
+
+    // bob logs in to the jump host with his plain key: his records carry
+    // no certificate fields at all (absent, not null). The host refuses
+    // him (no certificate), after the jump host opened his channel.
+    let bob = lab.identity_unauthorized("bob");
+    add_active_user(&gw, "bob", "research", &bob);
+    assert!(!reach_research(&lab, &bob, "bob"), "bob has no certificate");
+    let start = wait_audit(&gw, "ssh.session.start", AUDIT_WITHIN, |r| {
+        r["actor"] == "bob"
+    })
+    .unwrap_or_else(|seen| panic!("no ssh.session.start of bob: {seen:#?}"));
+    let end = wait_audit(&gw, "ssh.session.end", AUDIT_WITHIN, |r| {
+        r["actor"] == "bob"
+    })
+    .unwrap_or_else(|seen| panic!("no ssh.session.end of bob: {seen:#?}"));
+    for record in [&start, &end] {
+        let detail = record["detail"].as_object().unwrap();
+        assert!(
+            !detail.contains_key("cert_serial") && !detail.contains_key("cert_key_id"),
+            "no certificate, no certificate fields: {record}"
+        );
+        assert_eq!(detail["key_fingerprint"], bob.fingerprint, "{record}");
+    }
 }

@@ -346,6 +346,7 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
     use crate::ha::record::{ReleaseDetail, TakeoverDetail};
     use crate::portal::audit_views::AuditViewed;
     use crate::portal::sso_records::{SsoLoginFail, SsoLoginOk};
+    use crate::ssh::audit::{ChannelRefused, SessionEnded, SessionStarted};
     use crate::vpn::flow_records::{FlowDetail, RollupDetail};
 
     /// `None` unless `r` is of one of `D`'s kinds (named once, in
@@ -367,6 +368,9 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
         let oidc = r.detail.get("method").and_then(Value::as_str) == Some("oidc");
         // A device's flows past its table's size are one record, marked.
         let rollup = r.detail.get("rollup").is_some();
+        // Refused direct-tcpip channels are typed; other refusals are not.
+        let channel = r.detail.pointer("/asked/channel").and_then(Value::as_str);
+        let direct_tcpip = channel == Some("direct-tcpip");
         let candidates = [
             check::<CertIssued>(r),
             check::<TakeoverDetail>(r),
@@ -378,6 +382,9 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
             oidc.then(|| check::<SsoLoginFail>(r)).flatten(),
             (!rollup).then(|| check::<FlowDetail>(r)).flatten(),
             rollup.then(|| check::<RollupDetail>(r)).flatten(),
+            check::<SessionStarted>(r),
+            check::<SessionEnded>(r),
+            direct_tcpip.then(|| check::<ChannelRefused>(r)).flatten(),
         ];
         let Some(parsed) = candidates.into_iter().flatten().next() else {
             continue;

@@ -6,15 +6,23 @@
 //! minute ends. Records of what already happened that the store refused are
 //! kept in [`Unwritten`] (the store's, shared with the AWS provisioner) and
 //! written again at the next flush.
+//!
+//! The details of a channel's records are typed ([`SessionStarted`],
+//! [`SessionEnded`], [`ChannelRefused`]): with a certificate login they name
+//! it as the private host's sshd does (`ID <key id> (serial N)`), so a
+//! record here meets the host's own log line.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::conn_state::LoginKey;
+use crate::audit::detail::Detail;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::store::NewAuditEvent;
 
@@ -158,10 +166,158 @@ impl Summary<String> {
     }
 }
 
+/// The detail of `ssh.session.start`: the channel is open to `resolved`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStarted {
+    /// The channel's id (`accessctl ssh channels`).
+    pub channel: u64,
+    pub key_fingerprint: String,
+    /// The certificate the login key was shown in: its serial in decimal
+    /// (as sshd logs it; a JSON number would lose digits in readers that
+    /// use doubles) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_serial: Option<String>,
+    /// ... and its key id. Both absent for a plain key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_key_id: Option<String>,
+    /// `host:port` as the client asked.
+    pub requested: String,
+    /// The address connected to.
+    pub resolved: String,
+}
+
+impl SessionStarted {
+    pub(super) fn new(
+        channel: u64,
+        key: &LoginKey,
+        requested: String,
+        resolved: SocketAddr,
+    ) -> Self {
+        let (cert_serial, cert_key_id) = cert_fields(key);
+        Self {
+            channel,
+            key_fingerprint: key.fingerprint.clone(),
+            cert_serial,
+            cert_key_id,
+            requested,
+            resolved: resolved.to_string(),
+        }
+    }
+}
+
+impl Detail for SessionStarted {
+    const KINDS: &'static [Kind] = &[Kind::SshSessionStart];
+}
+
+/// The detail of `ssh.session.end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEnded {
+    pub channel: u64,
+    pub key_fingerprint: String,
+    /// As in [`SessionStarted`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_key_id: Option<String>,
+    pub resolved: String,
+    /// Client to target.
+    pub bytes_up: u64,
+    /// Target to client.
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    /// Why it ended, in a sentence.
+    pub reason: String,
+}
+
+impl Detail for SessionEnded {
+    const KINDS: &'static [Kind] = &[Kind::SshSessionEnd];
+}
+
+/// The detail of `ssh.forward.deny` for a refused direct-tcpip channel of
+/// a logged-in user (other refusals and the summaries have their own
+/// shapes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRefused {
+    pub asked: AskedChannel,
+    pub key_fingerprint: String,
+    /// As in [`SessionStarted`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_key_id: Option<String>,
+    /// The refusal's code (`not_in_groups`, `connect_timeout`, ...).
+    pub reason: String,
+    /// What the client was told.
+    pub message: String,
+}
+
+/// The channel a [`ChannelRefused`] was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskedChannel {
+    pub channel: String,
+    pub target: String,
+}
+
+impl Detail for ChannelRefused {
+    const KINDS: &'static [Kind] = &[Kind::SshForwardDeny];
+}
+
+/// `cert_serial` and `cert_key_id` of a login key: both, or neither.
+pub(super) fn cert_fields(key: &LoginKey) -> (Option<String>, Option<String>) {
+    match &key.cert {
+        Some(cert) => (Some(cert.serial.to_string()), Some(cert.key_id.clone())),
+        None => (None, None),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_records_name_a_certificate_as_sshd_does_and_nothing_without() {
+        use crate::audit::detail::parse_back;
+        use crate::ssh::conn_state::CertId;
+
+        let resolved: SocketAddr = "10.0.3.140:22".parse().unwrap();
+        let start = |key: &LoginKey| {
+            let alice = Actor::User("alice".into());
+            let detail = SessionStarted::new(7, key, "research:22".into(), resolved);
+            event(Kind::SshSessionStart, alice, Source::Local).with(&detail)
+        };
+        let cert = LoginKey {
+            fingerprint: "SHA256:k".into(),
+            // Past 2^53: a double would print another serial.
+            cert: Some(CertId {
+                serial: 9_007_199_254_740_993,
+                key_id: "alice@gw".into(),
+            }),
+        };
+        let e = start(&cert);
+        assert_eq!(e.detail["cert_serial"], "9007199254740993");
+        assert_eq!(e.detail["cert_key_id"], "alice@gw");
+        let back: SessionStarted = parse_back("ssh.session.start", &e.detail).unwrap();
+        assert_eq!(back.resolved, "10.0.3.140:22");
+
+        let plain = LoginKey {
+            fingerprint: "SHA256:k".into(),
+            cert: None,
+        };
+        let e = start(&plain);
+        let fields = e.detail.as_object().unwrap();
+        assert!(
+            !fields.contains_key("cert_serial") && !fields.contains_key("cert_key_id"),
+            "absent, not null: {}",
+            e.detail
+        );
+        parse_back::<SessionStarted>("ssh.session.start", &e.detail).unwrap();
+        assert_eq!(cert_fields(&plain), (None, None));
+    }
 
     #[test]
     fn a_flood_is_summarised_and_other_sources_still_recorded() {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelOpenFailure};
-use serde_json::json;
 
 use super::Shared;
+use super::audit::{AskedChannel, ChannelRefused, SessionEnded, SessionStarted, cert_fields};
+use super::conn_state::LoginKey;
 use super::policy::{Requested, TargetPolicy, parse_requested};
 use super::registry::{ChannelGuard, TooManyChannels};
 use super::relay::{self, ConnectError};
@@ -20,7 +21,7 @@ use crate::auth::Standing;
 /// Who opened the channel, and what they asked for.
 struct Ask {
     user: String,
-    key_fingerprint: String,
+    key: LoginKey,
     source: std::net::SocketAddr,
     requested: String,
 }
@@ -40,7 +41,7 @@ impl Ask {
 /// The logged-in user who opens a channel, and the target they ask for.
 pub(super) struct Opener<'a> {
     pub user: String,
-    pub key_fingerprint: String,
+    pub key: LoginKey,
     pub peer: std::net::SocketAddr,
     pub host: &'a str,
     pub port: u32,
@@ -61,7 +62,7 @@ pub(super) fn open(
     let shared = shared.clone();
     let ask = Ask {
         user: opener.user,
-        key_fingerprint: opener.key_fingerprint,
+        key: opener.key,
         source: opener.peer,
         requested: format!("{}:{}", opener.host, opener.port),
     };
@@ -172,12 +173,12 @@ async fn run(
         }
     };
     guard.set_resolved(addr);
-    let start = ask.event(Kind::SshSessionStart).detail(json!({
-            "channel": guard.id(),
-            "key_fingerprint": ask.key_fingerprint,
-            "requested": ask.requested,
-            "resolved": addr.to_string(),
-    }));
+    let start = ask.event(Kind::SshSessionStart).with(&SessionStarted::new(
+        guard.id(),
+        &ask.key,
+        ask.requested.clone(),
+        addr,
+    ));
     // Audited before it is acknowledged; no record, no channel.
     if !shared.audit(start).await {
         reply
@@ -206,15 +207,18 @@ async fn run(
     };
     let _ = handle.close(channel_id).await;
     let stats = guard.stats();
-    let end = ask.event(Kind::SshSessionEnd).detail(json!({
-            "channel": guard.id(),
-            "key_fingerprint": ask.key_fingerprint,
-            "resolved": addr.to_string(),
-            "bytes_up": stats.up.load(std::sync::atomic::Ordering::Relaxed),
-            "bytes_down": stats.down.load(std::sync::atomic::Ordering::Relaxed),
-            "duration_ms": u64::try_from(guard.started().elapsed().as_millis()).unwrap_or(u64::MAX),
-            "reason": reason,
-    }));
+    let (cert_serial, cert_key_id) = cert_fields(&ask.key);
+    let end = ask.event(Kind::SshSessionEnd).with(&SessionEnded {
+        channel: guard.id(),
+        key_fingerprint: ask.key.fingerprint.clone(),
+        cert_serial,
+        cert_key_id,
+        resolved: addr.to_string(),
+        bytes_up: stats.up.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_down: stats.down.load(std::sync::atomic::Ordering::Relaxed),
+        duration_ms: u64::try_from(guard.started().elapsed().as_millis()).unwrap_or(u64::MAX),
+        reason,
+    });
     shared.record(end).await;
     drop(guard);
 }
@@ -238,12 +242,18 @@ async fn reject(
     reply: ChannelOpenHandle,
     failure_code: u32,
 ) {
-    let record = ask.event(Kind::SshForwardDeny).detail(json!({
-        "asked": { "channel": "direct-tcpip", "target": ask.requested },
-        "key_fingerprint": ask.key_fingerprint,
-        "reason": code,
-        "message": message,
-    }));
+    let (cert_serial, cert_key_id) = cert_fields(&ask.key);
+    let record = ask.event(Kind::SshForwardDeny).with(&ChannelRefused {
+        asked: AskedChannel {
+            channel: "direct-tcpip".into(),
+            target: ask.requested.clone(),
+        },
+        key_fingerprint: ask.key.fingerprint.clone(),
+        cert_serial,
+        cert_key_id,
+        reason: code.into(),
+        message: message.clone(),
+    });
     shared.audit_refusal(record, code).await;
     reply
         .reject(ChannelOpenFailure::Other {

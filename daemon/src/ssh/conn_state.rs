@@ -23,22 +23,35 @@ pub struct ConnState {
     pub token: CancellationToken,
 }
 
+/// The key a login stands on: its fingerprint, and the OpenSSH
+/// certificate it was shown in, if it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginKey {
+    pub fingerprint: String,
+    pub cert: Option<CertId>,
+}
+
+/// What names a certificate in a private host's sshd log (`ID <key id>
+/// (serial N)`), so the jump host's records meet that line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertId {
+    pub serial: u64,
+    pub key_id: String,
+}
+
 /// Where authentication stands.
 pub enum Phase {
     /// Nothing tried yet, or attempts that have not (yet) passed.
     PreAuth(Option<Attempt>),
     /// The key passed for `attempt.user`; under `ssh.require_totp` its TOTP
     /// code is due, in this connection, for this user.
-    KeyAccepted {
-        attempt: Attempt,
-        fingerprint: String,
-    },
+    KeyAccepted { attempt: Attempt, key: LoginKey },
     /// Every factor passed for `user`; russh reports success next.
-    Verified { user: String, fingerprint: String },
+    Verified { user: String, key: LoginKey },
     /// Logged in: channels may be opened.
     LoggedIn {
         user: String,
-        fingerprint: String,
+        key: LoginKey,
         login: ConnGuard,
     },
 }
@@ -115,7 +128,7 @@ impl ConnState {
     }
 
     /// `user`'s key passed; with `totp_due` a code must follow.
-    pub fn key_accepted(&mut self, user: &str, fingerprint: String, totp_due: bool) {
+    pub fn key_accepted(&mut self, user: &str, key: LoginKey, totp_due: bool) {
         if totp_due {
             let Some(attempt) = self.attempt(user).map(std::mem::take) else {
                 return;
@@ -126,24 +139,21 @@ impl ConnState {
                     refusal_counted: false,
                     ..attempt
                 },
-                fingerprint,
+                key,
             };
         } else if self.attempt(user).is_some() {
             self.phase = Phase::Verified {
                 user: user.to_string(),
-                fingerprint,
+                key,
             };
         }
     }
 
-    /// The key fingerprint accepted for `user` in this connection, when a
-    /// TOTP code is due for exactly that user.
-    pub fn totp_due_for(&self, user: &str) -> Option<&str> {
+    /// The key accepted for `user` in this connection, when a TOTP code
+    /// is due for exactly that user.
+    pub fn totp_due_for(&self, user: &str) -> Option<&LoginKey> {
         match &self.phase {
-            Phase::KeyAccepted {
-                attempt,
-                fingerprint,
-            } if attempt.user == user => Some(fingerprint),
+            Phase::KeyAccepted { attempt, key } if attempt.user == user => Some(key),
             _ => None,
         }
     }
@@ -151,12 +161,12 @@ impl ConnState {
     /// The TOTP code for `user` passed: verified, if the key was accepted
     /// for that same user here.
     pub fn totp_passed(&mut self, user: &str) -> bool {
-        let Some(fingerprint) = self.totp_due_for(user).map(str::to_string) else {
+        let Some(key) = self.totp_due_for(user).cloned() else {
             return false;
         };
         self.phase = Phase::Verified {
             user: user.to_string(),
-            fingerprint,
+            key,
         };
         true
     }
@@ -166,21 +176,21 @@ impl ConnState {
     pub fn log_in(
         &mut self,
         add: impl FnOnce(&str, &str) -> ConnGuard,
-    ) -> Option<(String, String)> {
-        let Phase::Verified { user, fingerprint } = &self.phase else {
+    ) -> Option<(String, LoginKey)> {
+        let Phase::Verified { user, key } = &self.phase else {
             return None;
         };
-        let (user, fingerprint) = (user.clone(), fingerprint.clone());
-        let login = add(&user, &fingerprint);
+        let (user, key) = (user.clone(), key.clone());
+        let login = add(&user, &key.fingerprint);
         if let Some(slot) = self.slot.take() {
             slot.release();
         }
         self.phase = Phase::LoggedIn {
             user: user.clone(),
-            fingerprint: fingerprint.clone(),
+            key: key.clone(),
             login,
         };
-        Some((user, fingerprint))
+        Some((user, key))
     }
 
     pub fn authenticated(&self) -> bool {
@@ -188,13 +198,9 @@ impl ConnState {
     }
 
     /// The logged-in user, key and registry entry.
-    pub fn login(&self) -> Option<(&str, &str, &ConnGuard)> {
+    pub fn login(&self) -> Option<(&str, &LoginKey, &ConnGuard)> {
         match &self.phase {
-            Phase::LoggedIn {
-                user,
-                fingerprint,
-                login,
-            } => Some((user, fingerprint, login)),
+            Phase::LoggedIn { user, key, login } => Some((user, key, login)),
             _ => None,
         }
     }
@@ -236,15 +242,26 @@ mod tests {
         ConnState::new(slot, CancellationToken::new())
     }
 
+    fn plain(fingerprint: &str) -> LoginKey {
+        LoginKey {
+            fingerprint: fingerprint.into(),
+            cert: None,
+        }
+    }
+
+    fn due(s: &ConnState, user: &str) -> Option<String> {
+        s.totp_due_for(user).map(|k| k.fingerprint.clone())
+    }
+
     #[test]
     fn a_key_accepted_for_one_name_is_worth_nothing_for_another() {
         // The review's sequence: mallory's key, then alice's name with her
         // TOTP code. Before the enum, `key_ok` survived the name change.
         let mut s = state();
-        s.key_accepted("mallory", "SHA256:mallory".into(), true);
-        assert_eq!(s.totp_due_for("mallory"), Some("SHA256:mallory"));
+        s.key_accepted("mallory", plain("SHA256:mallory"), true);
+        assert_eq!(due(&s, "mallory"), Some("SHA256:mallory".into()));
         let _ = s.attempt("alice"); // a `none` request under alice
-        assert_eq!(s.totp_due_for("alice"), None);
+        assert_eq!(due(&s, "alice"), None);
         assert!(
             !s.totp_passed("alice"),
             "alice's code alone must not verify"
@@ -259,20 +276,16 @@ mod tests {
     fn totp_is_only_accepted_after_the_key_for_the_same_user_here() {
         let mut s = state();
         assert!(!s.totp_passed("alice"), "no key yet");
-        s.key_accepted("alice", "SHA256:a".into(), true);
+        s.key_accepted("alice", plain("SHA256:a"), true);
         s.refused("alice", LoginRefusal::Totp(TotpReject::Mismatch), true);
         assert_eq!(
-            s.totp_due_for("alice"),
-            Some("SHA256:a"),
+            due(&s, "alice"),
+            Some("SHA256:a".into()),
             "a wrong code may be retried"
         );
         s.refused("alice", LoginRefusal::UnknownKey, false);
-        assert_eq!(
-            s.totp_due_for("alice"),
-            None,
-            "another refusal drops the key"
-        );
-        s.key_accepted("alice", "SHA256:a".into(), true);
+        assert_eq!(due(&s, "alice"), None, "another refusal drops the key");
+        s.key_accepted("alice", plain("SHA256:a"), true);
         assert!(s.totp_passed("alice"));
         assert!(matches!(s.phase, Phase::Verified { .. }));
     }
@@ -282,11 +295,46 @@ mod tests {
         let mut s = state();
         s.tried_key("bob", "SHA256:b1".into());
         s.refused("bob", LoginRefusal::UnknownKey, false);
-        s.key_accepted("bob", "SHA256:b2".into(), true);
+        s.key_accepted("bob", plain("SHA256:b2"), true);
         let attempt = s.take_attempt().unwrap();
         assert_eq!(attempt.user, "bob");
         assert_eq!(attempt.tried_keys, ["SHA256:b1"]);
         assert_eq!(attempt.last_refusal, Some(LoginRefusal::TotpMissing));
         assert!(s.slot.is_none());
+    }
+
+    #[test]
+    fn the_login_keeps_the_certificate_its_key_came_in() {
+        // Issue 26: the session records name the certificate, so they meet
+        // the private host's sshd log line.
+        let cert = LoginKey {
+            fingerprint: "SHA256:c".into(),
+            cert: Some(CertId {
+                serial: 9_007_199_254_740_993,
+                key_id: "alice@gw".into(),
+            }),
+        };
+        let registry = crate::ssh::registry::Registry::new();
+        let mut s = state();
+        s.key_accepted("alice", cert.clone(), true);
+        assert!(s.totp_passed("alice"), "through the TOTP step");
+        let (user, key) = s
+            .log_in(|user, fingerprint| {
+                registry.add_connection(user, fingerprint, CancellationToken::new())
+            })
+            .unwrap();
+        assert_eq!((user.as_str(), &key), ("alice", &cert));
+        assert_eq!(s.login().map(|(_, key, _)| key), Some(&cert));
+
+        // A plain key accepted after a certificate is what the login stands on.
+        let mut s = state();
+        s.key_accepted("alice", cert.clone(), true);
+        s.key_accepted("alice", plain("SHA256:p"), false);
+        let (_, key) = s
+            .log_in(|user, fingerprint| {
+                registry.add_connection(user, fingerprint, CancellationToken::new())
+            })
+            .unwrap();
+        assert_eq!(key, plain("SHA256:p"));
     }
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::Shared;
 use super::auth;
-use super::conn_state::ConnState;
+use super::conn_state::{CertId, ConnState, LoginKey};
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::auth::{LoginRefusal, Standing};
 use crate::keys::ssh_host::fingerprint;
@@ -109,30 +109,33 @@ impl Connection {
         Ok((fingerprint, has_totp))
     }
 
-    /// A key (plain, or a certificate's) whose signature russh verified:
-    /// the user's key checks, then the TOTP step of `ssh.require_totp`.
+    /// A key (plain, or a certificate's, named by `cert`) whose signature
+    /// russh verified: the user's key checks, then the TOTP step of
+    /// `ssh.require_totp`.
     async fn key_passed(
         &mut self,
         user: &str,
         key: &russh::keys::PublicKey,
+        cert: Option<CertId>,
     ) -> Result<Auth, russh::Error> {
         let (fingerprint, has_totp) = match self.check_key(user, key).await {
             Ok(passed) => passed,
             Err(refusal) => return Ok(self.refuse(user, refusal)),
         };
+        let key = LoginKey { fingerprint, cert };
         if self.shared.core.config().ssh.require_totp {
             // Told at the key, before any prompt.
             if !has_totp {
                 return Ok(self.refuse(user, LoginRefusal::TotpNotEnrolled));
             }
             // Until a code passes, a connection that ends failed for this.
-            self.state().key_accepted(user, fingerprint, true);
+            self.state().key_accepted(user, key, true);
             return Ok(Auth::Reject {
                 proceed_with_methods: Some(totp_method()),
                 partial_success: true,
             });
         }
-        self.state().key_accepted(user, fingerprint, false);
+        self.state().key_accepted(user, key, false);
         Ok(Auth::Accept)
     }
 
@@ -286,7 +289,7 @@ impl Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.key_passed(user, key.public_key).await
+        self.key_passed(user, key.public_key, None).await
     }
 
     async fn auth_openssh_certificate(
@@ -301,7 +304,11 @@ impl Handler for Connection {
             return Ok(self.refuse(user, LoginRefusal::Certificate(refusal)));
         }
         let key = russh::keys::PublicKey::new(certificate.public_key().clone(), "");
-        self.key_passed(user, &key).await
+        let cert = CertId {
+            serial: certificate.serial(),
+            key_id: certificate.key_id().to_string(),
+        };
+        self.key_passed(user, &key, Some(cert)).await
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -347,12 +354,13 @@ impl Handler for Connection {
         let mut state = self.state();
         let token = state.token.clone();
         let registry = &self.shared.registry;
-        let Some((user, fingerprint)) =
+        let Some((user, key)) =
             state.log_in(|user, fingerprint| registry.add_connection(user, fingerprint, token))
         else {
             return Err(russh::Error::NotAuthenticated);
         };
-        tracing::info!(%user, key = %fingerprint, "SSH login");
+        let cert_serial = key.cert.as_ref().map(|c| c.serial);
+        tracing::info!(%user, key = %key.fingerprint, ?cert_serial, "SSH login");
         Ok(())
     }
 
@@ -424,8 +432,8 @@ impl Handler for Connection {
         let login = self
             .state()
             .login()
-            .map(|(user, fingerprint, _)| (user.to_string(), fingerprint.to_string()));
-        let Some((user, key_fingerprint)) = login else {
+            .map(|(user, key, _)| (user.to_string(), key.clone()));
+        let Some((user, key)) = login else {
             // russh only opens channels after authentication; belt and braces.
             drop(reply);
             return Ok(());
@@ -442,7 +450,7 @@ impl Handler for Connection {
             &self.shared,
             super::channel::Opener {
                 user,
-                key_fingerprint,
+                key,
                 peer,
                 host: host_to_connect,
                 port: port_to_connect,

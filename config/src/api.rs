@@ -801,6 +801,16 @@ pub struct VerifyReport {
     pub keyed_from: Option<u64>,
 }
 
+/// How far a verification got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyProgress {
+    /// Records checked so far.
+    pub checked: u64,
+    /// Records in the log when the check began.
+    pub total: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyProblem {
     /// The record where the chain first breaks.

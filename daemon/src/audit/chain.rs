@@ -1,5 +1,6 @@
 //! The audit log's hash chain: the canonical encoding of a record, its hash,
-//! and verification of a whole chain. Pure functions: no I/O, no clock.
+//! and verification of a whole chain, at once ([`verify`]) or a record at a
+//! time for a log read in pages ([`Verifier`]). Pure: no I/O, no clock.
 //!
 //! Canonical encoding: the record serialized by `serde_json` as an object with
 //! exactly these fields, in this order: `seq`, `time`, `kind`, `actor`,
@@ -22,8 +23,6 @@
 //! first keyed record; every keyed `audit.checkpoint` record must cover the
 //! record before it and carry a signature that verifies with the audit
 //! signing key. The first record's `prev_hash` is [`GENESIS_HASH`].
-
-use std::collections::HashMap;
 
 use gatehouse_config::api::{AuditRecord, VerifyProblem, VerifyProblemKind, VerifyReport};
 use serde::{Deserialize, Serialize};
@@ -125,14 +124,243 @@ pub fn verify_from(
     head: Option<&Head>,
     keys: &AuditKeys,
 ) -> VerifyReport {
-    let mut tally = Tally::default();
-    let problem = find_problem(records, anchor, head, keys, &mut tally);
-    VerifyReport {
-        intact: problem.is_none(),
-        records: tally.checked,
-        problem,
-        checkpoints: tally.checkpoints,
-        keyed_from: tally.keyed_from,
+    let mut verifier = Verifier::new(anchor, head, keys);
+    for (i, record) in records.iter().enumerate() {
+        match verifier.check(record) {
+            Step::Sound => {}
+            Step::Problem(problem) => return verifier.stop(problem),
+            Step::BrokenLink(link) => {
+                let links_forward = records[i + 1..].iter().any(|r| r.hash == link.prev_hash);
+                return verifier.stop(link.judge(links_forward));
+            }
+        }
+    }
+    verifier.finish()
+}
+
+/// Verification one record at a time, for a chain too long to hold in
+/// memory: feed [`Verifier::check`] the records in storage order until it
+/// reports a problem (then [`Verifier::stop`]) or they run out (then
+/// [`Verifier::finish`]). The report is the one [`verify_from`] gives for
+/// the same records.
+pub struct Verifier<'k> {
+    keys: &'k AuditKeys,
+    head: Option<Head>,
+    expected_prev: String,
+    expected_seq: u64,
+    tally: Tally,
+    /// The hash of the record checked at the head's seq.
+    at_head: Option<String>,
+}
+
+/// What [`Verifier::check`] found in one record.
+#[derive(Debug)]
+pub enum Step {
+    /// Intact, and it follows the record before it.
+    Sound,
+    /// The first problem: verification ends here.
+    Problem(VerifyProblem),
+    /// Intact, but it does not link to the record before it: verification
+    /// ends here, and what it means depends on the records stored after it
+    /// ([`BrokenLink::judge`]).
+    BrokenLink(BrokenLink),
+}
+
+/// A record whose `prev_hash` is not the hash of the record before it.
+#[derive(Debug)]
+pub struct BrokenLink {
+    /// The hash it links to: is a record with this hash stored after it?
+    pub prev_hash: String,
+    seq: u64,
+    expected_seq: u64,
+    first: bool,
+}
+
+impl BrokenLink {
+    /// The problem, given whether a record with [`BrokenLink::prev_hash`]
+    /// is stored after this one (a reorder rather than a removal).
+    pub fn judge(self, links_forward: bool) -> VerifyProblem {
+        if links_forward {
+            return problem(
+                self.seq,
+                VerifyProblemKind::Reordered,
+                format!("record {} links to a record stored after it", self.seq),
+            );
+        }
+        if self.seq > self.expected_seq {
+            return removed(self.expected_seq, self.seq);
+        }
+        // Same seq, intact hash, broken link: the previous record was
+        // rewritten (with a recomputed hash) or this one was.
+        let rewritten = if self.first {
+            self.seq
+        } else {
+            self.expected_seq - 1
+        };
+        problem(
+            rewritten,
+            VerifyProblemKind::Altered,
+            format!(
+                "record {} does not link to the record before it: record {rewritten} was \
+                 rewritten",
+                self.seq
+            ),
+        )
+    }
+}
+
+impl<'k> Verifier<'k> {
+    /// A verifier of the records that follow `anchor` (`None`: from
+    /// genesis), to be checked against `head` at the end.
+    pub fn new(anchor: Option<&Head>, head: Option<&Head>, keys: &'k AuditKeys) -> Self {
+        Self {
+            keys,
+            head: head.cloned(),
+            expected_prev: anchor.map_or(GENESIS_HASH.to_string(), |a| a.hash.clone()),
+            expected_seq: anchor.map_or(1, |a| a.seq.saturating_add(1)),
+            tally: Tally::default(),
+            at_head: None,
+        }
+    }
+
+    /// Records checked and found sound so far.
+    pub fn checked(&self) -> u64 {
+        self.tally.checked
+    }
+
+    /// Checks the next record in storage order.
+    pub fn check(&mut self, record: &AuditRecord) -> Step {
+        let keys = self.keys;
+        let expected = if is_keyed(&record.hash) {
+            keyed_hash(record, keys)
+        } else {
+            record_hash(record)
+        };
+        match expected {
+            Ok(hash) if hash == record.hash => {}
+            Ok(_) if is_keyed(&record.hash) => {
+                return Step::Problem(problem(
+                    record.seq,
+                    VerifyProblemKind::Altered,
+                    format!(
+                        "record {} no longer matches its keyed hash: it was altered, or the log \
+                         was written under another audit key (another secrets key)",
+                        record.seq
+                    ),
+                ));
+            }
+            Ok(_) => {
+                return Step::Problem(problem(
+                    record.seq,
+                    VerifyProblemKind::Altered,
+                    format!("record {} no longer matches its hash", record.seq),
+                ));
+            }
+            Err(e) => {
+                return Step::Problem(problem(
+                    record.seq,
+                    VerifyProblemKind::Altered,
+                    format!("record {} cannot be encoded: {e}", record.seq),
+                ));
+            }
+        }
+        let expected_seq = self.expected_seq;
+        if record.seq < expected_seq {
+            return Step::Problem(problem(
+                record.seq,
+                VerifyProblemKind::Reordered,
+                format!(
+                    "record {} is stored where record {expected_seq} belongs",
+                    record.seq
+                ),
+            ));
+        }
+        if record.prev_hash != self.expected_prev {
+            return Step::BrokenLink(BrokenLink {
+                prev_hash: record.prev_hash.clone(),
+                seq: record.seq,
+                expected_seq,
+                first: self.tally.checked == 0,
+            });
+        }
+        if record.seq > expected_seq {
+            return Step::Problem(removed(expected_seq, record.seq));
+        }
+        if is_keyed(&record.hash) {
+            if record.kind == Kind::AuditCheckpoint.as_str() {
+                if let Some(problem) = bad_checkpoint(record, keys) {
+                    return Step::Problem(problem);
+                }
+                self.tally.checkpoints += 1;
+            }
+            self.tally.keyed_from.get_or_insert(record.seq);
+        } else if is_keyed(&self.expected_prev) {
+            return Step::Problem(problem(
+                record.seq,
+                VerifyProblemKind::Altered,
+                format!(
+                    "record {} has a plain SHA-256 hash after the keyed chain began: it was \
+                     written without the audit key, by someone with access to the database",
+                    record.seq
+                ),
+            ));
+        }
+        if self.head.as_ref().is_some_and(|h| h.seq == record.seq) {
+            self.at_head = Some(record.hash.clone());
+        }
+        self.expected_prev.clone_from(&record.hash);
+        self.expected_seq = record.seq.saturating_add(1);
+        self.tally.checked += 1;
+        Step::Sound
+    }
+
+    /// The report of a chain that broke at `problem`.
+    pub fn stop(self, problem: VerifyProblem) -> VerifyReport {
+        self.report(Some(problem))
+    }
+
+    /// The report once every record was checked sound: the chain must
+    /// reach the head, and the record at the head's seq be the head's.
+    pub fn finish(self) -> VerifyReport {
+        let problem = self.end_problem();
+        self.report(problem)
+    }
+
+    fn end_problem(&self) -> Option<VerifyProblem> {
+        let head = self.head.as_ref()?;
+        let last_seq = self.expected_seq - 1;
+        if last_seq < head.seq {
+            return Some(problem(
+                last_seq + 1,
+                VerifyProblemKind::Truncated,
+                format!(
+                    "the chain ends at record {last_seq}, but the head file records {}: records \
+                     were cut from the end",
+                    head.seq
+                ),
+            ));
+        }
+        match &self.at_head {
+            Some(hash) if *hash != head.hash => Some(problem(
+                head.seq,
+                VerifyProblemKind::Altered,
+                format!(
+                    "record {} differs from the one the head file records",
+                    head.seq
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    fn report(self, problem: Option<VerifyProblem>) -> VerifyReport {
+        VerifyReport {
+            intact: problem.is_none(),
+            records: self.tally.checked,
+            problem,
+            checkpoints: self.tally.checkpoints,
+            keyed_from: self.tally.keyed_from,
+        }
     }
 }
 
@@ -157,148 +385,6 @@ struct Canonical<'a> {
     target: &'a str,
     detail: &'a serde_json::Value,
     prev_hash: &'a str,
-}
-
-fn find_problem(
-    records: &[AuditRecord],
-    anchor: Option<&Head>,
-    head: Option<&Head>,
-    keys: &AuditKeys,
-    tally: &mut Tally,
-) -> Option<VerifyProblem> {
-    // Where each hash sits, to tell a reorder (the link points forward) from a
-    // removal (the link points at nothing).
-    let positions: HashMap<&str, usize> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.hash.as_str(), i))
-        .collect();
-    let mut expected_prev = anchor.map_or(GENESIS_HASH, |a| a.hash.as_str());
-    let mut expected_seq = anchor.map_or(1, |a| a.seq.saturating_add(1));
-
-    for (i, record) in records.iter().enumerate() {
-        let expected = if is_keyed(&record.hash) {
-            keyed_hash(record, keys)
-        } else {
-            record_hash(record)
-        };
-        match expected {
-            Ok(hash) if hash == record.hash => {}
-            Ok(_) if is_keyed(&record.hash) => {
-                return Some(problem(
-                    record.seq,
-                    VerifyProblemKind::Altered,
-                    format!(
-                        "record {} no longer matches its keyed hash: it was altered, or the log \
-                         was written under another audit key (another secrets key)",
-                        record.seq
-                    ),
-                ));
-            }
-            Ok(_) => {
-                return Some(problem(
-                    record.seq,
-                    VerifyProblemKind::Altered,
-                    format!("record {} no longer matches its hash", record.seq),
-                ));
-            }
-            Err(e) => {
-                return Some(problem(
-                    record.seq,
-                    VerifyProblemKind::Altered,
-                    format!("record {} cannot be encoded: {e}", record.seq),
-                ));
-            }
-        }
-        if record.seq < expected_seq {
-            return Some(problem(
-                record.seq,
-                VerifyProblemKind::Reordered,
-                format!(
-                    "record {} is stored where record {expected_seq} belongs",
-                    record.seq
-                ),
-            ));
-        }
-        if record.prev_hash != expected_prev {
-            let links_forward = positions
-                .get(record.prev_hash.as_str())
-                .is_some_and(|&at| at > i);
-            if links_forward {
-                return Some(problem(
-                    record.seq,
-                    VerifyProblemKind::Reordered,
-                    format!("record {} links to a record stored after it", record.seq),
-                ));
-            }
-            if record.seq > expected_seq {
-                return Some(removed(expected_seq, record.seq));
-            }
-            // Same seq, intact hash, broken link: the previous record was
-            // rewritten (with a recomputed hash) or this one was.
-            let rewritten = if i == 0 { record.seq } else { expected_seq - 1 };
-            return Some(problem(
-                rewritten,
-                VerifyProblemKind::Altered,
-                format!(
-                    "record {} does not link to the record before it: record {rewritten} was \
-                     rewritten",
-                    record.seq
-                ),
-            ));
-        }
-        if record.seq > expected_seq {
-            return Some(removed(expected_seq, record.seq));
-        }
-        if is_keyed(&record.hash) {
-            if record.kind == Kind::AuditCheckpoint.as_str() {
-                if let Some(problem) = bad_checkpoint(record, keys) {
-                    return Some(problem);
-                }
-                tally.checkpoints += 1;
-            }
-            tally.keyed_from.get_or_insert(record.seq);
-        } else if is_keyed(expected_prev) {
-            return Some(problem(
-                record.seq,
-                VerifyProblemKind::Altered,
-                format!(
-                    "record {} has a plain SHA-256 hash after the keyed chain began: it was \
-                     written without the audit key, by someone with access to the database",
-                    record.seq
-                ),
-            ));
-        }
-        expected_prev = &record.hash;
-        expected_seq = record.seq.saturating_add(1);
-        tally.checked += 1;
-    }
-
-    let head = head?;
-    let last_seq = expected_seq - 1;
-    if last_seq < head.seq {
-        return Some(problem(
-            last_seq + 1,
-            VerifyProblemKind::Truncated,
-            format!(
-                "the chain ends at record {last_seq}, but the head file records {}: records \
-                 were cut from the end",
-                head.seq
-            ),
-        ));
-    }
-    let at_head = records.iter().find(|r| r.seq == head.seq);
-    match at_head {
-        Some(r) if r.hash != head.hash => Some(problem(
-            head.seq,
-            VerifyProblemKind::Altered,
-            format!(
-                "record {} differs from the one the head file records",
-                head.seq
-            ),
-        )),
-        _ => None,
-    }
 }
 
 /// Why a keyed `audit.checkpoint` record is not a checkpoint of the record

@@ -1,12 +1,13 @@
 //! Audit records in the database: appending inside a write transaction,
-//! queries and verification (see [`crate::audit`] for the chain rules and the
-//! files; `store::audit_repair` keeps the files in step with the table).
+//! and queries (see [`crate::audit`] for the chain rules and the files;
+//! `store::audit_repair` keeps the files in step with the table,
+//! `store::audit_verify` checks the chain).
 //!
 //! Rows are only ever inserted; triggers refuse UPDATE and DELETE.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gatehouse_config::api::{AuditRecord, VerifyReport};
+use gatehouse_config::api::AuditRecord;
 
 pub use super::audit_filter::AuditFilter;
 use super::audit_filter::kind_clause;
@@ -15,7 +16,6 @@ use super::{Reader, StoreError, Writer, audit_facets};
 use crate::audit::chain::{self, GENESIS_HASH, Head};
 pub use crate::audit::event::NewAuditEvent;
 use crate::audit::event::{Actor, Kind, Source, event};
-use crate::audit::mirror;
 
 impl Reader<'_> {
     /// Records matching `filter`, oldest first.
@@ -97,35 +97,6 @@ impl Reader<'_> {
             )
             .and_then(|row| row.map(|row| Ok((row.get(0)?, row.get(1)?))).transpose())
             .map_err(StoreError::db("read the last audit checkpoint"))
-    }
-
-    /// Checks the whole chain in storage order against the head file.
-    pub fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
-        let head = mirror::read_head(&self.paths.head)?;
-        let records = query_records(
-            &self.conn,
-            &format!("SELECT {RECORD_COLUMNS} FROM audit_log ORDER BY id"),
-            &[],
-        )?;
-        let report = chain::verify(&records, head.as_ref(), &self.paths.audit_keys);
-        if let (None, Some(last), true) = (&head, records.last(), report.intact) {
-            // Without the anchor a cut tail is invisible: never "intact".
-            return Ok(VerifyReport {
-                intact: false,
-                records: records.len() as u64,
-                checkpoints: report.checkpoints,
-                keyed_from: report.keyed_from,
-                problem: Some(gatehouse_config::api::VerifyProblem {
-                    seq: last.seq,
-                    kind: gatehouse_config::api::VerifyProblemKind::AnchorMissing,
-                    message: format!(
-                        "the audit anchor {} is missing: records cut from the end of the log cannot be detected; restore it from a backup, or re-anchor with `accessd audit-anchor` after comparing the log with its shipped mirror",
-                        self.paths.head.display()
-                    ),
-                }),
-            });
-        }
-        Ok(report)
     }
 }
 
@@ -286,7 +257,7 @@ pub(super) fn records_from_rows(rows: &[Row]) -> Result<Vec<AuditRecord>, StoreE
         .map_err(StoreError::db("query audit records"))
 }
 
-fn record_from_row(row: &Row) -> Result<AuditRecord, DbError> {
+pub(super) fn record_from_row(row: &Row) -> Result<AuditRecord, DbError> {
     let seq: u64 = row.get(0)?;
     let detail_text: String = row.get(6)?;
     // A detail that is not JSON was edited outside the store: keep its text
@@ -367,6 +338,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::audit::mirror;
     use crate::store::Store;
     use crate::store::fixtures::*;
 

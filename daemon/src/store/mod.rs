@@ -27,9 +27,10 @@
 //!
 //! Layout: [`error`] (the one error enum), [`schema`] (migrations), [`users`]
 //! (users and SSH keys), [`devices`] (devices and address allocation),
-//! [`tokens`] (enrollment tokens), [`audit_log`] (audit rows, queries,
-//! verify), `audit_repair` (keeping the mirror and head file in step with the
-//! table, after each commit and on start-up), [`audit_cursors`] (how far
+//! [`tokens`] (enrollment tokens), [`audit_log`] (audit rows, queries),
+//! [`audit_verify`] (the chain checked a page at a time), `audit_repair`
+//! (keeping the mirror and head file in step with the table, after each
+//! commit and on start-up), [`audit_cursors`] (how far
 //! each exporter of the audit log got), [`unwritten`] (records of what
 //! already happened that the store refused, kept and written later).
 //!
@@ -46,6 +47,7 @@ pub mod audit_facets;
 pub mod audit_filter;
 pub mod audit_log;
 mod audit_repair;
+pub mod audit_verify;
 pub mod backup;
 pub mod changes;
 pub mod db;

@@ -26,6 +26,7 @@
 //! | GET | `/v1/audit?…` ([`AuditQuery`]) | → `Vec<`[`AuditRecord`]`>` |
 //! | GET | `/v1/audit/summary?by=…` ([`AuditQuery`]) | → [`AuditSummary`] |
 //! | GET | `/v1/audit/verify` | → [`VerifyReport`] |
+//! | GET | `/v1/audit/verify?progress=true` ([`VerifyQuery`]) | → JSON lines ([`VerifyLine`]): [`VerifyProgress`] after each page of records, then the [`VerifyReport`] (or an [`ApiError`]) |
 //! | GET | `/v1/backup` | → the database file; [`BackupInfo`] in the [`BACKUP_INFO_HEADER`] header |
 //! | GET | `/v1/ssh/channels` | → `Vec<`[`SshChannelInfo`]`>` |
 //! | DELETE | `/v1/ssh/channels/{id}` | → [`SshChannelInfo`] (as it was) |
@@ -801,6 +802,15 @@ pub struct VerifyReport {
     pub keyed_from: Option<u64>,
 }
 
+/// Query of `GET /v1/audit/verify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerifyQuery {
+    /// Answer JSON lines as the check goes ([`VerifyLine`]) instead of one
+    /// [`VerifyReport`] at the end.
+    #[serde(default)]
+    pub progress: bool,
+}
+
 /// How far a verification got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -809,6 +819,16 @@ pub struct VerifyProgress {
     pub checked: u64,
     /// Records in the log when the check began.
     pub total: u64,
+}
+
+/// One line of `GET /v1/audit/verify?progress=true`: progress lines, then
+/// the report, or an error if the check could not finish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VerifyLine {
+    Progress(VerifyProgress),
+    Report(VerifyReport),
+    Error(ApiError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

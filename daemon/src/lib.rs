@@ -273,12 +273,14 @@ pub async fn run(
     }
     .await;
     let started = started.map(|((running, access), listener)| {
+        let admin_shutdown = shutdown.child_token();
         let state = AdminState {
             core: core.clone(),
             access,
             running,
+            shutdown: admin_shutdown.clone(),
         };
-        admin::spawn_admin_api(listener, state, &tracker, shutdown.child_token());
+        admin::spawn_admin_api(listener, state, &tracker, admin_shutdown);
     });
     tracker.close();
     if let Err(err) = started {

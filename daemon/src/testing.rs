@@ -64,6 +64,8 @@ pub struct TestGateway {
     /// The portal's state, for tests that call its flows directly.
     pub portal_state: PortalState,
     admin: Router,
+    /// The admin API's shutdown token: cancelled, long answers end.
+    pub admin_shutdown: tokio_util::sync::CancellationToken,
     portal: Router,
     /// The gateway's own PostgreSQL database when the run asks for one
     /// (`GATEHOUSE_TEST_GATEWAY_STORE=postgres`); last, so the store's
@@ -150,10 +152,12 @@ impl TestGateway {
         let core = Core::new(source, config, store, keys, host_addrs);
         // A jump host "runs" on 2222, so known_hosts lines can be made.
         let access = Access::new(core.clone(), None, Some("127.0.0.1:2222".parse().unwrap()));
+        let admin_shutdown = tokio_util::sync::CancellationToken::new();
         let admin = crate::admin::router(AdminState {
             core: core.clone(),
             access: access.clone(),
             running: Running::default(),
+            shutdown: admin_shutdown.clone(),
         });
         let portal_state = PortalState::new(&access, None).await.unwrap();
         let portal = crate::portal::router(portal_state.clone());
@@ -163,6 +167,7 @@ impl TestGateway {
             access,
             portal_state,
             admin,
+            admin_shutdown,
             portal,
             pg,
         }

@@ -16,6 +16,7 @@ mod ha;
 mod ssh;
 mod system;
 mod users;
+mod verify_stream;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -43,6 +44,9 @@ pub struct AdminState {
     pub core: Core,
     pub access: Access,
     pub running: Running,
+    /// Cancelled when accessd stops: long answers (a streamed audit
+    /// check) end with it.
+    pub shutdown: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -199,9 +199,32 @@ pub async fn audit_status(
     ))
 }
 
-pub async fn verify(State(admin): State<AdminState>) -> Result<Json<VerifyReport>, ApiFailure> {
-    let gw = &admin.core;
-    Ok(Json(gw.store().read(|r| r.verify_audit()).await?))
+/// `GET /v1/audit/verify`: the report at the end, or with `progress=true`
+/// JSON lines as the check goes ([`super::verify_stream`]). The check stops
+/// when the client goes away or accessd shuts down.
+pub async fn verify(
+    State(admin): State<AdminState>,
+    Query(query): Query<gatehouse_config::api::VerifyQuery>,
+) -> Result<axum::response::Response, ApiFailure> {
+    use super::verify_stream;
+    use crate::store::audit_verify::Verified;
+    use axum::response::IntoResponse as _;
+
+    let store = admin.core.store().clone();
+    let stop = admin.shutdown.child_token();
+    if query.progress {
+        return Ok(verify_stream::respond(store, stop));
+    }
+    // Dropped with this future when the client goes away.
+    let _guard = stop.clone().drop_guard();
+    match verify_stream::check(&store, stop, None).await? {
+        Verified::Report(report) => Ok(Json::<VerifyReport>(report).into_response()),
+        Verified::Stopped(()) => {
+            let error = verify_stream::shutting_down();
+            let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            Err(ApiFailure::new(status, error.code, error.message))
+        }
+    }
 }
 
 #[cfg(test)]

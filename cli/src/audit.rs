@@ -71,6 +71,10 @@ pub enum AuditCommand {
         (derived from the secrets key, never in the database), so a record inserted or \
         edited by someone with only the database is caught; every signed checkpoint's \
         signature is checked too.\n\n\
+        accessd reads the log a page at a time, so a log of millions of records is \
+        checked in bounded memory; while it runs, a terminal shows a progress line on \
+        stderr (records checked of the total, percent, rate), which --json and a pipe \
+        leave out.\n\n\
         With --anchored DIR it then compares the log, record by record, with the \
         objects the S3 export anchored under Object Lock ([audit.s3]), downloaded to DIR \
         (the first version of each key: /usr/share/gatehouse/fetch-anchored.py), and \
@@ -297,6 +301,9 @@ pub enum AuditError {
     /// `audit verify --anchored` found a record that differs from S3's.
     #[error("audit log differs from its anchored copy at record {seq}")]
     AnchoredDiffers { seq: u64, reason: String },
+    /// `audit verify`'s answer ended before its report.
+    #[error("accessd's answer to the audit check ended before its report; see accessd's log")]
+    VerifyCutShort,
     /// `audit verify` found a break in the chain.
     #[error("audit log is NOT intact ({records} records checked)")]
     NotIntact {
@@ -674,10 +681,9 @@ fn detail_cell(detail: &serde_json::Value) -> String {
 }
 
 async fn verify(ctx: &Ctx) -> Result<(), AuditError> {
-    let reply = ctx.client.get::<VerifyReport>("/v1/audit/verify").await?;
-    let report = reply.body;
+    let (report, json) = verify_with_progress(ctx).await?;
     if ctx.json {
-        ctx.out.emit_json(&reply.json)?;
+        ctx.out.emit_json(&json)?;
     }
     if report.intact {
         if !ctx.json {
@@ -693,6 +699,41 @@ async fn verify(ctx: &Ctx) -> Result<(), AuditError> {
             records: report.records,
             problem: report.problem,
         })
+    }
+}
+
+/// The chain check with its progress (`?progress=true`): a line on a
+/// terminal's stderr while it runs (not with `--json`, not on a pipe),
+/// and each line bounds the wait for the next, so a long log is not cut
+/// off by the request timeout. The report, and its JSON as sent.
+async fn verify_with_progress(ctx: &Ctx) -> Result<(VerifyReport, serde_json::Value), AuditError> {
+    use gatehouse_config::api::{VerifyLine, VerifyQuery};
+
+    let mut line = crate::progress::ProgressLine::on_stderr("checked", !ctx.json);
+    let mut last = None;
+    let path = client::with_query("/v1/audit/verify", &VerifyQuery { progress: true })?;
+    let read = ctx
+        .client
+        .get_lines(&path, |json| {
+            match serde_json::from_value::<VerifyLine>(json.clone()) {
+                Ok(VerifyLine::Progress(p)) => line.update(p.checked, p.total),
+                Ok(VerifyLine::Report(report)) => last = Some(Ok((report, json))),
+                Ok(VerifyLine::Error(error)) => last = Some(Err(error)),
+                // Judged below: the answer ended without its report.
+                Err(_) => {}
+            }
+        })
+        .await;
+    line.clear();
+    read?;
+    match last {
+        Some(Ok(reported)) => Ok(reported),
+        Some(Err(error)) => Err(ClientError::Api {
+            status: hyper::StatusCode::OK,
+            error,
+        }
+        .into()),
+        None => Err(AuditError::VerifyCutShort),
     }
 }
 
@@ -713,11 +754,7 @@ fn keyed_summary(report: &VerifyReport) -> String {
 const ANCHORED_PAGE: u64 = 5_000;
 
 async fn verify_anchored(dir: &std::path::Path, ctx: &Ctx) -> Result<(), AuditError> {
-    let report = ctx
-        .client
-        .get::<VerifyReport>("/v1/audit/verify")
-        .await?
-        .body;
+    let (report, _) = verify_with_progress(ctx).await?;
     if !report.intact {
         return Err(AuditError::NotIntact {
             records: report.records,
@@ -1119,7 +1156,12 @@ mod tests {
         let err = verify(&ctx).await.expect_err("broken");
         assert_eq!(err.details(), ["record 7: removed: gap after 6"]);
         let requests = server.requests().await;
-        assert!(requests.iter().all(|r| r.target == "/v1/audit/verify"));
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.target == "/v1/audit/verify?progress=true"),
+            "{requests:?}"
+        );
 
         let server = FakeServer::start(vec![Canned::json(
             200,
@@ -1132,6 +1174,52 @@ mod tests {
             ctx.out.captured(),
             "audit log intact: 42 records, keyed from record 9, 3 signed checkpoints\n"
         );
+    }
+
+    #[tokio::test]
+    async fn verify_reads_progress_lines_then_the_report_or_the_error() {
+        use crate::testutil::{Canned, FakeServer};
+        let lines = concat!(
+            r#"{"checked":0,"total":3}"#,
+            "\n",
+            r#"{"checked":2,"total":3}"#,
+            "\n",
+            r#"{"intact":true,"records":3,"problem":null,"checkpoints":1,"keyed_from":1}"#,
+            "\n"
+        );
+        let failed = concat!(
+            r#"{"checked":0,"total":3}"#,
+            "\n",
+            r#"{"code":"store_unavailable","message":"the database cannot be reached"}"#,
+            "\n"
+        );
+        let server = FakeServer::start(vec![
+            Canned::json(200, lines),
+            Canned::json(200, failed),
+            Canned::json(200, r#"{"checked":0,"total":3}"#),
+            Canned::json(200, lines),
+        ])
+        .await;
+        let ctx = ctx_for(&server, false);
+        verify(&ctx).await.expect("intact");
+        assert_eq!(
+            ctx.out.captured(),
+            "audit log intact: 3 records, keyed from record 1, 1 signed checkpoint\n"
+        );
+        let err = verify(&ctx).await.expect_err("an error line");
+        assert!(
+            matches!(&err, AuditError::Client(ClientError::Api { error, .. }) if error.code == gatehouse_config::api::ErrorCode::StoreUnavailable),
+            "{err:?}"
+        );
+        let err = verify(&ctx).await.expect_err("no report");
+        assert!(matches!(err, AuditError::VerifyCutShort), "{err:?}");
+        // --json prints the report line as sent, and no progress.
+        let ctx = ctx_for(&server, true);
+        verify(&ctx).await.expect("intact");
+        let printed: serde_json::Value =
+            serde_json::from_str(ctx.out.captured().trim()).expect("one JSON report");
+        assert_eq!(printed["records"], 3);
+        assert!(printed.get("checked").is_none(), "{printed}");
     }
 
     #[tokio::test]

@@ -220,6 +220,95 @@ impl Client {
         Ok((headers, bytes))
     }
 
+    /// `GET path` for a 2xx answer of JSON lines (a long check's
+    /// progress), each handed to `each_line` as it arrives. The timeout
+    /// bounds the wait for the answer and for each next line, not the
+    /// whole answer: a long check that keeps reporting is not cut off.
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        mut each_line: impl FnMut(serde_json::Value),
+    ) -> Result<(), ClientError> {
+        let method = Method::GET;
+        let request = build_request(&method, path, None::<&()>)?;
+        let timeout = |socket: &Path| ClientError::Timeout {
+            socket: socket.to_path_buf(),
+            method: method.clone(),
+            path: path.to_owned(),
+            after: self.timeout,
+        };
+        let decode = |source| ClientError::Decode {
+            method: method.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let connection_failed = |source| ClientError::Connection {
+            method: method.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let connect = async {
+            let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+                ClientError::Unreachable {
+                    socket: self.socket.clone(),
+                    source,
+                }
+            })?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(connection_failed)
+        };
+        let (sender, connection) = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_elapsed| timeout(&self.socket))??;
+        let read = async {
+            let mut sender = sender;
+            let response = tokio::time::timeout(self.timeout, sender.send_request(request))
+                .await
+                .map_err(|_elapsed| timeout(&self.socket))?
+                .map_err(connection_failed)?;
+            // Only the answer is read now: dropping `sender` lets the
+            // connection end with it.
+            drop(sender);
+            let status = response.status();
+            let mut body = response.into_body();
+            if !status.is_success() {
+                let bytes = tokio::time::timeout(self.timeout, body.collect())
+                    .await
+                    .map_err(|_elapsed| timeout(&self.socket))?
+                    .map_err(connection_failed)?
+                    .to_bytes();
+                return Err(error_from_answer(status, &method, path, &bytes));
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                let frame = tokio::time::timeout(self.timeout, body.frame())
+                    .await
+                    .map_err(|_elapsed| timeout(&self.socket))?;
+                let Some(frame) = frame.transpose().map_err(connection_failed)? else {
+                    break;
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        each_line(serde_json::from_slice(&line).map_err(decode)?);
+                    }
+                }
+            }
+            if !pending.iter().all(u8::is_ascii_whitespace) {
+                each_line(serde_json::from_slice(&pending).map_err(decode)?);
+            }
+            Ok(())
+        };
+        // The connection is driven while the lines are read.
+        let (read, _connection) = tokio::join!(read, connection);
+        read
+    }
+
     /// Connects, sends `request`, and reads the whole answer.
     async fn exchange(
         &self,

@@ -26,6 +26,7 @@ mod group;
 mod ha;
 mod keys;
 mod output;
+mod progress;
 mod ssh;
 mod status;
 #[cfg(test)]

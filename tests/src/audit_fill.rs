@@ -101,3 +101,39 @@ pub fn fill_audit_log(
         progress(written);
     }
 }
+
+/// Stops `gw`, fills its log with `n` records over `days` days ending now
+/// (through its store, opened as accessd opens it), and starts it again;
+/// how long the filling took.
+pub fn fill_daemon(gw: &mut crate::Daemon, n: u64, days: u64) -> std::time::Duration {
+    use std::sync::Arc;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    use accessd::keys::secrets::SecretsKey;
+    use accessd::store::StoreOptions;
+
+    gw.stop();
+    let started = Instant::now();
+    let mut config = gatehouse_config::Config::load(&gw.config).unwrap();
+    config.gateway.state_dir = gw.state_dir.clone();
+    config.audit.mirror = gw.state_dir.join(gatehouse_config::file::AUDIT_MIRROR_FILE);
+    let secrets = match &config.gateway.secrets_key_file {
+        Some(file) => SecretsKey::load_file(file).unwrap(),
+        None => SecretsKey::load_local(&gw.state_dir).unwrap().unwrap(),
+    };
+    let store =
+        Store::open(&StoreOptions::from_config(&config, Arc::new(secrets)).unwrap()).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    fill_audit_log(&store, n, now, days, |done| {
+        if done % 100_000 == 0 {
+            eprintln!("filled {done} of {n} records");
+        }
+    });
+    drop(store);
+    let took = started.elapsed();
+    gw.spawn();
+    took
+}

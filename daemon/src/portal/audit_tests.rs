@@ -15,6 +15,9 @@ use super::audit_pages::CSV_PAGE;
 use crate::audit::event::{Actor, Kind, Source, event};
 use crate::testing::{Answer, CONFIG, Login, TestGateway, check_typed_details};
 
+/// A login key, as the jump host records it.
+const FINGERPRINT: &str = "SHA256:uV5cI0c3zG8Ub6QGd9ux4KkPjyKGJ6b0wOQmmE3QnNk";
+
 /// `CONFIG` with an auditor group that reaches nothing.
 fn auditor_config() -> String {
     CONFIG.replace(
@@ -48,13 +51,16 @@ async fn sessions(gw: &TestGateway) {
                         peer.clone(),
                     )
                     .on(format!("{host}:22"))
-                    .detail(json!({"channel": 1, "resolved": format!("{host}:22")})),
+                    .detail(json!({"channel": 1, "resolved": format!("{host}:22"),
+                                   "requested": format!("{host}:22"), "key_fingerprint": FINGERPRINT})),
                     at,
                 )?;
                 w.audit_at(
                     event(Kind::SshSessionEnd, Actor::User(user.into()), peer)
                         .on(format!("{host}:22"))
                         .detail(json!({"channel": 1, "resolved": format!("{host}:22"),
+                                       "key_fingerprint": FINGERPRINT, "duration_ms": 1_000,
+                                       "reason": "client closed",
                                        "bytes_up": bytes, "bytes_down": bytes * 2})),
                     at,
                 )?;

@@ -62,11 +62,20 @@ pub fn fill_audit_log(
                             Source::Peer(client),
                         )
                         .on(format!("{host}:22"))
-                        .detail(serde_json::json!({
-                            "channel": i, "resolved": format!("{host}:22"),
-                            "key_fingerprint": "SHA256:uV5cI0c3zG8Ub6QGd9ux4KkPjyKGJ6b0wOQmmE3QnNk",
-                            "bytes_up": i % 10_000, "bytes_down": i % 100_000,
-                        })),
+                        .detail(if i % 2 == 0 {
+                            serde_json::json!({
+                                "channel": i, "resolved": format!("{host}:22"),
+                                "requested": format!("{host}:22"),
+                                "key_fingerprint": "SHA256:uV5cI0c3zG8Ub6QGd9ux4KkPjyKGJ6b0wOQmmE3QnNk",
+                            })
+                        } else {
+                            serde_json::json!({
+                                "channel": i, "resolved": format!("{host}:22"),
+                                "key_fingerprint": "SHA256:uV5cI0c3zG8Ub6QGd9ux4KkPjyKGJ6b0wOQmmE3QnNk",
+                                "bytes_up": i % 10_000, "bytes_down": i % 100_000,
+                                "duration_ms": i % 600_000, "reason": "client closed",
+                            })
+                        }),
                         76..82 => event(
                             if i % 2 == 0 { Kind::VpnConnect } else { Kind::VpnDisconnect },
                             Actor::User(user),

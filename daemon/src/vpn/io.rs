@@ -7,10 +7,13 @@
 //!
 //! Both directions work in batches, which is where most of the speed comes
 //! from: the network side receives many datagrams per syscall (`recvmmsg`
-//! with UDP GRO, through quinn-udp), and the TUN side uses the kernel's
-//! virtio-net offloads (tun-rs): decrypted TCP segments are coalesced (GRO)
-//! into one large write, and a large TCP send from the VPC side arrives as
-//! one read that tun-rs splits into segments.
+//! with UDP GRO, through quinn-udp) and sends runs of datagrams to one peer
+//! in one `sendmsg` (UDP GSO, see [`super::udp_batch`]); the TUN side uses
+//! the kernel's virtio-net offloads (tun-rs): decrypted TCP segments are
+//! coalesced (GRO) into one large write, and a large TCP send from the VPC
+//! side arrives as one read that tun-rs splits into segments. Each thread
+//! reads until its device is drained before it writes what it gathered and
+//! waits, so a busy path makes no poll per packet.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -27,6 +30,7 @@ use tun_rs::{
 };
 
 use super::engine::{Engine, Sink};
+use super::udp_batch::{Transmitter, UdpBatch};
 
 /// Largest packet handled; buffers have room for WireGuard's overhead too.
 const BUF_SIZE: usize = 65_535 + 256;
@@ -92,10 +96,14 @@ pub async fn open(
     let udp = UdpSocket::bind(listen).map_err(udp_error)?;
     udp.set_nonblocking(true).map_err(udp_error)?;
     let udp_state = UdpSocketState::new((&udp).into()).map_err(udp_error)?;
+    // Read until drained, then wait (see `tun_to_network`). A TUN write
+    // is not made to wait either: the kernel takes the packet or drops it.
+    tun.set_nonblocking(true).map_err(tun_error)?;
     let interrupt = InterruptEvent::new().map_err(tun_error)?;
     tracing::debug!(
         tcp_gso = tun.tcp_gso(),
         udp_gro_segments = udp_state.gro_segments(),
+        udp_gso_segments = udp_state.max_gso_segments(),
         "packet offloads"
     );
     Ok(Devices {
@@ -138,21 +146,29 @@ pub fn spawn_packet_threads(
 
     // network → engine → TUN
     {
-        let (tun, udp, engine, shutdown) =
-            (tun.clone(), udp.clone(), engine.clone(), shutdown.clone());
+        let (tun, udp, udp_state, engine, shutdown) = (
+            tun.clone(),
+            udp.clone(),
+            udp_state.clone(),
+            engine.clone(),
+            shutdown.clone(),
+        );
         tracker.spawn_blocking(move || network_to_tun(&tun, &udp, &udp_state, &engine, &shutdown));
     }
 
     // TUN → engine → network
     {
-        let (tun, udp, engine, shutdown, interrupt) = (
+        let (tun, udp, udp_state, engine, shutdown, interrupt) = (
             tun.clone(),
             udp.clone(),
+            udp_state.clone(),
             engine.clone(),
             shutdown.clone(),
             interrupt.clone(),
         );
-        tracker.spawn_blocking(move || tun_to_network(&tun, &udp, &engine, &shutdown, &interrupt));
+        tracker.spawn_blocking(move || {
+            tun_to_network(&tun, &udp, &udp_state, &engine, &shutdown, &interrupt);
+        });
     }
 
     // Timers: keepalives, rekeying, session expiry, rate limiter reset.
@@ -202,6 +218,8 @@ fn network_to_tun(
         let count = match state.recv(udp.into(), &mut slices, &mut metas) {
             Ok(count) => count,
             Err(err) if is_timeout(&err) => {
+                // Drained: write what was decrypted (coalesced), then wait.
+                sink.flush();
                 wait_readable(udp, POLL);
                 continue;
             }
@@ -217,15 +235,20 @@ fn network_to_tun(
                 engine.handle_datagram(meta.addr, datagram, &mut scratch, &mut sink);
             }
         }
-        sink.flush();
     }
+    sink.flush();
 }
 
 /// Reads from the TUN device (one read may carry a large TCP send, split
-/// into segments here), encrypts each packet for its peer and sends it.
+/// into segments here), encrypts each packet for its peer, and sends the
+/// datagrams in GSO runs. The device is non-blocking: it is read until it
+/// is drained, and only then are the runs sent and the thread waits, so
+/// queued packets (a download's segments, a burst of ACKs) cost neither a
+/// poll nor a send each.
 fn tun_to_network(
     tun: &SyncDevice,
     udp: &UdpSocket,
+    state: &UdpSocketState,
     engine: &Engine,
     shutdown: &CancellationToken,
     interrupt: &InterruptEvent,
@@ -236,15 +259,12 @@ fn tun_to_network(
         .collect();
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
     let mut scratch = vec![0u8; BUF_SIZE];
-    let mut sink = UdpOnlySink { udp };
+    let mut sink = UdpBatchSink {
+        batch: UdpBatch::new(),
+        out: SocketTransmitter { udp, state },
+    };
     while !shutdown.is_cancelled() {
-        match tun.recv_multiple_intr(
-            &mut original,
-            &mut segments,
-            &mut sizes,
-            TUN_OFFSET,
-            interrupt,
-        ) {
+        match tun.recv_multiple(&mut original, &mut segments, &mut sizes, TUN_OFFSET) {
             Ok(count) => {
                 for (segment, size) in segments.iter().zip(&sizes).take(count) {
                     engine.handle_tun_packet(
@@ -254,13 +274,20 @@ fn tun_to_network(
                     );
                 }
             }
-            Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if is_timeout(&err) => {
+                sink.flush();
+                // Readable, interrupted at shutdown, or the poll interval.
+                let _ = tun.wait_readable_intr_timeout(interrupt, Some(POLL));
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
+                sink.flush();
                 tracing::warn!(error = %err, "TUN read failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
+    sink.flush();
 }
 
 /// Collects decrypted packets for one batch write to the TUN device (with
@@ -330,6 +357,69 @@ impl Sink for UdpOnlySink<'_> {
     fn write_tun(&mut self, _packet: &[u8]) {
         // Encapsulation and timers never produce packets for the tunnel.
         tracing::trace!("unexpected TUN write from the outbound path dropped");
+    }
+}
+
+/// The outbound path's sink: encrypted datagrams are coalesced into GSO
+/// runs, sent when the TUN read's packets are all handled.
+struct UdpBatchSink<'a> {
+    batch: UdpBatch,
+    out: SocketTransmitter<'a>,
+}
+
+impl UdpBatchSink<'_> {
+    fn flush(&mut self) {
+        self.batch.flush(&mut self.out);
+    }
+}
+
+impl Sink for UdpBatchSink<'_> {
+    fn send_udp(&mut self, datagram: &[u8], to: SocketAddr) {
+        self.batch.push(datagram, to, &mut self.out);
+    }
+
+    fn write_tun(&mut self, _packet: &[u8]) {
+        tracing::trace!("unexpected TUN write from the outbound path dropped");
+    }
+}
+
+/// Sends a [`UdpBatch`] run with one `sendmsg` (quinn-udp sets
+/// `UDP_SEGMENT`), waiting briefly for room when the socket buffer is full.
+struct SocketTransmitter<'a> {
+    udp: &'a UdpSocket,
+    state: &'a UdpSocketState,
+}
+
+impl Transmitter for SocketTransmitter<'_> {
+    fn transmit(
+        &mut self,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = quinn_udp::Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        };
+        let mut last = None;
+        for _ in 0..3 {
+            match self.state.try_send(self.udp.into(), &transmit) {
+                Ok(()) => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    wait_writable(self.udp, Duration::from_millis(20));
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)))
+    }
+
+    fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
     }
 }
 
@@ -407,4 +497,51 @@ async fn configure_link(
     .await;
     connection.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The socket side of a GSO run, on loopback: what one `sendmsg` with
+    /// `UDP_SEGMENT` carried arrives as the datagrams that were pushed.
+    #[test]
+    fn a_gso_run_arrives_as_the_datagrams_pushed() {
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        sender.set_nonblocking(true).expect("non-blocking");
+        let state = UdpSocketState::new((&sender).into()).expect("socket state");
+        let receiver = UdpSocket::bind("127.0.0.1:0").expect("bind receiver");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let to = receiver.local_addr().expect("address");
+
+        let mut out = SocketTransmitter {
+            udp: &sender,
+            state: &state,
+        };
+        let mut batch = UdpBatch::new();
+        let mut sent = Vec::new();
+        for i in 0..20u8 {
+            let len = if i == 19 { 300 } else { 1452 };
+            let datagram: Vec<u8> = (0..len).map(|j| i ^ (j as u8)).collect();
+            batch.push(&datagram, to, &mut out);
+            sent.push(datagram);
+        }
+        batch.flush(&mut out);
+
+        let counts = batch.counts();
+        assert_eq!(counts.datagrams, 20);
+        assert_eq!(counts.dropped, 0);
+        if state.max_gso_segments() > 1 {
+            assert_eq!(counts.sends, 1, "one sendmsg for the run: {counts:?}");
+        } else {
+            eprintln!("this kernel has no UDP GSO: the run went out one datagram at a time");
+        }
+        let mut buf = vec![0u8; 65_536];
+        for (i, expected) in sent.iter().enumerate() {
+            let (len, _) = receiver.recv_from(&mut buf).expect("a datagram");
+            assert_eq!(&buf[..len], &expected[..], "datagram {i}");
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`flows`]: each device's allowed traffic per host, protocol and port;
 //! - [`flow_records`]: the `vpn.flow` records made of it;
 //! - [`io`]: the TUN device, the UDP socket and the packet threads;
+//! - [`udp_batch`]: outbound datagrams coalesced into UDP GSO sends;
 //! - [`session`]: when a user's devices may be peers (portal login, lifetime);
 //! - [`sync`]: keeps the peer table equal to the store;
 //! - [`nat`]: the masquerade rule for `vpn.nat = "masquerade"`;
@@ -30,6 +31,7 @@ pub mod peers;
 pub mod session;
 pub mod sync;
 pub mod uapi;
+pub mod udp_batch;
 
 use std::sync::Arc;
 

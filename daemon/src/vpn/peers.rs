@@ -12,6 +12,7 @@ use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use gatehouse_config::policy::{AccessSet, DenyReason};
+use rustc_hash::FxHashMap;
 
 use super::flows::{Direction, FlowKey, FlowTable};
 
@@ -91,12 +92,16 @@ pub struct Denials {
 
 const MAX_DENY_SAMPLES: usize = 5;
 
-/// Everything the packet path looks up.
+/// Everything the packet path looks up. The two maps every packet reads
+/// use FxHash rather than SipHash: their keys are chosen by the gateway
+/// (session indexes, pool addresses), so a packet can look one up but
+/// cannot choose what collides; the handshake's map by public key keeps
+/// the standard hasher.
 #[derive(Default)]
 pub struct PeerTable {
-    pub by_index: HashMap<u32, Entry>,
+    pub by_index: FxHashMap<u32, Entry>,
     pub by_key: HashMap<[u8; 32], Entry>,
-    pub by_addr: HashMap<IpAddr, Entry>,
+    pub by_addr: FxHashMap<IpAddr, Entry>,
 }
 
 /// A peer with the policy that applies to it in this table.

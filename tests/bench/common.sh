@@ -47,3 +47,26 @@ wait_quiet() {
         log "waiting for a quiet machine (foreign load ${pct}% of a core)"
     done
 }
+
+# ---- helpers added for vpn-bench.sh's issue-27 figures (percentiles, picking a peer, targets)
+percentile() {  # percentile P < numbers -> the nearest-rank P-th percentile ("-" when empty)
+    sort -g | awk -v p="$1" '{ a[NR] = $1 } END {
+        if (NR == 0) { print "-"; exit }
+        i = int((p * NR + 99) / 100); if (i < 1) i = 1; if (i > NR) i = NR; print a[i] }'
+}
+best() {  # best max|min NAME VALUE [NAME VALUE...] -> "NAME VALUE" of the largest/smallest number, or "- -"
+    local how=$1 name= val= n v; shift
+    while [ $# -ge 2 ]; do
+        n=$1 v=$2; shift 2
+        [[ $v =~ ^[0-9]+(\.[0-9]+)?$ ]] || continue
+        if [ -z "$val" ] || { [ "$how" = max ] && [ "$(echo "$v > $val" | bc)" = 1 ]; } ||
+            { [ "$how" = min ] && [ "$(echo "$v < $val" | bc)" = 1 ]; }; then name=$n val=$v; fi
+    done
+    echo "${name:--} ${val:--}"
+}
+verdict() {  # verdict VALUE >=|<= LIMIT -> met / MISSED / n/a (VALUE not a number)
+    [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "n/a"; return; }
+    local ok
+    case $2 in '>=') ok=$(echo "$1 >= $3" | bc) ;; '<=') ok=$(echo "$1 <= $3" | bc) ;; esac
+    [ "$ok" = 1 ] && echo met || echo MISSED
+}

@@ -404,18 +404,7 @@ impl Transmitter for SocketTransmitter<'_> {
             segment_size: segment,
             src_ip: None,
         };
-        let mut last = None;
-        for _ in 0..3 {
-            match self.state.try_send(self.udp.into(), &transmit) {
-                Ok(()) => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    wait_writable(self.udp, Duration::from_millis(20));
-                    last = Some(err);
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)))
+        send_when_room(self.udp, || self.state.try_send(self.udp.into(), &transmit))
     }
 
     fn max_segments(&self) -> usize {
@@ -423,21 +412,27 @@ impl Transmitter for SocketTransmitter<'_> {
     }
 }
 
-/// Sends on the non-blocking socket, waiting briefly for room when the
-/// socket buffer is full rather than dropping the datagram at once.
+/// Sends one datagram (handshake replies, timers); a failure is traced.
 fn send_datagram(udp: &UdpSocket, datagram: &[u8], to: SocketAddr) {
-    for _ in 0..3 {
-        match udp.send_to(datagram, to) {
-            Ok(_) => return,
+    if let Err(err) = send_when_room(udp, || udp.send_to(datagram, to).map(drop)) {
+        tracing::trace!(error = %err, "UDP send failed");
+    }
+}
+
+/// Runs `send` on the non-blocking socket, waiting briefly for room when
+/// the socket buffer is full (three tries) rather than dropping at once.
+fn send_when_room(udp: &UdpSocket, mut send: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    let mut result = send();
+    for _ in 0..2 {
+        match &result {
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 wait_writable(udp, Duration::from_millis(20));
+                result = send();
             }
-            Err(err) => {
-                tracing::trace!(error = %err, "UDP send failed");
-                return;
-            }
+            _ => break,
         }
     }
+    result
 }
 
 fn wait_readable(udp: &UdpSocket, timeout: Duration) -> bool {

@@ -33,7 +33,7 @@ pub trait Transmitter {
     fn max_segments(&self) -> usize;
 }
 
-/// What the batch sent, for the bench and the tests.
+/// What the batch sent (read by the tests).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchCounts {
     /// Send calls made.

@@ -387,7 +387,9 @@ impl PacketBytesWriter {
 /// Uses Vec<u8> (not CryptoVec/mlocked) because incoming network data is not secret.
 #[derive(Debug)]
 pub(crate) struct IncomingSshPacket {
-    pub buffer: Vec<u8>,
+    // gatehouse: `Bytes`, so channel data is handed on as a slice of it
+    // (server/encrypted.rs, CHANNEL_DATA); see GATEHOUSE.md.
+    pub buffer: Bytes,
     pub seqn: Wrapping<u32>,
 }
 

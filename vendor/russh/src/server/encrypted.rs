@@ -39,7 +39,7 @@ impl Session {
         handler: &mut H,
         pkt: &mut IncomingSshPacket,
     ) -> Result<(), H::Error> {
-        self.process_packet(handler, &pkt.buffer).await
+        self.process_shared_packet(handler, &pkt.buffer).await
     }
 
     pub(crate) async fn process_packet<H: Handler + Send>(
@@ -47,6 +47,18 @@ impl Session {
         handler: &mut H,
         buf: &[u8],
     ) -> Result<(), H::Error> {
+        self.process_shared_packet(handler, &Bytes::copy_from_slice(buf))
+            .await
+    }
+
+    /// gatehouse: as `process_packet`, with the packet in a `Bytes` that
+    /// channel data is sliced from instead of copied (GATEHOUSE.md).
+    async fn process_shared_packet<H: Handler + Send>(
+        &mut self,
+        handler: &mut H,
+        packet: &Bytes,
+    ) -> Result<(), H::Error> {
+        let buf: &[u8] = packet;
         let rejection_wait_until =
             tokio::time::Instant::now() + self.common.config.auth_rejection_time;
         let initial_none_rejection_wait_until = if self.common.auth_attempts == 0 {
@@ -182,10 +194,12 @@ impl Session {
                         .init_compress(self.common.packet_writer.compress());
                 }
                 enc.state = EncryptedState::Authenticated;
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, packet)
+                    .await
             }
             (EncryptedState::Authenticated, Some((msg, mut r))) => {
-                self.server_read_authenticated(handler, *msg, &mut r).await
+                self.server_read_authenticated(handler, *msg, &mut r, packet)
+                    .await
             }
             _ => Ok(()),
         }
@@ -1470,12 +1484,26 @@ async fn reply_userauth_info_response(
     }
 }
 
+/// gatehouse: the SSH string that `r` reads next, as a slice of `packet`
+/// (which `r` is the rest of) instead of a copy: what `Bytes::decode`
+/// reads, with the same errors.
+fn string_in(packet: &Bytes, r: &mut &[u8]) -> Result<Bytes, ssh_encoding::Error> {
+    let len = usize::decode(r)?;
+    let start = packet
+        .len()
+        .checked_sub(r.len())
+        .ok_or(ssh_encoding::Error::Length)?;
+    *r = r.get(len..).ok_or(ssh_encoding::Error::Length)?;
+    Ok(packet.slice(start..start + len))
+}
+
 impl Session {
-    async fn server_read_authenticated<H: Handler + Send, R: Reader>(
+    async fn server_read_authenticated<H: Handler + Send>(
         &mut self,
         handler: &mut H,
         msg: u8,
-        r: &mut R,
+        r: &mut &[u8],
+        packet: &Bytes,
     ) -> Result<(), H::Error> {
         match msg {
             msg::CHANNEL_OPEN => self.server_handle_channel_open(handler, r).await,
@@ -1523,7 +1551,7 @@ impl Session {
                     Some(map_err!(u32::decode(r))?)
                 };
                 trace!("handler.data {ext:?} {channel_num:?}");
-                let data = map_err!(Bytes::decode(r))?;
+                let data = map_err!(string_in(packet, r))?;
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 

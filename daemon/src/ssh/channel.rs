@@ -191,8 +191,10 @@ async fn run(
     }
     let channel_id = channel.id();
     reply.accept().await;
+    let (incoming, outgoing) = channel.split();
     let reason = relay::relay(
-        channel.into_stream(),
+        incoming,
+        &outgoing,
         stream,
         guard.stats(),
         config.ssh.idle_timeout,

@@ -1,13 +1,20 @@
 //! Connecting to a checked target and relaying bytes between it and a
 //! direct-tcpip channel: resolve, check every answer with the policy,
 //! connect to the exact address that passed (no DNS rebinding: the name is
-//! never looked up again), then copy both ways with fixed-size buffers, so a
-//! slow reader pushes back on the writer instead of growing memory.
+//! never looked up again), then copy both ways, one copy per direction, with
+//! bounded buffers, so a slow reader pushes back on the writer instead of
+//! growing memory.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use russh::server::Msg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -16,10 +23,13 @@ use tokio_util::sync::CancellationToken;
 use super::policy::{Requested, TargetDenied, TargetPolicy};
 use super::registry::ChannelStats;
 
-/// Bytes read at once in each direction (the per-direction buffer): one
-/// whole SSH packet of the size the jump host offers (`maximum_packet_size`),
-/// so each packet is one read and one write.
+/// Bytes read from the target at once: two packets of the size OpenSSH's
+/// client takes on a direct-tcpip channel (32 KiB).
 pub const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Most bytes of client data written to the target in one vectored write:
+/// four of the largest packets the jump host accepts.
+const UPLOAD_BATCH: usize = 256 * 1024;
 
 /// Why a channel's target could not be connected.
 #[derive(Debug, thiserror::Error)]
@@ -92,27 +102,77 @@ async fn resolve(requested: &Requested, timeout: Duration) -> Result<Vec<IpAddr>
     Ok(addrs.map(|a| a.ip()).collect())
 }
 
+/// What the client sends on a direct-tcpip channel, as the SSH layer
+/// decrypted it: handed on as is, never copied into a buffer of ours.
+pub trait Incoming: Send {
+    /// The next data, or `None` once the client sent EOF or the channel
+    /// closed. Dropping the value stops the channel's delivery.
+    fn recv(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+}
+
+/// Sending to the client on a direct-tcpip channel: owned bytes go to the
+/// SSH layer without a copy, split into packets within the client's window.
+pub trait Outgoing: Sync {
+    fn send(&self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn eof(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Incoming for ChannelReadHalf {
+    async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            match self.wait().await? {
+                ChannelMsg::Data { data } => return Some(data),
+                ChannelMsg::Eof | ChannelMsg::Close => return None,
+                // stderr data, window changes: nothing to relay.
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Outgoing for ChannelWriteHalf<Msg> {
+    async fn send(&self, data: Bytes) -> std::io::Result<()> {
+        self.data_bytes(data).await.map_err(channel_closed)
+    }
+
+    async fn eof(&self) -> std::io::Result<()> {
+        ChannelWriteHalf::eof(self).await.map_err(channel_closed)
+    }
+}
+
+fn channel_closed(err: russh::Error) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        format!("channel closed: {err}"),
+    )
+}
+
 /// Copies both ways until both sides are done, the channel is cancelled, or
 /// nothing moved for `idle`. Returns why it ended.
-pub async fn relay<C, T>(
-    channel: C,
+///
+/// One copy per direction in user space: the client's data is written to
+/// the target straight from the decrypted message, and the target's bytes
+/// are read into a buffer that the SSH layer then encrypts from.
+pub async fn relay<I, O, T>(
+    incoming: I,
+    outgoing: &O,
     target: T,
     stats: &ChannelStats,
     idle: Duration,
     cancel: &CancellationToken,
 ) -> String
 where
-    C: AsyncRead + AsyncWrite + Send,
+    I: Incoming,
+    O: Outgoing,
     T: AsyncRead + AsyncWrite + Send,
 {
     let start = Instant::now();
     let activity = AtomicU64::new(0);
-    let (mut ch_read, mut ch_write) = tokio::io::split(channel);
     let (mut tg_read, mut tg_write) = tokio::io::split(target);
     let both = async {
         tokio::try_join!(
-            pump(&mut ch_read, &mut tg_write, &stats.up, &activity, start),
-            pump(&mut tg_read, &mut ch_write, &stats.down, &activity, start),
+            upload(incoming, &mut tg_write, &stats.up, &activity, start),
+            download(&mut tg_read, outgoing, &stats.down, &activity, start),
         )
     };
     tokio::select! {
@@ -125,27 +185,118 @@ where
     }
 }
 
-/// One direction: read into a fixed buffer, write it all, repeat; at EOF
-/// pass the half-close on.
-async fn pump<R, W>(
-    from: &mut R,
+/// Client to target: write what has arrived, in one vectored write for
+/// all the messages already queued (up to `UPLOAD_BATCH` bytes); at EOF pass
+/// the half-close on. `incoming` is dropped on return, so nothing more queues.
+async fn upload<I, W>(
+    mut incoming: I,
     to: &mut W,
     counter: &AtomicU64,
     activity: &AtomicU64,
     start: Instant,
 ) -> std::io::Result<()>
 where
-    R: AsyncRead + Unpin,
+    I: Incoming,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; RELAY_BUFFER];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            to.shutdown().await?;
-            return Ok(());
+    let mut queued = Queued::default();
+    while let Some(data) = incoming.recv().await {
+        queued.push(data);
+        let mut ended = false;
+        while queued.len < UPLOAD_BATCH {
+            match incoming.recv().now_or_never() {
+                Some(Some(data)) => queued.push(data),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
         }
-        to.write_all(&buf[..n]).await?;
+        let n = queued.len;
+        to.write_all_buf(&mut queued).await?;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        activity.store(millis(start), Ordering::Relaxed);
+        if ended {
+            break;
+        }
+    }
+    to.shutdown().await
+}
+
+/// Messages waiting to be written, as one buffer for a vectored write.
+#[derive(Default)]
+struct Queued {
+    parts: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Queued {
+    fn push(&mut self, data: Bytes) {
+        self.len += data.len();
+        if !data.is_empty() {
+            self.parts.push_back(data);
+        }
+    }
+}
+
+impl Buf for Queued {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |part| part.chunk())
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+            *slot = IoSlice::new(part);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.len = self.len.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+}
+
+/// Target to client: read what the socket has into spare room of a buffer,
+/// hand that part over as owned bytes, repeat; at EOF send the client EOF.
+/// The buffer's memory comes back for the next read once the SSH layer has
+/// encrypted what it was handed, so a busy channel does not allocate.
+async fn download<R, O>(
+    from: &mut R,
+    to: &O,
+    counter: &AtomicU64,
+    activity: &AtomicU64,
+    start: Instant,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    O: Outgoing,
+{
+    let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+    loop {
+        buf.reserve(RELAY_BUFFER);
+        let n = from.read_buf(&mut buf).await?;
+        if n == 0 {
+            return to.eof().await;
+        }
+        to.send(buf.split().freeze()).await?;
         counter.fetch_add(n as u64, Ordering::Relaxed);
         activity.store(millis(start), Ordering::Relaxed);
     }
@@ -171,47 +322,165 @@ fn millis(start: Instant) -> u64 {
 mod tests {
     use super::*;
 
+    use tokio::sync::mpsc;
+
+    /// A channel as the relay sees it, backed by two queues: the test plays
+    /// the SSH client at their other ends.
+    struct FakeIn(mpsc::Receiver<Bytes>);
+    struct FakeOut(mpsc::Sender<Option<Bytes>>);
+
+    impl Incoming for FakeIn {
+        async fn recv(&mut self) -> Option<Bytes> {
+            self.0.recv().await
+        }
+    }
+
+    impl Outgoing for FakeOut {
+        async fn send(&self, data: Bytes) -> std::io::Result<()> {
+            self.0
+                .send(Some(data))
+                .await
+                .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+        }
+        async fn eof(&self) -> std::io::Result<()> {
+            self.0
+                .send(None)
+                .await
+                .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    /// The SSH client's ends of a fake channel: what it sends, and what it
+    /// gets (`None`: EOF).
+    type ClientEnds = (mpsc::Sender<Bytes>, mpsc::Receiver<Option<Bytes>>);
+
+    /// The client's side of a fake channel, and the relay's.
+    fn fake_channel() -> (ClientEnds, (FakeIn, FakeOut)) {
+        let (up_tx, up_rx) = mpsc::channel(4);
+        let (down_tx, down_rx) = mpsc::channel(4);
+        ((up_tx, down_rx), (FakeIn(up_rx), FakeOut(down_tx)))
+    }
+
     #[tokio::test]
     async fn relays_both_ways_counts_bytes_and_half_closes() {
-        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let ((client_tx, mut client_rx), (incoming, outgoing)) = fake_channel();
         let (target, mut target_peer) = tokio::io::duplex(1024);
         let stats = ChannelStats::default();
         let cancel = CancellationToken::new();
         let far_end = async {
-            client_peer.write_all(b"hello").await.unwrap();
-            client_peer.shutdown().await.unwrap();
+            client_tx.send(Bytes::from_static(b"hel")).await.unwrap();
+            client_tx.send(Bytes::from_static(b"lo")).await.unwrap();
+            drop(client_tx); // the client's EOF
             let mut got = Vec::new();
             target_peer.read_to_end(&mut got).await.unwrap();
             assert_eq!(got, b"hello");
-            target_peer.write_all(b"world!").await.unwrap();
-            target_peer.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            client_peer.read_to_end(&mut back).await.unwrap();
-            assert_eq!(back, b"world!");
+            // More than one read's worth comes back whole and in order.
+            let big: Vec<u8> = (0..3 * RELAY_BUFFER).map(|i| (i % 251) as u8).collect();
+            let write = async {
+                target_peer.write_all(&big).await.unwrap();
+                target_peer.shutdown().await.unwrap();
+            };
+            let read = async {
+                let mut back = Vec::new();
+                while let Some(Some(data)) = client_rx.recv().await {
+                    assert!(data.len() <= RELAY_BUFFER);
+                    back.extend_from_slice(&data);
+                }
+                back
+            };
+            let ((), back) = tokio::join!(write, read);
+            assert_eq!(back, big, "the bytes, then the EOF");
+            big.len()
         };
-        let (reason, ()) = tokio::join!(
-            relay(client, target, &stats, Duration::from_secs(5), &cancel),
+        let (reason, sent) = tokio::join!(
+            relay(
+                incoming,
+                &outgoing,
+                target,
+                &stats,
+                Duration::from_secs(5),
+                &cancel
+            ),
             far_end
         );
         assert_eq!(reason, "closed");
         assert_eq!(stats.up.load(Ordering::Relaxed), 5);
-        assert_eq!(stats.down.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.down.load(Ordering::Relaxed), sent as u64);
+    }
+
+    #[test]
+    fn queued_messages_are_one_buffer_and_advance_across_them() {
+        let mut queued = Queued::default();
+        for part in [&b"ab"[..], b"", b"cde", b"f"] {
+            queued.push(Bytes::copy_from_slice(part));
+        }
+        assert_eq!(queued.remaining(), 6);
+        let mut slices = [IoSlice::new(&[]); 2];
+        assert_eq!(
+            queued.chunks_vectored(&mut slices),
+            2,
+            "bounded by the slots"
+        );
+        assert_eq!((&*slices[0], &*slices[1]), (&b"ab"[..], &b"cde"[..]));
+        queued.advance(3);
+        assert_eq!((queued.remaining(), queued.chunk()), (3, &b"de"[..]));
+        queued.advance(2);
+        assert_eq!(queued.chunk(), b"f");
+        queued.advance(1);
+        assert_eq!((queued.remaining(), queued.chunk()), (0, &[][..]));
+    }
+
+    #[tokio::test]
+    async fn a_closed_channel_ends_the_relay_with_an_error() {
+        let ((client_tx, client_rx), (incoming, outgoing)) = fake_channel();
+        let (target, mut target_peer) = tokio::io::duplex(1024);
+        drop(client_rx); // the channel is gone: sending to it fails
+        let stats = ChannelStats::default();
+        let cancel = CancellationToken::new();
+        target_peer.write_all(b"late").await.unwrap();
+        let reason = relay(
+            incoming,
+            &outgoing,
+            target,
+            &stats,
+            Duration::from_secs(5),
+            &cancel,
+        )
+        .await;
+        assert!(reason.starts_with("error:"), "{reason}");
+        drop(client_tx);
     }
 
     #[tokio::test]
     async fn idle_and_cancel_end_the_relay() {
-        let (client, _client_peer) = tokio::io::duplex(64);
+        let ((_client_tx, _client_rx), (incoming, outgoing)) = fake_channel();
         let (target, _target_peer) = tokio::io::duplex(64);
         let stats = ChannelStats::default();
         let cancel = CancellationToken::new();
-        let reason = relay(client, target, &stats, Duration::from_millis(50), &cancel).await;
+        let reason = relay(
+            incoming,
+            &outgoing,
+            target,
+            &stats,
+            Duration::from_millis(50),
+            &cancel,
+        )
+        .await;
         assert_eq!(reason, "idle timeout");
 
-        let (client, _c) = tokio::io::duplex(64);
+        let ((_c_tx, _c_rx), (incoming, outgoing)) = fake_channel();
         let (target, _t) = tokio::io::duplex(64);
         stats.set_reason("killed by uid:0");
         cancel.cancel();
-        let reason = relay(client, target, &stats, Duration::from_secs(30), &cancel).await;
+        let reason = relay(
+            incoming,
+            &outgoing,
+            target,
+            &stats,
+            Duration::from_secs(30),
+            &cancel,
+        )
+        .await;
         assert_eq!(reason, "killed by uid:0");
     }
 

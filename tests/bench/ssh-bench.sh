@@ -6,29 +6,38 @@
 #   <tag>-client  c0 192.0.2.2/24  <-- veth "internet" -->  g0 192.0.2.1/24  <tag>-gw
 #   <tag>-gw      g1 10.0.3.1/24   <-- veth "research" -->  s0 10.0.3.2/24   <tag>-srv (sshd :22)
 #
-#   Jump hosts, both in the gateway namespace at the same time:
+#   Jump hosts, all in the gateway namespace at the same time:
 #     openssh  sshd on 192.0.2.1:22 (AllowTcpForwarding yes), user root   -J root@192.0.2.1:22
 #     accessd  the broker on 192.0.2.1:2222 (vpn.enabled = false), user `bench` made with
 #              accessctl user add --ssh-key + user enable                  -J bench@192.0.2.1:2222
+#     accessd-before  the same from an earlier build, ACCESSD_BEFORE=<dir with accessd and
+#              accessctl>, on 192.0.2.1:2223: the before/after of a change, in the same run
 #   The client is the stock OpenSSH client; every option is in a -F file, which -J passes on to
 #   the jump hop (it does not pass -o), so Ciphers / KexAlgorithms apply to both hops.
 #
 # Measurements (each jump host in turn, alternating, ROUNDS times; medians printed):
-#   bulk   head -c BULK_MB MiB /dev/zero | ssh -J JUMP root@srv 'cat > /dev/null', per cipher in
-#          CIPHERS: MB/s, and the jump's CPU-seconds per GiB: utime+stime of accessd (all its
+#   floor  once, first: `openssl speed -evp <cipher> -bytes 32768` per cipher, the CPU-seconds
+#          one core needs to encrypt a GiB: the jump host's crypto floor (it decrypts the
+#          client's hop one way and encrypts it the other).
+#   bulk   per direction in DIRS and cipher in CIPHERS, BULK_MB MiB through ssh -J JUMP root@srv:
+#            up    head -c BULK_MB MiB /dev/zero | ssh ... 'cat > /dev/null'   (the jump decrypts)
+#            down  ssh ... 'head -c BULK_MB MiB /dev/zero' > /dev/null          (the jump encrypts)
+#          MB/s, and the jump's CPU-seconds per GiB: utime+stime of accessd (all its
 #          threads) or, for OpenSSH, of the listening sshd including its reaped per-connection
 #          children (cutime+cstime, read after the children are gone), as the reference does.
 #   conn   NCONN sequential `ssh -J JUMP root@srv true`, per key exchange in KEX ("default" = the
 #          client's default list, sntrup761x25519 first; curve25519-sha256): ms per connection.
-# Then a side-by-side table with ratios accessd/OpenSSH against issue 4's targets.
+# Then a side-by-side table with ratios accessd/OpenSSH against issue 27's targets (throughput
+# >= 1.3x OpenSSH's, CPU per GiB <= 0.7x), and accessd-before's figures when it ran.
 #
-# Env: BULK_MB=1024 NCONN=20 ROUNDS=1
+# Env: BULK_MB=1024 NCONN=20 ROUNDS=1 DIRS="up down" FLOOR_SECONDS=3 ACCESSD_BEFORE=
 #      CIPHERS="chacha20-poly1305@openssh.com aes128-gcm@openssh.com"  KEX="curve25519-sha256 default"
 #      WAIT_QUIET=0 (s to wait for foreign load to vanish) MAX_FOREIGN=15 RETRIES=3
 #      BUILD=1 (cargo build --release --bins first)  BASE=/tmp/gatehouse-ssh-bench  OUT=<results dir>
 #
-# Run as root: tests/bench/ssh-bench.sh [openssh] [accessd]     (default: both)
-# Needs: openssh-client openssh-server iproute2 bc (Debian), cargo.
+# Run as root: tests/bench/ssh-bench.sh [openssh] [accessd-before] [accessd]
+#              (default: openssh accessd, and accessd-before when ACCESSD_BEFORE is set)
+# Needs: openssh-client openssh-server iproute2 bc openssl (Debian), cargo.
 # Only addresses inside the namespaces made here are used; every load is bounded in time
 # (timeout(1), loops with deadlines). Ctrl-C or any exit cleans up (trap).
 set -uo pipefail
@@ -45,21 +54,27 @@ WAIT_QUIET=${WAIT_QUIET:-0}
 MAX_FOREIGN=${MAX_FOREIGN:-15}
 RETRIES=${RETRIES:-3}
 BUILD=${BUILD:-1}
-JUMPS=${*:-"openssh accessd"}
+DIRS=${DIRS:-"up down"}
+FLOOR_SECONDS=${FLOOR_SECONDS:-3}
+ACCESSD_BEFORE=${ACCESSD_BEFORE:-}
+if [ -n "$ACCESSD_BEFORE" ]; then JUMPS=${*:-"openssh accessd-before accessd"}; else JUMPS=${*:-"openssh accessd"}; fi
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${OUT:-$BASE/results/$STAMP}
 W=$BASE/work-$$
 TAG=ghs$$                        # unique per run: the namespaces carry it
 NS_C=$TAG-client; NS_G=$TAG-gw; NS_S=$TAG-srv
-SRV=10.0.3.2; GW_PUB=192.0.2.1; BROKER_PORT=2222
+SRV=10.0.3.2; GW_PUB=192.0.2.1; BROKER_PORT=2222; BEFORE_PORT=2223
 HZ=$(getconf CLK_TCK)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
-ACCESSD=$TARGET/accessd; ACCESSCTL=$TARGET/accessctl
 SSHD=/usr/sbin/sshd
 
-for tool in ip ssh ssh-keygen bc timeout column pgrep "$SSHD"; do
-    command -v "$tool" >/dev/null || { echo "missing tool: $tool (apt: openssh-client openssh-server iproute2 bc bsdextrautils procps)" >&2; exit 1; }
+for tool in ip ssh ssh-keygen bc timeout column pgrep openssl "$SSHD"; do
+    command -v "$tool" >/dev/null || { echo "missing tool: $tool (apt: openssh-client openssh-server iproute2 bc bsdextrautils procps openssl)" >&2; exit 1; }
 done
+if [[ " $JUMPS " == *" accessd-before "* ]]; then
+    [ -x "$ACCESSD_BEFORE/accessd" ] && [ -x "$ACCESSD_BEFORE/accessctl" ] \
+        || { echo "accessd-before needs ACCESSD_BEFORE=<dir with accessd and accessctl>" >&2; exit 1; }
+fi
 [ "$(id -u)" = 0 ] || { echo "must run as root" >&2; exit 1; }
 
 mkdir -p "$OUT" "$W"; chmod 700 "$W"
@@ -182,51 +197,61 @@ client_config() {  # client_config NAME EXTRA_LINE -> $W/ssh/NAME.conf
     } > "$W/ssh/$1.conf"
 }
 
-accessd_up() {  # -> ACCESSD_PID; the broker on $GW_PUB:2222 with user bench
-    cat > "$W/gatehouse.toml" <<EOF
+accessd_up() {  # accessd_up NAME BIN_DIR PORT -> PID_<NAME>; a broker on $GW_PUB:PORT with user bench
+    local name=$1 bin=$2 port=$3 d=$W/$1 pid n
+    n=$([ "$port" = "$BROKER_PORT" ] && echo 0 || echo 1)   # distinct local ports per instance
+    mkdir -p "$d"
+    cat > "$d/gatehouse.toml" <<EOF
 [gateway]
 name = "ssh-bench"
 public_endpoint = "$GW_PUB"
-state_dir = "$W/state"
+state_dir = "$d/state"
 
 [vpn]
 enabled = false
-interface = "${TAG}g"
+interface = "${TAG}g$n"
 pool = "10.99.0.0/16"
 
 [ssh]
-listen = "$GW_PUB:$BROKER_PORT"
+listen = "$GW_PUB:$port"
 
 [portal]
-listen = "127.0.0.1:8443"
+listen = "127.0.0.1:844$((3 + n))"
 require_totp = false
 
 [admin]
-socket = "$W/admin.sock"
+socket = "$d/admin.sock"
 
 [metrics]
-listen = "127.0.0.1:9586"
+listen = "127.0.0.1:958$((6 + n))"
 
 [[group]]
 name = "research"
 subnets = ["10.0.3.0/24"]
 EOF
-    start_bg accessd $NS_G "$ACCESSD" --config "$W/gatehouse.toml" --state-dir "$W/state" --admin-socket "$W/admin.sock"
-    ACCESSD_PID=$LAST_PID
-    CTL=("$ACCESSCTL" --socket "$W/admin.sock")
+    start_bg "$name" $NS_G "$bin/accessd" --config "$d/gatehouse.toml" --state-dir "$d/state" --admin-socket "$d/admin.sock"
+    pid=$LAST_PID
+    printf -v "PID_${name//-/_}" '%s' "$pid"
+    local ctl=("$bin/accessctl" --socket "$d/admin.sock")
     for _ in $(seq 200); do
-        [ -S "$W/admin.sock" ] && break
-        kill -0 "$ACCESSD_PID" 2>/dev/null || { log "accessd exited: $(tail -5 "$OUT/accessd.log")"; return 1; }
+        [ -S "$d/admin.sock" ] && break
+        kill -0 "$pid" 2>/dev/null || { log "$name exited: $(tail -5 "$OUT/$name.log")"; return 1; }
         sleep 0.1
     done
-    [ -S "$W/admin.sock" ] || { log "accessd did not open its admin socket within 20 s"; return 1; }
-    "${CTL[@]}" user add bench --group research --ssh-key "$W/ssh/id_ed25519.pub" > /dev/null || return 1
-    "${CTL[@]}" user enable bench > /dev/null || return 1
-    wait_tcp $NS_C $GW_PUB $BROKER_PORT
+    [ -S "$d/admin.sock" ] || { log "$name did not open its admin socket within 20 s"; return 1; }
+    "${ctl[@]}" user add bench --group research --ssh-key "$W/ssh/id_ed25519.pub" > /dev/null || return 1
+    "${ctl[@]}" user enable bench > /dev/null || return 1
+    wait_tcp $NS_C $GW_PUB "$port"
 }
 
-jump_of() { case $1 in openssh) echo "root@$GW_PUB:22" ;; accessd) echo "bench@$GW_PUB:$BROKER_PORT" ;; esac; }
-pid_of() { case $1 in openssh) echo "$SSHD_GW_PID" ;; accessd) echo "$ACCESSD_PID" ;; esac; }
+jump_of() {
+    case $1 in
+        openssh) echo "root@$GW_PUB:22" ;;
+        accessd) echo "bench@$GW_PUB:$BROKER_PORT" ;;
+        accessd-before) echo "bench@$GW_PUB:$BEFORE_PORT" ;;
+    esac
+}
+pid_of() { case $1 in openssh) echo "$SSHD_GW_PID" ;; accessd) echo "$PID_accessd" ;; accessd-before) echo "$PID_accessd_before" ;; esac; }
 
 sanity() {  # sanity JUMP_NAME: one ssh -J through it
     local cfg
@@ -239,13 +264,18 @@ sanity() {  # sanity JUMP_NAME: one ssh -J through it
 }
 
 # ---------------------------------------------------------------------------- measurements
-bulk() {  # bulk ROUND JUMP CIPHER
-    local round=$1 jump=$2 cipher=$3 cfg=$W/ssh/cipher-$3.conf pid g0 g1 t0 t1 f0 f1 rc fpct attempt=0
+bulk() {  # bulk ROUND JUMP DIR CIPHER
+    local round=$1 jump=$2 dir=$3 cipher=$4 cfg=$W/ssh/cipher-$4.conf pid g0 g1 t0 t1 f0 f1 rc fpct attempt=0
+    local ssh_cmd="ip netns exec $NS_C ssh -F '$cfg' -J '$(jump_of "$jump")' root@$SRV"
     pid=$(pid_of "$jump")
     while :; do
         wait_quiet
         f0=$(foreign_snap); g0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
-        timeout 300 bash -c "head -c ${BULK_MB}M /dev/zero | ip netns exec $NS_C ssh -F '$cfg' -J '$(jump_of "$jump")' root@$SRV 'cat > /dev/null'" 2>>"$LOG"
+        if [ "$dir" = up ]; then
+            timeout 300 bash -c "head -c ${BULK_MB}M /dev/zero | $ssh_cmd 'cat > /dev/null'" 2>>"$LOG"
+        else
+            timeout 300 bash -c "$ssh_cmd 'head -c ${BULK_MB}M /dev/zero' < /dev/null > /dev/null" 2>>"$LOG"
+        fi
         rc=$?
         t1=$(date +%s.%N); f1=$(foreign_snap)
         [ "$jump" = openssh ] && wait_children_gone "$pid"   # their CPU lands in the listener's cutime
@@ -255,7 +285,7 @@ bulk() {  # bulk ROUND JUMP CIPHER
         attempt=$((attempt + 1))
         log "  foreign load ${fpct}% of a core during the measurement: repeating ($attempt/$RETRIES)"
     done
-    local metric="bulk-${cipher%%@*}" wall mbs cpugib pct
+    local metric="bulk-$dir-${cipher%%@*}" wall mbs cpugib pct
     if [ "$rc" -ne 0 ]; then
         log "$jump $metric FAILED rc=$rc"
         printf '%s\t%s\t%s\tFAIL\tMB/s\t-\t-\t%s\trc=%s\n' "$round" "$jump" "$metric" "$fpct" "$rc" >> "$RES"
@@ -294,28 +324,65 @@ conn() {  # conn ROUND JUMP KEX
     printf '%s\t%s\t%s\t%s\tms/conn\t-\t-\t%s\t%s x ssh -J true\n' "$round" "$jump" "$metric" "$per" "$fpct" "$NCONN" >> "$RES"
 }
 
+# ---------------------------------------------------------------------------- crypto floor
+floor() {  # floor CIPHER: CPU-seconds per GiB of `openssl speed -evp` on 32 KiB buffers -> $RES
+    local cipher=$1 evp f bps cpu
+    case $cipher in
+        chacha20-poly1305*) evp=chacha20-poly1305 ;;
+        aes128-gcm*) evp=aes-128-gcm ;;
+        aes256-gcm*) evp=aes-256-gcm ;;
+        *) log "no openssl name for $cipher: no floor"; return 0 ;;
+    esac
+    f=$OUT/openssl-speed-$evp.txt
+    wait_quiet
+    timeout $((FLOOR_SECONDS * 4 + 30)) openssl speed -mr -evp "$evp" -bytes 32768 -seconds "$FLOOR_SECONDS" > "$f" 2>&1
+    # -mr: "+F:<n>:<alg>:<bytes per second>"; the divisor is user CPU time: one core's rate.
+    bps=$(awk -F: '/^\+F:/ { v = $NF } END { if (v != "") printf "%.0f\n", v }' "$f")
+    if ! [[ $bps =~ ^[0-9]+$ ]] || [ "$bps" = 0 ]; then log "openssl speed -evp $evp gave no figure"; return 1; fi
+    cpu=$(calc 3 "1073741824 / $bps")
+    log "crypto floor: $evp $(calc 1 "$bps / 1000000") MB/s on 32 KiB = $cpu CPU-s/GiB"
+    printf '0\topenssl\tfloor-%s\t%s\tMB/s\t%s\t-\t-\topenssl speed -evp %s -bytes 32768\n' \
+        "${cipher%%@*}" "$(calc 1 "$bps / 1000000")" "$cpu" "$evp" >> "$RES"
+}
+
 # ---------------------------------------------------------------------------- report
 col() {  # col JUMP METRIC COLUMN -> median over rounds (numeric rows only)
     awk -F'\t' -v j="$1" -v m="$2" -v c="$3" 'NR > 1 && $2 == j && $3 == m && $c ~ /^[0-9.]+$/ { print $c }' "$RES" | median
 }
 
 report() {
+    local has_before=0
+    [[ " $LIVE " == *" accessd-before "* ]] && has_before=1
     echo
     echo "ssh -J through each jump host, medians of $ROUNDS round(s); ratio = accessd / OpenSSH"
     {
-        printf 'measurement\tOpenSSH\taccessd\tratio\ttarget (issue 4)\n'
-        local c m o a
+        printf 'measurement\tOpenSSH\taccessd\tratio\ttarget (issue 27)\tverdict'
+        [ "$has_before" = 1 ] && printf '\taccessd-before\tafter/before'
+        printf '\n'
+        local c d m o a b
         for c in $CIPHERS; do
-            m="bulk-${c%%@*}"
-            o=$(col openssh "$m" 4); a=$(col accessd "$m" 4)
-            printf '%s MB/s\t%s\t%s\t%s\t>= 1.0\n' "$m" "$o" "$a" "$(ratio "$a" "$o")"
-            o=$(col openssh "$m" 6); a=$(col accessd "$m" 6)
-            printf '%s jump CPU-s/GiB\t%s\t%s\t%s\t<= 1.0\n' "$m" "$o" "$a" "$(ratio "$a" "$o")"
+            for d in $DIRS; do
+                m="bulk-$d-${c%%@*}"
+                o=$(col openssh "$m" 4); a=$(col accessd "$m" 4); b=$(col accessd-before "$m" 4)
+                printf '%s MB/s\t%s\t%s\t%s\t>= 1.3\t%s' "$m" "$o" "$a" "$(ratio "$a" "$o")" "$(verdict "$(ratio "$a" "$o")" '>=' 1.3)"
+                [ "$has_before" = 1 ] && printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
+                printf '\n'
+                o=$(col openssh "$m" 6); a=$(col accessd "$m" 6); b=$(col accessd-before "$m" 6)
+                printf '%s jump CPU-s/GiB\t%s\t%s\t%s\t<= 0.7\t%s' "$m" "$o" "$a" "$(ratio "$a" "$o")" "$(verdict "$(ratio "$a" "$o")" '<=' 0.7)"
+                [ "$has_before" = 1 ] && printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
+                printf '\n'
+            done
+            m="floor-${c%%@*}"
+            printf '%s CPU-s/GiB (openssl speed)\t-\t%s\t-\t-\t-' "$m" "$(col openssl "$m" 6)"
+            [ "$has_before" = 1 ] && printf '\t-\t-'
+            printf '\n'
         done
         for c in $KEX; do
             m="conn-$c"
-            o=$(col openssh "$m" 4); a=$(col accessd "$m" 4)
-            printf '%s ms/conn\t%s\t%s\t%s\t<= 1.1\n' "$m" "$o" "$a" "$(ratio "$a" "$o")"
+            o=$(col openssh "$m" 4); a=$(col accessd "$m" 4); b=$(col accessd-before "$m" 4)
+            printf '%s ms/conn\t%s\t%s\t%s\t<= 1.1\t%s' "$m" "$o" "$a" "$(ratio "$a" "$o")" "$(verdict "$(ratio "$a" "$o")" '<=' 1.1)"
+            [ "$has_before" = 1 ] && printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
+            printf '\n'
         done
     } | tee "$OUT/summary.tsv" | column -t -s $'\t'
     echo "anchors (../shared/bench, OpenSSH 9.2 as the jump): chacha20 235 MB/s ~1.3 CPU-s/GiB,"
@@ -331,7 +398,7 @@ if [ "$BUILD" = 1 ] && [[ " $JUMPS " == *" accessd "* ]]; then
 fi
 {
     echo "date: $(date -Is)  kernel: $(uname -r)  cpus: $(nproc) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-    echo "gatehouse: $(git -C "$REPO" describe --always --dirty 2>/dev/null)  accessd: $("$ACCESSD" --version 2>/dev/null)"
+    echo "gatehouse: $(git -C "$REPO" describe --always --dirty 2>/dev/null)  accessd: $("$TARGET/accessd" --version 2>/dev/null)${ACCESSD_BEFORE:+  accessd-before: $ACCESSD_BEFORE}"
     echo "openssh: $(dpkg-query -W -f '${Version}' openssh-server 2>/dev/null) ($(ssh -V 2>&1))"
     echo "BULK_MB=$BULK_MB NCONN=$NCONN ROUNDS=$ROUNDS CIPHERS=\"$CIPHERS\" KEX=\"$KEX\" JUMPS=\"$JUMPS\" loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/versions.txt" >> "$LOG"
@@ -342,14 +409,17 @@ LIVE=""
 for jump in $JUMPS; do
     case $jump in
         openssh) sanity openssh && LIVE="$LIVE openssh" ;;
-        accessd) accessd_up && sanity accessd && LIVE="$LIVE accessd" ;;
-        *) log "unknown jump host $jump (openssh, accessd)" ;;
+        accessd) accessd_up accessd "$TARGET" "$BROKER_PORT" && sanity accessd && LIVE="$LIVE accessd" ;;
+        accessd-before) accessd_up accessd-before "$ACCESSD_BEFORE" "$BEFORE_PORT" && sanity accessd-before && LIVE="$LIVE accessd-before" ;;
+        *) log "unknown jump host $jump (openssh, accessd, accessd-before)" ;;
     esac
 done
 [ -n "$LIVE" ] || { log "no jump host works"; exit 1; }
+log "=== crypto floor"
+for c in $CIPHERS; do floor "$c"; done
 for round in $(seq "$ROUNDS"); do
     log "=== round $round"
-    for c in $CIPHERS; do for jump in $LIVE; do bulk "$round" "$jump" "$c"; done; done
+    for c in $CIPHERS; do for d in $DIRS; do for jump in $LIVE; do bulk "$round" "$jump" "$d" "$c"; done; done; done
     for k in $KEX; do for jump in $LIVE; do conn "$round" "$jump" "$k"; done; done
 done
 report

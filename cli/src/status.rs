@@ -147,6 +147,9 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
         );
         let _ = writeln!(out, "  host key     {}", ssh.host_key_fingerprint);
         let _ = writeln!(out, "  known_hosts  {}", ssh.known_hosts);
+        if let Some(ca) = &ssh.user_ca_fingerprint {
+            let _ = writeln!(out, "  user CA      {ca}");
+        }
         if !ssh.channels.is_empty() {
             out.push_str(&crate::ssh::channel_table(&ssh.channels).render_indented("  "));
         }

@@ -183,6 +183,10 @@ pub struct SshStatus {
     pub host_key: String,
     /// A line for `~/.ssh/known_hosts`, for the public endpoint when known.
     pub known_hosts: String,
+    /// `SHA256:...` of the SSH user CA key, with `ssh.certificates`: so
+    /// the gateways of a pair can be seen to sign with one CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ca_fingerprint: Option<String>,
     /// Authenticated connections now.
     pub connections: u64,
     /// Live direct-tcpip channels (connecting or relaying).

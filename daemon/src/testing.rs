@@ -145,7 +145,11 @@ impl TestGateway {
             )
             .unwrap(),
             user_ca: config.ssh.certificates.then(|| {
-                crate::keys::ssh_user_ca::UserCa::load_or_create_local(&state_dir).unwrap()
+                use crate::keys::ssh_user_ca::UserCa;
+                match &config.ssh.ca_key_file {
+                    Some(file) => UserCa::load_file(file).unwrap(),
+                    None => UserCa::load_or_create_local(&state_dir).unwrap(),
+                }
             }),
         };
         let host_addrs = crate::host_addrs::HostAddrs::load().unwrap();

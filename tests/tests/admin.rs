@@ -635,6 +635,118 @@ fn a_lost_audit_anchor_stops_the_start_and_is_only_recreated_on_request() {
     );
 }
 
+/// Issue 28, `ssh.ca_key_file`: two gateways without `[aws]` given one CA
+/// key file sign with that CA: `accessctl status` and `accessctl ssh ca`
+/// show the same CA on both, neither makes a CA key of its own, and a
+/// certificate one issues names the CA the other trusts. A CA key file
+/// others can read stops the start, naming the key and the fix.
+#[test]
+fn two_gateways_given_one_ca_key_file_sign_with_one_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |args: &[&str]| {
+        let out = Command::new("ssh-keygen").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let ca = dir.path().join("ssh_user_ca_ed25519_key");
+    keygen(&["-q", "-t", "ed25519", "-N", "", "-f", ca.to_str().unwrap()]);
+    let ca_fingerprint = keygen(&["-lf", ca.to_str().unwrap()])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let member = dir.path().join("id_ed25519");
+    keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        member.to_str().unwrap(),
+    ]);
+    let member_pub = format!("{}.pub", member.display());
+    let config = gatehouse_tests::host_sample_config()
+        .replacen(
+            "\ncertificates = false\n",
+            &format!(
+                "\ncertificates = true\nca_key_file = \"{}\"\n",
+                ca.display()
+            ),
+            1,
+        )
+        .replacen(
+            "name = \"research\"\n",
+            "name = \"research\"\nssh_principals = [\"ec2-user\"]\n",
+            1,
+        );
+    let mut a = Daemon::start_with(&config);
+    let b = Daemon::start_with(&config);
+    let mut public_lines = Vec::new();
+    for gw in [&a, &b] {
+        let status = gw.ctl_json(&["status"]);
+        assert_eq!(
+            status["ssh"]["user_ca_fingerprint"],
+            ca_fingerprint.as_str(),
+            "{status}"
+        );
+        let shown = gw.ctl_json(&["ssh", "ca"]);
+        assert_eq!(shown["fingerprint"], ca_fingerprint.as_str(), "{shown}");
+        public_lines.push(shown["public_key"].as_str().unwrap().to_string());
+        assert!(
+            !gw.state_dir.join("ssh_user_ca_ed25519_key").exists(),
+            "no CA key of its own is generated"
+        );
+    }
+    let key_part = |line: &str| {
+        line.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(key_part(&public_lines[0]), key_part(&public_lines[1]));
+
+    // A certificate from A names the CA that B's jump host and the private
+    // hosts trust.
+    a.ctl_ok(&[
+        "user",
+        "add",
+        "alice",
+        "--group",
+        "research",
+        "--ssh-key",
+        &member_pub,
+    ]);
+    a.ctl_ok(&["user", "enable", "alice"]);
+    let cert = dir.path().join("id_ed25519-cert.pub");
+    a.ctl_ok(&[
+        "ssh",
+        "cert",
+        "issue",
+        "alice",
+        "--key",
+        &member_pub,
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    let shown = keygen(&["-L", "-f", cert.to_str().unwrap()]);
+    assert!(
+        shown.contains(&format!("Signing CA: ED25519 {ca_fingerprint}")),
+        "{shown}"
+    );
+    drop(b);
+    assert!(a.stop().success());
+
+    std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = a.offline(&[]);
+    assert!(!refused.status.success());
+    let said = stderr(&refused);
+    assert!(
+        said.contains("ssh.ca_key_file") && said.contains("chmod 600"),
+        "{said}"
+    );
+}
+
 /// Issue 14 (one identity on both nodes), the SSH host key: with
 /// `ssh.host_key_file` two gateways serve the key the operator gave them,
 /// and `accessctl status` shows the same fingerprint on both; a key file

@@ -202,8 +202,13 @@ pub struct SshConfig {
     /// 0600); `None`: generated once under `gateway.state_dir`.
     pub host_key_file: Option<PathBuf>,
     /// The gateway is the team's SSH user CA: it issues members short-lived
-    /// OpenSSH certificates (key under `state_dir`, or SSM with `[aws]`).
+    /// OpenSSH certificates (key from `ca_key_file`, or under `state_dir`,
+    /// or SSM with `[aws]`).
     pub certificates: bool,
+    /// The user CA key shared by every gateway of a pair (OpenSSH format,
+    /// 0600, never created); `None`: SSM with `[aws]`, else generated once
+    /// under `gateway.state_dir`.
+    pub ca_key_file: Option<PathBuf>,
     /// The longest a certificate is valid (never past the member's expiry).
     pub cert_lifetime: Duration,
 }

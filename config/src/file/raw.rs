@@ -173,6 +173,7 @@ pub(crate) struct RawSsh {
     pub login_grace_time: String,
     pub host_key_file: Option<String>,
     pub certificates: bool,
+    pub ca_key_file: Option<String>,
     pub cert_lifetime: String,
 }
 
@@ -192,6 +193,7 @@ impl Default for RawSsh {
             login_grace_time: "30s".into(),
             host_key_file: None,
             certificates: false,
+            ca_key_file: None,
             cert_lifetime: "12h".into(),
         }
     }

@@ -161,6 +161,9 @@ static KEYS: &[ReloadKey] = &[
     restart("ssh.certificates", |a, b| {
         a.ssh.certificates != b.ssh.certificates
     }),
+    restart("ssh.ca_key_file", |a, b| {
+        a.ssh.ca_key_file != b.ssh.ca_key_file
+    }),
     live("ssh.cert_lifetime", |a, b| {
         a.ssh.cert_lifetime != b.ssh.cert_lifetime
     }),

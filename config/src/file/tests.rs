@@ -566,8 +566,26 @@ fn a_shared_store_and_a_pair_are_checked() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].key, "ssh.certificates");
     assert!(found[0].message.contains("one SSH user CA"), "{}", found[0]);
+    assert!(found[0].message.contains("ssh.ca_key_file"), "{}", found[0]);
     let with_aws = format!("{signing}[aws]\nregion = \"eu-west-3\"\n");
     assert!(parse(&with_aws, "t.toml").is_ok());
+    // Or both nodes read one CA key file: no AWS needed.
+    let shared_ca = signing.replacen(
+        "[ssh]\n",
+        "[ssh]\nca_key_file = \"/etc/gatehouse/user_ca_key\"\n",
+        1,
+    );
+    let config = parse(&shared_ca, "t.toml").unwrap();
+    assert_eq!(
+        config.ssh.ca_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/gatehouse/user_ca_key"))
+    );
+    let relative = shared_ca.replace("\"/etc/gatehouse/user_ca_key\"", "\"user_ca_key\"");
+    let found = problems(&relative);
+    assert!(
+        found.iter().any(|p| p.key == "ssh.ca_key_file"),
+        "{found:#?}"
+    );
 
     assert_one(
         &with("[store]\nurl = \"postgresql://gatehouse:hunter2@db/gh\"\n"),

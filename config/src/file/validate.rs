@@ -371,10 +371,10 @@ impl Checker<'_> {
                 "the gateways of a pair must serve one portal certificate: set portal.tls_cert and portal.tls_key to files both read (or add [aws], which keeps a self-signed one in SSM)",
             );
         }
-        if ssh.certificates {
+        if ssh.certificates && ssh.ca_key_file.is_none() {
             self.problem(
                 "ssh.certificates",
-                "the gateways of a pair must sign with one SSH user CA, or the private hosts refuse the certificates of the other: add [aws], which keeps the CA key in SSM",
+                "the gateways of a pair must sign with one SSH user CA, or the private hosts refuse the certificates of the other: set ssh.ca_key_file to a CA key file both read (or add [aws], which keeps the CA key in SSM)",
             );
         }
     }
@@ -560,6 +560,10 @@ impl Checker<'_> {
             Some(text) => Some(self.absolute_path("ssh.host_key_file", text)?),
             None => None,
         };
+        let ca_key_file = match &raw.ca_key_file {
+            Some(text) => Some(self.absolute_path("ssh.ca_key_file", text)?),
+            None => None,
+        };
         Some(SshConfig {
             enabled: raw.enabled,
             listen: listen?,
@@ -574,6 +578,7 @@ impl Checker<'_> {
             login_grace_time: login_grace_time?,
             host_key_file,
             certificates: raw.certificates,
+            ca_key_file,
             cert_lifetime: cert_lifetime?,
         })
     }

@@ -1,7 +1,7 @@
 //! Where each key comes from at start, before any listener opens:
 //! 1. the file the config names (`gateway.secrets_key_file`,
-//!    `vpn.private_key_file`, `ssh.host_key_file`): never created, never an
-//!    AWS call;
+//!    `vpn.private_key_file`, `ssh.host_key_file`, `ssh.ca_key_file`):
+//!    never created, never an AWS call;
 //! 2. with `[aws]`, SSM ([`ParameterStore`]): its key wins and becomes the
 //!    local copy; when it has none, the local key (made now if new) is
 //!    stored there. SSM out of reach falls back on the local copy, unless
@@ -110,8 +110,9 @@ pub async fn ssh_host_key<P: ParameterStore>(
     ssm_or_local(config, remote, state_dir).await
 }
 
-/// With `ssh.certificates`: the SSH user CA key, from SSM with `[aws]`,
-/// else the local key (made now if new).
+/// With `ssh.certificates`: the SSH user CA key, `ssh.ca_key_file` when
+/// set (never created), else from SSM with `[aws]`, else the local key
+/// (made now if new).
 pub async fn ssh_user_ca<P: ParameterStore>(
     config: &Config,
     remote: &Remote<'_, P>,
@@ -119,6 +120,12 @@ pub async fn ssh_user_ca<P: ParameterStore>(
 ) -> Result<Option<Resolved<UserCa>>, ResolveError> {
     if !config.ssh.certificates {
         return Ok(None);
+    }
+    if let Some(file) = config.ssh.ca_key_file.clone() {
+        let ca = tokio::task::spawn_blocking(move || UserCa::load_file(&file))
+            .await?
+            .map_err(LocalKeyError::from)?;
+        return Ok(Some(Resolved::local(ca)));
     }
     ssm_or_local(config, remote, state_dir).await.map(Some)
 }
@@ -307,6 +314,43 @@ mod tests {
         let made = GatewayKey::load_or_create(dir.path()).unwrap();
         let resolved = wireguard_key(&config, &down, dir.path()).await.unwrap();
         assert_eq!(public(&resolved.key), public(&made));
+    }
+
+    /// `ssh.ca_key_file` wins over SSM, with no AWS call: both gateways of
+    /// a pair without `[aws]` sign with the file they were given.
+    #[tokio::test]
+    async fn a_ca_key_file_is_the_user_ca_and_ssm_is_not_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = UserCa::load_or_create_local(dir.path()).unwrap();
+        let file = dir.path().join("shared_ca_key");
+        super::super::private_file::PrivateFile::new(&file)
+            .create_new(
+                ssh_host::host_key_to_openssh(given.private_key())
+                    .unwrap()
+                    .as_bytes(),
+            )
+            .unwrap();
+        let mut config = config(true, true);
+        config.ssh.certificates = true;
+        config.ssh.ca_key_file = Some(file);
+        let failing = FakeSsm {
+            failing: true,
+            ..FakeSsm::default()
+        };
+        let other_dir = tempfile::tempdir().unwrap();
+        let resolved = ssh_user_ca(&config, &Remote::Up(&failing), other_dir.path())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.key.fingerprint(), given.fingerprint());
+        assert!(!resolved.stored_in_ssm);
+        assert!(
+            !other_dir
+                .path()
+                .join(super::super::ssh_user_ca::CA_KEY_FILE)
+                .exists(),
+            "no local CA key is made"
+        );
     }
 
     /// A failing SSM call: the local copy, unless `aws.apply_on_start`

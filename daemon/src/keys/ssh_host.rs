@@ -41,17 +41,27 @@ pub enum HostKeyError {
     #[error("no randomness for a new SSH key: {message}")]
     Random { message: String },
     #[error(
-        "ssh.host_key_file {path} does not exist: make it with `ssh-keygen -t ed25519 -N '' -f {path}` and give every gateway the same file (mode 0600)"
+        "{setting} {path} does not exist: make it with `ssh-keygen -t ed25519 -N '' -f {path}` and give every gateway the same file (mode 0600)"
     )]
-    Missing { path: PathBuf },
+    Missing {
+        setting: &'static str,
+        path: PathBuf,
+    },
     #[error(
-        "ssh.host_key_file {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
+        "{setting} {path} is readable by group or others (mode {mode:o}): run `chmod 600 {path}`"
     )]
-    Unprotected { path: PathBuf, mode: u32 },
+    Unprotected {
+        setting: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
     #[error(
-        "ssh.host_key_file {path} is protected by a passphrase: the gateway needs it unencrypted (mode 0600)"
+        "{setting} {path} is protected by a passphrase: the gateway needs it unencrypted (mode 0600)"
     )]
-    Encrypted { path: PathBuf },
+    Encrypted {
+        setting: &'static str,
+        path: PathBuf,
+    },
     #[error(
         "the SSH key {path} is empty: put an unencrypted OpenSSH private key there (mode 0600)"
     )]
@@ -62,19 +72,36 @@ pub enum HostKeyError {
 /// a pair must get the same file), or else the generated one under
 /// `state_dir`.
 pub fn load_host_key(file: Option<&Path>, state_dir: &Path) -> Result<PrivateKey, HostKeyError> {
-    let Some(path) = file else {
-        return load_or_create_host_key(state_dir);
-    };
+    match file {
+        Some(path) => load_key_file(path, "ssh.host_key_file"),
+        None => load_or_create_host_key(state_dir),
+    }
+}
+
+/// The OpenSSH private key in the file the config's `setting` names: never
+/// created (every gateway of a pair must get the same file), 0600 and
+/// unencrypted, or refused with the fix. The host key's and the CAs' way.
+pub fn load_key_file(path: &Path, setting: &'static str) -> Result<PrivateKey, HostKeyError> {
     let path = path.to_path_buf();
-    let Some(text) = PrivateFile::new(&path).read_if_exists()? else {
-        return Err(HostKeyError::Missing { path });
+    let read = PrivateFile::new(&path)
+        .read_if_exists()
+        .map_err(|err| match err {
+            PrivateFileError::Unprotected { path, mode } => HostKeyError::Unprotected {
+                setting,
+                path,
+                mode,
+            },
+            other => other.into(),
+        })?;
+    let Some(text) = read else {
+        return Err(HostKeyError::Missing { setting, path });
     };
     let key = PrivateKey::from_openssh(text.as_bytes()).map_err(|source| HostKeyError::Parse {
         path: path.clone(),
         source,
     })?;
     if key.is_encrypted() {
-        return Err(HostKeyError::Encrypted { path });
+        return Err(HostKeyError::Encrypted { setting, path });
     }
     Ok(key)
 }
@@ -160,7 +187,11 @@ impl From<PrivateFileError> for HostKeyError {
         match err {
             PrivateFileError::Read { path, source } => Self::Read { path, source },
             PrivateFileError::Write { path, source } => Self::Write { path, source },
-            PrivateFileError::Unprotected { path, mode } => Self::Unprotected { path, mode },
+            PrivateFileError::Unprotected { path, mode } => Self::Unprotected {
+                setting: "the key file",
+                path,
+                mode,
+            },
             PrivateFileError::Empty { path } => Self::Empty { path },
         }
     }

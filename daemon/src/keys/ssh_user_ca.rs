@@ -1,5 +1,7 @@
-//! The team's SSH user CA key (`ssh.certificates`): one ed25519 key, made
-//! once under `state_dir` (mode 0600) or, with `[aws]`, kept in SSM
+//! The team's SSH user CA key (`ssh.certificates`): the file
+//! `ssh.ca_key_file` names (never created, so a pair without `[aws]` gives
+//! both gateways the same key), or one ed25519 key made once under
+//! `state_dir` (mode 0600) or, with `[aws]`, kept in SSM
 //! (`/gatehouse/<name>/ssh-user-ca`, [`super::ssm`]) so both gateways of a
 //! pair and a replaced instance sign with it. The private hosts trust its
 //! public line (`TrustedUserCAKeys`).
@@ -31,6 +33,11 @@ impl UserCa {
     /// The local CA key, made now (0600) if there is none.
     pub fn load_or_create_local(state_dir: &Path) -> Result<Self, HostKeyError> {
         ssh_host::load_or_create_key(state_dir, CA_KEY_FILE, "the SSH user CA key").map(Self::new)
+    }
+
+    /// The CA key `ssh.ca_key_file` names: never created, 0600, unencrypted.
+    pub fn load_file(path: &Path) -> Result<Self, HostKeyError> {
+        ssh_host::load_key_file(path, "ssh.ca_key_file").map(Self::new)
     }
 
     /// The local CA key, if there is one.
@@ -89,5 +96,33 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// `ssh.ca_key_file`: used as given, never created, refused with the
+    /// fix when others may read it.
+    #[test]
+    fn a_ca_key_file_is_never_created_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user_ca_key");
+        let missing = UserCa::load_file(&path).err().unwrap();
+        assert!(
+            matches!(missing, HostKeyError::Missing { .. })
+                && missing.to_string().contains("ssh.ca_key_file"),
+            "{missing}"
+        );
+        assert!(!path.exists(), "never created");
+        let made = UserCa::load_or_create_local(dir.path()).unwrap();
+        let text = ssh_host::host_key_to_openssh(made.private_key()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = UserCa::load_file(&path).err().unwrap();
+        assert!(
+            open.to_string().contains("ssh.ca_key_file") && open.to_string().contains("chmod 600"),
+            "{open}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let given = UserCa::load_file(&path).unwrap();
+        assert_eq!(given.fingerprint(), made.fingerprint());
     }
 }

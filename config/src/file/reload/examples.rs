@@ -39,6 +39,7 @@ max_startups_per_source = 8
 login_grace_time = "30s"
 host_key_file = "/etc/gatehouse/ssh_host_ed25519_key"
 certificates = true
+ca_key_file = "/etc/gatehouse/ssh_user_ca_ed25519_key"
 cert_lifetime = "12h"
 
 [portal]
@@ -172,6 +173,7 @@ pub const OTHER: &[(&str, &str)] = &[
     ("ssh.login_grace_time", r#""20s""#),
     ("ssh.host_key_file", r#""/etc/gatehouse/other_host_key""#),
     ("ssh.certificates", "false"),
+    ("ssh.ca_key_file", r#""/etc/gatehouse/other_user_ca_key""#),
     ("ssh.cert_lifetime", r#""1h""#),
     ("portal.enabled", "false"),
     ("portal.listen", r#""0.0.0.0:8443""#),

@@ -153,6 +153,7 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "ssh.listen",
             "ssh.host_key_file",
             "ssh.certificates",
+            "ssh.ca_key_file",
             "portal.enabled",
             "portal.listen",
             "portal.tls_cert",

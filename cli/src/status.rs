@@ -150,6 +150,9 @@ fn render_status(s: &StatusResponse, now: SystemTime) -> String {
         if let Some(ca) = &ssh.user_ca_fingerprint {
             let _ = writeln!(out, "  user CA      {ca}");
         }
+        if let Some(ca) = &ssh.host_ca_fingerprint {
+            let _ = writeln!(out, "  host CA      {ca}");
+        }
         if !ssh.channels.is_empty() {
             out.push_str(&crate::ssh::channel_table(&ssh.channels).render_indented("  "));
         }

@@ -187,6 +187,9 @@ pub struct SshStatus {
     /// the gateways of a pair can be seen to sign with one CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_ca_fingerprint: Option<String>,
+    /// `SHA256:...` of the SSH host CA key, with `ssh.certificates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ca_fingerprint: Option<String>,
     /// Authenticated connections now.
     pub connections: u64,
     /// Live direct-tcpip channels (connecting or relaying).
@@ -228,6 +231,19 @@ pub struct SshCaInfo {
     pub sshd_snippet: String,
     /// Whether the gateway issues certificates now (`ssh.certificates`).
     pub enabled: bool,
+}
+
+/// `GET /v1/ssh/host-ca`: the host CA that signs the private hosts'
+/// certificates (`ssh.certificates`), for members' `known_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshHostCaInfo {
+    /// The CA's public line (`ssh-ed25519 AAAA... <comment>`).
+    pub public_key: String,
+    /// `SHA256:...` of the CA key.
+    pub fingerprint: String,
+    /// `@cert-authority <patterns> <public line>`: the CA trusted for the
+    /// hosts of every group's IPv4 subnets ([`crate::known_hosts`]).
+    pub known_hosts: String,
 }
 
 /// `POST /v1/ssh/certificates`: a certificate for one of `user`'s keys

@@ -13,6 +13,8 @@
 //!   (user, via, outcome, host, port, bytes), read once for every review.
 //! - [`audit_csv`]: records as CSV, for the CLI's export and the portal.
 //! - [`wg_quick`]: rendering a device's wg-quick file.
+//! - [`known_hosts`]: the host patterns of the SSH host CA's
+//!   `@cert-authority` line.
 //!
 //! Pure: no sockets, no database, no clock beyond what callers pass in.
 
@@ -21,6 +23,7 @@ pub mod audit_csv;
 pub mod audit_facets;
 pub mod audit_kind;
 pub mod file;
+pub mod known_hosts;
 pub mod names;
 pub mod policy;
 pub mod wg_quick;

@@ -201,13 +201,15 @@ pub async fn run(
     aws::startup::audit_stored_key(&store, stored).await;
     let wireguard = aws::startup::wireguard_key(&config, &aws, &store, &state_dir).await?;
     let ssh_host = aws::startup::ssh_host_key(&config, &aws, &store, &state_dir).await?;
-    let user_ca = aws::startup::ssh_user_ca(&config, &aws, &store, &state_dir).await?;
+    let user_ca = aws::startup::ssh_ca(&config, &aws, &store, &state_dir).await?;
+    let host_ca = aws::startup::ssh_ca(&config, &aws, &store, &state_dir).await?;
     // No list of its own addresses, no start: policy must refuse them.
     let host_addrs = host_addrs::HostAddrs::load()?;
     let keys = Keys {
         wireguard,
         ssh_host,
         user_ca,
+        host_ca,
     };
     let core = Core::new(source, config, store, keys, host_addrs);
 

@@ -144,13 +144,14 @@ impl TestGateway {
                 &state_dir,
             )
             .unwrap(),
-            user_ca: config.ssh.certificates.then(|| {
-                use crate::keys::ssh_user_ca::UserCa;
-                match &config.ssh.ca_key_file {
-                    Some(file) => UserCa::load_file(file).unwrap(),
-                    None => UserCa::load_or_create_local(&state_dir).unwrap(),
-                }
-            }),
+            user_ca: config
+                .ssh
+                .certificates
+                .then(|| test_ca(&config, &state_dir)),
+            host_ca: config
+                .ssh
+                .certificates
+                .then(|| test_ca(&config, &state_dir)),
         };
         let host_addrs = crate::host_addrs::HostAddrs::load().unwrap();
         let core = Core::new(source, config, store, keys, host_addrs);
@@ -461,5 +462,18 @@ async fn answer(response: axum::response::Response) -> Answer {
         headers,
         json: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
+    }
+}
+
+/// A CA key as the start resolves it without AWS: the configured file, or
+/// the local key.
+fn test_ca<R: crate::keys::ssh_ca_key::CaRole>(
+    config: &gatehouse_config::Config,
+    state_dir: &std::path::Path,
+) -> crate::keys::ssh_ca_key::CaKey<R> {
+    use crate::keys::ssh_ca_key::CaKey;
+    match R::configured_file(config) {
+        Some(file) => CaKey::load_file(file).unwrap(),
+        None => CaKey::load_or_create_local(state_dir).unwrap(),
     }
 }

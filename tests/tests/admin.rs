@@ -635,11 +635,13 @@ fn a_lost_audit_anchor_stops_the_start_and_is_only_recreated_on_request() {
     );
 }
 
-/// Issue 28, `ssh.ca_key_file`: two gateways without `[aws]` given one CA
-/// key file sign with that CA: `accessctl status` and `accessctl ssh ca`
-/// show the same CA on both, neither makes a CA key of its own, and a
-/// certificate one issues names the CA the other trusts. A CA key file
-/// others can read stops the start, naming the key and the fix.
+/// Issue 28, `ssh.ca_key_file` and `ssh.host_ca_key_file`: two gateways
+/// without `[aws]` given the same two CA key files sign with those CAs:
+/// `accessctl status` and `accessctl ssh ca [--host]` show the same CAs on
+/// both, neither makes a CA key of its own, a certificate one issues names
+/// the CA the other trusts, and the host CA's `@cert-authority` line covers
+/// the groups' subnets and nothing else (as `ssh-keygen -F` reads it). A CA
+/// key file others can read stops the start, naming the key and the fix.
 #[test]
 fn two_gateways_given_one_ca_key_file_sign_with_one_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -648,30 +650,33 @@ fn two_gateways_given_one_ca_key_file_sign_with_one_ca() {
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };
-    let ca = dir.path().join("ssh_user_ca_ed25519_key");
-    keygen(&["-q", "-t", "ed25519", "-N", "", "-f", ca.to_str().unwrap()]);
-    let ca_fingerprint = keygen(&["-lf", ca.to_str().unwrap()])
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
-    let member = dir.path().join("id_ed25519");
-    keygen(&[
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        member.to_str().unwrap(),
-    ]);
+    // A new ed25519 key file, and its fingerprint as ssh-keygen prints it.
+    let new_key = |name: &str| {
+        let path = dir.path().join(name);
+        keygen(&[
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+        let listed = keygen(&["-lf", path.to_str().unwrap()]);
+        let fingerprint = listed.split_whitespace().nth(1).unwrap().to_string();
+        (path, fingerprint)
+    };
+    let (ca, ca_fingerprint) = new_key("ssh_user_ca_ed25519_key");
+    let (host_ca, host_ca_fingerprint) = new_key("ssh_host_ca_ed25519_key");
+    let (member, _) = new_key("id_ed25519");
     let member_pub = format!("{}.pub", member.display());
     let config = gatehouse_tests::host_sample_config()
         .replacen(
             "\ncertificates = false\n",
             &format!(
-                "\ncertificates = true\nca_key_file = \"{}\"\n",
-                ca.display()
+                "\ncertificates = true\nca_key_file = \"{}\"\nhost_ca_key_file = \"{}\"\n",
+                ca.display(),
+                host_ca.display()
             ),
             1,
         )
@@ -693,11 +698,42 @@ fn two_gateways_given_one_ca_key_file_sign_with_one_ca() {
         let shown = gw.ctl_json(&["ssh", "ca"]);
         assert_eq!(shown["fingerprint"], ca_fingerprint.as_str(), "{shown}");
         public_lines.push(shown["public_key"].as_str().unwrap().to_string());
-        assert!(
-            !gw.state_dir.join("ssh_user_ca_ed25519_key").exists(),
-            "no CA key of its own is generated"
+        assert_eq!(
+            status["ssh"]["host_ca_fingerprint"],
+            host_ca_fingerprint.as_str(),
+            "{status}"
         );
+        let host = gw.ctl_json(&["ssh", "ca", "--host"]);
+        assert_eq!(host["fingerprint"], host_ca_fingerprint.as_str(), "{host}");
+        for file in ["ssh_user_ca_ed25519_key", "ssh_host_ca_ed25519_key"] {
+            assert!(
+                !gw.state_dir.join(file).exists(),
+                "no CA key of its own is generated: {file}"
+            );
+        }
     }
+    // The @cert-authority line, as OpenSSH reads it from known_hosts.
+    let line = a.ctl_ok(&["ssh", "ca", "--host", "--known-hosts-only"]);
+    assert!(
+        line.starts_with("@cert-authority 10.0.3.*,10.0.2.* ssh-ed25519 "),
+        "{line}"
+    );
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, &line).unwrap();
+    let lookup = |host: &str| {
+        Command::new("ssh-keygen")
+            .args(["-F", host, "-f"])
+            .arg(&known_hosts)
+            .output()
+            .unwrap()
+    };
+    let found = lookup("10.0.3.140");
+    assert!(
+        found.status.success() && stdout(&found).contains("found: line 1 CA"),
+        "{}",
+        stdout(&found)
+    );
+    assert!(!lookup("10.0.4.1").status.success(), "outside every group");
     let key_part = |line: &str| {
         line.split_whitespace()
             .take(2)

@@ -516,8 +516,15 @@ fn the_ssm_keys_survive_instance_replacement_and_apply_on_start_moves_the_elasti
     let with_ca = |text: String| text.replacen("[ssh]\n", "[ssh]\ncertificates = true\n", 1);
     let mut first = lab.start_gateway(&with_ca(lab.config("")));
     let ca_of = |gw: &Daemon| gw.ctl_json(&["ssh", "ca"])["fingerprint"].clone();
+    let host_ca_of = |gw: &Daemon| gw.ctl_json(&["ssh", "ca", "--host"])["fingerprint"].clone();
     let ca = ca_of(&first);
     assert!(ca.as_str().unwrap().starts_with("SHA256:"), "{ca}");
+    let host_ca = host_ca_of(&first);
+    assert!(
+        host_ca.as_str().unwrap().starts_with("SHA256:"),
+        "{host_ca}"
+    );
+    assert_ne!(ca, host_ca, "two CAs, two keys");
     let identity = |status: &Value| {
         [
             &status["wireguard_public_key"],
@@ -541,8 +548,15 @@ fn the_ssm_keys_survive_instance_replacement_and_apply_on_start_moves_the_elasti
         ca,
         "the same SSH user CA: the private hosts keep trusting it"
     );
-    let stored = lab.python("out = ssm.get_parameter(Name='/gatehouse/gh-aws/ssh-user-ca', WithDecryption=True)['Parameter']['Type']");
-    assert_eq!(stored, "SecureString");
+    assert_eq!(
+        host_ca_of(&second),
+        host_ca,
+        "the same SSH host CA: members' @cert-authority lines keep working"
+    );
+    for parameter in ["ssh-user-ca", "ssh-host-ca"] {
+        let stored = lab.python(&format!("out = ssm.get_parameter(Name='/gatehouse/gh-aws/{parameter}', WithDecryption=True)['Parameter']['Type']"));
+        assert_eq!(stored, "SecureString", "{parameter}");
+    }
     let ca_key = lab.python("out = ssm.get_parameter(Name='/gatehouse/gh-aws/ssh-user-ca', WithDecryption=True)['Parameter']['Value']");
     let ca_key = ca_key.as_str().unwrap().trim();
     assert!(ca_key.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Subcommand;
-use gatehouse_config::api::{IssueCertRequest, IssuedCert, KrlResponse, RevokedCert, SshCaInfo};
+use gatehouse_config::api::{
+    IssueCertRequest, IssuedCert, KrlResponse, RevokedCert, SshCaInfo, SshHostCaInfo,
+};
 
 use super::SshError;
 use crate::Ctx;
@@ -65,6 +67,33 @@ pub(super) async fn ca(public_key_only: bool, ctx: &Ctx) -> Result<(), SshError>
         ctx.out.emit_json(&reply.json)?;
     } else {
         ctx.out.emit(&render_ca(&reply.body))?;
+    }
+    Ok(())
+}
+
+/// `ssh ca --host`: print the host CA's public side, or only its public
+/// line, or only its `known_hosts` line.
+pub(super) async fn host_ca(
+    public_key_only: bool,
+    known_hosts_only: bool,
+    ctx: &Ctx,
+) -> Result<(), SshError> {
+    let reply = ctx.client.get::<SshHostCaInfo>("/v1/ssh/host-ca").await?;
+    let ca = &reply.body;
+    if public_key_only {
+        ctx.out.emit(&format!("{}\n", ca.public_key.trim()))?;
+    } else if known_hosts_only {
+        ctx.out.emit(&format!("{}\n", ca.known_hosts.trim()))?;
+    } else if ctx.json {
+        ctx.out.emit_json(&reply.json)?;
+    } else {
+        ctx.out.emit(&format!(
+            "SSH host CA (signs the private hosts' certificates):\n  {}\n  {}\n\n\
+             For members' ~/.ssh/known_hosts (the hosts of every group's IPv4 subnets):\n  {}\n",
+            ca.public_key.trim(),
+            ca.fingerprint,
+            ca.known_hosts.trim()
+        ))?;
     }
     Ok(())
 }
@@ -339,6 +368,8 @@ mod tests {
         run(
             SshCommand::Ca {
                 public_key_only: false,
+                host: false,
+                known_hosts_only: false,
             },
             &human,
         )
@@ -360,6 +391,8 @@ mod tests {
         run(
             SshCommand::Ca {
                 public_key_only: true,
+                host: false,
+                known_hosts_only: false,
             },
             &only,
         )
@@ -374,6 +407,8 @@ mod tests {
         run(
             SshCommand::Ca {
                 public_key_only: false,
+                host: false,
+                known_hosts_only: false,
             },
             &json,
         )
@@ -387,6 +422,51 @@ mod tests {
             requests
                 .iter()
                 .all(|r| (r.method.as_str(), r.target.as_str()) == ("GET", "/v1/ssh/ca"))
+        );
+    }
+
+    #[tokio::test]
+    async fn host_ca_prints_the_key_and_the_known_hosts_line() {
+        let answer = serde_json::to_string(&SshHostCaInfo {
+            public_key: "ssh-ed25519 AAAAHC gatehouse-host-ca@gw".into(),
+            fingerprint: "SHA256:hostca".into(),
+            known_hosts: "@cert-authority 10.0.3.* ssh-ed25519 AAAAHC gatehouse-host-ca@gw".into(),
+        })
+        .expect("json");
+        let server = FakeServer::start(vec![Canned::json(200, &answer); 3]).await;
+        let ask = |public_key_only, known_hosts_only| SshCommand::Ca {
+            public_key_only,
+            host: true,
+            known_hosts_only,
+        };
+        let human = ctx(&server, false);
+        run(ask(false, false), &human).await.expect("ca --host");
+        let text = human.out.captured();
+        assert!(text.contains("SSH host CA"), "{text}");
+        assert!(text.contains("  SHA256:hostca\n"), "{text}");
+        assert!(
+            text.contains("\n  @cert-authority 10.0.3.* ssh-ed25519 AAAAHC"),
+            "{text}"
+        );
+        let line = ctx(&server, true);
+        run(ask(false, true), &line)
+            .await
+            .expect("known hosts only");
+        assert_eq!(
+            line.out.captured(),
+            "@cert-authority 10.0.3.* ssh-ed25519 AAAAHC gatehouse-host-ca@gw\n"
+        );
+        let key = ctx(&server, false);
+        run(ask(true, false), &key).await.expect("public key only");
+        assert_eq!(
+            key.out.captured(),
+            "ssh-ed25519 AAAAHC gatehouse-host-ca@gw\n"
+        );
+        let requests = server.requests().await;
+        assert!(
+            requests
+                .iter()
+                .all(|r| (r.method.as_str(), r.target.as_str()) == ("GET", "/v1/ssh/host-ca"))
         );
     }
 

@@ -42,18 +42,31 @@ pub enum SshCommand {
         /// The channel id from `accessctl ssh list`.
         id: u64,
     },
-    /// Print the SSH user CA: public key, fingerprint, sshd_config snippet.
+    /// Print the SSH user CA (or with --host the host CA): public key,
+    /// fingerprint, and where to put it.
     #[command(long_about = "Print the gateway's SSH user CA, which signs members' \
         certificates: its public line (for TrustedUserCAKeys on the private hosts), \
         its fingerprint, and a ready sshd_config snippet for a private host. The \
         gateway issues certificates only with `ssh.certificates = true`.\n\n\
+        With --host, print the host CA instead, which signs the private hosts' \
+        certificates: its public line, its fingerprint, and the @cert-authority \
+        line for members' known_hosts, for the hosts of every group's IPv4 \
+        subnets (OpenSSH patterns such as 10.0.3.*).\n\n\
         Examples:\n  accessctl ssh ca\n  \
-        accessctl ssh ca --public-key-only > /etc/ssh/gatehouse_user_ca.pub")]
+        accessctl ssh ca --public-key-only > /etc/ssh/gatehouse_user_ca.pub\n  \
+        accessctl ssh ca --host\n  \
+        accessctl ssh ca --host --known-hosts-only >> ~/.ssh/known_hosts")]
     Ca {
         /// Print only the CA's public line, to redirect into a file (even
         /// with --json).
         #[arg(long)]
         public_key_only: bool,
+        /// The host CA, which signs the private hosts' certificates.
+        #[arg(long)]
+        host: bool,
+        /// With --host: print only the @cert-authority line for known_hosts.
+        #[arg(long, requires = "host", conflicts_with = "public_key_only")]
+        known_hosts_only: bool,
     },
     /// Issue SSH user certificates signed by the gateway's user CA.
     Cert {
@@ -140,7 +153,16 @@ pub async fn run(cmd: SshCommand, ctx: &Ctx) -> Result<(), SshError> {
                 ))?;
             }
         }
-        SshCommand::Ca { public_key_only } => certs::ca(public_key_only, ctx).await?,
+        SshCommand::Ca {
+            public_key_only,
+            host: false,
+            ..
+        } => certs::ca(public_key_only, ctx).await?,
+        SshCommand::Ca {
+            public_key_only,
+            known_hosts_only,
+            host: true,
+        } => certs::host_ca(public_key_only, known_hosts_only, ctx).await?,
         SshCommand::Cert { command } => certs::cert(command, ctx).await?,
         SshCommand::Krl { out } => certs::krl(&out, ctx).await?,
     }

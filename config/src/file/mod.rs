@@ -209,6 +209,9 @@ pub struct SshConfig {
     /// 0600, never created); `None`: SSM with `[aws]`, else generated once
     /// under `gateway.state_dir`.
     pub ca_key_file: Option<PathBuf>,
+    /// The same for the SSH host CA, which signs the private hosts'
+    /// certificates (on with `certificates`).
+    pub host_ca_key_file: Option<PathBuf>,
     /// The longest a certificate is valid (never past the member's expiry).
     pub cert_lifetime: Duration,
 }

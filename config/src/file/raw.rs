@@ -174,6 +174,7 @@ pub(crate) struct RawSsh {
     pub host_key_file: Option<String>,
     pub certificates: bool,
     pub ca_key_file: Option<String>,
+    pub host_ca_key_file: Option<String>,
     pub cert_lifetime: String,
 }
 
@@ -194,6 +195,7 @@ impl Default for RawSsh {
             host_key_file: None,
             certificates: false,
             ca_key_file: None,
+            host_ca_key_file: None,
             cert_lifetime: "12h".into(),
         }
     }

@@ -164,6 +164,9 @@ static KEYS: &[ReloadKey] = &[
     restart("ssh.ca_key_file", |a, b| {
         a.ssh.ca_key_file != b.ssh.ca_key_file
     }),
+    restart("ssh.host_ca_key_file", |a, b| {
+        a.ssh.host_ca_key_file != b.ssh.host_ca_key_file
+    }),
     live("ssh.cert_lifetime", |a, b| {
         a.ssh.cert_lifetime != b.ssh.cert_lifetime
     }),

@@ -570,15 +570,31 @@ fn a_shared_store_and_a_pair_are_checked() {
     let with_aws = format!("{signing}[aws]\nregion = \"eu-west-3\"\n");
     assert!(parse(&with_aws, "t.toml").is_ok());
     // Or both nodes read one CA key file: no AWS needed.
-    let shared_ca = signing.replacen(
+    let user_ca_only = signing.replacen(
         "[ssh]\n",
         "[ssh]\nca_key_file = \"/etc/gatehouse/user_ca_key\"\n",
+        1,
+    );
+    let found = problems(&user_ca_only);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].message.contains("ssh.host_ca_key_file"),
+        "{}",
+        found[0]
+    );
+    let shared_ca = user_ca_only.replacen(
+        "[ssh]\n",
+        "[ssh]\nhost_ca_key_file = \"/etc/gatehouse/host_ca_key\"\n",
         1,
     );
     let config = parse(&shared_ca, "t.toml").unwrap();
     assert_eq!(
         config.ssh.ca_key_file.as_deref(),
         Some(std::path::Path::new("/etc/gatehouse/user_ca_key"))
+    );
+    assert_eq!(
+        config.ssh.host_ca_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/gatehouse/host_ca_key"))
     );
     let relative = shared_ca.replace("\"/etc/gatehouse/user_ca_key\"", "\"user_ca_key\"");
     let found = problems(&relative);

@@ -371,10 +371,10 @@ impl Checker<'_> {
                 "the gateways of a pair must serve one portal certificate: set portal.tls_cert and portal.tls_key to files both read (or add [aws], which keeps a self-signed one in SSM)",
             );
         }
-        if ssh.certificates && ssh.ca_key_file.is_none() {
+        if ssh.certificates && (ssh.ca_key_file.is_none() || ssh.host_ca_key_file.is_none()) {
             self.problem(
                 "ssh.certificates",
-                "the gateways of a pair must sign with one SSH user CA, or the private hosts refuse the certificates of the other: set ssh.ca_key_file to a CA key file both read (or add [aws], which keeps the CA key in SSM)",
+                "the gateways of a pair must sign with one SSH user CA and one host CA, or the private hosts refuse the certificates of the other (and members the hosts it signed): set ssh.ca_key_file and ssh.host_ca_key_file to CA key files both read (or add [aws], which keeps the CA keys in SSM)",
             );
         }
     }
@@ -564,6 +564,10 @@ impl Checker<'_> {
             Some(text) => Some(self.absolute_path("ssh.ca_key_file", text)?),
             None => None,
         };
+        let host_ca_key_file = match &raw.host_ca_key_file {
+            Some(text) => Some(self.absolute_path("ssh.host_ca_key_file", text)?),
+            None => None,
+        };
         Some(SshConfig {
             enabled: raw.enabled,
             listen: listen?,
@@ -579,6 +583,7 @@ impl Checker<'_> {
             host_key_file,
             certificates: raw.certificates,
             ca_key_file,
+            host_ca_key_file,
             cert_lifetime: cert_lifetime?,
         })
     }

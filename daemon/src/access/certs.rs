@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo};
+use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo, SshHostCaInfo};
 use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use super::{Access, Door, Requester};
 use crate::audit::detail::Detail;
 use crate::audit::event::{Kind, event};
 use crate::auth::Standing;
-use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::ssh_ca_key::UserCa;
 use crate::ssh_ca::{BACKDATE_SECS, CertSpec, krl, sshd_snippet};
 use crate::store::ssh_certs::IssuedCertRow;
 use crate::store::{StoreError, User};
@@ -43,6 +43,28 @@ impl Access {
             fingerprint: ca.fingerprint(),
             sshd_snippet: sshd_snippet(gateway),
             enabled: config.ssh.certificates,
+        })
+    }
+
+    /// The host CA's public side and its `@cert-authority` line for the
+    /// hosts of every group's subnets, when its key was loaded at start.
+    pub fn ssh_host_ca_info(&self) -> Result<SshHostCaInfo, UserError> {
+        let Some(ca) = self.core.host_ca() else {
+            return Err(UserError::CertificatesOff);
+        };
+        let config = self.core.config();
+        let public_key = ca.public_line(&config.gateway.name);
+        let subnets: Vec<_> = config
+            .groups
+            .iter()
+            .flat_map(|group| group.subnets.iter().copied())
+            .collect();
+        use gatehouse_config::known_hosts::{Cover, host_patterns};
+        let patterns = host_patterns(&subnets, Cover::Exactly);
+        Ok(SshHostCaInfo {
+            known_hosts: format!("@cert-authority {} {public_key}", patterns.join(",")),
+            fingerprint: ca.fingerprint(),
+            public_key,
         })
     }
 

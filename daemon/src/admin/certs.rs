@@ -1,10 +1,11 @@
-//! Admin handlers for the SSH user CA (`ssh.certificates`): its public side
-//! and sshd snippet, a certificate for one of a user's keys, and the KRL.
+//! Admin handlers for the SSH CAs (`ssh.certificates`): the user CA's
+//! public side and sshd snippet, the host CA's public side and
+//! `known_hosts` line, a certificate for one of a user's keys, and the KRL.
 //! The rules are the access service's (`access::certs`).
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
-use gatehouse_config::api::{IssueCertRequest, IssuedCert, KrlResponse, SshCaInfo};
+use gatehouse_config::api::{IssueCertRequest, IssuedCert, KrlResponse, SshCaInfo, SshHostCaInfo};
 
 use super::error::ApiFailure;
 use super::extract::Body;
@@ -12,6 +13,10 @@ use super::{AdminState, Caller};
 
 pub async fn ca(State(admin): State<AdminState>) -> Result<Json<SshCaInfo>, ApiFailure> {
     Ok(Json(admin.access.ssh_ca_info()?))
+}
+
+pub async fn host_ca(State(admin): State<AdminState>) -> Result<Json<SshHostCaInfo>, ApiFailure> {
+    Ok(Json(admin.access.ssh_host_ca_info()?))
 }
 
 pub async fn issue(

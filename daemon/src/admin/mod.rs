@@ -201,6 +201,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/backup", get(backup::backup))
         .route("/v1/ssh/channels", get(ssh::list))
         .route("/v1/ssh/ca", get(certs::ca))
+        .route("/v1/ssh/host-ca", get(certs::host_ca))
         .route("/v1/ssh/certificates", post(certs::issue))
         .route("/v1/ssh/krl", get(certs::krl))
         .route("/v1/ssh/channels/{id}", delete(ssh::kill))

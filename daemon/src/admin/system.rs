@@ -93,7 +93,7 @@ pub async fn status(State(admin): State<AdminState>) -> Result<Json<StatusRespon
 }
 
 /// The jump host's part of the status: listen address, host key, a ready
-/// `known_hosts` line, the user CA and the live channels.
+/// `known_hosts` line, the two CAs and the live channels.
 fn ssh_status(admin: &AdminState) -> Option<SshStatus> {
     let ssh = admin.running.ssh.as_ref()?;
     let jump = admin.access.jump_host()?;
@@ -105,6 +105,7 @@ fn ssh_status(admin: &AdminState) -> Option<SshStatus> {
         known_hosts: jump.known_hosts,
         host_key: jump.host_key,
         user_ca_fingerprint: admin.core.user_ca().map(|ca| ca.fingerprint()),
+        host_ca_fingerprint: admin.core.host_ca().map(|ca| ca.fingerprint()),
         connections: ssh.registry().connection_count() as u64,
         channels: ssh.registry().channels(),
     })

@@ -19,7 +19,7 @@ use crate::audit::event::{Actor, Kind, Source, event};
 use crate::gateway::Core;
 use crate::keys::resolve::{self, Remote, ResolveError, Resolved};
 use crate::keys::secrets::SecretsKey;
-use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::ssh_ca_key::{CaKey, CaRole};
 use crate::keys::ssm::SsmKey;
 use crate::keys::wireguard::GatewayKey;
 use crate::store::{NewAuditEvent, Store};
@@ -110,14 +110,15 @@ pub async fn ssh_host_key(
     Ok(audited(config, store, resolved).await)
 }
 
-/// With `ssh.certificates`: the SSH user CA key ([`resolve::ssh_user_ca`]).
-pub async fn ssh_user_ca(
+/// With `ssh.certificates`: one of the SSH CA keys, the user CA's or the
+/// host CA's ([`resolve::ssh_ca`]).
+pub async fn ssh_ca<R: CaRole>(
     config: &Config,
     aws: &Connection,
     store: &Store,
     state_dir: &Path,
-) -> Result<Option<UserCa>, StartError> {
-    match resolve::ssh_user_ca(config, &aws.remote(), state_dir).await? {
+) -> Result<Option<CaKey<R>>, StartError> {
+    match resolve::ssh_ca::<R, _>(config, &aws.remote(), state_dir).await? {
         Some(resolved) => Ok(Some(audited(config, store, resolved).await)),
         None => Ok(None),
     }

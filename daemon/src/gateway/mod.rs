@@ -26,7 +26,7 @@ pub use reload::{ReloadError, Reloaded};
 
 use crate::auth::LoginBudget;
 use crate::host_addrs::HostAddrs;
-use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::ssh_ca_key::{HostCa, UserCa};
 use crate::keys::wireguard::GatewayKey;
 use crate::store::Store;
 
@@ -38,6 +38,8 @@ pub struct Keys {
     pub ssh_host: PrivateKey,
     /// The SSH user CA (`ssh.certificates` at start).
     pub user_ca: Option<UserCa>,
+    /// The SSH host CA (`ssh.certificates` at start).
+    pub host_ca: Option<HostCa>,
 }
 
 /// Shared by every subsystem; cheap to clone.
@@ -111,6 +113,11 @@ impl Core {
     /// The SSH user CA, when `ssh.certificates` was on at start.
     pub fn user_ca(&self) -> Option<&UserCa> {
         self.inner.keys.user_ca.as_ref()
+    }
+
+    /// The SSH host CA, when `ssh.certificates` was on at start.
+    pub fn host_ca(&self) -> Option<&HostCa> {
+        self.inner.keys.host_ca.as_ref()
     }
 
     /// The host's own addresses (always refused by policy).

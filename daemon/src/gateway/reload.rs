@@ -112,20 +112,20 @@ mod tests {
             "\"/etc/gatehouse/ssh_host_ed25519_key\"",
             &format!("{:?}", keys.join(crate::keys::ssh_host::HOST_KEY_FILE)),
         );
-        // So must ssh.ca_key_file (certificates are on in FULL).
-        let ca = crate::keys::ssh_user_ca::UserCa::load_or_create_local(&keys).unwrap();
-        let ca_file = keys.join("user_ca_key");
-        crate::keys::private_file::PrivateFile::new(&ca_file)
-            .create_new(
-                crate::keys::ssh_host::host_key_to_openssh(ca.private_key())
-                    .unwrap()
-                    .as_bytes(),
+        // So must ssh.ca_key_file and ssh.host_ca_key_file (certificates
+        // are on in FULL): the CA keys made under `keys` are those files.
+        use crate::keys::ssh_ca_key::{CaRole, Host, HostCa, User, UserCa};
+        UserCa::load_or_create_local(&keys).unwrap();
+        HostCa::load_or_create_local(&keys).unwrap();
+        let base = base
+            .replace(
+                "\"/etc/gatehouse/ssh_user_ca_ed25519_key\"",
+                &format!("{:?}", keys.join(User::LOCAL_FILE)),
             )
-            .unwrap();
-        let base = base.replace(
-            "\"/etc/gatehouse/ssh_user_ca_ed25519_key\"",
-            &format!("{ca_file:?}"),
-        );
+            .replace(
+                "\"/etc/gatehouse/ssh_host_ca_ed25519_key\"",
+                &format!("{:?}", keys.join(Host::LOCAL_FILE)),
+            );
         // So must gateway.secrets_key_file.
         crate::keys::secrets::SecretsKey::load_or_create(&keys).unwrap();
         let base = base.replace(

@@ -9,7 +9,8 @@
 //! - [`wireguard`]: the WireGuard static key ([`wireguard::GatewayKey`]).
 //! - [`ssh_host`]: the jump host's SSH host key, and the ed25519 key files
 //!   it shares with the user CA.
-//! - [`ssh_user_ca`]: the SSH user CA's key ([`ssh_user_ca::UserCa`]).
+//! - [`ssh_ca_key`]: the SSH user CA's and host CA's keys
+//!   ([`ssh_ca_key::UserCa`], [`ssh_ca_key::HostCa`]).
 //! - [`secrets`]: the key that seals the store's secrets at rest.
 //! - [`audit`]: the audit chain key and the checkpoint signing key, both
 //!   derived from the secrets key.
@@ -35,8 +36,8 @@ pub mod portal_tls;
 pub mod private_file;
 pub mod resolve;
 pub mod secrets;
+pub mod ssh_ca_key;
 pub mod ssh_host;
-pub mod ssh_user_ca;
 pub mod ssm;
 pub mod wireguard;
 

@@ -1,7 +1,7 @@
 //! Where each key comes from at start, before any listener opens:
 //! 1. the file the config names (`gateway.secrets_key_file`,
-//!    `vpn.private_key_file`, `ssh.host_key_file`, `ssh.ca_key_file`):
-//!    never created, never an AWS call;
+//!    `vpn.private_key_file`, `ssh.host_key_file`, `ssh.ca_key_file`,
+//!    `ssh.host_ca_key_file`): never created, never an AWS call;
 //! 2. with `[aws]`, SSM ([`ParameterStore`]): its key wins and becomes the
 //!    local copy; when it has none, the local key (made now if new) is
 //!    stored there. SSM out of reach falls back on the local copy, unless
@@ -22,8 +22,8 @@ use russh::keys::PrivateKey;
 use super::LocalKeyError;
 use super::portal_tls::{self, SelfSigned};
 use super::secrets::SecretsKey;
+use super::ssh_ca_key::{CaKey, CaRole};
 use super::ssh_host;
-use super::ssh_user_ca::UserCa;
 use super::ssm::{KeyOrigin, ParameterStore, SsmKey};
 use super::wireguard::GatewayKey;
 
@@ -110,19 +110,20 @@ pub async fn ssh_host_key<P: ParameterStore>(
     ssm_or_local(config, remote, state_dir).await
 }
 
-/// With `ssh.certificates`: the SSH user CA key, `ssh.ca_key_file` when
-/// set (never created), else from SSM with `[aws]`, else the local key
-/// (made now if new).
-pub async fn ssh_user_ca<P: ParameterStore>(
+/// With `ssh.certificates`: an SSH CA key, the user CA's or the host
+/// CA's: the file its setting names (`ssh.ca_key_file`,
+/// `ssh.host_ca_key_file`; never created), else from SSM with `[aws]`,
+/// else the local key (made now if new).
+pub async fn ssh_ca<R: CaRole, P: ParameterStore>(
     config: &Config,
     remote: &Remote<'_, P>,
     state_dir: &Path,
-) -> Result<Option<Resolved<UserCa>>, ResolveError> {
+) -> Result<Option<Resolved<CaKey<R>>>, ResolveError> {
     if !config.ssh.certificates {
         return Ok(None);
     }
-    if let Some(file) = config.ssh.ca_key_file.clone() {
-        let ca = tokio::task::spawn_blocking(move || UserCa::load_file(&file))
+    if let Some(file) = R::configured_file(config).map(Path::to_path_buf) {
+        let ca = tokio::task::spawn_blocking(move || CaKey::<R>::load_file(&file))
             .await?
             .map_err(LocalKeyError::from)?;
         return Ok(Some(Resolved::local(ca)));
@@ -321,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn a_ca_key_file_is_the_user_ca_and_ssm_is_not_asked() {
         let dir = tempfile::tempdir().unwrap();
-        let given = UserCa::load_or_create_local(dir.path()).unwrap();
+        let given = super::super::ssh_ca_key::UserCa::load_or_create_local(dir.path()).unwrap();
         let file = dir.path().join("shared_ca_key");
         super::super::private_file::PrivateFile::new(&file)
             .create_new(
@@ -338,17 +339,15 @@ mod tests {
             ..FakeSsm::default()
         };
         let other_dir = tempfile::tempdir().unwrap();
-        let resolved = ssh_user_ca(&config, &Remote::Up(&failing), other_dir.path())
+        use super::super::ssh_ca_key::User;
+        let resolved = ssh_ca::<User, _>(&config, &Remote::Up(&failing), other_dir.path())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(resolved.key.fingerprint(), given.fingerprint());
         assert!(!resolved.stored_in_ssm);
         assert!(
-            !other_dir
-                .path()
-                .join(super::super::ssh_user_ca::CA_KEY_FILE)
-                .exists(),
+            !other_dir.path().join(User::LOCAL_FILE).exists(),
             "no local CA key is made"
         );
     }

@@ -7,7 +7,9 @@
 //! - the SSH host key (`ssh-host-key`: `ssh -J` never warns of a changed
 //!   host key), unless `ssh.host_key_file` names one;
 //! - the SSH user CA key (`ssh-user-ca`, with `ssh.certificates`: both nodes
-//!   sign members' certificates with the CA the private hosts trust);
+//!   sign members' certificates with the CA the private hosts trust), and
+//!   the host CA key (`ssh-host-ca`: the CA members trust for the hosts),
+//!   unless `ssh.ca_key_file` and `ssh.host_ca_key_file` name them;
 //! - the portal's self-signed certificate and key (`portal-tls`: one
 //!   fingerprint), unless `portal.tls_cert` names a certificate.
 //!
@@ -24,8 +26,8 @@ use russh::keys::PrivateKey;
 use super::LocalKeyError;
 use super::portal_tls::{PortalTlsError, SelfSigned};
 use super::secrets::{self, SecretsKey};
+use super::ssh_ca_key::{CaKey, CaRole};
 use super::ssh_host;
-use super::ssh_user_ca::{self, UserCa};
 use super::wireguard::{self, GatewayKey};
 
 /// Where the running key came from.
@@ -94,9 +96,10 @@ pub fn ssh_host_key_parameter_name(gateway: &str) -> String {
     format!("/gatehouse/{gateway}/ssh-host-key")
 }
 
-/// `/gatehouse/<name>/ssh-user-ca`: the SSH user CA key (`ssh.certificates`).
-pub fn ssh_user_ca_parameter_name(gateway: &str) -> String {
-    format!("/gatehouse/{gateway}/ssh-user-ca")
+/// `/gatehouse/<name>/ssh-user-ca` and `/gatehouse/<name>/ssh-host-ca`:
+/// the SSH CA keys (`ssh.certificates`).
+pub fn ssh_ca_parameter_name<R: CaRole>(gateway: &str) -> String {
+    format!("/gatehouse/{gateway}/{}", R::PARAMETER)
 }
 
 /// `/gatehouse/<name>/portal-tls`: the portal's self-signed certificate and
@@ -196,17 +199,16 @@ impl SsmKey for PrivateKey {
     }
 }
 
-impl SsmKey for UserCa {
-    const WHAT: &'static str = "the SSH user CA key";
-    const IF_MALFORMED: &'static str = "put an unencrypted OpenSSH private key there, or delete it to store this gateway's CA key (every private host then needs the new CA line)";
-    const WHY_NOT_NEW: &'static str =
-        "a new CA key would not be trusted by the private hosts, which trust the old one";
-    const LOCAL_FILE: &'static str = ssh_user_ca::CA_KEY_FILE;
+impl<R: CaRole> SsmKey for CaKey<R> {
+    const WHAT: &'static str = R::WHAT;
+    const IF_MALFORMED: &'static str = R::IF_MALFORMED;
+    const WHY_NOT_NEW: &'static str = R::WHY_NOT_NEW;
+    const LOCAL_FILE: &'static str = R::LOCAL_FILE;
     fn parameter_name(gateway: &str) -> String {
-        ssh_user_ca_parameter_name(gateway)
+        ssh_ca_parameter_name::<R>(gateway)
     }
     fn from_parameter(text: &str) -> Option<Self> {
-        ssh_host::host_key_from_openssh(text).map(UserCa::new)
+        ssh_host::host_key_from_openssh(text).map(CaKey::new)
     }
     fn parameter_value(&self) -> String {
         ssh_host::host_key_to_openssh(self.private_key()).unwrap_or_default()
@@ -215,10 +217,10 @@ impl SsmKey for UserCa {
         format!("fingerprint {}", self.fingerprint())
     }
     fn load_local(state_dir: &Path) -> Result<Option<Self>, LocalKeyError> {
-        Ok(UserCa::load_local(state_dir)?)
+        Ok(CaKey::load_local(state_dir)?)
     }
     fn load_or_create_local(state_dir: &Path) -> Result<Self, LocalKeyError> {
-        Ok(UserCa::load_or_create_local(state_dir)?)
+        Ok(CaKey::load_or_create_local(state_dir)?)
     }
     fn store_local(&self, state_dir: &Path) -> Result<(), LocalKeyError> {
         Ok(self.store_local(state_dir)?)

@@ -16,7 +16,7 @@ use russh::keys::ssh_key;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::{Certificate, HashAlg, PublicKey};
 
-use crate::keys::ssh_user_ca::UserCa;
+use crate::keys::ssh_ca_key::UserCa;
 
 /// The extension a login needs, and the only one certificates carry.
 pub const EXTENSIONS: &[&str] = &["permit-pty"];

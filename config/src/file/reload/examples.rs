@@ -40,6 +40,7 @@ login_grace_time = "30s"
 host_key_file = "/etc/gatehouse/ssh_host_ed25519_key"
 certificates = true
 ca_key_file = "/etc/gatehouse/ssh_user_ca_ed25519_key"
+host_ca_key_file = "/etc/gatehouse/ssh_host_ca_ed25519_key"
 cert_lifetime = "12h"
 
 [portal]
@@ -174,6 +175,10 @@ pub const OTHER: &[(&str, &str)] = &[
     ("ssh.host_key_file", r#""/etc/gatehouse/other_host_key""#),
     ("ssh.certificates", "false"),
     ("ssh.ca_key_file", r#""/etc/gatehouse/other_user_ca_key""#),
+    (
+        "ssh.host_ca_key_file",
+        r#""/etc/gatehouse/other_host_ca_key""#,
+    ),
     ("ssh.cert_lifetime", r#""1h""#),
     ("portal.enabled", "false"),
     ("portal.listen", r#""0.0.0.0:8443""#),

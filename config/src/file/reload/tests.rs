@@ -154,6 +154,7 @@ fn keys_read_only_at_start_up_need_a_restart() {
             "ssh.host_key_file",
             "ssh.certificates",
             "ssh.ca_key_file",
+            "ssh.host_ca_key_file",
             "portal.enabled",
             "portal.listen",
             "portal.tls_cert",

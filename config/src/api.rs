@@ -242,7 +242,8 @@ pub struct SshHostCaInfo {
     /// `SHA256:...` of the CA key.
     pub fingerprint: String,
     /// `@cert-authority <patterns> <public line>`: the CA trusted for the
-    /// hosts of every group's IPv4 subnets ([`crate::known_hosts`]).
+    /// hosts of every group's IPv4 subnets ([`crate::known_hosts`]); a
+    /// comment saying so when no group has one.
     pub known_hosts: String,
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo, SshHostCaInfo};
+use gatehouse_config::known_hosts::{Cover, host_patterns};
 use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -59,10 +60,19 @@ impl Access {
             .iter()
             .flat_map(|group| group.subnets.iter().copied())
             .collect();
-        use gatehouse_config::known_hosts::{Cover, host_patterns};
         let patterns = host_patterns(&subnets, Cover::Exactly);
+        let known_hosts = if patterns.is_empty() {
+            // A line with no host would be refused by ssh; trusting the CA
+            // for every host ("*") would be wider than any group.
+            format!(
+                "# no group has an IPv4 subnet: name the hosts yourself, e.g. \
+                 @cert-authority *.internal {public_key}"
+            )
+        } else {
+            format!("@cert-authority {} {public_key}", patterns.join(","))
+        };
         Ok(SshHostCaInfo {
-            known_hosts: format!("@cert-authority {} {public_key}", patterns.join(",")),
+            known_hosts,
             fingerprint: ca.fingerprint(),
             public_key,
         })

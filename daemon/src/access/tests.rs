@@ -898,3 +898,40 @@ fn a_certificate_is_alive_only_while_member_key_and_principals_hold() {
     let machine = user(UserState::Active, true, None);
     assert_eq!(judge(&cert, Some(&machine), &keys, &principals, 10), None);
 }
+
+/// Issue 28: the host CA's `@cert-authority` line names the groups' IPv4
+/// subnets and nothing wider; with no IPv4 subnet at all it is a comment,
+/// not a line that trusts the CA for every host. Off without certificates.
+#[tokio::test]
+async fn the_host_ca_line_covers_the_groups_subnets_only() {
+    let gw = TestGateway::new(&cert_config()).await;
+    let ca = gw.admin(Method::GET, "/v1/ssh/host-ca", None).await;
+    assert_eq!(ca.status, 200, "{}", ca.text);
+    let line = ca.json["known_hosts"].as_str().unwrap();
+    let public_key = ca.json["public_key"].as_str().unwrap();
+    assert_eq!(
+        line,
+        format!("@cert-authority 10.0.3.*,10.0.2.* {public_key}")
+    );
+    assert!(
+        public_key.ends_with(" gatehouse-host-ca@test-gw"),
+        "{public_key}"
+    );
+    assert_ne!(
+        ca.json["fingerprint"],
+        gw.admin(Method::GET, "/v1/ssh/ca", None).await.json["fingerprint"],
+        "the host CA is not the user CA"
+    );
+
+    let v6_only = cert_config()
+        .replace("subnets = [\"10.0.3.0/24\"]", "subnets = [\"fd00:3::/64\"]")
+        .replace("subnets = [\"10.0.2.0/24\"]", "subnets = [\"fd00:2::/64\"]");
+    let gw = TestGateway::new(&v6_only).await;
+    let ca = gw.admin(Method::GET, "/v1/ssh/host-ca", None).await;
+    let line = ca.json["known_hosts"].as_str().unwrap();
+    assert!(line.starts_with("# no group has an IPv4 subnet"), "{line}");
+
+    let gw = TestGateway::new(CONFIG).await;
+    let off = gw.admin(Method::GET, "/v1/ssh/host-ca", None).await;
+    assert_ne!(off.status, 200, "{}", off.text);
+}

@@ -102,6 +102,7 @@ fn gateway() -> &'static Gateway {
             ssh_host: accessd::keys::ssh_host::load_or_create_host_key(&state_dir)
                 .expect("host key"),
             user_ca: None,
+            host_ca: None,
         };
         let host_addrs = accessd::host_addrs::HostAddrs::load().expect("host addresses");
         let core = Core::new(source, config, store, keys, host_addrs);

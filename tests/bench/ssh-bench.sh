@@ -355,22 +355,28 @@ report() {
     [[ " $LIVE " == *" accessd-before "* ]] && has_before=1
     echo
     echo "ssh -J through each jump host, medians of $ROUNDS round(s); ratio = accessd / OpenSSH"
+    # row LABEL METRIC COLUMN OP LIMIT: OpenSSH, accessd, their ratio with its verdict, and
+    # accessd-before with after/before when it ran.
+    row() {
+        local o a b r
+        o=$(col openssh "$2" "$3"); a=$(col accessd "$2" "$3"); r=$(ratio "$a" "$o")
+        printf '%s\t%s\t%s\t%s\t%s %s\t%s' "$1" "$o" "$a" "$r" "$4" "$5" "$(verdict "$r" "$4" "$5")"
+        if [ "$has_before" = 1 ]; then
+            b=$(col accessd-before "$2" "$3")
+            printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
+        fi
+        printf '\n'
+    }
     {
         printf 'measurement\tOpenSSH\taccessd\tratio\ttarget (issue 27)\tverdict'
         [ "$has_before" = 1 ] && printf '\taccessd-before\tafter/before'
         printf '\n'
-        local c d m o a b
+        local c d m
         for c in $CIPHERS; do
             for d in $DIRS; do
                 m="bulk-$d-${c%%@*}"
-                o=$(col openssh "$m" 4); a=$(col accessd "$m" 4); b=$(col accessd-before "$m" 4)
-                printf '%s MB/s\t%s\t%s\t%s\t>= 1.3\t%s' "$m" "$o" "$a" "$(ratio "$a" "$o")" "$(verdict "$(ratio "$a" "$o")" '>=' 1.3)"
-                [ "$has_before" = 1 ] && printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
-                printf '\n'
-                o=$(col openssh "$m" 6); a=$(col accessd "$m" 6); b=$(col accessd-before "$m" 6)
-                printf '%s jump CPU-s/GiB\t%s\t%s\t%s\t<= 0.7\t%s' "$m" "$o" "$a" "$(ratio "$a" "$o")" "$(verdict "$(ratio "$a" "$o")" '<=' 0.7)"
-                [ "$has_before" = 1 ] && printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
-                printf '\n'
+                row "$m MB/s" "$m" 4 '>=' 1.3
+                row "$m jump CPU-s/GiB" "$m" 6 '<=' 0.7
             done
             m="floor-${c%%@*}"
             printf '%s CPU-s/GiB (openssl speed)\t-\t%s\t-\t-\t-' "$m" "$(col openssl "$m" 6)"
@@ -378,11 +384,7 @@ report() {
             printf '\n'
         done
         for c in $KEX; do
-            m="conn-$c"
-            o=$(col openssh "$m" 4); a=$(col accessd "$m" 4); b=$(col accessd-before "$m" 4)
-            printf '%s ms/conn\t%s\t%s\t%s\t<= 1.1\t%s' "$m" "$o" "$a" "$(ratio "$a" "$o")" "$(verdict "$(ratio "$a" "$o")" '<=' 1.1)"
-            [ "$has_before" = 1 ] && printf '\t%s\t%s' "$b" "$(ratio "$a" "$b")"
-            printf '\n'
+            row "conn-$c ms/conn" "conn-$c" 4 '<=' 1.1
         done
     } | tee "$OUT/summary.tsv" | column -t -s $'\t'
     echo "anchors (../shared/bench, OpenSSH 9.2 as the jump): chacha20 235 MB/s ~1.3 CPU-s/GiB,"

@@ -300,6 +300,72 @@ pub struct RevokedCert {
     pub why: String,
 }
 
+/// `POST /v1/ssh/host-certificates`: a certificate for a private host's
+/// own key, signed by the host CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignHostCertRequest {
+    /// The host's OpenSSH public key line (its
+    /// `/etc/ssh/ssh_host_ed25519_key.pub`).
+    pub public_key: String,
+    /// The names and addresses members reach the host by.
+    pub principals: Vec<String>,
+    /// Shorter than `ssh.host_cert_lifetime` if given; never longer.
+    #[serde(default)]
+    pub lifetime_secs: Option<u64>,
+}
+
+/// A host certificate the host CA signed, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCertInfo {
+    pub serial: u64,
+    pub key_id: String,
+    pub principals: Vec<String>,
+    /// Unix seconds.
+    pub valid_after: i64,
+    pub valid_before: i64,
+    /// `SHA256:...` of the host key it certifies.
+    pub key_fingerprint: String,
+    pub issued_at: i64,
+    /// The audit actor who asked (`uid:0`).
+    pub issued_by: String,
+    /// Unix seconds; `None` while it is not revoked.
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+    /// It expires within [`HostCertList::expiring_within_secs`] and is not
+    /// revoked: sign the host again.
+    pub expires_soon: bool,
+}
+
+/// A signed host certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHostCert {
+    /// The `ssh-...-cert-v01@openssh.com` line, for the host's
+    /// `/etc/ssh/ssh_host_ed25519_key-cert.pub`.
+    pub certificate: String,
+    pub info: HostCertInfo,
+}
+
+/// `GET /v1/ssh/host-certificates`: every unexpired host certificate,
+/// the soonest to expire first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCertList {
+    /// What "soon" is (14 days).
+    pub expiring_within_secs: u64,
+    pub certificates: Vec<HostCertInfo>,
+}
+
+/// `GET /v1/ssh/host-krl`: an OpenSSH KRL of every unexpired host
+/// certificate an admin revoked, for members' `RevokedHostKeys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKrlResponse {
+    /// The KRL file, base64 (standard, padded).
+    pub krl_base64: String,
+    /// `@revoked <patterns> <key>` lines, one per revoked certificate's
+    /// host key, for members without the KRL.
+    pub known_hosts_revoked: Vec<String>,
+    pub revoked: Vec<HostCertInfo>,
+}
+
 /// The response header of `GET /v1/backup` that carries [`BackupInfo`] as JSON.
 pub const BACKUP_INFO_HEADER: &str = "x-gatehouse-backup";
 

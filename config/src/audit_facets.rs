@@ -152,12 +152,18 @@ fn via_of(kind: &str, source: &str) -> Via {
     match kind.split('.').next().unwrap_or_default() {
         "vpn" => Via::Vpn,
         "portal" => Via::Portal,
-        "ssh" if kind != "ssh.cert.issue" && kind != "ssh.channel.kill" => Via::Ssh,
+        "ssh" if !is_ssh_admin_change(kind) => Via::Ssh,
         "audit" if kind == "audit.view" => Via::Portal,
         _ if source.starts_with("admin-socket") => Via::Admin,
         _ if ip_of(source).is_some() => Via::Portal,
         _ => Via::Gateway,
     }
+}
+
+/// The `ssh.` kinds that are changes made at the admin socket or the
+/// portal (certificates, a channel killed), not jump host traffic.
+fn is_ssh_admin_change(kind: &str) -> bool {
+    kind == "ssh.cert.issue" || kind == "ssh.channel.kill" || kind.starts_with("ssh.host_cert.")
 }
 
 fn outcome_of(kind: &str) -> Outcome {
@@ -178,6 +184,7 @@ fn class_of(kind: &str) -> Class {
             "user.",
             "device.",
             "ssh.cert.",
+            "ssh.host_cert.",
             "ssh.channel.",
             "aws.",
             "config.",

@@ -75,6 +75,8 @@ audit_kinds! {
     SshForwardDeny = "ssh.forward.deny": "The jump host refused a channel or request (target not allowed or unreachable, not direct-tcpip).",
     SshChannelKill = "ssh.channel.kill": "An admin closed a live jump host channel.",
     SshCertIssue = "ssh.cert.issue": "The SSH user CA issued a certificate (serial, principals, validity, key fingerprint, who asked: the member on the portal or an admin).",
+    SshHostCertIssue = "ssh.host_cert.issue": "The SSH host CA signed a private host's certificate (serial, principals, validity, host key fingerprint, the admin who asked).",
+    SshHostCertRevoke = "ssh.host_cert.revoke": "An admin revoked a private host's certificate (serial, principals); the host KRL lists it until it expires.",
     AwsChange = "aws.change": "The AWS provisioner changed a resource (elastic IP, security group, route, SSM key).",
     AwsChangeFail = "aws.change.fail": "An AWS change failed.",
     ConfigReload = "config.reload": "The config file was re-read and applied (with the keys that need a restart).",

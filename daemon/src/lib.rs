@@ -365,6 +365,7 @@ async fn start_subsystems(
                     engine: engine.clone(),
                     ha,
                     exports: exports.clone(),
+                    host_certs: config.ssh.certificates.then(|| core.store().clone()),
                 },
                 tracker,
                 shutdown.child_token(),

@@ -351,6 +351,7 @@ impl TestGateway {
 /// name per record, so a test can say which it expects to have seen.
 pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Vec<&'static str> {
     use crate::access::certs::CertIssued;
+    use crate::access::host_certs::{HostCertIssued, HostCertRevoked};
     use crate::access::sso::{SsoGroupsSet, SsoUserAdded};
     use crate::audit::detail::parse_back;
     use crate::ha::record::{ReleaseDetail, TakeoverDetail};
@@ -383,6 +384,8 @@ pub fn check_typed_details(records: &[gatehouse_config::api::AuditRecord]) -> Ve
         let direct_tcpip = channel == Some("direct-tcpip");
         let candidates = [
             check::<CertIssued>(r),
+            check::<HostCertIssued>(r),
+            check::<HostCertRevoked>(r),
             check::<TakeoverDetail>(r),
             check::<ReleaseDetail>(r),
             check::<AuditViewed>(r),

@@ -256,8 +256,32 @@ impl<'t> SshLab<'t> {
     /// OpenSSH as the jump host.
     pub fn start_sshd_with(&self, host: Host, bind: &str, port: u16, options: &str) -> u32 {
         let name = format!("sshd-{host:?}-{port}").to_lowercase();
+        let host_key = self.host_key(&name);
+        self.start_named_sshd(&name, host, bind, port, &host_key, options)
+    }
+
+    /// A fresh ed25519 host key for the sshd `name`, made once (the
+    /// `.pub` beside it, e.g. for a host certificate before it starts).
+    pub fn host_key(&self, name: &str) -> PathBuf {
         let host_key = self.dir.join(format!("{name}-host_ed25519"));
-        keygen(&host_key, &name);
+        if !host_key.exists() {
+            keygen(&host_key, name);
+        }
+        host_key
+    }
+
+    /// Like [`SshLab::start_sshd_with`], for several sshds of one host and
+    /// port (on different addresses): `name` names its log
+    /// ([`SshLab::named_sshd_log`]), and it serves `host_key`.
+    pub fn start_named_sshd(
+        &self,
+        name: &str,
+        host: Host,
+        bind: &str,
+        port: u16,
+        host_key: &Path,
+        options: &str,
+    ) -> u32 {
         let config = self.dir.join(format!("{name}.conf"));
         std::fs::write(
             &config,
@@ -292,9 +316,7 @@ impl<'t> SshLab<'t> {
         .unwrap();
         let sshd = self.sshd.to_str().unwrap();
         let conf = config.to_str().unwrap();
-        let pid = self
-            .topo
-            .spawn(host, &name, &[sshd, "-D", "-e", "-f", conf]);
+        let pid = self.topo.spawn(host, name, &[sshd, "-D", "-e", "-f", conf]);
         let probe = if bind == "0.0.0.0" { "127.0.0.1" } else { bind };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self
@@ -305,14 +327,14 @@ impl<'t> SshLab<'t> {
                 panic!(
                     "sshd in {} exited ({status}):\n{}",
                     self.topo.ns(host),
-                    self.topo.process_log(&name)
+                    self.topo.process_log(name)
                 );
             }
             assert!(
                 Instant::now() < deadline,
                 "sshd in {} does not accept on {probe}:{port} within 10 s:\n{}",
                 self.topo.ns(host),
-                self.topo.process_log(&name)
+                self.topo.process_log(name)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -328,8 +350,12 @@ impl<'t> SshLab<'t> {
 
     /// What a test-only sshd started as (`host`, `port`) has logged so far.
     pub fn sshd_log(&self, host: Host, port: u16) -> String {
-        self.topo
-            .process_log(&format!("sshd-{host:?}-{port}").to_lowercase())
+        self.named_sshd_log(&format!("sshd-{host:?}-{port}").to_lowercase())
+    }
+
+    /// What the sshd started as `name` has logged so far.
+    pub fn named_sshd_log(&self, name: &str) -> String {
+        self.topo.process_log(name)
     }
 
     /// A fresh ed25519 key pair for `name`, authorized for root on every

@@ -12,60 +12,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatehouse_tests::Daemon;
 use gatehouse_tests::netns::{Host, POOL, Topology};
 use gatehouse_tests::portal::PASSWORD;
 use gatehouse_tests::ssh::{BROKER_PORT, Identity, SshLab, wait_audit};
-use gatehouse_tests::{Daemon, stdout};
 use serde_json::{Value, json};
 
 mod ssh_common;
 
 use ssh_common::*;
-
-/// curl from the client namespace with a cookie jar, `args` before the
-/// URL; (status, body).
-fn curl(topo: &Topology, jar: &Path, args: &[String], url: &str) -> (u16, String) {
-    let jar = jar.to_str().unwrap();
-    let mut argv: Vec<&str> = vec![
-        "curl",
-        "-sk",
-        "--max-time",
-        "20",
-        "-c",
-        jar,
-        "-b",
-        jar,
-        "-o",
-        "/dev/stdout",
-        "-w",
-        "\n%{http_code}",
-    ];
-    argv.extend(args.iter().map(String::as_str));
-    argv.push(url);
-    let text = stdout(&topo.exec(Host::Client, &argv));
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// A JSON call to the portal API; (status, answer).
-fn portal(
-    topo: &Topology,
-    jar: &Path,
-    url: &str,
-    csrf: Option<&str>,
-    body: &Value,
-) -> (u16, Value) {
-    let args = [
-        "-H".to_string(),
-        "content-type: application/json".into(),
-        "-H".into(),
-        format!("x-csrf-token: {}", csrf.unwrap_or("")),
-        "-d".into(),
-        body.to_string(),
-    ];
-    let (status, text) = curl(topo, jar, &args, url);
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// A form POST to the portal (a GET without fields); (status, page).
 fn portal_form(topo: &Topology, jar: &Path, url: &str, fields: &[(&str, &str)]) -> (u16, String) {
@@ -74,20 +29,6 @@ fn portal_form(topo: &Topology, jar: &Path, url: &str, fields: &[(&str, &str)]) 
         .flat_map(|(name, value)| ["--data-urlencode".to_string(), format!("{name}={value}")])
         .collect();
     curl(topo, jar, &args, url)
-}
-
-/// `ssh-keygen ARGS` on the test host; (success, stdout + stderr).
-fn keygen(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("ssh-keygen")
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// Where ssh looks for `id`'s certificate by itself.

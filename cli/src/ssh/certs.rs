@@ -172,11 +172,11 @@ async fn issue(request: &IssueCertRequest, out: Option<&Path>, ctx: &Ctx) -> Res
 }
 
 /// The first bytes of every OpenSSH KRL (`KRL_MAGIC` in OpenSSH's krl.h).
-const KRL_MAGIC: &[u8] = b"SSHKRL\n\0";
+pub(super) const KRL_MAGIC: &[u8] = b"SSHKRL\n\0";
 
 /// The one key line of a `.pub` file. The file is named in every error; a
 /// private key is refused before anything is sent.
-fn read_public_key(path: &Path) -> Result<String, SshError> {
+pub(super) fn read_public_key(path: &Path) -> Result<String, SshError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::ReadFile {
         path: path.to_owned(),
         source,
@@ -249,7 +249,7 @@ fn render_krl(out: &Path, revoked: &[RevokedCert]) -> String {
 }
 
 /// `unix_time(secs)` and how long from `now` that is.
-fn valid_until(secs: i64, now: SystemTime) -> String {
+pub(super) fn valid_until(secs: i64, now: SystemTime) -> String {
     let left = u64::try_from(secs)
         .ok()
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))
@@ -266,7 +266,7 @@ fn valid_until(secs: i64, now: SystemTime) -> String {
 
 /// Unix seconds as RFC 3339 UTC; the number itself where humantime cannot
 /// print one (before 1970, after 9999).
-fn unix_time(secs: i64) -> String {
+pub(super) fn unix_time(secs: i64) -> String {
     const YEAR_10000: u64 = 253_402_300_800;
     match u64::try_from(secs) {
         Ok(s) if s < YEAR_10000 => {
@@ -279,7 +279,7 @@ fn unix_time(secs: i64) -> String {
 /// Writes `bytes` to `path.tmp` beside `path` (mode 0644: certificates and
 /// KRLs are public), syncs it and renames it over `path`, so ssh and sshd
 /// read the old file or the new one, never half of one.
-fn write_public(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(super) fn write_public(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -632,9 +632,15 @@ mod tests {
         let server = FakeServer::start(vec![Canned::json(200, &krl_answer(&krl)); 2]).await;
 
         let human = ctx(&server, false);
-        run(SshCommand::Krl { out: out.clone() }, &human)
-            .await
-            .expect("krl");
+        run(
+            SshCommand::Krl {
+                out: out.clone(),
+                host: false,
+            },
+            &human,
+        )
+        .await
+        .expect("krl");
         assert_eq!(std::fs::read(&out).expect("read"), krl);
         assert!(!dir.path().join("revoked.krl.tmp").exists());
         assert_eq!(
@@ -650,9 +656,15 @@ mod tests {
 
         std::fs::remove_file(&out).expect("remove");
         let json = ctx(&server, true);
-        run(SshCommand::Krl { out: out.clone() }, &json)
-            .await
-            .expect("krl");
+        run(
+            SshCommand::Krl {
+                out: out.clone(),
+                host: false,
+            },
+            &json,
+        )
+        .await
+        .expect("krl");
         let printed: KrlResponse = serde_json::from_str(&json.out.captured()).expect("json");
         assert_eq!(printed.revoked.len(), 2);
         assert_eq!(std::fs::read(&out).expect("still written"), krl);
@@ -677,7 +689,15 @@ mod tests {
         ])
         .await;
         let ctx = ctx(&server, false);
-        let krl = || run(SshCommand::Krl { out: out.clone() }, &ctx);
+        let krl = || {
+            run(
+                SshCommand::Krl {
+                    out: out.clone(),
+                    host: false,
+                },
+                &ctx,
+            )
+        };
         assert!(matches!(krl().await, Err(SshError::KrlBase64(_))));
         assert!(matches!(krl().await, Err(SshError::NotAKrl)));
         let err = krl().await.expect_err("500");
@@ -692,9 +712,15 @@ mod tests {
         let out = dir.path().join("no-such-dir").join("revoked.krl");
         let server = FakeServer::start(vec![Canned::json(200, &krl_answer(b""))]).await;
         let ctx = ctx(&server, false);
-        let err = run(SshCommand::Krl { out: out.clone() }, &ctx)
-            .await
-            .expect_err("no such directory");
+        let err = run(
+            SshCommand::Krl {
+                out: out.clone(),
+                host: false,
+            },
+            &ctx,
+        )
+        .await
+        .expect_err("no such directory");
         assert!(matches!(err, SshError::WriteKrl { .. }), "{err:?}");
         assert!(
             err.to_string()

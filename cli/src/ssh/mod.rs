@@ -6,9 +6,12 @@
 //! - this file: the command tree, its errors, dispatch, and `list`/`kill`
 //!   ([`channel_table`] is also `accessctl status`'s);
 //! - [`certs`]: `ca`, `cert issue` and `krl`, whose CA key, signing and KRL
-//!   belong to accessd.
+//!   belong to accessd;
+//! - [`host_certs`]: `host-cert sign|list|revoke` and `krl --host`, the
+//!   private hosts' certificates from the host CA.
 
 mod certs;
+mod host_certs;
 
 use std::io;
 use std::path::PathBuf;
@@ -73,7 +76,14 @@ pub enum SshCommand {
         #[command(subcommand)]
         command: certs::CertCommand,
     },
-    /// Write the KRL (revoked certificates) for sshd's RevokedKeys.
+    /// Sign, list and revoke the private hosts' certificates (host CA).
+    #[command(name = "host-cert")]
+    HostCert {
+        #[command(subcommand)]
+        command: host_certs::HostCertCommand,
+    },
+    /// Write the KRL (revoked certificates) for sshd's RevokedKeys, or with
+    /// --host the host KRL for members' RevokedHostKeys.
     #[command(
         long_about = "Write the gateway's key revocation list to FILE: an OpenSSH \
         KRL of every unexpired certificate the gateway issued that is dead: its member \
@@ -82,12 +92,20 @@ pub enum SshCommand {
         RevokedKeys on the private hosts and refresh it regularly: a certificate \
         works until it expires unless its host has the KRL. FILE is written as \
         FILE.tmp and renamed, so sshd never reads half of it.\n\n\
-        Example:\n  accessctl ssh krl --out /etc/ssh/gatehouse_revoked.krl"
+        With --host, write the host KRL instead: every unexpired host certificate \
+        an admin revoked (`accessctl ssh host-cert revoke`), for members' \
+        `RevokedHostKeys` in ssh_config; the same as @revoked lines for known_hosts \
+        are printed too.\n\n\
+        Examples:\n  accessctl ssh krl --out /etc/ssh/gatehouse_revoked.krl\n  \
+        accessctl ssh krl --host --out ~/.ssh/gatehouse_revoked_hosts.krl"
     )]
     Krl {
         /// Where to write the KRL (replaced atomically, mode 0644).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// The host KRL (revoked host certificates) instead.
+        #[arg(long)]
+        host: bool,
     },
 }
 
@@ -164,7 +182,9 @@ pub async fn run(cmd: SshCommand, ctx: &Ctx) -> Result<(), SshError> {
             host: true,
         } => certs::host_ca(public_key_only, known_hosts_only, ctx).await?,
         SshCommand::Cert { command } => certs::cert(command, ctx).await?,
-        SshCommand::Krl { out } => certs::krl(&out, ctx).await?,
+        SshCommand::HostCert { command } => host_certs::host_cert(command, ctx).await?,
+        SshCommand::Krl { out, host: false } => certs::krl(&out, ctx).await?,
+        SshCommand::Krl { out, host: true } => host_certs::host_krl(&out, ctx).await?,
     }
     Ok(())
 }
@@ -241,6 +261,12 @@ mod tests {
             "ssh cert issue alice --key a.pub",
             "ssh cert issue alice --key a.pub --lifetime 1h --out c.pub",
             "ssh krl --out revoked.krl --json",
+            "ssh krl --host --out revoked_hosts.krl",
+            "ssh host-cert sign --key h.pub --principals 10.0.3.140,jupyter.internal",
+            "ssh host-cert sign --key h.pub --principals 10.0.3.7 --lifetime 30d --out c.pub",
+            "ssh host-cert list",
+            "ssh host-cert list --expiring",
+            "ssh host-cert revoke 42",
         ] {
             parse(line).unwrap_or_else(|e| panic!("{line:?} should parse: {e}"));
         }
@@ -251,6 +277,11 @@ mod tests {
             "ssh cert issue Alice --key a.pub",
             "ssh cert issue alice --key a.pub --lifetime soon",
             "ssh cert issue alice --key a.pub --lifetime 0s",
+            "ssh host-cert sign --key h.pub",
+            "ssh host-cert sign --principals 10.0.3.7",
+            "ssh host-cert sign --key h.pub --principals h --lifetime 0s",
+            "ssh host-cert revoke",
+            "ssh host-cert revoke abc",
         ] {
             let err = parse(line).expect_err("a usage error");
             assert_eq!(err.exit_code(), 2, "{line:?}: {err}");

@@ -214,6 +214,8 @@ pub struct SshConfig {
     pub host_ca_key_file: Option<PathBuf>,
     /// The longest a certificate is valid (never past the member's expiry).
     pub cert_lifetime: Duration,
+    /// The longest a private host's certificate is valid, and the default.
+    pub host_cert_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -176,6 +176,7 @@ pub(crate) struct RawSsh {
     pub ca_key_file: Option<String>,
     pub host_ca_key_file: Option<String>,
     pub cert_lifetime: String,
+    pub host_cert_lifetime: String,
 }
 
 impl Default for RawSsh {
@@ -197,6 +198,7 @@ impl Default for RawSsh {
             ca_key_file: None,
             host_ca_key_file: None,
             cert_lifetime: "12h".into(),
+            host_cert_lifetime: "90d".into(),
         }
     }
 }

@@ -167,6 +167,9 @@ static KEYS: &[ReloadKey] = &[
     restart("ssh.host_ca_key_file", |a, b| {
         a.ssh.host_ca_key_file != b.ssh.host_ca_key_file
     }),
+    live("ssh.host_cert_lifetime", |a, b| {
+        a.ssh.host_cert_lifetime != b.ssh.host_cert_lifetime
+    }),
     live("ssh.cert_lifetime", |a, b| {
         a.ssh.cert_lifetime != b.ssh.cert_lifetime
     }),

@@ -556,6 +556,15 @@ impl Checker<'_> {
                 "must be between 1m and 30d: certificates are meant to be short-lived (12h is a working day)",
             );
         }
+        let host_cert_lifetime = self.duration("ssh.host_cert_lifetime", &raw.host_cert_lifetime);
+        if let Some(lifetime) = host_cert_lifetime
+            && !(Duration::from_secs(3600)..=Duration::from_secs(400 * 86_400)).contains(&lifetime)
+        {
+            self.problem(
+                "ssh.host_cert_lifetime",
+                "must be between 1h and 400d: a host certificate is renewed before it expires (90d is a quarter)",
+            );
+        }
         let host_key_file = match &raw.host_key_file {
             Some(text) => Some(self.absolute_path("ssh.host_key_file", text)?),
             None => None,
@@ -585,6 +594,7 @@ impl Checker<'_> {
             ca_key_file,
             host_ca_key_file,
             cert_lifetime: cert_lifetime?,
+            host_cert_lifetime: host_cert_lifetime?,
         })
     }
 

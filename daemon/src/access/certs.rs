@@ -6,7 +6,8 @@
 //! never past the account's expiry), usable from where (`source-address`:
 //! every HA node's own addresses and the VPN pool). Each issue is recorded
 //! under its serial and audited (`ssh.cert.issue`) in one transaction.
-//! Also the CA's public side and the KRL for the private hosts.
+//! Also the CA's public side and the KRL for the private hosts; the host
+//! CA's certificates are [`super::host_certs`]'.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo, SshHostCaInfo};
-use gatehouse_config::known_hosts::{Cover, host_patterns};
 use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -60,17 +60,14 @@ impl Access {
             .iter()
             .flat_map(|group| group.subnets.iter().copied())
             .collect();
-        let patterns = host_patterns(&subnets, Cover::Exactly);
-        let known_hosts = if patterns.is_empty() {
-            // A line with no host would be refused by ssh; trusting the CA
-            // for every host ("*") would be wider than any group.
+        // A line with no host would be refused by ssh; trusting the CA for
+        // every host ("*") would be wider than any group.
+        let known_hosts = self.cert_authority_line(&subnets).unwrap_or_else(|| {
             format!(
                 "# no group has an IPv4 subnet: name the hosts yourself, e.g. \
                  @cert-authority *.internal {public_key}"
             )
-        } else {
-            format!("@cert-authority {} {public_key}", patterns.join(","))
-        };
+        });
         Ok(SshHostCaInfo {
             known_hosts,
             fingerprint: ca.fingerprint(),
@@ -391,7 +388,7 @@ fn principals_of(config: &gatehouse_config::Config, groups: &[String]) -> Vec<St
 
 /// A random serial in 1..2^63 (the store keeps it as a signed 64-bit
 /// integer; OpenSSH cannot revoke serial 0 by serial).
-fn new_serial() -> u64 {
+pub(super) fn new_serial() -> u64 {
     loop {
         let serial = OsRng.next_u64() >> 1;
         if serial != 0 {

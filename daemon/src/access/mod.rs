@@ -24,6 +24,9 @@
 
 pub mod certs;
 pub mod devices;
+#[cfg(test)]
+mod host_cert_tests;
+pub mod host_certs;
 pub mod public;
 pub mod review;
 pub mod sso;

@@ -19,7 +19,7 @@ fn auto_config() -> String {
     ) + "\n[aws]\nregion = \"eu-west-3\"\n"
 }
 
-async fn member(gw: &TestGateway, name: &str) -> Login {
+pub(super) async fn member(gw: &TestGateway, name: &str) -> Login {
     let token = gw.add_user(name, "research").await;
     gw.enroll(name, &token).await
 }
@@ -543,7 +543,7 @@ async fn portal_cert(gw: &TestGateway, login: &Login, public_key: &str) -> crate
 }
 
 /// `CONFIG` with the user CA on and principals for research.
-fn cert_config() -> String {
+pub(super) fn cert_config() -> String {
     CONFIG.replace(
         "name = \"research\"\n",
         "name = \"research\"\nssh_principals = [\"ec2-user\", \"ubuntu\"]\n",
@@ -717,7 +717,7 @@ async fn certificates_are_issued_once_for_both_doors() {
 }
 
 /// An OpenSSH public key line made from `seed` (a test key of its own).
-fn seeded_key(seed: u8) -> String {
+pub(super) fn seeded_key(seed: u8) -> String {
     use russh::keys::ssh_key::private::Ed25519Keypair;
     let key = russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]));
     key.public_key().to_openssh().unwrap()

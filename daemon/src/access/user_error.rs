@@ -81,6 +81,28 @@ pub enum UserError {
         "this gateway issues no SSH certificates: set ssh.certificates = true and restart accessd"
     )]
     CertificatesOff,
+    #[error(
+        "give at least one principal: the names and addresses members reach the host by (--principals 10.0.3.140,jupyter.internal)"
+    )]
+    HostCertNoPrincipals,
+    #[error("principal {principal:?}: {why}")]
+    HostCertPrincipal {
+        principal: String,
+        why: &'static str,
+    },
+    #[error(
+        "{address} is in no group's subnet ({}): members trust the host CA only for the hosts their groups may reach",
+        names_or_none(.subnets)
+    )]
+    HostCertAddressOutside {
+        address: std::net::IpAddr,
+        subnets: Vec<String>,
+    },
+    #[error(
+        "{count} principals: a host certificate names at most {}",
+        super::host_certs::MAX_PRINCIPALS
+    )]
+    HostCertTooManyPrincipals { count: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,7 +138,11 @@ impl UserError {
             | E::UnknownGroups { .. }
             | E::CertKeyLine(_)
             | E::CertKeyNotTheirs { .. }
-            | E::CertZeroLifetime => UserErrorKind::InvalidValue,
+            | E::CertZeroLifetime
+            | E::HostCertNoPrincipals
+            | E::HostCertPrincipal { .. }
+            | E::HostCertAddressOutside { .. }
+            | E::HostCertTooManyPrincipals { .. } => UserErrorKind::InvalidValue,
             E::MachineNeverEnrolls { .. }
             | E::NotPending { .. }
             | E::CertAccountExpired { .. }

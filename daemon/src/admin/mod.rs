@@ -204,6 +204,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/ssh/host-ca", get(certs::host_ca))
         .route("/v1/ssh/certificates", post(certs::issue))
         .route("/v1/ssh/krl", get(certs::krl))
+        .route(
+            "/v1/ssh/host-certificates",
+            get(certs::host_certs).post(certs::sign_host),
+        )
+        .route(
+            "/v1/ssh/host-certificates/{serial}",
+            delete(certs::revoke_host),
+        )
+        .route("/v1/ssh/host-krl", get(certs::host_krl))
         .route("/v1/ssh/channels/{id}", delete(ssh::kill))
         .route("/v1/aws/plan", get(aws::plan))
         .route("/v1/aws/apply", post(aws::apply))

@@ -287,6 +287,18 @@ pub fn is_connected(peer: &PeerStatus, now: SystemTime) -> bool {
     })
 }
 
+/// The host certificates that expire soon (`access::host_certs`).
+pub fn render_host_certs(out: &mut String, expiring: u64) {
+    let name = "gatehouse_ssh_host_certs_expiring";
+    family(
+        out,
+        name,
+        "gauge",
+        "Host certificates, not revoked, that expire within 14 days: sign those hosts again (accessctl ssh host-cert list).",
+    );
+    sample(out, name, "", expiring);
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -6,8 +6,9 @@
 //! - [`exposition`]: the text format of one snapshot of the data plane.
 //!
 //! It reads the data plane's counters ([`Engine::peer_status`]), the HA
-//! role and the audit exporters' figures ([`crate::export::ExportStats`])
-//! at scrape time and keeps no state of its own.
+//! role, the audit exporters' figures ([`crate::export::ExportStats`]) and
+//! the host certificates expiring soon (from the store) at scrape time and
+//! keeps no state of its own.
 
 pub mod exposition;
 
@@ -25,9 +26,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::host_certs::count_expiring;
 use crate::capped_listener::CappedListener;
 use crate::export::ExportHandle;
 use crate::ha::Ha;
+use crate::store::Store;
 use crate::vpn::engine::Engine;
 pub use exposition::{is_connected, render};
 
@@ -77,13 +80,15 @@ pub fn spawn_metrics(
     });
 }
 
-/// What a scrape reads: the data plane, the HA role of one of a pair, and
-/// the audit log's exporters.
+/// What a scrape reads: the data plane, the HA role of one of a pair, the
+/// audit log's exporters, and the store of the host certificates (with
+/// `ssh.certificates`).
 #[derive(Clone)]
 pub struct Sources {
     pub engine: Arc<Engine>,
     pub ha: Option<Ha>,
     pub exports: Vec<ExportHandle>,
+    pub host_certs: Option<Store>,
 }
 
 /// The metrics routes.
@@ -116,6 +121,12 @@ async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
         .map(|export| (export.name, export.stats.figures()))
         .collect();
     exposition::render_exports(&mut text, &exports);
+    if let Some(store) = &sources.host_certs {
+        match count_expiring(store, crate::time_fmt::now_unix()).await {
+            Ok(expiring) => exposition::render_host_certs(&mut text, expiring),
+            Err(err) => tracing::warn!(error = %err, "cannot count the expiring host certificates"),
+        }
+    }
     ([(CONTENT_TYPE, exposition::TEXT_FORMAT)], text)
 }
 
@@ -160,6 +171,7 @@ mod tests {
                 receiver: "logs.example.org:6514".into(),
                 stats,
             }],
+            host_certs: None,
         };
         spawn_metrics(listener, sources, &tracker, shutdown.clone());
 

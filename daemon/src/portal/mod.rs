@@ -241,6 +241,7 @@ pub fn router(state: PortalState) -> Router {
         .route("/devices", get(pages::devices_page))
         .route("/devices/{name}/revoke", post(pages::revoke_submit))
         .route("/ssh_config", get(pages::ssh_config))
+        .route("/ssh/known_hosts", get(pages::known_hosts))
         .route("/audit", get(audit_pages::timeline))
         .route("/audit/users", get(audit_pages::users))
         .route("/audit/hosts", get(audit_pages::hosts))

@@ -302,7 +302,7 @@ pub async fn devices_page(
         }
         section aria-labelledby="ssh" {
             h2 #ssh { "SSH" }
-            p { "To reach hosts in your subnets with " code { "ssh" } " through the gateway's jump host, add this snippet to your SSH config: " a href="/ssh_config" download="gatehouse-ssh_config" { "ssh_config snippet" } "." }
+            p { "To reach hosts in your subnets with " code { "ssh" } " through the gateway's jump host, add this snippet to your SSH config: " a href="/ssh_config" download="gatehouse-ssh_config" { "ssh_config snippet" } ", and save " a href="/ssh/known_hosts" download="gatehouse_known_hosts" { "gatehouse_known_hosts" } " as " code { "~/.ssh/gatehouse_known_hosts" } ": it pins the jump host's key and vouches for the hosts the gateway signed, so they need no fingerprint prompt." }
         }
         script src="/static/qrcode.js" {}
         script src="/static/portal.js" {}
@@ -447,29 +447,45 @@ pub async fn ssh_config(
     let Ok(session) = session else {
         return see_other("/login");
     };
-    let Some(jump) = state.access.jump_host() else {
-        return message_page(
-            StatusCode::NOT_FOUND,
-            "SSH",
-            "The SSH jump host is not enabled on this gateway.",
-        );
+    let Some(ssh) = state.access.member_ssh(&session.user.groups) else {
+        return no_jump_host();
     };
     let config = state.core.config();
-    let subnets = config.policy().access_for(&session.user.groups).subnets();
-    let text = super::ssh_config::ssh_snippet(
-        &config.gateway.name,
-        &session.user.name,
-        &jump.host,
-        jump.port,
-        &jump.known_hosts,
-        &subnets,
-    );
+    let text = super::ssh_config::ssh_snippet(&config.gateway.name, &session.user.name, &ssh);
+    text_download("gatehouse-ssh_config", text)
+}
+
+/// The member's `~/.ssh/gatehouse_known_hosts`: the jump host's pinned key
+/// and, with the host CA, its `@cert-authority` line for their hosts.
+pub async fn known_hosts(
+    State(state): State<PortalState>,
+    session: Result<Session, Failure>,
+) -> Response {
+    let Ok(session) = session else {
+        return see_other("/login");
+    };
+    match state.access.member_ssh(&session.user.groups) {
+        Some(ssh) => text_download("gatehouse_known_hosts", ssh.known_hosts),
+        None => no_jump_host(),
+    }
+}
+
+fn no_jump_host() -> Response {
+    message_page(
+        StatusCode::NOT_FOUND,
+        "SSH",
+        "The SSH jump host is not enabled on this gateway.",
+    )
+}
+
+/// `text` as a plain-text attachment named `file`.
+fn text_download(file: &str, text: String) -> Response {
     (
         [
             (CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
             (
                 CONTENT_DISPOSITION,
-                "attachment; filename=\"gatehouse-ssh_config\"".to_string(),
+                format!("attachment; filename=\"{file}\""),
             ),
         ],
         text,

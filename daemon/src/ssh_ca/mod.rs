@@ -1,14 +1,15 @@
-//! The team's SSH user CA (`ssh.certificates`) at work: it signs members'
-//! short-lived OpenSSH user certificates, and checks the ones the jump host
-//! is shown. [`krl`] writes the revocation list for the hosts'
-//! `RevokedKeys`.
+//! The team's SSH CAs (`ssh.certificates`) at work: the user CA signs
+//! members' short-lived OpenSSH user certificates and checks the ones the
+//! jump host is shown; the host CA signs the private hosts' certificates.
+//! [`krl`] writes the revocation lists (the hosts' `RevokedKeys`, members'
+//! `@revoked`).
 //!
-//! The CA key itself ([`UserCa`]: where it lives, made, loaded, kept in
-//! SSM) is [`crate::keys::ssh_user_ca`]'s; this module adds
-//! [`UserCa::sign`] and [`UserCa::check`] to it, so a caller holds one CA.
-//! What a certificate says (who may have one, which principals) is the
-//! access service's rule (`access::certs`); this module only signs and
-//! checks.
+//! The CA keys themselves ([`UserCa`], [`HostCa`]: where they live, made,
+//! loaded, kept in SSM) are [`crate::keys::ssh_ca_key`]'s; this module adds
+//! [`UserCa::sign`], [`UserCa::check`] and [`HostCa::sign_host`] to them,
+//! so a caller holds one CA. What a certificate says (who may have one,
+//! which principals) is the access service's rule (`access::certs`,
+//! `access::host_certs`); this module only signs and checks.
 
 pub mod krl;
 
@@ -16,7 +17,7 @@ use russh::keys::ssh_key;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::{Certificate, HashAlg, PublicKey};
 
-use crate::keys::ssh_ca_key::UserCa;
+use crate::keys::ssh_ca_key::{CaKey, CaRole, HostCa, UserCa};
 
 /// The extension a login needs, and the only one certificates carry.
 pub const EXTENSIONS: &[&str] = &["permit-pty"];
@@ -81,34 +82,21 @@ pub struct CertSpec<'a> {
 impl UserCa {
     /// Signs a user certificate for `spec`.
     pub fn sign(&self, spec: &CertSpec<'_>) -> Result<Certificate, CaError> {
-        let mut nonce = [0u8; 32];
-        rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut nonce)
-            .map_err(|err| CaError::Random(err.to_string()))?;
-        let mut builder = Builder::new(
-            nonce.to_vec(),
-            spec.key.key_data().clone(),
-            spec.valid_after,
-            spec.valid_before,
-        )
-        .map_err(CaError::Sign)?;
+        let mut builder = builder(
+            spec.key,
+            spec.serial,
+            CertType::User,
+            &spec.key_id,
+            spec.principals,
+            (spec.valid_after, spec.valid_before),
+        )?;
         builder
-            .serial(spec.serial)
-            .and_then(|b| b.cert_type(CertType::User))
-            .and_then(|b| b.key_id(spec.key_id.clone()))
-            .and_then(|b| b.critical_option("source-address", spec.source_address.clone()))
+            .critical_option("source-address", spec.source_address.clone())
             .map_err(CaError::Sign)?;
-        for principal in spec.principals {
-            builder
-                .valid_principal(principal.clone())
-                .map_err(CaError::Sign)?;
-        }
         for extension in EXTENSIONS {
             builder.extension(*extension, "").map_err(CaError::Sign)?;
         }
-        builder
-            .comment(spec.key_id.clone())
-            .map_err(CaError::Sign)?;
-        builder.sign(self.private_key()).map_err(CaError::Sign)
+        finish(builder, self)
     }
 
     /// Checks a certificate the jump host is shown by `user`: signed by
@@ -139,6 +127,73 @@ impl UserCa {
         }
         Ok(())
     }
+}
+
+/// What a host certificate is for; the access service fills it in.
+pub struct HostCertSpec<'a> {
+    /// The host's own public key.
+    pub key: &'a PublicKey,
+    pub serial: u64,
+    pub key_id: String,
+    /// The host names and addresses members reach it by.
+    pub principals: &'a [String],
+    pub valid_after: u64,
+    pub valid_before: u64,
+}
+
+impl HostCa {
+    /// Signs a host certificate for `spec`: no critical option, no
+    /// extension (OpenSSH defines none for hosts).
+    pub fn sign_host(&self, spec: &HostCertSpec<'_>) -> Result<Certificate, CaError> {
+        let builder = builder(
+            spec.key,
+            spec.serial,
+            CertType::Host,
+            &spec.key_id,
+            spec.principals,
+            (spec.valid_after, spec.valid_before),
+        )?;
+        finish(builder, self)
+    }
+}
+
+/// A certificate of `cert_type` for `key`, with a random nonce, its
+/// serial, key id, principals and window; the caller adds the rest.
+fn builder(
+    key: &PublicKey,
+    serial: u64,
+    cert_type: CertType,
+    key_id: &str,
+    principals: &[String],
+    (valid_after, valid_before): (u64, u64),
+) -> Result<Builder, CaError> {
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut nonce)
+        .map_err(|err| CaError::Random(err.to_string()))?;
+    let mut builder = Builder::new(
+        nonce.to_vec(),
+        key.key_data().clone(),
+        valid_after,
+        valid_before,
+    )
+    .map_err(CaError::Sign)?;
+    builder
+        .serial(serial)
+        .and_then(|b| b.cert_type(cert_type))
+        .and_then(|b| b.key_id(key_id))
+        .and_then(|b| b.comment(key_id))
+        .map_err(CaError::Sign)?;
+    for principal in principals {
+        builder
+            .valid_principal(principal.clone())
+            .map_err(CaError::Sign)?;
+    }
+    Ok(builder)
+}
+
+/// Signs what `builder` holds with `ca`'s key.
+fn finish<R: CaRole>(builder: Builder, ca: &CaKey<R>) -> Result<Certificate, CaError> {
+    builder.sign(ca.private_key()).map_err(CaError::Sign)
 }
 
 /// The `sshd_config` lines for a private host that trusts this CA.
@@ -178,6 +233,36 @@ mod tests {
             source_address: "10.0.1.5/32,10.99.0.0/24".into(),
         })
         .unwrap()
+    }
+
+    /// A host certificate is a host certificate, for the host's key and
+    /// its principals, signed by the host CA, with nothing else in it.
+    #[test]
+    fn host_certificates_carry_their_principals_and_nothing_else() {
+        let host_ca = HostCa::new(PrivateKey::from(Ed25519Keypair::from_seed(&[3; 32])));
+        let host = PrivateKey::from(Ed25519Keypair::from_seed(&[6; 32]));
+        let principals = vec!["10.0.3.140".to_string(), "jupyter.internal".to_string()];
+        let cert = host_ca
+            .sign_host(&HostCertSpec {
+                key: host.public_key(),
+                serial: 9,
+                key_id: "jupyter.internal@gw".into(),
+                principals: &principals,
+                valid_after: 1000,
+                valid_before: 2000,
+            })
+            .unwrap();
+        assert_eq!(cert.cert_type(), CertType::Host);
+        assert_eq!(cert.serial(), 9);
+        assert_eq!(cert.valid_principals(), principals.as_slice());
+        assert_eq!(cert.public_key(), host.public_key().key_data());
+        assert!(cert.critical_options().is_empty() && cert.extensions().is_empty());
+        let ca_fp = host_ca
+            .private_key()
+            .public_key()
+            .fingerprint(HashAlg::Sha256);
+        assert!(cert.validate_at(1500, [&ca_fp]).is_ok());
+        assert!(cert.validate_at(2000, [&ca_fp]).is_err());
     }
 
     /// What is signed is what the spec says, and only this CA's

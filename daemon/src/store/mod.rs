@@ -58,6 +58,7 @@ pub mod portal;
 pub mod postgres;
 pub mod schema;
 pub mod ssh_certs;
+pub mod ssh_host_certs;
 pub mod sso;
 pub mod tokens;
 pub mod unwritten;

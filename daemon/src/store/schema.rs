@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
     V10_AUDIT_CURSORS,
     V11_AUDIT_FACETS,
     V12_AUDIT_USE_TIMES,
+    V13_SSH_HOST_CERTS,
 ];
 
 /// The schema version this code writes.
@@ -147,6 +148,7 @@ pub const POSTGRES_MIGRATIONS: &[&str] = &[
     PG_V10_AUDIT_CURSORS,
     PG_V11_AUDIT_FACETS,
     PG_V12_AUDIT_USE_TIMES,
+    PG_V13_SSH_HOST_CERTS,
 ];
 
 /// [`V1`] on PostgreSQL. Audit rows are append-only for every role that does
@@ -525,6 +527,44 @@ CREATE INDEX audit_facets_host_use ON audit_facets
 CREATE INDEX audit_facets_user_use ON audit_facets
     ("user", host_key, host, via, device, port, outcome, first_unix, last_unix, bytes_up, bytes_down,
      time_unix);
+"#;
+
+/// The private hosts' certificates the host CA signed, one row each under
+/// its serial: the certified key (its fingerprint and public line, for
+/// `@revoked`), its principals (JSON), its window, who
+/// asked, and when and by whom it was revoked (the host KRL lists the
+/// revoked ones until they expire).
+const V13_SSH_HOST_CERTS: &str = r#"
+CREATE TABLE ssh_host_certificates (
+    serial          INTEGER PRIMARY KEY NOT NULL CHECK (serial > 0),
+    key_fingerprint TEXT NOT NULL,
+    public_key      TEXT NOT NULL,
+    principals      TEXT NOT NULL,
+    valid_after     INTEGER NOT NULL,
+    valid_before    INTEGER NOT NULL,
+    issued_at       INTEGER NOT NULL,
+    issued_by       TEXT NOT NULL,
+    revoked_at      INTEGER,
+    revoked_by      TEXT
+) STRICT;
+CREATE INDEX ssh_host_certificates_by_expiry ON ssh_host_certificates (valid_before);
+"#;
+
+/// [`V13_SSH_HOST_CERTS`] on PostgreSQL.
+const PG_V13_SSH_HOST_CERTS: &str = r#"
+CREATE TABLE ssh_host_certificates (
+    serial          BIGINT PRIMARY KEY NOT NULL CHECK (serial > 0),
+    key_fingerprint TEXT NOT NULL,
+    public_key      TEXT NOT NULL,
+    principals      TEXT NOT NULL,
+    valid_after     BIGINT NOT NULL,
+    valid_before    BIGINT NOT NULL,
+    issued_at       BIGINT NOT NULL,
+    issued_by       TEXT NOT NULL,
+    revoked_at      BIGINT,
+    revoked_by      TEXT
+);
+CREATE INDEX ssh_host_certificates_by_expiry ON ssh_host_certificates (valid_before);
 "#;
 
 /// How far each exporter of the audit log got (`syslog`, later `s3`): the

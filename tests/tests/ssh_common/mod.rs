@@ -1,14 +1,16 @@
 //! What the SSH jump host's end-to-end test files share: time bounds,
-//! addresses, and helpers for users, checksums and audit records. Each test
+//! addresses, and helpers for users, checksums, audit records, the portal
+//! (curl from the client namespace) and ssh-keygen. Each test
 //! binary uses a subset, hence the `dead_code` allowance.
 
 #![allow(dead_code, reason = "each test binary uses a subset of these helpers")]
 
+use std::path::Path;
 use std::time::Duration;
 
-use gatehouse_tests::Daemon;
-use gatehouse_tests::netns::Host;
+use gatehouse_tests::netns::{Host, Topology};
 use gatehouse_tests::ssh::{Identity, SshLab};
+use gatehouse_tests::{Daemon, stdout};
 use serde_json::Value;
 
 /// One `ssh -J` login with two key exchanges, on a loaded 2-core machine.
@@ -97,4 +99,63 @@ pub fn max_count(value: &Value) -> u64 {
             .unwrap_or(0),
         _ => 0,
     }
+}
+
+/// curl from the client namespace with a cookie jar, `args` before the
+/// URL; (status, body).
+pub fn curl(topo: &Topology, jar: &Path, args: &[String], url: &str) -> (u16, String) {
+    let jar = jar.to_str().unwrap();
+    let mut argv: Vec<&str> = vec![
+        "curl",
+        "-sk",
+        "--max-time",
+        "20",
+        "-c",
+        jar,
+        "-b",
+        jar,
+        "-o",
+        "/dev/stdout",
+        "-w",
+        "\n%{http_code}",
+    ];
+    argv.extend(args.iter().map(String::as_str));
+    argv.push(url);
+    let text = stdout(&topo.exec(Host::Client, &argv));
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A JSON call to the portal API; (status, answer).
+pub fn portal(
+    topo: &Topology,
+    jar: &Path,
+    url: &str,
+    csrf: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let args = [
+        "-H".to_string(),
+        "content-type: application/json".into(),
+        "-H".into(),
+        format!("x-csrf-token: {}", csrf.unwrap_or("")),
+        "-d".into(),
+        body.to_string(),
+    ];
+    let (status, text) = curl(topo, jar, &args, url);
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// `ssh-keygen ARGS` on the test host; (success, stdout + stderr).
+pub fn keygen(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -42,6 +42,7 @@ certificates = true
 ca_key_file = "/etc/gatehouse/ssh_user_ca_ed25519_key"
 host_ca_key_file = "/etc/gatehouse/ssh_host_ca_ed25519_key"
 cert_lifetime = "12h"
+host_cert_lifetime = "90d"
 
 [portal]
 enabled = true
@@ -180,6 +181,7 @@ pub const OTHER: &[(&str, &str)] = &[
         r#""/etc/gatehouse/other_host_ca_key""#,
     ),
     ("ssh.cert_lifetime", r#""1h""#),
+    ("ssh.host_cert_lifetime", r#""30d""#),
     ("portal.enabled", "false"),
     ("portal.listen", r#""0.0.0.0:8443""#),
     ("portal.url", r#""https://portal.example.org""#),

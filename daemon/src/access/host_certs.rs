@@ -328,6 +328,7 @@ pub fn checked_principals(
     if checked.len() > MAX_PRINCIPALS {
         return Err(UserError::HostCertTooManyPrincipals {
             count: checked.len(),
+            max: MAX_PRINCIPALS,
         });
     }
     Ok(checked)

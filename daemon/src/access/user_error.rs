@@ -98,11 +98,8 @@ pub enum UserError {
         address: std::net::IpAddr,
         subnets: Vec<String>,
     },
-    #[error(
-        "{count} principals: a host certificate names at most {}",
-        super::host_certs::MAX_PRINCIPALS
-    )]
-    HostCertTooManyPrincipals { count: usize },
+    #[error("{count} principals: a host certificate names at most {max}")]
+    HostCertTooManyPrincipals { count: usize, max: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -120,25 +120,30 @@ pub(super) async fn cert(cmd: CertCommand, ctx: &Ctx) -> Result<(), SshError> {
 /// `ssh krl`: fetch, check, write atomically, then report.
 pub(super) async fn krl(out: &Path, ctx: &Ctx) -> Result<(), SshError> {
     let reply = ctx.client.get::<KrlResponse>("/v1/ssh/krl").await?;
-    let bytes = BASE64
-        .decode(reply.body.krl_base64.trim())
-        .map_err(SshError::KrlBase64)?;
-    // sshd refuses every public key while RevokedKeys cannot be parsed, so
-    // never install something that is not a KRL. (An empty file is a valid,
-    // empty revocation list.)
-    if !bytes.is_empty() && !bytes.starts_with(KRL_MAGIC) {
-        return Err(SshError::NotAKrl);
-    }
-    write_public(out, &bytes).map_err(|source| SshError::WriteKrl {
-        path: out.to_owned(),
-        source,
-    })?;
+    write_krl(out, &reply.body.krl_base64)?;
     if ctx.json {
         ctx.out.emit_json(&reply.json)?;
     } else {
         ctx.out.emit(&render_krl(out, &reply.body.revoked))?;
     }
     Ok(())
+}
+
+/// Decodes accessd's KRL, checks it is one, and writes it to `out`
+/// atomically. sshd refuses every public key (and ssh every host key)
+/// while its KRL cannot be parsed, so never install something that is not
+/// a KRL. (An empty file is a valid, empty revocation list.)
+pub(super) fn write_krl(out: &Path, krl_base64: &str) -> Result<(), SshError> {
+    let bytes = BASE64
+        .decode(krl_base64.trim())
+        .map_err(SshError::KrlBase64)?;
+    if !bytes.is_empty() && !bytes.starts_with(KRL_MAGIC) {
+        return Err(SshError::NotAKrl);
+    }
+    write_public(out, &bytes).map_err(|source| SshError::WriteKrl {
+        path: out.to_owned(),
+        source,
+    })
 }
 
 /// `ssh cert issue` once the key file is read: ask, then write or print.
@@ -172,7 +177,7 @@ async fn issue(request: &IssueCertRequest, out: Option<&Path>, ctx: &Ctx) -> Res
 }
 
 /// The first bytes of every OpenSSH KRL (`KRL_MAGIC` in OpenSSH's krl.h).
-pub(super) const KRL_MAGIC: &[u8] = b"SSHKRL\n\0";
+const KRL_MAGIC: &[u8] = b"SSHKRL\n\0";
 
 /// The one key line of a `.pub` file. The file is named in every error; a
 /// private key is refused before anything is sent.

@@ -8,15 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Subcommand;
 use gatehouse_config::api::{
     HostCertInfo, HostCertList, HostKrlResponse, SignHostCertRequest, SignedHostCert,
 };
 
 use super::SshError;
-use super::certs::{KRL_MAGIC, read_public_key, unix_time, valid_until, write_public};
+use super::certs::{read_public_key, unix_time, valid_until, write_krl, write_public};
 use crate::Ctx;
 use crate::output::{self, Table};
 
@@ -149,17 +147,7 @@ pub(super) async fn host_krl(out: &Path, ctx: &Ctx) -> Result<(), SshError> {
         .client
         .get::<HostKrlResponse>("/v1/ssh/host-krl")
         .await?;
-    let bytes = BASE64
-        .decode(reply.body.krl_base64.trim())
-        .map_err(SshError::KrlBase64)?;
-    // ssh refuses every host key while RevokedHostKeys cannot be read.
-    if !bytes.is_empty() && !bytes.starts_with(KRL_MAGIC) {
-        return Err(SshError::NotAKrl);
-    }
-    write_public(out, &bytes).map_err(|source| SshError::WriteKrl {
-        path: out.to_owned(),
-        source,
-    })?;
+    write_krl(out, &reply.body.krl_base64)?;
     if ctx.json {
         ctx.out.emit_json(&reply.json)?;
         return Ok(());

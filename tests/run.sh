@@ -49,12 +49,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # The AWS provisioner's tests run against the moto server (PyPI moto[server],
-# with boto3 for independent describe calls), from a venv outside the clone.
+# with boto3 for independent describe calls), from a venv outside the clone;
+# the private host's certificate script (tests/packaging.rs) runs the AWS CLI
+# (PyPI awscli) against it.
 export GATEHOUSE_MOTO_VENV="${GATEHOUSE_MOTO_VENV:-/var/tmp/gatehouse-moto-venv}"
-if [ ! -x "$GATEHOUSE_MOTO_VENV/bin/moto_server" ]; then
-  echo "==> installing moto[server] into $GATEHOUSE_MOTO_VENV"
+if [ ! -x "$GATEHOUSE_MOTO_VENV/bin/moto_server" ] || [ ! -x "$GATEHOUSE_MOTO_VENV/bin/aws" ]; then
+  echo "==> installing moto[server] and the AWS CLI into $GATEHOUSE_MOTO_VENV"
   python3 -m venv "$GATEHOUSE_MOTO_VENV" &&
-    "$GATEHOUSE_MOTO_VENV/bin/pip" install -q 'moto[server]==5.2.5' boto3 ||
+    "$GATEHOUSE_MOTO_VENV/bin/pip" install -q 'moto[server]==5.2.5' boto3 'awscli==1.46.3' ||
     echo "==> cannot install moto: the AWS tests will skip (or fail with GATEHOUSE_E2E=1)"
 fi
 

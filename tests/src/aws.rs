@@ -13,6 +13,9 @@
 //! gw.ctl_ok(&["aws", "apply"]);
 //! let groups = lab.python("out = ec2.describe_security_groups()['SecurityGroups']");
 //! ```
+//!
+//! [`LoopbackMoto`] is a lighter moto of a test's own, on the host's loopback
+//! (no namespace, no root), for the real AWS CLI ([`aws_cli`]) to talk to.
 
 pub mod fakes;
 
@@ -307,6 +310,110 @@ impl Drop for AwsLab {
         }
         NsGuard::remove(&self.ns);
     }
+}
+
+/// A moto server of one test's own on the host's loopback, on a port the
+/// kernel picks: no namespace and no root, for clients that need only the
+/// AWS API (the private host's AWS CLI in `tests/tests/packaging.rs`).
+/// Stopped when dropped.
+pub struct LoopbackMoto {
+    child: Child,
+    url: String,
+    _log: tempfile::NamedTempFile,
+}
+
+impl LoopbackMoto {
+    /// Starts it, or returns `None` (printed `SKIPPED`, or a failure under
+    /// `GATEHOUSE_E2E=1`) without the moto venv.
+    pub fn start() -> Option<Self> {
+        let venv = moto_venv();
+        if !require(
+            venv.join("bin/moto_server").exists(),
+            &format!(
+                "moto[server] in {} (tests/run.sh installs it)",
+                venv.display()
+            ),
+        ) {
+            return None;
+        }
+        // Port 0 and the port printed: no race for a free port between
+        // tests. The server stops when its stdin closes, should Drop not run.
+        const SERVE: &str = "import sys\n\
+            from moto.server import ThreadedMotoServer\n\
+            server = ThreadedMotoServer('127.0.0.1', 0, verbose=False)\n\
+            server.start()\n\
+            print(server.get_host_and_port()[1], flush=True)\n\
+            sys.stdin.read()\n";
+        // Its request log goes to a file, shown if it does not start.
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(venv.join("bin/python"))
+            .args(["-c", SERVE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("start moto");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "moto did not start:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        };
+        Some(LoopbackMoto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _log: log,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The environment that points the AWS CLI (v1.29+ and v2 read
+    /// `AWS_ENDPOINT_URL`) at this server, with test credentials and no
+    /// config file or instance metadata of the machine's.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+}
+
+impl Drop for LoopbackMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The AWS CLI (PyPI `awscli`, which tests/run.sh installs into the moto
+/// venv), or `None` (printed `SKIPPED`, or a failure under `GATEHOUSE_E2E=1`).
+pub fn aws_cli() -> Option<PathBuf> {
+    let aws = moto_venv().join("bin/aws");
+    require(
+        aws.exists(),
+        &format!(
+            "the AWS CLI in {} (tests/run.sh installs awscli there)",
+            moto_venv().display()
+        ),
+    )
+    .then_some(aws)
 }
 
 /// Removes a namespace (and kills what runs in it) unless forgotten.

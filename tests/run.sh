@@ -18,6 +18,8 @@ command -v wireguard-go >/dev/null 2>&1 || need_pkgs+=(wireguard-go)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v iperf3 >/dev/null 2>&1 || need_pkgs+=(iperf3)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# Test-only signers of EC2 identity documents (tests/aws_host_join.rs).
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 python3 -c 'import yaml' >/dev/null 2>&1 || need_pkgs+=(python3-yaml)

@@ -160,10 +160,14 @@ fn via_of(kind: &str, source: &str) -> Via {
     }
 }
 
-/// The `ssh.` kinds that are changes made at the admin socket or the
-/// portal (certificates, a channel killed), not jump host traffic.
+/// The `ssh.` kinds that are made at the admin socket or the portal
+/// (certificates, a host joining, a channel killed), not jump host
+/// traffic.
 fn is_ssh_admin_change(kind: &str) -> bool {
-    kind == "ssh.cert.issue" || kind == "ssh.channel.kill" || kind.starts_with("ssh.host_cert.")
+    kind == "ssh.cert.issue"
+        || kind == "ssh.channel.kill"
+        || kind.starts_with("ssh.host_cert.")
+        || kind.starts_with("ssh.host_join.")
 }
 
 fn outcome_of(kind: &str) -> Outcome {
@@ -176,7 +180,9 @@ fn outcome_of(kind: &str) -> Outcome {
 fn class_of(kind: &str) -> Class {
     match kind {
         "portal.login.ok" | "portal.enroll" | "vpn.connect" => Class::Login,
-        "portal.login.fail" | "ssh.auth.fail" | "ssh.forward.deny" => Class::Refusal,
+        "portal.login.fail" | "ssh.auth.fail" | "ssh.forward.deny" | "ssh.host_join.fail" => {
+            Class::Refusal
+        }
         "vpn.acl.deny" => Class::Denial,
         "vpn.flow" => Class::Flow,
         "ssh.session.start" => Class::Session,

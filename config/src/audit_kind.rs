@@ -76,6 +76,7 @@ audit_kinds! {
     SshChannelKill = "ssh.channel.kill": "An admin closed a live jump host channel.",
     SshCertIssue = "ssh.cert.issue": "The SSH user CA issued a certificate (serial, principals, validity, key fingerprint, who asked: the member on the portal or an admin).",
     SshHostCertIssue = "ssh.host_cert.issue": "The SSH host CA signed a private host's certificate (serial, principals, validity, host key fingerprint, the admin who asked).",
+    SshHostJoinFail = "ssh.host_join.fail": "A private EC2 host asking to join by instance identity was refused (unsigned or wrongly signed document, stale or replayed, unknown instance, outside the VPC, no gatehouse:host tag, address outside the groups), with the reason.",
     SshHostCertRevoke = "ssh.host_cert.revoke": "An admin revoked a private host's certificate (serial, principals); the host KRL lists it until it expires.",
     AwsChange = "aws.change": "The AWS provisioner changed a resource (elastic IP, security group, route, SSM key).",
     AwsChangeFail = "aws.change.fail": "An AWS change failed.",

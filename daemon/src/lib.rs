@@ -351,7 +351,7 @@ async fn start_subsystems(
             .chain(export::spawn_s3_export(
                 core,
                 ha.clone(),
-                aws_session,
+                aws_session.clone(),
                 tracker,
                 shutdown.child_token(),
             ))
@@ -383,7 +383,7 @@ async fn start_subsystems(
         )?);
     }
     let jump_host = running.ssh.as_ref().map(ssh::SshHandle::listen);
-    let access = Access::new(core.clone(), running.vpn.clone(), jump_host);
+    let access = Access::new(core.clone(), running.vpn.clone(), jump_host).with_aws(aws_session);
     if let Some(listener) = portal_listener {
         let handle =
             portal::spawn_portal(&access, listener, tracker, shutdown.child_token()).await?;

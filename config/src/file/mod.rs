@@ -216,6 +216,14 @@ pub struct SshConfig {
     pub cert_lifetime: Duration,
     /// The longest a private host's certificate is valid, and the default.
     pub host_cert_lifetime: Duration,
+    /// Private EC2 hosts get their certificate by instance identity
+    /// (`POST /api/v1/hosts/join` on the portal; needs `[aws]`).
+    pub host_join: bool,
+    /// The region's AWS certificate (PEM) that signs instance identity
+    /// documents (the RSA-2048 one); required with `host_join`.
+    pub host_join_signer_file: Option<PathBuf>,
+    /// A document is accepted this long after its instance launched.
+    pub host_join_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

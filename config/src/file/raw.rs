@@ -177,6 +177,9 @@ pub(crate) struct RawSsh {
     pub host_ca_key_file: Option<String>,
     pub cert_lifetime: String,
     pub host_cert_lifetime: String,
+    pub host_join: bool,
+    pub host_join_signer_file: Option<String>,
+    pub host_join_window: String,
 }
 
 impl Default for RawSsh {
@@ -199,6 +202,9 @@ impl Default for RawSsh {
             host_ca_key_file: None,
             cert_lifetime: "12h".into(),
             host_cert_lifetime: "90d".into(),
+            host_join: false,
+            host_join_signer_file: None,
+            host_join_window: "15m".into(),
         }
     }
 }

@@ -167,6 +167,13 @@ static KEYS: &[ReloadKey] = &[
     restart("ssh.host_ca_key_file", |a, b| {
         a.ssh.host_ca_key_file != b.ssh.host_ca_key_file
     }),
+    live("ssh.host_join", |a, b| a.ssh.host_join != b.ssh.host_join),
+    live("ssh.host_join_signer_file", |a, b| {
+        a.ssh.host_join_signer_file != b.ssh.host_join_signer_file
+    }),
+    live("ssh.host_join_window", |a, b| {
+        a.ssh.host_join_window != b.ssh.host_join_window
+    }),
     live("ssh.host_cert_lifetime", |a, b| {
         a.ssh.host_cert_lifetime != b.ssh.host_cert_lifetime
     }),

@@ -819,6 +819,25 @@ fn ssh_certificate_settings_are_checked() {
     assert_eq!(config.groups[0].ssh_principals, ["ec2-user", "ubuntu"]);
 }
 
+/// Joining by instance identity needs the host CA, `[aws]` and the
+/// signer's certificate; each missing one is named at `ssh.host_join`.
+#[test]
+fn host_join_needs_certificates_aws_and_a_signer() {
+    let text = format!("{MINIMAL}\n[ssh]\nhost_join = true\n");
+    let found = problems(&text);
+    let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found.iter().all(|p| p.key == "ssh.host_join"), "{found:#?}");
+    for needle in ["[aws]", "ssh.certificates", "ssh.host_join_signer_file"] {
+        assert!(
+            messages.iter().any(|m| m.contains(needle)),
+            "{needle}: {messages:?}"
+        );
+    }
+    let text = format!("{MINIMAL}\n[ssh]\ncertificates = true\nhost_join_window = \"2d\"\n");
+    assert_one(&text, "ssh.host_join_window", 12, "between 1m and 24h");
+}
+
 #[test]
 fn syslog_defaults_to_the_host_and_the_gateway_name() {
     let text = format!("{MINIMAL}\n[audit.syslog]\naddress = \"logs.example.org:6514\"\n");

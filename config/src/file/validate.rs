@@ -76,6 +76,12 @@ impl Checker<'_> {
         let shared_secrets_key = aws.is_some() || raw.gateway.secrets_key_file.is_some();
         let gateway = self.gateway(raw.gateway, aws.is_some());
         let vpn = self.vpn(raw.vpn);
+        if raw.ssh.host_join && aws.is_none() {
+            self.problem(
+                "ssh.host_join",
+                "needs [aws]: a joining instance is looked up in EC2 (its VPC and tag)",
+            );
+        }
         let ssh = self.ssh(raw.ssh);
         let portal = self.portal(raw.portal);
         let admin = self.admin(raw.admin);
@@ -565,6 +571,31 @@ impl Checker<'_> {
                 "must be between 1h and 400d: a host certificate is renewed before it expires (90d is a quarter)",
             );
         }
+        let host_join_window = self.duration("ssh.host_join_window", &raw.host_join_window);
+        if let Some(window) = host_join_window
+            && !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&window)
+        {
+            self.problem(
+                "ssh.host_join_window",
+                "must be between 1m and 24h: a new instance joins at its first boot",
+            );
+        }
+        let host_join_signer_file = match &raw.host_join_signer_file {
+            Some(text) => Some(self.absolute_path("ssh.host_join_signer_file", text)?),
+            None => None,
+        };
+        if raw.host_join && !raw.certificates {
+            self.problem(
+                "ssh.host_join",
+                "needs ssh.certificates = true: a joining host gets a certificate from the host CA",
+            );
+        }
+        if raw.host_join && host_join_signer_file.is_none() {
+            self.problem(
+                "ssh.host_join",
+                "needs ssh.host_join_signer_file: the region's AWS certificate for instance identity signatures (RSA-2048), from the EC2 documentation",
+            );
+        }
         let host_key_file = match &raw.host_key_file {
             Some(text) => Some(self.absolute_path("ssh.host_key_file", text)?),
             None => None,
@@ -595,6 +626,9 @@ impl Checker<'_> {
             host_ca_key_file,
             cert_lifetime: cert_lifetime?,
             host_cert_lifetime: host_cert_lifetime?,
+            host_join: raw.host_join,
+            host_join_signer_file,
+            host_join_window: host_join_window?,
         })
     }
 

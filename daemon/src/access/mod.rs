@@ -27,6 +27,7 @@ pub mod devices;
 #[cfg(test)]
 mod host_cert_tests;
 pub mod host_certs;
+pub mod host_join;
 pub mod public;
 pub mod review;
 pub mod sso;
@@ -81,6 +82,10 @@ pub struct Access {
     vpn: Option<Arc<Engine>>,
     /// The running jump host, for `known_hosts` lines (`None`: not running).
     jump_host: Option<SocketAddr>,
+    /// The AWS session (`[aws]`), for hosts joining by instance identity.
+    aws: Option<Arc<crate::aws::Session>>,
+    /// Held while a host joins (`host_join`): one at a time.
+    join_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Access {
@@ -91,7 +96,14 @@ impl Access {
             core,
             vpn,
             jump_host,
+            aws: None,
+            join_lock: Arc::default(),
         }
+    }
+
+    /// The same service with the AWS session start-up connected.
+    pub fn with_aws(self, aws: Option<Arc<crate::aws::Session>>) -> Self {
+        Self { aws, ..self }
     }
 
     pub fn core(&self) -> &Core {

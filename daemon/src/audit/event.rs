@@ -47,6 +47,9 @@ pub enum Actor {
     /// A login through the team's identity provider (`[oidc]`): members it
     /// created, groups it re-evaluated.
     Sso,
+    /// An EC2 instance joining by its identity document (`ssh.host_join`),
+    /// once the document's signature holds.
+    Instance(String),
 }
 
 /// Where the actor came from.
@@ -149,6 +152,7 @@ impl fmt::Display for Actor {
             Self::Gateway => f.write_str("accessd"),
             Self::Signal(name) => write!(f, "signal:{name}"),
             Self::Sso => f.write_str("oidc"),
+            Self::Instance(id) => write!(f, "instance:{id}"),
         }
     }
 }

@@ -18,6 +18,9 @@
 //! - [`startup`]: connecting, the keys (resolved by [`crate::keys::resolve`],
 //!   audited when stored in SSM), and `apply_on_start`, before listeners open.
 //! - [`errors`]: errors an operator can act on.
+//! - [`identity`]: an instance identity document and its PKCS #7
+//!   signature, checked (pure), and [`joining`]: what EC2 says of the
+//!   instance, for private hosts joining by instance identity.
 //!
 //! Does not own the keys, their files or which home wins ([`crate::keys`]),
 //! the audit log, or the elastic IP's use in configs and links
@@ -32,6 +35,8 @@ pub mod exposure;
 pub mod fenced;
 #[cfg(test)]
 mod iam_tests;
+pub mod identity;
+pub mod joining;
 pub mod observed;
 pub mod plan;
 pub mod ssm_key;

@@ -27,7 +27,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use gatehouse_config::api::{
-    DeviceConfigResponse, DeviceInfo, IssuedCert, SshCaInfo, SshKeyInfo, VpnAccessState,
+    DeviceConfigResponse, DeviceInfo, IssuedCert, SignedHostCert, SshCaInfo, SshKeyInfo,
+    VpnAccessState,
 };
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,7 @@ use super::error::Failure;
 use super::flows::{self, EnrollInput, LoggedIn, LoginInput};
 use super::sessions::{ClientAddr, Session, clear_session_cookie, session_cookie};
 use crate::access::KeyOrigin;
+use crate::access::host_join::{JoinError, JoinRequest};
 use crate::time_fmt::{now_unix, rfc3339, rfc3339_opt};
 
 /// The answer to a login or enrollment.
@@ -263,6 +265,38 @@ pub async fn issue_certificate(
             .issue_certificate(&by, &session.user.name, &req.public_key, None)
             .await?,
     ))
+}
+
+/// A private EC2 host joining by instance identity (`ssh.host_join`): no
+/// session, the signed identity document is the proof; the rules are
+/// `access::host_join`'s.
+pub async fn join_host(
+    State(state): State<PortalState>,
+    ClientAddr(source): ClientAddr,
+    body: Result<Json<JoinRequest>, JsonRejection>,
+) -> Result<Json<SignedHostCert>, Failure> {
+    if !state.host_joins.allow(source, std::time::Instant::now()) {
+        return Err(Failure::rate_limited());
+    }
+    let Json(request) = body.map_err(json_failure)?;
+    match state.access.join_host(source, &request).await {
+        Ok(signed) => Ok(Json(signed)),
+        Err(JoinError::Off) => Err(Failure::not_found(JoinError::Off.to_string())),
+        Err(JoinError::Refused(refusal)) => Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            refusal.code(),
+            format!("refused: {refusal}"),
+        )),
+        Err(JoinError::Unavailable(why)) => {
+            tracing::warn!(%source, reason = %why, "a host join could not be judged");
+            Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the gateway cannot check instances now; try again later",
+            ))
+        }
+        Err(JoinError::Sign(err)) => Err(err.into()),
+    }
 }
 
 /// Removes one of the member's SSH keys.

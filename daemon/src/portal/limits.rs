@@ -3,7 +3,9 @@
 //! entries. One counts every request (`portal.requests_per_minute`);
 //! another the SSO logins a source starts ([`SSO_STARTS_PER_SOURCE`] per
 //! [`SSO_STARTS_PERIOD`]), each of which keeps a row until it is used or
-//! pruned, so one source keeps at most twice that many logins under way.
+//! pruned, so one source keeps at most twice that many logins under way;
+//! and the joins of private hosts a source asks ([`HOST_JOINS_PER_SOURCE`]
+//! per [`HOST_JOINS_PERIOD`]), each refusal of which writes a record.
 //! Login attempts are budgeted by the member-authentication service
 //! ([`crate::auth::LoginBudget`]), shared with the jump host.
 
@@ -24,6 +26,12 @@ pub const SSO_STARTS_PER_SOURCE: u32 = 60;
 /// waits for its callback (`sso_login::PENDING_LIFETIME`), after which its
 /// row is pruned.
 pub const SSO_STARTS_PERIOD: Duration = Duration::from_secs(600);
+
+/// Host joins one source may ask per [`HOST_JOINS_PERIOD`] (a host joins
+/// once; a NAT of many booting at once, not a flood of refusal records).
+pub const HOST_JOINS_PER_SOURCE: u32 = 30;
+/// The period of [`HOST_JOINS_PER_SOURCE`].
+pub const HOST_JOINS_PERIOD: Duration = Duration::from_secs(600);
 
 /// Requests per source address: a token bucket of `capacity` tokens,
 /// refilled continuously at `capacity` per `period`.

@@ -143,6 +143,8 @@ pub struct PortalState {
     pub request_limits: Arc<RequestLimits>,
     /// SSO logins started per source ([`limits::SSO_STARTS_PER_SOURCE`]).
     pub sso_starts: Arc<RequestLimits>,
+    /// Private hosts' joins asked per source ([`limits::HOST_JOINS_PER_SOURCE`]).
+    pub host_joins: Arc<RequestLimits>,
     /// The team's identity provider (`[oidc]`), when configured.
     pub sso: Option<Arc<crate::sso::Provider>>,
     /// Which auditor's views were recorded lately ([`audit_views`]).
@@ -167,6 +169,10 @@ impl PortalState {
             sso_starts: Arc::new(RequestLimits::per_period(
                 limits::SSO_STARTS_PER_SOURCE,
                 limits::SSO_STARTS_PERIOD,
+            )),
+            host_joins: Arc::new(RequestLimits::per_period(
+                limits::HOST_JOINS_PER_SOURCE,
+                limits::HOST_JOINS_PERIOD,
             )),
             sso,
             audit_views: Arc::default(),
@@ -266,6 +272,7 @@ pub fn router(state: PortalState) -> Router {
         )
         .route("/api/v1/ssh/ca", get(api::ssh_ca))
         .route("/api/v1/ssh/certificates", post(api::issue_certificate))
+        .route("/api/v1/hosts/join", post(api::join_host))
         .route("/ssh-keys", post(pages::add_key_submit))
         .route(
             "/ssh-keys/certificate",

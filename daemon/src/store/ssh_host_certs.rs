@@ -81,6 +81,20 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// Whether the host CA ever signed a certificate `issued_by` asked for
+    /// (`instance:i-...`: that instance joined already).
+    pub fn host_cert_issued_by(&self, issued_by: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_opt(
+                "SELECT serial FROM ssh_host_certificates WHERE issued_by = ?1 LIMIT 1",
+                values![issued_by],
+            )
+            .map(|row| row.is_some())
+            .map_err(StoreError::db("look up who asked for host certificates"))
+    }
+}
+
 impl Writer<'_> {
     /// Records a signed host certificate; `Conflict` if its serial was used.
     pub fn record_host_cert(&mut self, cert: &HostCertRow) -> Result<(), StoreError> {
@@ -215,6 +229,8 @@ mod tests {
             assert!(matches!(unknown, StoreError::NotFound { .. }), "{unknown}");
             let kept = store.read_blocking(|r| r.host_cert(9)).unwrap().unwrap();
             assert_eq!(kept.revoked, Some((300, "admin:0".to_string())));
+            let asked = |by: &str| store.read_blocking(|r| r.host_cert_issued_by(by)).unwrap();
+            assert!(asked("admin:0") && !asked("instance:i-1"));
         });
     }
 }

@@ -43,6 +43,9 @@ ca_key_file = "/etc/gatehouse/ssh_user_ca_ed25519_key"
 host_ca_key_file = "/etc/gatehouse/ssh_host_ca_ed25519_key"
 cert_lifetime = "12h"
 host_cert_lifetime = "90d"
+host_join = false
+host_join_signer_file = "/etc/gatehouse/aws-identity-signer.pem"
+host_join_window = "15m"
 
 [portal]
 enabled = true
@@ -182,6 +185,12 @@ pub const OTHER: &[(&str, &str)] = &[
     ),
     ("ssh.cert_lifetime", r#""1h""#),
     ("ssh.host_cert_lifetime", r#""30d""#),
+    ("ssh.host_join", "true"),
+    (
+        "ssh.host_join_signer_file",
+        r#""/etc/gatehouse/other-aws-signer.pem""#,
+    ),
+    ("ssh.host_join_window", r#""30m""#),
     ("portal.enabled", "false"),
     ("portal.listen", r#""0.0.0.0:8443""#),
     ("portal.url", r#""https://portal.example.org""#),

@@ -163,6 +163,24 @@ mod tests {
         let shutdown = CancellationToken::new();
         let stats = Arc::new(crate::export::ExportStats::default());
         stats.lag.store(3, Ordering::Relaxed);
+        // Host certificates: one expiring in a day, one in 30 days, one
+        // revoked that would expire in a day: one expires soon.
+        let (_dir, store) = crate::store::fixtures::temp_store();
+        let now = crate::time_fmt::now_unix();
+        for (serial, days, revoked) in [(1, 1, false), (2, 30, false), (3, 1, true)] {
+            let row = crate::store::ssh_host_certs::HostCertRow {
+                serial,
+                key_fingerprint: "SHA256:h".into(),
+                public_key: "ssh-ed25519 AAAA".into(),
+                principals: vec!["10.0.3.7".into()],
+                valid_after: now - 60,
+                valid_before: now + days * 86_400,
+                issued_at: now,
+                issued_by: "uid:0".into(),
+                revoked: revoked.then(|| (now, "uid:0".to_string())),
+            };
+            store.write_blocking(|w| w.record_host_cert(&row)).unwrap();
+        }
         let sources = Sources {
             engine,
             ha: None,
@@ -171,7 +189,7 @@ mod tests {
                 receiver: "logs.example.org:6514".into(),
                 stats,
             }],
-            host_certs: None,
+            host_certs: Some(store),
         };
         spawn_metrics(listener, sources, &tracker, shutdown.clone());
 
@@ -191,6 +209,11 @@ mod tests {
         assert!(
             body.lines()
                 .any(|l| l == r#"gatehouse_audit_export_lag_records{exporter="syslog"} 3"#),
+            "{body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l == "gatehouse_ssh_host_certs_expiring 1"),
             "{body}"
         );
 

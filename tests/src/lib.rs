@@ -15,6 +15,8 @@
 //! over HTTPS; [`browser`] drives it in a headless Chromium. [`postgres`]
 //! starts a private PostgreSQL server for the shared store's tests.
 //! [`rsyslog`] runs Debian's rsyslog with TLS as the team's syslog receiver.
+//! [`packaging`] reads `packaging/` and runs the private host's certificate
+//! script as cloud-init installs it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -23,6 +25,7 @@ pub mod aws;
 pub mod browser;
 pub mod ha_lab;
 pub mod netns;
+pub mod packaging;
 pub mod portal;
 pub mod postgres;
 pub mod rsyslog;

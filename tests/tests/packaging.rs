@@ -9,16 +9,10 @@
 
 mod packaging_host_cert;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gatehouse_tests::packaging::{cloud_init_files, packaging_file, sshd};
 use gatehouse_tests::{have_tool, require, stdout};
-
-fn packaging(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../packaging")
-        .join(file)
-}
 
 /// Every `Key=value` line of a unit, comments and sections dropped.
 fn directives(text: &str) -> Vec<(String, String)> {
@@ -32,7 +26,7 @@ fn directives(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn the_unit_is_hardened_as_the_issue_asks() {
-    let unit = std::fs::read_to_string(packaging("systemd/accessd.service")).unwrap();
+    let unit = std::fs::read_to_string(packaging_file("systemd/accessd.service")).unwrap();
     let all = directives(&unit);
     let value = |key: &str| -> Vec<&str> {
         all.iter()
@@ -72,7 +66,7 @@ fn the_unit_is_hardened_as_the_issue_asks() {
             .split(' ')
             .any(|d| d == "gatehouse")
     );
-    let sysusers = std::fs::read_to_string(packaging("systemd/gatehouse.sysusers")).unwrap();
+    let sysusers = std::fs::read_to_string(packaging_file("systemd/gatehouse.sysusers")).unwrap();
     assert!(sysusers.contains("u gatehouse "), "{sysusers}");
     assert!(sysusers.contains("g gatehouse-admin "), "{sysusers}");
 }
@@ -87,7 +81,7 @@ fn systemd_analyze_scores_the_unit_below_3() {
     }
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true"])
-        .arg(packaging("systemd/accessd.service"))
+        .arg(packaging_file("systemd/accessd.service"))
         .output()
         .unwrap();
     let text = stdout(&out);
@@ -103,56 +97,6 @@ fn systemd_analyze_scores_the_unit_below_3() {
         .unwrap_or_else(|| panic!("unreadable score: {line}"));
     eprintln!("systemd-analyze security: {score}");
     assert!(score < 3.0, "{line}");
-}
-
-/// OpenSSH's sshd, for `sshd -t`; `None` (printed) without it. sshd, even
-/// testing a config, insists on its privilege separation directory, which
-/// Debian's init script makes and nothing here runs: root makes it.
-fn sshd() -> Option<PathBuf> {
-    let Some(sshd) = gatehouse_tests::ssh::sshd_path() else {
-        require(false, "OpenSSH's sshd (Debian package openssh-server)");
-        return None;
-    };
-    let privsep = Path::new("/run/sshd");
-    if !privsep.exists() && gatehouse_tests::is_root() {
-        std::fs::create_dir_all(privsep).unwrap();
-    }
-    require(
-        privsep.exists(),
-        "/run/sshd, which sshd -t needs (root makes it)",
-    )
-    .then_some(sshd)
-}
-
-/// A cloud-init file of `packaging/`, parsed; `None` (printed) without
-/// PyYAML.
-fn cloud_init_files(name: &str) -> Option<serde_json::Value> {
-    let path = packaging(name);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        text.starts_with("#cloud-config\n"),
-        "cloud-init needs the #cloud-config header"
-    );
-    let have_yaml = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(
-        have_yaml,
-        "python3 with PyYAML (Debian package python3-yaml)",
-    ) {
-        return None;
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", gatehouse_tests::stderr(&out));
-    Some(serde_json::from_str(&stdout(&out)).unwrap())
 }
 
 /// A cloud-init file of `packaging/`, parsed, and the gatehouse.toml it

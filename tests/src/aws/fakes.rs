@@ -213,8 +213,7 @@ impl FakeImds {
                 // IMDSv1 (no token) is refused, as on a hardened instance.
                 return response(401, &[], b"");
             }
-            let key = req.path.trim_start_matches("/latest/meta-data/");
-            match state.values.get(key) {
+            match state.values.get(&req.path) {
                 Some(value) => response(200, &[], value.as_bytes()),
                 None => response(404, &[], b"not found"),
             }
@@ -230,7 +229,15 @@ impl FakeImds {
     pub fn set(&self, path: &str, value: &str) {
         self.lock()
             .values
-            .insert(path.to_string(), value.to_string());
+            .insert(format!("/latest/meta-data/{path}"), value.to_string());
+    }
+
+    /// Serves `value` at `/latest/dynamic/<path>`, e.g.
+    /// `instance-identity/document` for a host joining by instance identity.
+    pub fn set_dynamic(&self, path: &str, value: &str) {
+        self.lock()
+            .values
+            .insert(format!("/latest/dynamic/{path}"), value.to_string());
     }
 
     /// Requests answered so far.

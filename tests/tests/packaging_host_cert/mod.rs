@@ -4,25 +4,22 @@
 //! environment overrides), with a host key and a host CA made by
 //! `ssh-keygen`, the real `sshd` checking the result, and for the SSM
 //! source the real AWS CLI against a moto server. Part of the `packaging`
-//! test (`mod packaging_host_cert` there).
-
-mod host;
+//! test (`mod packaging_host_cert` there). The private host itself is
+//! `gatehouse_tests::packaging::private_host`, which the host join test
+//! (`aws_host_join.rs`) runs the script on too.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use gatehouse_tests::aws::{LoopbackMoto, aws_cli};
+use gatehouse_tests::packaging::private_host::{
+    FRAGMENT, PrivateHost, REGION, SCRIPT, Verdict, keygen, read, said, write_executable,
+};
+use gatehouse_tests::packaging::{cloud_init_files, packaging_file};
 use gatehouse_tests::{have_tool, output_within, require, stderr, stdout};
 
-use host::{PrivateHost, Verdict, keygen, read, said, write_executable};
-
-const FRAGMENT: &str = "cloud-init-private-host.yaml";
-const SCRIPT: &str = "/usr/local/sbin/gatehouse-host-cert";
-/// The names the test certificates are for, as the README's example signs them.
-const PRINCIPALS: &str = "10.0.3.140,jupyter.internal";
 const PARAMETER: &str = "/gatehouse/research-gw/host-certs/jupyter";
-const REGION: &str = "eu-west-3";
 
 /// From a file: nothing there yet is no error; a certificate is installed
 /// with its HostCertificate line, sshd accepts the result and presents it
@@ -300,6 +297,80 @@ fn from_ssm_the_certificate_the_admin_puts_is_installed() {
     assert_eq!(host.reloads(), 1);
 }
 
+/// Joining (`SOURCE=join:`), the parts that need no gateway (the whole
+/// join is in `aws_host_join.rs`): an unreadable JOIN_CA or a portal not
+/// on HTTPS is refused before anything is sent; with nothing kept, or a
+/// copy kept for another key (an image made from a host that joined), it
+/// goes to IMDS (absent here); a certificate kept from joining, for this
+/// host's key, is installed again with no request, then found installed.
+#[test]
+fn a_joined_host_reinstalls_its_kept_certificate_and_asks_nothing() {
+    let Some(host) = PrivateHost::new() else {
+        return;
+    };
+    // Nothing answers there: any request fails.
+    let nowhere = "http://127.0.0.1:9";
+    let run = |conf: &str| {
+        let mut cmd = host.command(conf);
+        cmd.env("IMDS_ENDPOINT", nowhere);
+        output_within(cmd, Duration::from_secs(120))
+    };
+    let join = "SOURCE=join:https://127.0.0.1:9\n".to_owned();
+    let refusals = [
+        (
+            format!(
+                "{join}JOIN_CA={}\n",
+                host.dir.path().join("no-ca.pem").display()
+            ),
+            "cannot read JOIN_CA",
+        ),
+        (
+            "SOURCE=join:http://127.0.0.1:9\n".to_owned(),
+            "or join:https://<portal>, not 'join:http:",
+        ),
+        (
+            join.clone(),
+            "cannot get an IMDSv2 token from http://127.0.0.1:9",
+        ),
+    ];
+    for (conf, reason) in &refusals {
+        let ran = run(conf);
+        assert_eq!(ran.status.code(), Some(1), "{conf}: {}", said(&ran));
+        assert!(stderr(&ran).contains(reason), "{conf}: {}", said(&ran));
+        assert_eq!(host.installed(), None, "{conf}");
+    }
+
+    let kept = host.state_dir().join("joined-cert.pub");
+    std::fs::create_dir_all(host.state_dir()).unwrap();
+    let other = host.dir.path().join("other_host_key");
+    keygen(&other);
+    let theirs = host.sign(&other.with_extension("pub"), &["-h", "-V", "-1m:+90d"]);
+    std::fs::copy(&theirs, &kept).unwrap();
+    let ran = run(&join);
+    assert_eq!(ran.status.code(), Some(1), "{}", said(&ran));
+    assert!(
+        stderr(&ran).contains("cannot get an IMDSv2 token"),
+        "{}",
+        said(&ran)
+    );
+    assert_eq!(host.installed(), None);
+
+    let ours = host.sign(&host.key_pub(), &["-h", "-V", "-1m:+90d"]);
+    std::fs::copy(&ours, &kept).unwrap();
+    let ran = run(&join);
+    assert_eq!(ran.status.code(), Some(0), "{}", said(&ran));
+    assert_eq!(host.installed(), Some(read(&ours)));
+    assert_eq!(host.reloads(), 1);
+    let again = run(&join);
+    assert_eq!(again.status.code(), Some(0), "{}", said(&again));
+    assert!(
+        stdout(&again).contains("already joined"),
+        "{}",
+        said(&again)
+    );
+    assert_eq!(host.reloads(), 1);
+}
+
 /// The rest of the fragment: the config file the script reads (marked
 /// EDIT); the script's mode (and shellcheck's word on it, where installed);
 /// the units, which `systemd-analyze verify` accepts: a timer at boot and
@@ -308,7 +379,7 @@ fn from_ssm_the_certificate_the_admin_puts_is_installed() {
 /// the config names.
 #[test]
 fn the_fragment_runs_the_script_now_and_by_a_timer_with_the_documented_policy() {
-    let Some(data) = crate::cloud_init_files(FRAGMENT) else {
+    let Some(data) = cloud_init_files(FRAGMENT) else {
         return;
     };
     let entry = |path: &str| -> serde_json::Value {
@@ -345,6 +416,17 @@ fn the_fragment_runs_the_script_now_and_by_a_timer_with_the_documented_policy() 
     for line in ["RuntimeDirectory=sshd\n", "RuntimeDirectoryPreserve=yes\n"] {
         assert!(service.contains(line), "{line}: {service}");
     }
+    // ProtectSystem=strict: the certificate from joining is kept where the
+    // unit lets it write, and nowhere else.
+    assert!(
+        service.contains("\nStateDirectory=gatehouse-host-cert\n"),
+        "{service}"
+    );
+    assert!(
+        content(SCRIPT)
+            .contains("\nSTATE_DIR=${GATEHOUSE_HOST_CERT_STATE:-/var/lib/gatehouse-host-cert}\n"),
+        "the script keeps it in the unit's StateDirectory"
+    );
     for line in ["OnBootSec=", "OnUnitActiveSec=6h", "WantedBy=timers.target"] {
         assert!(timer.contains(line), "{line}: {timer}");
     }
@@ -395,7 +477,7 @@ fn the_fragment_runs_the_script_now_and_by_a_timer_with_the_documented_policy() 
         );
     }
 
-    let readme = std::fs::read_to_string(crate::packaging("README.md")).unwrap();
+    let readme = std::fs::read_to_string(packaging_file("README.md")).unwrap();
     let section = readme
         .split("\n### Host certificates on the private hosts\n")
         .nth(1)

@@ -1,23 +1,32 @@
 //! The fixture of the host certificate tests: a private host in a temp
-//! dir, the script run on it, and its sshd reached by a member's ssh.
+//! dir, the script of `cloud-init-private-host.yaml` run on it as shipped,
+//! and its sshd reached by a member's ssh.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{have_tool, output_within, require, stderr, stdout};
 use tempfile::TempDir;
 
-use super::{FRAGMENT, PRINCIPALS, REGION, SCRIPT};
+use crate::{have_tool, output_within, require, stderr, stdout};
+
+/// The cloud-init fragment of `packaging/` that writes the script.
+pub const FRAGMENT: &str = "cloud-init-private-host.yaml";
+/// Where the fragment installs the script.
+pub const SCRIPT: &str = "/usr/local/sbin/gatehouse-host-cert";
+/// The names the test certificates are for, as the README's example signs them.
+pub const PRINCIPALS: &str = "10.0.3.140,jupyter.internal";
+/// The `REGION=` of the config file [`PrivateHost::run`] writes.
+pub const REGION: &str = "eu-west-3";
 
 /// A private host in a temp dir: its ed25519 host key in `ssh/` (the
 /// script's `GATEHOUSE_SSH_DIR`), an sshd_config that includes
 /// `ssh/sshd_config.d/*.conf`, a host CA, and the fragment's script.
-pub(super) struct PrivateHost {
-    pub(super) dir: TempDir,
+pub struct PrivateHost {
+    pub dir: TempDir,
     script: PathBuf,
-    pub(super) sshd: PathBuf,
+    pub sshd: PathBuf,
     ca: PathBuf,
     signed: Cell<u32>,
 }
@@ -25,7 +34,7 @@ pub(super) struct PrivateHost {
 /// What ssh, trusting only the host CA for the host's address, made of
 /// the host key sshd presented.
 #[derive(Debug, PartialEq)]
-pub(super) enum Verdict {
+pub enum Verdict {
     /// It went on to authentication (and was refused there: no key).
     HostKeyAccepted,
     /// "Host key verification failed": a member would have been asked.
@@ -34,15 +43,15 @@ pub(super) enum Verdict {
 
 impl PrivateHost {
     /// `None` (printed) without sshd, ssh-keygen or PyYAML.
-    pub(super) fn new() -> Option<Self> {
-        let sshd = crate::sshd()?;
+    pub fn new() -> Option<Self> {
+        let sshd = super::sshd()?;
         if !require(
             have_tool("ssh-keygen") && have_tool("ssh"),
             "OpenSSH's client (Debian package openssh-client)",
         ) {
             return None;
         }
-        let data = crate::cloud_init_files(FRAGMENT)?;
+        let data = super::cloud_init_files(FRAGMENT)?;
         let script_text = data["write_files"]
             .as_array()
             .unwrap()
@@ -69,21 +78,21 @@ impl PrivateHost {
         Some(host)
     }
 
-    pub(super) fn ssh_dir(&self) -> PathBuf {
+    pub fn ssh_dir(&self) -> PathBuf {
         self.dir.path().join("ssh")
     }
 
-    pub(super) fn key_pub(&self) -> PathBuf {
+    pub fn key_pub(&self) -> PathBuf {
         self.ssh_dir().join("ssh_host_ed25519_key.pub")
     }
 
     /// Outside `ssh/`, so that the script finds it through `SSHD_CONFIG`.
-    pub(super) fn sshd_config(&self) -> PathBuf {
+    pub fn sshd_config(&self) -> PathBuf {
         self.dir.path().join("sshd_config")
     }
 
     /// Debian's shape: the drop-in directory included, the ed25519 host key.
-    pub(super) fn sshd_config_text(&self) -> String {
+    pub fn sshd_config_text(&self) -> String {
         let ssh = self.ssh_dir().display().to_string();
         format!(
             "Include {ssh}/sshd_config.d/*.conf\nHostKey {ssh}/ssh_host_ed25519_key\n\
@@ -93,7 +102,7 @@ impl PrivateHost {
 
     /// A certificate of `key` from the host CA, with `args` (`-h` for a
     /// host certificate, `-V` for its validity).
-    pub(super) fn sign(&self, key: &Path, args: &[&str]) -> PathBuf {
+    pub fn sign(&self, key: &Path, args: &[&str]) -> PathBuf {
         let n = self.signed.get() + 1;
         self.signed.set(n);
         let copy = self.dir.path().join(format!("signed{n}.pub"));
@@ -112,30 +121,45 @@ impl PrivateHost {
 
     /// Runs the script with `SOURCE=source`, every path in the temp dir,
     /// the real sshd, and a reload that only counts.
-    pub(super) fn run(&self, source: &str, env: &[(&str, String)]) -> Output {
-        let conf = self.dir.path().join("host-cert.conf");
-        std::fs::write(&conf, format!("SOURCE={source}\nREGION={REGION}\n")).unwrap();
+    pub fn run(&self, source: &str, env: &[(&str, String)]) -> Output {
+        let mut cmd = self.command(&format!("SOURCE={source}\nREGION={REGION}\n"));
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        output_within(cmd, Duration::from_secs(120))
+    }
+
+    /// The script, to run (where the caller chooses: in a namespace, say)
+    /// with `conf` as its config file, every path in the temp dir (its
+    /// state in [`PrivateHost::state_dir`]), the real sshd, and a reload
+    /// that only counts.
+    pub fn command(&self, conf: &str) -> Command {
+        let conf_file = self.dir.path().join("host-cert.conf");
+        std::fs::write(&conf_file, conf).unwrap();
         let reloads = self.dir.path().join("reloads");
         let mut cmd = Command::new(&self.script);
-        cmd.env("GATEHOUSE_HOST_CERT_CONF", &conf)
+        cmd.env("GATEHOUSE_HOST_CERT_CONF", &conf_file)
             .env("GATEHOUSE_SSH_DIR", self.ssh_dir())
+            .env("GATEHOUSE_HOST_CERT_STATE", self.state_dir())
             .env("SSHD_CONFIG", self.sshd_config())
             .env("SSHD", &self.sshd)
             .env(
                 "SSHD_RELOAD",
                 format!("echo reload >> '{}'", reloads.display()),
-            )
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        output_within(cmd, Duration::from_secs(120))
+            );
+        cmd
+    }
+
+    /// The script's `/var/lib/gatehouse-host-cert`: what joining gave.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The installed certificate.
-    pub(super) fn installed(&self) -> Option<String> {
+    pub fn installed(&self) -> Option<String> {
         std::fs::read_to_string(self.ssh_dir().join("ssh_host_ed25519_key-cert.pub")).ok()
     }
 
     /// The sshd_config.d file with the HostCertificate line.
-    pub(super) fn snippet(&self) -> Option<String> {
+    pub fn snippet(&self) -> Option<String> {
         std::fs::read_to_string(
             self.ssh_dir()
                 .join("sshd_config.d/gatehouse-host-cert.conf"),
@@ -143,13 +167,13 @@ impl PrivateHost {
         .ok()
     }
 
-    pub(super) fn reloads(&self) -> usize {
+    pub fn reloads(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("reloads"))
             .map_or(0, |text| text.lines().count())
     }
 
     /// What the script's runs left of their scratch files in `ssh/`.
-    pub(super) fn scratch_left(&self) -> Vec<String> {
+    pub fn scratch_left(&self) -> Vec<String> {
         std::fs::read_dir(self.ssh_dir())
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
@@ -160,7 +184,7 @@ impl PrivateHost {
     /// Starts this host's sshd on a loopback port and connects with ssh as
     /// a member does: known_hosts holding only the host CA's
     /// `@cert-authority` line for the host's address, no prompt allowed.
-    pub(super) fn connect(&self) -> Verdict {
+    pub fn connect(&self) -> Verdict {
         let known_hosts = self.dir.path().join("known_hosts");
         let ca = std::fs::read_to_string(self.ca.with_extension("pub")).unwrap();
         std::fs::write(&known_hosts, format!("@cert-authority 10.0.3.140 {ca}")).unwrap();
@@ -233,7 +257,7 @@ impl Drop for Sshd {
     }
 }
 
-pub(super) fn keygen(path: &Path) {
+pub fn keygen(path: &Path) {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
         .arg(path)
@@ -242,18 +266,18 @@ pub(super) fn keygen(path: &Path) {
     assert!(out.status.success(), "ssh-keygen: {}", said(&out));
 }
 
-pub(super) fn write_executable(path: &Path, text: &str) {
+pub fn write_executable(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-pub(super) fn read(path: &Path) -> String {
+pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
 /// A command's stdout and stderr, for assertion messages.
-pub(super) fn said(out: &Output) -> String {
+pub fn said(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
         out.status.code(),

@@ -216,6 +216,11 @@ fn private_ec2_hosts_join_by_instance_identity_and_the_rest_are_refused() {
             "stale",
         ),
         (
+            "a host key that is no key",
+            request("second", "aws", minute, "ssh-ed25519 nonsense"),
+            "malformed",
+        ),
+        (
             "a replayed document",
             request("host", "aws", minute, &other_key),
             "replayed",

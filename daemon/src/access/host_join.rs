@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gatehouse_config::api::SignedHostCert;
+use russh::keys::PublicKey;
 use serde_json::json;
 
 use super::host_certs::checked_principals;
@@ -134,6 +135,12 @@ impl Access {
                 Err(refusal) => return Err(self.refuse(source, None, refusal).await),
             };
         let instance = document.instance_id.clone();
+        if let Err(err) = PublicKey::from_openssh(request.public_key.trim()) {
+            let refusal = JoinRefusal::Malformed(format!(
+                "public_key is not an OpenSSH public key line: {err}"
+            ));
+            return Err(self.refuse(source, Some(&instance), refusal).await);
+        }
         let actor = Actor::Instance(instance.clone()).to_string();
         let joined = self
             .core

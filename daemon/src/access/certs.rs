@@ -7,14 +7,14 @@
 //! every HA node's own addresses and the VPN pool). Each issue is recorded
 //! under its serial and audited (`ssh.cert.issue`) in one transaction.
 //! Also the CA's public side and the KRL for the private hosts; the host
-//! CA's certificates are [`super::host_certs`]'.
+//! CA is [`super::host_certs`]'.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine;
-use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo, SshHostCaInfo};
+use gatehouse_config::api::{IssuedCert, KrlResponse, RevokedCert, SshCaInfo};
 use rand_core::{OsRng, RngCore};
 use russh::keys::{HashAlg, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -44,34 +44,6 @@ impl Access {
             fingerprint: ca.fingerprint(),
             sshd_snippet: sshd_snippet(gateway),
             enabled: config.ssh.certificates,
-        })
-    }
-
-    /// The host CA's public side and its `@cert-authority` line for the
-    /// hosts of every group's subnets, when its key was loaded at start.
-    pub fn ssh_host_ca_info(&self) -> Result<SshHostCaInfo, UserError> {
-        let Some(ca) = self.core.host_ca() else {
-            return Err(UserError::CertificatesOff);
-        };
-        let config = self.core.config();
-        let public_key = ca.public_line(&config.gateway.name);
-        let subnets: Vec<_> = config
-            .groups
-            .iter()
-            .flat_map(|group| group.subnets.iter().copied())
-            .collect();
-        // A line with no host would be refused by ssh; trusting the CA for
-        // every host ("*") would be wider than any group.
-        let known_hosts = self.cert_authority_line(&subnets).unwrap_or_else(|| {
-            format!(
-                "# no group has an IPv4 subnet: name the hosts yourself, e.g. \
-                 @cert-authority *.internal {public_key}"
-            )
-        });
-        Ok(SshHostCaInfo {
-            known_hosts,
-            fingerprint: ca.fingerprint(),
-            public_key,
         })
     }
 

@@ -1,5 +1,6 @@
 //! SSH host certificates for the private hosts (`ssh.certificates`),
-//! written once for the admin API, the portal and the metrics: which
+//! written once for the admin API, the portal and the metrics: the host
+//! CA's public side, which
 //! principals a host certificate may name (host names, and addresses only
 //! inside a group's subnet, the hosts members trust the host CA for), for
 //! how long (`ssh.host_cert_lifetime` at most, the default), which of them
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gatehouse_config::Config;
-use gatehouse_config::api::{HostCertInfo, HostCertList, HostKrlResponse, SignedHostCert};
+use gatehouse_config::api::{
+    HostCertInfo, HostCertList, HostKrlResponse, SignedHostCert, SshHostCaInfo,
+};
 use gatehouse_config::known_hosts::{Cover, host_patterns};
 use ipnet::IpNet;
 use russh::keys::PublicKey;
@@ -38,6 +41,30 @@ pub const EXPIRING_WITHIN: Duration = Duration::from_secs(14 * 86_400);
 pub const MAX_PRINCIPALS: usize = 32;
 
 impl Access {
+    /// The host CA's public side and its `@cert-authority` line for the
+    /// hosts of every group's subnets, when its key was loaded at start.
+    pub fn ssh_host_ca_info(&self) -> Result<SshHostCaInfo, UserError> {
+        let Some(ca) = self.core.host_ca() else {
+            return Err(UserError::CertificatesOff);
+        };
+        let config = self.core.config();
+        let public_key = ca.public_line(&config.gateway.name);
+        // A line with no host would be refused by ssh; trusting the CA for
+        // every host ("*") would be wider than any group.
+        let subnets = group_subnets(&config);
+        let known_hosts = self.cert_authority_line(&subnets).unwrap_or_else(|| {
+            format!(
+                "# no group has an IPv4 subnet: name the hosts yourself, e.g. \
+                 @cert-authority *.internal {public_key}"
+            )
+        });
+        Ok(SshHostCaInfo {
+            known_hosts,
+            fingerprint: ca.fingerprint(),
+            public_key,
+        })
+    }
+
     /// Signs a certificate for a private host's `public_key` (an OpenSSH
     /// line) naming `principals`, valid for `lifetime` or
     /// `ssh.host_cert_lifetime`, whichever is shorter.
@@ -291,6 +318,7 @@ pub fn checked_principals(
     config: &Config,
     principals: &[String],
 ) -> Result<Vec<String>, UserError> {
+    let subnets = group_subnets(config);
     let mut checked: Vec<String> = Vec::new();
     for principal in principals {
         let principal = principal.trim();
@@ -299,11 +327,6 @@ pub fn checked_principals(
         }
         match principal.parse::<IpAddr>() {
             Ok(ip) => {
-                let subnets: Vec<IpNet> = config
-                    .groups
-                    .iter()
-                    .flat_map(|g| g.subnets.iter().copied())
-                    .collect();
                 if !subnets.iter().any(|net| net.contains(&ip)) {
                     return Err(UserError::HostCertAddressOutside {
                         address: ip,
@@ -332,6 +355,15 @@ pub fn checked_principals(
         });
     }
     Ok(checked)
+}
+
+/// Every group's subnets: the hosts the host CA vouches for.
+pub fn group_subnets(config: &Config) -> Vec<IpNet> {
+    config
+        .groups
+        .iter()
+        .flat_map(|group| group.subnets.iter().copied())
+        .collect()
 }
 
 /// Why `name` is no host name (letters, digits, `-`, `_` and dots; no

@@ -114,7 +114,7 @@ impl Access {
                 "no AWS session (see the log at start)".into(),
             ));
         };
-        let pem = std::fs::read_to_string(signer_file).map_err(|e| {
+        let pem = tokio::fs::read_to_string(signer_file).await.map_err(|e| {
             JoinError::Unavailable(format!(
                 "cannot read ssh.host_join_signer_file {}: {e}",
                 signer_file.display()

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use gatehouse_tests::Daemon;
 use gatehouse_tests::netns::{Host, POOL, Topology};
-use gatehouse_tests::portal::PASSWORD;
 use gatehouse_tests::ssh::{BROKER_PORT, Identity, SshLab, wait_audit};
 use serde_json::{Value, json};
 
@@ -121,26 +120,9 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
 
     // alice (research) enrolls on the portal; her key is registered.
     let alice = lab.identity_unauthorized("alice");
-    let added = gw.ctl_json(&[
-        "user",
-        "add",
-        "alice",
-        "--group",
-        "research",
-        "--ssh-key",
-        alice.public_key_file.to_str().unwrap(),
-    ]);
-    let token = added["enrollment"]["token"].as_str().unwrap();
     let base = format!("https://{gateway}:8443");
     let jar = dir.join("alice.cookies");
-    let (status, login) = portal(
-        &topo,
-        &jar,
-        &format!("{base}/api/v1/enroll/{token}"),
-        None,
-        &json!({ "password": PASSWORD }),
-    );
-    assert_eq!(status, 200, "{login}");
+    let login = enroll_on_portal(&topo, &gw, &base, &jar, ("alice", "research", &alice));
     let csrf = login["csrf_token"].as_str().unwrap().to_string();
 
     // Without a certificate the host lets her in with nothing.

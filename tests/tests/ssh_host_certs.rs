@@ -16,7 +16,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use gatehouse_tests::netns::{Host, Topology};
-use gatehouse_tests::portal::PASSWORD;
 use gatehouse_tests::postgres::PgServer;
 use gatehouse_tests::ssh::{Identity, SshLab};
 use gatehouse_tests::{Daemon, stderr};
@@ -31,6 +30,22 @@ const OTHER_PRINCIPAL: &str = "10.0.3.141";
 const EXPIRED: &str = "10.0.3.142";
 const OTHER_CA: &str = "10.0.3.143";
 const REVOKED: &str = "10.0.3.144";
+
+/// A fresh ed25519 key pair `dir/name` (and `.pub`), by ssh-keygen.
+fn new_key(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let (ok, out) = keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    path
+}
 
 /// An sshd on `addr`:22 of the research host serving `host_key` and, when
 /// given, its certificate.
@@ -162,26 +177,9 @@ fn members_reach_signed_hosts_without_a_prompt_and_refuse_the_rest() {
 
     // alice (research) enrolls on the portal and downloads her SSH files.
     let alice = lab.identity("alice");
-    let added = gw.ctl_json(&[
-        "user",
-        "add",
-        "alice",
-        "--group",
-        "research",
-        "--ssh-key",
-        alice.public_key_file.to_str().unwrap(),
-    ]);
-    let token = added["enrollment"]["token"].as_str().unwrap();
     let base = format!("https://{gateway}:8443");
     let jar = dir.join("alice.cookies");
-    let (status, login) = portal(
-        &topo,
-        &jar,
-        &format!("{base}/api/v1/enroll/{token}"),
-        None,
-        &json!({ "password": PASSWORD }),
-    );
-    assert_eq!(status, 200, "{login}");
+    enroll_on_portal(&topo, &gw, &base, &jar, ("alice", "research", &alice));
     let (status, snippet) = curl(&topo, &jar, &[], &format!("{base}/ssh_config"));
     assert_eq!(status, 200, "{snippet}");
     let (status, known_hosts_text) = curl(&topo, &jar, &[], &format!("{base}/ssh/known_hosts"));
@@ -248,17 +246,7 @@ fn members_reach_signed_hosts_without_a_prompt_and_refuse_the_rest() {
     assert_host_refused(&reach(&lab, &member, EXPIRED, &[]), "expired");
 
     // 4. A certificate from another CA, for the right principal.
-    let rogue = dir.join("rogue_host_ca");
-    let (ok, out) = keygen(&[
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        rogue.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
+    let rogue = new_key(&dir, "rogue_host_ca");
     let key = lab.host_key("other-ca");
     let (ok, out) = keygen(&[
         "-q",
@@ -391,17 +379,7 @@ fn a_pair_without_aws_shares_its_cas_from_files() {
     };
     let dir = tempfile::tempdir().unwrap();
     let new_key = |name: &str| {
-        let path = dir.path().join(name);
-        let (ok, out) = keygen(&[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            path.to_str().unwrap(),
-        ]);
-        assert!(ok, "{out}");
+        let path = new_key(dir.path(), name);
         let (_, listed) = keygen(&["-lf", path.to_str().unwrap()]);
         (path, listed.split_whitespace().nth(1).unwrap().to_string())
     };

@@ -153,25 +153,44 @@ async fn issue(request: &IssueCertRequest, out: Option<&Path>, ctx: &Ctx) -> Res
         .post::<_, IssuedCert>("/v1/ssh/certificates", Some(request))
         .await?;
     let cert = &reply.body;
-    let line = format!("{}\n", cert.certificate.trim());
+    let summary = || render_issued(cert, out, SystemTime::now());
+    deliver(
+        &cert.certificate,
+        cert.serial,
+        &reply.json,
+        out,
+        summary,
+        ctx,
+    )
+}
+
+/// A signed certificate (user or host) accessd answered with: written to
+/// `out` (0644) or else printed alone on stdout, so `> FILE` captures just
+/// it; then `--json`'s answer, or the `summary` (on stderr when stdout
+/// carries the certificate).
+pub(super) fn deliver(
+    certificate: &str,
+    serial: u64,
+    json: &serde_json::Value,
+    out: Option<&Path>,
+    summary: impl FnOnce() -> String,
+    ctx: &Ctx,
+) -> Result<(), SshError> {
+    let line = format!("{}\n", certificate.trim());
     if let Some(path) = out {
         write_public(path, line.as_bytes()).map_err(|source| SshError::WriteCert {
-            serial: cert.serial,
+            serial,
             path: path.to_owned(),
             source,
         })?;
     }
     if ctx.json {
-        ctx.out.emit_json(&reply.json)?;
-        return Ok(());
-    }
-    let summary = render_issued(cert, out, SystemTime::now());
-    if out.is_some() {
-        ctx.out.emit(&summary)?;
+        ctx.out.emit_json(json)?;
+    } else if out.is_some() {
+        ctx.out.emit(&summary())?;
     } else {
-        // stdout carries only the certificate, so `> FILE` captures just it.
         ctx.out.emit(&line)?;
-        eprint!("{summary}");
+        eprint!("{}", summary());
     }
     Ok(())
 }

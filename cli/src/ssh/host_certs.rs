@@ -14,7 +14,7 @@ use gatehouse_config::api::{
 };
 
 use super::SshError;
-use super::certs::{read_public_key, unix_time, valid_until, write_krl, write_public};
+use super::certs::{deliver, read_public_key, unix_time, valid_until, write_krl};
 use crate::Ctx;
 use crate::output::{self, Table};
 
@@ -179,39 +179,29 @@ async fn sign(
         .post::<_, SignedHostCert>("/v1/ssh/host-certificates", Some(request))
         .await?;
     let signed = &reply.body;
-    let line = format!("{}\n", signed.certificate.trim());
-    if let Some(path) = out {
-        write_public(path, line.as_bytes()).map_err(|source| SshError::WriteCert {
-            serial: signed.info.serial,
-            path: path.to_owned(),
-            source,
-        })?;
-    }
-    if ctx.json {
-        ctx.out.emit_json(&reply.json)?;
-        return Ok(());
-    }
-    let info = &signed.info;
-    let mut summary = format!(
-        "signed host certificate {} ({}) for host key {}\n  principals   {}\n  valid until  {}\n",
-        info.serial,
-        info.key_id,
-        info.key_fingerprint,
-        output::list(&info.principals, ", "),
-        valid_until(info.valid_before, SystemTime::now()),
-    );
-    match out {
-        Some(path) => {
-            summary.push_str(&format!("  written to   {}\n", path.display()));
-            ctx.out.emit(&summary)?;
+    let summary = || {
+        let info = &signed.info;
+        let mut text = format!(
+            "signed host certificate {} ({}) for host key {}\n  principals   {}\n  valid until  {}\n",
+            info.serial,
+            info.key_id,
+            info.key_fingerprint,
+            output::list(&info.principals, ", "),
+            valid_until(info.valid_before, SystemTime::now()),
+        );
+        if let Some(path) = out {
+            text.push_str(&format!("  written to   {}\n", path.display()));
         }
-        None => {
-            // stdout carries only the certificate, so `> FILE` captures just it.
-            ctx.out.emit(&line)?;
-            eprint!("{summary}");
-        }
-    }
-    Ok(())
+        text
+    };
+    deliver(
+        &signed.certificate,
+        signed.info.serial,
+        &reply.json,
+        out,
+        summary,
+        ctx,
+    )
 }
 
 fn render_list(list: &HostCertList, expiring_only: bool, now: SystemTime) -> String {

@@ -159,3 +159,35 @@ pub fn keygen(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// `accessctl user add NAME --group GROUP --ssh-key <id's .pub>`, then
+/// enrollment on the portal at `base` from the client namespace with
+/// [`gatehouse_tests::portal::PASSWORD`], its cookies in `jar`; returns the
+/// login answer (with `csrf_token`).
+pub fn enroll_on_portal(
+    topo: &Topology,
+    gw: &Daemon,
+    base: &str,
+    jar: &Path,
+    (name, group, id): (&str, &str, &Identity),
+) -> Value {
+    let added = gw.ctl_json(&[
+        "user",
+        "add",
+        name,
+        "--group",
+        group,
+        "--ssh-key",
+        id.public_key_file.to_str().unwrap(),
+    ]);
+    let token = added["enrollment"]["token"].as_str().unwrap();
+    let (status, login) = portal(
+        topo,
+        jar,
+        &format!("{base}/api/v1/enroll/{token}"),
+        None,
+        &serde_json::json!({ "password": gatehouse_tests::portal::PASSWORD }),
+    );
+    assert_eq!(status, 200, "{login}");
+    login
+}

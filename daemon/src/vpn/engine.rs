@@ -234,8 +234,8 @@ impl Engine {
                     last_handshake: since_handshake.and_then(|d| now.checked_sub(d)),
                     rx_bytes: rx_bytes as u64,
                     tx_bytes: tx_bytes as u64,
-                    rx_packets: peer.counters.rx_packets.load(Ordering::Relaxed),
-                    tx_packets: peer.counters.tx_packets.load(Ordering::Relaxed),
+                    rx_packets: peer.packets(Direction::Up),
+                    tx_packets: peer.packets(Direction::Down),
                     dropped_spoofed: peer.counters.dropped_spoofed.load(Ordering::Relaxed),
                     dropped_policy: peer.counters.dropped_policy.load(Ordering::Relaxed),
                     dropped_malformed: peer.counters.dropped_malformed.load(Ordering::Relaxed),
@@ -319,11 +319,7 @@ impl Engine {
             TunnResult::WriteToNetwork(out) => match endpoint {
                 Some(to) => {
                     drop(state);
-                    entry
-                        .peer
-                        .counters
-                        .tx_packets
-                        .fetch_add(1, Ordering::Relaxed);
+                    entry.peer.count_packet(Direction::Down);
                     sink.send_udp(out, to);
                     // The host's side of the flow the device opened: its
                     // address and port are this packet's source.
@@ -507,7 +503,7 @@ impl Engine {
             tracing::trace!(peer = %peer.label(), dst = %flow.dst, %reason, "packet denied");
             return;
         }
-        peer.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+        peer.count_packet(Direction::Up);
         sink.write_tun(inner);
         let key = FlowKey {
             host: flow.dst,

@@ -94,6 +94,25 @@ impl FlowCounts {
     }
 }
 
+impl FlowCounts {
+    /// Adds what `other` counted: the two directions of one flow, counted
+    /// apart, become one record.
+    fn merge(&mut self, other: &FlowCounts) {
+        if other.packets() == 0 {
+            return;
+        }
+        self.first_seen = match self.packets() {
+            0 => other.first_seen,
+            _ => self.first_seen.min(other.first_seen),
+        };
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.packets_up += other.packets_up;
+        self.packets_down += other.packets_down;
+        self.bytes_up += other.bytes_up;
+        self.bytes_down += other.bytes_down;
+    }
+}
+
 impl FlowTable {
     /// An empty table for `limit` flows (1 to [`MAX_FLOWS`]) and the rollup.
     pub fn new(limit: usize) -> Self {
@@ -116,6 +135,20 @@ impl FlowTable {
             None => &mut self.other,
         };
         counts.add(direction, bytes, now);
+    }
+
+    /// Adds `other`'s flows to this table's, as if its packets had been
+    /// counted here after this table's: a flow this table has no room for
+    /// goes to the rollup. The packet threads count each direction in a
+    /// table of its own; the monitor merges them.
+    pub fn merge(&mut self, other: &FlowTable) {
+        for (key, counts) in &other.flows {
+            match self.slot(*key) {
+                Some(at) => self.flows[at].1.merge(counts),
+                None => self.other.merge(counts),
+            }
+        }
+        self.other.merge(&other.other);
     }
 
     /// The flows, in the order they were first seen.
@@ -285,6 +318,45 @@ mod tests {
         }
         assert_eq!(FlowTable::new(0).limit(), 1);
         assert_eq!(FlowTable::new(MAX_FLOWS + 1).limit(), MAX_FLOWS);
+    }
+
+    #[test]
+    fn merged_tables_make_one_record_per_flow_and_keep_the_limit() {
+        let mut up = FlowTable::new(2);
+        up.count(tcp("10.0.3.140", 443), Direction::Up, 60, 100);
+        up.count(tcp("10.0.3.140", 22), Direction::Up, 40, 104);
+        let mut down = FlowTable::new(2);
+        down.count(tcp("10.0.3.140", 443), Direction::Down, 1500, 99);
+        down.count(tcp("10.0.3.140", 80), Direction::Down, 700, 101);
+        down.count(tcp("10.0.3.140", 443), Direction::Down, 1500, 106);
+        up.merge(&down);
+
+        let keys: Vec<FlowKey> = up.flows().iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [tcp("10.0.3.140", 443), tcp("10.0.3.140", 22)]);
+        assert_eq!(
+            up.flows()[0].1,
+            FlowCounts {
+                packets_up: 1,
+                packets_down: 2,
+                bytes_up: 60,
+                bytes_down: 3000,
+                first_seen: 99,
+                last_seen: 106,
+            }
+        );
+        // Port 80 found the table full: the rollup holds it.
+        let other = up.other().expect("the rollup");
+        assert_eq!((other.packets_down, other.bytes_down), (1, 700));
+        assert_eq!((other.first_seen, other.last_seen), (101, 101));
+
+        // A rollup merges into the rollup; an empty table changes nothing.
+        let mut full = FlowTable::new(1);
+        full.count(tcp("10.0.3.9", 1), Direction::Down, 1, 200);
+        full.count(tcp("10.0.3.9", 2), Direction::Down, 1, 201);
+        up.merge(&full);
+        up.merge(&FlowTable::new(4));
+        assert_eq!(up.other().unwrap().packets_down, 3);
+        assert_eq!(up.other().unwrap().last_seen, 201);
     }
 
     #[test]

@@ -46,6 +46,14 @@
 #      BORINGTUN=$TOOLS/bin/boringtun-cli (installed with cargo install --root TOOLS if missing)
 #      PEERS=10000 PEERS_PER_USER=100 CREATE_JOBS=<nproc> LOAD_LIMIT=120 (s)
 #      WAIT_QUIET=0 (s to wait for foreign load to vanish) MAX_FOREIGN=15 RETRIES=3
+#      CLIENT_BUF=<bytes> (default: the client's own): the clients' UDP socket buffers, as current
+#        wireguard-go asks for (7340032, 7 MiB, SO_RCVBUFFORCE); Debian's 2022 build asks for none
+#        and gets net.core.rmem_default (208 KiB). Set through net.core.{r,w}mem_default (not
+#        per namespace: the machine's) only while the clients' sockets are made, then restored
+#      GW_BUF=<bytes> (default: the machine's): the same for the gateway's UDP socket, for a
+#        gateway that asks for no size (Debian's wireguard-go, boringtun-cli; accessd asks for its own)
+#      PROFILE=0 (1: a `perf record` profile of the gateway over each probe's window, top symbols
+#        in OUT/probe-<gw>-<dir>-r<n>-profile.txt)
 #      BUILD=1 (cargo build --release --bins first)  BASE=/tmp/gatehouse-vpn-bench  OUT=<results dir>
 #      ACCESSD_BEFORE=<dir with accessd + accessctl of an earlier build>: adds the gateway
 #      "accessd-before" (same config, same run), so before/after figures come from one run
@@ -78,12 +86,18 @@ LOAD_LIMIT=${LOAD_LIMIT:-120}
 WAIT_QUIET=${WAIT_QUIET:-0}
 MAX_FOREIGN=${MAX_FOREIGN:-15}
 RETRIES=${RETRIES:-3}
+CLIENT_BUF=${CLIENT_BUF:-}
+GW_BUF=${GW_BUF:-}
+PROFILE=${PROFILE:-0}
 BUILD=${BUILD:-1}
 for d in $DIRECTIONS; do
     case $d in up|down) ;; *) echo "DIRECTIONS holds up and/or down, not $d" >&2; exit 2 ;; esac
 done
 [[ $DUR =~ ^[0-9]+$ ]] && [ "$DUR" -ge 3 ] || { echo "DUR must be a whole number of seconds >= 3" >&2; exit 2; }
 [[ $DEVICES =~ ^[0-9]+$ ]] && [ "$DEVICES" -le 50 ] || { echo "DEVICES is 0..50" >&2; exit 2; }
+for b in "$CLIENT_BUF" "$GW_BUF"; do
+    [ -z "$b" ] || [[ $b =~ ^[0-9]+$ ]] || { echo "CLIENT_BUF and GW_BUF are sizes in bytes" >&2; exit 2; }
+done
 MAIN_STREAMS=${STREAMS%% *}
 ACCESSD_BEFORE=${ACCESSD_BEFORE:-}   # a directory with accessd + accessctl of an earlier build
 PHASES=${*:-"wireguard-go boringtun ${ACCESSD_BEFORE:+accessd-before }accessd peers"}
@@ -120,7 +134,7 @@ done
 mkdir -p "$OUT" "$W"; chmod 700 "$W"
 RES=$OUT/results.tsv; PROBE_RES=$OUT/probe.tsv; PEERS_RES=$OUT/peers.tsv; LOG=$OUT/bench.log
 printf 'round\tgateway\tdirection\tstreams\tgbit_s\tcpu_s_per_gib\tgateway_pct_core\tgateway_user_pct_core\tgateway_sys_pct_core\tclient_pct_core\tretransmits\tforeign_pct_core\tgateway_wg_mib\n' > "$RES"
-printf 'round\tgateway\tdirection\tidle_p50_ms\tidle_p99_ms\tidle_loss_pct\tloaded_p50_ms\tloaded_p99_ms\tloaded_loss_pct\tp99_loaded_over_idle\tprobe_gbit_s\twindow_s\tsyscalls\tctx_switches\twg_pkts\tgateway_tun_pkts\tsyscalls_per_pkt\tctx_switches_per_s\n' > "$PROBE_RES"
+printf 'round\tgateway\tdirection\tidle_p50_ms\tidle_p99_ms\tidle_loss_pct\tloaded_p50_ms\tloaded_p99_ms\tloaded_loss_pct\tp99_loaded_over_idle\tprobe_gbit_s\twindow_s\tsyscalls\tctx_switches\twg_pkts\tgateway_tun_pkts\tsyscalls_per_pkt\tctx_switches_per_s\tclient_rcvbuf_drops\tgateway_rcvbuf_drops\tgateway_tun_tx_drops\n' > "$PROBE_RES"
 printf 'metric\tvalue\tunit\tnote\n' > "$PEERS_RES"
 : > "$LOG"
 FLOOR_BPS=-; FLOOR_CPU=-
@@ -135,9 +149,25 @@ DEV_SRC=()                       # device i's tunnel address (its iperf3 -B)
 # shellcheck source=tests/bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+# default_buffers BYTES|restore: net.core.{r,w}mem_default, what a socket that asks for no size
+# gets (CLIENT_BUF); the machine's values are saved first and put back by `restore` and at exit.
+SAVED_BUF=
+default_buffers() {
+    local r w
+    if [ "$1" = restore ]; then
+        [ -n "$SAVED_BUF" ] || return 0
+        read -r r w <<< "$SAVED_BUF"
+        echo "$r" > /proc/sys/net/core/rmem_default; echo "$w" > /proc/sys/net/core/wmem_default; SAVED_BUF=
+        return 0
+    fi
+    [ -n "$SAVED_BUF" ] || SAVED_BUF="$(cat /proc/sys/net/core/rmem_default) $(cat /proc/sys/net/core/wmem_default)"
+    echo "$1" > /proc/sys/net/core/rmem_default && echo "$1" > /proc/sys/net/core/wmem_default
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    default_buffers restore
     log "cleanup: stopping ${#STARTED_PIDS[@]} process(es) we started: ${STARTED_PIDS[*]:-none}"
     for pid in "${STARTED_PIDS[@]}"; do kill_pid "$pid"; done
     for ns in $NS_C $NS_G $NS_S; do ip netns del "$ns" 2>/dev/null || true; done
@@ -197,28 +227,33 @@ wait_sock() {  # wait_sock IFACE: its UAPI socket (10 s)
 # With TABLE, the AllowedIPs routes go to that table and `from <address> table TABLE` is added.
 tunnel_client() {
     local conf=$1 ifc=$2 table=${3:-} a cidr mtu src=
+    # With CLIENT_BUF, the defaults are raised from before the client starts until the first
+    # handshake has shown that its socket is made.
+    if [ -n "$CLIENT_BUF" ]; then default_buffers "$CLIENT_BUF" || { log "cannot set net.core.rmem_default"; return 1; }; fi
     start_bg "wg-client-$ifc" $NS_C env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$ifc"
     CLIENT_PIDS+=("$LAST_PID")
-    wait_sock "$ifc" || return 1
-    wg-quick strip "$conf" > "$W/$ifc.wg" || return 1
-    nsx $NS_C wg setconf "$ifc" "$W/$ifc.wg" || return 1
+    wait_sock "$ifc" || { default_buffers restore; return 1; }
+    wg-quick strip "$conf" > "$W/$ifc.wg" || { default_buffers restore; return 1; }
+    nsx $NS_C wg setconf "$ifc" "$W/$ifc.wg" || { default_buffers restore; return 1; }
     for a in $(sed -n 's/^Address *= *//p' "$conf" | tr ',' ' '); do
-        ip -n $NS_C address add "$a" dev "$ifc" || return 1
+        ip -n $NS_C address add "$a" dev "$ifc" || { default_buffers restore; return 1; }
         [[ $a == *.* ]] || continue
         [ -z "$src" ] && src=${a%/*}
-        if [ -n "$table" ]; then ip -n $NS_C rule add from "${a%/*}" table "$table" priority "$table" || return 1; fi
+        if [ -n "$table" ]; then ip -n $NS_C rule add from "${a%/*}" table "$table" priority "$table" || { default_buffers restore; return 1; }; fi
     done
-    [ -n "$src" ] || { log "$conf has no IPv4 Address"; return 1; }
+    [ -n "$src" ] || { default_buffers restore; log "$conf has no IPv4 Address"; return 1; }
     mtu=$(sed -n 's/^MTU *= *//p' "$conf"); ip -n $NS_C link set mtu "${mtu:-1420}" up dev "$ifc"
     for cidr in $(nsx $NS_C wg show "$ifc" allowed-ips | cut -f2-); do
-        ip -n $NS_C route add "$cidr" dev "$ifc" ${table:+table "$table"} || return 1
+        ip -n $NS_C route add "$cidr" dev "$ifc" ${table:+table "$table"} || { default_buffers restore; return 1; }
     done
     TUN_SRC=$src
+    local up=1
     for _ in $(seq 15); do   # first handshake: bounded
-        nsx $NS_C ping -c 1 -W 1 -q -I "$src" $SRV > /dev/null 2>&1 &&
-            { log "tunnel up ($ifc, $src): $(ip -n $NS_C route get $SRV from "$src" | head -1)"; return 0; }
+        nsx $NS_C ping -c 1 -W 1 -q -I "$src" $SRV > /dev/null 2>&1 && { up=0; break; }
     done
-    log "no answer from $SRV through $ifc within 15 s"; return 1
+    default_buffers restore
+    [ "$up" = 0 ] || { log "no answer from $SRV through $ifc within 15 s"; return 1; }
+    log "tunnel up ($ifc, $src): $(ip -n $NS_C route get $SRV from "$src" | head -1)"
 }
 clients_up() {  # the main client, then the DEVICES devices; returns 1 if the main client failed, DEVS_OK=0|1
     local i
@@ -230,6 +265,7 @@ clients_up() {  # the main client, then the DEVICES devices; returns 1 if the ma
         DEV_SRC[i]=$TUN_SRC
     done
     [ "$DEVICES" -gt 0 ] && DEVS_OK=1
+    log "the clients' UDP socket buffers: $(nsx $NS_C ss -uamnH | grep -o 'rb[0-9]*,t[0-9]*,tb[0-9]*' | sort | uniq -c | tr -s ' \n' ' ')"
     return 0
 }
 clients_down() {
@@ -361,6 +397,13 @@ udp_dgrams() {
         $1 == "Udp:" && h { printf "%.0f\n", $c["InDatagrams"] + $c["InErrors"] + $c["OutDatagrams"] }'
 }
 
+# Datagrams a namespace's UDP sockets dropped on a full receive buffer (/proc/net/snmp RcvbufErrors).
+rcvbuf_drops() {
+    ip netns exec "$1" cat /proc/net/snmp 2>/dev/null | awk '$1 == "Udp:" && !h { for (i = 2; i <= NF; i++) c[$i] = i; h = 1; next }
+        $1 == "Udp:" && h { printf "%.0f\n", $c["RcvbufErrors"] }'
+}
+tx_drops() { ip -n "$1" -s -j link show "$2" 2>/dev/null | jq -r '.[0].stats64.tx.dropped // 0' 2>/dev/null || echo 0; }   # NS IFACE
+
 # ---------------------------------------------------------------------------- crypto floor
 measure_floor() {
     local f=$OUT/openssl-speed.txt
@@ -479,9 +522,20 @@ instrument() {  # instrument BASE DELAY WINDOW: perf stat on the gateway and pac
     sleep "$2"
     local p0 q0 p1 q1 t0 t1
     p0=$(udp_dgrams $NS_C); q0=$(link_pkts $NS_G $WG_G); t0=$(date +%s.%N)
+    local rpid=
+    if [ "$PROFILE" = 1 ]; then
+        timeout $(($3 + 20)) perf record -q -F 999 -p "$GW_PID" -o "$1-perf.data" -- sleep "$3" > /dev/null 2>>"$LOG" &
+        rpid=$!
+    fi
     timeout $(($3 + 20)) perf stat -x, -o "$1-perf.csv" -e raw_syscalls:sys_enter -e context-switches -p "$GW_PID" -- sleep "$3" 2>>"$LOG"
     local rc=$?
     t1=$(date +%s.%N); p1=$(udp_dgrams $NS_C); q1=$(link_pkts $NS_G $WG_G)
+    if [ -n "$rpid" ]; then   # the gateway's top symbols, user and kernel, over the same window
+        wait "$rpid"
+        perf report -i "$1-perf.data" --stdio --no-children --sort dso,sym --percent-limit 0.5 2>>"$LOG" |
+            grep -v '^#' | grep . > "$1-profile.txt"
+        rm -f "$1-perf.data"
+    fi
     echo "$((p1 - p0)) $((q1 - q0)) $(echo "$t1 - $t0" | bc)" > "$1-pkts.txt"
     return $rc
 }
@@ -494,6 +548,8 @@ probe() {  # probe ROUND GATEWAY DIR
     n_load=$(( (DUR - 2) * 100 )); [ "$n_load" -gt "$PING_COUNT" ] && n_load=$PING_COUNT
     wait_quiet
     ping_run "$base-ping-idle.txt" "$PING_COUNT"
+    local dc0 dg0 dt0 dc1 dg1 dt1
+    dc0=$(rcvbuf_drops $NS_C); dg0=$(rcvbuf_drops $NS_G); dt0=$(tx_drops $NS_G $WG_G)
     local ip50 ip99 iloss lp50 lp99 lloss
     read -r ip50 ip99 iloss <<< "$(ping_stats "$base-ping-idle.txt" "$PING_COUNT")"
     # Loaded: a 1-stream iperf3 (DUR s); the pings from 1 s to DUR-1 s; perf in the middle.
@@ -505,6 +561,7 @@ probe() {  # probe ROUND GATEWAY DIR
     ping_run "$base-ping-loaded.txt" "$n_load"
     read -r lp50 lp99 lloss <<< "$(ping_stats "$base-ping-loaded.txt" "$n_load")"
     wait "$ipid"; irc=$?; forget_pid "$ipid"
+    dc1=$(rcvbuf_drops $NS_C); dg1=$(rcvbuf_drops $NS_G); dt1=$(tx_drops $NS_G $WG_G)
     src=0; [ -n "${spid:-}" ] && { wait "$spid"; src=$?; forget_pid "$spid"; }
     local bps pgbit
     bps=$(jq -r '.end.sum_received.bits_per_second // empty' "$base-iperf.json" 2>/dev/null)
@@ -522,21 +579,26 @@ probe() {  # probe ROUND GATEWAY DIR
             fail "perf stat window on $gw $dir (rc=$src, syscalls=${sc:-} ctx=${cs:-} packets=${pk:-})"
         fi
     fi
-    log "$gw $dir probe: ping p50/p99 idle $ip50/$ip99 ms (loss $iloss%), loaded $lp50/$lp99 ms (loss $lloss%) at $pgbit Gbit/s; ${win}s window: $sc syscalls, $cs context switches, $pk WireGuard packets (the gateway's TUN: $gpk) -> $scpp syscalls/packet, $csps switches/s"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$gw" "$dir" \
+    log "$gw $dir probe: ping p50/p99 idle $ip50/$ip99 ms (loss $iloss%), loaded $lp50/$lp99 ms (loss $lloss%) at $pgbit Gbit/s; ${win}s window: $sc syscalls, $cs context switches, $pk WireGuard packets (the gateway's TUN: $gpk) -> $scpp syscalls/packet, $csps switches/s; dropped in the loaded run: $((dc1 - dc0)) by the clients' full UDP buffers, $((dg1 - dg0)) by the gateway's, $((dt1 - dt0)) on the gateway's TUN"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$gw" "$dir" \
         "$ip50" "$ip99" "$iloss" "$lp50" "$lp99" "$lloss" "$(ratio "$lp99" "$ip99")" "$pgbit" "${win:--}" \
-        "${sc:--}" "${cs:--}" "${pk:--}" "${gpk:--}" "$scpp" "$csps" >> "$PROBE_RES"
+        "${sc:--}" "${cs:--}" "${pk:--}" "${gpk:--}" "$scpp" "$csps" $((dc1 - dc0)) $((dg1 - dg0)) $((dt1 - dt0)) >> "$PROBE_RES"
 }
 
 measure_gateway() {  # measure_gateway ROUND NAME(wireguard-go|boringtun|accessd)
     local round=$1 gw=$2 dir n ok=1
     log "=== round $round: $(gw_label "$gw") as the gateway"
+    if [ -n "$GW_BUF" ]; then default_buffers "$GW_BUF" || { log "cannot set net.core.rmem_default"; ok=0; }; fi
     case $gw in
         wireguard-go) gw_uapi_up wireguard-go || ok=0 ;;
         boringtun) if [ "$BT_OK" = 1 ]; then gw_uapi_up boringtun || ok=0; else ok=0; fi ;;
         accessd) gw_accessd_up || ok=0 ;;
         accessd-before) gw_accessd_up "$ACCESSD_BEFORE" || ok=0 ;;
     esac
+    # The gateway's WireGuard socket exists once its port is bound (10 s).
+    for _ in $(seq 100); do [ -n "$(nsx $NS_G ss -ulnH "sport = :$WG_PORT")" ] && break; sleep 0.1; done
+    default_buffers restore
+    log "the gateway's UDP socket buffers: $(nsx $NS_G ss -uamnH "sport = :$WG_PORT" | grep -o 'rb[0-9]*,t[0-9]*,tb[0-9]*' | head -1)"
     [ "$ok" = 1 ] && { clients_up || ok=0; }
     if [ "$ok" = 1 ]; then
         [ "$DEVICES" -gt 0 ] && [ "$DEVS_OK" = 0 ] && fail "$gw: the $DEVICES devices' tunnels did not come up"
@@ -618,7 +680,7 @@ report_dir() {  # report_dir DIR: the table and the targets for one direction
     hdr="gateway\tGbit/s P$MAIN_STREAMS\tCPU-s/GiB\t× floor"
     for n in ${STREAMS#"$MAIN_STREAMS"}; do hdr="$hdr\tGbit/s P$n"; done
     [ "$DEVICES" -gt 0 ] && hdr="$hdr\tGbit/s ${DEVICES} devices\tCPU-s/GiB ${DEVICES} dev"
-    hdr="$hdr\tping p50/p99 idle ms\tloaded ms\tp99 loaded/idle\tsyscalls/pkt\tctx sw/s\tuser/sys % core"
+    hdr="$hdr\tping p50/p99 idle ms\tloaded ms\tloss loaded %\tp99 loaded/idle\tsyscalls/pkt\tctx sw/s\tuser/sys % core\tdrops client/gw/tun"
     {
         echo -e "direction\t$hdr"
         for gw in $GATEWAYS; do
@@ -627,8 +689,9 @@ report_dir() {  # report_dir DIR: the table and the targets for one direction
             row="$(gw_label "$gw")\t$(col "$gw" "$dir" "$MAIN_STREAMS" 5)\t$cpu\t$(ratio "$cpu" "$FLOOR_CPU")"
             for n in ${STREAMS#"$MAIN_STREAMS"}; do row="$row\t$(col "$gw" "$dir" "$n" 5)"; done
             [ "$DEVICES" -gt 0 ] && row="$row\t$(col "$gw" "$dir" "${DEVICES}x1" 5)\t$(col "$gw" "$dir" "${DEVICES}x1" 6)"
-            row="$row\t$(pcol "$gw" "$dir" 4)/$(pcol "$gw" "$dir" 5)\t$(pcol "$gw" "$dir" 7)/$(pcol "$gw" "$dir" 8)\t$(pcol "$gw" "$dir" 10)"
+            row="$row\t$(pcol "$gw" "$dir" 4)/$(pcol "$gw" "$dir" 5)\t$(pcol "$gw" "$dir" 7)/$(pcol "$gw" "$dir" 8)\t$(pcol "$gw" "$dir" 9)\t$(pcol "$gw" "$dir" 10)"
             row="$row\t$(pcol "$gw" "$dir" 17)\t$(pcol "$gw" "$dir" 18)\t$(col "$gw" "$dir" "$MAIN_STREAMS" 8)/$(col "$gw" "$dir" "$MAIN_STREAMS" 9)"
+            row="$row\t$(pcol "$gw" "$dir" 19)/$(pcol "$gw" "$dir" 20)/$(pcol "$gw" "$dir" 21)"
             echo -e "$dir\t$row"
         done
     } | tee "$OUT/summary-$dir.tsv" | cut -f2- | column -t -s $'\t'
@@ -662,7 +725,9 @@ report() {
         [ "$w" -gt $((DUR - 2)) ] && w=$((DUR - 2))
         echo "CPU-s/GiB: gateway utime+stime per GiB iperf3 received; × floor: ÷ the crypto floor; ping: 64-byte, every 10 ms,"
         echo "idle and under a 1-stream iperf3 in the same direction; syscalls/pkt, ctx sw/s: perf stat on the gateway over a"
-        echo "${w}s window of that run, per WireGuard packet (UDP datagrams of the clients); user/sys: % of a core, P$MAIN_STREAMS run."
+        echo "${w}s window of that run, per WireGuard packet (UDP datagrams of the clients); user/sys: % of a core, P$MAIN_STREAMS run;"
+        echo "drops: datagrams dropped during that loaded run by the clients' full UDP receive buffers, the gateway's, and on"
+        echo "the gateway's TUN (tx dropped). Clients' socket buffers: ${CLIENT_BUF:-their own default} (CLIENT_BUF)."
         nf=$(awk -F'\t' -v m="$MAX_FOREIGN" 'NR > 1 && $12 ~ /^[0-9]+$/ && $12 > m' "$RES" | wc -l)
         [ "$nf" -eq 0 ] || echo "WARNING: $nf measured run(s) had more than ${MAX_FOREIGN}% of a core of foreign load after $RETRIES retries (results.tsv, foreign_pct_core): their figures are not clean."
     fi
@@ -704,7 +769,7 @@ fi
     echo "wireguard-go: $(dpkg-query -W -f '${Version}' wireguard-go 2>/dev/null)  wireguard-tools: $(dpkg-query -W -f '${Version}' wireguard-tools 2>/dev/null)  iperf3: $(dpkg-query -W -f '${Version}' iperf3 2>/dev/null)"
     echo "boringtun-cli: $([ "$BT_OK" = 1 ] && "$BORINGTUN" --version 2>/dev/null || echo -) ($BORINGTUN, --threads $BT_THREADS)"
     echo "openssl: $(openssl version 2>/dev/null)  perf: $(perf --version 2>/dev/null || echo -) (usable: $PERF_OK)"
-    echo "DIRECTIONS=\"$DIRECTIONS\" DUR=$DUR STREAMS=\"$STREAMS\" DEVICES=$DEVICES ROUNDS=$ROUNDS PING_COUNT=$PING_COUNT PERF_WIN=$PERF_WIN PEERS=$PEERS PHASES=\"$PHASES\" loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "CLIENT_BUF=${CLIENT_BUF:-} GW_BUF=${GW_BUF:-} PROFILE=$PROFILE DIRECTIONS=\"$DIRECTIONS\" DUR=$DUR STREAMS=\"$STREAMS\" DEVICES=$DEVICES ROUNDS=$ROUNDS PING_COUNT=$PING_COUNT PERF_WIN=$PERF_WIN PEERS=$PEERS PHASES=\"$PHASES\" loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/versions.txt" >> "$LOG"
 
 setup_topology || { log "topology setup failed"; exit 1; }

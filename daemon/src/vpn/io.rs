@@ -98,6 +98,10 @@ pub async fn open(
         .offload(true)
         .build_sync()
         .map_err(tun_error)?;
+    // The TUN's transmit queue keeps the kernel's 500 packets: with the
+    // offloads each can be a 64 KB run of segments, and vpn-bench counted
+    // no drop there in either direction (where boringtun-cli's TUN, which
+    // reads one packet per call, dropped 29,612 in a 10 s download).
     let index = tun.if_index().map_err(tun_error)?;
     configure_link(interface, index, address, pool.prefix_len(), mtu).await?;
     let udp_error = |source| IoError::BindUdp {

@@ -227,31 +227,36 @@ wait_sock() {  # wait_sock IFACE: its UAPI socket (10 s)
 # With TABLE, the AllowedIPs routes go to that table and `from <address> table TABLE` is added.
 tunnel_client() {
     local conf=$1 ifc=$2 table=${3:-} a cidr mtu src=
-    # With CLIENT_BUF, the defaults are raised from before the client starts until the first
-    # handshake has shown that its socket is made.
+    # With CLIENT_BUF, the defaults are raised from before the client starts until its interface
+    # is configured (wireguard-go makes its UDP sockets at start and again when `wg setconf`
+    # sets the listen port); its peer comes after, so no handshake is made meanwhile: a gateway
+    # that makes a socket per peer on a handshake (boringtun-cli) keeps its own size.
     if [ -n "$CLIENT_BUF" ]; then default_buffers "$CLIENT_BUF" || { log "cannot set net.core.rmem_default"; return 1; }; fi
     start_bg "wg-client-$ifc" $NS_C env WG_PROCESS_FOREGROUND=1 wireguard-go -f "$ifc"
     CLIENT_PIDS+=("$LAST_PID")
     wait_sock "$ifc" || { default_buffers restore; return 1; }
     wg-quick strip "$conf" > "$W/$ifc.wg" || { default_buffers restore; return 1; }
-    nsx $NS_C wg setconf "$ifc" "$W/$ifc.wg" || { default_buffers restore; return 1; }
+    awk '/^\[Peer\]/ { p = 1 } !p' "$W/$ifc.wg" > "$W/$ifc.iface.wg"
+    awk '/^\[Peer\]/ { p = 1 } p' "$W/$ifc.wg" > "$W/$ifc.peers.wg"
+    nsx $NS_C wg setconf "$ifc" "$W/$ifc.iface.wg" || { default_buffers restore; return 1; }
+    default_buffers restore
+    nsx $NS_C wg addconf "$ifc" "$W/$ifc.peers.wg" || return 1
     for a in $(sed -n 's/^Address *= *//p' "$conf" | tr ',' ' '); do
-        ip -n $NS_C address add "$a" dev "$ifc" || { default_buffers restore; return 1; }
+        ip -n $NS_C address add "$a" dev "$ifc" || return 1
         [[ $a == *.* ]] || continue
         [ -z "$src" ] && src=${a%/*}
-        if [ -n "$table" ]; then ip -n $NS_C rule add from "${a%/*}" table "$table" priority "$table" || { default_buffers restore; return 1; }; fi
+        if [ -n "$table" ]; then ip -n $NS_C rule add from "${a%/*}" table "$table" priority "$table" || return 1; fi
     done
-    [ -n "$src" ] || { default_buffers restore; log "$conf has no IPv4 Address"; return 1; }
+    [ -n "$src" ] || { log "$conf has no IPv4 Address"; return 1; }
     mtu=$(sed -n 's/^MTU *= *//p' "$conf"); ip -n $NS_C link set mtu "${mtu:-1420}" up dev "$ifc"
     for cidr in $(nsx $NS_C wg show "$ifc" allowed-ips | cut -f2-); do
-        ip -n $NS_C route add "$cidr" dev "$ifc" ${table:+table "$table"} || { default_buffers restore; return 1; }
+        ip -n $NS_C route add "$cidr" dev "$ifc" ${table:+table "$table"} || return 1
     done
     TUN_SRC=$src
     local up=1
     for _ in $(seq 15); do   # first handshake: bounded
         nsx $NS_C ping -c 1 -W 1 -q -I "$src" $SRV > /dev/null 2>&1 && { up=0; break; }
     done
-    default_buffers restore
     [ "$up" = 0 ] || { log "no answer from $SRV through $ifc within 15 s"; return 1; }
     log "tunnel up ($ifc, $src): $(ip -n $NS_C route get $SRV from "$src" | head -1)"
 }
@@ -598,8 +603,8 @@ measure_gateway() {  # measure_gateway ROUND NAME(wireguard-go|boringtun|accessd
     # The gateway's WireGuard socket exists once its port is bound (10 s).
     for _ in $(seq 100); do [ -n "$(nsx $NS_G ss -ulnH "sport = :$WG_PORT")" ] && break; sleep 0.1; done
     default_buffers restore
-    log "the gateway's UDP socket buffers: $(nsx $NS_G ss -uamnH "sport = :$WG_PORT" | grep -o 'rb[0-9]*,t[0-9]*,tb[0-9]*' | head -1)"
     [ "$ok" = 1 ] && { clients_up || ok=0; }
+    log "the gateway's UDP socket buffers (all its sockets, with those made per peer): $(nsx $NS_G ss -uamnH | grep -o 'rb[0-9]*,t[0-9]*,tb[0-9]*' | sort | uniq -c | tr -s ' \n' ' ')"
     if [ "$ok" = 1 ]; then
         [ "$DEVICES" -gt 0 ] && [ "$DEVS_OK" = 0 ] && fail "$gw: the $DEVICES devices' tunnels did not come up"
         for dir in $DIRECTIONS; do

@@ -600,9 +600,10 @@ measure_gateway() {  # measure_gateway ROUND NAME(wireguard-go|boringtun|accessd
         accessd) gw_accessd_up || ok=0 ;;
         accessd-before) gw_accessd_up "$ACCESSD_BEFORE" || ok=0 ;;
     esac
-    # The gateway's WireGuard socket exists once its port is bound (10 s).
-    for _ in $(seq 100); do [ -n "$(nsx $NS_G ss -ulnH "sport = :$WG_PORT")" ] && break; sleep 0.1; done
-    default_buffers restore
+    if [ -n "$GW_BUF" ]; then   # until the gateway's WireGuard port is bound (10 s)
+        for _ in $(seq 100); do [ -n "$(nsx $NS_G ss -ulnH "sport = :$WG_PORT")" ] && break; sleep 0.1; done
+        default_buffers restore
+    fi
     [ "$ok" = 1 ] && { clients_up || ok=0; }
     log "the gateway's UDP socket buffers (all its sockets, with those made per peer): $(nsx $NS_G ss -uamnH | grep -o 'rb[0-9]*,t[0-9]*,tb[0-9]*' | sort | uniq -c | tr -s ' \n' ' ')"
     if [ "$ok" = 1 ]; then

@@ -4,9 +4,6 @@
 //! each. A TCP download arrives from the VPC side as one large read that is
 //! split into MTU-sized packets, so its datagrams are such runs.
 //!
-//! Small datagrams (ACKs, pings) gather in a run of their own that is sent
-//! before the bulk one, so they neither end a bulk run nor wait behind it.
-//!
 //! The rules are the kernel's for GSO: every datagram of a run has the
 //! run's size except the last, which may be shorter; a run has at most
 //! [`Transmitter::max_segments`] datagrams and [`MAX_RUN_BYTES`] bytes. The
@@ -49,30 +46,15 @@ pub struct BatchCounts {
     pub dropped: u64,
 }
 
-/// Datagrams this size or smaller are small: a keepalive, a TCP ACK, a
-/// ping or a DNS query (inner packets up to 128 bytes, plus WireGuard's 32).
-pub const SMALL_DATAGRAM: usize = 160;
-
-/// The runs being built. Small datagrams gather in a run of their own that
-/// leaves first: an ACK or a ping in a download does not end the bulk run,
-/// and does not wait behind it. Behind it, it would be the last of a burst
-/// into the device's socket buffer, which is where a full buffer drops
-/// (measured: 16 % of the pings under a download, with Debian's
-/// wireguard-go and its 208 KiB buffer).
+/// The run being built: datagrams for one destination, back to back.
 pub struct UdpBatch {
-    small: Run,
-    bulk: Run,
-    counts: BatchCounts,
-}
-
-/// Datagrams for one destination, back to back.
-struct Run {
     bytes: Vec<u8>,
     destination: Option<SocketAddr>,
     segment: usize,
     count: usize,
     /// The last datagram was shorter than the run's size: nothing may follow it.
     closed: bool,
+    counts: BatchCounts,
 }
 
 impl Default for UdpBatch {
@@ -84,8 +66,11 @@ impl Default for UdpBatch {
 impl UdpBatch {
     pub fn new() -> Self {
         Self {
-            small: Run::new(SMALL_DATAGRAM * 64),
-            bulk: Run::new(MAX_RUN_BYTES),
+            bytes: Vec::with_capacity(MAX_RUN_BYTES),
+            destination: None,
+            segment: 0,
+            count: 0,
+            closed: false,
             counts: BatchCounts::default(),
         }
     }
@@ -95,84 +80,20 @@ impl UdpBatch {
         if datagram.is_empty() {
             return;
         }
-        let max_segments = out.max_segments();
-        let small = datagram.len() <= SMALL_DATAGRAM;
-        let run = if small { &self.small } else { &self.bulk };
-        if run.count > 0 && !run.joins(datagram.len(), to, max_segments) {
-            self.send(small, out);
+        if self.count > 0 && !self.joins(datagram.len(), to, out.max_segments()) {
+            self.flush(out);
         }
-        let run = if small {
-            &mut self.small
-        } else {
-            &mut self.bulk
-        };
-        run.append(datagram, to);
-        if run.count >= max_segments {
-            self.send(small, out);
+        if self.count == 0 {
+            self.destination = Some(to);
+            self.segment = datagram.len();
+            self.closed = false;
+        } else if datagram.len() < self.segment {
+            self.closed = true;
         }
-    }
-
-    /// Sends the runs, small first; call when the TUN read's packets are
-    /// all pushed.
-    pub fn flush(&mut self, out: &mut impl Transmitter) {
-        self.send(true, out);
-        self.send(false, out);
-    }
-
-    /// Sends the small run, or the bulk run after the small one (so no
-    /// small datagram leaves behind a bulk one pushed after it).
-    fn send(&mut self, small: bool, out: &mut impl Transmitter) {
-        Self::transmit(&mut self.small, out, &mut self.counts);
-        if !small {
-            Self::transmit(&mut self.bulk, out, &mut self.counts);
-        }
-    }
-
-    fn transmit(run: &mut Run, out: &mut impl Transmitter, counts: &mut BatchCounts) {
-        let Some(destination) = run.destination.take() else {
-            return;
-        };
-        let (count, segment) = (run.count, run.segment);
-        run.count = 0;
-        let segment_size = (count > 1).then_some(segment);
-        counts.sends += 1;
-        match out.transmit(destination, &run.bytes, segment_size) {
-            Ok(()) => counts.datagrams += count as u64,
-            Err(err) if count > 1 => {
-                tracing::debug!(error = %err, count, "UDP GSO send refused; sending one at a time");
-                counts.fallbacks += 1;
-                for datagram in run.bytes.chunks(segment) {
-                    counts.sends += 1;
-                    match out.transmit(destination, datagram, None) {
-                        Ok(()) => counts.datagrams += 1,
-                        Err(err) => {
-                            tracing::trace!(error = %err, "UDP send failed");
-                            counts.dropped += 1;
-                        }
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::trace!(error = %err, "UDP send failed");
-                counts.dropped += 1;
-            }
-        }
-        run.bytes.clear();
-    }
-
-    pub fn counts(&self) -> BatchCounts {
-        self.counts
-    }
-}
-
-impl Run {
-    fn new(capacity: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(capacity),
-            destination: None,
-            segment: 0,
-            count: 0,
-            closed: false,
+        self.bytes.extend_from_slice(datagram);
+        self.count += 1;
+        if self.count >= out.max_segments() {
+            self.flush(out);
         }
     }
 
@@ -184,16 +105,41 @@ impl Run {
             && self.bytes.len() + len <= MAX_RUN_BYTES
     }
 
-    fn append(&mut self, datagram: &[u8], to: SocketAddr) {
-        if self.count == 0 {
-            self.destination = Some(to);
-            self.segment = datagram.len();
-            self.closed = false;
-        } else if datagram.len() < self.segment {
-            self.closed = true;
+    /// Sends the run; call when the TUN read's packets are all pushed.
+    pub fn flush(&mut self, out: &mut impl Transmitter) {
+        let Some(destination) = self.destination.take() else {
+            return;
+        };
+        let (count, segment) = (self.count, self.segment);
+        self.count = 0;
+        let segment_size = (count > 1).then_some(segment);
+        self.counts.sends += 1;
+        match out.transmit(destination, &self.bytes, segment_size) {
+            Ok(()) => self.counts.datagrams += count as u64,
+            Err(err) if count > 1 => {
+                tracing::debug!(error = %err, count, "UDP GSO send refused; sending one at a time");
+                self.counts.fallbacks += 1;
+                for datagram in self.bytes.chunks(segment) {
+                    self.counts.sends += 1;
+                    match out.transmit(destination, datagram, None) {
+                        Ok(()) => self.counts.datagrams += 1,
+                        Err(err) => {
+                            tracing::trace!(error = %err, "UDP send failed");
+                            self.counts.dropped += 1;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::trace!(error = %err, "UDP send failed");
+                self.counts.dropped += 1;
+            }
         }
-        self.bytes.extend_from_slice(datagram);
-        self.count += 1;
+        self.bytes.clear();
+    }
+
+    pub fn counts(&self) -> BatchCounts {
+        self.counts
     }
 }
 
@@ -283,8 +229,8 @@ mod tests {
         let mut batch = UdpBatch::new();
         batch.push(&datagram(1452, 0), peer(1), &mut out);
         batch.push(&datagram(1452, 0), peer(2), &mut out); // other peer
-        batch.push(&datagram(1000, 0), peer(2), &mut out); // shorter: closes the run
-        batch.push(&datagram(1000, 0), peer(2), &mut out); // cannot follow a shorter one
+        batch.push(&datagram(100, 0), peer(2), &mut out); // short: closes the run
+        batch.push(&datagram(100, 0), peer(2), &mut out); // cannot follow a short one
         batch.push(&datagram(1452, 0), peer(2), &mut out); // longer than the run's size
         batch.flush(&mut out);
         batch.flush(&mut out); // nothing left: no send
@@ -320,42 +266,6 @@ mod tests {
     }
 
     #[test]
-    fn small_datagrams_leave_first_and_do_not_end_the_bulk_run() {
-        let mut out = Recorder::new(64);
-        let mut batch = UdpBatch::new();
-        for i in 0..20 {
-            batch.push(&datagram(1452, 0), peer(1), &mut out);
-            if i % 5 == 4 {
-                // ACKs of an upload, to the same peer, amid the download.
-                batch.push(&datagram(96, 1), peer(1), &mut out);
-            }
-        }
-        batch.push(&datagram(128, 2), peer(1), &mut out); // a ping's reply
-        batch.flush(&mut out);
-        assert_eq!(
-            out.shape(),
-            vec![(1, 4, Some(96)), (1, 1, None), (1, 20, Some(1452))],
-            "the ACKs in one run, then the ping, then the download in one run"
-        );
-        assert_eq!(out.sends[1].1, datagram(128, 2));
-
-        // A full bulk run takes the small datagrams pushed before it along,
-        // ahead of it: none leaves behind a bulk datagram pushed after it.
-        let mut out = Recorder::new(4);
-        let mut batch = UdpBatch::new();
-        batch.push(&datagram(1452, 0), peer(1), &mut out);
-        batch.push(&datagram(96, 1), peer(1), &mut out);
-        for _ in 0..3 {
-            batch.push(&datagram(1452, 0), peer(1), &mut out);
-        }
-        assert_eq!(out.shape(), vec![(1, 1, None), (1, 4, Some(1452))]);
-        batch.push(&datagram(96, 1), peer(2), &mut out);
-        batch.flush(&mut out);
-        assert_eq!(out.shape()[2], (2, 1, None));
-        assert_eq!(batch.counts().datagrams, 6);
-    }
-
-    #[test]
     fn without_gso_every_datagram_is_its_own_send() {
         let mut out = Recorder::new(1);
         let mut batch = UdpBatch::new();
@@ -374,10 +284,10 @@ mod tests {
         for i in 0..5 {
             batch.push(&datagram(1452, i), peer(1), &mut out);
         }
-        batch.push(&datagram(1000, 7), peer(1), &mut out);
+        batch.push(&datagram(10, 7), peer(1), &mut out);
         batch.flush(&mut out);
         assert_eq!(out.shape(), vec![(1, 1, None); 6]);
-        assert_eq!(out.sends[5].1, datagram(1000, 7));
+        assert_eq!(out.sends[5].1, datagram(10, 7));
         let counts = batch.counts();
         assert_eq!(
             (counts.fallbacks, counts.datagrams, counts.dropped),

@@ -21,7 +21,6 @@
 //! # }
 //! ```
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +33,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use crate::portal::{Account, PASSWORD};
+use crate::ports::free_port;
 use crate::{have_tool, output_within, require};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -467,14 +467,6 @@ impl Drop for Driver {
         }
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `<target dir>/test-artifacts/<name>/`, next to the binaries.

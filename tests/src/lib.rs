@@ -27,6 +27,7 @@ pub mod ha_lab;
 pub mod netns;
 pub mod packaging;
 pub mod portal;
+pub mod ports;
 pub mod postgres;
 pub mod rsyslog;
 pub mod ssh;

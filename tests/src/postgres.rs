@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::ports::free_port;
 use crate::{is_root, output_within, require, stderr, stdout};
 
 /// The role and database the tests use.
@@ -52,14 +53,6 @@ fn server_bin() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
-}
-
-/// A port nothing listens on now (the server binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl PgServer {

@@ -13,7 +13,7 @@
 //! private to the temp dir, so it needs no privilege. Stopped (SIGTERM, then
 //! SIGKILL) in `Drop`.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 use tempfile::TempDir;
+
+use crate::ports::free_port;
 
 /// Where Debian's rsyslog keeps its loadable modules, the TLS driver among
 /// them (package rsyslog-gnutls).
@@ -238,13 +240,4 @@ impl Drop for Rsyslog {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// A port of 127.0.0.1 nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -4,7 +4,6 @@
 //! that signs in through the provider's own login and consent pages.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,13 +17,7 @@ use crate::{Daemon, host_sample_config, require};
 pub const CLIENT_ID: &str = "gatehouse";
 pub const CLIENT_SECRET: &str = "test-only-client-secret-6c1d";
 
-/// A port nobody listens on now (the kernel's pick).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+pub use crate::ports::free_port;
 
 /// `tests/oidc`, where the provider's script and node_modules live.
 pub fn oidc_dir() -> PathBuf {

@@ -226,11 +226,7 @@ struct Sshd {
 
 impl Sshd {
     fn start(sshd: &Path, config: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::ports::free_port();
         let child = Command::new(sshd)
             .args(["-D", "-e", "-f"])
             .arg(config)

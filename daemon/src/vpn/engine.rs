@@ -42,6 +42,11 @@ pub const RESUMES_PER_TICK: usize = 256;
 /// Where the engine's results go.
 pub trait Sink {
     fn send_udp(&mut self, datagram: &[u8], to: SocketAddr);
+    /// An encrypted packet of `flow`, for a sink that may reorder datagrams
+    /// of different flows (never two of one flow).
+    fn send_flow_udp(&mut self, datagram: &[u8], to: SocketAddr, _flow: FlowKey) {
+        self.send_udp(datagram, to);
+    }
     fn write_tun(&mut self, packet: &[u8]);
 }
 
@@ -320,16 +325,19 @@ impl Engine {
                 Some(to) => {
                     drop(state);
                     entry.peer.count_packet(Direction::Down);
-                    sink.send_udp(out, to);
                     // The host's side of the flow the device opened: its
                     // address and port are this packet's source.
-                    if let Ok(flow) = packet::parse(packet) {
-                        let key = FlowKey {
-                            host: flow.src,
-                            protocol: flow.protocol,
-                            port: flow.src_port,
-                        };
-                        self.count_flow(&entry.peer, key, Direction::Down, flow.payload_len);
+                    match packet::parse(packet) {
+                        Ok(flow) => {
+                            let key = FlowKey {
+                                host: flow.src,
+                                protocol: flow.protocol,
+                                port: flow.src_port,
+                            };
+                            sink.send_flow_udp(out, to, key);
+                            self.count_flow(&entry.peer, key, Direction::Down, flow.payload_len);
+                        }
+                        Err(_) => sink.send_udp(out, to),
                     }
                 }
                 None => {

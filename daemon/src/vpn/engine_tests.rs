@@ -16,12 +16,19 @@ use crate::vpn::peers::PeerSpec;
 #[derive(Default)]
 struct Capture {
     udp: Vec<(Vec<u8>, SocketAddr)>,
+    /// The flow each datagram of `udp` was sent as (`None`: `send_udp`).
+    flows: Vec<Option<FlowKey>>,
     tun: Vec<Vec<u8>>,
 }
 
 impl Sink for Capture {
     fn send_udp(&mut self, datagram: &[u8], to: SocketAddr) {
         self.udp.push((datagram.to_vec(), to));
+        self.flows.push(None);
+    }
+    fn send_flow_udp(&mut self, datagram: &[u8], to: SocketAddr, flow: FlowKey) {
+        self.udp.push((datagram.to_vec(), to));
+        self.flows.push(Some(flow));
     }
     fn write_tun(&mut self, packet: &[u8]) {
         self.tun.push(packet.to_vec());
@@ -575,4 +582,37 @@ fn pings_and_their_replies_are_one_portless_flow() {
     let (key, counts) = table.flows()[0];
     assert_eq!((key.protocol, key.port), (1, None));
     assert_eq!((counts.packets_up, counts.packets_down), (1, 1));
+}
+
+/// The outbound batch may send a small datagram ahead of larger ones only
+/// if it is of another flow (`udp_batch`): the engine tells it which flow
+/// each encrypted packet is, and one connection's segments are one flow.
+#[test]
+fn outbound_datagrams_carry_their_flow_so_one_connection_keeps_its_order() {
+    let (engine, mut client) = setup();
+    handshake(&engine, &mut client);
+    let mut buf = vec![0u8; 4096];
+    let mut sink = Capture::default();
+    engine.handle_tun_packet(&from_research(6, 80, 1400), &mut buf, &mut sink);
+    engine.handle_tun_packet(&from_research(6, 80, 60), &mut buf, &mut sink);
+    let mut reply = ipv4([10, 0, 3, 140], [10, 200, 0, 2], 1, 0, 0);
+    reply[20..22].copy_from_slice(&[0, 0]);
+    engine.handle_tun_packet(&reply, &mut buf, &mut sink);
+    // An IPv4 header length below 20 bytes: boringtun still routes it by
+    // its destination, the flow parser refuses it.
+    let mut odd = from_research(6, 80, 60);
+    odd[0] = 0x44;
+    engine.handle_tun_packet(&odd, &mut buf, &mut sink);
+    let research: std::net::IpAddr = "10.0.3.140".parse().unwrap();
+    let http = FlowKey {
+        host: research,
+        protocol: 6,
+        port: Some(80),
+    };
+    let ping = FlowKey {
+        host: research,
+        protocol: 1,
+        port: None,
+    };
+    assert_eq!(sink.flows, [Some(http), Some(http), Some(ping), None]);
 }

@@ -30,6 +30,7 @@ use tun_rs::{
 };
 
 use super::engine::{Engine, Sink};
+use super::flows::FlowKey;
 use super::udp_batch::{Transmitter, UdpBatch};
 
 /// Largest packet handled; buffers have room for WireGuard's overhead too.
@@ -419,7 +420,11 @@ impl UdpBatchSink<'_> {
 
 impl Sink for UdpBatchSink<'_> {
     fn send_udp(&mut self, datagram: &[u8], to: SocketAddr) {
-        self.batch.push(datagram, to, &mut self.out);
+        self.batch.push(datagram, to, None, &mut self.out);
+    }
+
+    fn send_flow_udp(&mut self, datagram: &[u8], to: SocketAddr, flow: FlowKey) {
+        self.batch.push(datagram, to, Some(flow), &mut self.out);
     }
 
     fn write_tun(&mut self, _packet: &[u8]) {
@@ -594,7 +599,7 @@ mod tests {
         for i in 0..20u8 {
             let len = if i == 19 { 300 } else { 1452 };
             let datagram: Vec<u8> = (0..len).map(|j| i ^ (j as u8)).collect();
-            batch.push(&datagram, to, &mut out);
+            batch.push(&datagram, to, None, &mut out);
             sent.push(datagram);
         }
         batch.flush(&mut out);

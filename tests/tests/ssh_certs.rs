@@ -240,17 +240,7 @@ fn members_reach_private_hosts_with_certificates_and_nothing_else_passes() {
     assert!(log.contains("source address"), "{log}");
 
     // 4. Another CA's certificate for the same key and principal.
-    let rogue = dir.join("rogue_ca");
-    let (ok, out) = keygen(&[
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        rogue.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
+    let rogue = new_key(&dir, "rogue_ca");
     let (ok, out) = keygen(&[
         "-s",
         rogue.to_str().unwrap(),

@@ -31,22 +31,6 @@ const EXPIRED: &str = "10.0.3.142";
 const OTHER_CA: &str = "10.0.3.143";
 const REVOKED: &str = "10.0.3.144";
 
-/// A fresh ed25519 key pair `dir/name` (and `.pub`), by ssh-keygen.
-fn new_key(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let (ok, out) = keygen(&[
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        path.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
-    path
-}
-
 /// An sshd on `addr`:22 of the research host serving `host_key` and, when
 /// given, its certificate.
 fn start_host(lab: &SshLab<'_>, addr: &str, host_key: &Path, cert: Option<&Path>) {

@@ -146,6 +146,22 @@ pub fn portal(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// A fresh ed25519 key pair `dir/name` (and `.pub`), without a passphrase.
+pub fn new_key(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let (ok, out) = keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    path
+}
+
 /// `ssh-keygen ARGS` on the test host; (success, stdout + stderr).
 pub fn keygen(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new("ssh-keygen")

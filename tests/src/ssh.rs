@@ -265,7 +265,7 @@ impl<'t> SshLab<'t> {
     pub fn host_key(&self, name: &str) -> PathBuf {
         let host_key = self.dir.join(format!("{name}-host_ed25519"));
         if !host_key.exists() {
-            keygen(&host_key, name);
+            new_key(&host_key, name);
         }
         host_key
     }
@@ -378,7 +378,7 @@ impl<'t> SshLab<'t> {
 
     fn make_identity(&self, name: &str, extra: &str, authorize: bool) -> Identity {
         let key = self.dir.join(format!("id-{name}"));
-        keygen(&key, name);
+        new_key(&key, name);
         let public_key_file = key.with_extension("pub");
         let public_key = std::fs::read_to_string(&public_key_file)
             .unwrap()
@@ -576,7 +576,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// `ssh-keygen -t ed25519` without a passphrase into `path` (+ `.pub`).
-fn keygen(path: &Path, comment: &str) {
+pub fn new_key(path: &Path, comment: &str) {
     let mut cmd = Command::new("ssh-keygen");
     cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path);

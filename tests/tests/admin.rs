@@ -653,15 +653,7 @@ fn two_gateways_given_one_ca_key_file_sign_with_one_ca() {
     // A new ed25519 key file, and its fingerprint as ssh-keygen prints it.
     let new_key = |name: &str| {
         let path = dir.path().join(name);
-        keygen(&[
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            path.to_str().unwrap(),
-        ]);
+        gatehouse_tests::ssh::new_key(&path, name);
         let listed = keygen(&["-lf", path.to_str().unwrap()]);
         let fingerprint = listed.split_whitespace().nth(1).unwrap().to_string();
         (path, fingerprint)

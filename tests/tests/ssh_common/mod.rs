@@ -149,16 +149,7 @@ pub fn portal(
 /// A fresh ed25519 key pair `dir/name` (and `.pub`), without a passphrase.
 pub fn new_key(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);
-    let (ok, out) = keygen(&[
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        path.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
+    gatehouse_tests::ssh::new_key(&path, name);
     path
 }
 

@@ -167,9 +167,19 @@ impl Browser {
         self.find(css).await.click().await.unwrap();
     }
 
-    /// Opens `path` of the portal.
+    /// Opens `path` of the portal. Chromium abandons a load with
+    /// ERR_NETWORK_CHANGED (its error page, `chrome-error://`) when an
+    /// interface in its namespace changes meanwhile, as when the test
+    /// topology's links come up; such a load is tried again, 3 times at most.
     pub async fn goto(&self, path: &str) {
-        self.client.goto(&self.url(path)).await.unwrap();
+        for _ in 0..3 {
+            self.client.goto(&self.url(path)).await.unwrap();
+            if !self.url_now().await.starts_with("chrome-error:") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("Chromium could not load {path} in 3 tries");
     }
 
     /// Waits (bounded) until the browser is at `path` of the portal.

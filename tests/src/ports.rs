@@ -9,6 +9,7 @@
 //! (`Address already in use`) while three SSO tests ran at once.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 const FIRST: u32 = 20_000;
@@ -19,13 +20,8 @@ const COUNT: u32 = 12_000;
 pub fn free_port() -> u16 {
     // Test binaries run one after another; starting each at a place of its
     // own keeps a server a previous binary left in TIME_WAIT out of the way.
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % COUNT,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
+    static NEXT: LazyLock<AtomicU32> =
+        LazyLock::new(|| AtomicU32::new(std::process::id().wrapping_mul(7919) % COUNT));
     for _ in 0..COUNT {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
         let port = u16::try_from(FIRST + offset).expect("ports below 32000 fit in u16");
